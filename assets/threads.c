@@ -1,0 +1,41 @@
+/* Allocator churner: N threads each doing M malloc/free pairs of mixed
+ * sizes as fast as they can. Every pair is freed: nothing leaks.
+ * Usage: threads [threads] [pairs_per_thread] */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static long pairs = 100000;
+
+static void *churn(void *arg)
+{
+	unsigned long seed = (unsigned long)arg * 2654435761u + 1;
+	long sum = 0;
+
+	for (long i = 0; i < pairs; i++) {
+		seed = seed * 6364136223846793005ul + 1442695040888963407ul;
+		size_t size = 16 + (seed >> 33) % 2048;
+		char *p = malloc(size);
+		p[0] = (char)i;
+		sum += p[0];
+		free(p);
+	}
+	return (void *)sum;
+}
+
+int main(int argc, char **argv)
+{
+	int nthreads = argc > 1 ? atoi(argv[1]) : 2;
+	pthread_t tids[64];
+
+	if (argc > 2)
+		pairs = atol(argv[2]);
+	if (nthreads > 64)
+		nthreads = 64;
+	for (int i = 0; i < nthreads; i++)
+		pthread_create(&tids[i], NULL, churn, (void *)(long)i);
+	for (int i = 0; i < nthreads; i++)
+		pthread_join(tids[i], NULL);
+	printf("%d threads x %ld pairs\n", nthreads, pairs);
+	return 0;
+}

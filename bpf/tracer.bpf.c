@@ -1,0 +1,506 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * tm-tui's flight recorder: allocator uprobes, memory-map syscalls, fatal
+ * signals and lifecycle of one process (tgid), streamed through one ring
+ * buffer. Cost matters on every hit: see DESIGN.md for the measured figures
+ * that shaped the probe placement and the wakeup policy.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "tracer.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile __u32 targ_tgid = 0;
+/* Wake the consumer only once this much is waiting; it polls on a timer. */
+const volatile __u64 wakeup_bytes = 1 << 20;
+
+/* Loss counters, read by user space: [enum tm_loss][enum tm_kind]. */
+__u64 lost[TM_LOST_MAX][TM_K_MAX] = {};
+/* Events whose stack could not be walked at all (kept, without stack). */
+__u64 stack_errors = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 20);
+} events SEC(".maps");
+
+/*
+ * User stacks keyed by a 64-bit hash of their frames. The kernel's stack
+ * map hashes into max_entries buckets and refuses (or overwrites) on a
+ * bucket collision; a 64-bit key makes collisions practically impossible.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u64);
+	__type(value, struct tm_stack);
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tm_stack);
+} stack_scratch SEC(".maps");
+
+/* An allocator call between entry and return, per thread. */
+struct inflight {
+	__u64 stack;
+	__u64 a0, a1, a2;
+	__u32 fn;
+	__u32 depth; /* nested allocator calls inside this one (not recorded) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+struct sys_args {
+	__u64 nr;
+	__u64 args[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct sys_args);
+} sys_inflight SEC(".maps");
+
+/* Dummies so the skeleton emits every record type for Rust. */
+struct tm_heap_rec _tm_heap_rec = {};
+struct tm_syscall_rec _tm_syscall_rec = {};
+struct tm_signal_rec _tm_signal_rec = {};
+struct tm_fork_rec _tm_fork_rec = {};
+struct tm_exec_rec _tm_exec_rec = {};
+struct tm_exit_rec _tm_exit_rec = {};
+struct tm_stack _tm_stack = {};
+
+static __always_inline bool is_target(__u32 *tid)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	*tid = (__u32)id;
+	return (id >> 32) == targ_tgid;
+}
+
+static __always_inline void count_lost(enum tm_loss why, enum tm_kind kind)
+{
+	__sync_fetch_and_add(&lost[why][kind], 1);
+}
+
+static __always_inline __u64 wakeup_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+		       BPF_RB_FORCE_WAKEUP :
+		       BPF_RB_NO_WAKEUP;
+}
+
+/*
+ * Capture the user stack at a function's first instructions. The frame
+ * pointer chain there starts at the caller's caller: the immediate caller's
+ * return address is still at [sp], so it replaces frame 0 (the probed
+ * function itself).
+ */
+static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
+{
+	__u32 zero = 0;
+	struct tm_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	__u64 h = 0xcbf29ce484222325ULL, caller = 0;
+	long n;
+
+	if (!st)
+		return 0;
+	n = bpf_get_stack(ctx, st->ips, sizeof(st->ips), BPF_F_USER_STACK);
+	if (n <= 0) {
+		__sync_fetch_and_add(&stack_errors, 1);
+		return 0;
+	}
+	st->nr = n / sizeof(__u64);
+	if (bpf_probe_read_user(&caller, sizeof(caller), (void *)PT_REGS_SP(ctx)) == 0)
+		st->ips[0] = caller;
+
+	for (int i = 0; i < TM_MAX_FRAMES; i++) {
+		if (i >= st->nr)
+			break;
+		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
+		h ^= h >> 29;
+	}
+	if (h == 0)
+		h = 1;
+	if (!bpf_map_lookup_elem(&stacks, &h)) {
+		long err = bpf_map_update_elem(&stacks, &h, st, BPF_NOEXIST);
+
+		if (err && err != -17 /* EEXIST: another CPU won the race */) {
+			count_lost(TM_LOST_STACK_TABLE, TM_K_HEAP);
+			return 0;
+		}
+	}
+	return h;
+}
+
+static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
+				       __u64 a1, __u64 a2)
+{
+	struct inflight *cur, in = {};
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	cur = bpf_map_lookup_elem(&inflight, &tid);
+	if (cur) {
+		/* realloc(NULL, n) calls malloc, reallocarray tail-calls realloc:
+		 * the outermost call is the one the program made. */
+		cur->depth++;
+		return 0;
+	}
+	in.fn = fn;
+	in.a0 = a0;
+	in.a1 = a1;
+	in.a2 = a2;
+	in.stack = capture_entry_stack(ctx);
+	if (bpf_map_update_elem(&inflight, &tid, &in, BPF_ANY))
+		count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
+	return 0;
+}
+
+static __always_inline int alloc_exit(struct pt_regs *ctx)
+{
+	struct tm_heap_rec *r;
+	struct inflight *in;
+	__u64 ret = PT_REGS_RC(ctx);
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	in = bpf_map_lookup_elem(&inflight, &tid);
+	if (!in)
+		return 0;
+	if (in->depth) {
+		in->depth--;
+		return 0;
+	}
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_HEAP);
+		bpf_map_delete_elem(&inflight, &tid);
+		return 0;
+	}
+	r->h.kind = TM_K_HEAP;
+	r->h.tid = tid;
+	r->h.ts = bpf_ktime_get_ns();
+	r->fn = in->fn;
+	r->stack = in->stack;
+	r->old_ptr = 0;
+	r->align = 0;
+	r->ptr = ret;
+	switch (in->fn) {
+	case TM_FN_CALLOC:
+		r->size = in->a0 * in->a1;
+		break;
+	case TM_FN_REALLOC:
+		r->old_ptr = in->a0;
+		r->size = in->a1;
+		break;
+	case TM_FN_REALLOCARRAY:
+		r->old_ptr = in->a0;
+		r->size = in->a1 * in->a2;
+		break;
+	case TM_FN_POSIX_MEMALIGN: {
+		/* int posix_memalign(void **out, size_t align, size_t size) */
+		__u64 p = 0;
+
+		if (ret == 0)
+			bpf_probe_read_user(&p, sizeof(p), (void *)in->a0);
+		r->ptr = p;
+		r->align = in->a1;
+		r->size = in->a2;
+		break;
+	}
+	case TM_FN_MEMALIGN:
+		r->align = in->a0;
+		r->size = in->a1;
+		break;
+	default: /* malloc, valloc, pvalloc */
+		r->size = in->a0;
+		break;
+	}
+	bpf_map_delete_elem(&inflight, &tid);
+	bpf_ringbuf_submit(r, wakeup_flags());
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(tm_malloc, __u64 size)
+{
+	return alloc_enter(ctx, TM_FN_MALLOC, size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(tm_calloc, __u64 n, __u64 size)
+{
+	return alloc_enter(ctx, TM_FN_CALLOC, n, size, 0);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(tm_realloc, __u64 ptr, __u64 size)
+{
+	return alloc_enter(ctx, TM_FN_REALLOC, ptr, size, 0);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(tm_reallocarray, __u64 ptr, __u64 n, __u64 size)
+{
+	return alloc_enter(ctx, TM_FN_REALLOCARRAY, ptr, n, size);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(tm_posix_memalign, __u64 out, __u64 align, __u64 size)
+{
+	return alloc_enter(ctx, TM_FN_POSIX_MEMALIGN, out, align, size);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(tm_memalign, __u64 align, __u64 size)
+{
+	return alloc_enter(ctx, TM_FN_MEMALIGN, align, size, 0);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(tm_valloc, __u64 size)
+{
+	return alloc_enter(ctx, TM_FN_VALLOC, size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(tm_pvalloc, __u64 size)
+{
+	return alloc_enter(ctx, TM_FN_PVALLOC, size, 0, 0);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(tm_alloc_ret)
+{
+	return alloc_exit(ctx);
+}
+
+/*
+ * free needs no return probe. It may be attached past a leading
+ * `test %rdi,%rdi; je` (free(NULL) is a no-op): those instructions are
+ * single-stepped by the kernel, a push is emulated, a 20x difference.
+ */
+SEC("uprobe")
+int BPF_UPROBE(tm_free, __u64 ptr)
+{
+	struct tm_heap_rec *r;
+	__u32 tid;
+
+	if (!is_target(&tid) || ptr == 0)
+		return 0;
+	/* realloc(p, 0) frees through free(): realloc's record says it. */
+	if (bpf_map_lookup_elem(&inflight, &tid))
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_HEAP);
+		return 0;
+	}
+	r->h.kind = TM_K_HEAP;
+	r->h.tid = tid;
+	r->h.ts = bpf_ktime_get_ns();
+	r->fn = TM_FN_FREE;
+	r->ptr = ptr;
+	r->old_ptr = 0;
+	r->size = 0;
+	r->align = 0;
+	r->stack = capture_entry_stack(ctx);
+	bpf_ringbuf_submit(r, wakeup_flags());
+	return 0;
+}
+
+#define NR_MMAP 9
+#define NR_MUNMAP 11
+#define NR_BRK 12
+#define NR_MREMAP 25
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(tm_sys_enter, struct pt_regs *regs, long id)
+{
+	struct sys_args a = {};
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	if (id != NR_MMAP && id != NR_MUNMAP && id != NR_BRK && id != NR_MREMAP)
+		return 0;
+	a.nr = id;
+	a.args[0] = BPF_CORE_READ(regs, di);
+	a.args[1] = BPF_CORE_READ(regs, si);
+	a.args[2] = BPF_CORE_READ(regs, dx);
+	a.args[3] = BPF_CORE_READ(regs, r10);
+	a.args[4] = BPF_CORE_READ(regs, r8);
+	a.args[5] = BPF_CORE_READ(regs, r9);
+	if (bpf_map_update_elem(&sys_inflight, &tid, &a, BPF_ANY))
+		count_lost(TM_LOST_INFLIGHT, TM_K_SYSCALL);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(tm_sys_exit, struct pt_regs *regs, long ret)
+{
+	struct tm_syscall_rec *r;
+	struct sys_args *a;
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	a = bpf_map_lookup_elem(&sys_inflight, &tid);
+	if (!a)
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_SYSCALL);
+		bpf_map_delete_elem(&sys_inflight, &tid);
+		return 0;
+	}
+	r->h.kind = TM_K_SYSCALL;
+	r->h.tid = tid;
+	r->h.ts = bpf_ktime_get_ns();
+	r->nr = a->nr;
+	r->ret = ret;
+	__builtin_memcpy(r->args, a->args, sizeof(r->args));
+	bpf_map_delete_elem(&sys_inflight, &tid);
+	/* New code mapped (a library loading): wake user space now so it reads
+	 * /proc/PID/maps while the target is alive to be read. */
+	bpf_ringbuf_submit(r, (r->nr == NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */)) ?
+				      BPF_RB_FORCE_WAKEUP :
+				      wakeup_flags());
+	return 0;
+}
+
+static __always_inline bool fatal_class(int sig)
+{
+	/* SIGILL SIGTRAP SIGABRT SIGBUS SIGFPE SIGSEGV SIGSYS */
+	return sig == 4 || sig == 5 || sig == 6 || sig == 7 || sig == 8 ||
+	       sig == 11 || sig == 31;
+}
+
+SEC("tp_btf/signal_deliver")
+int BPF_PROG(tm_signal_deliver, int sig, struct kernel_siginfo *info,
+	     struct k_sigaction *ka)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct tm_signal_rec *r;
+	struct pt_regs *regs;
+	__u32 tid;
+	__u64 sp;
+
+	if (!is_target(&tid) || !fatal_class(sig))
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_SIGNAL);
+		return 0;
+	}
+	r->h.kind = TM_K_SIGNAL;
+	r->h.tid = tid;
+	r->h.ts = bpf_ktime_get_ns();
+	r->sig = sig;
+	r->code = BPF_CORE_READ(info, si_code);
+	r->err = BPF_CORE_READ(info, si_errno);
+	r->addr = (__u64)BPF_CORE_READ(info, _sifields._sigfault._addr);
+	r->handled = BPF_CORE_READ(ka, sa.sa_handler) != 0;
+
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	r->ip = BPF_CORE_READ(regs, ip);
+	sp = BPF_CORE_READ(regs, sp);
+	r->sp = sp;
+	r->bp = BPF_CORE_READ(regs, bp);
+	r->stack = 0;
+
+	/* The stack may end closer than the full copy: try smaller reads. */
+	r->copy_len = 0;
+	if (!bpf_probe_read_user(r->copy, TM_SIG_STACK_COPY, (void *)sp))
+		r->copy_len = TM_SIG_STACK_COPY;
+	else if (!bpf_probe_read_user(r->copy, TM_SIG_STACK_COPY / 4, (void *)sp))
+		r->copy_len = TM_SIG_STACK_COPY / 4;
+	else if (!bpf_probe_read_user(r->copy, TM_SIG_STACK_COPY / 16, (void *)sp))
+		r->copy_len = TM_SIG_STACK_COPY / 16;
+	else if (!bpf_probe_read_user(r->copy, 256, (void *)sp))
+		r->copy_len = 256;
+	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tm_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct tm_fork_rec *r;
+
+	if (BPF_CORE_READ(parent, tgid) != targ_tgid)
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_FORK);
+		return 0;
+	}
+	r->h.kind = TM_K_FORK;
+	r->h.tid = BPF_CORE_READ(parent, pid);
+	r->h.ts = bpf_ktime_get_ns();
+	r->child = BPF_CORE_READ(child, pid);
+	r->is_thread = BPF_CORE_READ(child, tgid) == targ_tgid;
+	bpf_ringbuf_submit(r, wakeup_flags());
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(tm_exec, struct task_struct *p, pid_t old_pid,
+	     struct linux_binprm *bprm)
+{
+	struct tm_exec_rec *r;
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_EXEC);
+		return 0;
+	}
+	r->h.kind = TM_K_EXEC;
+	r->h.tid = tid;
+	r->h.ts = bpf_ktime_get_ns();
+	bpf_probe_read_kernel_str(r->filename, sizeof(r->filename),
+				  BPF_CORE_READ(bprm, filename));
+	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(tm_exit, struct task_struct *p)
+{
+	struct tm_exit_rec *r;
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_EXIT);
+		return 0;
+	}
+	r->h.kind = TM_K_EXIT;
+	r->h.tid = tid;
+	r->h.ts = bpf_ktime_get_ns();
+	r->exit_code = BPF_CORE_READ(p, exit_code);
+	r->group_exit_code = BPF_CORE_READ(p, signal, group_exit_code);
+	r->group_dead = BPF_CORE_READ(p, signal, live.counter) == 0;
+	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}

@@ -1,0 +1,94 @@
+//! The bundled demo programs (assets/*.c), compiled on first use with the
+//! system C compiler so every user gets binaries with symbols and frame
+//! pointers.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+pub struct Demo {
+    pub name: &'static str,
+    pub file: &'static str,
+    pub source: &'static str,
+    pub about: &'static str,
+    /// Arguments the demo runs with under `tm-tui demo`.
+    pub args: &'static [&'static str],
+}
+
+pub const DEMOS: &[Demo] = &[
+    Demo {
+        name: "uaf",
+        file: "uaf.c",
+        source: include_str!("../assets/uaf.c"),
+        about: "use-after-free of a 300000-byte block: SIGSEGV",
+        args: &[],
+    },
+    Demo {
+        name: "double-free",
+        file: "double_free.c",
+        source: include_str!("../assets/double_free.c"),
+        about: "double free: glibc aborts with SIGABRT",
+        args: &[],
+    },
+    Demo {
+        name: "leak",
+        file: "leak.c",
+        source: include_str!("../assets/leak.c"),
+        about: "steady leak of 64-byte records from one call site",
+        args: &["2000", "1000"],
+    },
+    Demo {
+        name: "threads",
+        file: "threads.c",
+        source: include_str!("../assets/threads.c"),
+        about: "two threads churning malloc/free",
+        args: &["2", "200000"],
+    },
+];
+
+pub fn find(name: &str) -> Result<&'static Demo> {
+    DEMOS.iter().find(|d| d.name == name).with_context(|| {
+        let names: Vec<&str> = DEMOS.iter().map(|d| d.name).collect();
+        format!("unknown demo '{name}' (try one of: {})", names.join(", "))
+    })
+}
+
+/// Compile the demo into `dir` (default: a per-user cache directory) and
+/// return the binary's path. Rebuilds when the source changed.
+pub fn build(demo: &Demo, dir: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("tm-tui")
+            .join("demos"),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let src = dir.join(demo.file);
+    let bin = dir.join(demo.name);
+    let fresh = std::fs::read_to_string(&src).is_ok_and(|s| s == demo.source) && bin.exists();
+    if fresh {
+        return Ok(bin);
+    }
+    std::fs::write(&src, demo.source).with_context(|| format!("cannot write {}", src.display()))?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-g", "-O0", "-fno-omit-frame-pointer", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .with_context(|| {
+            format!("cannot run the C compiler '{cc}' to build the demo (install gcc)")
+        })?;
+    if !out.status.success() {
+        bail!(
+            "building {} failed: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(bin)
+}

@@ -1,0 +1,341 @@
+//! Owned events: what the recorder decodes C records into, and all that the
+//! trace file, the model and the UI ever see of the kernel side.
+
+use std::fmt;
+
+/// Index of an interned stack in the recording's stack table.
+pub type StackId = u32;
+/// Index of a module (ELF file) in the recording's module table.
+pub type ModuleId = u32;
+
+/// One recorded event. `ts` is CLOCK_MONOTONIC nanoseconds, as the kernel
+/// stamped it; [`crate::event::Meta::start_mono_ns`] is the recording's zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub ts: u64,
+    pub tid: u32,
+    pub kind: EventKind,
+}
+
+/// The allocator entry point a heap event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum AllocFn {
+    Malloc = 0,
+    Calloc = 1,
+    Realloc = 2,
+    Reallocarray = 3,
+    PosixMemalign = 4,
+    Memalign = 5,
+    Valloc = 6,
+    Pvalloc = 7,
+    Free = 8,
+}
+
+impl AllocFn {
+    pub const ALL: [AllocFn; 9] = [
+        AllocFn::Malloc,
+        AllocFn::Calloc,
+        AllocFn::Realloc,
+        AllocFn::Reallocarray,
+        AllocFn::PosixMemalign,
+        AllocFn::Memalign,
+        AllocFn::Valloc,
+        AllocFn::Pvalloc,
+        AllocFn::Free,
+    ];
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(v)).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AllocFn::Malloc => "malloc",
+            AllocFn::Calloc => "calloc",
+            AllocFn::Realloc => "realloc",
+            AllocFn::Reallocarray => "reallocarray",
+            AllocFn::PosixMemalign => "posix_memalign",
+            AllocFn::Memalign => "memalign",
+            AllocFn::Valloc => "valloc",
+            AllocFn::Pvalloc => "pvalloc",
+            AllocFn::Free => "free",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A block handed out: malloc, calloc, memalign family. `ptr == 0` is a
+    /// failed allocation (nothing became live).
+    Alloc {
+        func: AllocFn,
+        ptr: u64,
+        size: u64,
+        stack: Option<StackId>,
+    },
+    /// `free(ptr)` with a non-NULL pointer.
+    Free {
+        ptr: u64,
+        stack: Option<StackId>,
+    },
+    /// realloc/reallocarray. `old == 0` is an allocation; a non-zero `ptr`
+    /// means `old` (if any) is gone and `ptr` is live with `size` bytes;
+    /// `ptr == 0` with `size == 0` freed `old`; `ptr == 0` otherwise failed
+    /// and left `old` live.
+    Realloc {
+        func: AllocFn,
+        old: u64,
+        ptr: u64,
+        size: u64,
+        stack: Option<StackId>,
+    },
+    Mmap {
+        addr: u64,
+        len: u64,
+        prot: u32,
+        flags: u32,
+        fd: i32,
+        offset: u64,
+        ret: i64,
+    },
+    Munmap {
+        addr: u64,
+        len: u64,
+        ret: i64,
+    },
+    Mremap {
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u32,
+        ret: i64,
+    },
+    Brk {
+        req: u64,
+        ret: i64,
+    },
+    /// A fatal-class signal delivered to a thread.
+    Signal(Box<SignalInfo>),
+    /// `child` is a new thread of the target (`thread`) or a child process.
+    Spawn {
+        child: u32,
+        thread: bool,
+    },
+    Exec {
+        filename: String,
+    },
+    /// A thread left; `code` is the kernel's exit code for it.
+    ThreadExit {
+        code: i32,
+    },
+    /// The last thread left: the process is gone.
+    ProcessExit {
+        status: ExitStatus,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignalInfo {
+    pub signo: i32,
+    pub code: i32,
+    pub errno: i32,
+    /// `si_addr`: the faulting address for SIGSEGV/SIGBUS/SIGILL/SIGFPE.
+    pub addr: u64,
+    /// The target installed a handler (the signal may not be fatal).
+    pub handled: bool,
+    pub ip: u64,
+    pub sp: u64,
+    /// The thread's stack at delivery, unwound through `.eh_frame`.
+    pub stack: Option<StackId>,
+}
+
+/// How the process ended, decoded from the kernel's exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal { signo: i32, core: bool },
+}
+
+impl ExitStatus {
+    pub fn from_kernel(code: i32) -> Self {
+        if code & 0x7f == 0 {
+            ExitStatus::Code((code >> 8) & 0xff)
+        } else {
+            ExitStatus::Signal {
+                signo: code & 0x7f,
+                core: code & 0x80 != 0,
+            }
+        }
+    }
+
+    /// The status a shell would report: the code, or 128 + signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal { signo, .. } => 128 + signo,
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exited with code {c}"),
+            ExitStatus::Signal { signo, core } => write!(
+                f,
+                "killed by {}{}",
+                signal_name(*signo),
+                if *core { " (core dumped)" } else { "" }
+            ),
+        }
+    }
+}
+
+pub fn signal_name(signo: i32) -> &'static str {
+    match signo {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        31 => "SIGSYS",
+        _ => "SIG?",
+    }
+}
+
+/// The symbolic name of `si_code` for a signal, as in siginfo(2).
+pub fn si_code_name(signo: i32, code: i32) -> String {
+    let name = match (signo, code) {
+        (_, 0) => "SI_USER",
+        (_, -6) => "SI_TKILL",
+        (_, -1) => "SI_QUEUE",
+        (_, 128) => "SI_KERNEL",
+        (11, 1) => "SEGV_MAPERR",
+        (11, 2) => "SEGV_ACCERR",
+        (11, 3) => "SEGV_BNDERR",
+        (11, 4) => "SEGV_PKUERR",
+        (7, 1) => "BUS_ADRALN",
+        (7, 2) => "BUS_ADRERR",
+        (7, 3) => "BUS_OBJERR",
+        (4, 1) => "ILL_ILLOPC",
+        (4, 2) => "ILL_ILLOPN",
+        (4, 5) => "ILL_PRVOPC",
+        (8, 1) => "FPE_INTDIV",
+        (8, 2) => "FPE_INTOVF",
+        (5, 1) => "TRAP_BRKPT",
+        (5, 2) => "TRAP_TRACE",
+        (31, 1) => "SYS_SECCOMP",
+        _ => return format!("si_code={code}"),
+    };
+    name.to_string()
+}
+
+/// A module (ELF file mapped into the target).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    pub id: ModuleId,
+    pub path: String,
+}
+
+/// One frame of a stack, normalized (module + file offset, valid after the
+/// target is gone) and symbolized where symbols were found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    /// The address in the target's address space.
+    pub addr: u64,
+    pub module: Option<ModuleId>,
+    /// Offset into the module's file of the instruction to symbolize: for
+    /// a return address, one byte back, inside the call instruction.
+    pub offset: u64,
+    /// Demangled function name.
+    pub func: Option<String>,
+    pub file: Option<String>,
+    pub line: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stack {
+    pub id: StackId,
+    pub frames: Vec<Frame>,
+}
+
+/// Why events were lost; every reason is counted, none is silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LossReason {
+    /// The kernel ring buffer was full: events gone.
+    RingBuffer,
+    /// The stack table was full: events kept without their stack.
+    StackTable,
+    /// The per-thread in-flight table was full: events gone.
+    Inflight,
+    /// The channel to the consumer was full: events gone.
+    Channel,
+}
+
+impl LossReason {
+    pub const ALL: [LossReason; 4] = [
+        LossReason::RingBuffer,
+        LossReason::StackTable,
+        LossReason::Inflight,
+        LossReason::Channel,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LossReason::RingBuffer => "ringbuf_full",
+            LossReason::StackTable => "stack_table_full",
+            LossReason::Inflight => "inflight_full",
+            LossReason::Channel => "channel_full",
+        }
+    }
+}
+
+/// Cumulative loss counters for a recording. `stackless` counts events that
+/// were kept but whose stack could not be walked (not a loss of the event).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lost {
+    pub ringbuf: u64,
+    pub stack_table: u64,
+    pub inflight: u64,
+    pub channel: u64,
+    pub stackless: u64,
+}
+
+impl Lost {
+    /// Events missing from the recording (stack losses keep the event).
+    pub fn events(&self) -> u64 {
+        self.ringbuf + self.inflight + self.channel
+    }
+
+    pub fn get(&self, r: LossReason) -> u64 {
+        match r {
+            LossReason::RingBuffer => self.ringbuf,
+            LossReason::StackTable => self.stack_table,
+            LossReason::Inflight => self.inflight,
+            LossReason::Channel => self.channel,
+        }
+    }
+}
+
+/// What a recording is of.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub pid: u32,
+    /// The target's command line, arguments joined by spaces.
+    pub command: String,
+    /// CLOCK_MONOTONIC at the start of the recording.
+    pub start_mono_ns: u64,
+    /// Wall clock (ns since the Unix epoch) at the same instant.
+    pub start_wall_ns: u64,
+    /// The allocator module that was probed.
+    pub allocator: String,
+}

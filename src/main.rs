@@ -1,0 +1,236 @@
+//! tm-tui: a time-travel crash explorer. Module map:
+//! - `recorder` — loads the BPF tracer (bpf/), attaches to a process, polls
+//!   the ring buffer, decodes records into owned events (all unsafe code);
+//!   `recorder::discover` finds the allocator, `recorder::launch` starts a
+//!   program stopped.
+//! - `event` — the owned event types everything else works on.
+//! - `maps`, `unwind`, `symbols` — addresses to (module, offset), signal
+//!   stacks unwound through .eh_frame, frames to function/file/line.
+//! - `trace` — the append-only `.tmt` file.
+//! - `model` — heap state and analysis over events (no terminal code).
+//! - `record`, `report`, `demos` — the subcommands.
+
+mod demos;
+mod event;
+mod maps;
+mod model;
+mod record;
+mod recorder;
+mod report;
+mod symbols;
+mod trace;
+mod unwind;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+/// Record what a live process does with eBPF — allocations, frees, memory
+/// maps, fatal signals, with stacks — and explain its crash.
+#[derive(Parser, Debug)]
+#[command(name = "tm-tui", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Record a running process (PID) or a program you launch (-- CMD ...)
+    /// into a trace file, until it exits or Ctrl-C.
+    Record {
+        /// Process to attach to.
+        pid: Option<u32>,
+        /// Trace file to write.
+        #[arg(short, long, default_value = "tm-tui.tmt")]
+        output: PathBuf,
+        /// Kernel ring buffer size (power of two; e.g. 16MiB, 1GiB).
+        #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+        ringbuf: u64,
+        /// Program and arguments to launch and record from its first instruction.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Print what a trace file holds: crash, counts, losses, heap, events.
+    Report {
+        /// Trace file written by `tm-tui record`.
+        file: PathBuf,
+        /// The moment to look at, from the start (e.g. 1.250s, 1s 250ms).
+        #[arg(long, value_parser = report::parse_duration)]
+        at: Option<std::time::Duration>,
+        /// Show the events in this window before the moment (e.g. 200ms).
+        #[arg(long, value_parser = report::parse_duration)]
+        window: Option<std::time::Duration>,
+        /// Machine-readable output (schema in the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a bundled demo program, record it, and report its crash.
+    Demo {
+        /// uaf, double-free, leak or threads.
+        #[arg(default_value = "uaf")]
+        name: String,
+        /// Trace file to write.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Only build the demo and print its path.
+        #[arg(long)]
+        build_only: bool,
+    },
+}
+
+/// A byte size: plain bytes or with KiB/MiB/GiB (K/M/G) suffix; a power of
+/// two between 4KiB and 2GiB.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = [
+        ("KiB", 1u64 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("K", 1 << 10),
+        ("M", 1 << 20),
+        ("G", 1 << 30),
+    ]
+    .iter()
+    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n, *m)))
+    .unwrap_or((t, 1));
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid size '{s}' (e.g. 64MiB)"))?;
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("size '{s}' is too large"))?;
+    if !v.is_power_of_two() || !(4096..=(2 << 30)).contains(&v) {
+        return Err(format!(
+            "size '{s}' must be a power of two between 4KiB and 2GiB"
+        ));
+    }
+    Ok(v)
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Cmd::Record {
+            pid,
+            output,
+            ringbuf,
+            command,
+        } => {
+            let target = match (pid, command.is_empty()) {
+                (Some(p), true) => record::Target::Pid(p),
+                (None, false) => record::Target::Command(command),
+                (Some(_), false) => bail!("give either a PID or -- COMMAND, not both"),
+                (None, true) => bail!("nothing to record: give a PID or -- COMMAND ARGS"),
+            };
+            record::run(record::RecordArgs {
+                target,
+                output,
+                ringbuf_bytes: ringbuf,
+            })
+        }
+        Cmd::Report {
+            file,
+            at,
+            window,
+            json,
+        } => {
+            let t = trace::read_trace(&file)?;
+            let opts = report::Options { at, window };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report::json(&t, &opts))?
+                );
+            } else {
+                print!("{}", report::text(&t, &opts));
+            }
+            if let Some(d) = &t.damage {
+                eprintln!(
+                    "tm-tui: warning: {} is damaged from byte {}: {}",
+                    file.display(),
+                    d.offset,
+                    d.reason
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Demo {
+            name,
+            output,
+            build_only,
+        } => {
+            let demo = demos::find(&name)?;
+            let bin = demos::build(demo, None)?;
+            if build_only {
+                println!("{}", bin.display());
+                return Ok(0);
+            }
+            let output = output.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("tm-tui-demo-{}.tmt", demo.name))
+            });
+            eprintln!("tm-tui: demo '{}': {}", demo.name, demo.about);
+            let mut argv = vec![bin.display().to_string()];
+            argv.extend(demo.args.iter().map(|a| a.to_string()));
+            let code = record::run(record::RecordArgs {
+                target: record::Target::Command(argv),
+                output: output.clone(),
+                ringbuf_bytes: 64 << 20,
+            })?;
+            let t = trace::read_trace(&output)?;
+            println!(
+                "\n{}",
+                report::text(
+                    &t,
+                    &report::Options {
+                        at: None,
+                        window: None
+                    }
+                )
+            );
+            eprintln!("tm-tui: trace kept in {}", output.display());
+            Ok(code)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::from(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        2
+                    } else {
+                        0
+                    },
+                );
+            }
+            let msg = e.render().to_string();
+            let first = msg
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("tm-tui: error: {first} (see tm-tui --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("tm-tui: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `tm-tui record`: attach to (or launch) a target, stream its events into
+//! a trace file, and print the crash the moment it happens.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use crossbeam_channel::RecvTimeoutError;
+
+use crate::event::{EventKind, ExitStatus, Lost, Meta, Module, Stack};
+use crate::model::heap::LiveHeap;
+use crate::recorder::discover;
+use crate::recorder::launch::{self, Child};
+use crate::recorder::{now_mono_ns, now_wall_ns, Config, EndReason, Msg, Recorder};
+use crate::report;
+use crate::symbols::Symbols;
+use crate::trace::TraceWriter;
+
+/// What to record.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Pid(u32),
+    Command(Vec<String>),
+}
+
+pub struct RecordArgs {
+    pub target: Target,
+    pub output: PathBuf,
+    pub ringbuf_bytes: u64,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+pub fn install_sigint() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("tm-tui needs root to load eBPF programs (CAP_BPF, CAP_PERFMON): run it with sudo");
+    }
+    Ok(())
+}
+
+/// The command line of a running process, or why it cannot be traced.
+pub fn check_pid(pid: u32) -> Result<String> {
+    if pid == std::process::id() {
+        bail!("refusing to trace tm-tui itself (pid {pid})");
+    }
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map_err(|_| anyhow::anyhow!("no process with pid {pid}"))?;
+    if !crate::recorder::process_alive(pid) {
+        bail!("process {pid} has already exited");
+    }
+    let cmd: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if cmd.is_empty() {
+        bail!("process {pid} is a kernel thread: it has no user-space heap to record");
+    }
+    Ok(cmd.join(" "))
+}
+
+/// A target that is attached and being recorded.
+pub struct Session {
+    pub meta: Meta,
+    pub recorder: Recorder,
+    pub rx: crossbeam_channel::Receiver<Msg>,
+    pub child: Option<Child>,
+}
+
+/// Attach to the pid, or launch the command stopped and attach before it
+/// runs; on return the target is running and every probe is in place.
+pub fn start(target: &Target, ringbuf_bytes: u64) -> Result<Session> {
+    require_root()?;
+    let (pid, command, allocator, mut child) = match target {
+        Target::Pid(pid) => {
+            let command = check_pid(*pid)?;
+            let allocator = discover::for_pid(*pid)?;
+            (*pid, command, allocator, None)
+        }
+        Target::Command(argv) => {
+            let exe = launch::resolve_program(argv.first().map_or("", String::as_str))?;
+            let allocator = discover::for_program(&exe)?;
+            let child = launch::spawn_stopped(argv)?;
+            (child.pid, argv.join(" "), allocator, Some(child))
+        }
+    };
+    let mut cfg = Config::new(pid, allocator.clone());
+    cfg.ringbuf_bytes = ringbuf_bytes;
+    cfg.await_exec = child.is_some();
+    cfg.exit_hold = child.as_mut().and_then(Child::take_exit_hold);
+    let meta = Meta {
+        pid,
+        command,
+        start_mono_ns: now_mono_ns(),
+        start_wall_ns: now_wall_ns(),
+        allocator: allocator.path.display().to_string(),
+    };
+    let (recorder, rx) = match Recorder::start(cfg) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(c) = child.as_mut() {
+                c.kill();
+            }
+            return Err(e);
+        }
+    };
+    if let Some(c) = child.as_mut() {
+        c.resume()?;
+    }
+    Ok(Session {
+        meta,
+        recorder,
+        rx,
+        child,
+    })
+}
+
+pub fn run(args: RecordArgs) -> Result<i32> {
+    install_sigint();
+    let session = start(&args.target, args.ringbuf_bytes)?;
+    let Session {
+        meta,
+        recorder,
+        rx,
+        mut child,
+    } = session;
+    let mut writer = TraceWriter::create(&args.output, &meta)?;
+    eprintln!(
+        "tm-tui: recording pid {} ({}) into {}, allocator {}; Ctrl-C stops",
+        meta.pid,
+        meta.command,
+        args.output.display(),
+        meta.allocator
+    );
+
+    let mut symbols = Symbols::new();
+    let mut modules: Vec<Module> = Vec::new();
+    let mut stacks: Vec<Stack> = Vec::new();
+    let mut recent: VecDeque<crate::event::Event> = VecDeque::with_capacity(64);
+    let mut heap = LiveHeap::default();
+    let mut total: u64 = 0;
+    let mut lost = Lost::default();
+    let mut exit_status: Option<ExitStatus> = None;
+    let mut crashed = false;
+    let end = loop {
+        if interrupted() {
+            recorder.stop();
+        }
+        let msg = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => {
+                writer.maybe_flush();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break EndReason::TargetGone,
+        };
+        match msg {
+            Msg::Module(m) => {
+                symbols.add_module(&m);
+                writer.write_module(&m)?;
+                modules.push(m);
+            }
+            Msg::Stack(mut s) => {
+                symbols.symbolize(&mut s.frames);
+                writer.write_stack(&s)?;
+                stacks.push(s);
+            }
+            Msg::Events(batch) => {
+                for e in batch {
+                    writer.write_event(&e)?;
+                    heap.apply(&e);
+                    total += 1;
+                    match &e.kind {
+                        EventKind::ProcessExit { status } => exit_status = Some(*status),
+                        EventKind::Signal(s) if !s.handled && !crashed => {
+                            crashed = true;
+                            let before: Vec<_> = recent
+                                .iter()
+                                .rev()
+                                .take(report::DEFAULT_LAST)
+                                .rev()
+                                .cloned()
+                                .collect();
+                            let module_path = |id: u32| {
+                                modules.iter().find(|m| m.id == id).map(|m| m.path.clone())
+                            };
+                            let text = report::crash_block(
+                                meta.pid,
+                                &e,
+                                &before,
+                                meta.start_mono_ns,
+                                &stacks,
+                                &module_path,
+                            );
+                            let mut out = std::io::stdout().lock();
+                            let _ = writeln!(out, "{text}");
+                            let _ = out.flush();
+                        }
+                        _ => {}
+                    }
+                    if recent.len() == recent.capacity() {
+                        recent.pop_front();
+                    }
+                    recent.push_back(e);
+                }
+                writer.maybe_flush();
+            }
+            Msg::Lost(l) => {
+                writer.write_lost(&l)?;
+                lost = l;
+            }
+            Msg::End(reason) => break reason,
+        }
+    };
+    recorder.join()?;
+    if let Some(c) = child.as_mut() {
+        if end == EndReason::Stopped && exit_status.is_none() {
+            // Ctrl-C reached the child too (same process group); collect it.
+            exit_status = c.wait().ok();
+        } else {
+            exit_status = c.wait().ok().or(exit_status);
+        }
+    }
+    writer.write_end(now_mono_ns(), exit_status)?;
+    let secs = (now_mono_ns() - meta.start_mono_ns) as f64 / 1e9;
+    eprintln!(
+        "tm-tui: {} events in {secs:.3}s, lost {}{}; heap at end: {} live blocks, {} bytes; {}",
+        total,
+        lost.events(),
+        if lost.events() > 0 {
+            " (see tm-tui report)"
+        } else {
+            ""
+        },
+        heap.live_blocks(),
+        heap.live_bytes,
+        match (exit_status, &end) {
+            (Some(s), _) => format!("target {s}"),
+            (None, EndReason::Stopped) => "stopped by user".to_string(),
+            (None, _) => "target gone".to_string(),
+        }
+    );
+    Ok(match (&child, exit_status) {
+        (Some(_), Some(s)) => s.shell_code(),
+        _ => 0,
+    })
+}

@@ -1,0 +1,672 @@
+//! The recorder: loads the BPF tracer, attaches it to one process, polls
+//! the ring buffer and decodes C records into owned [`Event`]s, sent in
+//! batches over a bounded channel. The only place with unsafe code and
+//! the only place that sees C types.
+
+pub mod discover;
+pub mod launch;
+mod stacks;
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, PrintLevel, RingBufferBuilder, UprobeOpts};
+
+use crate::event::{AllocFn, Event, EventKind, ExitStatus, Lost, Module, SignalInfo, Stack};
+use crate::maps::MapsCache;
+use crate::unwind::{Regs, Unwinder};
+use discover::Allocator;
+use stacks::StackTable;
+
+mod bpf {
+    #![allow(clippy::all, clippy::pedantic, unused_imports, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/tracer.skel.rs"));
+}
+use bpf::types;
+
+// SAFETY: these are the skeleton's plain-old-data record types, generated
+// from bpf/tracer.h: integers and arrays of integers only, no padding
+// invariants, valid for any bit pattern.
+unsafe impl plain::Plain for types::tm_hdr {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_heap_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_syscall_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_signal_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_fork_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_exec_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_exit_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_stack {}
+
+const K_HEAP: u32 = 1;
+const K_SYSCALL: u32 = 2;
+const K_SIGNAL: u32 = 3;
+const K_FORK: u32 = 4;
+const K_EXEC: u32 = 5;
+const K_EXIT: u32 = 6;
+
+/// What the recorder sends to its consumer, in order: a module or stack is
+/// always sent before the first event that refers to it.
+#[derive(Debug)]
+pub enum Msg {
+    Module(Module),
+    Stack(Stack),
+    Events(Vec<Event>),
+    /// Cumulative loss counters, sent whenever they change.
+    Lost(Lost),
+    /// The recording is over; nothing follows.
+    End(EndReason),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The target exited (the ProcessExit event was sent).
+    TargetExited,
+    /// The target vanished without an exit event (a loss, counted).
+    TargetGone,
+    /// [`Recorder::stop`] was called (Ctrl-C).
+    Stopped,
+}
+
+pub struct Config {
+    pub pid: u32,
+    pub allocator: Allocator,
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ringbuf_bytes: u64,
+    /// Capacity of the channel, in batches.
+    pub channel_batches: usize,
+    /// The target was launched stopped before exec: ignore what the child
+    /// does until it has become the program (execve).
+    pub await_exec: bool,
+    /// Launched targets stop in their exit until the recorder has drained.
+    pub exit_hold: Option<launch::ExitHold>,
+}
+
+impl Config {
+    pub fn new(pid: u32, allocator: Allocator) -> Self {
+        Config {
+            pid,
+            allocator,
+            ringbuf_bytes: 64 << 20,
+            channel_batches: 4096,
+            await_exec: false,
+            exit_hold: None,
+        }
+    }
+}
+
+/// A running recorder thread.
+pub struct Recorder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Recorder {
+    /// Load and attach; returns once every probe is attached (so the
+    /// caller may then let a stopped target run) or attaching failed.
+    pub fn start(cfg: Config) -> Result<(Recorder, Receiver<Msg>)> {
+        let (tx, rx) = bounded(cfg.channel_batches);
+        let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("tm-recorder".into())
+            .spawn(move || run(cfg, tx, ready_tx, stop2))
+            .context("cannot start the recorder thread")?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok((
+                Recorder {
+                    stop,
+                    thread: Some(thread),
+                },
+                rx,
+            )),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(anyhow!("the recorder thread died while attaching")),
+            },
+        }
+    }
+
+    /// Ask the recorder to drain what is pending and end.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    pub fn join(mut self) -> Result<()> {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(anyhow!("the recorder thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// libbpf's own messages, kept to explain a failed load or attach instead
+/// of being printed over the user's terminal.
+static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn libbpf_print(level: PrintLevel, msg: String) {
+    if level == PrintLevel::Debug {
+        return;
+    }
+    if let Ok(mut log) = LIBBPF_LOG.lock() {
+        if log.len() > 200 {
+            log.remove(0);
+        }
+        log.push(msg.trim_end().to_string());
+    }
+}
+
+fn libbpf_log_tail() -> String {
+    LIBBPF_LOG
+        .lock()
+        .map(|l| {
+            l.iter()
+                .rev()
+                .take(8)
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        })
+        .unwrap_or_default()
+}
+
+fn run(
+    cfg: Config,
+    tx: Sender<Msg>,
+    ready: Sender<Result<()>>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
+    let mut storage = MaybeUninit::uninit();
+    let attached = setup(&cfg, &mut storage);
+    let (skel, _links) = match attached {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    let _ = ready.send(Ok(()));
+    poll_loop(&cfg, &skel, &tx, &stop)
+}
+
+fn setup<'obj>(
+    cfg: &Config,
+    storage: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+) -> Result<(bpf::TracerSkel<'obj>, Vec<Link>)> {
+    let pid = cfg.pid;
+    let mut open = bpf::TracerSkelBuilder::default()
+        .open(storage)
+        .context("failed to open the BPF object")?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+    rodata.targ_tgid = pid;
+    // Wake the consumer when a quarter is waiting; below that it reads on
+    // its own timer, which keeps the per-event cost free of wakeups.
+    rodata.wakeup_bytes = cfg.ringbuf_bytes / 4;
+    open.maps
+        .events
+        .set_max_entries(cfg.ringbuf_bytes as u32)
+        .context("invalid ring buffer size")?;
+    let skel = open.load().map_err(|e| {
+        anyhow!(
+            "failed to load the BPF tracer: {e}{}",
+            match libbpf_log_tail() {
+                t if t.is_empty() => String::new(),
+                t => format!("\n  {t}"),
+            }
+        )
+    })?;
+
+    let mut links = Vec::new();
+    let alloc = &cfg.allocator;
+    for probe in &alloc.probes {
+        let prog = match probe.func {
+            AllocFn::Malloc => &skel.progs.tm_malloc,
+            AllocFn::Calloc => &skel.progs.tm_calloc,
+            AllocFn::Realloc => &skel.progs.tm_realloc,
+            AllocFn::Reallocarray => &skel.progs.tm_reallocarray,
+            AllocFn::PosixMemalign => &skel.progs.tm_posix_memalign,
+            AllocFn::Memalign => &skel.progs.tm_memalign,
+            AllocFn::Valloc => &skel.progs.tm_valloc,
+            AllocFn::Pvalloc => &skel.progs.tm_pvalloc,
+            AllocFn::Free => &skel.progs.tm_free,
+        };
+        links.push(attach_uprobe(
+            prog,
+            pid,
+            &alloc.open_path,
+            probe.offset,
+            false,
+            probe.name,
+        )?);
+        if probe.func != AllocFn::Free {
+            let entry = probe.offset - probe.skipped;
+            links.push(attach_uprobe(
+                &skel.progs.tm_alloc_ret,
+                pid,
+                &alloc.open_path,
+                entry,
+                true,
+                probe.name,
+            )?);
+        }
+    }
+    for (name, prog) in [
+        ("sys_enter", &skel.progs.tm_sys_enter),
+        ("sys_exit", &skel.progs.tm_sys_exit),
+        ("signal_deliver", &skel.progs.tm_signal_deliver),
+        ("sched_process_fork", &skel.progs.tm_fork),
+        ("sched_process_exec", &skel.progs.tm_exec),
+        ("sched_process_exit", &skel.progs.tm_exit),
+    ] {
+        links.push(
+            prog.attach()
+                .with_context(|| format!("failed to attach to the {name} tracepoint"))?,
+        );
+    }
+    if !process_alive(pid) {
+        bail!("process {pid} exited while tm-tui was attaching");
+    }
+    Ok((skel, links))
+}
+
+fn attach_uprobe(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    pid: u32,
+    path: &Path,
+    offset: u64,
+    retprobe: bool,
+    name: &str,
+) -> Result<Link> {
+    let opts = UprobeOpts {
+        retprobe,
+        ..Default::default()
+    };
+    prog.attach_uprobe_with_opts(pid as i32, path, offset as usize, opts)
+        .map_err(|e| {
+            if !process_alive(pid) {
+                anyhow!("process {pid} exited while tm-tui was attaching")
+            } else {
+                anyhow!(
+                    "failed to attach {} to {name} in {} (+{offset:#x}): {e}",
+                    if retprobe { "uretprobe" } else { "uprobe" },
+                    path.display()
+                )
+            }
+        })
+}
+
+/// Alive and not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// Decoding state shared by the ring buffer callback.
+struct Decoder<'a> {
+    stacks_map: &'a libbpf_rs::MapMut<'a>,
+    tx: &'a Sender<Msg>,
+    table: StackTable,
+    maps: MapsCache,
+    unwinder: Unwinder,
+    batch: Vec<Event>,
+    awaiting_exec: bool,
+    exited: bool,
+    channel_lost: u64,
+    decode_errors: u64,
+}
+
+const BATCH: usize = 4096;
+
+impl Decoder<'_> {
+    fn handle(&mut self, data: &[u8]) {
+        let Ok(hdr) = plain::from_bytes::<types::tm_hdr>(data) else {
+            self.decode_errors += 1;
+            return;
+        };
+        let (kind, tid, ts) = (hdr.kind, hdr.tid, hdr.ts);
+        let decoded = match kind {
+            K_HEAP => self.heap(data),
+            K_SYSCALL => self.syscall(data),
+            K_SIGNAL => self.signal(data),
+            K_FORK => {
+                plain::from_bytes::<types::tm_fork_rec>(data)
+                    .ok()
+                    .map(|r| EventKind::Spawn {
+                        child: r.child,
+                        thread: r.is_thread != 0,
+                    })
+            }
+            K_EXEC => plain::from_bytes::<types::tm_exec_rec>(data).ok().map(|r| {
+                let bytes: Vec<u8> = r
+                    .filename
+                    .iter()
+                    .take_while(|c| **c != 0)
+                    .map(|c| *c as u8)
+                    .collect();
+                // A new image: nothing of the old mappings is valid.
+                self.maps = MapsCache::new(self.maps_pid());
+                self.awaiting_exec = false;
+                EventKind::Exec {
+                    filename: String::from_utf8_lossy(&bytes).into_owned(),
+                }
+            }),
+            K_EXIT => plain::from_bytes::<types::tm_exit_rec>(data).ok().map(|r| {
+                if r.group_dead != 0 {
+                    self.exited = true;
+                    let code = if r.group_exit_code != 0 {
+                        r.group_exit_code
+                    } else {
+                        r.exit_code
+                    };
+                    EventKind::ProcessExit {
+                        status: ExitStatus::from_kernel(code),
+                    }
+                } else {
+                    EventKind::ThreadExit { code: r.exit_code }
+                }
+            }),
+            _ => None,
+        };
+        let Some(kind) = decoded else {
+            self.decode_errors += 1;
+            return;
+        };
+        if self.awaiting_exec && !matches!(kind, EventKind::Exec { .. }) {
+            return;
+        }
+        self.batch.push(Event { ts, tid, kind });
+        if self.batch.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    fn maps_pid(&self) -> u32 {
+        self.maps.pid()
+    }
+
+    fn stack(&mut self, key: u64) -> Option<u32> {
+        if key == 0 {
+            return None;
+        }
+        let map = self.stacks_map;
+        let read = || -> Option<Vec<u64>> {
+            let bytes = map.lookup(&key.to_ne_bytes(), MapFlags::ANY).ok()??;
+            let st = plain::from_bytes::<types::tm_stack>(&bytes).ok()?;
+            let n = (st.nr as usize).min(st.ips.len());
+            Some(st.ips[..n].iter().copied().filter(|a| *a != 0).collect())
+        };
+        self.table.intern(key, read, false, &mut self.maps, self.tx)
+    }
+
+    fn heap(&mut self, data: &[u8]) -> Option<EventKind> {
+        let r = *plain::from_bytes::<types::tm_heap_rec>(data).ok()?;
+        let func = AllocFn::from_u8(u8::try_from(r.r#fn).ok()?)?;
+        let stack = self.stack(r.stack);
+        Some(match func {
+            AllocFn::Free => EventKind::Free { ptr: r.ptr, stack },
+            AllocFn::Realloc | AllocFn::Reallocarray => EventKind::Realloc {
+                func,
+                old: r.old_ptr,
+                ptr: r.ptr,
+                size: r.size,
+                stack,
+            },
+            _ => EventKind::Alloc {
+                func,
+                ptr: r.ptr,
+                size: r.size,
+                stack,
+            },
+        })
+    }
+
+    fn syscall(&mut self, data: &[u8]) -> Option<EventKind> {
+        let r = plain::from_bytes::<types::tm_syscall_rec>(data).ok()?;
+        let a = r.args;
+        Some(match r.nr {
+            9 => {
+                const PROT_EXEC: u64 = 4;
+                if r.ret > 0 && a[2] & PROT_EXEC != 0 {
+                    // New code (dlopen): learn its path while it is mapped.
+                    self.maps.refresh();
+                }
+                EventKind::Mmap {
+                    addr: a[0],
+                    len: a[1],
+                    prot: a[2] as u32,
+                    flags: a[3] as u32,
+                    fd: a[4] as i32,
+                    offset: a[5],
+                    ret: r.ret,
+                }
+            }
+            11 => EventKind::Munmap {
+                addr: a[0],
+                len: a[1],
+                ret: r.ret,
+            },
+            25 => EventKind::Mremap {
+                old: a[0],
+                old_len: a[1],
+                new_len: a[2],
+                flags: a[3] as u32,
+                ret: r.ret,
+            },
+            12 => EventKind::Brk {
+                req: a[0],
+                ret: r.ret,
+            },
+            _ => return None,
+        })
+    }
+
+    fn signal(&mut self, data: &[u8]) -> Option<EventKind> {
+        let r = plain::from_bytes::<types::tm_signal_rec>(data).ok()?;
+        let len = (r.copy_len as usize).min(r.copy.len());
+        let regs = Regs {
+            ip: r.ip,
+            sp: r.sp,
+            bp: r.bp,
+        };
+        self.maps.refresh();
+        let mut addrs = self
+            .unwinder
+            .unwind(&regs, &r.copy[..len], self.maps.entries(), 64);
+        if addrs.is_empty() {
+            addrs.push(r.ip);
+        }
+        let stack = self.table.intern_addrs(&addrs, &mut self.maps, self.tx);
+        Some(EventKind::Signal(Box::new(SignalInfo {
+            signo: r.sig,
+            code: r.code,
+            errno: r.err,
+            addr: r.addr,
+            handled: r.handled != 0,
+            ip: r.ip,
+            sp: r.sp,
+            stack,
+        })))
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let n = batch.len() as u64;
+        match self.tx.try_send(Msg::Events(batch)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.channel_lost += n,
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+fn read_lost(skel: &bpf::TracerSkel<'_>, channel: u64) -> Lost {
+    let mut lost = Lost {
+        channel,
+        ..Lost::default()
+    };
+    if let Some(bss) = skel.maps.bss_data.as_deref() {
+        // SAFETY: the .bss map is mmapped and stays valid while `skel`
+        // lives; BPF programs update these counters concurrently, so read
+        // them volatile (a torn read of a u64 counter cannot happen on
+        // x86-64, it is one aligned load).
+        let (counters, stack_errors) = unsafe {
+            (
+                std::ptr::read_volatile(&raw const bss.lost),
+                std::ptr::read_volatile(&raw const bss.stack_errors),
+            )
+        };
+        lost.ringbuf = counters[0].iter().sum();
+        lost.stack_table = counters[1].iter().sum();
+        lost.inflight = counters[2].iter().sum();
+        lost.stackless = stack_errors;
+    }
+    lost
+}
+
+fn poll_loop(
+    cfg: &Config,
+    skel: &bpf::TracerSkel<'_>,
+    tx: &Sender<Msg>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let decoder = RefCell::new(Decoder {
+        stacks_map: &skel.maps.stacks,
+        tx,
+        table: StackTable::default(),
+        maps: MapsCache::new(cfg.pid),
+        unwinder: Unwinder::new(),
+        batch: Vec::with_capacity(BATCH),
+        awaiting_exec: cfg.await_exec,
+        exited: false,
+        channel_lost: 0,
+        decode_errors: 0,
+    });
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&skel.maps.events, |data: &[u8]| {
+            if let Ok(mut d) = decoder.try_borrow_mut() {
+                d.handle(data);
+            }
+            0
+        })
+        .context("failed to set up the ring buffer")?;
+    let rb = builder
+        .build()
+        .context("failed to set up the ring buffer")?;
+
+    let mut last_lost = Lost::default();
+    let mut last_check = Instant::now();
+    let end = loop {
+        // Records are submitted without wakeups below a fill threshold, so
+        // poll on a short timer and drain whatever is there.
+        rb.poll(Duration::from_millis(10))
+            .context("ring buffer poll failed")?;
+        rb.consume().context("ring buffer consume failed")?;
+        if let Some(hold) = &cfg.exit_hold {
+            if hold.exiting.try_recv().is_ok() {
+                // The target is stopped in its exit, maps still readable:
+                // decode everything it produced now.
+                decoder.borrow_mut().maps.refresh();
+                rb.consume().context("ring buffer consume failed")?;
+                let _ = hold.drained.send(());
+            }
+        }
+        let (exited, channel_lost) = {
+            let mut d = decoder.borrow_mut();
+            d.flush();
+            (d.exited, d.channel_lost)
+        };
+        let stopping = stop.load(Ordering::Relaxed);
+        let gone =
+            !exited && last_check.elapsed() > Duration::from_millis(100) && !process_alive(cfg.pid);
+        if last_check.elapsed() > Duration::from_millis(100) {
+            last_check = Instant::now();
+        }
+        let lost = read_lost(skel, channel_lost);
+        if lost != last_lost {
+            let _ = tx.send(Msg::Lost(lost.clone()));
+            last_lost = lost;
+        }
+        if exited || stopping || gone {
+            // Records reserved on other CPUs just before the exit may not
+            // be committed yet: give them a moment, then drain.
+            thread::sleep(Duration::from_millis(20));
+            rb.consume().context("ring buffer consume failed")?;
+            let mut d = decoder.borrow_mut();
+            d.flush();
+            let lost = read_lost(skel, d.channel_lost);
+            if lost != last_lost {
+                let _ = tx.send(Msg::Lost(lost));
+            }
+            break if d.exited {
+                EndReason::TargetExited
+            } else if stopping {
+                EndReason::Stopped
+            } else {
+                EndReason::TargetGone
+            };
+        }
+    };
+    let _ = tx.send(Msg::End(end));
+    Ok(())
+}
+
+pub fn now_wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// CLOCK_MONOTONIC, the clock BPF's `bpf_ktime_get_ns` stamps events with.
+pub fn now_mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
