@@ -268,6 +268,16 @@ pub struct Stack {
     pub frames: Vec<Frame>,
 }
 
+/// The stack with `id` in a table numbered in order of arrival (id =
+/// index); a table from an untrusted file is checked and searched.
+pub fn find_stack(stacks: &[Stack], id: StackId) -> Option<&Stack> {
+    let at = usize::try_from(id).ok().and_then(|i| stacks.get(i));
+    match at {
+        Some(s) if s.id == id => Some(s),
+        _ => stacks.iter().find(|s| s.id == id),
+    }
+}
+
 /// Why events were lost; every reason is counted, none is silent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LossReason {

@@ -41,8 +41,8 @@ extern "C" fn on_sigint(_: libc::c_int) {
 pub fn install_sigint() {
     // SAFETY: the handler only stores to an atomic (async-signal-safe).
     unsafe {
-        libc::signal(libc::SIGINT, on_sigint as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_sigint as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
     }
 }
 
@@ -63,18 +63,29 @@ pub fn check_pid(pid: u32) -> Result<String> {
     if pid == std::process::id() {
         bail!("refusing to trace tm-tui itself (pid {pid})");
     }
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|_| anyhow::anyhow!("no process with pid {pid}"))?;
     if !crate::recorder::process_alive(pid) {
         bail!("process {pid} has already exited");
     }
+    // Field 9 (flags), counted after the parenthesized command name.
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let flags: u64 = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split(' ').nth(6))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
+    if flags & PF_KTHREAD != 0 {
+        bail!("process {pid} is a kernel thread: it has no user-space heap to record");
+    }
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let cmd: Vec<String> = raw
         .split(|b| *b == 0)
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    if cmd.is_empty() {
-        bail!("process {pid} is a kernel thread: it has no user-space heap to record");
+    if cmd.is_empty() && !crate::recorder::process_alive(pid) {
+        bail!("process {pid} has already exited");
     }
     Ok(cmd.join(" "))
 }
@@ -244,7 +255,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     writer.write_end(now_mono_ns(), exit_status)?;
     let secs = (now_mono_ns() - meta.start_mono_ns) as f64 / 1e9;
     eprintln!(
-        "tm-tui: {} events in {secs:.3}s, lost {}{}; heap at end: {} live blocks, {} bytes; {}",
+        "tm-tui: {} events in {secs:.3}s, lost {}{}; heap at end: {} live blocks, {} bytes; {}; trace {} ({} KiB)",
         total,
         lost.events(),
         if lost.events() > 0 {
@@ -258,7 +269,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             (Some(s), _) => format!("target {s}"),
             (None, EndReason::Stopped) => "stopped by user".to_string(),
             (None, _) => "target gone".to_string(),
-        }
+        },
+        args.output.display(),
+        writer.bytes_written() / 1024
     );
     Ok(match (&child, exit_status) {
         (Some(_), Some(s)) => s.shell_code(),

@@ -27,7 +27,13 @@ use discover::Allocator;
 use stacks::StackTable;
 
 mod bpf {
-    #![allow(clippy::all, clippy::pedantic, unused_imports, dead_code)]
+    #![allow(
+        clippy::all,
+        clippy::pedantic,
+        clippy::unwrap_used,
+        unused_imports,
+        dead_code
+    )]
     include!(concat!(env!("OUT_DIR"), "/tracer.skel.rs"));
 }
 use bpf::types;
@@ -148,10 +154,6 @@ impl Recorder {
     /// Ask the recorder to drain what is pending and end.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.stop)
     }
 
     pub fn join(mut self) -> Result<()> {

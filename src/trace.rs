@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::event::{
-    AllocFn, Event, EventKind, ExitStatus, Frame, Lost, Meta, Module, SignalInfo, Stack, StackId,
+    AllocFn, Event, EventKind, ExitStatus, Frame, Lost, Meta, Module, SignalInfo, Stack,
 };
 
 pub const MAGIC: [u8; 8] = *b"TMTRACE\0";
@@ -82,18 +82,6 @@ pub struct Trace {
     pub end: Option<End>,
     /// `Some` when the file is cut short or corrupt; all before it was read.
     pub damage: Option<Damage>,
-}
-
-impl Trace {
-    pub fn stack(&self, id: StackId) -> Option<&Stack> {
-        // Ids are dense and in file order in practice, but the fields are
-        // public and the file is not trusted: check, and search otherwise.
-        let at = usize::try_from(id).ok().and_then(|i| self.stacks.get(i));
-        match at {
-            Some(s) if s.id == id => Some(s),
-            _ => self.stacks.iter().find(|s| s.id == id),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1025,7 +1013,7 @@ mod tests {
         v
     }
 
-    fn stack(id: StackId) -> Stack {
+    fn stack(id: crate::event::StackId) -> Stack {
         Stack {
             id,
             frames: vec![
@@ -1190,10 +1178,13 @@ mod tests {
         w.flush()?;
         let t = read_trace(&f.0)?;
         for id in [0, 1, 5, 2] {
-            assert_eq!(t.stack(id).map(|s| s.id), Some(id));
+            assert_eq!(
+                crate::event::find_stack(&t.stacks, id).map(|s| s.id),
+                Some(id)
+            );
         }
-        assert!(t.stack(3).is_none());
-        assert!(t.stack(u32::MAX).is_none());
+        assert!(crate::event::find_stack(&t.stacks, 3).is_none());
+        assert!(crate::event::find_stack(&t.stacks, u32::MAX).is_none());
         Ok(())
     }
 

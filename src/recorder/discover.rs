@@ -205,11 +205,7 @@ fn read_at(path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
 /// Skipping them loses only free(NULL), a no-op, and leaves %rdi and
 /// [%rsp] as they were at entry.
 pub fn entry_skip(code: &[u8]) -> u64 {
-    let is_push = |c: &[u8]| match c {
-        [0x50..=0x57, ..] => true,
-        [0x41, 0x50..=0x57, ..] => true,
-        _ => false,
-    };
+    let is_push = |c: &[u8]| matches!(c, [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..]);
     let after_test = match code {
         [0x48, 0x85, 0xff, 0x0f, 0x84, _, _, _, _, ..] => 9,
         [0x48, 0x85, 0xff, 0x74, _, ..] => 5,

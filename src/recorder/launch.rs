@@ -30,7 +30,6 @@ pub struct ExitHold {
 /// A launched child, stopped before exec until [`Child::resume`].
 pub struct Child {
     pub pid: u32,
-    pub exe: PathBuf,
     go: Sender<bool>,
     started: Receiver<Result<()>>,
     done: Receiver<ExitStatus>,
@@ -114,7 +113,6 @@ pub fn spawn_stopped(argv: &[String]) -> Result<Child> {
         .map_err(|_| anyhow!("the launcher thread died"))??;
     Ok(Child {
         pid,
-        exe,
         go: go_tx,
         started: started_rx,
         done: done_rx,
@@ -213,12 +211,10 @@ fn supervise(
                 execed = true;
                 let _ = started.send(Ok(()));
             }
-            libc::PTRACE_EVENT_EXIT => {
-                // Maps are readable until we let it go: have the recorder
-                // drain now. Bounded, so a stuck consumer cannot hang it.
-                if execed && exiting.try_send(()).is_ok() {
-                    let _ = drained.recv_timeout(Duration::from_secs(5));
-                }
+            // Maps are readable until we let it go: have the recorder drain
+            // now. Bounded, so a stuck consumer cannot hang the target.
+            libc::PTRACE_EVENT_EXIT if execed && exiting.try_send(()).is_ok() => {
+                let _ = drained.recv_timeout(Duration::from_secs(5));
             }
             libc::PTRACE_EVENT_STOP if execed => {
                 // Group-stop (SIGSTOP, SIGTSTP): stay stopped as untraced.
@@ -232,7 +228,7 @@ fn supervise(
             0 => {
                 let sig = libc::WSTOPSIG(status);
                 // The SIGSTOP it sent itself before exec is spent.
-                if !(sig == libc::SIGSTOP && !execed) {
+                if sig != libc::SIGSTOP || execed {
                     inject = sig;
                 }
             }

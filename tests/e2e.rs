@@ -1,0 +1,10 @@
+//! End-to-end tests: build the demo programs, record them with the real
+//! binary (real BPF, real kernel), and check what was recorded. They need
+//! root and BPF; with TM_REQUIRE_BPF=1 (as in CI) a missing BPF fails them.
+
+mod e2e {
+    pub mod bad_input;
+    pub mod crash;
+    pub mod heap;
+    pub mod support;
+}

@@ -1,0 +1,145 @@
+//! Bad input: each a one-line error and a non-zero exit, never a panic.
+
+use std::process::{Command, Output};
+
+use super::support::*;
+
+fn one_line_error(out: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("tm-tui: error: "), "{err}");
+    assert!(err.contains(needle), "'{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn tm(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("run tm-tui")
+}
+
+#[test]
+fn unknown_flag() {
+    one_line_error(&tm(&["record", "--bogus"]), 2, "--bogus");
+}
+
+#[test]
+fn file_that_is_not_a_trace() {
+    one_line_error(&tm(&["report", "/etc/hostname"]), 1, "not a tm-tui trace");
+    one_line_error(&tm(&["report", "/nonexistent.tmt"]), 1, "/nonexistent.tmt");
+}
+
+#[test]
+fn truncated_trace_reports_what_it_could_read() {
+    if !bpf_or_skip("truncated_trace") {
+        return;
+    }
+    let leak = demo("leak");
+    let trace = tmp().join("trunc.tmt");
+    assert!(
+        record_launch(&trace, &[leak.to_str().expect("utf8"), "300", "0"])
+            .status
+            .success()
+    );
+    let data = std::fs::read(&trace).expect("read trace");
+    let cut = tmp().join("cut.tmt");
+    std::fs::write(&cut, &data[..data.len() / 2 + 3]).expect("write cut trace");
+    let out = tm(&["report", cut.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("DAMAGED"), "{text}");
+    let r = report_json(&cut, &[]);
+    assert!(r["damage"]["offset"]
+        .as_u64()
+        .is_some_and(|o| o > 0 && o <= data.len() as u64 / 2 + 3));
+    assert!(r["events"]["total"].as_u64().is_some_and(|n| n > 100));
+}
+
+#[test]
+fn pid_that_does_not_exist() {
+    if !bpf_or_skip("no_such_pid") {
+        return;
+    }
+    one_line_error(
+        &tm(&["record", "4194303", "-o", "/dev/null"]),
+        1,
+        "no process with pid 4194303",
+    );
+}
+
+#[test]
+fn kernel_thread_pid() {
+    if !bpf_or_skip("kernel_thread") {
+        return;
+    }
+    one_line_error(&tm(&["record", "2", "-o", "/dev/null"]), 1, "kernel thread");
+}
+
+#[test]
+fn not_root() {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin(),
+            "record",
+            "1",
+            "-o",
+            "/tmp/x.tmt",
+        ])
+        .output();
+    let Ok(out) = out else {
+        eprintln!("SKIPPED not_root: setpriv unavailable");
+        return;
+    };
+    if String::from_utf8_lossy(&out.stderr).contains("setpriv:") {
+        eprintln!("SKIPPED not_root: cannot drop privileges here");
+        return;
+    }
+    one_line_error(&out, 1, "needs root");
+}
+
+#[test]
+fn program_that_cannot_run() {
+    if !bpf_or_skip("cannot_run") {
+        return;
+    }
+    one_line_error(
+        &tm(&["record", "-o", "/dev/null", "--", "/nonexistent/prog"]),
+        1,
+        "no such file",
+    );
+}
+
+#[test]
+fn pid_that_exits_while_attaching() {
+    if !bpf_or_skip("exits_while_attaching") {
+        return;
+    }
+    // A process that lives a few milliseconds: whichever way the race
+    // goes, tm-tui ends promptly with a clean result or one clean line.
+    for delay in ["0.001", "0.02", "0.08"] {
+        let mut p = Command::new("sleep")
+            .arg(delay)
+            .spawn()
+            .expect("spawn sleep");
+        let out = tm(&[
+            "record",
+            &p.id().to_string(),
+            "-o",
+            tmp().join("race.tmt").to_str().expect("utf8"),
+        ]);
+        let _ = p.wait();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        if !out.status.success() {
+            one_line_error(&out, 1, "");
+            assert!(
+                err.contains("exited")
+                    || err.contains("no process")
+                    || err.contains("no allocator"),
+                "{err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Exact heap accounting against valgrind, no losses at full rate, attach
+//! to a running process, and trace files that survive a kill -9.
+
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, SystemTime};
+
+use super::support::*;
+
+#[test]
+fn leak_accounting_equals_valgrind() {
+    if !bpf_or_skip("leak_accounting") {
+        return;
+    }
+    let leak = demo("leak");
+    let cmd = [leak.to_str().expect("utf8"), "500", "0"];
+    let trace = tmp().join("leak.tmt");
+    let out = record_launch(&trace, &cmd);
+    assert_eq!(out.status.code(), Some(0));
+    let r = report_json(&trace, &[]);
+    assert_no_loss(&r);
+    let vg = valgrind(&cmd);
+    assert_eq!(
+        r["heap"]["live_blocks"].as_u64(),
+        Some(vg.blocks),
+        "live blocks vs valgrind"
+    );
+    assert_eq!(
+        r["heap"]["live_bytes"].as_u64(),
+        Some(vg.bytes),
+        "live bytes vs valgrind"
+    );
+    assert_eq!(
+        r["heap"]["allocs"].as_u64(),
+        Some(vg.allocs),
+        "allocs vs valgrind"
+    );
+    assert_eq!(
+        r["heap"]["frees"].as_u64(),
+        Some(vg.frees),
+        "frees vs valgrind"
+    );
+    // And by construction: 500 leaked records of 64 bytes + stdout's buffer.
+    assert_eq!(vg.blocks, 501);
+    assert_eq!(r["events"]["by_kind"]["realloc"], 500);
+    assert_eq!(r["events"]["by_kind"]["alloc"], 1001);
+}
+
+#[test]
+fn threaded_churn_is_exact_with_no_loss() {
+    if !bpf_or_skip("threaded_churn") {
+        return;
+    }
+    let threads = demo("threads");
+    let cmd = [threads.to_str().expect("utf8"), "2", "100000"];
+    let trace = tmp().join("threads.tmt");
+    let out = record_launch(&trace, &cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report_json(&trace, &[]);
+    assert_no_loss(&r);
+    let vg = valgrind(&[cmd[0], "2", "1000"]);
+    // 200000 pairs plus what glibc and pthread allocate (the same count for
+    // any number of pairs, as valgrind's run with fewer pairs shows).
+    assert_eq!(
+        r["heap"]["allocs"].as_u64(),
+        Some(200_000 + vg.allocs - 2000)
+    );
+    assert_eq!(r["heap"]["frees"].as_u64(), Some(200_000 + vg.frees - 2000));
+    assert_eq!(r["heap"]["live_blocks"].as_u64(), Some(vg.blocks));
+    assert_eq!(r["heap"]["live_bytes"].as_u64(), Some(vg.bytes));
+    assert_eq!(r["events"]["by_kind"]["thread_start"], 2);
+    assert_eq!(r["events"]["by_kind"]["thread_exit"], 2);
+    assert_eq!(r["events"]["by_kind"]["exit"], 1);
+}
+
+#[test]
+fn attaches_to_a_running_process() {
+    if !bpf_or_skip("attach") {
+        return;
+    }
+    let leak = demo("leak");
+    // 400 requests, 5 ms apart: about two seconds of steady leaking.
+    let mut target = Command::new(&leak)
+        .args(["400", "5000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start leak demo");
+    sleep(Duration::from_millis(300));
+    let trace = tmp().join("attach.tmt");
+    let out = Command::new(bin())
+        .arg("record")
+        .arg(target.id().to_string())
+        .arg("-o")
+        .arg(&trace)
+        .output()
+        .expect("run tm-tui record PID");
+    assert!(target.wait().expect("wait target").success());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report_json(&trace, &["--window", "1h"]);
+    assert_no_loss(&r);
+    assert_eq!(r["target"]["pid"].as_u64(), Some(u64::from(target.id())));
+    let events = r["window"].as_array().expect("window");
+    let leaked = events
+        .iter()
+        .filter(|e| e["kind"] == "alloc" && e["size"] == 64)
+        .inspect(|e| assert_eq!(e["func"], "remember_request"))
+        .count() as u64;
+    assert!(leaked > 100, "recorded {leaked} of the leaking requests");
+    // Each leaked record stays live; the only other live block is stdout's
+    // buffer, allocated by the final printf.
+    assert_eq!(r["heap"]["live_blocks"].as_u64(), Some(leaked + 1));
+    assert_eq!(r["exit"]["code"], 0);
+}
+
+#[test]
+fn trace_survives_kill_9_of_the_recorder() {
+    if !bpf_or_skip("kill_9") {
+        return;
+    }
+    let leak = demo("leak");
+    let trace = tmp().join("killed.tmt");
+    let _ = std::fs::remove_file(&trace);
+    let mut rec = Command::new(bin())
+        .arg("record")
+        .arg("-o")
+        .arg(&trace)
+        .arg("--")
+        .arg(&leak)
+        .args(["100000", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start recorder");
+    sleep(Duration::from_millis(2500));
+    let killed_at = SystemTime::now();
+    rec.kill().expect("kill -9 recorder");
+    rec.wait().expect("reap recorder");
+    let r = report_json(&trace, &["--window", "1h"]);
+    let start =
+        humantime::parse_rfc3339(r["start_wall"].as_str().expect("start_wall")).expect("rfc3339");
+    let last = r["window"]
+        .as_array()
+        .and_then(|w| w.last())
+        .expect("events were saved");
+    let last_at = start + Duration::from_nanos(last["time_ns"].as_u64().expect("time"));
+    // Written as it arrives, flushed every second: at most about a second
+    // of events is lost (the demo allocates every millisecond).
+    let lost_tail = killed_at.duration_since(last_at).unwrap_or_default();
+    assert!(
+        lost_tail < Duration::from_millis(1300),
+        "lost the last {lost_tail:?}"
+    );
+    let _ = Command::new("pkill")
+        .args(["-9", "-f", leak.to_str().expect("utf8")])
+        .status();
+}
