@@ -10,6 +10,7 @@
 //! - `model` — heap state and analysis over events (no terminal code).
 //! - `record`, `report`, `demos` — the subcommands.
 
+mod bench;
 mod demos;
 mod event;
 mod maps;
@@ -66,6 +67,16 @@ enum Cmd {
         /// Machine-readable output (schema in the README).
         #[arg(long)]
         json: bool,
+    },
+    /// Measure the cost of recording: the churner demo untraced and traced,
+    /// in one run, per malloc+free pair.
+    Bench {
+        /// malloc+free pairs per run.
+        #[arg(long, default_value_t = 300_000)]
+        pairs: u64,
+        /// Runs of each variant; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Build a bundled demo program, record it, and report its crash.
     Demo {
@@ -129,6 +140,7 @@ fn run(cli: Cli) -> Result<i32> {
                 target,
                 output,
                 ringbuf_bytes: ringbuf,
+                free_at_entry: false,
             })
         }
         Cmd::Report {
@@ -157,6 +169,7 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Bench { pairs, runs } => bench::run(pairs, runs),
         Cmd::Demo {
             name,
             output,
@@ -178,6 +191,7 @@ fn run(cli: Cli) -> Result<i32> {
                 target: record::Target::Command(argv),
                 output: output.clone(),
                 ringbuf_bytes: 64 << 20,
+                free_at_entry: false,
             })?;
             let t = trace::read_trace(&output)?;
             println!(

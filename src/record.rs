@@ -30,6 +30,9 @@ pub struct RecordArgs {
     pub target: Target,
     pub output: PathBuf,
     pub ringbuf_bytes: u64,
+    /// Probe free at its first instruction, not past glibc's NULL test
+    /// (only to measure what that placement saves).
+    pub free_at_entry: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -100,7 +103,7 @@ pub struct Session {
 
 /// Attach to the pid, or launch the command stopped and attach before it
 /// runs; on return the target is running and every probe is in place.
-pub fn start(target: &Target, ringbuf_bytes: u64) -> Result<Session> {
+pub fn start(target: &Target, ringbuf_bytes: u64, free_at_entry: bool) -> Result<Session> {
     require_root()?;
     let (pid, command, allocator, mut child) = match target {
         Target::Pid(pid) => {
@@ -115,6 +118,13 @@ pub fn start(target: &Target, ringbuf_bytes: u64) -> Result<Session> {
             (child.pid, argv.join(" "), allocator, Some(child))
         }
     };
+    let mut allocator = allocator;
+    if free_at_entry {
+        for p in &mut allocator.probes {
+            p.offset -= p.skipped;
+            p.skipped = 0;
+        }
+    }
     let mut cfg = Config::new(pid, allocator.clone());
     cfg.ringbuf_bytes = ringbuf_bytes;
     cfg.await_exec = child.is_some();
@@ -148,7 +158,7 @@ pub fn start(target: &Target, ringbuf_bytes: u64) -> Result<Session> {
 
 pub fn run(args: RecordArgs) -> Result<i32> {
     install_sigint();
-    let session = start(&args.target, args.ringbuf_bytes)?;
+    let session = start(&args.target, args.ringbuf_bytes, args.free_at_entry)?;
     let Session {
         meta,
         recorder,

@@ -59,21 +59,39 @@ pub fn event_stack(k: &EventKind) -> Option<StackId> {
 /// Libraries of the system (libc, libstdc++, …): their frames are where
 /// the program's call went, not where it came from.
 pub fn is_system_path(p: &str) -> bool {
-    ["/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/usr/libexec/"]
-        .iter()
-        .any(|d| p.starts_with(d))
+    [
+        "/lib/",
+        "/lib64/",
+        "/usr/lib/",
+        "/usr/lib64/",
+        "/usr/libexec/",
+    ]
+    .iter()
+    .any(|d| p.starts_with(d))
 }
 
 /// The frame a user cares about: the first outside system libraries with
 /// source info (their code), else the first with a name, else the first.
-pub fn top_user_frame(stack: &Stack, module_path: impl Fn(u32) -> Option<String>) -> Option<&Frame> {
-    let user = |f: &&Frame| !f.module.and_then(&module_path).is_some_and(|p| is_system_path(&p));
+pub fn top_user_frame(
+    stack: &Stack,
+    module_path: impl Fn(u32) -> Option<String>,
+) -> Option<&Frame> {
+    let user = |f: &&Frame| {
+        !f.module
+            .and_then(&module_path)
+            .is_some_and(|p| is_system_path(&p))
+    };
     stack
         .frames
         .iter()
         .filter(user)
         .find(|f| f.file.is_some() && f.func.is_some())
-        .or_else(|| stack.frames.iter().find(|f| f.file.is_some() && f.func.is_some()))
+        .or_else(|| {
+            stack
+                .frames
+                .iter()
+                .find(|f| f.file.is_some() && f.func.is_some())
+        })
         .or_else(|| stack.frames.iter().find(|f| f.func.is_some()))
         .or_else(|| stack.frames.first())
 }
@@ -436,8 +454,14 @@ fn event_json(e: &Event, t: &Trace) -> Value {
         EventKind::Signal(s) => (Some(s.addr), None),
         _ => (None, None),
     };
-    let module_path = |id: u32| t.modules.iter().find(|m| m.id == id).map(|m| m.path.clone());
-    let top = stack_of(&t.stacks, event_stack(&e.kind)).and_then(|s| top_user_frame(s, module_path));
+    let module_path = |id: u32| {
+        t.modules
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.path.clone())
+    };
+    let top =
+        stack_of(&t.stacks, event_stack(&e.kind)).and_then(|s| top_user_frame(s, module_path));
     let mut v = json!({
         "time_ns": e.ts.saturating_sub(t.meta.start_mono_ns),
         "tid": e.tid,

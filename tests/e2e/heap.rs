@@ -84,9 +84,10 @@ fn attaches_to_a_running_process() {
         return;
     }
     let leak = demo("leak");
-    // 400 requests, 5 ms apart: about two seconds of steady leaking.
+    // 1000 requests, 5 ms apart: five seconds of steady leaking, so even a
+    // slow attach on a loaded machine sees most of it.
     let mut target = Command::new(&leak)
-        .args(["400", "5000"])
+        .args(["1000", "5000"])
         .stdout(Stdio::null())
         .spawn()
         .expect("start leak demo");
@@ -115,7 +116,10 @@ fn attaches_to_a_running_process() {
         .filter(|e| e["kind"] == "alloc" && e["size"] == 64)
         .inspect(|e| assert_eq!(e["func"], "remember_request"))
         .count() as u64;
-    assert!(leaked > 100, "recorded {leaked} of the leaking requests");
+    assert!(
+        leaked > 300,
+        "recorded {leaked} of the 1000 leaking requests"
+    );
     // Each leaked record stays live; the only other live block is stdout's
     // buffer, allocated by the final printf.
     assert_eq!(r["heap"]["live_blocks"].as_u64(), Some(leaked + 1));

@@ -1,0 +1,100 @@
+//! `tm-tui bench`: what recording costs the target, per malloc+free pair
+//! with stacks, measured against the same program untraced in the same
+//! run (these machines are noisy: compare within a run, not across runs).
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::demos;
+use crate::event::EventKind;
+use crate::record::{self, RecordArgs, Target};
+use crate::trace::read_trace;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Seconds the target ran, from exec to exit, as the recording saw it.
+fn traced_run(bin: &str, pairs: u64, free_at_entry: bool) -> Result<(f64, u64, u64)> {
+    let out = std::env::temp_dir().join("tm-tui-bench.tmt");
+    record::run(RecordArgs {
+        target: Target::Command(vec![bin.to_string(), "1".into(), pairs.to_string()]),
+        output: out.clone(),
+        ringbuf_bytes: 64 << 20,
+        free_at_entry,
+    })?;
+    let t = read_trace(&out)?;
+    let _ = std::fs::remove_file(&out);
+    let exec = t
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Exec { .. }));
+    let exit = t
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::ProcessExit { .. }));
+    let (Some(a), Some(b)) = (exec, exit) else {
+        bail!("the benchmark run recorded no exec/exit");
+    };
+    Ok((
+        (b.ts - a.ts) as f64 / 1e9,
+        t.events.len() as u64,
+        t.lost.events(),
+    ))
+}
+
+fn untraced_run(bin: &str, pairs: u64) -> Result<f64> {
+    let start = Instant::now();
+    let st = Command::new(bin)
+        .args(["1", &pairs.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("run the churner")?;
+    if !st.success() {
+        bail!("the churner failed: {st}");
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+pub fn run(pairs: u64, runs: usize) -> Result<i32> {
+    record::require_root()?;
+    let runs = runs.max(1);
+    let bin = demos::build(demos::find("threads")?, None)?;
+    let bin = bin.to_string_lossy().into_owned();
+    let mut base = Vec::new();
+    let mut traced = Vec::new();
+    let mut naive = Vec::new();
+    let mut events = 0;
+    let mut lost = 0;
+    // Interleave the variants so drift in machine load hits all alike.
+    for _ in 0..runs {
+        base.push(untraced_run(&bin, pairs)?);
+        let (t, ev, l) = traced_run(&bin, pairs, false)?;
+        traced.push(t);
+        events = ev;
+        lost += l;
+        naive.push(traced_run(&bin, pairs, true)?.0);
+    }
+    let (b, t, n) = (median(base), median(traced), median(naive));
+    let per_pair = |x: f64| (x - b) / pairs as f64 * 1e6;
+    println!("tm-tui bench: {pairs} malloc+free pairs, 1 thread, median of {runs} runs");
+    println!(
+        "  untraced                       {b:8.3} s  {:7.3} µs/pair",
+        b / pairs as f64 * 1e6
+    );
+    println!(
+        "  recorded (free past NULL test) {t:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
+        per_pair(t),
+        t / b
+    );
+    println!(
+        "  recorded (free at entry)       {n:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
+        per_pair(n),
+        n / b
+    );
+    println!("  events per recorded run {events}, lost in all runs {lost}");
+    Ok(0)
+}
