@@ -289,14 +289,17 @@ pub enum LossReason {
     Inflight,
     /// The channel to the consumer was full: events gone.
     Channel,
+    /// A record user space could not decode (a tracer/decoder mismatch).
+    Undecodable,
 }
 
 impl LossReason {
-    pub const ALL: [LossReason; 4] = [
+    pub const ALL: [LossReason; 5] = [
         LossReason::RingBuffer,
         LossReason::StackTable,
         LossReason::Inflight,
         LossReason::Channel,
+        LossReason::Undecodable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -305,6 +308,7 @@ impl LossReason {
             LossReason::StackTable => "stack_table_full",
             LossReason::Inflight => "inflight_full",
             LossReason::Channel => "channel_full",
+            LossReason::Undecodable => "undecodable",
         }
     }
 }
@@ -318,12 +322,13 @@ pub struct Lost {
     pub inflight: u64,
     pub channel: u64,
     pub stackless: u64,
+    pub undecodable: u64,
 }
 
 impl Lost {
     /// Events missing from the recording (stack losses keep the event).
     pub fn events(&self) -> u64 {
-        self.ringbuf + self.inflight + self.channel
+        self.ringbuf + self.inflight + self.channel + self.undecodable
     }
 
     pub fn get(&self, r: LossReason) -> u64 {
@@ -332,6 +337,7 @@ impl Lost {
             LossReason::StackTable => self.stack_table,
             LossReason::Inflight => self.inflight,
             LossReason::Channel => self.channel,
+            LossReason::Undecodable => self.undecodable,
         }
     }
 }

@@ -105,7 +105,7 @@ pub struct Session {
 /// runs; on return the target is running and every probe is in place.
 pub fn start(target: &Target, ringbuf_bytes: u64, free_at_entry: bool) -> Result<Session> {
     require_root()?;
-    let (pid, command, allocator, mut child) = match target {
+    let (pid, command, mut allocator, mut child) = match target {
         Target::Pid(pid) => {
             let command = check_pid(*pid)?;
             let allocator = discover::for_pid(*pid)?;
@@ -114,21 +114,16 @@ pub fn start(target: &Target, ringbuf_bytes: u64, free_at_entry: bool) -> Result
         Target::Command(argv) => {
             let exe = launch::resolve_program(argv.first().map_or("", String::as_str))?;
             let allocator = discover::for_program(&exe)?;
-            let child = launch::spawn_stopped(argv)?;
+            let child = launch::spawn_stopped(&exe, argv)?;
             (child.pid, argv.join(" "), allocator, Some(child))
         }
     };
-    let mut allocator = allocator;
     if free_at_entry {
         for p in &mut allocator.probes {
             p.offset -= p.skipped;
             p.skipped = 0;
         }
     }
-    let mut cfg = Config::new(pid, allocator.clone());
-    cfg.ringbuf_bytes = ringbuf_bytes;
-    cfg.await_exec = child.is_some();
-    cfg.exit_hold = child.as_mut().and_then(Child::take_exit_hold);
     let meta = Meta {
         pid,
         command,
@@ -136,6 +131,10 @@ pub fn start(target: &Target, ringbuf_bytes: u64, free_at_entry: bool) -> Result
         start_wall_ns: now_wall_ns(),
         allocator: allocator.path.display().to_string(),
     };
+    let mut cfg = Config::new(pid, allocator);
+    cfg.ringbuf_bytes = ringbuf_bytes;
+    cfg.await_exec = child.is_some();
+    cfg.exit_hold = child.as_mut().and_then(Child::take_exit_hold);
     let (recorder, rx) = match Recorder::start(cfg) {
         Ok(v) => v,
         Err(e) => {
@@ -254,13 +253,10 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
     };
     recorder.join()?;
+    // A launched child ends with us (Ctrl-C reaches its process group too):
+    // its reaped status is the authoritative one.
     if let Some(c) = child.as_mut() {
-        if end == EndReason::Stopped && exit_status.is_none() {
-            // Ctrl-C reached the child too (same process group); collect it.
-            exit_status = c.wait().ok();
-        } else {
-            exit_status = c.wait().ok().or(exit_status);
-        }
+        exit_status = c.wait().ok().or(exit_status);
     }
     writer.write_end(now_mono_ns(), exit_status)?;
     let secs = (now_mono_ns() - meta.start_mono_ns) as f64 / 1e9;

@@ -354,7 +354,7 @@ struct Decoder<'a> {
     awaiting_exec: bool,
     exited: bool,
     channel_lost: u64,
-    decode_errors: u64,
+    undecodable: u64,
 }
 
 const BATCH: usize = 4096;
@@ -362,7 +362,7 @@ const BATCH: usize = 4096;
 impl Decoder<'_> {
     fn handle(&mut self, data: &[u8]) {
         let Ok(hdr) = plain::from_bytes::<types::tm_hdr>(data) else {
-            self.decode_errors += 1;
+            self.undecodable += 1;
             return;
         };
         let (kind, tid, ts) = (hdr.kind, hdr.tid, hdr.ts);
@@ -386,7 +386,7 @@ impl Decoder<'_> {
                     .map(|c| *c as u8)
                     .collect();
                 // A new image: nothing of the old mappings is valid.
-                self.maps = MapsCache::new(self.maps_pid());
+                self.maps = MapsCache::new(self.maps.pid());
                 self.awaiting_exec = false;
                 EventKind::Exec {
                     filename: String::from_utf8_lossy(&bytes).into_owned(),
@@ -410,7 +410,7 @@ impl Decoder<'_> {
             _ => None,
         };
         let Some(kind) = decoded else {
-            self.decode_errors += 1;
+            self.undecodable += 1;
             return;
         };
         if self.awaiting_exec && !matches!(kind, EventKind::Exec { .. }) {
@@ -420,10 +420,6 @@ impl Decoder<'_> {
         if self.batch.len() >= BATCH {
             self.flush();
         }
-    }
-
-    fn maps_pid(&self) -> u32 {
-        self.maps.pid()
     }
 
     fn stack(&mut self, key: u64) -> Option<u32> {
@@ -544,9 +540,10 @@ impl Decoder<'_> {
     }
 }
 
-fn read_lost(skel: &bpf::TracerSkel<'_>, channel: u64) -> Lost {
+fn read_lost(skel: &bpf::TracerSkel<'_>, d: &Decoder<'_>) -> Lost {
     let mut lost = Lost {
-        channel,
+        channel: d.channel_lost,
+        undecodable: d.undecodable,
         ..Lost::default()
     };
     if let Some(bss) = skel.maps.bss_data.as_deref() {
@@ -584,7 +581,7 @@ fn poll_loop(
         awaiting_exec: cfg.await_exec,
         exited: false,
         channel_lost: 0,
-        decode_errors: 0,
+        undecodable: 0,
     });
     let mut builder = RingBufferBuilder::new();
     builder
@@ -616,10 +613,10 @@ fn poll_loop(
                 let _ = hold.drained.send(());
             }
         }
-        let (exited, channel_lost) = {
+        let (exited, lost) = {
             let mut d = decoder.borrow_mut();
             d.flush();
-            (d.exited, d.channel_lost)
+            (d.exited, read_lost(skel, &d))
         };
         let stopping = stop.load(Ordering::Relaxed);
         let gone =
@@ -627,7 +624,6 @@ fn poll_loop(
         if last_check.elapsed() > Duration::from_millis(100) {
             last_check = Instant::now();
         }
-        let lost = read_lost(skel, channel_lost);
         if lost != last_lost {
             let _ = tx.send(Msg::Lost(lost.clone()));
             last_lost = lost;
@@ -639,7 +635,7 @@ fn poll_loop(
             rb.consume().context("ring buffer consume failed")?;
             let mut d = decoder.borrow_mut();
             d.flush();
-            let lost = read_lost(skel, d.channel_lost);
+            let lost = read_lost(skel, &d);
             if lost != last_lost {
                 let _ = tx.send(Msg::Lost(lost));
             }

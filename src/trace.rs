@@ -138,7 +138,14 @@ impl TraceWriter {
     /// Records a snapshot of the cumulative loss counters.
     pub fn write_lost(&mut self, l: &Lost) -> anyhow::Result<()> {
         self.record(tag::LOST, |b| {
-            for v in [l.ringbuf, l.stack_table, l.inflight, l.channel, l.stackless] {
+            for v in [
+                l.ringbuf,
+                l.stack_table,
+                l.inflight,
+                l.channel,
+                l.stackless,
+                l.undecodable,
+            ] {
                 put_u64(b, v);
             }
         })
@@ -635,6 +642,8 @@ fn decode(tag: u8, payload: &[u8]) -> Result<Option<Record>, &'static str> {
             inflight: d.u64()?,
             channel: d.u64()?,
             stackless: d.u64()?,
+            // Added after the first files were written: optional.
+            undecodable: if d.buf.is_empty() { 0 } else { d.u64()? },
         }),
         tag::END => Record::End(End {
             end_mono_ns: d.u64()?,
@@ -1124,6 +1133,7 @@ mod tests {
             inflight: 3,
             channel: 4,
             stackless: u64::MAX,
+            undecodable: 7,
         };
         let mut w = TraceWriter::create(&f.0, &meta())?;
         for m in &modules {

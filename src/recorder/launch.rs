@@ -65,13 +65,10 @@ pub fn resolve_program(prog: &str) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("cannot run {prog}: command not found in PATH"))
 }
 
-/// Fork `argv` stopped before exec. All ptrace calls must come from the
-/// thread that seized the child, so one thread owns it for its lifetime.
-pub fn spawn_stopped(argv: &[String]) -> Result<Child> {
-    let prog = argv
-        .first()
-        .ok_or_else(|| anyhow!("no program to launch"))?;
-    let exe = resolve_program(prog)?;
+/// Fork `argv` stopped before exec'ing `exe` (from [`resolve_program`]).
+/// All ptrace calls must come from the thread that seized the child, so
+/// one thread owns it for its lifetime.
+pub fn spawn_stopped(exe: &Path, argv: &[String]) -> Result<Child> {
     let c_exe = CString::new(exe.as_os_str().as_bytes()).context("program path has a NUL byte")?;
     let c_args: Vec<CString> = argv
         .iter()
@@ -85,7 +82,7 @@ pub fn spawn_stopped(argv: &[String]) -> Result<Child> {
     let (done_tx, done_rx) = bounded::<ExitStatus>(1);
     let (exiting_tx, exiting_rx) = bounded::<()>(1);
     let (drained_tx, drained_rx) = bounded::<()>(1);
-    let exe2 = exe.clone();
+    let exe2 = exe.to_path_buf();
     thread::Builder::new()
         .name("tm-launch".into())
         .spawn(move || {
