@@ -431,7 +431,17 @@ impl Decoder<'_> {
             let bytes = map.lookup(&key.to_ne_bytes(), MapFlags::ANY).ok()??;
             let st = plain::from_bytes::<types::tm_stack>(&bytes).ok()?;
             let n = (st.nr as usize).min(st.ips.len());
-            Some(st.ips[..n].iter().copied().filter(|a| *a != 0).collect())
+            let mut ips: Vec<u64> = st.ips[..n].iter().copied().filter(|a| *a != 0).collect();
+            // The tracer put the caller ([sp]) in frame 0; kernels ≥ 6.13
+            // also add it themselves when the probed instruction is
+            // `push %rbp` or endbr64 (free past its NULL test is one). Two
+            // equal first frames can come from nothing else: one address
+            // cannot be both the call to the allocator and a call site of
+            // the caller's caller.
+            if ips.len() > 1 && ips[0] == ips[1] {
+                ips.remove(0);
+            }
+            Some(ips)
         };
         self.table.intern(key, read, false, &mut self.maps, self.tx)
     }
