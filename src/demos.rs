@@ -67,17 +67,29 @@ pub fn build(demo: &Demo, dir: Option<PathBuf>) -> Result<PathBuf> {
             .join("demos"),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Concurrent builds (parallel tests, two terminals) take turns: one
+    // must never run a binary another is still writing.
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let src = dir.join(demo.file);
     let bin = dir.join(demo.name);
-    let fresh = std::fs::read_to_string(&src).is_ok_and(|s| s == demo.source) && bin.exists();
+    // Fresh: the source is this one and the binary was built after it was
+    // written (an interrupted build leaves an older binary).
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = std::fs::read_to_string(&src).is_ok_and(|s| s == demo.source)
+        && matches!((mtime(&src), mtime(&bin)), (Some(s), Some(b)) if b >= s);
     if fresh {
         return Ok(bin);
     }
     std::fs::write(&src, demo.source).with_context(|| format!("cannot write {}", src.display()))?;
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let tmp = dir.join(format!(".{}.{}", demo.name, std::process::id()));
     let out = Command::new(&cc)
         .args(["-g", "-O0", "-fno-omit-frame-pointer", "-pthread", "-o"])
-        .arg(&bin)
+        .arg(&tmp)
         .arg(&src)
         .output()
         .with_context(|| {
@@ -90,5 +102,6 @@ pub fn build(demo: &Demo, dir: Option<PathBuf>) -> Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    std::fs::rename(&tmp, &bin).with_context(|| format!("cannot write {}", bin.display()))?;
     Ok(bin)
 }
