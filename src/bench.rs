@@ -2,6 +2,8 @@
 //! with stacks, measured against the same program untraced in the same
 //! run (these machines are noisy: compare within a run, not across runs).
 
+pub mod model;
+
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -25,6 +27,7 @@ fn traced_run(bin: &str, pairs: u64, free_at_entry: bool) -> Result<(f64, u64, u
         output: out.clone(),
         ringbuf_bytes: 64 << 20,
         free_at_entry,
+        memory: crate::model::DEFAULT_MEMORY,
     })?;
     let t = read_trace(&out)?;
     let _ = std::fs::remove_file(&out);

@@ -354,4 +354,7 @@ pub struct Meta {
     pub start_wall_ns: u64,
     /// The allocator module that was probed.
     pub allocator: String,
+    /// Recorded from the target's first instruction (launch mode): every
+    /// block it frees was allocated in the recording.
+    pub launched: bool,
 }

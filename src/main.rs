@@ -50,6 +50,10 @@ enum Cmd {
         /// Kernel ring buffer size (power of two; e.g. 16MiB, 1GiB).
         #[arg(long, default_value = "64MiB", value_parser = parse_size)]
         ringbuf: u64,
+        /// Memory budget for the in-memory timeline used for the live crash
+        /// diagnosis (the trace file keeps everything).
+        #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
+        memory: usize,
         /// Program and arguments to launch and record from its first instruction.
         #[arg(last = true)]
         command: Vec<String>,
@@ -67,16 +71,34 @@ enum Cmd {
         /// Machine-readable output (schema in the README).
         #[arg(long)]
         json: bool,
+        /// Memory budget for the timeline; past it the oldest events are
+        /// dropped (live blocks and leak groups stay exact).
+        #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
+        memory: usize,
+        /// Show only matching events: space-separated terms, all must hold:
+        /// kind=free,realloc  tid=4242  func=parse_request  addr=0x7f…
+        #[arg(long)]
+        filter: Option<String>,
     },
-    /// Measure the cost of recording: the churner demo untraced and traced,
-    /// in one run, per malloc+free pair.
+    /// Benchmarks, measured in one run: `record` — the churner demo
+    /// untraced and traced, per malloc+free pair (needs root); `model` —
+    /// the timeline on a synthetic recording (ingest, heap-at-T, history).
     Bench {
-        /// malloc+free pairs per run.
+        /// record or model.
+        #[arg(default_value = "record", value_parser = ["record", "model"])]
+        what: String,
+        /// malloc+free pairs per run (record).
         #[arg(long, default_value_t = 300_000)]
         pairs: u64,
-        /// Runs of each variant; the median is reported.
+        /// Runs of each variant; the median is reported (record).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Events of the synthetic recording (model).
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Queries of each kind (model).
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
     },
     /// Build a bundled demo program, record it, and report its crash.
     Demo {
@@ -122,12 +144,41 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
+/// A memory budget: bytes or with KiB/MiB/GiB (K/M/G); at least 16MiB.
+fn parse_memory(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mult) = [
+        ("KiB", 1u64 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("K", 1 << 10),
+        ("M", 1 << 20),
+        ("G", 1 << 30),
+    ]
+    .iter()
+    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n, *m)))
+    .unwrap_or((t, 1));
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid memory size '{s}' (e.g. 1GiB, 512MiB)"))?;
+    let v = n
+        .checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("memory size '{s}' is too large"))?;
+    if v < 16 << 20 {
+        return Err(format!("memory size '{s}' is below the minimum of 16MiB"));
+    }
+    Ok(v)
+}
+
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Cmd::Record {
             pid,
             output,
             ringbuf,
+            memory,
             command,
         } => {
             let target = match (pid, command.is_empty()) {
@@ -141,6 +192,7 @@ fn run(cli: Cli) -> Result<i32> {
                 output,
                 ringbuf_bytes: ringbuf,
                 free_at_entry: false,
+                memory,
             })
         }
         Cmd::Report {
@@ -148,16 +200,23 @@ fn run(cli: Cli) -> Result<i32> {
             at,
             window,
             json,
+            memory,
+            filter,
         } => {
             let t = trace::read_trace(&file)?;
-            let opts = report::Options { at, window };
+            let opts = report::Options {
+                at,
+                window,
+                memory,
+                filter,
+            };
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&report::json(&t, &opts))?
+                    serde_json::to_string_pretty(&report::json(&t, &opts)?)?
                 );
             } else {
-                print!("{}", report::text(&t, &opts));
+                print!("{}", report::text(&t, &opts)?);
             }
             if let Some(d) = &t.damage {
                 eprintln!(
@@ -169,7 +228,16 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Bench { pairs, runs } => bench::run(pairs, runs),
+        Cmd::Bench {
+            what,
+            pairs,
+            runs,
+            events,
+            queries,
+        } => match what.as_str() {
+            "model" => bench::model::run(events, queries),
+            _ => bench::run(pairs, runs),
+        },
         Cmd::Demo {
             name,
             output,
@@ -193,18 +261,10 @@ fn run(cli: Cli) -> Result<i32> {
                 output: output.clone(),
                 ringbuf_bytes: 64 << 20,
                 free_at_entry: false,
+                memory: model::DEFAULT_MEMORY,
             })?;
             let t = trace::read_trace(&output)?;
-            println!(
-                "\n{}",
-                report::text(
-                    &t,
-                    &report::Options {
-                        at: None,
-                        window: None
-                    }
-                )
-            );
+            println!("\n{}", report::text(&t, &report::Options::default())?);
             eprintln!("tm-tui: trace kept in {}", output.display());
             Ok(0)
         }

@@ -1,4 +1,278 @@
-//! The timeline model: pure Rust over owned events, no terminal code.
-//! Testable without root.
+//! The timeline model: pure Rust over owned events, no terminal code,
+//! testable without root. A [`Timeline`] takes events as they arrive and
+//! answers, at any instant of the recording: which blocks were live, what
+//! happened at an address, which stacks leak, and why the process crashed.
+//!
+//! - `store`: compact, time-indexed event columns with retention;
+//! - `heap`: live blocks now and at any instant (checkpoints + replay);
+//! - `history`: every block that lived at an address;
+//! - `leaks`: outstanding blocks by allocation stack, growth, suspicion;
+//! - `diagnose`: the crash explained, with the evidence;
+//! - `names`: frame labels, each unique stack labelled once.
 
+pub mod diagnose;
+pub mod fxhash;
 pub mod heap;
+pub mod history;
+pub mod leaks;
+pub mod names;
+pub mod store;
+
+use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Stack, StackId};
+use crate::trace::Trace;
+
+use diagnose::Diagnosis;
+use heap::{HeapIndex, LiveBlock};
+use leaks::{LeakGroup, Leaks};
+use names::Names;
+use store::{EventStore, Filter, Idx, Kind, CHUNK};
+
+/// The default memory budget of a recording held in memory.
+pub const DEFAULT_MEMORY: usize = 1 << 30;
+
+pub struct Timeline {
+    pub meta: Meta,
+    pub modules: Vec<Module>,
+    pub stacks: Vec<Stack>,
+    pub store: EventStore,
+    pub heap: HeapIndex,
+    pub leaks: Leaks,
+    pub names: Names,
+    pub lost: Lost,
+    /// Events by [`Kind`], dropped ones included.
+    pub by_kind: [u64; Kind::ALL.len()],
+    /// The fatal signal, once it arrived.
+    pub crash: Option<Idx>,
+    pub exit: Option<ExitStatus>,
+    /// CLOCK_MONOTONIC of the recording's end, when known.
+    pub end_ns: Option<u64>,
+    memory_budget: usize,
+    last_signal: Option<(Idx, i32)>,
+}
+
+/// Allocations made between two instants and not freed by the second,
+/// grouped by allocation stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiffGroup {
+    pub stack: Option<StackId>,
+    pub blocks: u64,
+    pub bytes: u64,
+}
+
+impl Timeline {
+    #[cfg(test)]
+    pub fn new(meta: Meta) -> Self {
+        Self::with_budget(meta, DEFAULT_MEMORY)
+    }
+
+    /// A timeline that keeps at most about `memory_budget` bytes of events
+    /// and indexes, dropping the oldest events first (at least two chunks
+    /// are always kept).
+    pub fn with_budget(meta: Meta, memory_budget: usize) -> Self {
+        Timeline {
+            meta,
+            modules: Vec::new(),
+            stacks: Vec::new(),
+            store: EventStore::new(),
+            heap: HeapIndex::default(),
+            leaks: Leaks::default(),
+            names: Names::default(),
+            lost: Lost::default(),
+            by_kind: [0; Kind::ALL.len()],
+            crash: None,
+            exit: None,
+            end_ns: None,
+            memory_budget,
+            last_signal: None,
+        }
+    }
+
+    /// A timeline of a whole trace file.
+    pub fn from_trace(t: &Trace, memory_budget: usize) -> Self {
+        let mut tl = Self::with_budget(t.meta.clone(), memory_budget);
+        tl.modules = t.modules.clone();
+        tl.stacks = t.stacks.clone();
+        for e in &t.events {
+            tl.push(e);
+        }
+        tl.lost = t.lost.clone();
+        tl.end_ns = t.end.as_ref().map(|e| e.end_mono_ns);
+        if let Some(s) = t.end.as_ref().and_then(|e| e.status) {
+            tl.set_exit(s);
+        }
+        tl
+    }
+
+    pub fn add_module(&mut self, m: Module) {
+        self.modules.push(m);
+    }
+
+    pub fn add_stack(&mut self, s: Stack) {
+        self.stacks.push(s);
+    }
+
+    /// Takes one event: O(1) amortized.
+    pub fn push(&mut self, e: &Event) -> Idx {
+        if self.store.end().is_multiple_of(CHUNK as u64) && self.store.end() > 0 {
+            self.enforce_budget();
+        }
+        let idx = self.store.push(e);
+        let ch = self.heap.on_event(&self.store, idx);
+        self.leaks.on_change(&ch, e.ts);
+        self.by_kind[Kind::of(&e.kind) as usize] += 1;
+        match &e.kind {
+            EventKind::Signal(s) => {
+                self.last_signal = Some((idx, s.signo));
+                if !s.handled && self.crash.is_none() {
+                    self.crash = Some(idx);
+                }
+            }
+            EventKind::ProcessExit { status } => self.set_exit(*status),
+            _ => {}
+        }
+        idx
+    }
+
+    fn set_exit(&mut self, status: ExitStatus) {
+        self.exit = Some(status);
+        // A handled signal that still killed the process is the crash.
+        if let (None, ExitStatus::Signal { signo, .. }, Some((i, s))) =
+            (self.crash, status, self.last_signal)
+        {
+            if s == signo {
+                self.crash = Some(i);
+            }
+        }
+    }
+
+    /// Bytes held by the events and indexes.
+    pub fn bytes(&self) -> usize {
+        self.store.bytes() + self.heap.bytes()
+    }
+
+    fn enforce_budget(&mut self) {
+        while self.bytes() > self.memory_budget && self.store.chunk_starts().count() > 2 {
+            let Some(next) = self.store.chunk_starts().nth(1) else {
+                break;
+            };
+            self.heap.before_drop(&self.store, next);
+            self.store.drop_oldest();
+        }
+    }
+
+    /// The first and last event time held (CLOCK_MONOTONIC ns).
+    pub fn span(&self) -> Option<(u64, u64)> {
+        let h = self.store.held();
+        Some((
+            self.store.ts(h.start)?,
+            self.store.ts(h.end.checked_sub(1)?)?,
+        ))
+    }
+
+    /// The end of the recording: its end record, else the last event.
+    pub fn end_time(&self) -> u64 {
+        let last = self.span().map_or(self.meta.start_mono_ns, |(_, b)| b);
+        self.end_ns.map_or(last, |e| e.max(last))
+    }
+
+    /// Live blocks just after event `i` (the state the UI shows with the
+    /// cursor on `i`).
+    pub fn heap_after(&self, i: Idx) -> Option<Vec<LiveBlock>> {
+        self.heap.at(&self.store, i + 1)
+    }
+
+    /// What was allocated after event `a` and still live after event `b`,
+    /// by allocation stack, most bytes first.
+    pub fn diff(&self, a: Idx, b: Idx) -> Option<Vec<DiffGroup>> {
+        let live = self.heap_after(b)?;
+        let mut groups: fxhash::FxMap<Option<StackId>, DiffGroup> = Default::default();
+        for blk in live.iter().filter(|blk| blk.alloc > a) {
+            let g = groups.entry(blk.stack).or_insert(DiffGroup {
+                stack: blk.stack,
+                blocks: 0,
+                bytes: 0,
+            });
+            g.blocks += 1;
+            g.bytes += blk.size;
+        }
+        let mut v: Vec<DiffGroup> = groups.into_values().collect();
+        v.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.stack.cmp(&y.stack)));
+        Some(v)
+    }
+
+    /// Every block that lived at (or covered) `addr`.
+    pub fn block_history(&self, addr: u64) -> history::History {
+        let mut h = history::at_start(&self.store, &self.heap, addr);
+        if h.lives.is_empty() && h.stray_frees.is_empty() {
+            h.lives = history::covering(&self.store, &self.heap, addr);
+        }
+        h
+    }
+
+    /// Outstanding blocks by allocation stack, as of the latest event.
+    pub fn leak_groups(&self) -> Vec<LeakGroup> {
+        self.leaks.groups(&self.heap, &self.store)
+    }
+
+    /// The crash explained, if there was one.
+    pub fn diagnosis(&self) -> Option<Diagnosis> {
+        diagnose::diagnose(self, self.crash?)
+    }
+
+    /// A filter from `kind=free,realloc tid=42 func=drop_conn addr=0x…`
+    /// (terms separated by spaces; all must hold).
+    pub fn parse_filter(&self, spec: &str) -> Result<Filter, String> {
+        let mut f = Filter::default();
+        for term in spec.split_whitespace() {
+            let (key, val) = term.split_once('=').ok_or_else(|| {
+                format!("filter term '{term}' is not key=value (keys: kind, tid, func, addr)")
+            })?;
+            match key {
+                "kind" => {
+                    for k in val.split(',') {
+                        let kind = Kind::from_name(k).ok_or_else(|| {
+                            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+                            format!("unknown event kind '{k}' (kinds: {})", names.join(", "))
+                        })?;
+                        f = f.kind(kind);
+                    }
+                }
+                "tid" => {
+                    f.tid = Some(val.parse().map_err(|_| format!("invalid tid '{val}'"))?);
+                }
+                "addr" => {
+                    let hex = val.trim_start_matches("0x");
+                    f.addr = Some(
+                        u64::from_str_radix(hex, 16)
+                            .map_err(|_| format!("invalid address '{val}' (hex)"))?,
+                    );
+                }
+                "func" => {
+                    let s = Names::stacks_with(&self.stacks, val);
+                    if s.is_empty() {
+                        return Err(format!("no recorded stack has a function matching '{val}'"));
+                    }
+                    f.stacks = Some(s);
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown filter key '{key}' (keys: kind, tid, func, addr)"
+                    ))
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// `func (file:line)` of the top user frame of a stack.
+    pub fn site(&self, stack: Option<StackId>) -> Option<String> {
+        self.names.site(&self.stacks, &self.modules, stack?)
+    }
+
+    pub fn stack(&self, id: Option<StackId>) -> Option<&Stack> {
+        crate::event::find_stack(&self.stacks, id?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

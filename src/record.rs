@@ -1,7 +1,6 @@
 //! `tm-tui record`: attach to (or launch) a target, stream its events into
 //! a trace file, and print the crash the moment it happens.
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::event::{EventKind, ExitStatus, Lost, Meta, Module, Stack};
-use crate::model::heap::LiveHeap;
+use crate::event::{EventKind, ExitStatus, Lost, Meta};
+use crate::model::Timeline;
 use crate::recorder::discover;
 use crate::recorder::launch::{self, Child};
 use crate::recorder::{now_mono_ns, now_wall_ns, Config, EndReason, Msg, Recorder};
@@ -33,6 +32,8 @@ pub struct RecordArgs {
     /// Probe free at its first instruction, not past glibc's NULL test
     /// (only to measure what that placement saves).
     pub free_at_entry: bool,
+    /// Budget of the in-memory timeline behind the live diagnosis.
+    pub memory: usize,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -130,6 +131,7 @@ pub fn start(target: &Target, ringbuf_bytes: u64, free_at_entry: bool) -> Result
         start_mono_ns: now_mono_ns(),
         start_wall_ns: now_wall_ns(),
         allocator: allocator.path.display().to_string(),
+        launched: child.is_some(),
     };
     let mut cfg = Config::new(pid, allocator);
     cfg.ringbuf_bytes = ringbuf_bytes;
@@ -174,11 +176,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     );
 
     let mut symbols = Symbols::new();
-    let mut modules: Vec<Module> = Vec::new();
-    let mut stacks: Vec<Stack> = Vec::new();
-    let mut recent: VecDeque<crate::event::Event> = VecDeque::with_capacity(64);
-    let mut heap = LiveHeap::default();
-    let mut total: u64 = 0;
+    let mut tl = Timeline::with_budget(meta.clone(), args.memory);
     let mut lost = Lost::default();
     let mut exit_status: Option<ExitStatus> = None;
     let mut crashed = false;
@@ -198,50 +196,24 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             Msg::Module(m) => {
                 symbols.add_module(&m);
                 writer.write_module(&m)?;
-                modules.push(m);
+                tl.add_module(m);
             }
             Msg::Stack(mut s) => {
                 symbols.symbolize(&mut s.frames);
                 writer.write_stack(&s)?;
-                stacks.push(s);
+                tl.add_stack(s);
             }
             Msg::Events(batch) => {
                 for e in batch {
                     writer.write_event(&e)?;
-                    heap.apply(&e);
-                    total += 1;
-                    match &e.kind {
-                        EventKind::ProcessExit { status } => exit_status = Some(*status),
-                        EventKind::Signal(s) if !s.handled && !crashed => {
-                            crashed = true;
-                            let before: Vec<_> = recent
-                                .iter()
-                                .rev()
-                                .take(report::DEFAULT_LAST)
-                                .rev()
-                                .cloned()
-                                .collect();
-                            let module_path = |id: u32| {
-                                modules.iter().find(|m| m.id == id).map(|m| m.path.clone())
-                            };
-                            let text = report::crash_block(
-                                meta.pid,
-                                &e,
-                                &before,
-                                meta.start_mono_ns,
-                                &stacks,
-                                &module_path,
-                            );
-                            let mut out = std::io::stdout().lock();
-                            let _ = writeln!(out, "{text}");
-                            let _ = out.flush();
-                        }
-                        _ => {}
+                    tl.push(&e);
+                    if let EventKind::ProcessExit { status } = &e.kind {
+                        exit_status = Some(*status);
                     }
-                    if recent.len() == recent.capacity() {
-                        recent.pop_front();
-                    }
-                    recent.push_back(e);
+                }
+                if let (Some(c), false) = (tl.crash, crashed) {
+                    crashed = true;
+                    print_crash(&tl, c);
                 }
                 writer.maybe_flush();
             }
@@ -262,15 +234,15 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let secs = (now_mono_ns() - meta.start_mono_ns) as f64 / 1e9;
     eprintln!(
         "tm-tui: {} events in {secs:.3}s, lost {}{}; heap at end: {} live blocks, {} bytes; {}; trace {} ({} KiB)",
-        total,
+        tl.store.end(),
         lost.events(),
         if lost.events() > 0 {
             " (see tm-tui report)"
         } else {
             ""
         },
-        heap.live_blocks(),
-        heap.live_bytes,
+        tl.heap.live_blocks(),
+        tl.heap.live_bytes(),
         match (exit_status, &end) {
             (Some(s), _) => format!("target {s}"),
             (None, EndReason::Stopped) => "stopped by user".to_string(),
@@ -283,4 +255,31 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         (Some(_), Some(s)) => s.shell_code(),
         _ => 0,
     })
+}
+
+/// The crash block and its diagnosis, on stdout the moment it happens.
+fn print_crash(tl: &Timeline, crash: u64) {
+    let Some(ev) = tl.store.get(crash) else {
+        return;
+    };
+    let from = crash
+        .saturating_sub(report::DEFAULT_LAST as u64)
+        .max(tl.store.first());
+    let before: Vec<_> = (from..crash).filter_map(|i| tl.store.get(i)).collect();
+    let module_path = crate::model::names::module_path(&tl.modules);
+    let mut text = report::crash_block(
+        tl.meta.pid,
+        &ev,
+        &before,
+        tl.meta.start_mono_ns,
+        &tl.stacks,
+        &module_path,
+    );
+    if let Some(d) = tl.diagnosis() {
+        text.push('\n');
+        text.push_str(&d.text(tl));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }

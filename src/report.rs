@@ -13,7 +13,11 @@ use serde_json::{json, Value};
 use crate::event::{
     si_code_name, signal_name, Event, EventKind, ExitStatus, Frame, SignalInfo, Stack, StackId,
 };
-use crate::model::heap::LiveHeap;
+use crate::model::diagnose::{Diagnosis, Site};
+use crate::model::heap::LiveHeapTotals;
+use crate::model::leaks::LeakGroup;
+pub use crate::model::names::{frame_label, stack_lines, top_user_frame};
+use crate::model::Timeline;
 use crate::trace::Trace;
 
 /// How many events the report shows before the moment when no window is
@@ -25,7 +29,25 @@ pub struct Options {
     pub at: Option<Duration>,
     /// Show events in [at - window, at]; default: the last few before it.
     pub window: Option<Duration>,
+    /// Memory budget of the timeline built from the file.
+    pub memory: usize,
+    /// Only events matching this (`kind=free tid=42 func=f addr=0x…`).
+    pub filter: Option<String>,
 }
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            at: None,
+            window: None,
+            memory: crate::model::DEFAULT_MEMORY,
+            filter: None,
+        }
+    }
+}
+
+/// How many leak groups the text report lists.
+const TEXT_LEAKS: usize = 5;
 
 /// The stable short name of an event kind, used in JSON and filters.
 pub fn kind_name(k: &EventKind) -> &'static str {
@@ -56,86 +78,13 @@ pub fn event_stack(k: &EventKind) -> Option<StackId> {
     }
 }
 
-/// Libraries of the system (libc, libstdc++, …): their frames are where
-/// the program's call went, not where it came from.
-pub fn is_system_path(p: &str) -> bool {
-    [
-        "/lib/",
-        "/lib64/",
-        "/usr/lib/",
-        "/usr/lib64/",
-        "/usr/libexec/",
-    ]
-    .iter()
-    .any(|d| p.starts_with(d))
-}
-
-/// The frame a user cares about: the first outside system libraries with
-/// source info (their code), else the first with a name, else the first.
-pub fn top_user_frame(
-    stack: &Stack,
-    module_path: impl Fn(u32) -> Option<String>,
-) -> Option<&Frame> {
-    let user = |f: &&Frame| {
-        !f.module
-            .and_then(&module_path)
-            .is_some_and(|p| is_system_path(&p))
-    };
-    stack
-        .frames
-        .iter()
-        .filter(user)
-        .find(|f| f.file.is_some() && f.func.is_some())
-        .or_else(|| {
-            stack
-                .frames
-                .iter()
-                .find(|f| f.file.is_some() && f.func.is_some())
-        })
-        .or_else(|| stack.frames.iter().find(|f| f.func.is_some()))
-        .or_else(|| stack.frames.first())
-}
-
 fn stack_of(stacks: &[Stack], id: Option<StackId>) -> Option<&Stack> {
     crate::event::find_stack(stacks, id?)
-}
-
-/// The signal that killed the process: the last fatal-class signal without
-/// a handler, or the one matching the exit signal.
-pub fn find_crash(events: &[Event]) -> Option<usize> {
-    let exit_sig = events.iter().rev().find_map(|e| match e.kind {
-        EventKind::ProcessExit {
-            status: ExitStatus::Signal { signo, .. },
-        } => Some(signo),
-        _ => None,
-    });
-    events.iter().rposition(|e| match &e.kind {
-        EventKind::Signal(s) => !s.handled || Some(s.signo) == exit_sig,
-        _ => false,
-    })
 }
 
 pub fn rel(ts: u64, start: u64) -> String {
     let d = ts.saturating_sub(start);
     format!("+{}.{:06}s", d / 1_000_000_000, (d % 1_000_000_000) / 1000)
-}
-
-fn short_file(f: &str) -> &str {
-    f.rsplit('/').next().unwrap_or(f)
-}
-
-/// `func (file:line)`, `func`, or `module+0xoff`.
-pub fn frame_label(f: &Frame, module_path: impl Fn(u32) -> Option<String>) -> String {
-    match (&f.func, &f.file) {
-        (Some(func), Some(file)) if f.line > 0 => {
-            format!("{func} ({}:{})", short_file(file), f.line)
-        }
-        (Some(func), _) => func.clone(),
-        _ => match f.module.and_then(&module_path) {
-            Some(m) => format!("{}+{:#x}", short_file(&m), f.offset),
-            None => format!("{:#x}", f.addr),
-        },
-    }
 }
 
 pub fn crash_headline(s: &SignalInfo, pid: u32, tid: u32, ts: u64, start: u64) -> String {
@@ -230,33 +179,8 @@ pub fn crash_block(
     );
     match stack_of(stacks, s.stack) {
         Some(st) => {
-            let labels: Vec<(String, String)> = st
-                .frames
-                .iter()
-                .map(|f| {
-                    let name = f
-                        .func
-                        .clone()
-                        .unwrap_or_else(|| frame_label(f, module_path));
-                    let loc = match &f.file {
-                        Some(file) if f.line > 0 => format!("{}:{}", short_file(file), f.line),
-                        _ => f
-                            .module
-                            .and_then(module_path)
-                            .map(|m| short_file(&m).to_string())
-                            .unwrap_or_default(),
-                    };
-                    (name, loc)
-                })
-                .collect();
-            let w = labels
-                .iter()
-                .map(|(n, _)| n.len())
-                .max()
-                .unwrap_or(0)
-                .min(40);
-            for (i, (name, loc)) in labels.iter().enumerate() {
-                let _ = writeln!(out, "  #{i:<2} {name:<w$}  {loc}");
+            for line in stack_lines(st, module_path) {
+                let _ = writeln!(out, "  {line}");
             }
         }
         None => {
@@ -279,35 +203,44 @@ pub fn crash_block(
 
 pub struct Summary {
     pub by_kind: BTreeMap<&'static str, u64>,
-    pub heap: LiveHeap,
+    pub heap: LiveHeapTotals,
+    pub live_blocks: u64,
     pub crash: Option<usize>,
     pub end_ns: u64,
+    pub tl: Timeline,
 }
 
-pub fn summarize(t: &Trace) -> Summary {
-    let mut by_kind = BTreeMap::new();
-    let mut heap = LiveHeap::default();
-    for e in &t.events {
-        *by_kind.entry(kind_name(&e.kind)).or_insert(0) += 1;
-        heap.apply(e);
-    }
-    let last_ts = t.events.last().map_or(t.meta.start_mono_ns, |e| e.ts);
-    let end_ns = t
-        .end
-        .as_ref()
-        .map_or(last_ts, |e| e.end_mono_ns.max(last_ts));
+pub fn summarize(t: &Trace, memory: usize) -> Summary {
+    let tl = Timeline::from_trace(t, memory);
+    let by_kind = crate::model::store::Kind::ALL
+        .iter()
+        .map(|k| (k.name(), tl.by_kind[*k as usize]))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     Summary {
         by_kind,
-        heap,
-        crash: find_crash(&t.events),
-        end_ns,
+        heap: tl.heap.totals,
+        live_blocks: tl.heap.live_blocks(),
+        crash: tl.crash.and_then(|c| usize::try_from(c).ok()),
+        end_ns: tl.end_time(),
+        tl,
     }
 }
 
 /// Indices of the events shown: [at - window, at], or the last
 /// [`DEFAULT_LAST`] up to the moment (the crash itself excluded: it is
 /// printed as the `>>>` line).
-fn window(t: &Trace, sum: &Summary, opts: &Options) -> (u64, Vec<usize>) {
+/// The events shown around the moment.
+struct Shown {
+    /// The moment (CLOCK_MONOTONIC ns).
+    at: u64,
+    /// Indices of the events shown (matching the filter, if any).
+    idx: Vec<usize>,
+    /// The explicit window `[from, upto)` in event indices, if one was given.
+    range: Option<(usize, usize)>,
+}
+
+fn window(t: &Trace, sum: &Summary, opts: &Options) -> Result<Shown> {
     let start = t.meta.start_mono_ns;
     let at = match (opts.at, sum.crash) {
         (Some(d), _) => start + d.as_nanos() as u64,
@@ -319,14 +252,35 @@ fn window(t: &Trace, sum: &Summary, opts: &Options) -> (u64, Vec<usize>) {
         Some(c) if opts.at.is_none() => c,
         _ => upto,
     };
-    let idx: Vec<usize> = match opts.window {
-        Some(w) => {
-            let from = at.saturating_sub(w.as_nanos() as u64);
-            (t.events.partition_point(|e| e.ts < from)..upto).collect()
-        }
-        None => (upto.saturating_sub(DEFAULT_LAST)..upto).collect(),
+    let filter = match &opts.filter {
+        Some(spec) => Some(sum.tl.parse_filter(spec).map_err(|e| anyhow!("{e}"))?),
+        None => None,
     };
-    (at, idx)
+    let keep = |i: &usize| {
+        filter
+            .as_ref()
+            .is_none_or(|f| sum.tl.store.matches(*i as u64, f))
+    };
+    Ok(match opts.window {
+        Some(w) => {
+            let from_ts = at.saturating_sub(w.as_nanos() as u64);
+            let from = t.events.partition_point(|e| e.ts < from_ts);
+            Shown {
+                at,
+                idx: (from..upto).filter(keep).collect(),
+                range: Some((from, upto)),
+            }
+        }
+        None => {
+            let mut idx: Vec<usize> = (0..upto).rev().filter(keep).take(DEFAULT_LAST).collect();
+            idx.reverse();
+            Shown {
+                at,
+                idx,
+                range: None,
+            }
+        }
+    })
 }
 
 fn wall(t: &Trace, ts: u64) -> String {
@@ -334,8 +288,8 @@ fn wall(t: &Trace, ts: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(wall_ns)).to_string()
 }
 
-pub fn text(t: &Trace, opts: &Options) -> String {
-    let sum = summarize(t);
+pub fn text(t: &Trace, opts: &Options) -> Result<String> {
+    let sum = summarize(t, opts.memory);
     let start = t.meta.start_mono_ns;
     let module_path = |id: u32| {
         t.modules
@@ -358,6 +312,15 @@ pub fn text(t: &Trace, opts: &Options) -> String {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     let _ = writeln!(out, "events    {}  ({})", t.events.len(), kinds.join(", "));
+    if sum.tl.store.dropped > 0 {
+        let _ = writeln!(
+            out,
+            "held      the last {} events, from {} ({} older ones dropped by the memory budget; heap and leaks stay exact)",
+            sum.tl.store.end() - sum.tl.store.first(),
+            rel(sum.tl.span().map_or(start, |s| s.0), start),
+            sum.tl.store.dropped
+        );
+    }
     let lost: Vec<String> = crate::event::LossReason::ALL
         .iter()
         .filter(|r| t.lost.get(**r) > 0)
@@ -383,7 +346,7 @@ pub fn text(t: &Trace, opts: &Options) -> String {
         "heap      {} allocs, {} frees; at end {} live blocks, {} bytes{}",
         h.allocs,
         h.frees,
-        h.live_blocks(),
+        sum.live_blocks,
         h.live_bytes,
         if h.unknown_frees > 0 {
             format!(
@@ -405,8 +368,9 @@ pub fn text(t: &Trace, opts: &Options) -> String {
         );
     }
     let _ = writeln!(out);
-    let (at, idx) = window(t, &sum, opts);
-    let events: Vec<Event> = idx.iter().map(|&i| t.events[i].clone()).collect();
+    let shown = window(t, &sum, opts)?;
+    let at = shown.at;
+    let events: Vec<Event> = shown.idx.iter().map(|&i| t.events[i].clone()).collect();
     match sum.crash {
         Some(c) if opts.at.is_none() => {
             out.push_str(&crash_block(
@@ -417,6 +381,10 @@ pub fn text(t: &Trace, opts: &Options) -> String {
                 &t.stacks,
                 &module_path,
             ));
+            if let Some(d) = sum.tl.diagnosis() {
+                let _ = writeln!(out);
+                out.push_str(&d.text(&sum.tl));
+            }
         }
         _ => {
             let _ = writeln!(out, "events up to {}:", rel(at, start));
@@ -429,7 +397,96 @@ pub fn text(t: &Trace, opts: &Options) -> String {
             }
         }
     }
-    out
+    if let Some((from, upto)) = shown.range {
+        window_live_text(&mut out, &sum, from, upto);
+    }
+    leaks_text(&mut out, &sum);
+    Ok(out)
+}
+
+/// Allocated in `[from, upto)` and still live at its end, by site.
+fn window_live(sum: &Summary, from: usize, upto: usize) -> Vec<crate::model::DiffGroup> {
+    if upto == 0 || upto <= from {
+        return Vec::new();
+    }
+    let a = (from as u64).checked_sub(1);
+    let b = upto as u64 - 1;
+    let diff = match a {
+        Some(a) => sum.tl.diff(a, b),
+        None => sum.tl.heap_after(b).map(|blocks| {
+            let mut g: crate::model::fxhash::FxMap<Option<StackId>, crate::model::DiffGroup> =
+                Default::default();
+            for blk in blocks {
+                let e = g.entry(blk.stack).or_insert(crate::model::DiffGroup {
+                    stack: blk.stack,
+                    blocks: 0,
+                    bytes: 0,
+                });
+                e.blocks += 1;
+                e.bytes += blk.size;
+            }
+            let mut v: Vec<_> = g.into_values().collect();
+            v.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.stack.cmp(&y.stack)));
+            v
+        }),
+    };
+    diff.unwrap_or_default()
+}
+
+fn window_live_text(out: &mut String, sum: &Summary, from: usize, upto: usize) {
+    let groups = window_live(sum, from, upto);
+    let _ = writeln!(
+        out,
+        "\nallocated in this window and still live at its end: {} blocks, {} bytes",
+        groups.iter().map(|g| g.blocks).sum::<u64>(),
+        groups.iter().map(|g| g.bytes).sum::<u64>()
+    );
+    for g in groups.iter().take(TEXT_LEAKS) {
+        let _ = writeln!(
+            out,
+            "  {:>10} B in {:>6} blocks  {}",
+            g.bytes,
+            g.blocks,
+            sum.tl
+                .site(g.stack)
+                .unwrap_or_else(|| "(no stack)".to_string())
+        );
+    }
+}
+
+fn leaks_text(out: &mut String, sum: &Summary) {
+    let groups = sum.tl.leak_groups();
+    if groups.is_empty() {
+        return;
+    }
+    let end = sum.end_ns;
+    let _ = writeln!(
+        out,
+        "\nlive at the end, by allocation site ({} sites; growth over the last {}):",
+        groups.len(),
+        crate::model::diagnose::fmt_ns(sum.tl.leaks.window_ns)
+    );
+    for g in groups.iter().take(TEXT_LEAKS) {
+        let _ = writeln!(
+            out,
+            "  {:>10} B in {:>6} blocks  oldest {:>9} ago  {:>+10.0} B/s  {}{}",
+            g.bytes,
+            g.blocks,
+            crate::model::diagnose::fmt_ns(end.saturating_sub(g.oldest_ts)),
+            g.growth_bytes_per_s,
+            sum.tl
+                .site(g.stack)
+                .unwrap_or_else(|| "(no stack)".to_string()),
+            if g.suspected { "  SUSPECTED LEAK" } else { "" }
+        );
+    }
+    if groups.len() > TEXT_LEAKS {
+        let _ = writeln!(
+            out,
+            "  … {} more sites (report --json lists all)",
+            groups.len() - TEXT_LEAKS
+        );
+    }
 }
 
 fn frame_json(f: &Frame, t: &Trace) -> Value {
@@ -478,8 +535,57 @@ fn event_json(e: &Event, t: &Trace) -> Value {
     v
 }
 
-pub fn json(t: &Trace, opts: &Options) -> Value {
-    let sum = summarize(t);
+fn stack_json(tl: &Timeline, id: Option<StackId>, t: &Trace) -> Vec<Value> {
+    tl.stack(id)
+        .map(|st| st.frames.iter().map(|f| frame_json(f, t)).collect())
+        .unwrap_or_default()
+}
+
+fn site_json(s: &Option<Site>, tl: &Timeline, t: &Trace) -> Value {
+    match s {
+        None => Value::Null,
+        Some(s) => json!({
+            "time_ns": s.ts.saturating_sub(t.meta.start_mono_ns),
+            "tid": s.tid,
+            "site": tl.site(s.stack),
+        }),
+    }
+}
+
+fn diagnosis_json(d: &Diagnosis, tl: &Timeline, t: &Trace) -> Value {
+    let stack = |s: &Option<Site>| s.as_ref().map(|s| stack_json(tl, s.stack, t));
+    json!({
+        "kind": d.kind.name(),
+        "summary": d.summary,
+        "block": d.block.map(|(a, n)| json!({"addr": format!("{a:#x}"), "size": n})),
+        "offset": d.offset,
+        "alloc": site_json(&d.alloc, tl, t),
+        "free": site_json(&d.free, tl, t),
+        "access": site_json(&d.access, tl, t),
+        "alloc_stack": stack(&d.alloc),
+        "free_stack": stack(&d.free),
+        "access_stack": stack(&d.access),
+        "notes": d.notes,
+    })
+}
+
+fn leak_json(g: &LeakGroup, sum: &Summary, t: &Trace) -> Value {
+    json!({
+        "site": sum.tl.site(g.stack),
+        "stack": stack_json(&sum.tl, g.stack, t),
+        "blocks": g.blocks,
+        "bytes": g.bytes,
+        "allocs": g.allocs,
+        "frees": g.frees,
+        "oldest_ns": g.oldest_ts.saturating_sub(t.meta.start_mono_ns),
+        "oldest_age_ns": sum.end_ns.saturating_sub(g.oldest_ts),
+        "growth_bytes_per_s": g.growth_bytes_per_s,
+        "suspected": g.suspected,
+    })
+}
+
+pub fn json(t: &Trace, opts: &Options) -> Result<Value> {
+    let sum = summarize(t, opts.memory);
     let crash = sum.crash.and_then(|i| {
         let e = &t.events[i];
         let EventKind::Signal(s) = &e.kind else {
@@ -496,15 +602,36 @@ pub fn json(t: &Trace, opts: &Options) -> Value {
             "tid": e.tid,
             "time_ns": e.ts.saturating_sub(t.meta.start_mono_ns),
             "stack": stack,
+            "diagnosis": sum.tl.diagnosis().map(|d| diagnosis_json(&d, &sum.tl, t)),
         }))
     });
-    let (at, idx) = window(t, &sum, opts);
+    let leaks: Vec<Value> = sum
+        .tl
+        .leak_groups()
+        .iter()
+        .map(|g| leak_json(g, &sum, t))
+        .collect();
+    let shown = window(t, &sum, opts)?;
+    let (at, idx) = (shown.at, &shown.idx);
+    let window_live: Option<Vec<Value>> = shown.range.map(|(from, upto)| {
+        window_live(&sum, from, upto)
+            .iter()
+            .map(|g| {
+                json!({
+                    "site": sum.tl.site(g.stack),
+                    "stack": stack_json(&sum.tl, g.stack, t),
+                    "blocks": g.blocks,
+                    "bytes": g.bytes,
+                })
+            })
+            .collect()
+    });
     let lost: serde_json::Map<String, Value> = crate::event::LossReason::ALL
         .iter()
         .map(|r| (r.name().to_string(), json!(t.lost.get(*r))))
         .chain([("events_without_stack".to_string(), json!(t.lost.stackless))])
         .collect();
-    json!({
+    Ok(json!({
         "target": {"pid": t.meta.pid, "command": t.meta.command, "allocator": t.meta.allocator},
         "start_wall": wall(t, t.meta.start_mono_ns),
         "duration_ns": sum.end_ns.saturating_sub(t.meta.start_mono_ns),
@@ -520,16 +647,23 @@ pub fn json(t: &Trace, opts: &Options) -> Value {
         "heap": {
             "allocs": sum.heap.allocs,
             "frees": sum.heap.frees,
-            "live_blocks": sum.heap.live_blocks(),
+            "live_blocks": sum.live_blocks,
             "live_bytes": sum.heap.live_bytes,
             "unknown_frees": sum.heap.unknown_frees,
             "failed_allocs": sum.heap.failed,
         },
         "crash": crash,
+        "leaks": leaks,
+        "retention": {
+            "memory_budget": opts.memory,
+            "dropped_events": sum.tl.store.dropped,
+            "held_from_ns": sum.tl.span().map(|s| s.0.saturating_sub(t.meta.start_mono_ns)),
+        },
         "at_ns": at.saturating_sub(t.meta.start_mono_ns),
         "window": idx.iter().map(|&i| event_json(&t.events[i], t)).collect::<Vec<_>>(),
+        "window_live": window_live,
         "damage": t.damage.as_ref().map(|d| json!({"offset": d.offset, "reason": d.reason})),
-    })
+    }))
 }
 
 /// A moment or length: humantime (`1s 250ms`, `200ms`) or decimal seconds

@@ -282,6 +282,7 @@ fn put_meta(b: &mut Vec<u8>, m: &Meta) {
     put_u64(b, m.start_mono_ns);
     put_u64(b, m.start_wall_ns);
     put_str(b, &m.allocator);
+    b.push(u8::from(m.launched));
 }
 
 fn put_stack(b: &mut Vec<u8>, s: &Stack) {
@@ -629,6 +630,12 @@ fn decode(tag: u8, payload: &[u8]) -> Result<Option<Record>, &'static str> {
             start_mono_ns: d.u64()?,
             start_wall_ns: d.u64()?,
             allocator: d.string()?,
+            // Added after the first files were written: optional.
+            launched: if d.buf.is_empty() {
+                false
+            } else {
+                d.u8()? != 0
+            },
         }),
         tag::MODULE => Record::Module(Module {
             id: d.u32()?,
@@ -889,6 +896,7 @@ mod tests {
             start_mono_ns: 123_456_789_000,
             start_wall_ns: 1_700_000_000_000_000_000,
             allocator: "/usr/lib/libc.so.6".into(),
+            launched: true,
         }
     }
 

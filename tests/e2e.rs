@@ -5,6 +5,7 @@
 mod e2e {
     pub mod bad_input;
     pub mod crash;
+    pub mod diagnosis;
     pub mod heap;
     pub mod support;
 }

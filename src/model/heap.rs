@@ -1,10 +1,24 @@
 //! Exact heap accounting: which blocks are live after a sequence of
-//! allocator events, with the counts a valgrind summary gives.
+//! allocator events, with the counts a valgrind summary gives — now
+//! ([`LiveHeap`], a plain replay) and at any instant of a recording
+//! ([`HeapIndex`]: periodic checkpoints plus replay of the deltas).
 
+#[cfg(test)]
 use std::collections::HashMap;
+use std::collections::VecDeque;
 
-use crate::event::{Event, EventKind, StackId};
+use crate::event::StackId;
+#[cfg(test)]
+use crate::event::{Event, EventKind};
+use crate::model::fxhash::FxMap;
+use crate::model::store::{EventStore, HeapOp, Idx, CHUNK};
 
+/// Checkpoint spacing: at most this many events (or twice the live blocks,
+/// if more) are replayed to answer a heap-at-T query.
+const SPACING: u64 = CHUNK as u64 / 2;
+
+/// A block as the naive replay keeps it.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
     pub size: u64,
@@ -13,9 +27,11 @@ pub struct Block {
     pub stack: Option<StackId>,
 }
 
+/// The naive full replay: the oracle the indexed heap is tested against.
 /// Live blocks keyed by address, and running totals. realloc counts as a
 /// free of the old block and an allocation of the new one, as valgrind
 /// counts it.
+#[cfg(test)]
 #[derive(Clone, Debug, Default)]
 pub struct LiveHeap {
     pub blocks: HashMap<u64, Block>,
@@ -30,6 +46,7 @@ pub struct LiveHeap {
     pub failed: u64,
 }
 
+#[cfg(test)]
 impl LiveHeap {
     pub fn apply(&mut self, e: &Event) {
         match &e.kind {
@@ -96,6 +113,322 @@ impl LiveHeap {
 
     pub fn live_blocks(&self) -> u64 {
         self.blocks.len() as u64
+    }
+}
+
+/// A live block as of some instant, with where it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveBlock {
+    pub ptr: u64,
+    pub size: u64,
+    pub ts: u64,
+    pub tid: u32,
+    pub stack: Option<StackId>,
+    /// The event that allocated it.
+    pub alloc: Idx,
+}
+
+/// A block that stopped being live at some event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub block: LiveBlock,
+    /// Ended by a free or realloc (false: its address was handed out
+    /// again without a recorded free).
+    pub freed: bool,
+}
+
+/// What one event did to the heap.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Change {
+    pub ended: [Option<Ended>; 2],
+    pub born: Option<LiveBlock>,
+    /// A free (or realloc) of an address that was not live.
+    pub unknown_free: Option<u64>,
+}
+
+/// The heap state before event `at`: the allocation events of the blocks
+/// live then, sorted and stored as varint gaps (1–3 bytes a block instead
+/// of 8).
+struct Checkpoint {
+    at: Idx,
+    blocks: Vec<u8>,
+}
+
+impl Checkpoint {
+    fn new(at: Idx, mut allocs: Vec<Idx>) -> Self {
+        allocs.sort_unstable();
+        let mut blocks = Vec::with_capacity(allocs.len() * 2);
+        let mut prev = 0;
+        for a in allocs {
+            let mut gap = a - prev;
+            prev = a;
+            while gap >= 0x80 {
+                blocks.push((gap as u8) | 0x80);
+                gap >>= 7;
+            }
+            blocks.push(gap as u8);
+        }
+        blocks.shrink_to_fit();
+        Checkpoint { at, blocks }
+    }
+
+    fn allocs(&self) -> impl Iterator<Item = Idx> + '_ {
+        let mut bytes = self.blocks.iter();
+        let mut prev = 0u64;
+        std::iter::from_fn(move || {
+            let mut gap = 0u64;
+            let mut shift = 0;
+            loop {
+                let b = *bytes.next()?;
+                gap |= u64::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                shift += 7;
+            }
+            prev += gap;
+            Some(prev)
+        })
+    }
+}
+
+/// Live blocks now and at any held instant. Ingest is O(1) per event;
+/// `at(i)` starts from the nearest checkpoint at or before `i` and replays
+/// at most `max(CHUNK, 2 × live)` events.
+#[derive(Default)]
+pub struct HeapIndex {
+    live: FxMap<u64, Idx>,
+    pub totals: LiveHeapTotals,
+    checkpoints: VecDeque<Checkpoint>,
+    /// Blocks still needed whose allocation event was dropped by the
+    /// retention budget.
+    survivors: FxMap<Idx, LiveBlock>,
+}
+
+/// Running totals with [`LiveHeap`]'s meaning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveHeapTotals {
+    pub allocs: u64,
+    pub frees: u64,
+    pub alloc_bytes: u64,
+    pub live_bytes: u64,
+    pub unknown_frees: u64,
+    pub failed: u64,
+}
+
+impl HeapIndex {
+    pub fn live_blocks(&self) -> u64 {
+        self.live.len() as u64
+    }
+
+    pub fn live_bytes(&self) -> u64 {
+        self.totals.live_bytes
+    }
+
+    /// The block allocated by event `alloc`, from the store or, when the
+    /// event was dropped, from the survivors.
+    pub fn block(&self, store: &EventStore, alloc: Idx) -> Option<LiveBlock> {
+        if !self.survivors.is_empty() {
+            if let Some(b) = self.survivors.get(&alloc) {
+                return Some(*b);
+            }
+        }
+        let (ptr, size, ts, tid, stack) = store.block_fields(alloc)?;
+        Some(LiveBlock {
+            ptr,
+            size,
+            ts,
+            tid,
+            stack,
+            alloc,
+        })
+    }
+
+    /// Blocks live now.
+    pub fn now(&self, store: &EventStore) -> Vec<LiveBlock> {
+        let mut idx: Vec<Idx> = self.live.values().copied().collect();
+        idx.sort_unstable();
+        let mut out = Vec::with_capacity(idx.len());
+        self.materialize(store, &idx, |b| out.push(b));
+        out
+    }
+
+    /// Applies event `idx` (just pushed to `store`).
+    pub fn on_event(&mut self, store: &EventStore, idx: Idx) -> Change {
+        let due = match self.checkpoints.back() {
+            None => true,
+            Some(cp) => {
+                idx.is_multiple_of(SPACING)
+                    && idx - cp.at >= SPACING.max(2 * self.live.len() as u64)
+            }
+        };
+        if due {
+            self.checkpoints
+                .push_back(Checkpoint::new(idx, self.live.values().copied().collect()));
+        }
+        let mut ch = Change::default();
+        let Some(op) = store.heap_op(idx) else {
+            return ch;
+        };
+        match op {
+            HeapOp::Alloc { ptr: 0, .. } => self.totals.failed += 1,
+            HeapOp::Alloc { ptr, size } => self.insert(store, ptr, size, idx, &mut ch),
+            HeapOp::Free { ptr } => self.remove(store, ptr, &mut ch, 0),
+            HeapOp::Realloc { old, ptr: 0, size } => {
+                if size == 0 && old != 0 {
+                    self.remove(store, old, &mut ch, 0);
+                } else {
+                    self.totals.failed += 1;
+                }
+            }
+            HeapOp::Realloc { old, ptr, size } => {
+                if old != 0 {
+                    self.remove(store, old, &mut ch, 0);
+                }
+                self.insert(store, ptr, size, idx, &mut ch);
+            }
+        }
+        ch
+    }
+
+    fn insert(&mut self, store: &EventStore, ptr: u64, size: u64, idx: Idx, ch: &mut Change) {
+        let t = &mut self.totals;
+        t.allocs += 1;
+        t.alloc_bytes += size;
+        t.live_bytes += size;
+        if let Some(prev) = self.live.insert(ptr, idx) {
+            // Handed out again while live: its free was not recorded.
+            if let Some(b) = self.block(store, prev) {
+                self.totals.live_bytes -= b.size;
+                ch.ended[1] = Some(Ended {
+                    block: b,
+                    freed: false,
+                });
+            }
+            self.survivors.remove(&prev);
+        }
+        ch.born = self.block(store, idx);
+    }
+
+    fn remove(&mut self, store: &EventStore, ptr: u64, ch: &mut Change, slot: usize) {
+        match self.live.remove(&ptr) {
+            Some(i) => {
+                self.totals.frees += 1;
+                if let Some(b) = self.block(store, i) {
+                    self.totals.live_bytes -= b.size;
+                    ch.ended[slot] = Some(Ended {
+                        block: b,
+                        freed: true,
+                    });
+                }
+                self.survivors.remove(&i);
+            }
+            None => {
+                self.totals.unknown_frees += 1;
+                ch.unknown_free = Some(ptr);
+            }
+        }
+    }
+
+    /// The blocks allocated by events `idx`, from the store in batches, or
+    /// from the survivors.
+    fn materialize(&self, store: &EventStore, idx: &[Idx], mut f: impl FnMut(LiveBlock)) {
+        if !self.survivors.is_empty() {
+            for i in idx {
+                if let Some(b) = self.survivors.get(i) {
+                    f(*b);
+                }
+            }
+        }
+        store.blocks_fields(idx, |alloc, (ptr, size, ts, tid, stack)| {
+            f(LiveBlock {
+                ptr,
+                size,
+                ts,
+                tid,
+                stack,
+                alloc,
+            })
+        });
+    }
+
+    /// The live blocks just before event `upto` (after all events < upto),
+    /// or `None` when `upto` is before the held recording.
+    pub fn at(&self, store: &EventStore, upto: Idx) -> Option<Vec<LiveBlock>> {
+        let upto = upto.min(store.end());
+        let ci = self.checkpoints.partition_point(|c| c.at <= upto);
+        let cp = self.checkpoints.get(ci.checked_sub(1)?)?;
+        // The final state of every address the replay touches.
+        let mut delta: FxMap<u64, Option<Idx>> = FxMap::default();
+        store.heap_ops(cp.at..upto, |i, op| match op {
+            HeapOp::Alloc { ptr, .. } => {
+                if ptr != 0 {
+                    delta.insert(ptr, Some(i));
+                }
+            }
+            HeapOp::Free { ptr } => {
+                delta.insert(ptr, None);
+            }
+            HeapOp::Realloc { old, ptr, size } => {
+                if ptr == 0 && (size != 0 || old == 0) {
+                    return;
+                }
+                if old != 0 {
+                    delta.insert(old, None);
+                }
+                if ptr != 0 {
+                    delta.insert(ptr, Some(i));
+                }
+            }
+        });
+        let mut idx: Vec<Idx> = cp.allocs().collect();
+        idx.extend(delta.values().flatten());
+        let mut out = Vec::with_capacity(idx.len());
+        self.materialize(store, &idx, |b| {
+            // Snapshot blocks the replay touched are decided by the replay.
+            if b.alloc >= cp.at || !delta.contains_key(&b.ptr) {
+                out.push(b);
+            }
+        });
+        Some(out)
+    }
+
+    /// Bytes held by checkpoints and survivors.
+    pub fn bytes(&self) -> usize {
+        self.checkpoints
+            .iter()
+            .map(|c| c.blocks.capacity() + 32)
+            .sum::<usize>()
+            + self.survivors.capacity() * (8 + std::mem::size_of::<LiveBlock>() + 1)
+            + self.live.capacity() * 17
+    }
+
+    /// The store is about to drop the events before `new_first`: keep
+    /// what the held recording still needs of them.
+    pub fn before_drop(&mut self, store: &EventStore, new_first: Idx) {
+        let Some(live) = self.at(store, new_first) else {
+            return;
+        };
+        let old: FxMap<Idx, LiveBlock> = live
+            .iter()
+            .filter(|b| b.alloc < new_first)
+            .map(|b| (b.alloc, *b))
+            .collect();
+        // Blocks still live now that were allocated before the window are
+        // in `old` too: they were live at `new_first`.
+        self.survivors = old;
+        while self.checkpoints.front().is_some_and(|c| c.at <= new_first) {
+            self.checkpoints.pop_front();
+        }
+        self.checkpoints.push_front(Checkpoint::new(
+            new_first,
+            live.iter().map(|b| b.alloc).collect(),
+        ));
+    }
+
+    /// Every block still live whose allocation event was dropped.
+    pub fn survivors(&self) -> impl Iterator<Item = &LiveBlock> {
+        self.survivors.values()
     }
 }
 

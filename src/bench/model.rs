@@ -1,0 +1,343 @@
+//! `tm-tui bench model`: the timeline model on a synthetic recording —
+//! ingest rate, heap-at-T, block history, density histogram, resident
+//! bytes per event — against the targets of the model issue.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::event::{AllocFn, Event, EventKind, Frame, Meta, Stack};
+use crate::model::store::Filter;
+use crate::model::Timeline;
+
+const THREADS: usize = 8;
+/// Sizes handed out, with weights: mostly small, a few large.
+const SIZES: [(u64, u64); 10] = [
+    (16, 20),
+    (32, 20),
+    (48, 10),
+    (64, 15),
+    (128, 10),
+    (256, 10),
+    (1024, 8),
+    (4096, 5),
+    (65536, 1),
+    (300_000, 1),
+];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// An allocator simulation: per-size free lists so addresses are reused
+/// the way a real allocator reuses them; 1% of blocks leak.
+struct Synth {
+    rng: Rng,
+    ts: u64,
+    next_addr: u64,
+    free: HashMap<u64, Vec<u64>>,
+    live: Vec<Vec<(u64, u64)>>,
+    leaked: u64,
+    leaked_bytes: u64,
+}
+
+impl Synth {
+    fn new() -> Self {
+        Synth {
+            rng: Rng(0x2545_f491_4f6c_dd1d),
+            ts: 1_000_000_000,
+            next_addr: 0x5555_0000_0000,
+            free: HashMap::new(),
+            live: vec![Vec::new(); THREADS],
+            leaked: 0,
+            leaked_bytes: 0,
+        }
+    }
+
+    fn size(&mut self) -> u64 {
+        let total: u64 = SIZES.iter().map(|s| s.1).sum();
+        let mut r = self.rng.below(total);
+        for (size, w) in SIZES {
+            if r < w {
+                return size;
+            }
+            r -= w;
+        }
+        16
+    }
+
+    fn addr(&mut self, size: u64) -> u64 {
+        if let Some(a) = self.free.get_mut(&size).and_then(Vec::pop) {
+            return a;
+        }
+        let a = self.next_addr;
+        self.next_addr += size.next_multiple_of(16) + 16;
+        a
+    }
+
+    fn event(&mut self) -> Event {
+        self.ts += 20 + self.rng.below(160);
+        let t = self.rng.below(THREADS as u64) as usize;
+        let tid = 1000 + t as u32;
+        let n = self.live[t].len();
+        let r = self.rng.below(100);
+        let kind = if n > 0 && r < 2 {
+            // realloc a live block to another size.
+            let k = self.rng.below(n as u64) as usize;
+            let (old, old_size) = self.live[t].swap_remove(k);
+            self.free.entry(old_size).or_default().push(old);
+            let size = self.size();
+            let ptr = self.addr(size);
+            self.live[t].push((ptr, size));
+            EventKind::Realloc {
+                func: AllocFn::Realloc,
+                old,
+                ptr,
+                size,
+                stack: Some(300 + self.rng.below(20) as u32),
+            }
+        } else if n < 32 || (n < 4096 && r < 51) {
+            let size = self.size();
+            let ptr = self.addr(size);
+            let leak = self.rng.below(100) == 0;
+            let stack = if leak {
+                self.leaked += 1;
+                self.leaked_bytes += size;
+                100 + self.rng.below(10) as u32
+            } else {
+                self.live[t].push((ptr, size));
+                self.rng.below(100) as u32
+            };
+            EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr,
+                size,
+                stack: Some(stack),
+            }
+        } else {
+            let k = self.rng.below(n as u64) as usize;
+            let (ptr, size) = self.live[t].swap_remove(k);
+            self.free.entry(size).or_default().push(ptr);
+            EventKind::Free {
+                ptr,
+                stack: Some(200 + self.rng.below(50) as u32),
+            }
+        };
+        Event {
+            ts: self.ts,
+            tid,
+            kind,
+        }
+    }
+
+    fn live_blocks(&self) -> u64 {
+        self.live.iter().map(|v| v.len() as u64).sum::<u64>() + self.leaked
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    let p = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    (p(0.5), p(0.99), v[v.len() - 1])
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+pub fn run(events: u64, queries: usize) -> Result<i32> {
+    if events < 1000 {
+        bail!("--events must be at least 1000");
+    }
+    let mut tl = Timeline::with_budget(Meta::default(), usize::MAX);
+    // Interned stacks: 330 sites of 12 frames.
+    for id in 0..330u32 {
+        tl.add_stack(Stack {
+            id,
+            frames: (0..12)
+                .map(|d| Frame {
+                    addr: 0x40_0000 + u64::from(id) * 64 + d,
+                    func: Some(format!("site_{id}_{d}")),
+                    ..Frame::default()
+                })
+                .collect(),
+        });
+    }
+    let mut synth = Synth::new();
+    let rss0 = rss_bytes();
+    let mut batch = Vec::with_capacity(1 << 16);
+    let mut ingest = Duration::ZERO;
+    let mut left = events;
+    while left > 0 {
+        batch.clear();
+        let n = left.min(1 << 16);
+        batch.extend((0..n).map(|_| synth.event()));
+        let t0 = Instant::now();
+        for e in &batch {
+            tl.push(e);
+        }
+        ingest += t0.elapsed();
+        left -= n;
+    }
+    drop(batch);
+    let rss = rss_bytes().saturating_sub(rss0);
+    let rate = events as f64 / ingest.as_secs_f64();
+    println!(
+        "synthetic recording: {events} allocator events, {THREADS} threads, 1% of blocks leaked"
+    );
+    println!(
+        "exactness: live blocks model {} / generator {}  ({})",
+        tl.heap.live_blocks(),
+        synth.live_blocks(),
+        verdict(tl.heap.live_blocks() == synth.live_blocks())
+    );
+    let (t_first, t_last) = tl.span().unwrap_or((0, 0));
+    let mut rng = Rng(42);
+
+    // Heap at a random instant.
+    let mut heap_t = Vec::with_capacity(queries);
+    let mut live_seen = 0;
+    for _ in 0..queries {
+        let i = rng.below(events);
+        let t0 = Instant::now();
+        let blocks = tl.heap_after(i).unwrap_or_default();
+        heap_t.push(t0.elapsed());
+        live_seen += blocks.len();
+    }
+    // Block history of the address of a random event.
+    let mut hist_t = Vec::with_capacity(queries * 10);
+    let mut lives = 0;
+    for _ in 0..queries * 10 {
+        let i = rng.below(events);
+        let addr = tl.store.addr(i).unwrap_or(0);
+        let t0 = Instant::now();
+        let h = tl.block_history(addr);
+        hist_t.push(t0.elapsed());
+        lives += h.lives.len();
+    }
+    // Density of the whole range, 200 buckets.
+    let mut dens_t = Vec::with_capacity(queries);
+    for _ in 0..queries {
+        let t0 = Instant::now();
+        let h = tl.store.histogram(t_first, t_last, 200);
+        dens_t.push(t0.elapsed());
+        if h.iter().sum::<u64>() != events {
+            bail!("histogram lost events");
+        }
+    }
+    // Next event of one thread from a random point (the UI's `n`).
+    let mut find_t = Vec::with_capacity(queries);
+    for _ in 0..queries {
+        let i = rng.below(events);
+        let f = Filter {
+            tid: Some(1003),
+            ..Filter::default()
+        };
+        let t0 = Instant::now();
+        let _ = tl.store.find_next(i, &f);
+        let _ = tl.store.find_prev(i, &f);
+        find_t.push(t0.elapsed());
+    }
+    // The event nearest a random time (a click on the timeline bar).
+    let mut near_t = Vec::with_capacity(queries);
+    for _ in 0..queries {
+        let t = t_first + rng.below((t_last - t_first).max(1));
+        let t0 = Instant::now();
+        let i = tl.store.nearest(t);
+        let j = tl.store.at(t);
+        near_t.push(t0.elapsed());
+        if i.is_none() || j.is_none() {
+            bail!("no event near {t}");
+        }
+    }
+    let t0 = Instant::now();
+    let now_blocks = tl.heap.now(&tl.store).len();
+    println!(
+        "heap now:      {} live blocks listed in {}",
+        now_blocks,
+        ms(t0.elapsed())
+    );
+    let t0 = Instant::now();
+    let leaks = tl.leak_groups();
+    let leak_t = t0.elapsed();
+
+    let (h50, h99, hmax) = stats(heap_t);
+    let (b50, b99, bmax) = stats(hist_t);
+    let (d50, d99, dmax) = stats(dens_t);
+    let (f50, _, fmax) = stats(find_t);
+    let (n50, _, nmax) = stats(near_t);
+    let per_event = rss as f64 / events as f64;
+    let model_per_event = tl.bytes() as f64 / events as f64;
+    println!(
+        "ingest:        {:.2} M events/s on one core   (target >= 5)      {}",
+        rate / 1e6,
+        verdict(rate >= 5e6)
+    );
+    println!(
+        "heap at T:     median {}  p99 {}  max {}  ({} live blocks on average)   (target <= 5 ms)  {}",
+        ms(h50),
+        ms(h99),
+        ms(hmax),
+        live_seen / queries.max(1),
+        verdict(h99 <= Duration::from_millis(5))
+    );
+    println!(
+        "block history: median {}  p99 {}  max {}  ({:.1} lives on average)   (target <= 1 ms)  {}",
+        ms(b50),
+        ms(b99),
+        ms(bmax),
+        lives as f64 / (queries * 10) as f64,
+        verdict(b99 <= Duration::from_millis(1))
+    );
+    println!(
+        "density 200:   median {}  p99 {}  max {}   (target <= 5 ms)  {}",
+        ms(d50),
+        ms(d99),
+        ms(dmax),
+        verdict(d99 <= Duration::from_millis(5))
+    );
+    println!(
+        "find next+prev: median {}  max {}  (one thread of {THREADS})",
+        ms(f50),
+        ms(fmax)
+    );
+    println!("event at time: median {}  max {}", ms(n50), ms(nmax));
+    println!(
+        "leak groups:   {} groups in {}; {} suspected",
+        leaks.len(),
+        ms(leak_t),
+        leaks.iter().filter(|g| g.suspected).count()
+    );
+    println!(
+        "resident:      {per_event:.1} B/event by RSS growth, {model_per_event:.1} B/event by the model's own count   (target <= 32)  {}",
+        verdict(per_event <= 32.0)
+    );
+    Ok(0)
+}

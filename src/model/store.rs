@@ -1,0 +1,997 @@
+//! The event store: every event of a recording in columns of 30 bytes an
+//! event, in chunks that the retention budget drops oldest first, with a
+//! time index and a per-address chain (each heap event links back to the
+//! previous event at the same address) for block histories.
+//!
+//! Events are numbered from 0 in arrival order; a number (`Idx`) stays
+//! valid for the whole recording, dropped or not.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use crate::event::{AllocFn, Event, EventKind, StackId};
+use crate::model::fxhash::{FxMap, FxSet};
+
+/// The number of an event in the recording, in arrival order.
+pub type Idx = u64;
+
+/// Events a chunk holds; the unit of retention and of heap checkpoints.
+#[cfg(not(test))]
+pub const CHUNK: usize = 1 << 16;
+/// Small in unit tests, so short sequences cross many chunks.
+#[cfg(test)]
+pub const CHUNK: usize = 1 << 10;
+
+const NO_STACK: u32 = u32::MAX;
+const BIG_SIZE: u32 = u32::MAX;
+const MANY_TIDS: u16 = u16::MAX;
+
+/// What a record is, in the low byte of its time word.
+mod code {
+    /// `ALLOC + AllocFn as u8` for malloc … pvalloc.
+    pub const ALLOC: u8 = 0;
+    pub const FREE: u8 = 8;
+    pub const REALLOC: u8 = 9;
+    pub const REALLOCARRAY: u8 = 10;
+    /// Anything else: the event is kept whole in the side table.
+    pub const OTHER: u8 = 16;
+}
+
+/// The kinds a filter can select, one bit each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    Alloc,
+    Free,
+    Realloc,
+    Mmap,
+    Munmap,
+    Mremap,
+    Brk,
+    Signal,
+    ThreadStart,
+    ChildProcess,
+    Exec,
+    ThreadExit,
+    Exit,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 13] = [
+        Kind::Alloc,
+        Kind::Free,
+        Kind::Realloc,
+        Kind::Mmap,
+        Kind::Munmap,
+        Kind::Mremap,
+        Kind::Brk,
+        Kind::Signal,
+        Kind::ThreadStart,
+        Kind::ChildProcess,
+        Kind::Exec,
+        Kind::ThreadExit,
+        Kind::Exit,
+    ];
+
+    pub fn of(k: &EventKind) -> Kind {
+        match k {
+            EventKind::Alloc { .. } => Kind::Alloc,
+            EventKind::Free { .. } => Kind::Free,
+            EventKind::Realloc { .. } => Kind::Realloc,
+            EventKind::Mmap { .. } => Kind::Mmap,
+            EventKind::Munmap { .. } => Kind::Munmap,
+            EventKind::Mremap { .. } => Kind::Mremap,
+            EventKind::Brk { .. } => Kind::Brk,
+            EventKind::Signal(_) => Kind::Signal,
+            EventKind::Spawn { thread: true, .. } => Kind::ThreadStart,
+            EventKind::Spawn { thread: false, .. } => Kind::ChildProcess,
+            EventKind::Exec { .. } => Kind::Exec,
+            EventKind::ThreadExit { .. } => Kind::ThreadExit,
+            EventKind::ProcessExit { .. } => Kind::Exit,
+        }
+    }
+
+    /// The stable short name, as in `report --json` (`alloc`, `free`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Alloc => "alloc",
+            Kind::Free => "free",
+            Kind::Realloc => "realloc",
+            Kind::Mmap => "mmap",
+            Kind::Munmap => "munmap",
+            Kind::Mremap => "mremap",
+            Kind::Brk => "brk",
+            Kind::Signal => "signal",
+            Kind::ThreadStart => "thread_start",
+            Kind::ChildProcess => "child_process",
+            Kind::Exec => "exec",
+            Kind::ThreadExit => "thread_exit",
+            Kind::Exit => "exit",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.name() == s)
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u8)
+    }
+}
+
+/// Which events a search selects; unset fields select everything.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Bit set of [`Kind`]s; 0 = all kinds.
+    pub kinds: u16,
+    pub tid: Option<u32>,
+    /// Heap events on this address or whose new block covers it; other
+    /// events whose main address (mapping, fault) equals it.
+    pub addr: Option<u64>,
+    /// Only events with one of these stacks (a function filter resolved
+    /// to the stacks that contain the function).
+    pub stacks: Option<FxSet<StackId>>,
+}
+
+impl Filter {
+    pub fn kind(mut self, k: Kind) -> Self {
+        self.kinds |= k.bit();
+        self
+    }
+}
+
+/// One event, packed: 30 bytes. Rows rather than columns, because the
+/// heap queries read every field of scattered events (one cache miss a
+/// row, not one a column).
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+struct Row {
+    /// `(ts - base) << 8 | code`: 56 bits of nanoseconds (2.2 years).
+    ts_code: u64,
+    /// The block (new block for realloc); for OTHER events the address
+    /// they are about (mapping, fault address) or 0.
+    addr: u64,
+    size: u32,
+    stack: u32,
+    /// Heap events: distance back to the previous event at `addr`
+    /// (0: none). OTHER events: 0.
+    link: u32,
+    /// Index into the thread table.
+    tid: u16,
+}
+
+impl Row {
+    fn code(&self) -> u8 {
+        (self.ts_code & 0xff) as u8
+    }
+
+    fn rel(&self) -> u64 {
+        self.ts_code >> 8
+    }
+}
+
+/// Up to [`CHUNK`] consecutive events.
+struct Chunk {
+    first: Idx,
+    rows: Vec<Row>,
+}
+
+impl Chunk {
+    fn new(first: Idx) -> Self {
+        Chunk {
+            first,
+            rows: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    const BYTES_PER_EVENT: usize = std::mem::size_of::<Row>();
+}
+
+/// The freed side of a realloc: the old block and the previous event at
+/// its address.
+#[derive(Clone, Copy, Debug)]
+struct ReallocOld {
+    idx: Idx,
+    old: u64,
+    /// Previous event at `old` (absolute), if any.
+    prev: Option<Idx>,
+}
+
+/// Per block-start address: the last event there and the biggest block
+/// that ever started there (to answer "which blocks covered address A").
+#[derive(Clone, Copy, Debug)]
+pub struct AddrInfo {
+    pub last: Idx,
+    pub max_size: u64,
+}
+
+/// A compact view of one stored heap event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeapOp {
+    /// A block `[ptr, ptr+size)` became live (`ptr == 0`: failed).
+    Alloc {
+        ptr: u64,
+        size: u64,
+    },
+    Free {
+        ptr: u64,
+    },
+    /// `old` (if non-zero) ended and `ptr` (if non-zero) began.
+    Realloc {
+        old: u64,
+        ptr: u64,
+        size: u64,
+    },
+}
+
+#[derive(Default)]
+pub struct EventStore {
+    base_ts: Option<u64>,
+    last_rel: u64,
+    chunks: VecDeque<Chunk>,
+    /// Total events ever pushed; the next event's number.
+    end: Idx,
+    threads: Vec<u32>,
+    thread_ix: FxMap<u32, u16>,
+    /// Events whose tid did not fit the thread table.
+    tid_overflow: FxMap<Idx, u32>,
+    big_sizes: FxMap<Idx, u64>,
+    others: VecDeque<(Idx, EventKind)>,
+    reallocs: VecDeque<ReallocOld>,
+    addrs: FxMap<u64, AddrInfo>,
+    /// Events stamped earlier than their predecessor (cross-CPU clock
+    /// skew): stored at the predecessor's time so the index stays sorted.
+    pub reordered: u64,
+    /// Events dropped by the retention budget (oldest first).
+    pub dropped: u64,
+}
+
+impl EventStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Total events pushed (dropped ones included): the next number.
+    pub fn end(&self) -> Idx {
+        self.end
+    }
+
+    /// The oldest event still held.
+    pub fn first(&self) -> Idx {
+        self.chunks.front().map_or(self.end, |c| c.first)
+    }
+
+    pub fn held(&self) -> Range<Idx> {
+        self.first()..self.end
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first() == self.end
+    }
+
+    /// Resident bytes of the columns and side tables (approximate for the
+    /// hash tables).
+    pub fn bytes(&self) -> usize {
+        let cols: usize = self
+            .chunks
+            .iter()
+            .map(|c| c.rows.capacity() * Chunk::BYTES_PER_EVENT)
+            .sum();
+        cols + self.others.len() * (8 + std::mem::size_of::<EventKind>())
+            + self.reallocs.len() * std::mem::size_of::<ReallocOld>()
+            + (self.big_sizes.len() + self.tid_overflow.len()) * 24
+            + self.addrs.capacity() * (8 + std::mem::size_of::<AddrInfo>() + 1)
+    }
+
+    /// Appends an event; returns its number.
+    pub fn push(&mut self, e: &Event) -> Idx {
+        let idx = self.end;
+        let base = *self.base_ts.get_or_insert(e.ts);
+        let mut rel = e.ts.saturating_sub(base).min((1 << 56) - 1);
+        if e.ts < base.saturating_add(self.last_rel) {
+            self.reordered += 1;
+            rel = self.last_rel;
+        }
+        self.last_rel = rel;
+        let tid = self.thread(e.tid, idx);
+        let (code, addr, size, stack) = match &e.kind {
+            EventKind::Alloc {
+                func,
+                ptr,
+                size,
+                stack,
+            } => (code::ALLOC + *func as u8, *ptr, *size, *stack),
+            EventKind::Free { ptr, stack } => (code::FREE, *ptr, 0, *stack),
+            EventKind::Realloc {
+                func,
+                ptr,
+                size,
+                stack,
+                ..
+            } => {
+                let c = if *func == AllocFn::Reallocarray {
+                    code::REALLOCARRAY
+                } else {
+                    code::REALLOC
+                };
+                (c, *ptr, *size, *stack)
+            }
+            other => {
+                let addr = match other {
+                    EventKind::Mmap { ret, .. } => u64::try_from(*ret).unwrap_or(0),
+                    EventKind::Munmap { addr, .. } => *addr,
+                    EventKind::Mremap { old, .. } => *old,
+                    EventKind::Signal(s) => s.addr,
+                    _ => 0,
+                };
+                self.others.push_back((idx, other.clone()));
+                (code::OTHER, addr, 0, None)
+            }
+        };
+        let mut link = 0u32;
+        if code != code::OTHER {
+            if let EventKind::Realloc { old, .. } = &e.kind {
+                if *old != 0 && *old != addr {
+                    let prev = self.touch(*old, 0, idx);
+                    self.reallocs.push_back(ReallocOld {
+                        idx,
+                        old: *old,
+                        prev,
+                    });
+                } else if *old != 0 {
+                    self.reallocs.push_back(ReallocOld {
+                        idx,
+                        old: *old,
+                        prev: None,
+                    });
+                }
+            }
+            if addr != 0 {
+                let block = if code == code::FREE { 0 } else { size };
+                if let Some(prev) = self.touch(addr, block, idx) {
+                    link = u32::try_from(idx - prev).unwrap_or(0);
+                }
+            }
+        }
+        let size32 = match u32::try_from(size) {
+            Ok(s) if s != BIG_SIZE => s,
+            _ => {
+                self.big_sizes.insert(idx, size);
+                BIG_SIZE
+            }
+        };
+        if self.chunks.back().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push_back(Chunk::new(idx));
+        }
+        let Some(c) = self.chunks.back_mut() else {
+            unreachable!("a chunk was just pushed")
+        };
+        c.rows.push(Row {
+            ts_code: rel << 8 | u64::from(code),
+            addr,
+            size: size32,
+            stack: stack.unwrap_or(NO_STACK),
+            link,
+            tid,
+        });
+        self.end += 1;
+        idx
+    }
+
+    /// Records an event at a block-start address; returns the previous.
+    fn touch(&mut self, addr: u64, size: u64, idx: Idx) -> Option<Idx> {
+        match self.addrs.get_mut(&addr) {
+            Some(a) => {
+                let prev = a.last;
+                a.last = idx;
+                a.max_size = a.max_size.max(size);
+                Some(prev)
+            }
+            None => {
+                self.addrs.insert(
+                    addr,
+                    AddrInfo {
+                        last: idx,
+                        max_size: size,
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn thread(&mut self, tid: u32, idx: Idx) -> u16 {
+        if let Some(&t) = self.thread_ix.get(&tid) {
+            return t;
+        }
+        match u16::try_from(self.threads.len()) {
+            Ok(t) if t != MANY_TIDS => {
+                self.threads.push(tid);
+                self.thread_ix.insert(tid, t);
+                t
+            }
+            _ => {
+                self.tid_overflow.insert(idx, tid);
+                MANY_TIDS
+            }
+        }
+    }
+
+    fn row(&self, i: Idx) -> Option<Row> {
+        let (c, o) = self.locate(i)?;
+        Some(c.rows[o])
+    }
+
+    fn locate(&self, i: Idx) -> Option<(&Chunk, usize)> {
+        let first = self.first();
+        if i < first || i >= self.end {
+            return None;
+        }
+        // Chunks are full except the last, so the position is arithmetic.
+        let ci = usize::try_from((i - first) / CHUNK as u64).ok()?;
+        let c = self.chunks.get(ci)?;
+        let off = usize::try_from(i - c.first).ok()?;
+        (off < c.len()).then_some((c, off))
+    }
+
+    pub fn contains(&self, i: Idx) -> bool {
+        self.locate(i).is_some()
+    }
+
+    /// Kernel timestamp (CLOCK_MONOTONIC ns) of event `i`.
+    pub fn ts(&self, i: Idx) -> Option<u64> {
+        let (c, o) = self.locate(i)?;
+        Some(self.base_ts.unwrap_or(0) + c.rows[o].rel())
+    }
+
+    fn code(&self, i: Idx) -> Option<u8> {
+        let (c, o) = self.locate(i)?;
+        Some(c.rows[o].code())
+    }
+
+    pub fn tid(&self, i: Idx) -> Option<u32> {
+        let (c, o) = self.locate(i)?;
+        match c.rows[o].tid {
+            MANY_TIDS => self.tid_overflow.get(&i).copied(),
+            t => self.threads.get(usize::from(t)).copied(),
+        }
+    }
+
+    pub fn stack(&self, i: Idx) -> Option<StackId> {
+        let (c, o) = self.locate(i)?;
+        Some(c.rows[o].stack).filter(|&s| s != NO_STACK)
+    }
+
+    /// The block address of a heap event (the new block for realloc).
+    pub fn addr(&self, i: Idx) -> Option<u64> {
+        let (c, o) = self.locate(i)?;
+        Some(c.rows[o].addr)
+    }
+
+    pub fn size(&self, i: Idx) -> Option<u64> {
+        let (c, o) = self.locate(i)?;
+        Some(match c.rows[o].size {
+            BIG_SIZE => self.big_sizes.get(&i).copied().unwrap_or(u64::MAX),
+            s => u64::from(s),
+        })
+    }
+
+    pub fn kind(&self, i: Idx) -> Option<Kind> {
+        Some(match self.code(i)? {
+            c if c < code::FREE => Kind::Alloc,
+            code::FREE => Kind::Free,
+            code::REALLOC | code::REALLOCARRAY => Kind::Realloc,
+            _ => Kind::of(self.other(i)?),
+        })
+    }
+
+    fn other(&self, i: Idx) -> Option<&EventKind> {
+        let at = self.others.partition_point(|(j, _)| *j < i);
+        match self.others.get(at) {
+            Some((j, k)) if *j == i => Some(k),
+            _ => None,
+        }
+    }
+
+    fn realloc_old(&self, i: Idx) -> Option<ReallocOld> {
+        let at = self.reallocs.partition_point(|r| r.idx < i);
+        self.reallocs.get(at).filter(|r| r.idx == i).copied()
+    }
+
+    /// `(ptr, size, ts, tid, stack)` of an allocating event, with one
+    /// lookup (the heap index's hot path).
+    pub fn block_fields(&self, i: Idx) -> Option<(u64, u64, u64, u32, Option<StackId>)> {
+        let r = self.row(i)?;
+        if r.code() == code::FREE || r.code() == code::OTHER {
+            return None;
+        }
+        let size = match r.size {
+            BIG_SIZE => self.big_sizes.get(&i).copied().unwrap_or(u64::MAX),
+            s => u64::from(s),
+        };
+        let tid = match r.tid {
+            MANY_TIDS => self.tid_overflow.get(&i).copied()?,
+            t => *self.threads.get(usize::from(t))?,
+        };
+        Some((
+            r.addr,
+            size,
+            self.base_ts.unwrap_or(0) + r.rel(),
+            tid,
+            Some(r.stack).filter(|&s| s != NO_STACK),
+        ))
+    }
+
+    /// [`Self::block_fields`] of many events, in order, skipping those
+    /// that are not allocations. The rows are fetched in groups before
+    /// any is decoded, so their cache misses overlap instead of queueing.
+    pub fn blocks_fields(
+        &self,
+        idx: &[Idx],
+        mut f: impl FnMut(Idx, (u64, u64, u64, u32, Option<StackId>)),
+    ) {
+        const GROUP: usize = 32;
+        for group in idx.chunks(GROUP) {
+            let mut rows = [None; GROUP];
+            for (slot, &i) in rows.iter_mut().zip(group) {
+                *slot = self.row(i);
+            }
+            for (r, &i) in rows.iter().zip(group) {
+                let Some(r) = r else { continue };
+                if r.code() == code::FREE || r.code() == code::OTHER {
+                    continue;
+                }
+                let size = match r.size {
+                    BIG_SIZE => self.big_sizes.get(&i).copied().unwrap_or(u64::MAX),
+                    s => u64::from(s),
+                };
+                let tid = match r.tid {
+                    MANY_TIDS => self.tid_overflow.get(&i).copied().unwrap_or(0),
+                    t => self.threads.get(usize::from(t)).copied().unwrap_or(0),
+                };
+                f(
+                    i,
+                    (
+                        r.addr,
+                        size,
+                        self.base_ts.unwrap_or(0) + r.rel(),
+                        tid,
+                        Some(r.stack).filter(|&s| s != NO_STACK),
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The heap effects of the events in `range`, in order, reading rows
+    /// sequentially (the replay of a heap-at-T query).
+    pub fn heap_ops(&self, range: Range<Idx>, mut f: impl FnMut(Idx, HeapOp)) {
+        let start = range.start.max(self.first());
+        let end = range.end.min(self.end);
+        if start >= end {
+            return;
+        }
+        let mut rx = self.reallocs.partition_point(|r| r.idx < start);
+        let first = self.first();
+        let ci0 = usize::try_from((start - first) / CHUNK as u64).unwrap_or(usize::MAX);
+        for c in self.chunks.iter().skip(ci0) {
+            if c.first >= end {
+                break;
+            }
+            let lo = usize::try_from(start.saturating_sub(c.first)).unwrap_or(0);
+            let hi = usize::try_from((end - c.first).min(c.len() as u64)).unwrap_or(0);
+            for (o, r) in c.rows[lo..hi].iter().enumerate() {
+                let i = c.first + (lo + o) as u64;
+                let code = r.code();
+                let op = match code {
+                    code::OTHER => continue,
+                    code::FREE => HeapOp::Free { ptr: r.addr },
+                    code::REALLOC | code::REALLOCARRAY => {
+                        while self.reallocs.get(rx).is_some_and(|x| x.idx < i) {
+                            rx += 1;
+                        }
+                        let old = match self.reallocs.get(rx) {
+                            Some(x) if x.idx == i => x.old,
+                            _ => 0,
+                        };
+                        HeapOp::Realloc {
+                            old,
+                            ptr: r.addr,
+                            size: self.size_of(i, r.size),
+                        }
+                    }
+                    _ => HeapOp::Alloc {
+                        ptr: r.addr,
+                        size: self.size_of(i, r.size),
+                    },
+                };
+                f(i, op);
+            }
+        }
+    }
+
+    fn size_of(&self, i: Idx, s: u32) -> u64 {
+        match s {
+            BIG_SIZE => self.big_sizes.get(&i).copied().unwrap_or(u64::MAX),
+            s => u64::from(s),
+        }
+    }
+
+    /// The heap effect of event `i`, if it is a heap event.
+    pub fn heap_op(&self, i: Idx) -> Option<HeapOp> {
+        let (c, o) = self.locate(i)?;
+        let code = c.rows[o].code();
+        if code == code::OTHER {
+            return None;
+        }
+        let ptr = { c.rows[o].addr };
+        Some(match code {
+            c if c < code::FREE => HeapOp::Alloc {
+                ptr,
+                size: self.size(i)?,
+            },
+            code::FREE => HeapOp::Free { ptr },
+            code::REALLOC | code::REALLOCARRAY => HeapOp::Realloc {
+                old: self.realloc_old(i).map_or(0, |r| r.old),
+                ptr,
+                size: self.size(i)?,
+            },
+            _ => return None,
+        })
+    }
+
+    /// The event `i`, whole.
+    pub fn get(&self, i: Idx) -> Option<Event> {
+        let code = self.code(i)?;
+        let ts = self.ts(i)?;
+        let tid = self.tid(i)?;
+        let stack = self.stack(i);
+        let kind = match code {
+            c if c < code::FREE => EventKind::Alloc {
+                func: AllocFn::from_u8(c).unwrap_or(AllocFn::Malloc),
+                ptr: self.addr(i)?,
+                size: self.size(i)?,
+                stack,
+            },
+            code::FREE => EventKind::Free {
+                ptr: self.addr(i)?,
+                stack,
+            },
+            code::REALLOC | code::REALLOCARRAY => EventKind::Realloc {
+                func: if code == code::REALLOC {
+                    AllocFn::Realloc
+                } else {
+                    AllocFn::Reallocarray
+                },
+                old: self.realloc_old(i).map_or(0, |r| r.old),
+                ptr: self.addr(i)?,
+                size: self.size(i)?,
+                stack,
+            },
+            _ => self.other(i)?.clone(),
+        };
+        Some(Event { ts, tid, kind })
+    }
+
+    /// The previous event at the block-start address `addr` before event
+    /// `i` (which must be a heap event at `addr`, as new or old block).
+    pub fn prev_at(&self, i: Idx, addr: u64) -> Option<Idx> {
+        let (c, o) = self.locate(i)?;
+        if { c.rows[o].addr } == addr && c.rows[o].code() != code::OTHER {
+            let d = { c.rows[o].link };
+            return (d != 0).then(|| i - u64::from(d));
+        }
+        self.realloc_old(i).filter(|r| r.old == addr)?.prev
+    }
+
+    /// The last event at the block-start address `addr`, and the biggest
+    /// block that started there.
+    pub fn addr_info(&self, addr: u64) -> Option<AddrInfo> {
+        self.addrs.get(&addr).copied()
+    }
+
+    /// Block-start addresses in `[lo, hi]` whose biggest block could reach
+    /// `target`: candidates for "which blocks covered this address".
+    pub fn starts_covering(&self, target: u64, max_back: u64) -> Vec<u64> {
+        let lo = target.saturating_sub(max_back);
+        let mut v: Vec<u64> = self
+            .addrs
+            .iter()
+            .filter(|(&a, info)| a <= target && a >= lo && target - a < info.max_size.max(1))
+            .map(|(&a, _)| a)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The number of events with a timestamp ≤ `ts` (an absolute event
+    /// number: `first()` when none held is that early).
+    pub fn partition(&self, ts: u64) -> Idx {
+        let Some(base) = self.base_ts else {
+            return self.end;
+        };
+        if ts < base {
+            return self.first();
+        }
+        let rel = (ts - base).min((1 << 56) - 1);
+        // Chunks are sorted by time too: find the chunk, then the slot.
+        let ci = self
+            .chunks
+            .partition_point(|c| c.rows.first().is_some_and(|r| r.rel() <= rel));
+        if ci == 0 {
+            return self.first();
+        }
+        let c = &self.chunks[ci - 1];
+        c.first + c.rows.partition_point(|r| r.rel() <= rel) as u64
+    }
+
+    /// The event at or just before `ts` (the first held one if none is).
+    pub fn at(&self, ts: u64) -> Option<Idx> {
+        if self.is_empty() {
+            return None;
+        }
+        Some(self.partition(ts).saturating_sub(1).max(self.first()))
+    }
+
+    /// The held event whose time is nearest `ts`.
+    pub fn nearest(&self, ts: u64) -> Option<Idx> {
+        let before = self.at(ts)?;
+        let after = before + 1;
+        match (self.ts(before), self.ts(after)) {
+            (Some(b), Some(a)) if a.abs_diff(ts) < b.abs_diff(ts) => Some(after),
+            _ => Some(before),
+        }
+    }
+
+    /// Held events with `t0 ≤ ts ≤ t1`.
+    pub fn window(&self, t0: u64, t1: u64) -> Range<Idx> {
+        let lo = if t0 == 0 {
+            self.first()
+        } else {
+            self.partition(t0 - 1)
+        };
+        lo..self.partition(t1).max(lo)
+    }
+
+    /// How many events fall in each of `buckets` equal slices of
+    /// `[t0, t1]`: the timeline bar.
+    pub fn histogram(&self, t0: u64, t1: u64, buckets: usize) -> Vec<u64> {
+        if buckets == 0 || t1 < t0 {
+            return Vec::new();
+        }
+        let span = u128::from(t1 - t0) + 1;
+        let mut out = Vec::with_capacity(buckets);
+        let mut prev = self.window(t0, t0).start;
+        for b in 1..=buckets {
+            let edge = t0 as u128 + span * b as u128 / buckets as u128;
+            let next = self.partition(u64::try_from(edge - 1).unwrap_or(u64::MAX));
+            out.push(next.saturating_sub(prev));
+            prev = next.max(prev);
+        }
+        out
+    }
+
+    pub fn matches(&self, i: Idx, f: &Filter) -> bool {
+        let Some((c, o)) = self.locate(i) else {
+            return false;
+        };
+        if f.kinds != 0 && self.kind(i).is_none_or(|k| f.kinds & k.bit() == 0) {
+            return false;
+        }
+        if let Some(t) = f.tid {
+            if self.tid(i) != Some(t) {
+                return false;
+            }
+        }
+        if let Some(s) = &f.stacks {
+            if !self.stack(i).is_some_and(|id| s.contains(&id)) {
+                return false;
+            }
+        }
+        if let Some(a) = f.addr {
+            let code = c.rows[o].code();
+            let ptr = { c.rows[o].addr };
+            let hit = match code {
+                code::FREE => ptr == a,
+                code::OTHER => ptr == a,
+                _ => {
+                    let size = self.size(i).unwrap_or(0);
+                    (ptr != 0 && a >= ptr && a - ptr < size.max(1))
+                        || self.realloc_old(i).is_some_and(|r| r.old == a)
+                }
+            };
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The next event after `from` (exclusive) matching `f`.
+    pub fn find_next(&self, from: Idx, f: &Filter) -> Option<Idx> {
+        (from.saturating_add(1).max(self.first())..self.end).find(|&i| self.matches(i, f))
+    }
+
+    /// The previous event before `from` (exclusive) matching `f`.
+    pub fn find_prev(&self, from: Idx, f: &Filter) -> Option<Idx> {
+        (self.first()..from.min(self.end))
+            .rev()
+            .find(|&i| self.matches(i, f))
+    }
+
+    /// Drops the oldest chunk; returns the new first event.
+    pub fn drop_oldest(&mut self) -> Idx {
+        if let Some(c) = self.chunks.pop_front() {
+            self.dropped += c.len() as u64;
+            let first = self.first();
+            while self.others.front().is_some_and(|(i, _)| *i < first) {
+                self.others.pop_front();
+            }
+            while self.reallocs.front().is_some_and(|r| r.idx < first) {
+                self.reallocs.pop_front();
+            }
+            self.big_sizes.retain(|i, _| *i >= first);
+            self.tid_overflow.retain(|i, _| *i >= first);
+        }
+        self.first()
+    }
+
+    /// Held events other than heap events (maps, signals, lifecycle).
+    pub fn others(&self) -> impl DoubleEndedIterator<Item = (Idx, &EventKind)> + '_ {
+        self.others.iter().map(|(i, k)| (*i, k))
+    }
+
+    /// Held chunk boundaries: the first event of each chunk.
+    pub fn chunk_starts(&self) -> impl Iterator<Item = Idx> + '_ {
+        self.chunks.iter().map(|c| c.first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(ts: u64, tid: u32, kind: EventKind) -> Event {
+        Event { ts, tid, kind }
+    }
+
+    fn alloc(ptr: u64, size: u64) -> EventKind {
+        EventKind::Alloc {
+            func: AllocFn::Malloc,
+            ptr,
+            size,
+            stack: Some(7),
+        }
+    }
+
+    fn free(ptr: u64) -> EventKind {
+        EventKind::Free { ptr, stack: None }
+    }
+
+    #[test]
+    fn events_round_trip_and_are_compact() {
+        let events = vec![
+            ev(100, 1, alloc(0x1000, 16)),
+            ev(
+                150,
+                2,
+                EventKind::Realloc {
+                    func: AllocFn::Reallocarray,
+                    old: 0x1000,
+                    ptr: 0x2000,
+                    size: 1 << 40,
+                    stack: None,
+                },
+            ),
+            ev(
+                160,
+                2,
+                EventKind::Mmap {
+                    addr: 0,
+                    len: 4096,
+                    prot: 3,
+                    flags: 0x22,
+                    fd: -1,
+                    offset: 0,
+                    ret: 0x7000_0000,
+                },
+            ),
+            ev(170, 3, free(0x2000)),
+            ev(
+                180,
+                1,
+                EventKind::ProcessExit {
+                    status: crate::event::ExitStatus::Code(0),
+                },
+            ),
+        ];
+        let mut s = EventStore::new();
+        for e in &events {
+            s.push(e);
+        }
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(s.get(i as u64).as_ref(), Some(e), "event {i}");
+        }
+        assert_eq!(Chunk::BYTES_PER_EVENT, 30);
+        assert_eq!(s.prev_at(3, 0x2000), Some(1));
+        assert_eq!(s.prev_at(1, 0x1000), Some(0));
+        assert_eq!(s.prev_at(0, 0x1000), None);
+        assert_eq!(s.kind(2), Some(Kind::Mmap));
+        assert_eq!(s.addr(2), Some(0x7000_0000));
+    }
+
+    #[test]
+    fn time_queries() {
+        let mut s = EventStore::new();
+        for i in 0..(CHUNK as u64 * 2 + 10) {
+            s.push(&ev(1_000 + i * 10, 1, alloc(0x10 + i * 16, 8)));
+        }
+        assert_eq!(s.partition(999), 0);
+        assert_eq!(s.partition(1_000), 1);
+        assert_eq!(s.partition(1_005), 1);
+        assert_eq!(s.at(1_015), Some(1));
+        assert_eq!(s.nearest(1_016), Some(2));
+        let n = CHUNK as u64 + 3;
+        assert_eq!(s.at(1_000 + n * 10), Some(n));
+        assert_eq!(s.window(1_010, 1_030), 1..4);
+        let h = s.histogram(1_000, 1_000 + 100 * 10 - 1, 10);
+        assert_eq!(h, vec![10; 10]);
+        let total: u64 = s.histogram(0, u64::MAX / 2, 200).iter().sum();
+        assert_eq!(total, s.end());
+    }
+
+    #[test]
+    fn out_of_order_stamps_keep_the_index_sorted() {
+        let mut s = EventStore::new();
+        s.push(&ev(100, 1, alloc(0x10, 1)));
+        s.push(&ev(90, 2, alloc(0x20, 1)));
+        s.push(&ev(110, 1, free(0x10)));
+        assert_eq!(s.reordered, 1);
+        assert_eq!(s.ts(1), Some(100));
+        assert_eq!(s.window(100, 100), 0..2);
+    }
+
+    #[test]
+    fn filters_find_forward_and_back() {
+        let mut s = EventStore::new();
+        s.push(&ev(1, 1, alloc(0x100, 32)));
+        s.push(&ev(2, 2, alloc(0x200, 32)));
+        s.push(&ev(3, 1, free(0x100)));
+        s.push(&ev(4, 2, free(0x200)));
+        let f = Filter::default().kind(Kind::Free);
+        assert_eq!(s.find_next(0, &f), Some(2));
+        assert_eq!(s.find_prev(3, &f), Some(2));
+        let f = Filter {
+            tid: Some(2),
+            ..Filter::default()
+        };
+        assert_eq!(s.find_next(1, &f), Some(3));
+        let f = Filter {
+            addr: Some(0x210),
+            ..Filter::default()
+        };
+        assert_eq!(s.find_next(0, &f), Some(1));
+        let f = Filter {
+            stacks: Some([7].into_iter().collect()),
+            ..Filter::default()
+        };
+        assert_eq!(s.find_prev(4, &f), Some(1));
+    }
+
+    #[test]
+    fn dropping_chunks_keeps_numbers() {
+        let mut s = EventStore::new();
+        for i in 0..(CHUNK as u64 + 5) {
+            s.push(&ev(i, 1, alloc(0x10 + i * 16, 8)));
+        }
+        assert_eq!(s.drop_oldest(), CHUNK as u64);
+        assert_eq!(s.get(0), None);
+        assert_eq!(s.addr(CHUNK as u64), Some(0x10 + CHUNK as u64 * 16));
+        assert_eq!(s.dropped, CHUNK as u64);
+        assert_eq!(s.at(0), Some(CHUNK as u64));
+    }
+}

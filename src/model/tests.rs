@@ -1,0 +1,537 @@
+//! Model tests on hand-built event sequences: every diagnosis rule
+//! (address reuse included), heap-at-T against a naive replay on random
+//! sequences, block history, leaks and retention.
+
+use super::*;
+use crate::event::{AllocFn, Frame, SignalInfo};
+use crate::model::diagnose::DiagKind;
+use crate::model::heap::LiveHeap;
+
+const MS: u64 = 1_000_000;
+
+/// Builds a recording: stacks named after functions, events at 1 ms steps.
+struct Rec {
+    tl: Timeline,
+    t: u64,
+}
+
+impl Rec {
+    fn new() -> Self {
+        let meta = Meta {
+            pid: 1,
+            command: "test".into(),
+            start_mono_ns: 0,
+            launched: true,
+            ..Meta::default()
+        };
+        let mut tl = Timeline::new(meta);
+        tl.add_module(Module {
+            id: 0,
+            path: "/srv/app".into(),
+        });
+        Rec { tl, t: 0 }
+    }
+
+    /// A stack whose top frame is `func` in app.c at `line`.
+    fn stack(&mut self, func: &str, line: u32) -> Option<StackId> {
+        let id = self.tl.stacks.len() as StackId;
+        self.tl.add_stack(Stack {
+            id,
+            frames: vec![Frame {
+                addr: 0x1000 + u64::from(line),
+                module: Some(0),
+                offset: u64::from(line),
+                func: Some(func.into()),
+                file: Some("/src/app.c".into()),
+                line,
+            }],
+        });
+        Some(id)
+    }
+
+    fn push(&mut self, tid: u32, kind: EventKind) -> Idx {
+        self.t += MS;
+        self.tl.push(&Event {
+            ts: self.t,
+            tid,
+            kind,
+        })
+    }
+
+    fn alloc(&mut self, ptr: u64, size: u64, func: &str) -> Idx {
+        let stack = self.stack(func, 10);
+        self.push(
+            1,
+            EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr,
+                size,
+                stack,
+            },
+        )
+    }
+
+    fn free(&mut self, ptr: u64, func: &str) -> Idx {
+        let stack = self.stack(func, 20);
+        self.push(1, EventKind::Free { ptr, stack })
+    }
+
+    fn crash(&mut self, signo: i32, addr: u64, func: &str) -> Idx {
+        let stack = self.stack(func, 30);
+        self.push(
+            1,
+            EventKind::Signal(Box::new(SignalInfo {
+                signo,
+                code: 1,
+                errno: 0,
+                addr,
+                handled: false,
+                ip: 0x1234,
+                sp: 0x7ffd_0000_0000,
+                stack,
+            })),
+        )
+    }
+
+    fn diagnosis(&self) -> Diagnosis {
+        match self.tl.diagnosis() {
+            Some(d) => d,
+            None => panic!("no diagnosis"),
+        }
+    }
+}
+
+fn site_func(tl: &Timeline, s: &Option<diagnose::Site>) -> String {
+    let s = s.as_ref().map(|s| s.stack);
+    tl.site(s.flatten()).unwrap_or_default()
+}
+
+#[test]
+fn use_after_free_names_alloc_free_and_access() {
+    let mut r = Rec::new();
+    r.alloc(0x5000, 64, "small");
+    let big = 0x7f00_0000_0000;
+    r.alloc(big, 300_000, "parse_request");
+    r.free(big, "drop_conn");
+    r.crash(11, big + 16, "process_request");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::UseAfterFree);
+    assert_eq!(d.block, Some((big, 300_000)));
+    assert_eq!(d.offset, Some(16));
+    assert!(site_func(&r.tl, &d.alloc).starts_with("parse_request (app.c:10)"));
+    assert!(site_func(&r.tl, &d.free).starts_with("drop_conn (app.c:20)"));
+    assert!(site_func(&r.tl, &d.access).starts_with("process_request"));
+    assert!(
+        d.summary
+            .contains("16 bytes inside a 300000-byte block allocated at parse_request")
+            && d.summary.contains("freed at drop_conn"),
+        "{}",
+        d.summary
+    );
+    let text = d.text(&r.tl);
+    assert!(text.contains("allocated by tid 1"), "{text}");
+}
+
+#[test]
+fn reused_address_is_not_a_use_after_free() {
+    let mut r = Rec::new();
+    let p = 0x7f00_0000_0000;
+    r.alloc(p, 300_000, "first_owner");
+    r.free(p, "drop_first");
+    r.alloc(p, 300_000, "second_owner");
+    r.crash(11, p + 16, "reader");
+    let d = r.diagnosis();
+    assert_ne!(d.kind, DiagKind::UseAfterFree, "{}", d.summary);
+    assert!(d
+        .summary
+        .contains("live 300000-byte block allocated at second_owner"));
+}
+
+#[test]
+fn use_after_free_of_the_latest_of_several_lives() {
+    let mut r = Rec::new();
+    let p = 0x7f00_0000_0000;
+    r.alloc(p, 100, "a1");
+    r.free(p, "f1");
+    r.alloc(p, 200, "a2");
+    r.free(p, "f2");
+    r.crash(11, p + 150, "reader");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::UseAfterFree);
+    assert_eq!(d.block, Some((p, 200)));
+    assert!(site_func(&r.tl, &d.alloc).starts_with("a2"));
+    assert!(site_func(&r.tl, &d.free).starts_with("f2"));
+}
+
+#[test]
+fn double_free_with_abort() {
+    let mut r = Rec::new();
+    r.alloc(0x6000, 48, "make_session");
+    r.free(0x6000, "close_session");
+    r.alloc(0x7000, 16, "other");
+    r.free(0x6000, "release_session");
+    r.crash(6, 0, "abort");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::DoubleFree, "{}", d.summary);
+    assert_eq!(d.block, Some((0x6000, 48)));
+    assert!(site_func(&r.tl, &d.alloc).starts_with("make_session"));
+    assert!(site_func(&r.tl, &d.free).starts_with("close_session"));
+    assert!(site_func(&r.tl, &d.access).starts_with("release_session"));
+}
+
+#[test]
+fn free_after_reuse_is_not_a_double_free() {
+    let mut r = Rec::new();
+    r.alloc(0x6000, 48, "a");
+    r.free(0x6000, "f");
+    r.alloc(0x6000, 48, "b");
+    r.free(0x6000, "g");
+    r.crash(6, 0, "abort");
+    // The abort is not explained by a heap error: an assert, say.
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::Unknown, "{}", d.summary);
+}
+
+#[test]
+fn invalid_free_inside_a_block_and_of_a_wild_pointer() {
+    let mut r = Rec::new();
+    r.alloc(0x8000, 64, "make_buf");
+    r.free(0x8010, "bad_release");
+    r.crash(6, 0, "abort");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::InvalidFree);
+    assert_eq!((d.block, d.offset), (Some((0x8000, 64)), Some(16)));
+    assert!(d
+        .summary
+        .contains("16 bytes inside a 64-byte block allocated at make_buf"));
+
+    let mut r = Rec::new();
+    r.free(0xdead_0000, "wild");
+    r.crash(6, 0, "abort");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::InvalidFree);
+    assert!(d.summary.contains("never returned"), "{}", d.summary);
+}
+
+#[test]
+fn null_and_near_null() {
+    let mut r = Rec::new();
+    r.crash(11, 0x18, "deref");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::NullDeref);
+    assert!(d.summary.contains("(24 bytes past NULL) in deref"));
+}
+
+#[test]
+fn out_of_bounds_past_the_end_and_before_the_start() {
+    let mut r = Rec::new();
+    r.alloc(0x90_0000, 64, "make_table");
+    r.crash(11, 0x90_0000 + 72, "walk");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::OutOfBounds);
+    assert!(
+        d.summary
+            .contains("8 bytes past the end of a live 64-byte block allocated at make_table"),
+        "{}",
+        d.summary
+    );
+    assert_eq!(d.offset, Some(72));
+
+    let mut r = Rec::new();
+    r.alloc(0x90_0000, 64, "make_table");
+    r.crash(11, 0x90_0000 - 8, "walk");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::OutOfBounds);
+    assert_eq!(d.offset, Some(-8));
+}
+
+#[test]
+fn stack_overflow_near_the_stack_pointer() {
+    let mut r = Rec::new();
+    let stack = r.stack("recurse", 5);
+    if let Some(s) = r.tl.stacks.last_mut() {
+        let f = s.frames[0].clone();
+        s.frames = vec![f; 40];
+    }
+    let sp = 0x7ffd_1234_0000;
+    r.push(
+        1,
+        EventKind::Signal(Box::new(SignalInfo {
+            signo: 11,
+            code: 2,
+            errno: 0,
+            addr: sp - 8,
+            handled: false,
+            ip: 0x1000,
+            sp,
+            stack,
+        })),
+    );
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::StackOverflow);
+    assert!(d
+        .notes
+        .iter()
+        .any(|n| n.contains("recurse appears 40 times")));
+}
+
+#[test]
+fn unknown_fault_reports_neighbours_and_mappings() {
+    let mut r = Rec::new();
+    r.alloc(0x10_0000, 32, "near");
+    r.push(
+        1,
+        EventKind::Munmap {
+            addr: 0x7000_0000,
+            len: 8192,
+            ret: 0,
+        },
+    );
+    r.crash(11, 0x7000_0100, "reader");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::Unknown);
+    assert!(d.notes.iter().any(|n| n.contains("unmapped by munmap")));
+    assert!(d
+        .notes
+        .iter()
+        .any(|n| n.contains("nearest live block below")));
+}
+
+#[test]
+fn block_history_across_reuse_and_realloc() {
+    let mut r = Rec::new();
+    let a = r.alloc(0x100, 8, "a");
+    let f = r.free(0x100, "f");
+    let b = r.alloc(0x100, 16, "b");
+    let stack = r.stack("grow", 1);
+    let g = r.push(
+        1,
+        EventKind::Realloc {
+            func: AllocFn::Realloc,
+            old: 0x100,
+            ptr: 0x200,
+            size: 64,
+            stack,
+        },
+    );
+    let f2 = r.free(0x100, "double");
+    let h = r.tl.block_history(0x100);
+    assert_eq!(h.lives.len(), 2);
+    assert_eq!((h.lives[0].block.alloc, h.lives[0].end), (a, Some(f)));
+    assert_eq!((h.lives[1].block.alloc, h.lives[1].end), (b, Some(g)));
+    assert_eq!(h.lives[1].extra_frees, vec![f2]);
+    let h = r.tl.block_history(0x200);
+    assert_eq!(h.lives.len(), 1);
+    assert_eq!((h.lives[0].block.size, h.lives[0].end), (64, None));
+    // An interior address finds the block covering it.
+    let h = r.tl.block_history(0x210);
+    assert_eq!(h.lives.len(), 1);
+    assert_eq!(h.lives[0].block.alloc, g);
+}
+
+#[test]
+fn leaks_group_by_stack_and_flag_only_growth() {
+    let mut r = Rec::new();
+    let leak = r.stack("remember_request", 7);
+    let churn = r.stack("handle", 8);
+    for i in 0..10u64 {
+        r.push(
+            1,
+            EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr: 0x1_0000 + i * 64,
+                size: 64,
+                stack: leak,
+            },
+        );
+        r.push(
+            1,
+            EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr: 0x9_0000,
+                size: 100,
+                stack: churn,
+            },
+        );
+        if i < 9 {
+            r.push(
+                1,
+                EventKind::Free {
+                    ptr: 0x9_0000,
+                    stack: churn,
+                },
+            );
+        }
+    }
+    let g = r.tl.leak_groups();
+    assert_eq!(g.len(), 2);
+    assert_eq!((g[0].stack, g[0].blocks, g[0].bytes), (leak, 10, 640));
+    assert!(g[0].suspected);
+    assert!(g[0].growth_bytes_per_s > 0.0);
+    assert_eq!((g[1].stack, g[1].blocks, g[1].bytes), (churn, 1, 100));
+    assert!(!g[1].suspected);
+    assert_eq!(g[0].oldest_ts, MS);
+}
+
+#[test]
+fn diff_between_two_instants() {
+    let mut r = Rec::new();
+    let a0 = r.alloc(0x100, 10, "early");
+    r.alloc(0x200, 20, "mid");
+    r.alloc(0x300, 30, "mid");
+    r.free(0x200, "x");
+    let b = r.alloc(0x400, 40, "late");
+    let d = r.tl.diff(a0, b).unwrap_or_default();
+    let total: u64 = d.iter().map(|g| g.bytes).sum();
+    assert_eq!(total, 70);
+    assert_eq!(d[0].bytes, 40);
+}
+
+/// xorshift: deterministic randomness without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Random allocator traffic over a small address pool, so reuse, double
+/// and unknown frees, failed and in-place reallocs all happen.
+fn random_events(rng: &mut Rng, n: usize) -> Vec<Event> {
+    let mut out = Vec::with_capacity(n);
+    let mut ts = 0;
+    for _ in 0..n {
+        ts += 1 + rng.below(1000);
+        let ptr = 0x1000 + rng.below(64) * 0x100;
+        let stack = Some(rng.below(5) as u32);
+        let kind = match rng.below(10) {
+            0..=3 => EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr: if rng.below(50) == 0 { 0 } else { ptr },
+                size: 1 + rng.below(200),
+                stack,
+            },
+            4..=7 => EventKind::Free { ptr, stack },
+            _ => {
+                let old = if rng.below(4) == 0 {
+                    0
+                } else {
+                    0x1000 + rng.below(64) * 0x100
+                };
+                let (p, size) = match rng.below(6) {
+                    0 => (0, 0),
+                    1 => (0, 1 << 40),
+                    2 => (old, 1 + rng.below(300)),
+                    _ => (ptr, 1 + rng.below(300)),
+                };
+                EventKind::Realloc {
+                    func: AllocFn::Realloc,
+                    old,
+                    ptr: p,
+                    size,
+                    stack,
+                }
+            }
+        };
+        out.push(Event {
+            ts,
+            tid: 1 + rng.below(3) as u32,
+            kind,
+        });
+    }
+    out
+}
+
+fn naive(events: &[Event]) -> Vec<(u64, u64)> {
+    let mut h = LiveHeap::default();
+    for e in events {
+        h.apply(e);
+    }
+    let mut v: Vec<(u64, u64)> = h.blocks.iter().map(|(p, b)| (*p, b.size)).collect();
+    v.sort_unstable();
+    v
+}
+
+fn sorted(blocks: Vec<LiveBlock>) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = blocks.iter().map(|b| (b.ptr, b.size)).collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn heap_at_any_instant_equals_a_full_replay() {
+    for seed in 1..=20u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        // Long enough to span several chunks and checkpoints.
+        let events = random_events(&mut rng, CHUNK * 20 + 777);
+        let mut tl = Timeline::new(Meta::default());
+        for e in &events {
+            tl.push(e);
+        }
+        // One naive replay, compared at random instants on the way.
+        let mut at: Vec<u64> = (0..40).map(|_| rng.below(events.len() as u64)).collect();
+        at.sort_unstable();
+        let mut h = LiveHeap::default();
+        let mut next = 0usize;
+        for (i, e) in events.iter().enumerate() {
+            h.apply(e);
+            while at.get(next) == Some(&(i as u64)) {
+                let got = sorted(tl.heap_after(i as u64).unwrap_or_default());
+                let mut want: Vec<(u64, u64)> =
+                    h.blocks.iter().map(|(p, b)| (*p, b.size)).collect();
+                want.sort_unstable();
+                assert_eq!(got, want, "seed {seed} at {i}");
+                next += 1;
+            }
+        }
+        let end = events.len() as u64 - 1;
+        assert_eq!(
+            sorted(tl.heap_after(end).unwrap_or_default()),
+            naive(&events)
+        );
+        let full = {
+            let mut h = LiveHeap::default();
+            events.iter().for_each(|e| h.apply(e));
+            h
+        };
+        assert_eq!(tl.heap.live_blocks(), full.live_blocks());
+        assert_eq!(tl.heap.totals.live_bytes, full.live_bytes);
+        assert_eq!(
+            (
+                tl.heap.totals.allocs,
+                tl.heap.totals.frees,
+                tl.heap.totals.unknown_frees
+            ),
+            (full.allocs, full.frees, full.unknown_frees)
+        );
+    }
+}
+
+#[test]
+fn retention_drops_old_events_but_keeps_live_blocks_exact() {
+    let mut rng = Rng(77);
+    let events = random_events(&mut rng, CHUNK * 6);
+    // Room for about three chunks.
+    let mut tl = Timeline::with_budget(Meta::default(), CHUNK * 30 * 3);
+    for e in &events {
+        tl.push(e);
+    }
+    assert!(tl.store.dropped > 0, "nothing was dropped");
+    let first = tl.store.first();
+    assert_eq!(sorted(tl.heap.now(&tl.store)), naive(&events));
+    for _ in 0..20 {
+        let i = first + rng.below(events.len() as u64 - first);
+        let got = sorted(tl.heap_after(i).unwrap_or_default());
+        assert_eq!(got, naive(&events[..=i as usize]), "at {i} (first {first})");
+    }
+    assert!(tl.heap_after(first.saturating_sub(2)).is_none());
+    // Leak groups stay exact too.
+    let live_bytes: u64 = tl.leak_groups().iter().map(|g| g.bytes).sum();
+    assert_eq!(live_bytes, tl.heap.totals.live_bytes);
+}
