@@ -331,10 +331,14 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
         }
         return d;
     }
+    // A freed block whose start was handed out again to a smaller live
+    // block: the fault is past that live block's end, not in freed memory.
+    let reused = |start: u64| live.iter().any(|b| b.ptr == start);
     if let Some((l, end)) = lives
         .iter()
         .rev()
         .find_map(|l| l.end.filter(|&e| e < crash).map(|e| (l, e)))
+        .filter(|(l, _)| !reused(l.block.ptr))
     {
         let off = a - l.block.ptr;
         let free = site(tl, end);

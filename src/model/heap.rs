@@ -200,8 +200,10 @@ pub struct HeapIndex {
     live: FxMap<u64, Idx>,
     pub totals: LiveHeapTotals,
     checkpoints: VecDeque<Checkpoint>,
-    /// Blocks still needed whose allocation event was dropped by the
-    /// retention budget.
+    /// Blocks live at the start of the held recording whose allocation
+    /// event was dropped by the retention budget. Kept after they end too:
+    /// heap-at-T before their end, histories and diagnoses need them; the
+    /// set is rebuilt at each drop.
     survivors: FxMap<Idx, LiveBlock>,
 }
 
@@ -305,7 +307,6 @@ impl HeapIndex {
                     freed: false,
                 });
             }
-            self.survivors.remove(&prev);
         }
         ch.born = self.block(store, idx);
     }
@@ -321,7 +322,6 @@ impl HeapIndex {
                         freed: true,
                     });
                 }
-                self.survivors.remove(&i);
             }
             None => {
                 self.totals.unknown_frees += 1;
@@ -426,7 +426,8 @@ impl HeapIndex {
         ));
     }
 
-    /// Every block still live whose allocation event was dropped.
+    /// Every block live at the start of the held recording whose
+    /// allocation event was dropped.
     pub fn survivors(&self) -> impl Iterator<Item = &LiveBlock> {
         self.survivors.values()
     }

@@ -25,6 +25,10 @@ pub const CHUNK: usize = 1 << 10;
 const NO_STACK: u32 = u32::MAX;
 const BIG_SIZE: u32 = u32::MAX;
 const MANY_TIDS: u16 = u16::MAX;
+/// A link to a previous event too far back for 32 bits: it is outside any
+/// held recording (4 G events would need over 100 GB), so history walks
+/// stop there as truncated rather than as complete.
+const FAR: u32 = u32::MAX;
 
 /// What a record is, in the low byte of its time word.
 mod code {
@@ -353,7 +357,7 @@ impl EventStore {
             if addr != 0 {
                 let block = if code == code::FREE { 0 } else { size };
                 if let Some(prev) = self.touch(addr, block, idx) {
-                    link = u32::try_from(idx - prev).unwrap_or(0);
+                    link = u32::try_from(idx - prev).unwrap_or(FAR);
                 }
             }
         }

@@ -535,3 +535,87 @@ fn retention_drops_old_events_but_keeps_live_blocks_exact() {
     let live_bytes: u64 = tl.leak_groups().iter().map(|g| g.bytes).sum();
     assert_eq!(live_bytes, tl.heap.totals.live_bytes);
 }
+
+/// A recording whose first block is dropped by retention (a survivor),
+/// then freed; `first` is the first held event.
+fn survivor_recording() -> (Rec, Vec<Event>) {
+    let mut r = Rec::new();
+    let meta = r.tl.meta.clone();
+    r.tl = Timeline::with_budget(meta, CHUNK * 30 * 3);
+    r.tl.add_module(Module {
+        id: 0,
+        path: "/srv/app".into(),
+    });
+    let mut evs = Vec::new();
+    let s = r.alloc(0x9000_0000, 100, "make");
+    evs.push(r.tl.store.get(s).unwrap_or_else(|| panic!("event {s}")));
+    for i in 0..(CHUNK as u64 * 6) {
+        let p = 0x1000 + (i % 8) * 0x100;
+        let kind = if i % 2 == 0 {
+            EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr: p,
+                size: 8,
+                stack: None,
+            }
+        } else {
+            EventKind::Free {
+                ptr: p - 0x100,
+                stack: None,
+            }
+        };
+        let i = r.push(1, kind);
+        evs.push(r.tl.store.get(i).unwrap_or_else(|| panic!("event {i}")));
+    }
+    assert!(
+        r.tl.store.first() > 0,
+        "the survivor's allocation was dropped"
+    );
+    (r, evs)
+}
+
+#[test]
+fn survivor_freed_later_is_still_live_before_its_free() {
+    let (mut r, evs) = survivor_recording();
+    let q = r.tl.store.first() + 3;
+    let before = naive(&evs[..=q as usize]);
+    assert!(before.contains(&(0x9000_0000, 100)));
+    assert_eq!(sorted(r.tl.heap_after(q).unwrap_or_default()), before);
+    r.free(0x9000_0000, "drop");
+    assert_eq!(sorted(r.tl.heap_after(q).unwrap_or_default()), before);
+}
+
+#[test]
+fn double_free_of_a_survivor() {
+    let (mut r, _) = survivor_recording();
+    r.free(0x9000_0000, "first_free");
+    r.free(0x9000_0000, "second_free");
+    r.crash(6, 0, "abort");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::DoubleFree, "{}", d.summary);
+    assert!(site_func(&r.tl, &d.alloc).starts_with("make"));
+}
+
+#[test]
+fn use_after_free_of_a_survivor() {
+    let (mut r, _) = survivor_recording();
+    r.free(0x9000_0000, "drop");
+    r.crash(11, 0x9000_0010, "use");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::UseAfterFree, "{}", d.summary);
+    assert!(site_func(&r.tl, &d.alloc).starts_with("make"));
+}
+
+#[test]
+fn fault_past_a_smaller_reused_block_is_out_of_bounds() {
+    let mut r = Rec::new();
+    r.alloc(0x10_0000, 64, "big");
+    r.free(0x10_0000, "drop");
+    r.alloc(0x10_0000, 16, "small");
+    r.crash(11, 0x10_0020, "walk");
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::OutOfBounds, "{}", d.summary);
+    assert!(d
+        .summary
+        .contains("16 bytes past the end of a live 16-byte block allocated at small"));
+}
