@@ -20,6 +20,7 @@ mod recorder;
 mod report;
 mod symbols;
 mod trace;
+mod ui;
 mod unwind;
 
 use std::path::PathBuf;
@@ -29,12 +30,36 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 /// Record what a live process does with eBPF — allocations, frees, memory
-/// maps, fatal signals, with stacks — and explain its crash.
+/// maps, fatal signals, with stacks — scrub through it in a terminal UI,
+/// and explain its crash.
+///
+/// `tm-tui PID` attaches and opens the UI; `tm-tui -- CMD ARGS` launches
+/// CMD and opens it.
 #[derive(Parser, Debug)]
-#[command(name = "tm-tui", version, about)]
+#[command(
+    name = "tm-tui",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
+    /// Process to attach to (opens the UI).
+    pid: Option<u32>,
+    /// Also write the recording to this trace file.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Kernel ring buffer size (power of two; e.g. 16MiB, 1GiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    ringbuf: u64,
+    /// Memory budget of the timeline; past it the oldest events are
+    /// dropped (live blocks and leak groups stay exact).
+    #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
+    memory: usize,
+    /// Program and arguments to launch, recorded from its first instruction.
+    #[arg(last = true)]
+    launch: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,6 +126,8 @@ enum Cmd {
         queries: usize,
     },
     /// Build a bundled demo program, record it, and report its crash.
+    /// Build a bundled demo program, launch it and open the UI on it (or,
+    /// with --no-ui or without a terminal, record it and print the report).
     Demo {
         /// uaf, double-free, leak or threads.
         #[arg(default_value = "uaf")]
@@ -111,7 +138,27 @@ enum Cmd {
         /// Only build the demo and print its path.
         #[arg(long)]
         build_only: bool,
+        /// Record and print the report instead of opening the UI.
+        #[arg(long)]
+        no_ui: bool,
     },
+    /// Open a saved recording in the UI.
+    Open {
+        /// Trace file written by `tm-tui record` (or `-o`).
+        file: PathBuf,
+        /// Memory budget of the timeline.
+        #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
+        memory: usize,
+    },
+}
+
+/// The UI needs a terminal on both ends.
+fn require_tty() -> Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        bail!("the UI needs a terminal; to record without one use `tm-tui record`");
+    }
+    Ok(())
 }
 
 /// A byte size: plain bytes or with KiB/MiB/GiB (K/M/G) suffix; a power of
@@ -173,7 +220,29 @@ fn parse_memory(s: &str) -> Result<usize, String> {
 }
 
 fn run(cli: Cli) -> Result<i32> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        let target = match (cli.pid, cli.launch.is_empty()) {
+            (Some(p), true) => record::Target::Pid(p),
+            (None, false) => record::Target::Command(cli.launch),
+            (Some(_), false) => bail!("give either a PID or -- COMMAND, not both"),
+            (None, true) => {
+                bail!("nothing to show: give a PID, -- COMMAND ARGS, or a subcommand (see --help)")
+            }
+        };
+        require_tty()?;
+        return ui::live(ui::LiveArgs {
+            target,
+            output: cli.output,
+            ringbuf_bytes: cli.ringbuf,
+            memory: cli.memory,
+        });
+    };
+    match command {
+        Cmd::Open { file, memory } => {
+            require_tty()?;
+            ui::open(&file, memory)?;
+            Ok(0)
+        }
         Cmd::Record {
             pid,
             output,
@@ -242,11 +311,25 @@ fn run(cli: Cli) -> Result<i32> {
             name,
             output,
             build_only,
+            no_ui,
         } => {
             let demo = demos::find(&name)?;
             let bin = demos::build(demo, None)?;
             if build_only {
                 println!("{}", bin.display());
+                return Ok(0);
+            }
+            let ui = !no_ui && require_tty().is_ok();
+            if ui {
+                let mut argv = vec![bin.display().to_string()];
+                argv.extend(demo.args.iter().map(|a| a.to_string()));
+                // The demo's crash is its point: success is having shown it.
+                let _target_status = ui::live(ui::LiveArgs {
+                    target: record::Target::Command(argv),
+                    output,
+                    ringbuf_bytes: 64 << 20,
+                    memory: model::DEFAULT_MEMORY,
+                })?;
                 return Ok(0);
             }
             let output = output.unwrap_or_else(|| {

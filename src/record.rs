@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::event::{EventKind, ExitStatus, Lost, Meta};
+use crate::event::{EventKind, ExitStatus, Meta};
 use crate::model::Timeline;
 use crate::recorder::discover;
 use crate::recorder::launch::{self, Child};
@@ -166,7 +166,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         rx,
         mut child,
     } = session;
-    let mut writer = TraceWriter::create(&args.output, &meta)?;
+    let writer = TraceWriter::create(&args.output, &meta)?;
     eprintln!(
         "tm-tui: recording pid {} ({}) into {}, allocator {}; Ctrl-C stops",
         meta.pid,
@@ -175,10 +175,8 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         meta.allocator
     );
 
-    let mut symbols = Symbols::new();
+    let mut ing = Ingest::new(Some(writer));
     let mut tl = Timeline::with_budget(meta.clone(), args.memory);
-    let mut lost = Lost::default();
-    let mut exit_status: Option<ExitStatus> = None;
     let mut crashed = false;
     let end = loop {
         if interrupted() {
@@ -187,50 +185,28 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         let msg = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => {
-                writer.maybe_flush();
+                ing.idle();
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break EndReason::TargetGone,
         };
-        match msg {
-            Msg::Module(m) => {
-                symbols.add_module(&m);
-                writer.write_module(&m)?;
-                tl.add_module(m);
-            }
-            Msg::Stack(mut s) => {
-                symbols.symbolize(&mut s.frames);
-                writer.write_stack(&s)?;
-                tl.add_stack(s);
-            }
-            Msg::Events(batch) => {
-                for e in batch {
-                    writer.write_event(&e)?;
-                    tl.push(&e);
-                    if let EventKind::ProcessExit { status } = &e.kind {
-                        exit_status = Some(*status);
-                    }
-                }
-                if let (Some(c), false) = (tl.crash, crashed) {
-                    crashed = true;
-                    print_crash(&tl, c);
-                }
-                writer.maybe_flush();
-            }
-            Msg::Lost(l) => {
-                writer.write_lost(&l)?;
-                lost = l;
-            }
-            Msg::End(reason) => break reason,
+        if let Some(reason) = ing.handle(&mut tl, msg)? {
+            break reason;
+        }
+        if let (Some(c), false) = (tl.crash, crashed) {
+            crashed = true;
+            print_crash(&tl, c);
         }
     };
     recorder.join()?;
     // A launched child ends with us (Ctrl-C reaches its process group too):
     // its reaped status is the authoritative one.
+    let mut exit_status = ing.exit_status;
     if let Some(c) = child.as_mut() {
         exit_status = c.wait().ok().or(exit_status);
     }
-    writer.write_end(now_mono_ns(), exit_status)?;
+    let written = ing.finish(&mut tl, exit_status)?;
+    let lost = &tl.lost;
     let secs = (now_mono_ns() - meta.start_mono_ns) as f64 / 1e9;
     eprintln!(
         "tm-tui: {} events in {secs:.3}s, lost {}{}; heap at end: {} live blocks, {} bytes; {}; trace {} ({} KiB)",
@@ -249,12 +225,93 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             (None, _) => "target gone".to_string(),
         },
         args.output.display(),
-        writer.bytes_written() / 1024
+        written / 1024
     );
     Ok(match (&child, exit_status) {
         (Some(_), Some(s)) => s.shell_code(),
         _ => 0,
     })
+}
+
+/// Takes the recorder's messages: symbolizes stacks, writes the trace
+/// file (if any) and feeds the timeline. Shared by `record` and the live
+/// UI.
+pub struct Ingest {
+    writer: Option<TraceWriter>,
+    symbols: Symbols,
+    pub exit_status: Option<ExitStatus>,
+}
+
+impl Ingest {
+    pub fn new(writer: Option<TraceWriter>) -> Self {
+        Ingest {
+            writer,
+            symbols: Symbols::new(),
+            exit_status: None,
+        }
+    }
+
+    /// Takes one message; `Some` when the recording ended.
+    pub fn handle(&mut self, tl: &mut Timeline, msg: Msg) -> Result<Option<EndReason>> {
+        match msg {
+            Msg::Module(m) => {
+                self.symbols.add_module(&m);
+                if let Some(w) = &mut self.writer {
+                    w.write_module(&m)?;
+                }
+                tl.add_module(m);
+            }
+            Msg::Stack(mut s) => {
+                self.symbols.symbolize(&mut s.frames);
+                if let Some(w) = &mut self.writer {
+                    w.write_stack(&s)?;
+                }
+                tl.add_stack(s);
+            }
+            Msg::Events(batch) => {
+                for e in batch {
+                    if let Some(w) = &mut self.writer {
+                        w.write_event(&e)?;
+                    }
+                    tl.push(&e);
+                    if let EventKind::ProcessExit { status } = &e.kind {
+                        self.exit_status = Some(*status);
+                    }
+                }
+                self.idle();
+            }
+            Msg::Lost(l) => {
+                if let Some(w) = &mut self.writer {
+                    w.write_lost(&l)?;
+                }
+                tl.lost = l;
+            }
+            Msg::End(reason) => return Ok(Some(reason)),
+        }
+        Ok(None)
+    }
+
+    /// Nothing arrived for a while: flush the file at most once a second.
+    pub fn idle(&mut self) {
+        if let Some(w) = &mut self.writer {
+            w.maybe_flush();
+        }
+    }
+
+    /// Ends the trace file; returns its size in bytes.
+    pub fn finish(&mut self, tl: &mut Timeline, status: Option<ExitStatus>) -> Result<u64> {
+        tl.end_ns = Some(now_mono_ns());
+        if let Some(s) = status {
+            self.exit_status = Some(s);
+        }
+        match &mut self.writer {
+            Some(w) => {
+                w.write_end(now_mono_ns(), status)?;
+                Ok(w.bytes_written())
+            }
+            None => Ok(0),
+        }
+    }
 }
 
 /// The crash block and its diagnosis, on stdout the moment it happens.

@@ -8,4 +8,5 @@ mod e2e {
     pub mod diagnosis;
     pub mod heap;
     pub mod support;
+    pub mod ui;
 }

@@ -1,0 +1,265 @@
+//! The terminal UI: one loop over key/mouse input, the recorder's
+//! messages (when live) and a tick; it drains what arrived, then draws
+//! once. Rendering never waits on the recorder. The loop is generic over
+//! the backend so tests drive it on `TestBackend`.
+//!
+//! - `app`: state and keys; `view`: rendering.
+
+pub mod app;
+pub mod view;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{bounded, select, tick, Receiver};
+use crossterm::event::{
+    DisableMouseCapture, EnableMouseCapture, Event as TermEvent, KeyEvent, KeyEventKind,
+    MouseButton, MouseEventKind,
+};
+use ratatui::backend::Backend;
+use ratatui::Terminal;
+
+use crate::model::Timeline;
+use crate::record::{self, Ingest, Target};
+use crate::recorder::{EndReason, Msg};
+use crate::trace::TraceWriter;
+use app::{App, Mode};
+use view::Theme;
+
+/// What the input thread forwards.
+#[derive(Clone, Copy, Debug)]
+pub enum Input {
+    Key(KeyEvent),
+    /// A click or drag at (column, row).
+    Click(u16, u16),
+    Resize,
+}
+
+/// How long the loop waits before redrawing without input (live rate,
+/// clock).
+const TICK: Duration = Duration::from_millis(100);
+/// Recorder messages taken per loop turn before drawing (so a flood of
+/// events never starves the keyboard).
+const DRAIN: usize = 256;
+
+/// Restores the terminal however the UI ends (return, error, panic —
+/// ratatui's panic hook covers the last).
+struct TermGuard;
+
+impl Drop for TermGuard {
+    fn drop(&mut self) {
+        let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+        ratatui::restore();
+    }
+}
+
+fn input_thread() -> Receiver<Input> {
+    let (tx, rx) = bounded(256);
+    std::thread::Builder::new()
+        .name("tm-input".into())
+        .spawn(move || loop {
+            let ev = match crossterm::event::read() {
+                Ok(e) => e,
+                Err(_) => return,
+            };
+            let msg = match ev {
+                TermEvent::Key(k) if k.kind != KeyEventKind::Release => Input::Key(k),
+                TermEvent::Mouse(m)
+                    if matches!(
+                        m.kind,
+                        MouseEventKind::Down(MouseButton::Left)
+                            | MouseEventKind::Drag(MouseButton::Left)
+                    ) =>
+                {
+                    Input::Click(m.column, m.row)
+                }
+                TermEvent::Resize(..) => Input::Resize,
+                _ => continue,
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        })
+        .ok();
+    rx
+}
+
+/// Applies one input to the app.
+pub fn on_input(app: &mut App, input: Input, width: u16) {
+    match input {
+        Input::Key(k) => app.on_key(k),
+        // Rows 1 and 2 are the timeline bar and its axis.
+        Input::Click(col, row) if (1..=2).contains(&row) => {
+            if let Some(t) = view::bar_time(app, col, width) {
+                app.click_time(t);
+            }
+        }
+        Input::Click(..) | Input::Resize => {}
+    }
+}
+
+/// The loop: draw, then wait for input, recorder messages or the tick.
+/// Returns when the user quits; `ingest` is the live recording, if any.
+pub fn run<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    input: &Receiver<Input>,
+    mut live: Option<(&Receiver<Msg>, &mut Ingest)>,
+    theme: Theme,
+) -> Result<Option<EndReason>> {
+    let ticker = tick(TICK);
+    let never = crossbeam_channel::never();
+    let mut end = None;
+    let mut rate_mark = (Instant::now(), app.tl.store.end());
+    while !app.quit {
+        let size = terminal
+            .draw(|f| view::render(app, f, theme))
+            .map_err(|e| anyhow!("cannot draw: {e}"))?
+            .area;
+        let rx = match (&live, end.is_some()) {
+            (Some((rx, _)), false) => *rx,
+            _ => &never,
+        };
+        select! {
+            recv(input) -> i => match i {
+                Ok(i) => on_input(app, i, size.width),
+                Err(_) => app.quit = true,
+            },
+            recv(rx) -> m => {
+                if let Some((rx, ing)) = live.as_mut() {
+                    match m {
+                        Err(_) => end = Some(EndReason::TargetGone),
+                        Ok(first) => {
+                            let mut next = Some(first);
+                            let mut n = 0;
+                            while let Some(msg) = next {
+                                if let Some(r) = ing.handle(&mut app.tl, msg)? {
+                                    end = Some(r);
+                                    break;
+                                }
+                                n += 1;
+                                next = if n < DRAIN { rx.try_recv().ok() } else { None };
+                            }
+                        }
+                    }
+                    app.after_ingest();
+                    if end.is_some() {
+                        app.ended = true;
+                        if app.mode == Mode::Live {
+                            app.mode = Mode::Frozen;
+                            app.message = Some("the target exited; scrub with ←/→, q quits".into());
+                        }
+                    }
+                }
+            },
+            recv(ticker) -> _ => {
+                // SIGINT/SIGTERM from outside (Ctrl-C inside is a key).
+                if record::interrupted() {
+                    app.quit = true;
+                }
+                let (t, n) = rate_mark;
+                let dt = t.elapsed().as_secs_f64();
+                if dt >= 1.0 {
+                    let now_n = app.tl.store.end();
+                    app.rate = (now_n - n) as f64 / dt;
+                    rate_mark = (Instant::now(), now_n);
+                }
+                if let Some((_, ing)) = live.as_mut() {
+                    ing.idle();
+                }
+            },
+        }
+        app.refresh();
+    }
+    Ok(end)
+}
+
+/// `tm-tui open FILE`: the UI over a saved recording.
+pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
+    let t = crate::trace::read_trace(file)?;
+    let tl = Timeline::from_trace(&t, memory);
+    let mut app = App::new(tl, Mode::Replay);
+    if let Some(d) = &t.damage {
+        app.message = Some(format!(
+            "{} is damaged from byte {}: {} (showing what was read)",
+            file.display(),
+            d.offset,
+            d.reason
+        ));
+    }
+    let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
+    let _guard = TermGuard;
+    let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
+    let input = input_thread();
+    run(&mut terminal, &mut app, &input, None, Theme::from_env())?;
+    Ok(())
+}
+
+pub struct LiveArgs {
+    pub target: Target,
+    pub output: Option<PathBuf>,
+    pub ringbuf_bytes: u64,
+    pub memory: usize,
+}
+
+/// `tm-tui PID`, `tm-tui -- CMD`, `tm-tui demo NAME`: record and show.
+/// Returns the launched target's status (as `record` does).
+pub fn live(args: LiveArgs) -> Result<i32> {
+    record::install_sigint();
+    // Attach before the terminal changes: errors print as plain lines.
+    let session = record::start(&args.target, args.ringbuf_bytes, false)?;
+    let record::Session {
+        meta,
+        recorder,
+        rx,
+        mut child,
+    } = session;
+    let writer = match &args.output {
+        Some(p) => Some(TraceWriter::create(p, &meta)?),
+        None => None,
+    };
+    let mut ing = Ingest::new(writer);
+    let mut app = App::new(Timeline::with_budget(meta.clone(), args.memory), Mode::Live);
+    let result = (|| -> Result<Option<EndReason>> {
+        let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
+        let _guard = TermGuard;
+        let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
+        let input = input_thread();
+        run(
+            &mut terminal,
+            &mut app,
+            &input,
+            Some((&rx, &mut ing)),
+            Theme::from_env(),
+        )
+    })();
+    recorder.stop();
+    // Drain what is left so the trace file is complete.
+    while let Ok(msg) = rx.recv_timeout(Duration::from_millis(500)) {
+        if ing.handle(&mut app.tl, msg)?.is_some() {
+            break;
+        }
+    }
+    recorder.join()?;
+    let mut status = ing.exit_status;
+    if let Some(c) = child.as_mut() {
+        // The user quit before the target ended: it goes with us.
+        if status.is_none() {
+            c.kill();
+        }
+        status = c.wait().ok().or(status);
+    }
+    ing.finish(&mut app.tl, status)?;
+    result?;
+    if let Some(p) = &args.output {
+        eprintln!("tm-tui: trace kept in {}", p.display());
+    }
+    Ok(match (&child, status) {
+        (Some(_), Some(s)) => s.shell_code(),
+        _ => 0,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,613 @@
+//! The UI's state: the timeline it shows, the cursor, the panes, and what
+//! each key does. No terminal code: tests drive it with keys directly.
+
+use std::cell::Cell;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use crate::event::StackId;
+use crate::model::diagnose::Diagnosis;
+use crate::model::heap::LiveBlock;
+use crate::model::store::{Filter, HeapOp, Idx};
+use crate::model::Timeline;
+
+/// Whether the view follows new events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Recording, the cursor on the newest event.
+    Live,
+    /// Recording, the cursor held by the user (or by a crash).
+    Frozen,
+    /// A saved recording.
+    Replay,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pane {
+    Events,
+    Heap,
+    Stack,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeapView {
+    /// One row per live block.
+    Blocks,
+    /// One row per allocation site (stack).
+    Sites,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortBy {
+    Bytes,
+    Count,
+    Age,
+    Growth,
+}
+
+impl SortBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            SortBy::Bytes => "bytes",
+            SortBy::Count => "count",
+            SortBy::Age => "age",
+            SortBy::Growth => "growth",
+        }
+    }
+
+    fn next(self) -> SortBy {
+        match self {
+            SortBy::Bytes => SortBy::Count,
+            SortBy::Count => SortBy::Age,
+            SortBy::Age => SortBy::Growth,
+            SortBy::Growth => SortBy::Bytes,
+        }
+    }
+}
+
+/// A row of the heap table grouped by allocation site.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteRow {
+    pub stack: Option<StackId>,
+    pub blocks: u64,
+    pub bytes: u64,
+    pub oldest_ts: u64,
+    /// From the live leak analysis (as of the newest event).
+    pub growth: f64,
+    pub suspected: bool,
+}
+
+pub struct App {
+    pub tl: Timeline,
+    pub mode: Mode,
+    /// The selected event; `None` while nothing is recorded.
+    pub cursor: Option<Idx>,
+    pub pane: Pane,
+    pub heap_view: HeapView,
+    pub sort: SortBy,
+    /// Selected row of the heap table.
+    pub heap_sel: usize,
+    /// Lines scrolled in the stack / diagnosis pane.
+    pub stack_scroll: u16,
+    /// Half the time range of the timeline bar, when zoomed; the range
+    /// is centred on the cursor (shifted to stay inside the recording).
+    pub zoom: Option<u64>,
+    pub filter: Option<(String, Filter)>,
+    /// The filter being typed after `/`.
+    pub input: Option<String>,
+    pub help: bool,
+    /// A one-line notice (errors of the last key, "no crash", …).
+    pub message: Option<String>,
+    pub quit: bool,
+    /// Events per second, measured by the live loop.
+    pub rate: f64,
+    /// The target is gone (live mode): nothing more will arrive.
+    pub ended: bool,
+    /// Rows the event list showed last time (a "screen" for PgUp/PgDn).
+    pub page: Cell<usize>,
+    /// The heap as of the cursor, recomputed when the cursor moves.
+    blocks: Vec<LiveBlock>,
+    sites: Vec<SiteRow>,
+    blocks_at: Option<Idx>,
+    diagnosis: Option<(Idx, Option<Diagnosis>)>,
+}
+
+/// Nice time steps for `[` / `]`: the largest not above a tenth of the
+/// visible span.
+const STEPS: [u64; 10] = [
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+    10_000_000_000,
+    60_000_000_000,
+    600_000_000_000,
+];
+
+impl App {
+    pub fn new(tl: Timeline, mode: Mode) -> Self {
+        let mut app = App {
+            tl,
+            mode,
+            cursor: None,
+            pane: Pane::Events,
+            heap_view: HeapView::Blocks,
+            sort: SortBy::Bytes,
+            heap_sel: 0,
+            stack_scroll: 0,
+            zoom: None,
+            filter: None,
+            input: None,
+            help: false,
+            message: None,
+            quit: false,
+            rate: 0.0,
+            ended: false,
+            page: Cell::new(10),
+            blocks: Vec::new(),
+            sites: Vec::new(),
+            blocks_at: None,
+            diagnosis: None,
+        };
+        app.after_ingest();
+        if let (Mode::Replay, Some(c)) = (mode, app.tl.crash) {
+            app.cursor = Some(c);
+            app.pane = Pane::Stack;
+        }
+        app.refresh();
+        app
+    }
+
+    /// Call after new events reached the timeline: follow them when live,
+    /// freeze on a crash.
+    pub fn after_ingest(&mut self) {
+        let held = self.tl.store.held();
+        if held.is_empty() {
+            return;
+        }
+        let last = held.end - 1;
+        if let (Some(c), true) = (self.tl.crash, self.mode == Mode::Live) {
+            self.mode = Mode::Frozen;
+            self.cursor = Some(c);
+            self.pane = Pane::Stack;
+            self.message = Some("crashed: frozen at the crash; scrub back with ←".into());
+        }
+        match (self.mode, self.cursor) {
+            (Mode::Live, _) | (_, None) => self.cursor = Some(last),
+            (_, Some(c)) if c < held.start => self.cursor = Some(held.start),
+            _ => {}
+        }
+        if self.mode == Mode::Live {
+            self.blocks_at = None;
+        }
+    }
+
+    /// Recompute what depends on the cursor.
+    pub fn refresh(&mut self) {
+        let Some(c) = self.cursor else {
+            return;
+        };
+        if self.blocks_at == Some(c) {
+            return;
+        }
+        self.blocks = self.tl.heap_after(c).unwrap_or_default();
+        self.blocks_at = Some(c);
+        let leaks: crate::model::fxhash::FxMap<Option<StackId>, (f64, bool)> = self
+            .tl
+            .leak_groups()
+            .into_iter()
+            .map(|g| (g.stack, (g.growth_bytes_per_s, g.suspected)))
+            .collect();
+        let mut by: crate::model::fxhash::FxMap<Option<StackId>, SiteRow> = Default::default();
+        for b in &self.blocks {
+            let r = by.entry(b.stack).or_insert_with(|| {
+                let (growth, suspected) = leaks.get(&b.stack).copied().unwrap_or((0.0, false));
+                SiteRow {
+                    stack: b.stack,
+                    blocks: 0,
+                    bytes: 0,
+                    oldest_ts: b.ts,
+                    growth,
+                    suspected,
+                }
+            });
+            r.blocks += 1;
+            r.bytes += b.size;
+            r.oldest_ts = r.oldest_ts.min(b.ts);
+        }
+        self.sites = by.into_values().collect();
+        self.sort_heap();
+        if self.tl.crash == Some(c) && self.diagnosis.as_ref().is_none_or(|(i, _)| *i != c) {
+            self.diagnosis = Some((c, self.tl.diagnosis()));
+        }
+    }
+
+    fn sort_heap(&mut self) {
+        let key = |size: u64, count: u64, ts: u64, growth: f64| match self.sort {
+            SortBy::Bytes => (std::cmp::Reverse(size), 0, 0),
+            SortBy::Count => (std::cmp::Reverse(count), 0, 0),
+            SortBy::Age => (std::cmp::Reverse(0), ts, 0),
+            SortBy::Growth => (std::cmp::Reverse((growth.max(0.0) * 1000.0) as u64), 0, 0),
+        };
+        self.blocks
+            .sort_by_key(|b| (key(b.size, 1, b.ts, 0.0), b.ptr));
+        self.sites.sort_by(|a, b| {
+            key(a.bytes, a.blocks, a.oldest_ts, a.growth)
+                .cmp(&key(b.bytes, b.blocks, b.oldest_ts, b.growth))
+                .then(b.bytes.cmp(&a.bytes))
+                .then(a.stack.cmp(&b.stack))
+        });
+    }
+
+    pub fn blocks(&self) -> &[LiveBlock] {
+        &self.blocks
+    }
+
+    pub fn sites(&self) -> &[SiteRow] {
+        &self.sites
+    }
+
+    pub fn heap_rows(&self) -> usize {
+        match self.heap_view {
+            HeapView::Blocks => self.blocks.len(),
+            HeapView::Sites => self.sites.len(),
+        }
+    }
+
+    /// The diagnosis, when the cursor is on the crash.
+    pub fn diagnosis(&self) -> Option<&Diagnosis> {
+        match (&self.diagnosis, self.cursor) {
+            (Some((i, d)), Some(c)) if *i == c => d.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The time span the timeline bar shows.
+    pub fn span(&self) -> Option<(u64, u64)> {
+        let (a, b) = self.tl.span()?;
+        let Some(half) = self.zoom else {
+            return Some((a, b));
+        };
+        let c = self
+            .cursor
+            .and_then(|c| self.tl.store.ts(c))
+            .unwrap_or(a / 2 + b / 2)
+            .clamp(
+                a.saturating_add(half),
+                b.saturating_sub(half).max(a.saturating_add(half)),
+            );
+        Some((c.saturating_sub(half).max(a), c.saturating_add(half).min(b)))
+    }
+
+    pub fn step_ns(&self) -> u64 {
+        let span = self.span().map_or(0, |(a, b)| b - a);
+        STEPS
+            .iter()
+            .rev()
+            .copied()
+            .find(|s| *s <= span / 10)
+            .unwrap_or(STEPS[0])
+    }
+
+    fn goto(&mut self, i: Idx) {
+        let held = self.tl.store.held();
+        if held.is_empty() {
+            return;
+        }
+        let i = i.clamp(held.start, held.end - 1);
+        if self.cursor != Some(i) {
+            self.stack_scroll = 0;
+        }
+        self.cursor = Some(i);
+        if self.mode == Mode::Live && i != held.end - 1 {
+            self.mode = Mode::Frozen;
+        }
+        self.heap_sel = 0;
+    }
+
+    fn move_by(&mut self, delta: i64) {
+        if let Some(c) = self.cursor {
+            self.goto(c.saturating_add_signed(delta));
+        }
+    }
+
+    fn jump_time(&mut self, forward: bool) {
+        let (Some(c), step) = (self.cursor, self.step_ns()) else {
+            return;
+        };
+        let Some(t) = self.tl.store.ts(c) else {
+            return;
+        };
+        let target = if forward {
+            t.saturating_add(step)
+        } else {
+            t.saturating_sub(step)
+        };
+        if let Some(i) = self.tl.store.at(target) {
+            self.goto(i);
+        }
+    }
+
+    fn zoom(&mut self, zoom_in: bool) {
+        let Some((a, b)) = self.tl.span() else {
+            return;
+        };
+        let full_half = (b - a).div_ceil(2).max(1);
+        let half = self.zoom.unwrap_or(full_half);
+        self.zoom = if zoom_in {
+            Some((half / 2).max(1_000).min(full_half))
+        } else if half.saturating_mul(2) >= full_half {
+            None
+        } else {
+            Some(half * 2)
+        };
+        if self.zoom == Some(full_half) {
+            self.zoom = None;
+        }
+    }
+
+    /// The heap effect of the selected event.
+    fn selected_op(&self) -> Option<(Idx, HeapOp)> {
+        let c = self.cursor?;
+        Some((c, self.tl.store.heap_op(c)?))
+    }
+
+    /// `a`: the allocation of the selected block.
+    fn jump_alloc(&mut self) {
+        let target = match self.pane {
+            Pane::Heap => self.selected_heap_alloc(),
+            _ => self.selected_op().and_then(|(c, op)| match op {
+                HeapOp::Alloc { .. } => Some(c),
+                HeapOp::Realloc { ptr, .. } if ptr != 0 => Some(c),
+                HeapOp::Free { ptr } | HeapOp::Realloc { old: ptr, .. } => self
+                    .tl
+                    .block_history(ptr)
+                    .lives
+                    .iter()
+                    .find(|l| l.end == Some(c) || l.extra_frees.contains(&c))
+                    .map(|l| l.block.alloc),
+            }),
+        };
+        match target {
+            Some(i) if self.tl.store.contains(i) => self.goto(i),
+            Some(_) => self.message = Some("allocated before the held recording".into()),
+            None => self.message = Some("no allocation recorded for this event".into()),
+        }
+    }
+
+    /// `f`: the free that ended the selected block.
+    fn jump_free(&mut self) {
+        let alloc = match self.pane {
+            Pane::Heap => self.selected_heap_alloc(),
+            _ => self.selected_op().and_then(|(c, op)| match op {
+                HeapOp::Alloc { .. } | HeapOp::Realloc { .. } => Some(c),
+                HeapOp::Free { .. } => None,
+            }),
+        };
+        let Some(alloc) = alloc else {
+            self.message = Some("select an allocation first".into());
+            return;
+        };
+        let Some(ptr) = self.tl.heap.block(&self.tl.store, alloc).map(|b| b.ptr) else {
+            return;
+        };
+        let end = self
+            .tl
+            .block_history(ptr)
+            .lives
+            .iter()
+            .find(|l| l.block.alloc == alloc)
+            .and_then(|l| l.end);
+        match end {
+            Some(i) => self.goto(i),
+            None => self.message = Some("still live: never freed in the recording".into()),
+        }
+    }
+
+    fn selected_heap_alloc(&self) -> Option<Idx> {
+        match self.heap_view {
+            HeapView::Blocks => self.blocks.get(self.heap_sel).map(|b| b.alloc),
+            HeapView::Sites => {
+                let site = self.sites.get(self.heap_sel)?;
+                self.blocks
+                    .iter()
+                    .filter(|b| b.stack == site.stack)
+                    .min_by_key(|b| b.alloc)
+                    .map(|b| b.alloc)
+            }
+        }
+    }
+
+    fn find(&mut self, forward: bool) {
+        let (Some((spec, f)), Some(c)) = (&self.filter, self.cursor) else {
+            self.message = Some("no filter: press / to set one".into());
+            return;
+        };
+        let hit = if forward {
+            self.tl.store.find_next(c, f)
+        } else {
+            self.tl.store.find_prev(c, f)
+        };
+        match hit {
+            Some(i) => self.goto(i),
+            None => {
+                self.message = Some(format!(
+                    "no {} match for '{spec}'",
+                    if forward { "later" } else { "earlier" }
+                ))
+            }
+        }
+    }
+
+    fn filter_key(&mut self, k: KeyEvent) {
+        let Some(buf) = self.input.as_mut() else {
+            return;
+        };
+        match k.code {
+            KeyCode::Esc => self.input = None,
+            KeyCode::Enter => {
+                let spec = buf.trim().to_string();
+                self.input = None;
+                if spec.is_empty() {
+                    self.filter = None;
+                    self.message = Some("filter cleared".into());
+                    return;
+                }
+                // A bare word is a function name.
+                let full = if spec.contains('=') {
+                    spec.clone()
+                } else {
+                    format!("func={spec}")
+                };
+                match self.tl.parse_filter(&full) {
+                    Ok(f) => {
+                        self.filter = Some((full, f));
+                        self.find(true);
+                    }
+                    Err(e) => self.message = Some(e),
+                }
+            }
+            KeyCode::Backspace => {
+                buf.pop();
+            }
+            KeyCode::Char(ch) => buf.push(ch),
+            _ => {}
+        }
+    }
+
+    pub fn on_key(&mut self, k: KeyEvent) {
+        if self.input.is_some() {
+            self.filter_key(k);
+            return;
+        }
+        self.message = None;
+        if self.help {
+            self.help = false;
+            if matches!(k.code, KeyCode::Char('?') | KeyCode::Esc) {
+                return;
+            }
+        }
+        let shift = k.modifiers.contains(KeyModifiers::SHIFT);
+        let page = self.page.get().max(1) as i64;
+        match k.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => self.quit = true,
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Up | KeyCode::Down if self.pane == Pane::Heap => {
+                let n = self.heap_rows();
+                if k.code == KeyCode::Up {
+                    self.heap_sel = self.heap_sel.saturating_sub(1);
+                } else if self.heap_sel + 1 < n {
+                    self.heap_sel += 1;
+                }
+            }
+            KeyCode::Up if self.pane == Pane::Stack => {
+                self.stack_scroll = self.stack_scroll.saturating_sub(1);
+            }
+            KeyCode::Down if self.pane == Pane::Stack => {
+                self.stack_scroll = self.stack_scroll.saturating_add(1);
+            }
+            KeyCode::Left | KeyCode::Up if shift => self.move_by(-page),
+            KeyCode::Right | KeyCode::Down if shift => self.move_by(page),
+            KeyCode::Left | KeyCode::Up => self.move_by(-1),
+            KeyCode::Right | KeyCode::Down => self.move_by(1),
+            KeyCode::PageUp => self.move_by(-page),
+            KeyCode::PageDown => self.move_by(page),
+            KeyCode::Home => self.goto(0),
+            KeyCode::End => {
+                self.goto(Idx::MAX);
+                if self.mode == Mode::Frozen && !self.ended && self.tl.crash.is_none() {
+                    self.mode = Mode::Live;
+                }
+            }
+            KeyCode::Char('[') => self.jump_time(false),
+            KeyCode::Char(']') => self.jump_time(true),
+            KeyCode::Char('c') => match self.tl.crash {
+                Some(c) => {
+                    self.goto(c);
+                    self.pane = Pane::Stack;
+                }
+                None => self.message = Some("no crash in this recording".into()),
+            },
+            KeyCode::Char(' ') => match self.mode {
+                Mode::Live => self.mode = Mode::Frozen,
+                Mode::Frozen if self.tl.crash.is_none() && !self.ended => {
+                    self.mode = Mode::Live;
+                    self.goto(Idx::MAX);
+                }
+                Mode::Frozen => self.message = Some("the target is gone: nothing to follow".into()),
+                Mode::Replay => self.message = Some("a saved recording: nothing to follow".into()),
+            },
+            KeyCode::Char('/') => self.input = Some(String::new()),
+            KeyCode::Char('n') => self.find(true),
+            KeyCode::Char('N') => self.find(false),
+            KeyCode::Char('a') => self.jump_alloc(),
+            KeyCode::Char('f') => self.jump_free(),
+            KeyCode::Tab => {
+                self.pane = match self.pane {
+                    Pane::Events => Pane::Heap,
+                    Pane::Heap => Pane::Stack,
+                    Pane::Stack => Pane::Events,
+                }
+            }
+            KeyCode::BackTab => {
+                self.pane = match self.pane {
+                    Pane::Events => Pane::Stack,
+                    Pane::Heap => Pane::Events,
+                    Pane::Stack => Pane::Heap,
+                }
+            }
+            KeyCode::Enter if self.pane == Pane::Heap => {
+                if let Some(a) = self.selected_heap_alloc() {
+                    if self.tl.store.contains(a) {
+                        self.goto(a);
+                        self.pane = Pane::Events;
+                    } else {
+                        self.message = Some("allocated before the held recording".into());
+                    }
+                }
+            }
+            KeyCode::Char('g') => {
+                self.heap_view = match self.heap_view {
+                    HeapView::Blocks => HeapView::Sites,
+                    HeapView::Sites => HeapView::Blocks,
+                };
+                self.heap_sel = 0;
+            }
+            KeyCode::Char('s') => {
+                self.sort = self.sort.next();
+                self.sort_heap();
+            }
+            KeyCode::Char('+') | KeyCode::Char('=') => self.zoom(true),
+            KeyCode::Char('-') => self.zoom(false),
+            _ => {}
+        }
+        self.refresh();
+    }
+
+    /// Move the cursor to the event nearest `ts` (a click on the bar).
+    pub fn click_time(&mut self, ts: u64) {
+        if let Some(i) = self.tl.store.nearest(ts) {
+            self.goto(i);
+            self.refresh();
+        }
+    }
+
+    /// The events of the list around the cursor: `rows` indices, the
+    /// cursor as near the middle as the ends allow.
+    pub fn visible_events(&self, rows: usize) -> Vec<Idx> {
+        let held = self.tl.store.held();
+        let Some(c) = self.cursor else {
+            return Vec::new();
+        };
+        let rows = rows as u64;
+        let start = c
+            .saturating_sub(rows / 2)
+            .min(held.end.saturating_sub(rows))
+            .max(held.start);
+        (start..(start + rows).min(held.end)).collect()
+    }
+}

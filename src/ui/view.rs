@@ -1,0 +1,689 @@
+//! Rendering: status line, timeline bar, event list, heap table, stack or
+//! diagnosis pane, key hints, help overlay. Reads the [`App`]; no I/O.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Wrap};
+use ratatui::Frame;
+
+use crate::event::{signal_name, EventKind};
+use crate::model::diagnose::{fmt_ns, Diagnosis};
+use crate::model::names::{module_path, stack_lines};
+use crate::model::store::{Idx, Kind};
+use crate::report::rel;
+use crate::ui::app::{App, HeapView, Mode, Pane};
+
+/// Colours, or none when NO_COLOR is set: then emphasis is bold/reverse.
+#[derive(Clone, Copy)]
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    pub fn from_env() -> Self {
+        Theme {
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    fn fg(self, c: Color) -> Style {
+        if self.color {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+
+    fn alert(self) -> Style {
+        if self.color {
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+        }
+    }
+
+    fn kind(self, k: Kind) -> Style {
+        match k {
+            Kind::Alloc => self.fg(Color::Green),
+            Kind::Free => self.fg(Color::Blue),
+            Kind::Realloc => self.fg(Color::Cyan),
+            Kind::Mmap | Kind::Munmap | Kind::Mremap | Kind::Brk => self.fg(Color::Magenta),
+            Kind::Signal => self.alert(),
+            _ => self.fg(Color::Yellow),
+        }
+    }
+}
+
+/// `1.2 KiB`, `300 B`.
+pub fn bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < U.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[u])
+    }
+}
+
+fn kind_label(app: &App, i: Idx) -> (&'static str, Kind) {
+    let k = app.tl.store.kind(i).unwrap_or(Kind::Exit);
+    let label = match k {
+        Kind::Alloc => "ALLOC",
+        Kind::Free => "FREE",
+        Kind::Realloc => "REALLOC",
+        Kind::Mmap => "MMAP",
+        Kind::Munmap => "MUNMAP",
+        Kind::Mremap => "MREMAP",
+        Kind::Brk => "BRK",
+        Kind::Signal if app.tl.crash == Some(i) => "CRASH",
+        Kind::Signal => "SIGNAL",
+        Kind::ThreadStart => "THREAD",
+        Kind::ChildProcess => "FORK",
+        Kind::Exec => "EXEC",
+        Kind::ThreadExit => "TEXIT",
+        Kind::Exit => "EXIT",
+    };
+    (label, k)
+}
+
+/// `(address, size, what)` columns of an event.
+fn event_cols(app: &App, i: Idx) -> (String, String, String) {
+    let Some(e) = app.tl.store.get(i) else {
+        return Default::default();
+    };
+    match &e.kind {
+        EventKind::Alloc { ptr, size, .. } => {
+            (format!("{ptr:#x}"), size.to_string(), String::new())
+        }
+        EventKind::Free { ptr, .. } => (format!("{ptr:#x}"), String::new(), String::new()),
+        EventKind::Realloc { old, ptr, size, .. } => (
+            format!("{ptr:#x}"),
+            size.to_string(),
+            format!("from {old:#x}"),
+        ),
+        EventKind::Mmap { ret, len, prot, .. } => (
+            format!("{ret:#x}"),
+            len.to_string(),
+            format!("prot {prot:#x}"),
+        ),
+        EventKind::Munmap { addr, len, .. } => {
+            (format!("{addr:#x}"), len.to_string(), String::new())
+        }
+        EventKind::Mremap {
+            old, ret, new_len, ..
+        } => (
+            format!("{ret:#x}"),
+            new_len.to_string(),
+            format!("from {old:#x}"),
+        ),
+        EventKind::Brk { ret, .. } => (format!("{ret:#x}"), String::new(), String::new()),
+        EventKind::Signal(s) => (
+            format!("{:#x}", s.addr),
+            String::new(),
+            signal_name(s.signo).to_string(),
+        ),
+        EventKind::Spawn { child, .. } => (String::new(), String::new(), format!("tid {child}")),
+        EventKind::Exec { filename } => (String::new(), String::new(), filename.clone()),
+        EventKind::ThreadExit { code } => (String::new(), String::new(), format!("code {code}")),
+        EventKind::ProcessExit { status } => (String::new(), String::new(), status.to_string()),
+    }
+}
+
+/// Growth in bytes per second, compact: `+12.5K/s`, `0/s`.
+fn growth(b_per_s: f64) -> String {
+    let a = b_per_s.abs();
+    let sign = if b_per_s < 0.0 { "-" } else { "+" };
+    match a {
+        a if a < 0.5 => "0/s".to_string(),
+        a if a < 1e3 => format!("{sign}{a:.0}/s"),
+        a if a < 1e6 => format!("{sign}{:.1}K/s", a / 1e3),
+        a => format!("{sign}{:.1}M/s", a / 1e6),
+    }
+}
+
+/// The command without its directory, cut to 32 characters.
+fn short_command(cmd: &str) -> String {
+    let (prog, args) = cmd.split_once(' ').unwrap_or((cmd, ""));
+    let prog = prog.rsplit('/').next().unwrap_or(prog);
+    let s = if args.is_empty() {
+        prog.to_string()
+    } else {
+        format!("{prog} {args}")
+    };
+    if s.chars().count() > 32 {
+        format!("{}…", s.chars().take(31).collect::<String>())
+    } else {
+        s
+    }
+}
+
+pub fn render(app: &App, frame: &mut Frame, theme: Theme) {
+    let area = frame.area();
+    let [status, bar, axis, main, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(6),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let [events, bottom] =
+        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(main);
+    let [heap, stack] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(bottom);
+    render_status(app, frame, status, theme);
+    render_bar(app, frame, bar, axis, theme);
+    render_events(app, frame, events, theme);
+    render_heap(app, frame, heap, theme);
+    render_stack(app, frame, stack, theme);
+    render_hints(app, frame, hints, theme);
+    if app.help {
+        render_help(frame, area);
+    }
+}
+
+fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
+    let tl = &app.tl;
+    let start = tl.meta.start_mono_ns;
+    let (mode, mode_style) = match app.mode {
+        Mode::Live => (
+            "● LIVE",
+            theme.fg(Color::Green).add_modifier(Modifier::BOLD),
+        ),
+        Mode::Frozen if tl.crash.is_some() => ("■ FROZEN (crash)", theme.alert()),
+        Mode::Frozen => (
+            "■ FROZEN",
+            theme.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ),
+        Mode::Replay => (
+            "▶ REPLAY",
+            theme.fg(Color::Cyan).add_modifier(Modifier::BOLD),
+        ),
+    };
+    let lost = tl.lost.events();
+    let lost_style = if lost > 0 {
+        theme.alert()
+    } else {
+        Style::default()
+    };
+    let at = app
+        .cursor
+        .and_then(|c| tl.store.ts(c))
+        .map(|t| rel(t, start))
+        .unwrap_or_else(|| "-".into());
+    let mut spans = vec![
+        Span::styled(
+            " tm-tui ",
+            Style::default().add_modifier(Modifier::REVERSED),
+        ),
+        Span::raw(" "),
+        Span::styled(mode, mode_style),
+        Span::styled(
+            format!("  at {at}"),
+            Style::default().add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!(
+            "  {} ev{}",
+            tl.store.end(),
+            if app.mode == Mode::Live && app.rate > 0.0 {
+                format!(" ({:.0}/s)", app.rate)
+            } else {
+                String::new()
+            }
+        )),
+        Span::styled(format!("  lost {lost}"), lost_style),
+        Span::raw(format!(
+            "  heap {} ({})",
+            bytes(tl.heap.live_bytes()),
+            tl.heap.live_blocks()
+        )),
+        Span::raw(format!(
+            "  pid {} {}",
+            tl.meta.pid,
+            short_command(&tl.meta.command)
+        )),
+    ];
+    if tl.store.dropped > 0 {
+        spans.push(Span::raw(format!(
+            "  ({} oldest dropped)",
+            tl.store.dropped
+        )));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+const LEVELS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+fn render_bar(app: &App, frame: &mut Frame, bar: Rect, axis: Rect, theme: Theme) {
+    let Some((t0, t1)) = app.span() else {
+        frame.render_widget(Paragraph::new(" waiting for the first event…"), bar);
+        return;
+    };
+    let w = bar.width as usize;
+    let hist = app.tl.store.histogram(t0, t1, w);
+    let max = hist.iter().copied().max().unwrap_or(0).max(1);
+    // Log scale: a burst must not flatten everything else.
+    let level = |n: u64| {
+        if n == 0 {
+            0
+        } else {
+            let f = ((n as f64).ln_1p() / (max as f64).ln_1p() * 8.0).ceil() as usize;
+            f.clamp(1, 8)
+        }
+    };
+    let col = |t: u64| -> Option<usize> {
+        if t < t0 || t > t1 || w == 0 {
+            return None;
+        }
+        let span = (t1 - t0).max(1) as u128;
+        Some((((t - t0) as u128 * w as u128 / (span + 1)) as usize).min(w - 1))
+    };
+    let cursor_col = app.cursor.and_then(|c| app.tl.store.ts(c)).and_then(col);
+    let crash_col = app.tl.crash.and_then(|c| app.tl.store.ts(c)).and_then(col);
+    let spans: Vec<Span> = hist
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let ch = LEVELS[level(*n)].to_string();
+            if Some(i) == cursor_col {
+                Span::styled(ch, Style::default().add_modifier(Modifier::REVERSED))
+            } else if Some(i) == crash_col {
+                Span::styled(ch, theme.alert())
+            } else {
+                Span::styled(ch, theme.fg(Color::Cyan))
+            }
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(Line::from(spans)), bar);
+
+    let start = app.tl.meta.start_mono_ns;
+    let mut axis_chars: Vec<char> = vec![' '; w];
+    let left = rel(t0, start);
+    let right = rel(t1, start);
+    let zoom = if app.zoom.is_some() { " zoomed" } else { "" };
+    let left = format!("{left}{zoom}");
+    for (i, ch) in left.chars().enumerate().take(w) {
+        axis_chars[i] = ch;
+    }
+    let rl = right.chars().count();
+    if w > rl + left.chars().count() + 1 {
+        for (i, ch) in right.chars().enumerate() {
+            axis_chars[w - rl + i] = ch;
+        }
+    }
+    let mut spans: Vec<Span> = Vec::new();
+    for (i, ch) in axis_chars.into_iter().enumerate() {
+        if Some(i) == cursor_col {
+            spans.push(Span::styled(
+                "▲",
+                Style::default().add_modifier(Modifier::BOLD),
+            ));
+        } else if Some(i) == crash_col {
+            spans.push(Span::styled("X", theme.alert()));
+        } else {
+            spans.push(Span::raw(ch.to_string()));
+        }
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), axis);
+}
+
+fn pane_block(title: String, focused: bool) -> Block<'static> {
+    let b = Block::bordered().title(title);
+    if focused {
+        b.border_style(Style::default().add_modifier(Modifier::BOLD))
+            .title_style(Style::default().add_modifier(Modifier::BOLD))
+    } else {
+        b
+    }
+}
+
+fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
+    let rows_n = area.height.saturating_sub(3) as usize;
+    app.page.set(rows_n.max(1));
+    let start = app.tl.meta.start_mono_ns;
+    let ids = app.visible_events(rows_n);
+    let rows: Vec<Row> = ids
+        .iter()
+        .map(|&i| {
+            let (label, kind) = kind_label(app, i);
+            let (addr, size, what) = event_cols(app, i);
+            let site = app.tl.site(app.tl.store.stack(i)).unwrap_or(what);
+            let ts = app
+                .tl
+                .store
+                .ts(i)
+                .map(|t| rel(t, start))
+                .unwrap_or_default();
+            let mark = if Some(i) == app.cursor { "▶" } else { " " };
+            let mut r = Row::new(vec![
+                Cell::from(mark),
+                Cell::from(ts),
+                Cell::from(
+                    app.tl
+                        .store
+                        .tid(i)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                ),
+                Cell::from(Span::styled(label, theme.kind(kind))),
+                Cell::from(addr),
+                Cell::from(size),
+                Cell::from(site),
+            ]);
+            if Some(i) == app.cursor {
+                r = r.style(Style::default().add_modifier(Modifier::REVERSED));
+            }
+            r
+        })
+        .collect();
+    let title = format!(
+        " Events {} of {}{} ",
+        app.cursor.map_or(0, |c| c + 1),
+        app.tl.store.end(),
+        app.filter
+            .as_ref()
+            .map(|(s, _)| format!("  filter: {s} (n/N)"))
+            .unwrap_or_default()
+    );
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(1),
+            Constraint::Length(11),
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(14),
+            Constraint::Length(8),
+            Constraint::Min(10),
+        ],
+    )
+    .column_spacing(1)
+    .header(
+        Row::new(["", "time", "tid", "kind", "address", "size", "where"])
+            .style(Style::default().add_modifier(Modifier::UNDERLINED)),
+    )
+    .block(pane_block(title, app.pane == Pane::Events));
+    frame.render_widget(table, area);
+}
+
+fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
+    let now = app.cursor.and_then(|c| app.tl.store.ts(c)).unwrap_or(0);
+    let total: u64 = app.blocks().iter().map(|b| b.size).sum();
+    let rows_n = area.height.saturating_sub(3) as usize;
+    let first = app.heap_sel.saturating_sub(rows_n.saturating_sub(1));
+    let focused = app.pane == Pane::Heap;
+    let sel_style = |i: usize| {
+        if focused && i == app.heap_sel {
+            Style::default().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::default()
+        }
+    };
+    let title = format!(
+        " Heap here: {} in {} blocks  [g] {}  [s] by {} ",
+        bytes(total),
+        app.blocks().len(),
+        match app.heap_view {
+            HeapView::Blocks => "blocks",
+            HeapView::Sites => "sites",
+        },
+        app.sort.name()
+    );
+    let table = match app.heap_view {
+        HeapView::Blocks => {
+            let rows: Vec<Row> = app
+                .blocks()
+                .iter()
+                .enumerate()
+                .skip(first)
+                .take(rows_n)
+                .map(|(i, b)| {
+                    Row::new(vec![
+                        Cell::from(format!("{:#x}", b.ptr)),
+                        Cell::from(b.size.to_string()),
+                        Cell::from(fmt_ns(now.saturating_sub(b.ts))),
+                        Cell::from(app.tl.site(b.stack).unwrap_or_else(|| "?".into())),
+                    ])
+                    .style(sel_style(i))
+                })
+                .collect();
+            let aw = app
+                .blocks()
+                .iter()
+                .map(|b| format!("{:#x}", b.ptr).len())
+                .max()
+                .unwrap_or(7)
+                .max(7) as u16;
+            Table::new(
+                rows,
+                [
+                    Constraint::Length(aw),
+                    Constraint::Length(7),
+                    Constraint::Length(7),
+                    Constraint::Min(10),
+                ],
+            )
+            .header(
+                Row::new(["address", "size", "age", "allocated at"])
+                    .style(Style::default().add_modifier(Modifier::UNDERLINED)),
+            )
+        }
+        HeapView::Sites => {
+            let rows: Vec<Row> = app
+                .sites()
+                .iter()
+                .enumerate()
+                .skip(first)
+                .take(rows_n)
+                .map(|(i, s)| {
+                    let site = app.tl.site(s.stack).unwrap_or_else(|| "?".into());
+                    let style = if s.suspected {
+                        theme.alert()
+                    } else {
+                        Style::default()
+                    };
+                    Row::new(vec![
+                        Cell::from(bytes(s.bytes)),
+                        Cell::from(s.blocks.to_string()),
+                        Cell::from(fmt_ns(now.saturating_sub(s.oldest_ts))),
+                        Cell::from(growth(s.growth)),
+                        Cell::from(Span::styled(
+                            format!("{}{site}", if s.suspected { "LEAK? " } else { "" }),
+                            style,
+                        )),
+                    ])
+                    .style(sel_style(i))
+                })
+                .collect();
+            Table::new(
+                rows,
+                [
+                    Constraint::Length(9),
+                    Constraint::Length(6),
+                    Constraint::Length(7),
+                    Constraint::Length(9),
+                    Constraint::Min(10),
+                ],
+            )
+            .header(
+                Row::new(["bytes", "blocks", "oldest", "growth", "allocation site"])
+                    .style(Style::default().add_modifier(Modifier::UNDERLINED)),
+            )
+        }
+    };
+    frame.render_widget(table.block(pane_block(title, focused)), area);
+}
+
+fn diagnosis_lines(app: &App, d: &Diagnosis, theme: Theme) -> Vec<Line<'static>> {
+    let mut lines = vec![
+        Line::from(Span::styled(d.kind.name().to_uppercase(), theme.alert())),
+        Line::from(d.summary.clone()),
+    ];
+    let mp = module_path(&app.tl.modules);
+    let start = app.tl.meta.start_mono_ns;
+    for (label, s) in [
+        ("access / crash", &d.access),
+        ("freed", &d.free),
+        ("allocated", &d.alloc),
+    ] {
+        let Some(s) = s else { continue };
+        lines.push(Line::from(Span::styled(
+            format!("{label} by tid {} at {}:", s.tid, rel(s.ts, start)),
+            Style::default().add_modifier(Modifier::BOLD),
+        )));
+        match app.tl.stack(s.stack) {
+            Some(st) => {
+                // Frames below main (libc's start-up) say nothing here.
+                let n = st
+                    .frames
+                    .iter()
+                    .position(|f| f.func.as_deref() == Some("main"))
+                    .map_or(st.frames.len(), |m| m + 1);
+                lines.extend(
+                    stack_lines(st, &mp)
+                        .into_iter()
+                        .take(n)
+                        .map(|l| Line::from(format!("  {l}"))),
+                )
+            }
+            None => lines.push(Line::from("  (no stack)")),
+        }
+    }
+    lines.extend(d.notes.iter().map(|n| Line::from(format!("note: {n}"))));
+    lines
+}
+
+fn render_stack(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
+    let focused = app.pane == Pane::Stack;
+    let (title, lines) = match (app.diagnosis(), app.cursor) {
+        (Some(d), _) => (" Diagnosis ".to_string(), diagnosis_lines(app, d, theme)),
+        (None, Some(c)) => {
+            let mut lines = Vec::new();
+            if let Some(op) = app.tl.store.heap_op(c) {
+                let ptr = match op {
+                    crate::model::store::HeapOp::Alloc { ptr, .. }
+                    | crate::model::store::HeapOp::Free { ptr }
+                    | crate::model::store::HeapOp::Realloc { ptr, .. } => ptr,
+                };
+                if ptr != 0 {
+                    let h = app.tl.block_history(ptr);
+                    let n = h.lives.len();
+                    let k = h.lives.iter().position(|l| {
+                        l.block.alloc == c || l.end == Some(c) || l.extra_frees.contains(&c)
+                    });
+                    let extra = h.lives.iter().any(|l| l.extra_frees.contains(&c));
+                    lines.push(Line::from(match (k, extra) {
+                        (Some(_), true) => Span::styled(
+                            format!("{ptr:#x}: DOUBLE FREE of an already freed block"),
+                            theme.alert(),
+                        ),
+                        (Some(k), false) => Span::raw(format!(
+                            "{ptr:#x}: block #{} of {n} that lived here  (a/f: its alloc/free)",
+                            k + 1
+                        )),
+                        (None, _) => Span::raw(format!("{ptr:#x}: no recorded block here")),
+                    }));
+                }
+            }
+            let mp = module_path(&app.tl.modules);
+            match app.tl.stack(app.tl.store.stack(c)) {
+                Some(st) => lines.extend(stack_lines(st, &mp).into_iter().map(Line::from)),
+                None => lines.push(Line::from("(no stack recorded for this event)")),
+            }
+            (" Stack ".to_string(), lines)
+        }
+        (None, None) => (" Stack ".to_string(), Vec::new()),
+    };
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((app.stack_scroll, 0))
+            .block(pane_block(title, focused)),
+        area,
+    );
+}
+
+fn render_hints(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
+    let line = if let Some(buf) = &app.input {
+        Line::from(vec![
+            Span::styled(" / ", Style::default().add_modifier(Modifier::REVERSED)),
+            Span::raw(format!(
+                "{buf}█   kind=free tid=N func=NAME addr=0x…  Enter apply  Esc cancel"
+            )),
+        ])
+    } else if let Some(m) = &app.message {
+        Line::from(Span::styled(format!(" {m}"), theme.fg(Color::Yellow)))
+    } else {
+        Line::from(format!(
+            " ←/→ event  [/] ±{}  c crash  / filter  a/f alloc/free  Tab pane  g sites  ? help  q quit",
+            fmt_ns(app.step_ns())
+        ))
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("← / →", "previous / next event"),
+    ("Shift+← / →, PgUp / PgDn", "a screen of events"),
+    ("[ / ]", "back / forward one time step (10% of the bar)"),
+    (
+        "Home / End",
+        "first / last event (End follows again when live)",
+    ),
+    ("c", "the crash, with its diagnosis"),
+    ("space", "freeze / follow (live)"),
+    ("/", "filter: kind=alloc,free tid=N func=NAME addr=0x…"),
+    ("n / N", "next / previous match"),
+    ("a / f", "allocation / free of the selected block"),
+    ("Tab", "next pane (events, heap, stack)"),
+    ("↑ / ↓ (stack pane)", "scroll the stack or diagnosis"),
+    (
+        "↑ / ↓, Enter (heap)",
+        "select a row; jump to its allocation",
+    ),
+    ("g / s", "heap by block or by site / sort key"),
+    ("+ / -", "zoom the timeline around the cursor"),
+    ("click on the bar", "jump to that moment"),
+    ("q, Ctrl-C", "quit"),
+];
+
+fn render_help(frame: &mut Frame, area: Rect) {
+    let w = 70.min(area.width);
+    let h = (HELP.len() as u16 + 2).min(area.height);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(
+                    format!("{k:>26}  "),
+                    Style::default().add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(*v),
+            ])
+        })
+        .collect();
+    frame.render_widget(Clear, r);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" keys (any key closes) ")),
+        r,
+    );
+}
+
+/// The column of the timeline bar → the time it stands for.
+pub fn bar_time(app: &App, col: u16, width: u16) -> Option<u64> {
+    let (t0, t1) = app.span()?;
+    let w = u128::from(width.max(1));
+    Some(t0 + ((u128::from(t1 - t0) * u128::from(col) + w / 2) / w) as u64)
+}
