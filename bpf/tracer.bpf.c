@@ -21,6 +21,9 @@ const volatile __u64 wakeup_bytes = 1 << 20;
 __u64 lost[TM_LOST_MAX][TM_K_MAX] = {};
 /* Events whose stack could not be walked at all (kept, without stack). */
 __u64 stack_errors = 0;
+/* Hits of the free probe: [0] any process, [1] the target. A diagnostic
+ * for "the kernel never ran the probe" vs "the probe filtered it out". */
+__u64 free_hits[2] = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -50,6 +53,8 @@ struct {
 struct inflight {
 	__u64 stack;
 	__u64 a0, a1, a2;
+	/* Stack pointer at entry: a nested call runs deeper (lower). */
+	__u64 sp;
 	__u32 fn;
 	__u32 depth; /* nested allocator calls inside this one (not recorded) */
 };
@@ -157,9 +162,17 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
 	if (cur) {
 		/* realloc(NULL, n) calls malloc, reallocarray tail-calls realloc:
 		 * the outermost call is the one the program made. */
-		cur->depth++;
-		return 0;
+		if (PT_REGS_SP(ctx) < cur->sp) {
+			cur->depth++;
+			return 0;
+		}
+		/* Not nested: an earlier call whose return was never seen (it
+		 * began before the return probe was attached, or its thread
+		 * died in it). Its event is lost; this call starts afresh
+		 * instead of being folded into it forever. */
+		count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
 	}
+	in.sp = PT_REGS_SP(ctx);
 	in.fn = fn;
 	in.a0 = a0;
 	in.a1 = a1;
@@ -299,12 +312,17 @@ SEC("uprobe")
 int BPF_UPROBE(tm_free, __u64 ptr)
 {
 	struct tm_heap_rec *r;
+	struct inflight *in;
 	__u32 tid;
+	bool target = is_target(&tid);
 
-	if (!is_target(&tid) || ptr == 0)
+	__sync_fetch_and_add(&free_hits[target ? 1 : 0], 1);
+	if (!target || ptr == 0)
 		return 0;
-	/* realloc(p, 0) frees through free(): realloc's record says it. */
-	if (bpf_map_lookup_elem(&inflight, &tid))
+	/* realloc(p, 0) frees through free(): realloc's record says it. A
+	 * stale in-flight entry (not below us on the stack) does not count. */
+	in = bpf_map_lookup_elem(&inflight, &tid);
+	if (in && PT_REGS_SP(ctx) < in->sp)
 		return 0;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
@@ -490,6 +508,8 @@ int BPF_PROG(tm_exit, struct task_struct *p)
 
 	if (!is_target(&tid))
 		return 0;
+	/* A thread that dies inside the allocator leaves no return. */
+	bpf_map_delete_elem(&inflight, &tid);
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_EXIT);

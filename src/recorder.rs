@@ -255,6 +255,18 @@ fn setup<'obj>(
 
     let mut links = Vec::new();
     let alloc = &cfg.allocator;
+    // Return probes first: an entry probe that fires must find its return
+    // probe in place, or the call's in-flight state is never cleared.
+    for probe in alloc.probes.iter().filter(|p| p.func != AllocFn::Free) {
+        links.push(attach_uprobe(
+            &skel.progs.tm_alloc_ret,
+            pid,
+            &alloc.open_path,
+            probe.offset - probe.skipped,
+            true,
+            probe.name,
+        )?);
+    }
     for probe in &alloc.probes {
         let prog = match probe.func {
             AllocFn::Malloc => &skel.progs.tm_malloc,
@@ -275,17 +287,6 @@ fn setup<'obj>(
             false,
             probe.name,
         )?);
-        if probe.func != AllocFn::Free {
-            let entry = probe.offset - probe.skipped;
-            links.push(attach_uprobe(
-                &skel.progs.tm_alloc_ret,
-                pid,
-                &alloc.open_path,
-                entry,
-                true,
-                probe.name,
-            )?);
-        }
     }
     for (name, prog) in [
         ("sys_enter", &skel.progs.tm_sys_enter),
@@ -575,6 +576,21 @@ fn read_lost(skel: &bpf::TracerSkel<'_>, d: &Decoder<'_>) -> Lost {
     lost
 }
 
+/// `TM_DEBUG=1`: how often the kernel ran the free probe, on stderr.
+fn debug_probe_hits(skel: &bpf::TracerSkel<'_>) {
+    if std::env::var_os("TM_DEBUG").is_none() {
+        return;
+    }
+    if let Some(bss) = skel.maps.bss_data.as_deref() {
+        // SAFETY: as in `read_lost`.
+        let hits = unsafe { std::ptr::read_volatile(&raw const bss.free_hits) };
+        eprintln!(
+            "tm-tui: debug: free probe ran {} times in other processes, {} in the target",
+            hits[0], hits[1]
+        );
+    }
+}
+
 fn poll_loop(
     cfg: &Config,
     skel: &bpf::TracerSkel<'_>,
@@ -649,6 +665,7 @@ fn poll_loop(
             if lost != last_lost {
                 let _ = tx.send(Msg::Lost(lost));
             }
+            debug_probe_hits(skel);
             break if d.exited {
                 EndReason::TargetExited
             } else if stopping {
