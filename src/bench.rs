@@ -3,6 +3,7 @@
 //! run (these machines are noisy: compare within a run, not across runs).
 
 pub mod model;
+pub mod ui;
 
 use std::process::{Command, Stdio};
 use std::time::Instant;

@@ -107,10 +107,11 @@ enum Cmd {
     },
     /// Benchmarks, measured in one run: `record` — the churner demo
     /// untraced and traced, per malloc+free pair (needs root); `model` —
-    /// the timeline on a synthetic recording (ingest, heap-at-T, history).
+    /// the timeline on a synthetic recording (ingest, heap-at-T, history);
+    /// `ui` — frame and keypress-to-screen times on that recording.
     Bench {
-        /// record or model.
-        #[arg(default_value = "record", value_parser = ["record", "model"])]
+        /// record, model or ui.
+        #[arg(default_value = "record", value_parser = ["record", "model", "ui"])]
         what: String,
         /// malloc+free pairs per run (record).
         #[arg(long, default_value_t = 300_000)]
@@ -121,7 +122,7 @@ enum Cmd {
         /// Events of the synthetic recording (model).
         #[arg(long, default_value_t = 10_000_000)]
         events: u64,
-        /// Queries of each kind (model).
+        /// Queries of each kind (model), frames per size (ui).
         #[arg(long, default_value_t = 200)]
         queries: usize,
     },
@@ -305,6 +306,7 @@ fn run(cli: Cli) -> Result<i32> {
             queries,
         } => match what.as_str() {
             "model" => bench::model::run(events, queries),
+            "ui" => bench::ui::run(events, queries),
             _ => bench::run(pairs, runs),
         },
         Cmd::Demo {

@@ -26,24 +26,24 @@ const SIZES: [(u64, u64); 10] = [
     (300_000, 1),
 ];
 
-struct Rng(u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
 /// An allocator simulation: per-size free lists so addresses are reused
 /// the way a real allocator reuses them; 1% of blocks leak.
-struct Synth {
+pub(crate) struct Synth {
     rng: Rng,
     ts: u64,
     next_addr: u64,
@@ -54,7 +54,7 @@ struct Synth {
 }
 
 impl Synth {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Synth {
             rng: Rng(0x2545_f491_4f6c_dd1d),
             ts: 1_000_000_000,
@@ -87,7 +87,7 @@ impl Synth {
         a
     }
 
-    fn event(&mut self) -> Event {
+    pub fn event(&mut self) -> Event {
         self.ts += 20 + self.rng.below(160);
         let t = self.rng.below(THREADS as u64) as usize;
         let tid = 1000 + t as u32;
@@ -154,17 +154,17 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+pub(crate) fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     v.sort();
     let p = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
     (p(0.5), p(0.99), v[v.len() - 1])
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok {
         "ok"
     } else {
@@ -177,7 +177,17 @@ pub fn run(events: u64, queries: usize) -> Result<i32> {
         bail!("--events must be at least 1000");
     }
     let mut tl = Timeline::with_budget(Meta::default(), usize::MAX);
-    // Interned stacks: 330 sites of 12 frames.
+    add_stacks(&mut tl);
+    let mut synth = Synth::new();
+    let rss0 = rss_bytes();
+    let ingest = fill(&mut tl, &mut synth, events);
+    let rss = rss_bytes().saturating_sub(rss0);
+    let rate = events as f64 / ingest.as_secs_f64();
+    report_model(&tl, &synth, events, queries, rss, rate)
+}
+
+/// Interned stacks: 330 sites of 12 frames.
+pub(crate) fn add_stacks(tl: &mut Timeline) {
     for id in 0..330u32 {
         tl.add_stack(Stack {
             id,
@@ -190,8 +200,10 @@ pub fn run(events: u64, queries: usize) -> Result<i32> {
                 .collect(),
         });
     }
-    let mut synth = Synth::new();
-    let rss0 = rss_bytes();
+}
+
+/// Pushes `events` synthetic events; returns the time spent in push.
+pub(crate) fn fill(tl: &mut Timeline, synth: &mut Synth, events: u64) -> Duration {
     let mut batch = Vec::with_capacity(1 << 16);
     let mut ingest = Duration::ZERO;
     let mut left = events;
@@ -206,9 +218,17 @@ pub fn run(events: u64, queries: usize) -> Result<i32> {
         ingest += t0.elapsed();
         left -= n;
     }
-    drop(batch);
-    let rss = rss_bytes().saturating_sub(rss0);
-    let rate = events as f64 / ingest.as_secs_f64();
+    ingest
+}
+
+fn report_model(
+    tl: &Timeline,
+    synth: &Synth,
+    events: u64,
+    queries: usize,
+    rss: u64,
+    rate: f64,
+) -> Result<i32> {
     println!(
         "synthetic recording: {events} allocator events, {THREADS} threads, 1% of blocks leaked"
     );

@@ -110,6 +110,11 @@ pub struct App {
     sites: Vec<SiteRow>,
     blocks_at: Option<Idx>,
     diagnosis: Option<(Idx, Option<Diagnosis>)>,
+    /// Growth and suspicion per allocation stack, as of `.0` events.
+    leaks: (
+        Idx,
+        crate::model::fxhash::FxMap<Option<StackId>, (f64, bool)>,
+    ),
 }
 
 /// Nice time steps for `[` / `]`: the largest not above a tenth of the
@@ -151,6 +156,7 @@ impl App {
             sites: Vec::new(),
             blocks_at: None,
             diagnosis: None,
+            leaks: (Idx::MAX, Default::default()),
         };
         app.after_ingest();
         if let (Mode::Replay, Some(c)) = (mode, app.tl.crash) {
@@ -195,12 +201,19 @@ impl App {
         }
         self.blocks = self.tl.heap_after(c).unwrap_or_default();
         self.blocks_at = Some(c);
-        let leaks: crate::model::fxhash::FxMap<Option<StackId>, (f64, bool)> = self
-            .tl
-            .leak_groups()
-            .into_iter()
-            .map(|g| (g.stack, (g.growth_bytes_per_s, g.suspected)))
-            .collect();
+        // Leak analysis is as of the newest event: recomputed only when
+        // events arrived, not on every cursor move.
+        if self.leaks.0 != self.tl.store.end() {
+            self.leaks = (
+                self.tl.store.end(),
+                self.tl
+                    .leak_groups()
+                    .into_iter()
+                    .map(|g| (g.stack, (g.growth_bytes_per_s, g.suspected)))
+                    .collect(),
+            );
+        }
+        let leaks = &self.leaks.1;
         let mut by: crate::model::fxhash::FxMap<Option<StackId>, SiteRow> = Default::default();
         for b in &self.blocks {
             let r = by.entry(b.stack).or_insert_with(|| {

@@ -456,6 +456,8 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             let aw = app
                 .blocks()
                 .iter()
+                .skip(first)
+                .take(rows_n)
                 .map(|b| format!("{:#x}", b.ptr).len())
                 .max()
                 .unwrap_or(7)
