@@ -154,7 +154,7 @@ enum Cmd {
 }
 
 /// The UI needs a terminal on both ends.
-fn require_tty() -> Result<()> {
+pub(crate) fn require_tty() -> Result<()> {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         bail!("the UI needs a terminal; to record without one use `tm-tui record`");
@@ -240,7 +240,6 @@ fn run(cli: Cli) -> Result<i32> {
     };
     match command {
         Cmd::Open { file, memory } => {
-            require_tty()?;
             ui::open(&file, memory)?;
             Ok(0)
         }

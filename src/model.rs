@@ -39,6 +39,9 @@ pub struct Timeline {
     pub leaks: Leaks,
     pub names: Names,
     pub lost: Lost,
+    /// Where losses happened: the number of events recorded when the
+    /// lost-event count rose, and the count then (cumulative).
+    pub loss_marks: Vec<(Idx, u64)>,
     /// Events by [`Kind`], dropped ones included.
     pub by_kind: [u64; Kind::ALL.len()],
     /// The fatal signal, once it arrived.
@@ -78,6 +81,7 @@ impl Timeline {
             leaks: Leaks::default(),
             names: Names::default(),
             lost: Lost::default(),
+            loss_marks: Vec::new(),
             by_kind: [0; Kind::ALL.len()],
             crash: None,
             exit: None,
@@ -92,8 +96,15 @@ impl Timeline {
         let mut tl = Self::with_budget(t.meta.clone(), memory_budget);
         tl.modules = t.modules.clone();
         tl.stacks = t.stacks.clone();
-        for e in &t.events {
+        let mut marks = t.lost_marks.iter().peekable();
+        for (i, e) in t.events.iter().enumerate() {
+            while let Some((_, l)) = marks.next_if(|(at, _)| *at <= i as u64) {
+                tl.note_lost(l.clone());
+            }
             tl.push(e);
+        }
+        for (_, l) in marks {
+            tl.note_lost(l.clone());
         }
         tl.lost = t.lost.clone();
         tl.end_ns = t.end.as_ref().map(|e| e.end_mono_ns);
@@ -101,6 +112,15 @@ impl Timeline {
             tl.set_exit(s);
         }
         tl
+    }
+
+    /// A new (cumulative) loss snapshot: marks the timeline where the
+    /// count of lost events rose.
+    pub fn note_lost(&mut self, l: Lost) {
+        if l.events() > self.lost.events() {
+            self.loss_marks.push((self.store.end(), l.events()));
+        }
+        self.lost = l;
     }
 
     pub fn add_module(&mut self, m: Module) {

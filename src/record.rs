@@ -284,7 +284,7 @@ impl Ingest {
                 if let Some(w) = &mut self.writer {
                     w.write_lost(&l)?;
                 }
-                tl.lost = l;
+                tl.note_lost(l);
             }
             Msg::End(reason) => return Ok(Some(reason)),
         }

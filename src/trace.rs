@@ -78,6 +78,9 @@ pub struct Trace {
     pub events: Vec<Event>,
     /// The last loss snapshot in the file (the counters are cumulative).
     pub lost: Lost,
+    /// Every loss snapshot with the number of events before it in the
+    /// file: where in the timeline losses happened.
+    pub lost_marks: Vec<(u64, Lost)>,
     /// `None` when the recorder died before finishing the file.
     pub end: Option<End>,
     /// `Some` when the file is cut short or corrupt; all before it was read.
@@ -475,6 +478,7 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
         stacks: Vec::new(),
         events: Vec::new(),
         lost: Lost::default(),
+        lost_marks: Vec::new(),
         end: None,
         damage: None,
     };
@@ -496,6 +500,9 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
                 continue;
             }
             Next::Record(Record::Lost(l)) => {
+                trace
+                    .lost_marks
+                    .push((trace.events.len() as u64, l.clone()));
                 trace.lost = l;
                 continue;
             }
@@ -1162,6 +1169,11 @@ mod tests {
         assert_eq!(t.modules, modules);
         assert_eq!(t.stacks, stacks);
         assert_eq!(t.lost, lost, "the last Lost snapshot wins");
+        assert_eq!(
+            t.lost_marks,
+            vec![(0, Lost::default()), (0, lost.clone())],
+            "each snapshot with the events before it"
+        );
         assert_eq!(
             t.end,
             Some(End {

@@ -178,6 +178,8 @@ pub fn run<B: Backend>(
 /// `tm-tui open FILE`: the UI over a saved recording.
 pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
     let t = crate::trace::read_trace(file)?;
+    // The file first: a bad file is an error even without a terminal.
+    crate::require_tty()?;
     let tl = Timeline::from_trace(&t, memory);
     let mut app = App::new(tl, Mode::Replay);
     if let Some(d) = &t.damage {

@@ -279,3 +279,36 @@ fn the_loop_draws_and_quits() {
     assert_eq!(app.cursor, Some(7));
     assert!(app.quit);
 }
+
+#[test]
+fn lost_events_are_marked_on_the_bar_and_in_red() {
+    let mut tl = recording();
+    // Losses reported after the 4th event: 7 events gone.
+    let mut fresh = Timeline::new(tl.meta.clone());
+    fresh.modules = std::mem::take(&mut tl.modules);
+    fresh.stacks = std::mem::take(&mut tl.stacks);
+    for i in 0..tl.store.end() {
+        if i == 4 {
+            fresh.note_lost(crate::event::Lost {
+                ringbuf: 7,
+                ..Default::default()
+            });
+        }
+        if let Some(e) = tl.store.get(i) {
+            fresh.push(&e);
+        }
+    }
+    assert_eq!(fresh.loss_marks, vec![(4, 7)]);
+    let app = App::new(fresh, Mode::Replay);
+    let t = screen(&app, 80, 24, COLOR);
+    let s = text(&t);
+    let axis = s.lines().nth(2).unwrap_or_default();
+    assert!(axis.contains('!'), "{axis}");
+    assert!(s.contains("lost 7"), "{s}");
+    // "lost 7" is drawn in the alert colour.
+    let buf = t.backend().buffer();
+    let row: String = (0..80).map(|x| buf[(x, 0)].symbol().to_string()).collect();
+    let x = row.find("lost 7").unwrap_or(0);
+    let col = row[..x].chars().count() as u16;
+    assert_eq!(buf[(col, 0)].fg, ratatui::style::Color::Red);
+}

@@ -286,6 +286,19 @@ fn render_bar(app: &App, frame: &mut Frame, bar: Rect, axis: Rect, theme: Theme)
     };
     let cursor_col = app.cursor.and_then(|c| app.tl.store.ts(c)).and_then(col);
     let crash_col = app.tl.crash.and_then(|c| app.tl.store.ts(c)).and_then(col);
+    // Where events were lost: at the last event before each loss report.
+    let held = app.tl.store.held();
+    let loss_cols: Vec<usize> = app
+        .tl
+        .loss_marks
+        .iter()
+        .filter_map(|(at, _)| {
+            let i = at
+                .saturating_sub(1)
+                .clamp(held.start, held.end.saturating_sub(1));
+            app.tl.store.ts(i).and_then(col)
+        })
+        .collect();
     let spans: Vec<Span> = hist
         .iter()
         .enumerate()
@@ -326,6 +339,8 @@ fn render_bar(app: &App, frame: &mut Frame, bar: Rect, axis: Rect, theme: Theme)
             ));
         } else if Some(i) == crash_col {
             spans.push(Span::styled("X", theme.alert()));
+        } else if loss_cols.contains(&i) {
+            spans.push(Span::styled("!", theme.alert()));
         } else {
             spans.push(Span::raw(ch.to_string()));
         }
