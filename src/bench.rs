@@ -29,6 +29,7 @@ fn traced_run(bin: &str, pairs: u64, free_at_entry: bool) -> Result<(f64, u64, u
         ringbuf_bytes: 64 << 20,
         free_at_entry,
         memory: crate::model::DEFAULT_MEMORY,
+        print_crash: true,
     })?;
     let t = read_trace(&out)?;
     let _ = std::fs::remove_file(&out);

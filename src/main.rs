@@ -262,6 +262,7 @@ fn run(cli: Cli) -> Result<i32> {
                 ringbuf_bytes: ringbuf,
                 free_at_entry: false,
                 memory,
+                print_crash: true,
             })
         }
         Cmd::Report {
@@ -346,6 +347,7 @@ fn run(cli: Cli) -> Result<i32> {
                 ringbuf_bytes: 64 << 20,
                 free_at_entry: false,
                 memory: model::DEFAULT_MEMORY,
+                print_crash: false,
             })?;
             let t = trace::read_trace(&output)?;
             println!("\n{}", report::text(&t, &report::Options::default())?);

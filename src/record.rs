@@ -34,6 +34,9 @@ pub struct RecordArgs {
     pub free_at_entry: bool,
     /// Budget of the in-memory timeline behind the live diagnosis.
     pub memory: usize,
+    /// Print the crash and its diagnosis the moment it happens (off when
+    /// a full report follows anyway).
+    pub print_crash: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -195,7 +198,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
         if let (Some(c), false) = (tl.crash, crashed) {
             crashed = true;
-            print_crash(&tl, c);
+            if args.print_crash {
+                print_crash(&tl, c);
+            }
         }
     };
     recorder.join()?;
