@@ -126,7 +126,6 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         queries: usize,
     },
-    /// Build a bundled demo program, record it, and report its crash.
     /// Build a bundled demo program, launch it and open the UI on it (or,
     /// with --no-ui or without a terminal, record it and print the report).
     Demo {

@@ -107,7 +107,12 @@ pub struct Session {
 
 /// Attach to the pid, or launch the command stopped and attach before it
 /// runs; on return the target is running and every probe is in place.
-pub fn start(target: &Target, ringbuf_bytes: u64, free_at_entry: bool) -> Result<Session> {
+pub fn start(
+    target: &Target,
+    ringbuf_bytes: u64,
+    free_at_entry: bool,
+    stdio: Option<launch::Stdio>,
+) -> Result<Session> {
     require_root()?;
     let (pid, command, mut allocator, mut child) = match target {
         Target::Pid(pid) => {
@@ -118,7 +123,7 @@ pub fn start(target: &Target, ringbuf_bytes: u64, free_at_entry: bool) -> Result
         Target::Command(argv) => {
             let exe = launch::resolve_program(argv.first().map_or("", String::as_str))?;
             let allocator = discover::for_program(&exe)?;
-            let child = launch::spawn_stopped(&exe, argv)?;
+            let child = launch::spawn_stopped(&exe, argv, stdio)?;
             (child.pid, argv.join(" "), allocator, Some(child))
         }
     };
@@ -162,7 +167,7 @@ pub fn start(target: &Target, ringbuf_bytes: u64, free_at_entry: bool) -> Result
 
 pub fn run(args: RecordArgs) -> Result<i32> {
     install_sigint();
-    let session = start(&args.target, args.ringbuf_bytes, args.free_at_entry)?;
+    let session = start(&args.target, args.ringbuf_bytes, args.free_at_entry, None)?;
     let Session {
         meta,
         recorder,

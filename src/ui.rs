@@ -123,6 +123,13 @@ pub fn run<B: Backend>(
         };
         select! {
             recv(input) -> i => match i {
+                Ok(Input::Key(k))
+                    if k.code == crossterm::event::KeyCode::Char('l')
+                        && k.modifiers.contains(crossterm::event::KeyModifiers::CONTROL) =>
+                {
+                    // Ctrl-L: repaint everything (something wrote over us).
+                    terminal.clear().map_err(|e| anyhow!("cannot clear: {e}"))?;
+                }
                 Ok(i) => on_input(app, i, size.width),
                 Err(_) => app.quit = true,
             },
@@ -209,8 +216,22 @@ pub struct LiveArgs {
 /// Returns the launched target's status (as `record` does).
 pub fn live(args: LiveArgs) -> Result<i32> {
     record::install_sigint();
+    // A launched program's output would garble the UI and its input would
+    // steal our keys: it gets /dev/null and a log file instead.
+    let (stdio, log) = match &args.target {
+        Target::Command(_) => {
+            let log = std::env::temp_dir().join(format!("tm-tui-{}.out", std::process::id()));
+            let stdio = crate::recorder::launch::Stdio {
+                stdin: std::fs::File::open("/dev/null").context("cannot open /dev/null")?,
+                output: std::fs::File::create(&log)
+                    .with_context(|| format!("cannot create {}", log.display()))?,
+            };
+            (Some(stdio), Some(log))
+        }
+        Target::Pid(_) => (None, None),
+    };
     // Attach before the terminal changes: errors print as plain lines.
-    let session = record::start(&args.target, args.ringbuf_bytes, false)?;
+    let session = record::start(&args.target, args.ringbuf_bytes, false, stdio)?;
     let record::Session {
         meta,
         recorder,
@@ -223,6 +244,9 @@ pub fn live(args: LiveArgs) -> Result<i32> {
     };
     let mut ing = Ingest::new(writer);
     let mut app = App::new(Timeline::with_budget(meta.clone(), args.memory), Mode::Live);
+    if let Some(l) = &log {
+        app.message = Some(format!("the program's output goes to {}", l.display()));
+    }
     let result = (|| -> Result<Option<EndReason>> {
         let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
         let _guard = TermGuard;
@@ -236,6 +260,11 @@ pub fn live(args: LiveArgs) -> Result<i32> {
             Theme::from_env(),
         )
     })();
+    // The user quit before a launched program ended: it goes with us
+    // (an attached process is left running).
+    if let (Some(c), None) = (child.as_mut(), ing.exit_status) {
+        c.terminate();
+    }
     recorder.stop();
     // Drain what is left so the trace file is complete.
     while let Ok(msg) = rx.recv_timeout(Duration::from_millis(500)) {
@@ -246,14 +275,13 @@ pub fn live(args: LiveArgs) -> Result<i32> {
     recorder.join()?;
     let mut status = ing.exit_status;
     if let Some(c) = child.as_mut() {
-        // The user quit before the target ended: it goes with us.
-        if status.is_none() {
-            c.kill();
-        }
         status = c.wait().ok().or(status);
     }
     ing.finish(&mut app.tl, status)?;
     result?;
+    if let Some(l) = &log {
+        eprintln!("tm-tui: the program's output is in {}", l.display());
+    }
     if let Some(p) = &args.output {
         eprintln!("tm-tui: trace kept in {}", p.display());
     }

@@ -115,6 +115,8 @@ impl Kind {
     }
 
     pub fn from_name(s: &str) -> Option<Kind> {
+        // The list labels a fatal signal CRASH.
+        let s = if s == "crash" { "signal" } else { s };
         Kind::ALL.iter().copied().find(|k| k.name() == s)
     }
 
@@ -332,8 +334,12 @@ impl EventStore {
                     EventKind::Signal(s) => s.addr,
                     _ => 0,
                 };
+                let stack = match other {
+                    EventKind::Signal(s) => s.stack,
+                    _ => None,
+                };
                 self.others.push_back((idx, other.clone()));
-                (code::OTHER, addr, 0, None)
+                (code::OTHER, addr, 0, stack)
             }
         };
         let mut link = 0u32;
@@ -799,13 +805,24 @@ impl EventStore {
         if let Some(a) = f.addr {
             let code = c.rows[o].code();
             let ptr = { c.rows[o].addr };
+            // The block a free (or realloc) ended covers `a`: its size is
+            // on the previous event at its address.
+            let ended_covers = |start: u64| {
+                a > start
+                    && self
+                        .prev_at(i, start)
+                        .and_then(|p| self.block_fields(p))
+                        .is_some_and(|(ptr, size, ..)| ptr == start && a - start < size)
+            };
             let hit = match code {
-                code::FREE => ptr == a,
+                code::FREE => ptr == a || ended_covers(ptr),
                 code::OTHER => ptr == a,
                 _ => {
                     let size = self.size(i).unwrap_or(0);
                     (ptr != 0 && a >= ptr && a - ptr < size.max(1))
-                        || self.realloc_old(i).is_some_and(|r| r.old == a)
+                        || self
+                            .realloc_old(i)
+                            .is_some_and(|r| r.old == a || ended_covers(r.old))
                 }
             };
             if !hit {

@@ -68,7 +68,7 @@ pub fn resolve_program(prog: &str) -> Result<PathBuf> {
 /// Fork `argv` stopped before exec'ing `exe` (from [`resolve_program`]).
 /// All ptrace calls must come from the thread that seized the child, so
 /// one thread owns it for its lifetime.
-pub fn spawn_stopped(exe: &Path, argv: &[String]) -> Result<Child> {
+pub fn spawn_stopped(exe: &Path, argv: &[String], stdio: Option<Stdio>) -> Result<Child> {
     let c_exe = CString::new(exe.as_os_str().as_bytes()).context("program path has a NUL byte")?;
     let c_args: Vec<CString> = argv
         .iter()
@@ -86,7 +86,7 @@ pub fn spawn_stopped(exe: &Path, argv: &[String]) -> Result<Child> {
     thread::Builder::new()
         .name("tm-launch".into())
         .spawn(move || {
-            let pid = match fork_stopped(&c_exe, &c_args) {
+            let pid = match fork_stopped(&c_exe, &c_args, stdio.as_ref()) {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = pid_tx.send(Err(e));
@@ -121,9 +121,19 @@ pub fn spawn_stopped(exe: &Path, argv: &[String]) -> Result<Child> {
     })
 }
 
+/// Where a launched program's standard streams go instead of ours (the UI
+/// owns the terminal: output would garble it, input would steal keys).
+pub struct Stdio {
+    pub stdin: std::fs::File,
+    /// stdout and stderr.
+    pub output: std::fs::File,
+}
+
 /// Fork; the child stops itself, then execs. Returns once it is stopped
 /// and seized.
-fn fork_stopped(exe: &CString, args: &[CString]) -> Result<i32> {
+fn fork_stopped(exe: &CString, args: &[CString], stdio: Option<&Stdio>) -> Result<i32> {
+    use std::os::fd::AsRawFd;
+    let fds = stdio.map(|s| (s.stdin.as_raw_fd(), s.output.as_raw_fd()));
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     // SAFETY: between fork and exec the child only calls async-signal-safe
@@ -133,8 +143,14 @@ fn fork_stopped(exe: &CString, args: &[CString]) -> Result<i32> {
         return Err(io::Error::last_os_error()).context("fork failed");
     }
     if pid == 0 {
-        // SAFETY: see above; the pointers stay valid until exec or _exit.
+        // SAFETY: see above; the pointers stay valid until exec or _exit,
+        // and dup2 is async-signal-safe on descriptors opened before fork.
         unsafe {
+            if let Some((input, output)) = fds {
+                libc::dup2(input, 0);
+                libc::dup2(output, 1);
+                libc::dup2(output, 2);
+            }
             libc::raise(libc::SIGSTOP);
             libc::execv(exe.as_ptr(), argv.as_ptr());
             libc::_exit(127);
@@ -262,6 +278,17 @@ impl Child {
             .map_err(|_| anyhow!("the launcher thread died"))?;
         self.status = Some(s);
         Ok(s)
+    }
+
+    /// End a running child (the user quit before it ended): SIGKILL. Its
+    /// status still comes from [`Self::wait`].
+    pub fn terminate(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        // SAFETY: signalling our own child, which only the launcher thread
+        // reaps (after this call, or it is a zombie): the pid is not reused.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
     }
 
     /// Kill a child that never got to run (attaching failed).

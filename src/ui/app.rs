@@ -334,13 +334,21 @@ impl App {
         let Some(t) = self.tl.store.ts(c) else {
             return;
         };
-        let target = if forward {
-            t.saturating_add(step)
+        // Forward: the first event at or after t + step (events may be
+        // sparser than the step); back: the last at or before t - step.
+        let i = if forward {
+            let w = self.tl.store.window(t.saturating_add(step), u64::MAX);
+            if w.is_empty() {
+                None
+            } else {
+                Some(w.start)
+            }
         } else {
-            t.saturating_sub(step)
+            self.tl.store.at(t.saturating_sub(step))
         };
-        if let Some(i) = self.tl.store.at(target) {
-            self.goto(i);
+        match i {
+            Some(i) if Some(i) != self.cursor => self.goto(i),
+            _ => self.move_by(if forward { 1 } else { -1 }),
         }
     }
 
@@ -368,8 +376,22 @@ impl App {
         Some((c, self.tl.store.heap_op(c)?))
     }
 
+    /// The diagnosis's evidence when the cursor is on the crash.
+    fn crash_site(&self, free: bool) -> Option<Option<Idx>> {
+        let d = self.diagnosis()?;
+        let s = if free { &d.free } else { &d.alloc };
+        Some(s.as_ref().and_then(|s| s.idx))
+    }
+
     /// `a`: the allocation of the selected block.
     fn jump_alloc(&mut self) {
+        if let Some(target) = self.crash_site(false) {
+            match target {
+                Some(i) => self.goto(i),
+                None => self.message = Some("the diagnosis names no recorded allocation".into()),
+            }
+            return;
+        }
         let target = match self.pane {
             Pane::Heap => self.selected_heap_alloc(),
             _ => self.selected_op().and_then(|(c, op)| match op {
@@ -393,6 +415,13 @@ impl App {
 
     /// `f`: the free that ended the selected block.
     fn jump_free(&mut self) {
+        if let Some(target) = self.crash_site(true) {
+            match target {
+                Some(i) => self.goto(i),
+                None => self.message = Some("the diagnosis names no recorded free".into()),
+            }
+            return;
+        }
         let alloc = match self.pane {
             Pane::Heap => self.selected_heap_alloc(),
             _ => self.selected_op().and_then(|(c, op)| match op {
@@ -461,6 +490,7 @@ impl App {
         };
         match k.code {
             KeyCode::Esc => self.input = None,
+            KeyCode::Char('u') if k.modifiers.contains(KeyModifiers::CONTROL) => buf.clear(),
             KeyCode::Enter => {
                 let spec = buf.trim().to_string();
                 self.input = None;
@@ -480,7 +510,11 @@ impl App {
                         self.filter = Some((full, f));
                         self.find(true);
                     }
-                    Err(e) => self.message = Some(e),
+                    Err(e) => {
+                        // Keep what was typed, to correct it.
+                        self.message = Some(e);
+                        self.input = Some(spec);
+                    }
                 }
             }
             KeyCode::Backspace => {
@@ -554,7 +588,14 @@ impl App {
                 Mode::Frozen => self.message = Some("the target is gone: nothing to follow".into()),
                 Mode::Replay => self.message = Some("a saved recording: nothing to follow".into()),
             },
-            KeyCode::Char('/') => self.input = Some(String::new()),
+            KeyCode::Char('/') => {
+                self.input = Some(
+                    self.filter
+                        .as_ref()
+                        .map(|(s, _)| s.clone())
+                        .unwrap_or_default(),
+                )
+            }
             KeyCode::Char('n') => self.find(true),
             KeyCode::Char('N') => self.find(false),
             KeyCode::Char('a') => self.jump_alloc(),

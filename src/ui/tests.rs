@@ -200,8 +200,12 @@ fn filter_then_alloc_and_free_jumps() {
     assert_eq!(app.cursor, Some(5), "the big block's allocation");
     press(&mut app, &[KeyCode::Char('f')]);
     assert_eq!(app.cursor, Some(7), "and its free");
-    // A bad filter is a message, not a crash.
+    // `/` reopens the filter; Ctrl-U clears it; a bad filter is a
+    // message, not a crash, and the text stays to be corrected.
     app.on_key(key(KeyCode::Char('/')));
+    assert_eq!(app.input.as_deref(), Some("func=drop_conn"));
+    app.on_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    assert_eq!(app.input.as_deref(), Some(""));
     for ch in "kind=nope".chars() {
         app.on_key(key(KeyCode::Char(ch)));
     }
@@ -210,6 +214,41 @@ fn filter_then_alloc_and_free_jumps() {
         .message
         .as_deref()
         .is_some_and(|m| m.contains("unknown event kind")));
+    assert_eq!(app.input.as_deref(), Some("kind=nope"));
+    // On the crash, a and f follow the diagnosis to the block.
+    app.on_key(key(KeyCode::Esc));
+    press(&mut app, &[KeyCode::Char('c'), KeyCode::Char('f')]);
+    assert_eq!(app.cursor, Some(7));
+    press(&mut app, &[KeyCode::Char('c'), KeyCode::Char('a')]);
+    assert_eq!(app.cursor, Some(5));
+}
+
+#[test]
+fn filters_find_the_free_of_a_faulting_address_and_the_crash_by_function() {
+    let mut app = App::new(recording(), Mode::Replay);
+    let f = app
+        .tl
+        .parse_filter("addr=0x7f0000000020")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let hits: Vec<u64> = (0..app.tl.store.end())
+        .filter(|&i| app.tl.store.matches(i, &f))
+        .collect();
+    // The allocation covering it, its free, the crash.
+    assert_eq!(hits, vec![5, 7, 9]);
+    let f = app
+        .tl
+        .parse_filter("func=process_request kind=crash")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(app.tl.store.matches(9, &f));
+    press(
+        &mut app,
+        &[KeyCode::Home, KeyCode::Char(']'), KeyCode::Char(']')],
+    );
+    assert_eq!(
+        app.cursor,
+        Some(2),
+        "] moves on even when events are sparse"
+    );
 }
 
 #[test]

@@ -123,8 +123,15 @@ fn event_cols(app: &App, i: Idx) -> (String, String, String) {
             format!("from {old:#x}"),
         ),
         EventKind::Brk { ret, .. } => (format!("{ret:#x}"), String::new(), String::new()),
+        // si_addr means a fault address only for faults raised by the
+        // kernel (SIGSEGV, SIGBUS, SIGILL, SIGFPE with si_code > 0); for a
+        // raised SIGABRT the same field holds the sender's pid.
         EventKind::Signal(s) => (
-            format!("{:#x}", s.addr),
+            if matches!(s.signo, 4 | 7 | 8 | 11) && s.code > 0 {
+                format!("{:#x}", s.addr)
+            } else {
+                String::new()
+            },
             String::new(),
             signal_name(s.signo).to_string(),
         ),
@@ -132,6 +139,43 @@ fn event_cols(app: &App, i: Idx) -> (String, String, String) {
         EventKind::Exec { filename } => (String::new(), String::new(), filename.clone()),
         EventKind::ThreadExit { code } => (String::new(), String::new(), format!("code {code}")),
         EventKind::ProcessExit { status } => (String::new(), String::new(), status.to_string()),
+    }
+}
+
+/// A site label made to fit `width` columns: `func (file:line)`, else
+/// `func:line`, else cut with `…` — never silently cut (a cut line number
+/// is a wrong line number).
+pub fn fit(label: &str, width: usize) -> String {
+    let n = label.chars().count();
+    if n <= width {
+        return label.to_string();
+    }
+    let compact = label
+        .strip_suffix(')')
+        .and_then(|l| l.rsplit_once(" ("))
+        .map(|(func, loc)| match loc.rsplit_once(':') {
+            Some((_, line)) => format!("{func}:{line}"),
+            None => func.to_string(),
+        });
+    if let Some(c) = compact {
+        if c.chars().count() <= width {
+            return c;
+        }
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut out: String = label.chars().take(width - 1).collect();
+    out.push('…');
+    out
+}
+
+/// `1 block`, `2 blocks`.
+pub fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -239,16 +283,27 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         )),
         Span::styled(format!("  lost {lost}"), lost_style),
         Span::raw(format!(
-            "  heap {} ({})",
+            "  heap {} {} ({})",
+            if app.mode == Mode::Live {
+                "now"
+            } else {
+                "at end"
+            },
             bytes(tl.heap.live_bytes()),
             tl.heap.live_blocks()
         )),
-        Span::raw(format!(
-            "  pid {} {}",
-            tl.meta.pid,
-            short_command(&tl.meta.command)
-        )),
     ];
+    // The target last, whole or not at all.
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    for target in [
+        format!("  pid {} {}", tl.meta.pid, short_command(&tl.meta.command)),
+        format!("  pid {}", tl.meta.pid),
+    ] {
+        if used + target.chars().count() <= area.width as usize {
+            spans.push(Span::raw(target));
+            break;
+        }
+    }
     if tl.store.dropped > 0 {
         spans.push(Span::raw(format!(
             "  ({} oldest dropped)",
@@ -321,11 +376,22 @@ fn render_bar(app: &App, frame: &mut Frame, bar: Rect, axis: Rect, theme: Theme)
     let right = rel(t1, start);
     let zoom = if app.zoom.is_some() { " zoomed" } else { "" };
     let left = format!("{left}{zoom}");
-    for (i, ch) in left.chars().enumerate().take(w) {
-        axis_chars[i] = ch;
-    }
+    // A label is drawn only where no marker falls: a marker inside a
+    // label would turn `+0.187` into `+0.1▲7`.
+    let markers: Vec<usize> = cursor_col
+        .into_iter()
+        .chain(crash_col)
+        .chain(loss_cols.iter().copied())
+        .collect();
+    let free = |from: usize, len: usize| !markers.iter().any(|m| (from..from + len).contains(m));
+    let ll = left.chars().count();
     let rl = right.chars().count();
-    if w > rl + left.chars().count() + 1 {
+    if ll <= w && free(0, ll) {
+        for (i, ch) in left.chars().enumerate() {
+            axis_chars[i] = ch;
+        }
+    }
+    if w > rl + ll + 1 && free(w - rl, rl) {
         for (i, ch) in right.chars().enumerate() {
             axis_chars[w - rl + i] = ch;
         }
@@ -349,17 +415,21 @@ fn render_bar(app: &App, frame: &mut Frame, bar: Rect, axis: Rect, theme: Theme)
 }
 
 fn pane_block(title: String, focused: bool) -> Block<'static> {
-    let b = Block::bordered().title(title);
     if focused {
-        b.border_style(Style::default().add_modifier(Modifier::BOLD))
-            .title_style(Style::default().add_modifier(Modifier::BOLD))
+        Block::bordered()
+            .border_type(ratatui::widgets::BorderType::Thick)
+            .title(format!("▶{title}"))
+            .border_style(Style::default().add_modifier(Modifier::BOLD))
+            .title_style(Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED))
     } else {
-        b
+        Block::bordered().title(title)
     }
 }
 
 fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let rows_n = area.height.saturating_sub(3) as usize;
+    // Borders, the fixed columns and the gaps between the 7 columns.
+    let where_w = (area.width as usize).saturating_sub(2 + 1 + 11 + 7 + 7 + 14 + 8 + 6);
     app.page.set(rows_n.max(1));
     let start = app.tl.meta.start_mono_ns;
     let ids = app.visible_events(rows_n);
@@ -368,7 +438,7 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         .map(|&i| {
             let (label, kind) = kind_label(app, i);
             let (addr, size, what) = event_cols(app, i);
-            let site = app.tl.site(app.tl.store.stack(i)).unwrap_or(what);
+            let site = fit(&app.tl.site(app.tl.store.stack(i)).unwrap_or(what), where_w);
             let ts = app
                 .tl
                 .store
@@ -433,6 +503,12 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let rows_n = area.height.saturating_sub(3) as usize;
     let first = app.heap_sel.saturating_sub(rows_n.saturating_sub(1));
     let focused = app.pane == Pane::Heap;
+    let site_w = (area.width as usize).saturating_sub(
+        2 + match app.heap_view {
+            HeapView::Blocks => 14 + 7 + 7 + 3,
+            HeapView::Sites => 9 + 6 + 7 + 9 + 4,
+        },
+    );
     let sel_style = |i: usize| {
         if focused && i == app.heap_sel {
             Style::default().add_modifier(Modifier::REVERSED)
@@ -441,9 +517,9 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         }
     };
     let title = format!(
-        " Heap here: {} in {} blocks  [g] {}  [s] by {} ",
+        " Heap here: {} in {}  [g] {}  [s] by {} ",
         bytes(total),
-        app.blocks().len(),
+        plural(app.blocks().len() as u64, "block"),
         match app.heap_view {
             HeapView::Blocks => "blocks",
             HeapView::Sites => "sites",
@@ -463,7 +539,10 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                         Cell::from(format!("{:#x}", b.ptr)),
                         Cell::from(b.size.to_string()),
                         Cell::from(fmt_ns(now.saturating_sub(b.ts))),
-                        Cell::from(app.tl.site(b.stack).unwrap_or_else(|| "?".into())),
+                        Cell::from(fit(
+                            &app.tl.site(b.stack).unwrap_or_else(|| "?".into()),
+                            site_w,
+                        )),
                     ])
                     .style(sel_style(i))
                 })
@@ -499,7 +578,10 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 .skip(first)
                 .take(rows_n)
                 .map(|(i, s)| {
-                    let site = app.tl.site(s.stack).unwrap_or_else(|| "?".into());
+                    let site = fit(
+                        &app.tl.site(s.stack).unwrap_or_else(|| "?".into()),
+                        site_w.saturating_sub(if s.suspected { 6 } else { 0 }),
+                    );
                     let style = if s.suspected {
                         theme.alert()
                     } else {
@@ -647,31 +729,26 @@ fn render_hints(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
 
 const HELP: &[(&str, &str)] = &[
     ("← / →", "previous / next event"),
-    ("Shift+← / →, PgUp / PgDn", "a screen of events"),
-    ("[ / ]", "back / forward one time step (10% of the bar)"),
-    (
-        "Home / End",
-        "first / last event (End follows again when live)",
-    ),
-    ("c", "the crash, with its diagnosis"),
+    ("Shift+←/→ PgUp PgDn", "a screen of events"),
+    ("[ / ]", "a time step back / on (bar / 10)"),
+    ("Home / End", "first / last event (End: follow)"),
+    ("c", "the crash and its diagnosis"),
     ("space", "freeze / follow (live)"),
-    ("/", "filter: kind=alloc,free tid=N func=NAME addr=0x…"),
+    ("/", "filter kind= tid= func= addr="),
     ("n / N", "next / previous match"),
-    ("a / f", "allocation / free of the selected block"),
-    ("Tab", "next pane (events, heap, stack)"),
-    ("↑ / ↓ (stack pane)", "scroll the stack or diagnosis"),
-    (
-        "↑ / ↓, Enter (heap)",
-        "select a row; jump to its allocation",
-    ),
-    ("g / s", "heap by block or by site / sort key"),
-    ("+ / -", "zoom the timeline around the cursor"),
-    ("click on the bar", "jump to that moment"),
+    ("a / f", "allocation / free of the block"),
+    ("Tab", "next pane: events, heap, stack"),
+    ("↑ / ↓ (stack pane)", "scroll the stack"),
+    ("↑ / ↓, Enter (heap)", "pick a row; go to its allocation"),
+    ("g / s", "heap by block or site / sort"),
+    ("+ / -", "zoom the bar around the cursor"),
+    ("click on the bar", "go to that moment"),
+    ("Ctrl-L", "repaint the screen"),
     ("q, Ctrl-C", "quit"),
 ];
 
 fn render_help(frame: &mut Frame, area: Rect) {
-    let w = 70.min(area.width);
+    let w = 60.min(area.width);
     let h = (HELP.len() as u16 + 2).min(area.height);
     let r = Rect {
         x: area.x + (area.width - w) / 2,
@@ -684,7 +761,7 @@ fn render_help(frame: &mut Frame, area: Rect) {
         .map(|(k, v)| {
             Line::from(vec![
                 Span::styled(
-                    format!("{k:>26}  "),
+                    format!("{k:>20}  "),
                     Style::default().add_modifier(Modifier::BOLD),
                 ),
                 Span::raw(*v),

@@ -104,7 +104,7 @@ fn uaf_demo_freezes_on_the_crash_and_scrubs_back() {
     assert!(s.contains("Heap here: 0 B in 0 blocks"), "{s}");
     // Three events back: the 300000-byte block is allocated, not yet freed.
     t.keys(&["Left", "Left", "Left"]);
-    let s = t.wait_for("in 1 blocks", 5);
+    let s = t.wait_for("293.0 KiB in 1 block ", 5);
     assert!(s.contains("300000"), "{s}");
     assert!(s.contains("block #1 of 1 that lived"), "{s}");
     // Two more: before it, nothing live.
