@@ -107,6 +107,93 @@ static __always_inline __u64 wakeup_flags(void)
 		       BPF_RB_NO_WAKEUP;
 }
 
+/* Words of stack searched for a return address when the frame-pointer
+ * walk breaks at once (a power of two: it masks indices). */
+#define TM_SCAN_WORDS 64
+
+struct scan_buf {
+	__u64 w[TM_SCAN_WORDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scan_buf);
+} scan_scratch SEC(".maps");
+
+/* Whether `ret` is a return address: a user address right after a call
+ * instruction (call rel32, call *reg, call *disp8(reg), call *disp32). */
+static __always_inline bool is_call_site(__u64 ret)
+{
+	__u8 b[8];
+
+	if (ret < 0x10000 || ret >= 0x800000000000ULL)
+		return false;
+	if (bpf_probe_read_user(b, sizeof(b), (void *)(ret - 8)))
+		return false;
+	if (b[3] == 0xe8)
+		return true;
+	if (b[6] == 0xff && (b[7] & 0xf8) == 0xd0)
+		return true;
+	if (b[5] == 0xff && (b[6] & 0x38) == 0x10 && (b[6] & 0xc0) == 0x40)
+		return true;
+	if (b[2] == 0xff && (b[3] & 0x38) == 0x10 && ((b[3] & 0xc0) == 0x80 || (b[3] & 0xc7) == 0x05))
+		return true;
+	return false;
+}
+
+/*
+ * The frame-pointer walk broke at once: the caller is a library built
+ * without frame pointers that reuses %rbp (glibc's strdup, say), so the
+ * program's own frames are lost. Find the caller's return address by
+ * scanning the stack for a value just after a call instruction, then
+ * resume the walk from the %rbp the library saved right below it (its
+ * first push), checking every return address found the same way.
+ */
+static __always_inline void scan_stack(struct pt_regs *ctx, struct tm_stack *st)
+{
+	__u32 zero = 0;
+	struct scan_buf *sb = bpf_map_lookup_elem(&scan_scratch, &zero);
+	__u64 sp = PT_REGS_SP(ctx), fp = 0;
+	int k, found = -1;
+
+	if (!sb || bpf_probe_read_user(sb->w, sizeof(sb->w), (void *)(sp + 8)))
+		return;
+	for (k = 0; k < TM_SCAN_WORDS; k++) {
+		__u64 w = sb->w[k];
+
+		/* Pointers into the stack are saved frame pointers, not code. */
+		if (w >= sp && w - sp < (1 << 23))
+			continue;
+		if (is_call_site(w)) {
+			found = k;
+			break;
+		}
+	}
+	if (found < 0)
+		return;
+	st->ips[1] = sb->w[found & (TM_SCAN_WORDS - 1)];
+	st->nr = 2;
+	if (found > 0)
+		fp = sb->w[(found - 1) & (TM_SCAN_WORDS - 1)];
+	for (int i = 2; i < TM_MAX_FRAMES; i++) {
+		__u64 frame[2];
+
+		if (fp <= sp || fp - sp > (1 << 23))
+			break;
+		if (bpf_probe_read_user(frame, sizeof(frame), (void *)fp))
+			break;
+		if (!is_call_site(frame[1]))
+			break;
+		st->ips[i] = frame[1];
+		st->nr = i + 1;
+		if (frame[0] <= fp)
+			break;
+		fp = frame[0];
+	}
+}
+
 /*
  * Capture the user stack at a function's first instructions. The frame
  * pointer chain there starts at the caller's caller: the immediate caller's
@@ -130,6 +217,8 @@ static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
 	st->nr = n / sizeof(__u64);
 	if (bpf_probe_read_user(&caller, sizeof(caller), (void *)PT_REGS_SP(ctx)) == 0)
 		st->ips[0] = caller;
+	if (st->nr <= 1)
+		scan_stack(ctx, st);
 
 	for (int i = 0; i < TM_MAX_FRAMES; i++) {
 		if (i >= st->nr)

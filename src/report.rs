@@ -133,10 +133,13 @@ pub fn event_line(
             old, new_len, ret, ..
         } => ("MREMAP", format!("{old:#x} -> {ret:#x}  len={new_len}")),
         EventKind::Brk { req, ret } => ("BRK", format!("{req:#x} -> {ret:#x}")),
-        EventKind::Signal(s) => (
+        // si_addr is a fault address only for kernel-raised faults; a
+        // raised SIGABRT carries the sender's pid there.
+        EventKind::Signal(s) if matches!(s.signo, 4 | 7 | 8 | 11) && s.code > 0 => (
             "CRASH",
             format!("{}  addr={:#x}", signal_name(s.signo), s.addr),
         ),
+        EventKind::Signal(s) => ("CRASH", signal_name(s.signo).to_string()),
         EventKind::Spawn { child, thread } => (
             if *thread { "THREAD" } else { "FORK" },
             format!("tid {child}"),
