@@ -122,6 +122,25 @@ struct {
 	__type(value, struct scan_buf);
 } scan_scratch SEC(".maps");
 
+/*
+ * Where the target's code is, for the stack scans: the program's text and
+ * the span of the system libraries' text (built without frame pointers).
+ * Written at exec and on each executable mmap here, and by user space
+ * from /proc/PID/maps. Two ranges, not a table: a loop over a table in
+ * every allocator probe made the verifier take a second longer to load.
+ */
+__u64 code_exe_lo = 0, code_exe_hi = 0, code_lib_lo = 0, code_lib_hi = 0;
+
+/* 0: not code; 1: the program's code; 2: a library's; -1: nothing known. */
+static __always_inline int code_kind(__u64 addr)
+{
+	if (addr >= code_exe_lo && addr < code_exe_hi)
+		return 1;
+	if (addr >= code_lib_lo && addr < code_lib_hi)
+		return 2;
+	return code_exe_hi || code_lib_hi ? 0 : -1;
+}
+
 /* Whether `ret` is a return address: a user address right after a call
  * instruction (call rel32, call *reg, call *disp8(reg), call *disp32). */
 static __always_inline bool is_call_site(__u64 ret)
@@ -166,6 +185,8 @@ static __always_inline void scan_stack(struct pt_regs *ctx, struct tm_stack *st)
 		/* Pointers into the stack are saved frame pointers, not code. */
 		if (w >= sp && w - sp < (1 << 23))
 			continue;
+		/* Any code, known yet to user space or not (ld.so's is not until
+		 * it has read the maps): the call before it is the check. */
 		if (is_call_site(w)) {
 			found = k;
 			break;
@@ -195,6 +216,41 @@ static __always_inline void scan_stack(struct pt_regs *ctx, struct tm_stack *st)
 }
 
 /*
+ * The caller is a library without frame pointers that left %rbp alone
+ * (libstdc++'s operator new calling malloc): the walk goes on from the
+ * program's frame pointer but skips the frame that called the library.
+ * Its return address lies between the stack pointer and that frame:
+ * find it there (in known code, after a call) and put it in as frame 1.
+ */
+static __always_inline void insert_hidden_caller(struct pt_regs *ctx, struct tm_stack *st)
+{
+	__u32 zero = 0;
+	struct scan_buf *sb = bpf_map_lookup_elem(&scan_scratch, &zero);
+	__u64 sp = PT_REGS_SP(ctx), bp = PT_REGS_FP(ctx);
+	__u64 w = 0;
+	int k;
+
+	if (!sb || bp <= sp + 8 || bp - sp > (1 << 16))
+		return;
+	if (bpf_probe_read_user(sb->w, sizeof(sb->w), (void *)(sp + 8)))
+		return;
+	for (k = 0; k < TM_SCAN_WORDS; k++) {
+		if (sp + 8 + 8 * (__u64)k >= bp)
+			return;
+		w = sb->w[k];
+		if (code_kind(w) > 0 && is_call_site(w))
+			break;
+	}
+	if (k == TM_SCAN_WORDS)
+		return;
+	for (int i = TM_MAX_FRAMES - 1; i > 1; i--)
+		st->ips[i] = st->ips[i - 1];
+	st->ips[1] = w;
+	if (st->nr < TM_MAX_FRAMES)
+		st->nr++;
+}
+
+/*
  * Capture the user stack at a function's first instructions. The frame
  * pointer chain there starts at the caller's caller: the immediate caller's
  * return address is still at [sp], so it replaces frame 0 (the probed
@@ -219,6 +275,8 @@ static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
 		st->ips[0] = caller;
 	if (st->nr <= 1)
 		scan_stack(ctx, st);
+	else if (code_kind(caller) == 2)
+		insert_hidden_caller(ctx, st);
 
 	for (int i = 0; i < TM_MAX_FRAMES; i++) {
 		if (i >= st->nr)
@@ -483,6 +541,13 @@ int BPF_PROG(tm_sys_exit, struct pt_regs *regs, long ret)
 	r->ret = ret;
 	__builtin_memcpy(r->args, a->args, sizeof(r->args));
 	bpf_map_delete_elem(&sys_inflight, &tid);
+	if (r->nr == NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */) && ret > 0) {
+		/* A library being loaded: widen the library span. */
+		if (!code_lib_hi || (__u64)ret < code_lib_lo)
+			code_lib_lo = ret;
+		if ((__u64)ret + r->args[1] > code_lib_hi)
+			code_lib_hi = ret + r->args[1];
+	}
 	/* New code mapped (a library loading): wake user space now so it reads
 	 * /proc/PID/maps while the target is alive to be read. */
 	bpf_ringbuf_submit(r, (r->nr == NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */)) ?
@@ -575,6 +640,9 @@ int BPF_PROG(tm_exec, struct task_struct *p, pid_t old_pid,
 
 	if (!is_target(&tid))
 		return 0;
+	code_exe_lo = BPF_CORE_READ(p, mm, start_code);
+	code_exe_hi = BPF_CORE_READ(p, mm, end_code);
+	code_lib_lo = code_lib_hi = 0;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_EXEC);

@@ -30,6 +30,7 @@ enum { false = 0, true = 1 };
 
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
@@ -76,12 +77,18 @@ struct signal_struct {
 	int group_exit_code;
 } __attribute__((preserve_access_index));
 
+struct mm_struct {
+	unsigned long start_code;
+	unsigned long end_code;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
 	int exit_code;
 	struct signal_struct *signal;
 	struct task_struct *real_parent;
+	struct mm_struct *mm;
 } __attribute__((preserve_access_index));
 
 struct __sifields_sigfault {

@@ -211,7 +211,7 @@ fn run(
     libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
     let mut storage = MaybeUninit::uninit();
     let attached = setup(&cfg, &mut storage);
-    let (skel, _links) = match attached {
+    let (mut skel, _links) = match attached {
         Ok(v) => v,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -219,7 +219,14 @@ fn run(
         }
     };
     let _ = ready.send(Ok(()));
-    poll_loop(&cfg, &skel, &tx, &stop)
+    // The code-range globals are written from the poll loop, which only
+    // holds the skeleton shared: take the pointer while it is ours.
+    let bss = skel
+        .maps
+        .bss_data
+        .as_deref_mut()
+        .map(|b| b as *mut types::bss);
+    poll_loop(&cfg, &skel, &tx, &stop, bss)
 }
 
 fn setup<'obj>(
@@ -347,6 +354,10 @@ pub fn process_alive(pid: u32) -> bool {
 /// Decoding state shared by the ring buffer callback.
 struct Decoder<'a> {
     stacks_map: &'a libbpf_rs::MapMut<'a>,
+    /// The tracer's .bss (mmapped), for the code-range globals.
+    bss: Option<*mut types::bss>,
+    /// The ranges last written: program text, system libraries' span.
+    code_ranges: (u64, u64, u64, u64),
     tx: &'a Sender<Msg>,
     table: StackTable,
     maps: MapsCache,
@@ -361,6 +372,58 @@ struct Decoder<'a> {
 const BATCH: usize = 4096;
 
 impl Decoder<'_> {
+    /// Tells the tracer where the target's code is: the program's text and
+    /// the span of the system libraries' text (built without frame
+    /// pointers), for the stack scans of `capture_entry_stack`.
+    fn sync_code_ranges(&mut self) {
+        let exe = format!("/proc/{}/exe", self.maps.pid());
+        let exe = std::fs::read_link(exe).ok();
+        let (mut exe_lo, mut exe_hi, mut lib_lo, mut lib_hi) = (u64::MAX, 0, u64::MAX, 0);
+        for m in self.maps.entries().iter().filter(|m| m.exec) {
+            let Some(path) = m.path.as_deref() else {
+                continue;
+            };
+            if Some(path) == exe.as_deref() {
+                exe_lo = exe_lo.min(m.start);
+                exe_hi = exe_hi.max(m.end);
+            } else if path
+                .to_str()
+                .is_some_and(crate::model::names::is_system_path)
+            {
+                lib_lo = lib_lo.min(m.start);
+                lib_hi = lib_hi.max(m.end);
+            }
+        }
+        if exe_hi == 0 && lib_hi == 0 {
+            // Nothing readable (the process is gone): keep what the tracer
+            // learned by itself.
+            return;
+        }
+        let ranges = (
+            if exe_hi > 0 { exe_lo } else { 0 },
+            exe_hi,
+            if lib_hi > 0 { lib_lo } else { 0 },
+            lib_hi,
+        );
+        if ranges == self.code_ranges {
+            return;
+        }
+        let Some(bss) = self.bss else {
+            return;
+        };
+        // SAFETY: `bss` points into the skeleton's mmapped .bss, which
+        // outlives the decoder; the tracer writes the same u64 globals
+        // concurrently, and aligned u64 stores do not tear on x86-64 (a
+        // race only decides whose range wins until the next sync).
+        unsafe {
+            std::ptr::write_volatile(&raw mut (*bss).code_exe_lo, ranges.0);
+            std::ptr::write_volatile(&raw mut (*bss).code_exe_hi, ranges.1);
+            std::ptr::write_volatile(&raw mut (*bss).code_lib_lo, ranges.2);
+            std::ptr::write_volatile(&raw mut (*bss).code_lib_hi, ranges.3);
+        }
+        self.code_ranges = ranges;
+    }
+
     fn handle(&mut self, data: &[u8]) {
         let Ok(hdr) = plain::from_bytes::<types::tm_hdr>(data) else {
             self.undecodable += 1;
@@ -476,8 +539,10 @@ impl Decoder<'_> {
             9 => {
                 const PROT_EXEC: u64 = 4;
                 if r.ret > 0 && a[2] & PROT_EXEC != 0 {
-                    // New code (dlopen): learn its path while it is mapped.
+                    // New code (dlopen): learn its path while it is mapped,
+                    // and tell the tracer where code is.
                     self.maps.refresh();
+                    self.sync_code_ranges();
                 }
                 EventKind::Mmap {
                     addr: a[0],
@@ -596,9 +661,12 @@ fn poll_loop(
     skel: &bpf::TracerSkel<'_>,
     tx: &Sender<Msg>,
     stop: &AtomicBool,
+    bss: Option<*mut types::bss>,
 ) -> Result<()> {
     let decoder = RefCell::new(Decoder {
         stacks_map: &skel.maps.stacks,
+        bss,
+        code_ranges: (0, 0, 0, 0),
         tx,
         table: StackTable::default(),
         maps: MapsCache::new(cfg.pid),
@@ -609,6 +677,7 @@ fn poll_loop(
         channel_lost: 0,
         undecodable: 0,
     });
+    decoder.borrow_mut().sync_code_ranges();
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&skel.maps.events, |data: &[u8]| {

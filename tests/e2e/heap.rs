@@ -145,7 +145,17 @@ fn trace_survives_kill_9_of_the_recorder() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start recorder");
-    sleep(Duration::from_millis(2500));
+    // Attaching takes a couple of seconds on a loaded machine: wait until
+    // events reach the file, then record a little longer.
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(&trace).map_or(0, |m| m.len()) < 4096 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no events written after 30s"
+        );
+        sleep(Duration::from_millis(100));
+    }
+    sleep(Duration::from_millis(1500));
     let killed_at = SystemTime::now();
     rec.kill().expect("kill -9 recorder");
     rec.wait().expect("reap recorder");
