@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, PrintLevel, RingBufferBuilder, UprobeOpts};
+use libbpf_rs::{
+    Link, MapCore, MapFlags, PrintLevel, RingBufferBuilder, UprobeMultiOpts, UprobeOpts,
+};
 
 use crate::event::{AllocFn, Event, EventKind, ExitStatus, Lost, Module, SignalInfo, Stack};
 use crate::maps::MapsCache;
@@ -250,6 +252,26 @@ fn setup<'obj>(
         .events
         .set_max_entries(cfg.ringbuf_bytes as u32)
         .context("invalid ring buffer size")?;
+    // One set of allocator programs is loaded: the uprobe_multi pair where
+    // the kernel has it (6.6+), else one program per entry point.
+    let multi = uprobe_multi_supported();
+    let progs = &mut open.progs;
+    for p in [
+        &mut progs.tm_malloc,
+        &mut progs.tm_calloc,
+        &mut progs.tm_realloc,
+        &mut progs.tm_reallocarray,
+        &mut progs.tm_posix_memalign,
+        &mut progs.tm_memalign,
+        &mut progs.tm_valloc,
+        &mut progs.tm_pvalloc,
+        &mut progs.tm_free,
+        &mut progs.tm_alloc_ret,
+    ] {
+        p.set_autoload(!multi);
+    }
+    progs.tm_alloc_multi.set_autoload(multi);
+    progs.tm_alloc_ret_multi.set_autoload(multi);
     let skel = open.load().map_err(|e| {
         anyhow!(
             "failed to load the BPF tracer: {e}{}",
@@ -262,8 +284,98 @@ fn setup<'obj>(
 
     let mut links = Vec::new();
     let alloc = &cfg.allocator;
-    // Return probes first: an entry probe that fires must find its return
-    // probe in place, or the call's in-flight state is never cleared.
+    if multi {
+        links.extend(attach_multi(&skel, pid, alloc)?);
+    } else {
+        links.extend(attach_each(&skel, pid, alloc)?);
+    }
+    for (name, prog) in [
+        ("sys_enter", &skel.progs.tm_sys_enter),
+        ("sys_exit", &skel.progs.tm_sys_exit),
+        ("signal_deliver", &skel.progs.tm_signal_deliver),
+        ("sched_process_fork", &skel.progs.tm_fork),
+        ("sched_process_exec", &skel.progs.tm_exec),
+        ("sched_process_exit", &skel.progs.tm_exit),
+    ] {
+        links.push(
+            prog.attach()
+                .with_context(|| format!("failed to attach to the {name} tracepoint"))?,
+        );
+    }
+    if !process_alive(pid) {
+        bail!("process {pid} exited while tm-tui was attaching");
+    }
+    Ok((skel, links))
+}
+
+/// uprobe_multi links (Linux 6.6+, with cookies and pid filtering).
+/// `TM_NO_UPROBE_MULTI=1` forces one link per probe (to test that path).
+fn uprobe_multi_supported() -> bool {
+    if std::env::var_os("TM_NO_UPROBE_MULTI").is_some_and(|v| v == "1") {
+        return false;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (major, minor) >= (6, 6)
+}
+
+/// Two links for the whole allocator: every return probe first (an entry
+/// that fires must find its return probe in place), then every entry
+/// point, each with its function as the cookie.
+fn attach_multi(
+    skel: &bpf::TracerSkel<'_>,
+    pid: u32,
+    alloc: &discover::Allocator,
+) -> Result<Vec<Link>> {
+    let with_ret: Vec<&discover::Probe> = alloc
+        .probes
+        .iter()
+        .filter(|p| p.func != AllocFn::Free)
+        .collect();
+    let ret = UprobeMultiOpts {
+        offsets: with_ret
+            .iter()
+            .map(|p| (p.offset - p.skipped) as usize)
+            .collect(),
+        retprobe: true,
+        ..Default::default()
+    };
+    let entry = UprobeMultiOpts {
+        offsets: alloc.probes.iter().map(|p| p.offset as usize).collect(),
+        cookies: alloc.probes.iter().map(|p| p.func as u64).collect(),
+        ..Default::default()
+    };
+    let attach = |prog: &libbpf_rs::ProgramMut<'_>, opts: UprobeMultiOpts, what: &str| {
+        prog.attach_uprobe_multi_with_opts(pid as i32, &alloc.open_path, "", opts)
+            .map_err(|e| {
+                if !process_alive(pid) {
+                    anyhow!("process {pid} exited while tm-tui was attaching")
+                } else {
+                    anyhow!(
+                        "failed to attach the allocator {what} probes in {}: {e}",
+                        alloc.open_path.display()
+                    )
+                }
+            })
+    };
+    Ok(vec![
+        attach(&skel.progs.tm_alloc_ret_multi, ret, "return")?,
+        attach(&skel.progs.tm_alloc_multi, entry, "entry")?,
+    ])
+}
+
+/// One link per probe (kernels without uprobe_multi): return probes
+/// first, then entry points.
+fn attach_each(
+    skel: &bpf::TracerSkel<'_>,
+    pid: u32,
+    alloc: &discover::Allocator,
+) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
     for probe in alloc.probes.iter().filter(|p| p.func != AllocFn::Free) {
         links.push(attach_uprobe(
             &skel.progs.tm_alloc_ret,
@@ -295,23 +407,7 @@ fn setup<'obj>(
             probe.name,
         )?);
     }
-    for (name, prog) in [
-        ("sys_enter", &skel.progs.tm_sys_enter),
-        ("sys_exit", &skel.progs.tm_sys_exit),
-        ("signal_deliver", &skel.progs.tm_signal_deliver),
-        ("sched_process_fork", &skel.progs.tm_fork),
-        ("sched_process_exec", &skel.progs.tm_exec),
-        ("sched_process_exit", &skel.progs.tm_exit),
-    ] {
-        links.push(
-            prog.attach()
-                .with_context(|| format!("failed to attach to the {name} tracepoint"))?,
-        );
-    }
-    if !process_alive(pid) {
-        bail!("process {pid} exited while tm-tui was attaching");
-    }
-    Ok((skel, links))
+    Ok(links)
 }
 
 fn attach_uprobe(

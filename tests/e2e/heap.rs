@@ -178,3 +178,37 @@ fn trace_survives_kill_9_of_the_recorder() {
         .args(["-9", "-f", leak.to_str().expect("utf8")])
         .status();
 }
+
+#[test]
+fn one_link_per_probe_records_the_same() {
+    if !bpf_or_skip("per_probe_links") {
+        return;
+    }
+    // Kernels before 6.6 have no uprobe_multi: the per-probe programs
+    // must record exactly what the multi-link pair records.
+    let leak = demo("leak");
+    let mut counts = Vec::new();
+    for multi in ["0", "1"] {
+        let trace = tmp().join(format!("links-{multi}.tmt"));
+        let out = Command::new(bin())
+            .args(["record", "-o"])
+            .arg(&trace)
+            .arg("--")
+            .arg(&leak)
+            .args(["300", "0"])
+            .env("TM_NO_UPROBE_MULTI", if multi == "1" { "0" } else { "1" })
+            .output()
+            .expect("run tm-tui record");
+        assert_eq!(out.status.code(), Some(0));
+        let r = report_json(&trace, &[]);
+        assert_no_loss(&r);
+        counts.push((
+            r["heap"]["allocs"].as_u64(),
+            r["heap"]["frees"].as_u64(),
+            r["heap"]["live_bytes"].as_u64(),
+        ));
+    }
+    assert_eq!(counts[0], counts[1]);
+    // 300 records of 64 bytes leak, plus stdout's 4 KiB buffer (a pipe).
+    assert_eq!(counts[0].2, Some(300 * 64 + 4096));
+}
