@@ -196,6 +196,13 @@ fn filter_then_alloc_and_free_jumps() {
         .is_some_and(|m| m.contains("no later match")));
     press(&mut app, &[KeyCode::Char('N')]);
     assert_eq!(app.cursor, Some(7));
+    // The other matches on screen are marked.
+    let s = text(&screen(&app, 80, 24, COLOR));
+    assert!(
+        s.lines()
+            .any(|l| l.contains("• +0.005000s") && l.contains("FREE")),
+        "{s}"
+    );
     press(&mut app, &[KeyCode::Char('a')]);
     assert_eq!(app.cursor, Some(5), "the big block's allocation");
     press(&mut app, &[KeyCode::Char('f')]);

@@ -445,7 +445,15 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 .ts(i)
                 .map(|t| rel(t, start))
                 .unwrap_or_default();
-            let mark = if Some(i) == app.cursor { "▶" } else { " " };
+            let hit = app
+                .filter
+                .as_ref()
+                .is_some_and(|(_, f)| app.tl.store.matches(i, f));
+            let mark = match (Some(i) == app.cursor, hit) {
+                (true, _) => "▶",
+                (false, true) => "•",
+                _ => " ",
+            };
             let mut r = Row::new(vec![
                 Cell::from(mark),
                 Cell::from(ts),
@@ -463,6 +471,8 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             ]);
             if Some(i) == app.cursor {
                 r = r.style(Style::default().add_modifier(Modifier::REVERSED));
+            } else if hit {
+                r = r.style(Style::default().add_modifier(Modifier::BOLD));
             }
             r
         })
@@ -473,7 +483,7 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         app.tl.store.end(),
         app.filter
             .as_ref()
-            .map(|(s, _)| format!("  filter: {s} (n/N)"))
+            .map(|(s, _)| format!("  filter: {s} (• matches, n/N)"))
             .unwrap_or_default()
     );
     let table = Table::new(
