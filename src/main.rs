@@ -122,6 +122,9 @@ enum Cmd {
         /// Events of the synthetic recording (model).
         #[arg(long, default_value_t = 10_000_000)]
         events: u64,
+        /// Retention: compare ingest with this budget against none (model).
+        #[arg(long, value_parser = parse_memory)]
+        memory: Option<usize>,
         /// Queries of each kind (model), frames per size (ui).
         #[arg(long, default_value_t = 200)]
         queries: usize,
@@ -303,8 +306,9 @@ fn run(cli: Cli) -> Result<i32> {
             runs,
             events,
             queries,
+            memory,
         } => match what.as_str() {
-            "model" => bench::model::run(events, queries),
+            "model" => bench::model::run(events, queries, memory),
             "ui" => bench::ui::run(events, queries),
             _ => bench::run(pairs, runs),
         },

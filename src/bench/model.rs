@@ -172,9 +172,12 @@ pub(crate) fn verdict(ok: bool) -> &'static str {
     }
 }
 
-pub fn run(events: u64, queries: usize) -> Result<i32> {
+pub fn run(events: u64, queries: usize, memory: Option<usize>) -> Result<i32> {
     if events < 1000 {
         bail!("--events must be at least 1000");
+    }
+    if let Some(m) = memory {
+        return retention(events, m);
     }
     let mut tl = Timeline::with_budget(Meta::default(), usize::MAX);
     add_stacks(&mut tl);
@@ -184,6 +187,31 @@ pub fn run(events: u64, queries: usize) -> Result<i32> {
     let rss = rss_bytes().saturating_sub(rss0);
     let rate = events as f64 / ingest.as_secs_f64();
     report_model(&tl, &synth, events, queries, rss, rate)
+}
+
+/// Ingest with the retention budget dropping the oldest chunks, against
+/// the same recording kept whole, in one run.
+fn retention(events: u64, memory: usize) -> Result<i32> {
+    let mut rates = Vec::new();
+    for budget in [usize::MAX, memory] {
+        let mut tl = Timeline::with_budget(Meta::default(), budget);
+        add_stacks(&mut tl);
+        let mut synth = Synth::new();
+        let t = fill(&mut tl, &mut synth, events);
+        let exact = tl.heap.live_blocks() == synth.live_blocks();
+        rates.push((events as f64 / t.as_secs_f64(), tl.store.dropped, exact));
+    }
+    let (whole, _, _) = rates[0];
+    let (kept, dropped, exact) = rates[1];
+    println!(
+        "retention: ingest {:.2} M events/s keeping everything, {:.2} M events/s with a {} MiB budget ({dropped} events dropped; {:.2}x); live blocks exact: {}",
+        whole / 1e6,
+        kept / 1e6,
+        memory >> 20,
+        kept / whole,
+        verdict(exact)
+    );
+    Ok(0)
 }
 
 /// Interned stacks: 330 sites of 12 frames.

@@ -406,24 +406,93 @@ impl HeapIndex {
     /// The store is about to drop the events before `new_first`: keep
     /// what the held recording still needs of them.
     pub fn before_drop(&mut self, store: &EventStore, new_first: Idx) {
-        let Some(live) = self.at(store, new_first) else {
+        // The live set at `new_first` as allocation numbers only: the last
+        // checkpoint before it, minus what ended and plus what was born in
+        // between. Ends are found through the store's per-address chain, so
+        // no block is read from the scattered store but those that become
+        // survivors now (the others are survivors already, or were not
+        // allocated before `new_first`).
+        let ci = self.checkpoints.partition_point(|c| c.at <= new_first);
+        let Some(cp) = ci.checked_sub(1).and_then(|i| self.checkpoints.get(i)) else {
             return;
         };
-        let old: FxMap<Idx, LiveBlock> = live
-            .iter()
-            .filter(|b| b.alloc < new_first)
-            .map(|b| (b.alloc, *b))
+        let mut born: Vec<Idx> = Vec::new();
+        let mut ended: crate::model::fxhash::FxSet<Idx> = Default::default();
+        store.heap_ops(cp.at..new_first, |i, op| {
+            let (start, end) = match op {
+                HeapOp::Alloc { ptr, .. } => (ptr, 0),
+                HeapOp::Free { ptr } => (0, ptr),
+                HeapOp::Realloc { old, ptr, size } => {
+                    let frees_old = old != 0 && (ptr != 0 || size == 0);
+                    (ptr, if frees_old { old } else { 0 })
+                }
+            };
+            // A free ends the live block at its address; a new block at a
+            // live address ends the old one (its free was not recorded).
+            for addr in [end, start] {
+                if addr != 0 {
+                    if let Some(a) = self.live_start_before(store, i, addr) {
+                        ended.insert(a);
+                    }
+                }
+            }
+            if start != 0 {
+                born.push(i);
+            }
+        });
+        let mut live: Vec<Idx> = cp
+            .allocs()
+            .chain(born)
+            .filter(|a| !ended.contains(a))
             .collect();
-        // Blocks still live now that were allocated before the window are
-        // in `old` too: they were live at `new_first`.
-        self.survivors = old;
+        live.sort_unstable();
+        let keep: Vec<Idx> = live.iter().copied().filter(|&a| a < new_first).collect();
+        let mut survivors: FxMap<Idx, LiveBlock> = FxMap::default();
+        let fresh: Vec<Idx> = keep
+            .iter()
+            .copied()
+            .filter(|a| match self.survivors.get(a) {
+                Some(b) => {
+                    survivors.insert(*a, *b);
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        self.survivors = FxMap::default();
+        self.materialize(store, &fresh, |b| {
+            survivors.insert(b.alloc, b);
+        });
+        self.survivors = survivors;
         while self.checkpoints.front().is_some_and(|c| c.at <= new_first) {
             self.checkpoints.pop_front();
         }
-        self.checkpoints.push_front(Checkpoint::new(
-            new_first,
-            live.iter().map(|b| b.alloc).collect(),
-        ));
+        self.checkpoints
+            .push_front(Checkpoint::new(new_first, live));
+    }
+
+    /// The allocation live at `addr` just before event `i` (which touches
+    /// `addr`), from the chain of events at that address: the last event
+    /// that changed it, if that started a block.
+    fn live_start_before(&self, store: &EventStore, i: Idx, addr: u64) -> Option<Idx> {
+        let mut p = store.prev_at(i, addr)?;
+        loop {
+            if !store.contains(p) {
+                // Dropped: a block from before the held recording.
+                return self.survivors.contains_key(&p).then_some(p);
+            }
+            match store.heap_op(p)? {
+                HeapOp::Alloc { ptr, .. } if ptr == addr => return Some(p),
+                HeapOp::Free { .. } => return None,
+                HeapOp::Realloc { ptr, .. } if ptr == addr => return Some(p),
+                HeapOp::Realloc { ptr: 0, size, .. } if size != 0 => {
+                    // A failed realloc of `addr`: changed nothing.
+                    p = store.prev_at(p, addr)?;
+                }
+                HeapOp::Realloc { .. } => return None,
+                HeapOp::Alloc { .. } => return None,
+            }
+        }
     }
 
     /// Every block live at the start of the held recording whose
