@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::demos;
 use crate::event::EventKind;
-use crate::record::{self, RecordArgs, Target};
+use crate::record::{self, ProbeMode, RecordArgs, Target};
 use crate::trace::read_trace;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -21,13 +21,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Seconds the target ran, from exec to exit, as the recording saw it.
-fn traced_run(bin: &str, pairs: u64, free_at_entry: bool) -> Result<(f64, u64, u64)> {
+fn traced_run(bin: &str, pairs: u64, probes: ProbeMode) -> Result<(f64, u64, u64)> {
     let out = std::env::temp_dir().join("tm-tui-bench.tmt");
     record::run(RecordArgs {
         target: Target::Command(vec![bin.to_string(), "1".into(), pairs.to_string()]),
         output: out.clone(),
         ringbuf_bytes: 64 << 20,
-        free_at_entry,
+        probes,
         memory: crate::model::DEFAULT_MEMORY,
         print_crash: true,
     })?;
@@ -72,18 +72,20 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
     let mut base = Vec::new();
     let mut traced = Vec::new();
     let mut naive = Vec::new();
+    let mut bare = Vec::new();
     let mut events = 0;
     let mut lost = 0;
     // Interleave the variants so drift in machine load hits all alike.
     for _ in 0..runs {
         base.push(untraced_run(&bin, pairs)?);
-        let (t, ev, l) = traced_run(&bin, pairs, false)?;
+        let (t, ev, l) = traced_run(&bin, pairs, ProbeMode::Normal)?;
         traced.push(t);
         events = ev;
         lost += l;
-        naive.push(traced_run(&bin, pairs, true)?.0);
+        naive.push(traced_run(&bin, pairs, ProbeMode::FreeAtEntry)?.0);
+        bare.push(traced_run(&bin, pairs, ProbeMode::Bare)?.0);
     }
-    let (b, t, n) = (median(base), median(traced), median(naive));
+    let (b, t, n, z) = (median(base), median(traced), median(naive), median(bare));
     let per_pair = |x: f64| (x - b) / pairs as f64 * 1e6;
     println!("tm-tui bench: {pairs} malloc+free pairs, 1 thread, median of {runs} runs");
     println!(
@@ -91,14 +93,24 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
         b / pairs as f64 * 1e6
     );
     println!(
-        "  recorded (free past NULL test) {t:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
+        "  bare probes (kernel traps)     {z:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
+        per_pair(z),
+        z / b
+    );
+    println!(
+        "  recorded (free past NULL test) {t:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced, {:.2}x the bare traps)",
         per_pair(t),
-        t / b
+        t / b,
+        per_pair(t) / per_pair(z).max(1e-9)
     );
     println!(
         "  recorded (free at entry)       {n:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
         per_pair(n),
         n / b
+    );
+    println!(
+        "  tm-tui's own work (recorded - bare): {:.3} µs/pair",
+        per_pair(t) - per_pair(z)
     );
     println!("  events per recorded run {events}, lost in all runs {lost}");
     Ok(0)

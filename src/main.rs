@@ -262,7 +262,7 @@ fn run(cli: Cli) -> Result<i32> {
                 target,
                 output,
                 ringbuf_bytes: ringbuf,
-                free_at_entry: false,
+                probes: record::ProbeMode::Normal,
                 memory,
                 print_crash: true,
             })
@@ -348,7 +348,7 @@ fn run(cli: Cli) -> Result<i32> {
                 target: record::Target::Command(argv),
                 output: output.clone(),
                 ringbuf_bytes: 64 << 20,
-                free_at_entry: false,
+                probes: record::ProbeMode::Normal,
                 memory: model::DEFAULT_MEMORY,
                 print_crash: false,
             })?;

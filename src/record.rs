@@ -29,14 +29,25 @@ pub struct RecordArgs {
     pub target: Target,
     pub output: PathBuf,
     pub ringbuf_bytes: u64,
-    /// Probe free at its first instruction, not past glibc's NULL test
-    /// (only to measure what that placement saves).
-    pub free_at_entry: bool,
+    /// How the allocator is probed (other than `Normal` only to measure).
+    pub probes: ProbeMode,
     /// Budget of the in-memory timeline behind the live diagnosis.
     pub memory: usize,
     /// Print the crash and its diagnosis the moment it happens (off when
     /// a full report follows anyway).
     pub print_crash: bool,
+}
+
+/// How the allocator is probed. The other modes exist for `tm-tui bench`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProbeMode {
+    #[default]
+    Normal,
+    /// free probed at its first instruction, not past glibc's NULL test
+    /// (what that placement saves).
+    FreeAtEntry,
+    /// The same probes doing nothing: the kernel's trap cost alone.
+    Bare,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -110,7 +121,7 @@ pub struct Session {
 pub fn start(
     target: &Target,
     ringbuf_bytes: u64,
-    free_at_entry: bool,
+    probes: ProbeMode,
     stdio: Option<launch::Stdio>,
 ) -> Result<Session> {
     require_root()?;
@@ -127,7 +138,7 @@ pub fn start(
             (child.pid, argv.join(" "), allocator, Some(child))
         }
     };
-    if free_at_entry {
+    if probes == ProbeMode::FreeAtEntry {
         for p in &mut allocator.probes {
             p.offset -= p.skipped;
             p.skipped = 0;
@@ -143,6 +154,7 @@ pub fn start(
     };
     let mut cfg = Config::new(pid, allocator);
     cfg.ringbuf_bytes = ringbuf_bytes;
+    cfg.bare_probes = probes == ProbeMode::Bare;
     cfg.await_exec = child.is_some();
     cfg.exit_hold = child.as_mut().and_then(Child::take_exit_hold);
     let (recorder, rx) = match Recorder::start(cfg) {
@@ -167,7 +179,7 @@ pub fn start(
 
 pub fn run(args: RecordArgs) -> Result<i32> {
     install_sigint();
-    let session = start(&args.target, args.ringbuf_bytes, args.free_at_entry, None)?;
+    let session = start(&args.target, args.ringbuf_bytes, args.probes, None)?;
     let Session {
         meta,
         recorder,

@@ -101,6 +101,8 @@ pub struct Config {
     pub await_exec: bool,
     /// Launched targets stop in their exit until the recorder has drained.
     pub exit_hold: Option<launch::ExitHold>,
+    /// The allocator probes return at once (the bench's trap-cost baseline).
+    pub bare_probes: bool,
 }
 
 impl Config {
@@ -112,6 +114,7 @@ impl Config {
             channel_batches: 4096,
             await_exec: false,
             exit_hold: None,
+            bare_probes: false,
         }
     }
 }
@@ -245,6 +248,7 @@ fn setup<'obj>(
         .as_deref_mut()
         .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
     rodata.targ_tgid = pid;
+    rodata.bare = cfg.bare_probes;
     // Wake the consumer when a quarter is waiting; below that it reads on
     // its own timer, which keeps the per-event cost free of wakeups.
     rodata.wakeup_bytes = cfg.ringbuf_bytes / 4;

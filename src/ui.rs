@@ -231,7 +231,12 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         Target::Pid(_) => (None, None),
     };
     // Attach before the terminal changes: errors print as plain lines.
-    let session = record::start(&args.target, args.ringbuf_bytes, false, stdio)?;
+    let session = record::start(
+        &args.target,
+        args.ringbuf_bytes,
+        record::ProbeMode::Normal,
+        stdio,
+    )?;
     let record::Session {
         meta,
         recorder,
