@@ -133,15 +133,59 @@ struct {
  * every allocator probe made the verifier take a second longer to load.
  */
 __u64 code_exe_lo = 0, code_exe_hi = 0, code_lib_lo = 0, code_lib_hi = 0;
+/* Every executable mapping seen so far (the span): code of unknown kind. */
+__u64 code_any_lo = 0, code_any_hi = 0;
 
-/* 0: not code; 1: the program's code; 2: a library's; -1: nothing known. */
+/*
+ * 0: not code; 1: the program's code; 2: a system library's (known to user
+ * space: built without frame pointers); 3: other code (a library mapped
+ * since user space last looked, a plugin); -1: nothing known yet.
+ */
 static __always_inline int code_kind(__u64 addr)
 {
 	if (addr >= code_exe_lo && addr < code_exe_hi)
 		return 1;
 	if (addr >= code_lib_lo && addr < code_lib_hi)
 		return 2;
-	return code_exe_hi || code_lib_hi ? 0 : -1;
+	if (addr >= code_any_lo && addr < code_any_hi)
+		return 3;
+	return code_exe_hi || code_lib_hi || code_any_hi ? 0 : -1;
+}
+
+/*
+ * Whether the file behind `fd` lies in a system library directory
+ * (/usr/lib/x86_64-linux-gnu, /lib/x86_64-linux-gnu, /usr/lib64, /lib64):
+ * its parent directory's name, the only part of the path at hand without
+ * d_path. User space has the last word from /proc/PID/maps.
+ */
+static __always_inline bool is_system_lib_fd(int fd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	struct file **fds, *f = NULL;
+	const unsigned char *name;
+	char dir[24] = {};
+
+	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(t, files, fdt, max_fds))
+		return false;
+	fds = BPF_CORE_READ(t, files, fdt, fd);
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xffff]) || !f)
+		return false;
+	name = BPF_CORE_READ(f, f_path.dentry, d_parent, d_name.name);
+	if (bpf_probe_read_kernel_str(dir, sizeof(dir), name) <= 0)
+		return false;
+	/* "x86_64-linux-gnu" (Debian's multiarch dirs) or "lib64"; a bare
+	 * "lib" could be a project's own build directory. */
+	if (dir[0] == 'x' && dir[1] == '8' && dir[2] == '6' && dir[3] == '_')
+		return true;
+	return dir[0] == 'l' && dir[1] == 'i' && dir[2] == 'b' && dir[3] == '6' &&
+	       dir[4] == '4' && dir[5] == 0;
+}
+
+/* uretprobes replace a function's return address with the kernel's
+ * trampoline in the [uprobes] page at the top of the address space. */
+static __always_inline bool is_uretprobe_trampoline(__u64 addr)
+{
+	return addr >= 0x7fffffffe000ULL && addr < 0x7ffffffff000ULL;
 }
 
 /* Whether `ret` is a return address: a user address right after a call
@@ -188,9 +232,8 @@ static __always_inline void scan_stack(struct pt_regs *ctx, struct tm_stack *st)
 		/* Pointers into the stack are saved frame pointers, not code. */
 		if (w >= sp && w - sp < (1 << 23))
 			continue;
-		/* Any code, known yet to user space or not (ld.so's is not until
-		 * it has read the maps): the call before it is the check. */
-		if (is_call_site(w)) {
+		/* Code, or nothing known yet; then the call before it. */
+		if (code_kind(w) != 0 && is_call_site(w)) {
 			found = k;
 			break;
 		}
@@ -276,10 +319,24 @@ static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
 	st->nr = n / sizeof(__u64);
 	if (bpf_probe_read_user(&caller, sizeof(caller), (void *)PT_REGS_SP(ctx)) == 0)
 		st->ips[0] = caller;
-	if (st->nr <= 1)
-		scan_stack(ctx, st);
-	else if (code_kind(caller) == 2)
-		insert_hidden_caller(ctx, st);
+	/* Kernels since 6.13 add the caller themselves when the probed
+	 * instruction is push %rbp or endbr64: drop the copy, so a walk that
+	 * broke at once still looks like one. */
+	if (st->nr > 1 && st->ips[1] == caller) {
+		for (int i = 1; i < TM_MAX_FRAMES - 1; i++)
+			st->ips[i] = st->ips[i + 1];
+		st->nr--;
+	}
+	/* Scans only past system libraries, which are known to lack frame
+	 * pointers and to have small frames: in the program's own code built
+	 * without them, stale return addresses in its locals would pass every
+	 * check and invent frames; a short stack is better than a wrong one. */
+	if (code_kind(caller) == 2) {
+		if (st->nr <= 1)
+			scan_stack(ctx, st);
+		else
+			insert_hidden_caller(ctx, st);
+	}
 
 	for (int i = 0; i < TM_MAX_FRAMES; i++) {
 		if (i >= st->nr)
@@ -312,7 +369,19 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
 	if (cur) {
 		/* realloc(NULL, n) calls malloc, reallocarray tail-calls realloc:
 		 * the outermost call is the one the program made. */
-		if (PT_REGS_SP(ctx) < cur->sp) {
+		__u64 sp = PT_REGS_SP(ctx), ret_addr = 0;
+
+		bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)sp);
+		/* A tail call (reallocarray jumps to realloc) enters at the same
+		 * stack pointer, its return address already the trampoline of
+		 * the outer call's return probe. */
+		if (sp < cur->sp || (sp == cur->sp && is_uretprobe_trampoline(ret_addr))) {
+			/* Called from the program's own code while an allocator
+			 * call is under way on this thread: a signal handler
+			 * that interrupted it. Folded in, its event is lost:
+			 * say so. */
+			if (code_kind(ret_addr) == 1)
+				count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
 			cur->depth++;
 			return 0;
 		}
@@ -474,8 +543,17 @@ static __always_inline int free_enter(struct pt_regs *ctx, __u64 ptr)
 	/* realloc(p, 0) frees through free(): realloc's record says it. A
 	 * stale in-flight entry (not below us on the stack) does not count. */
 	in = bpf_map_lookup_elem(&inflight, &tid);
-	if (in && PT_REGS_SP(ctx) < in->sp)
+	if (in && PT_REGS_SP(ctx) < in->sp) {
+		__u64 ret_addr = 0;
+
+		/* From the program's own code, not from inside realloc: a
+		 * signal handler freeing while an allocator call is under way.
+		 * Its event is lost: say so. */
+		bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)PT_REGS_SP(ctx));
+		if (code_kind(ret_addr) == 1)
+			count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
 		return 0;
+	}
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_HEAP);
@@ -575,11 +653,19 @@ int BPF_PROG(tm_sys_exit, struct pt_regs *regs, long ret)
 	__builtin_memcpy(r->args, a->args, sizeof(r->args));
 	bpf_map_delete_elem(&sys_inflight, &tid);
 	if (r->nr == NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */) && ret > 0) {
-		/* A library being loaded: widen the library span. */
-		if (!code_lib_hi || (__u64)ret < code_lib_lo)
-			code_lib_lo = ret;
-		if ((__u64)ret + r->args[1] > code_lib_hi)
-			code_lib_hi = ret + r->args[1];
+		/* New code (a library loading): widen the span of known code,
+		 * and of system libraries' if it is one, so the stack scans
+		 * know it before user space has read the maps. */
+		if (!code_any_hi || (__u64)ret < code_any_lo)
+			code_any_lo = ret;
+		if ((__u64)ret + r->args[1] > code_any_hi)
+			code_any_hi = ret + r->args[1];
+		if (is_system_lib_fd((int)r->args[4])) {
+			if (!code_lib_hi || (__u64)ret < code_lib_lo)
+				code_lib_lo = ret;
+			if ((__u64)ret + r->args[1] > code_lib_hi)
+				code_lib_hi = ret + r->args[1];
+		}
 	}
 	/* New code mapped (a library loading): wake user space now so it reads
 	 * /proc/PID/maps while the target is alive to be read. */
@@ -675,7 +761,7 @@ int BPF_PROG(tm_exec, struct task_struct *p, pid_t old_pid,
 		return 0;
 	code_exe_lo = BPF_CORE_READ(p, mm, start_code);
 	code_exe_hi = BPF_CORE_READ(p, mm, end_code);
-	code_lib_lo = code_lib_hi = 0;
+	code_lib_lo = code_lib_hi = code_any_lo = code_any_hi = 0;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_EXEC);

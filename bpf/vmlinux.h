@@ -82,6 +82,32 @@ struct mm_struct {
 	unsigned long end_code;
 } __attribute__((preserve_access_index));
 
+struct qstr {
+	const unsigned char *name;
+} __attribute__((preserve_access_index));
+
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+} __attribute__((preserve_access_index));
+
+struct path {
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct path f_path;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
@@ -89,6 +115,7 @@ struct task_struct {
 	struct signal_struct *signal;
 	struct task_struct *real_parent;
 	struct mm_struct *mm;
+	struct files_struct *files;
 } __attribute__((preserve_access_index));
 
 struct __sifields_sigfault {

@@ -456,8 +456,9 @@ struct Decoder<'a> {
     stacks_map: &'a libbpf_rs::MapMut<'a>,
     /// The tracer's .bss (mmapped), for the code-range globals.
     bss: Option<*mut types::bss>,
-    /// The ranges last written: program text, system libraries' span.
-    code_ranges: (u64, u64, u64, u64),
+    /// The ranges last written: program text, system libraries' span,
+    /// span of all code.
+    code_ranges: (u64, u64, u64, u64, u64, u64),
     tx: &'a Sender<Msg>,
     table: StackTable,
     maps: MapsCache,
@@ -479,7 +480,10 @@ impl Decoder<'_> {
         let exe = format!("/proc/{}/exe", self.maps.pid());
         let exe = std::fs::read_link(exe).ok();
         let (mut exe_lo, mut exe_hi, mut lib_lo, mut lib_hi) = (u64::MAX, 0, u64::MAX, 0);
+        let (mut any_lo, mut any_hi) = (u64::MAX, 0);
         for m in self.maps.entries().iter().filter(|m| m.exec) {
+            any_lo = any_lo.min(m.start);
+            any_hi = any_hi.max(m.end);
             let Some(path) = m.path.as_deref() else {
                 continue;
             };
@@ -504,6 +508,8 @@ impl Decoder<'_> {
             exe_hi,
             if lib_hi > 0 { lib_lo } else { 0 },
             lib_hi,
+            if any_hi > 0 { any_lo } else { 0 },
+            any_hi,
         );
         if ranges == self.code_ranges {
             return;
@@ -520,6 +526,8 @@ impl Decoder<'_> {
             std::ptr::write_volatile(&raw mut (*bss).code_exe_hi, ranges.1);
             std::ptr::write_volatile(&raw mut (*bss).code_lib_lo, ranges.2);
             std::ptr::write_volatile(&raw mut (*bss).code_lib_hi, ranges.3);
+            std::ptr::write_volatile(&raw mut (*bss).code_any_lo, ranges.4);
+            std::ptr::write_volatile(&raw mut (*bss).code_any_hi, ranges.5);
         }
         self.code_ranges = ranges;
     }
@@ -766,7 +774,7 @@ fn poll_loop(
     let decoder = RefCell::new(Decoder {
         stacks_map: &skel.maps.stacks,
         bss,
-        code_ranges: (0, 0, 0, 0),
+        code_ranges: (0, 0, 0, 0, 0, 0),
         tx,
         table: StackTable::default(),
         maps: MapsCache::new(cfg.pid),

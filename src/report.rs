@@ -535,6 +535,10 @@ fn event_json(e: &Event, t: &Trace) -> Value {
     if let (EventKind::Realloc { old, .. }, Some(o)) = (&e.kind, v.as_object_mut()) {
         o.insert("old_addr".into(), json!(format!("{old:#x}")));
     }
+    if let (Some(st), Some(o)) = (stack_of(&t.stacks, event_stack(&e.kind)), v.as_object_mut()) {
+        let frames: Vec<Value> = st.frames.iter().map(|f| frame_json(f, t)).collect();
+        o.insert("stack".into(), json!(frames));
+    }
     v
 }
 
