@@ -17,6 +17,8 @@ const volatile __u32 targ_tgid = 0;
 /* tm-tui bench: the allocator probes return at once, to measure the
  * kernel's trap cost alone (dead code otherwise: the verifier drops it). */
 const volatile bool bare = false;
+/* TM_DEBUG=1: count the free probe's hits (an atomic add per free). */
+const volatile bool debug = false;
 /* Wake the consumer only once this much is waiting; it polls on a timer. */
 const volatile __u64 wakeup_bytes = 1 << 20;
 
@@ -537,7 +539,8 @@ static __always_inline int free_enter(struct pt_regs *ctx, __u64 ptr)
 	if (bare)
 		return 0;
 	target = is_target(&tid);
-	__sync_fetch_and_add(&free_hits[target ? 1 : 0], 1);
+	if (debug)
+		__sync_fetch_and_add(&free_hits[target ? 1 : 0], 1);
 	if (!target || ptr == 0)
 		return 0;
 	/* realloc(p, 0) frees through free(): realloc's record says it. A

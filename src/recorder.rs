@@ -249,6 +249,7 @@ fn setup<'obj>(
         .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
     rodata.targ_tgid = pid;
     rodata.bare = cfg.bare_probes;
+    rodata.debug = std::env::var_os("TM_DEBUG").is_some();
     // Wake the consumer when a quarter is waiting; below that it reads on
     // its own timer, which keeps the per-event cost free of wakeups.
     rodata.wakeup_bytes = cfg.ringbuf_bytes / 4;
