@@ -164,9 +164,8 @@ pub(crate) fn require_tty() -> Result<()> {
     Ok(())
 }
 
-/// A byte size: plain bytes or with KiB/MiB/GiB (K/M/G) suffix; a power of
-/// two between 4KiB and 2GiB.
-fn parse_size(s: &str) -> Result<u64, String> {
+/// Bytes, plain or with a KiB/MiB/GiB (K/M/G) suffix.
+fn parse_bytes(s: &str, what: &str, example: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = [
         ("KiB", 1u64 << 10),
@@ -182,10 +181,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("invalid size '{s}' (e.g. 64MiB)"))?;
-    let v = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("size '{s}' is too large"))?;
+        .map_err(|_| format!("invalid {what} '{s}' (e.g. {example})"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{what} '{s}' is too large"))
+}
+
+/// A ring buffer size: a power of two between 4KiB and 2GiB.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let v = parse_bytes(s, "size", "64MiB")?;
     if !v.is_power_of_two() || !(4096..=(2 << 30)).contains(&v) {
         return Err(format!(
             "size '{s}' must be a power of two between 4KiB and 2GiB"
@@ -194,28 +197,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
-/// A memory budget: bytes or with KiB/MiB/GiB (K/M/G); at least 16MiB.
+/// A memory budget: at least 16MiB.
 fn parse_memory(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let (num, mult) = [
-        ("KiB", 1u64 << 10),
-        ("MiB", 1 << 20),
-        ("GiB", 1 << 30),
-        ("K", 1 << 10),
-        ("M", 1 << 20),
-        ("G", 1 << 30),
-    ]
-    .iter()
-    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n, *m)))
-    .unwrap_or((t, 1));
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid memory size '{s}' (e.g. 1GiB, 512MiB)"))?;
-    let v = n
-        .checked_mul(mult)
-        .and_then(|v| usize::try_from(v).ok())
-        .ok_or_else(|| format!("memory size '{s}' is too large"))?;
+    let v = parse_bytes(s, "memory size", "1GiB, 512MiB")?;
+    let v = usize::try_from(v).map_err(|_| format!("memory size '{s}' is too large"))?;
     if v < 16 << 20 {
         return Err(format!("memory size '{s}' is below the minimum of 16MiB"));
     }
