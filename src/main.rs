@@ -22,6 +22,7 @@ mod symbols;
 mod trace;
 mod ui;
 mod unwind;
+mod xorshift;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -875,6 +875,7 @@ impl Dec<'_> {
 mod tests {
     use super::*;
     use crate::event::AllocFn;
+    use crate::xorshift::Rng;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -1425,18 +1426,6 @@ mod tests {
         assert!(err.is_some_and(|e| e.contains("Meta")));
         assert!(read_trace(&std::env::temp_dir().join("tmt-test-does-not-exist")).is_err());
         Ok(())
-    }
-
-    /// xorshift64*: deterministic noise without a dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
     }
 
     #[test]

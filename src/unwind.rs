@@ -528,6 +528,7 @@ mod tests {
     use std::cell::RefCell;
     use std::hint::black_box;
 
+    use crate::xorshift::Rng;
     use blazesym::symbolize::source::{Process, Source};
     use blazesym::symbolize::{Input, Symbolized, Symbolizer};
     use blazesym::Pid;
@@ -837,22 +838,6 @@ mod tests {
         let mut from_hdr = module.index.clone();
         from_hdr.sort_unstable();
         assert_eq!(from_hdr, walked);
-    }
-
-    /// xorshift64: enough randomness for fuzzing without a dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use crate::event::{AllocFn, Event, EventKind, Frame, Meta, Stack};
 use crate::model::store::Filter;
 use crate::model::Timeline;
+pub(crate) use crate::xorshift::Rng;
 
 const THREADS: usize = 8;
 /// Sizes handed out, with weights: mostly small, a few large.
@@ -25,21 +26,6 @@ const SIZES: [(u64, u64); 10] = [
     (65536, 1),
     (300_000, 1),
 ];
-
-pub(crate) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// An allocator simulation: per-size free lists so addresses are reused
 /// the way a real allocator reuses them; 1% of blocks leak.

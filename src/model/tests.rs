@@ -6,6 +6,7 @@ use super::*;
 use crate::event::{AllocFn, Frame, SignalInfo};
 use crate::model::diagnose::DiagKind;
 use crate::model::heap::LiveHeap;
+use crate::xorshift::Rng;
 
 const MS: u64 = 1_000_000;
 
@@ -385,20 +386,6 @@ fn diff_between_two_instants() {
     let total: u64 = d.iter().map(|g| g.bytes).sum();
     assert_eq!(total, 70);
     assert_eq!(d[0].bytes, 40);
-}
-
-/// xorshift: deterministic randomness without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Random allocator traffic over a small address pool, so reuse, double
