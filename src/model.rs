@@ -53,13 +53,33 @@ pub struct Timeline {
     last_signal: Option<(Idx, i32)>,
 }
 
-/// Allocations made between two instants and not freed by the second,
-/// grouped by allocation stack.
+/// Blocks grouped by allocation stack.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiffGroup {
+pub struct SiteGroup {
     pub stack: Option<StackId>,
     pub blocks: u64,
     pub bytes: u64,
+    /// Allocation time of the oldest block.
+    pub oldest_ts: u64,
+}
+
+/// `blocks` by allocation stack, most bytes first.
+pub fn group_by_stack<'a>(blocks: impl IntoIterator<Item = &'a LiveBlock>) -> Vec<SiteGroup> {
+    let mut groups: fxhash::FxMap<Option<StackId>, SiteGroup> = Default::default();
+    for b in blocks {
+        let g = groups.entry(b.stack).or_insert(SiteGroup {
+            stack: b.stack,
+            blocks: 0,
+            bytes: 0,
+            oldest_ts: b.ts,
+        });
+        g.blocks += 1;
+        g.bytes += b.size;
+        g.oldest_ts = g.oldest_ts.min(b.ts);
+    }
+    let mut v: Vec<SiteGroup> = groups.into_values().collect();
+    v.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.stack.cmp(&y.stack)));
+    v
 }
 
 impl Timeline {
@@ -201,23 +221,11 @@ impl Timeline {
         self.heap.at(&self.store, i + 1)
     }
 
-    /// What was allocated after event `a` and still live after event `b`,
-    /// by allocation stack, most bytes first.
-    pub fn diff(&self, a: Idx, b: Idx) -> Option<Vec<DiffGroup>> {
-        let live = self.heap_after(b)?;
-        let mut groups: fxhash::FxMap<Option<StackId>, DiffGroup> = Default::default();
-        for blk in live.iter().filter(|blk| blk.alloc > a) {
-            let g = groups.entry(blk.stack).or_insert(DiffGroup {
-                stack: blk.stack,
-                blocks: 0,
-                bytes: 0,
-            });
-            g.blocks += 1;
-            g.bytes += blk.size;
-        }
-        let mut v: Vec<DiffGroup> = groups.into_values().collect();
-        v.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.stack.cmp(&y.stack)));
-        Some(v)
+    /// What was allocated from event `from` on and is still live after
+    /// event `upto`, by allocation stack, most bytes first.
+    pub fn diff(&self, from: Idx, upto: Idx) -> Option<Vec<SiteGroup>> {
+        let live = self.heap_after(upto)?;
+        Some(group_by_stack(live.iter().filter(|b| b.alloc >= from)))
     }
 
     /// Every block that lived at (or covered) `addr`.

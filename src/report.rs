@@ -408,32 +408,11 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
 }
 
 /// Allocated in `[from, upto)` and still live at its end, by site.
-fn window_live(sum: &Summary, from: usize, upto: usize) -> Vec<crate::model::DiffGroup> {
-    if upto == 0 || upto <= from {
-        return Vec::new();
+fn window_live(sum: &Summary, from: usize, upto: usize) -> Vec<crate::model::SiteGroup> {
+    match upto.checked_sub(1) {
+        Some(last) if from < upto => sum.tl.diff(from as u64, last as u64).unwrap_or_default(),
+        _ => Vec::new(),
     }
-    let a = (from as u64).checked_sub(1);
-    let b = upto as u64 - 1;
-    let diff = match a {
-        Some(a) => sum.tl.diff(a, b),
-        None => sum.tl.heap_after(b).map(|blocks| {
-            let mut g: crate::model::fxhash::FxMap<Option<StackId>, crate::model::DiffGroup> =
-                Default::default();
-            for blk in blocks {
-                let e = g.entry(blk.stack).or_insert(crate::model::DiffGroup {
-                    stack: blk.stack,
-                    blocks: 0,
-                    bytes: 0,
-                });
-                e.blocks += 1;
-                e.bytes += blk.size;
-            }
-            let mut v: Vec<_> = g.into_values().collect();
-            v.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.stack.cmp(&y.stack)));
-            v
-        }),
-    };
-    diff.unwrap_or_default()
 }
 
 fn window_live_text(out: &mut String, sum: &Summary, from: usize, upto: usize) {

@@ -382,7 +382,7 @@ fn diff_between_two_instants() {
     r.alloc(0x300, 30, "mid");
     r.free(0x200, "x");
     let b = r.alloc(0x400, 40, "late");
-    let d = r.tl.diff(a0, b).unwrap_or_default();
+    let d = r.tl.diff(a0 + 1, b).unwrap_or_default();
     let total: u64 = d.iter().map(|g| g.bytes).sum();
     assert_eq!(total, 70);
     assert_eq!(d[0].bytes, 40);

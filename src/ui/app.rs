@@ -214,24 +214,20 @@ impl App {
             );
         }
         let leaks = &self.leaks.1;
-        let mut by: crate::model::fxhash::FxMap<Option<StackId>, SiteRow> = Default::default();
-        for b in &self.blocks {
-            let r = by.entry(b.stack).or_insert_with(|| {
-                let (growth, suspected) = leaks.get(&b.stack).copied().unwrap_or((0.0, false));
+        self.sites = crate::model::group_by_stack(&self.blocks)
+            .into_iter()
+            .map(|g| {
+                let (growth, suspected) = leaks.get(&g.stack).copied().unwrap_or((0.0, false));
                 SiteRow {
-                    stack: b.stack,
-                    blocks: 0,
-                    bytes: 0,
-                    oldest_ts: b.ts,
+                    stack: g.stack,
+                    blocks: g.blocks,
+                    bytes: g.bytes,
+                    oldest_ts: g.oldest_ts,
                     growth,
                     suspected,
                 }
-            });
-            r.blocks += 1;
-            r.bytes += b.size;
-            r.oldest_ts = r.oldest_ts.min(b.ts);
-        }
-        self.sites = by.into_values().collect();
+            })
+            .collect();
         self.sort_heap();
         if self.tl.crash == Some(c) && self.diagnosis.as_ref().is_none_or(|(i, _)| *i != c) {
             self.diagnosis = Some((c, self.tl.diagnosis()));
