@@ -235,15 +235,7 @@ impl HeapIndex {
                 return Some(*b);
             }
         }
-        let (ptr, size, ts, tid, stack) = store.block_fields(alloc)?;
-        Some(LiveBlock {
-            ptr,
-            size,
-            ts,
-            tid,
-            stack,
-            alloc,
-        })
+        store.block(alloc)
     }
 
     /// Blocks live now.
@@ -340,16 +332,7 @@ impl HeapIndex {
                 }
             }
         }
-        store.blocks_fields(idx, |alloc, (ptr, size, ts, tid, stack)| {
-            f(LiveBlock {
-                ptr,
-                size,
-                ts,
-                tid,
-                stack,
-                alloc,
-            })
-        });
+        store.blocks(idx, f);
     }
 
     /// The live blocks just before event `upto` (after all events < upto),

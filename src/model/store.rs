@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use crate::event::{AllocFn, Event, EventKind, StackId};
 use crate::model::fxhash::{FxMap, FxSet};
+use crate::model::heap::LiveBlock;
 
 /// The number of an event in the recording, in arrival order.
 pub type Idx = u64;
@@ -464,8 +465,11 @@ impl EventStore {
     }
 
     pub fn tid(&self, i: Idx) -> Option<u32> {
-        let (c, o) = self.locate(i)?;
-        match c.rows[o].tid {
+        self.tid_of(i, self.row(i)?.tid)
+    }
+
+    fn tid_of(&self, i: Idx, t: u16) -> Option<u32> {
+        match t {
             MANY_TIDS => self.tid_overflow.get(&i).copied(),
             t => self.threads.get(usize::from(t)).copied(),
         }
@@ -483,11 +487,7 @@ impl EventStore {
     }
 
     pub fn size(&self, i: Idx) -> Option<u64> {
-        let (c, o) = self.locate(i)?;
-        Some(match c.rows[o].size {
-            BIG_SIZE => self.big_sizes.get(&i).copied().unwrap_or(u64::MAX),
-            s => u64::from(s),
-        })
+        Some(self.size_of(i, self.row(i)?.size))
     }
 
     pub fn kind(&self, i: Idx) -> Option<Kind> {
@@ -512,38 +512,30 @@ impl EventStore {
         self.reallocs.get(at).filter(|r| r.idx == i).copied()
     }
 
-    /// `(ptr, size, ts, tid, stack)` of an allocating event, with one
-    /// lookup (the heap index's hot path).
-    pub fn block_fields(&self, i: Idx) -> Option<(u64, u64, u64, u32, Option<StackId>)> {
-        let r = self.row(i)?;
+    /// The block allocated by event `i`, with one lookup (the heap
+    /// index's hot path); `None` if `i` allocates nothing.
+    pub fn block(&self, i: Idx) -> Option<LiveBlock> {
+        self.block_of(i, self.row(i)?)
+    }
+
+    fn block_of(&self, i: Idx, r: Row) -> Option<LiveBlock> {
         if r.code() == code::FREE || r.code() == code::OTHER {
             return None;
         }
-        let size = match r.size {
-            BIG_SIZE => self.big_sizes.get(&i).copied().unwrap_or(u64::MAX),
-            s => u64::from(s),
-        };
-        let tid = match r.tid {
-            MANY_TIDS => self.tid_overflow.get(&i).copied()?,
-            t => *self.threads.get(usize::from(t))?,
-        };
-        Some((
-            r.addr,
-            size,
-            self.base_ts.unwrap_or(0) + r.rel(),
-            tid,
-            Some(r.stack).filter(|&s| s != NO_STACK),
-        ))
+        Some(LiveBlock {
+            ptr: r.addr,
+            size: self.size_of(i, r.size),
+            ts: self.base_ts.unwrap_or(0) + r.rel(),
+            tid: self.tid_of(i, r.tid)?,
+            stack: Some(r.stack).filter(|&s| s != NO_STACK),
+            alloc: i,
+        })
     }
 
-    /// [`Self::block_fields`] of many events, in order, skipping those
-    /// that are not allocations. The rows are fetched in groups before
-    /// any is decoded, so their cache misses overlap instead of queueing.
-    pub fn blocks_fields(
-        &self,
-        idx: &[Idx],
-        mut f: impl FnMut(Idx, (u64, u64, u64, u32, Option<StackId>)),
-    ) {
+    /// [`Self::block`] of many events, in order, skipping those that
+    /// allocate nothing. The rows are fetched in groups before any is
+    /// decoded, so their cache misses overlap instead of queueing.
+    pub fn blocks(&self, idx: &[Idx], mut f: impl FnMut(LiveBlock)) {
         const GROUP: usize = 32;
         for group in idx.chunks(GROUP) {
             let mut rows = [None; GROUP];
@@ -551,28 +543,9 @@ impl EventStore {
                 *slot = self.row(i);
             }
             for (r, &i) in rows.iter().zip(group) {
-                let Some(r) = r else { continue };
-                if r.code() == code::FREE || r.code() == code::OTHER {
-                    continue;
+                if let Some(b) = r.and_then(|r| self.block_of(i, r)) {
+                    f(b);
                 }
-                let size = match r.size {
-                    BIG_SIZE => self.big_sizes.get(&i).copied().unwrap_or(u64::MAX),
-                    s => u64::from(s),
-                };
-                let tid = match r.tid {
-                    MANY_TIDS => self.tid_overflow.get(&i).copied().unwrap_or(0),
-                    t => self.threads.get(usize::from(t)).copied().unwrap_or(0),
-                };
-                f(
-                    i,
-                    (
-                        r.addr,
-                        size,
-                        self.base_ts.unwrap_or(0) + r.rel(),
-                        tid,
-                        Some(r.stack).filter(|&s| s != NO_STACK),
-                    ),
-                );
             }
         }
     }
@@ -811,8 +784,8 @@ impl EventStore {
                 a > start
                     && self
                         .prev_at(i, start)
-                        .and_then(|p| self.block_fields(p))
-                        .is_some_and(|(ptr, size, ..)| ptr == start && a - start < size)
+                        .and_then(|p| self.block(p))
+                        .is_some_and(|b| b.ptr == start && a - start < b.size)
             };
             let hit = match code {
                 code::FREE => ptr == a || ended_covers(ptr),
