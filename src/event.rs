@@ -150,6 +150,16 @@ pub struct SignalInfo {
     pub stack: Option<StackId>,
 }
 
+impl SignalInfo {
+    /// `si_addr` when it is a fault address: a fault the kernel raised
+    /// (SIGSEGV, SIGBUS, SIGILL, SIGFPE with si_code > 0). For a signal
+    /// sent by a process (abort's SIGABRT) the field holds the sender's
+    /// pid.
+    pub fn fault_addr(&self) -> Option<u64> {
+        (matches!(self.signo, 4 | 7 | 8 | 11) && self.code > 0).then_some(self.addr)
+    }
+}
+
 /// How the process ended, decoded from the kernel's exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {

@@ -90,9 +90,11 @@ pub fn rel(ts: u64, start: u64) -> String {
 pub fn crash_headline(s: &SignalInfo, pid: u32, tid: u32, ts: u64, start: u64) -> String {
     let d = ts.saturating_sub(start);
     format!(
-        "CRASH  {} (address {:#x}, {})  pid {pid} tid {tid}  at +{}.{:03}s",
+        "CRASH  {} ({}{})  pid {pid} tid {tid}  at +{}.{:03}s",
         signal_name(s.signo),
-        s.addr,
+        s.fault_addr()
+            .map(|a| format!("address {a:#x}, "))
+            .unwrap_or_default(),
         si_code_name(s.signo, s.code),
         d / 1_000_000_000,
         (d % 1_000_000_000) / 1_000_000
@@ -133,13 +135,13 @@ pub fn event_line(
             old, new_len, ret, ..
         } => ("MREMAP", format!("{old:#x} -> {ret:#x}  len={new_len}")),
         EventKind::Brk { req, ret } => ("BRK", format!("{req:#x} -> {ret:#x}")),
-        // si_addr is a fault address only for kernel-raised faults; a
-        // raised SIGABRT carries the sender's pid there.
-        EventKind::Signal(s) if matches!(s.signo, 4 | 7 | 8 | 11) && s.code > 0 => (
+        EventKind::Signal(s) => (
             "CRASH",
-            format!("{}  addr={:#x}", signal_name(s.signo), s.addr),
+            match s.fault_addr() {
+                Some(a) => format!("{}  addr={a:#x}", signal_name(s.signo)),
+                None => signal_name(s.signo).to_string(),
+            },
         ),
-        EventKind::Signal(s) => ("CRASH", signal_name(s.signo).to_string()),
         EventKind::Spawn { child, thread } => (
             if *thread { "THREAD" } else { "FORK" },
             format!("tid {child}"),

@@ -332,7 +332,7 @@ impl EventStore {
                     EventKind::Mmap { ret, .. } => u64::try_from(*ret).unwrap_or(0),
                     EventKind::Munmap { addr, .. } => *addr,
                     EventKind::Mremap { old, .. } => *old,
-                    EventKind::Signal(s) => s.addr,
+                    EventKind::Signal(s) => s.fault_addr().unwrap_or(0),
                     _ => 0,
                 };
                 let stack = match other {

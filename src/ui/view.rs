@@ -123,15 +123,10 @@ fn event_cols(app: &App, i: Idx) -> (String, String, String) {
             format!("from {old:#x}"),
         ),
         EventKind::Brk { ret, .. } => (format!("{ret:#x}"), String::new(), String::new()),
-        // si_addr means a fault address only for faults raised by the
-        // kernel (SIGSEGV, SIGBUS, SIGILL, SIGFPE with si_code > 0); for a
-        // raised SIGABRT the same field holds the sender's pid.
         EventKind::Signal(s) => (
-            if matches!(s.signo, 4 | 7 | 8 | 11) && s.code > 0 {
-                format!("{:#x}", s.addr)
-            } else {
-                String::new()
-            },
+            s.fault_addr()
+                .map(|a| format!("{a:#x}"))
+                .unwrap_or_default(),
             String::new(),
             signal_name(s.signo).to_string(),
         ),
