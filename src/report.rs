@@ -14,7 +14,6 @@ use crate::event::{
     si_code_name, signal_name, Event, EventKind, ExitStatus, Frame, SignalInfo, Stack, StackId,
 };
 use crate::model::diagnose::{Diagnosis, Site};
-use crate::model::heap::LiveHeapTotals;
 use crate::model::leaks::LeakGroup;
 pub use crate::model::names::{frame_label, stack_lines, top_user_frame};
 use crate::model::Timeline;
@@ -208,9 +207,9 @@ pub fn crash_block(
 
 pub struct Summary {
     pub by_kind: BTreeMap<&'static str, u64>,
-    pub heap: LiveHeapTotals,
-    pub live_blocks: u64,
+    /// The crash, as an index into the trace's events.
     pub crash: Option<usize>,
+    /// The end of the recording (CLOCK_MONOTONIC ns).
     pub end_ns: u64,
     pub tl: Timeline,
 }
@@ -224,18 +223,15 @@ pub fn summarize(t: &Trace, memory: usize) -> Summary {
         .collect();
     Summary {
         by_kind,
-        heap: tl.heap.totals,
-        live_blocks: tl.heap.live_blocks(),
         crash: tl.crash.and_then(|c| usize::try_from(c).ok()),
         end_ns: tl.end_time(),
         tl,
     }
 }
 
-/// Indices of the events shown: [at - window, at], or the last
-/// [`DEFAULT_LAST`] up to the moment (the crash itself excluded: it is
-/// printed as the `>>>` line).
-/// The events shown around the moment.
+/// The events shown around the moment: [at - window, at], or the last
+/// [`DEFAULT_LAST`] up to it (the crash itself excluded: it is printed as
+/// the `>>>` line).
 struct Shown {
     /// The moment (CLOCK_MONOTONIC ns).
     at: u64,
@@ -345,13 +341,13 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
             String::new()
         }
     );
-    let h = &sum.heap;
+    let h = &sum.tl.heap.totals;
     let _ = writeln!(
         out,
         "heap      {} allocs, {} frees; at end {} live blocks, {} bytes{}",
         h.allocs,
         h.frees,
-        sum.live_blocks,
+        sum.tl.heap.live_blocks(),
         h.live_bytes,
         if h.unknown_frees > 0 {
             format!(
@@ -633,12 +629,12 @@ pub fn json(t: &Trace, opts: &Options) -> Result<Value> {
             "lost": lost,
         },
         "heap": {
-            "allocs": sum.heap.allocs,
-            "frees": sum.heap.frees,
-            "live_blocks": sum.live_blocks,
-            "live_bytes": sum.heap.live_bytes,
-            "unknown_frees": sum.heap.unknown_frees,
-            "failed_allocs": sum.heap.failed,
+            "allocs": sum.tl.heap.totals.allocs,
+            "frees": sum.tl.heap.totals.frees,
+            "live_blocks": sum.tl.heap.live_blocks(),
+            "live_bytes": sum.tl.heap.totals.live_bytes,
+            "unknown_frees": sum.tl.heap.totals.unknown_frees,
+            "failed_allocs": sum.tl.heap.totals.failed,
         },
         "crash": crash,
         "leaks": leaks,
