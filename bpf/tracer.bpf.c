@@ -270,7 +270,8 @@ static __always_inline void scan_stack(struct pt_regs *ctx, struct tm_stack *st)
  * Its return address lies between the stack pointer and that frame:
  * find it there (in known code, after a call) and put it in as frame 1.
  */
-static __always_inline void insert_hidden_caller(struct pt_regs *ctx, struct tm_stack *st)
+static __always_inline void insert_hidden_caller(struct pt_regs *ctx, struct tm_stack *st,
+						 bool dup)
 {
 	__u32 zero = 0;
 	struct scan_buf *sb = bpf_map_lookup_elem(&scan_scratch, &zero);
@@ -291,6 +292,11 @@ static __always_inline void insert_hidden_caller(struct pt_regs *ctx, struct tm_
 	}
 	if (k == TM_SCAN_WORDS)
 		return;
+	/* Frame 1 is the kernel's copy of the caller: take its place. */
+	if (dup) {
+		st->ips[1] = w;
+		return;
+	}
 	for (int i = TM_MAX_FRAMES - 1; i > 1; i--)
 		st->ips[i] = st->ips[i - 1];
 	st->ips[1] = w;
@@ -309,6 +315,7 @@ static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
 	__u32 zero = 0;
 	struct tm_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);
 	__u64 h = 0xcbf29ce484222325ULL, caller = 0;
+	bool dup;
 	long n;
 
 	if (!st)
@@ -322,22 +329,19 @@ static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
 	if (bpf_probe_read_user(&caller, sizeof(caller), (void *)PT_REGS_SP(ctx)) == 0)
 		st->ips[0] = caller;
 	/* Kernels since 6.13 add the caller themselves when the probed
-	 * instruction is push %rbp or endbr64: drop the copy, so a walk that
-	 * broke at once still looks like one. */
-	if (st->nr > 1 && st->ips[1] == caller) {
-		for (int i = 1; i < TM_MAX_FRAMES - 1; i++)
-			st->ips[i] = st->ips[i + 1];
-		st->nr--;
-	}
+	 * instruction is push %rbp or endbr64 (free here): ips[1] is then a
+	 * copy of it. It is left for user space to drop (no shifting on every
+	 * free); the scans below overwrite it. */
+	dup = st->nr > 1 && st->ips[1] == caller;
 	/* Scans only past system libraries, which are known to lack frame
 	 * pointers and to have small frames: in the program's own code built
 	 * without them, stale return addresses in its locals would pass every
 	 * check and invent frames; a short stack is better than a wrong one. */
 	if (code_kind(caller) == 2) {
-		if (st->nr <= 1)
+		if (st->nr <= 1 + dup)
 			scan_stack(ctx, st);
 		else
-			insert_hidden_caller(ctx, st);
+			insert_hidden_caller(ctx, st, dup);
 	}
 
 	for (int i = 0; i < TM_MAX_FRAMES; i++) {

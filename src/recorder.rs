@@ -607,7 +607,9 @@ impl Decoder<'_> {
             let mut ips: Vec<u64> = st.ips[..n].iter().copied().filter(|a| *a != 0).collect();
             // The tracer put the caller ([sp]) in frame 0; kernels ≥ 6.13
             // also add it themselves when the probed instruction is
-            // `push %rbp` or endbr64 (free past its NULL test is one). Two
+            // `push %rbp` or endbr64 (free past its NULL test is one), and
+            // the tracer leaves that copy here rather than shift frames on
+            // every free. Two
             // equal first frames can come from nothing else: one address
             // cannot be both the call to the allocator and a call site of
             // the caller's caller.
