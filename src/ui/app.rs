@@ -372,20 +372,28 @@ impl App {
         Some((c, self.tl.store.heap_op(c)?))
     }
 
-    /// The diagnosis's evidence when the cursor is on the crash.
-    fn crash_site(&self, free: bool) -> Option<Option<Idx>> {
-        let d = self.diagnosis()?;
-        let s = if free { &d.free } else { &d.alloc };
-        Some(s.as_ref().and_then(|s| s.idx))
+    /// On the crash, `a` / `f` go to the allocation / free the diagnosis
+    /// names; false when the cursor is not on a diagnosed crash.
+    fn jump_to_evidence(&mut self, free: bool) -> bool {
+        let Some(d) = self.diagnosis() else {
+            return false;
+        };
+        let site = if free { &d.free } else { &d.alloc };
+        match site.as_ref().and_then(|s| s.idx) {
+            Some(i) => self.goto(i),
+            None => {
+                self.message = Some(format!(
+                    "the diagnosis names no recorded {}",
+                    if free { "free" } else { "allocation" }
+                ))
+            }
+        }
+        true
     }
 
     /// `a`: the allocation of the selected block.
     fn jump_alloc(&mut self) {
-        if let Some(target) = self.crash_site(false) {
-            match target {
-                Some(i) => self.goto(i),
-                None => self.message = Some("the diagnosis names no recorded allocation".into()),
-            }
+        if self.jump_to_evidence(false) {
             return;
         }
         let target = match self.pane {
@@ -411,11 +419,7 @@ impl App {
 
     /// `f`: the free that ended the selected block.
     fn jump_free(&mut self) {
-        if let Some(target) = self.crash_site(true) {
-            match target {
-                Some(i) => self.goto(i),
-                None => self.message = Some("the diagnosis names no recorded free".into()),
-            }
+        if self.jump_to_evidence(true) {
             return;
         }
         let alloc = match self.pane {
