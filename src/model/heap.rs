@@ -11,7 +11,7 @@ use crate::event::StackId;
 #[cfg(test)]
 use crate::event::{Event, EventKind};
 use crate::model::fxhash::FxMap;
-use crate::model::store::{EventStore, HeapOp, Idx, CHUNK};
+use crate::model::store::{EventStore, Idx, CHUNK};
 
 /// Checkpoint spacing: at most this many events (or twice the live blocks,
 /// if more) are replayed to answer a heap-at-T query.
@@ -264,28 +264,22 @@ impl HeapIndex {
         let Some(op) = store.heap_op(idx) else {
             return ch;
         };
-        match op {
-            HeapOp::Alloc { ptr: 0, .. } => self.totals.failed += 1,
-            HeapOp::Alloc { ptr, size } => self.insert(store, ptr, size, idx, &mut ch),
-            HeapOp::Free { ptr } => self.remove(store, ptr, &mut ch, 0),
-            HeapOp::Realloc { old, ptr: 0, size } => {
-                if size == 0 && old != 0 {
-                    self.remove(store, old, &mut ch, 0);
-                } else {
-                    self.totals.failed += 1;
-                }
-            }
-            HeapOp::Realloc { old, ptr, size } => {
-                if old != 0 {
-                    self.remove(store, old, &mut ch, 0);
-                }
-                self.insert(store, ptr, size, idx, &mut ch);
-            }
+        let ends = op.ends();
+        if let Some(ptr) = ends {
+            self.remove(store, ptr, &mut ch);
+        }
+        match op.starts() {
+            Some(ptr) => self.insert(store, ptr, idx, &mut ch),
+            // Neither ended nor started anything: a failed allocation.
+            None if ends.is_none() => self.totals.failed += 1,
+            None => {}
         }
         ch
     }
 
-    fn insert(&mut self, store: &EventStore, ptr: u64, size: u64, idx: Idx, ch: &mut Change) {
+    fn insert(&mut self, store: &EventStore, ptr: u64, idx: Idx, ch: &mut Change) {
+        ch.born = self.block(store, idx);
+        let size = ch.born.map_or(0, |b| b.size);
         let t = &mut self.totals;
         t.allocs += 1;
         t.alloc_bytes += size;
@@ -300,16 +294,15 @@ impl HeapIndex {
                 });
             }
         }
-        ch.born = self.block(store, idx);
     }
 
-    fn remove(&mut self, store: &EventStore, ptr: u64, ch: &mut Change, slot: usize) {
+    fn remove(&mut self, store: &EventStore, ptr: u64, ch: &mut Change) {
         match self.live.remove(&ptr) {
             Some(i) => {
                 self.totals.frees += 1;
                 if let Some(b) = self.block(store, i) {
                     self.totals.live_bytes -= b.size;
-                    ch.ended[slot] = Some(Ended {
+                    ch.ended[0] = Some(Ended {
                         block: b,
                         freed: true,
                     });
@@ -343,25 +336,13 @@ impl HeapIndex {
         let cp = self.checkpoints.get(ci.checked_sub(1)?)?;
         // The final state of every address the replay touches.
         let mut delta: FxMap<u64, Option<Idx>> = FxMap::default();
-        store.heap_ops(cp.at..upto, |i, op| match op {
-            HeapOp::Alloc { ptr, .. } => {
-                if ptr != 0 {
-                    delta.insert(ptr, Some(i));
-                }
+        store.heap_ops(cp.at..upto, |i, op| {
+            // Ended first: a realloc in place ends and starts one address.
+            if let Some(a) = op.ends() {
+                delta.insert(a, None);
             }
-            HeapOp::Free { ptr } => {
-                delta.insert(ptr, None);
-            }
-            HeapOp::Realloc { old, ptr, size } => {
-                if ptr == 0 && (size != 0 || old == 0) {
-                    return;
-                }
-                if old != 0 {
-                    delta.insert(old, None);
-                }
-                if ptr != 0 {
-                    delta.insert(ptr, Some(i));
-                }
+            if let Some(a) = op.starts() {
+                delta.insert(a, Some(i));
             }
         });
         let mut idx: Vec<Idx> = cp.allocs().collect();
@@ -402,24 +383,14 @@ impl HeapIndex {
         let mut born: Vec<Idx> = Vec::new();
         let mut ended: crate::model::fxhash::FxSet<Idx> = Default::default();
         store.heap_ops(cp.at..new_first, |i, op| {
-            let (start, end) = match op {
-                HeapOp::Alloc { ptr, .. } => (ptr, 0),
-                HeapOp::Free { ptr } => (0, ptr),
-                HeapOp::Realloc { old, ptr, size } => {
-                    let frees_old = old != 0 && (ptr != 0 || size == 0);
-                    (ptr, if frees_old { old } else { 0 })
-                }
-            };
             // A free ends the live block at its address; a new block at a
             // live address ends the old one (its free was not recorded).
-            for addr in [end, start] {
-                if addr != 0 {
-                    if let Some(a) = self.live_start_before(store, i, addr) {
-                        ended.insert(a);
-                    }
+            for addr in [op.ends(), op.starts()].into_iter().flatten() {
+                if let Some(a) = self.live_start_before(store, i, addr) {
+                    ended.insert(a);
                 }
             }
-            if start != 0 {
+            if op.starts().is_some() {
                 born.push(i);
             }
         });
@@ -464,17 +435,15 @@ impl HeapIndex {
                 // Dropped: a block from before the held recording.
                 return self.survivors.contains_key(&p).then_some(p);
             }
-            match store.heap_op(p)? {
-                HeapOp::Alloc { ptr, .. } if ptr == addr => return Some(p),
-                HeapOp::Free { .. } => return None,
-                HeapOp::Realloc { ptr, .. } if ptr == addr => return Some(p),
-                HeapOp::Realloc { ptr: 0, size, .. } if size != 0 => {
-                    // A failed realloc of `addr`: changed nothing.
-                    p = store.prev_at(p, addr)?;
-                }
-                HeapOp::Realloc { .. } => return None,
-                HeapOp::Alloc { .. } => return None,
+            let op = store.heap_op(p)?;
+            if op.starts() == Some(addr) {
+                return Some(p);
             }
+            if op.ends() == Some(addr) {
+                return None;
+            }
+            // A failed realloc of `addr` changed nothing: look further.
+            p = store.prev_at(p, addr)?;
         }
     }
 

@@ -4,7 +4,7 @@
 //! cost is the number of events at that address, not the recording's.
 
 use crate::model::heap::{HeapIndex, LiveBlock};
-use crate::model::store::{EventStore, HeapOp, Idx};
+use crate::model::store::{EventStore, Idx};
 
 /// One block's life at an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,14 +62,7 @@ pub fn at_start(store: &EventStore, heap: &HeapIndex, addr: u64) -> History {
     });
     for i in events {
         let Some(op) = store.heap_op(i) else { continue };
-        let (ends, starts) = match op {
-            HeapOp::Alloc { ptr, .. } => (false, ptr == addr),
-            HeapOp::Free { ptr } => (ptr == addr, false),
-            HeapOp::Realloc { old, ptr, size } => {
-                let frees_old = old == addr && (ptr != 0 || size == 0);
-                (frees_old, ptr == addr)
-            }
-        };
+        let (ends, starts) = (op.ends() == Some(addr), op.starts() == Some(addr));
         if ends {
             match cur.take() {
                 Some(mut l) => {

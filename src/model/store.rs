@@ -235,6 +235,26 @@ pub enum HeapOp {
     },
 }
 
+impl HeapOp {
+    /// The block this event ends: a free, a realloc that moved or freed
+    /// its block (a failed realloc leaves it live).
+    pub fn ends(self) -> Option<u64> {
+        match self {
+            HeapOp::Free { ptr } => Some(ptr),
+            HeapOp::Realloc { old, ptr, size } if old != 0 && (ptr != 0 || size == 0) => Some(old),
+            _ => None,
+        }
+    }
+
+    /// The block this event starts (none when the allocation failed).
+    pub fn starts(self) -> Option<u64> {
+        match self {
+            HeapOp::Alloc { ptr, .. } | HeapOp::Realloc { ptr, .. } if ptr != 0 => Some(ptr),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct EventStore {
     base_ts: Option<u64>,
