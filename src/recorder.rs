@@ -478,6 +478,11 @@ impl Decoder<'_> {
     /// the span of the system libraries' text (built without frame
     /// pointers), for the stack scans of `capture_entry_stack`.
     fn sync_code_ranges(&mut self) {
+        // A launched program before its exec is still a copy of tm-tui:
+        // its maps would overwrite the ranges the tracer sets at exec.
+        if self.awaiting_exec {
+            return;
+        }
         let exe = format!("/proc/{}/exe", self.maps.pid());
         let exe = std::fs::read_link(exe).ok();
         let (mut exe_lo, mut exe_hi, mut lib_lo, mut lib_hi) = (u64::MAX, 0, u64::MAX, 0);
@@ -558,9 +563,12 @@ impl Decoder<'_> {
                     .take_while(|c| **c != 0)
                     .map(|c| *c as u8)
                     .collect();
-                // A new image: nothing of the old mappings is valid.
+                // A new image: nothing of the old mappings is valid (the
+                // tracer reset its code ranges at the exec too).
                 self.maps = MapsCache::new(self.maps.pid());
                 self.awaiting_exec = false;
+                self.code_ranges = Default::default();
+                self.sync_code_ranges();
                 EventKind::Exec {
                     filename: String::from_utf8_lossy(&bytes).into_owned(),
                 }
