@@ -133,6 +133,398 @@ pub enum EventKind {
     ProcessExit {
         status: ExitStatus,
     },
+    /// Entry of a probed function (`--probe`).
+    Call(Box<CallInfo>),
+    /// Return of a probed function: `ret` is the raw return register and
+    /// `sp` the stack pointer just after the return (the entry's `sp` + 8),
+    /// which pairs it with its entry under recursion and longjmp.
+    Return {
+        probe: ProbeId,
+        ret: u64,
+        sp: u64,
+    },
+    /// A traced system call (io, net, lock families), stamped at its
+    /// return.
+    Sys(Box<SysInfo>),
+    /// A thread of the target ran again after `dur_ns` off CPU (sched
+    /// family); `preempted` when it was switched out while runnable.
+    OffCpu {
+        dur_ns: u64,
+        preempted: bool,
+    },
+}
+
+/// Index of a probe in the recording's probe table.
+pub type ProbeId = u32;
+
+/// The entry of a probed function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallInfo {
+    pub probe: ProbeId,
+    /// The arguments shown: as many as the probe's signature (or the
+    /// default count), typed by it.
+    pub args: Vec<Arg>,
+    /// The stack pointer at entry (pointing at the return address).
+    pub sp: u64,
+    pub stack: Option<StackId>,
+}
+
+/// One captured argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arg {
+    Int(i64),
+    Uint(u64),
+    Ptr(u64),
+    Bool(bool),
+    Char(u8),
+    /// A C string read from user memory (cut at the capture limit).
+    Str(String),
+    /// A string argument whose pointer could not be read (NULL or bad).
+    BadStr(u64),
+}
+
+impl Arg {
+    /// An untyped register value: small ones read as integers, the rest
+    /// as pointers.
+    pub fn guess(v: u64) -> Arg {
+        let s = v as i64;
+        if (-65536..1 << 32).contains(&s) {
+            Arg::Int(s)
+        } else {
+            Arg::Ptr(v)
+        }
+    }
+
+    pub fn typed(t: ValueType, v: u64) -> Arg {
+        match t {
+            ValueType::Auto => Arg::guess(v),
+            ValueType::Int => Arg::Int(i64::from(v as u32 as i32)),
+            ValueType::Uint => Arg::Uint(u64::from(v as u32)),
+            ValueType::Long => Arg::Int(v as i64),
+            ValueType::Ulong => Arg::Uint(v),
+            ValueType::Ptr | ValueType::Str => Arg::Ptr(v),
+            ValueType::Bool => Arg::Bool(v as u8 != 0),
+            ValueType::Char => Arg::Char(v as u8),
+        }
+    }
+}
+
+impl fmt::Display for Arg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Arg::Int(v) => write!(f, "{v}"),
+            Arg::Uint(v) => write!(f, "{v}"),
+            Arg::Ptr(0) => write!(f, "NULL"),
+            Arg::Ptr(v) => write!(f, "{v:#x}"),
+            Arg::Bool(b) => write!(f, "{b}"),
+            Arg::Char(c) if c.is_ascii_graphic() || *c == b' ' => write!(f, "'{}'", *c as char),
+            Arg::Char(c) => write!(f, "'\\x{c:02x}'"),
+            Arg::Str(s) => write!(f, "{s:?}"),
+            Arg::BadStr(0) => write!(f, "NULL"),
+            Arg::BadStr(p) => write!(f, "{p:#x} (unreadable)"),
+        }
+    }
+}
+
+/// How a probe's argument or return value is read from its register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ValueType {
+    /// No type given: small values as integers, others as pointers.
+    Auto = 0,
+    /// 32-bit signed (`int`), the low half of the register.
+    Int = 1,
+    Uint = 2,
+    /// 64-bit signed (`long`, `ssize_t`).
+    Long = 3,
+    /// 64-bit unsigned (`unsigned long`, `size_t`).
+    Ulong = 4,
+    Ptr = 5,
+    /// A NUL-terminated string read from user memory (arguments only).
+    Str = 6,
+    Bool = 7,
+    Char = 8,
+}
+
+impl ValueType {
+    pub const ALL: [ValueType; 9] = [
+        ValueType::Auto,
+        ValueType::Int,
+        ValueType::Uint,
+        ValueType::Long,
+        ValueType::Ulong,
+        ValueType::Ptr,
+        ValueType::Str,
+        ValueType::Bool,
+        ValueType::Char,
+    ];
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(v)).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::Auto => "auto",
+            ValueType::Int => "int",
+            ValueType::Uint => "uint",
+            ValueType::Long => "long",
+            ValueType::Ulong => "ulong",
+            ValueType::Ptr => "ptr",
+            ValueType::Str => "str",
+            ValueType::Bool => "bool",
+            ValueType::Char => "char",
+        }
+    }
+}
+
+/// A probed function, as resolved when the recording started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub id: ProbeId,
+    /// The function's name (demangled, without parameters).
+    pub func: String,
+    /// The ELF file it is in.
+    pub module: String,
+    /// File offset of its first instruction.
+    pub offset: u64,
+    /// Argument types; `Auto` for a probe without a signature.
+    pub args: Vec<ValueType>,
+    pub ret: ValueType,
+}
+
+impl Probe {
+    /// The return value as the signature types it.
+    pub fn ret_value(&self, ret: u64) -> Arg {
+        match self.ret {
+            // Untyped: an `int` in a zero-extended register (the common
+            // C return) reads as signed; so does a small negative long.
+            ValueType::Auto if ret >> 32 == 0 => Arg::Int(i64::from(ret as u32 as i32)),
+            ValueType::Str => Arg::Ptr(ret),
+            t => Arg::typed(t, ret),
+        }
+    }
+
+    /// An error return: negative for signed (and untyped) values, NULL
+    /// for pointers.
+    pub fn is_error(&self, ret: u64) -> bool {
+        match self.ret_value(ret) {
+            Arg::Int(v) => v < 0,
+            Arg::Ptr(0) => matches!(self.ret, ValueType::Ptr | ValueType::Str),
+            _ => false,
+        }
+    }
+
+    /// The module's file name (`libssl.so.3`).
+    pub fn module_name(&self) -> &str {
+        self.module.rsplit('/').next().unwrap_or(&self.module)
+    }
+}
+
+/// The system calls the io, net and lock families trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SysCall {
+    Open = 0,
+    Close = 1,
+    Read = 2,
+    Write = 3,
+    Pread = 4,
+    Pwrite = 5,
+    Readv = 6,
+    Writev = 7,
+    Fsync = 8,
+    Fdatasync = 9,
+    Connect = 10,
+    Accept = 11,
+    Send = 12,
+    Recv = 13,
+    Sendmsg = 14,
+    Recvmsg = 15,
+    /// A futex wait (FUTEX_WAIT, _BITSET, LOCK_PI…): a contended lock or
+    /// a condition wait; `arg` is the futex address.
+    FutexWait = 16,
+}
+
+impl SysCall {
+    pub const ALL: [SysCall; 17] = [
+        SysCall::Open,
+        SysCall::Close,
+        SysCall::Read,
+        SysCall::Write,
+        SysCall::Pread,
+        SysCall::Pwrite,
+        SysCall::Readv,
+        SysCall::Writev,
+        SysCall::Fsync,
+        SysCall::Fdatasync,
+        SysCall::Connect,
+        SysCall::Accept,
+        SysCall::Send,
+        SysCall::Recv,
+        SysCall::Sendmsg,
+        SysCall::Recvmsg,
+        SysCall::FutexWait,
+    ];
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(v)).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SysCall::Open => "open",
+            SysCall::Close => "close",
+            SysCall::Read => "read",
+            SysCall::Write => "write",
+            SysCall::Pread => "pread",
+            SysCall::Pwrite => "pwrite",
+            SysCall::Readv => "readv",
+            SysCall::Writev => "writev",
+            SysCall::Fsync => "fsync",
+            SysCall::Fdatasync => "fdatasync",
+            SysCall::Connect => "connect",
+            SysCall::Accept => "accept",
+            SysCall::Send => "send",
+            SysCall::Recv => "recv",
+            SysCall::Sendmsg => "sendmsg",
+            SysCall::Recvmsg => "recvmsg",
+            SysCall::FutexWait => "futex_wait",
+        }
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            SysCall::Connect
+            | SysCall::Accept
+            | SysCall::Send
+            | SysCall::Recv
+            | SysCall::Sendmsg
+            | SysCall::Recvmsg => Family::Net,
+            SysCall::FutexWait => Family::Lock,
+            _ => Family::Io,
+        }
+    }
+
+    /// The result counts bytes moved.
+    pub fn moves_bytes(self) -> bool {
+        matches!(
+            self,
+            SysCall::Read
+                | SysCall::Write
+                | SysCall::Pread
+                | SysCall::Pwrite
+                | SysCall::Readv
+                | SysCall::Writev
+                | SysCall::Send
+                | SysCall::Recv
+                | SysCall::Sendmsg
+                | SysCall::Recvmsg
+        )
+    }
+}
+
+/// One traced system call, stamped at its return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SysInfo {
+    pub call: SysCall,
+    /// The file descriptor it acted on (the new one for open and accept,
+    /// -1 when none).
+    pub fd: i32,
+    /// The kernel's return: bytes, a new fd, 0, or `-errno`.
+    pub ret: i64,
+    /// Entry to return, ns.
+    pub dur_ns: u64,
+    /// Bytes asked for (read/write/send/recv families), else 0.
+    pub len: u64,
+    /// pread/pwrite: the offset; open: the flags; futex: the address.
+    pub arg: u64,
+    /// What the fd is: the path opened, or the peer address; resolved at
+    /// open/connect/accept and carried to later calls on the fd.
+    pub target: Option<String>,
+}
+
+/// The event families `--trace` turns on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Family {
+    Alloc = 0,
+    Io = 1,
+    Net = 2,
+    Lock = 3,
+    Sched = 4,
+}
+
+impl Family {
+    pub const ALL: [Family; 5] = [
+        Family::Alloc,
+        Family::Io,
+        Family::Net,
+        Family::Lock,
+        Family::Sched,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Alloc => "alloc",
+            Family::Io => "io",
+            Family::Net => "net",
+            Family::Lock => "lock",
+            Family::Sched => "sched",
+        }
+    }
+}
+
+/// A set of [`Family`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Families(pub u8);
+
+impl Default for Families {
+    /// The allocator only (fatal signals and lifecycle are always on).
+    fn default() -> Self {
+        Families::none().with(Family::Alloc)
+    }
+}
+
+impl Families {
+    pub fn none() -> Self {
+        Families(0)
+    }
+
+    pub fn with(self, f: Family) -> Self {
+        Families(self.0 | 1 << f as u8)
+    }
+
+    pub fn has(self, f: Family) -> bool {
+        self.0 & 1 << f as u8 != 0
+    }
+
+    /// `alloc,io,net` (or `all`).
+    pub fn parse(s: &str) -> Result<Families, String> {
+        let mut out = Families::none();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "all" {
+                out = Family::ALL.iter().fold(out, |a, f| a.with(*f));
+                continue;
+            }
+            let f = Family::ALL
+                .iter()
+                .find(|f| f.name() == name)
+                .ok_or_else(|| {
+                    format!("unknown event family '{name}' (families: alloc, io, net, lock, sched, all)")
+                })?;
+            out = out.with(*f);
+        }
+        Ok(out)
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        Family::ALL
+            .iter()
+            .filter(|f| self.has(**f))
+            .map(|f| f.name())
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -367,4 +759,6 @@ pub struct Meta {
     /// Recorded from the target's first instruction (launch mode): every
     /// block it frees was allocated in the recording.
     pub launched: bool,
+    /// The event families recorded.
+    pub families: Families,
 }

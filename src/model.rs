@@ -18,7 +18,7 @@ pub mod leaks;
 pub mod names;
 pub mod store;
 
-use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Stack, StackId};
+use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack, StackId};
 use crate::trace::Trace;
 
 use diagnose::Diagnosis;
@@ -34,6 +34,8 @@ pub struct Timeline {
     pub meta: Meta,
     pub modules: Vec<Module>,
     pub stacks: Vec<Stack>,
+    /// The probed functions (`--probe`), by [`crate::event::ProbeId`].
+    pub probes: Vec<Probe>,
     pub store: EventStore,
     pub heap: HeapIndex,
     pub leaks: Leaks,
@@ -96,6 +98,7 @@ impl Timeline {
             meta,
             modules: Vec::new(),
             stacks: Vec::new(),
+            probes: Vec::new(),
             store: EventStore::new(),
             heap: HeapIndex::default(),
             leaks: Leaks::default(),
@@ -116,6 +119,7 @@ impl Timeline {
         let mut tl = Self::with_budget(t.meta.clone(), memory_budget);
         tl.modules = t.modules.clone();
         tl.stacks = t.stacks.clone();
+        tl.probes = t.probes.clone();
         let mut marks = t.lost_marks.iter().peekable();
         for (i, e) in t.events.iter().enumerate() {
             while let Some((_, l)) = marks.next_if(|(at, _)| *at <= i as u64) {
@@ -145,6 +149,15 @@ impl Timeline {
 
     pub fn add_module(&mut self, m: Module) {
         self.modules.push(m);
+    }
+
+    pub fn add_probe(&mut self, p: Probe) {
+        self.probes.push(p);
+    }
+
+    /// The probe with `id` (ids are table indexes).
+    pub fn probe(&self, id: crate::event::ProbeId) -> Option<&Probe> {
+        self.probes.iter().find(|p| p.id == id)
     }
 
     pub fn add_stack(&mut self, s: Stack) {

@@ -145,6 +145,7 @@ pub fn start(
         }
     }
     let meta = Meta {
+        families: crate::event::Families::default(),
         pid,
         command,
         start_mono_ns: now_mono_ns(),

@@ -63,7 +63,7 @@ pub fn kind_name(k: &EventKind) -> &'static str {
         EventKind::Spawn { thread: false, .. } => "child_process",
         EventKind::Exec { .. } => "exec",
         EventKind::ThreadExit { .. } => "thread_exit",
-        EventKind::ProcessExit { .. } => "exit",
+        k => crate::model::store::Kind::of(k).name(),
     }
 }
 
@@ -73,6 +73,7 @@ pub fn event_stack(k: &EventKind) -> Option<StackId> {
         | EventKind::Free { stack, .. }
         | EventKind::Realloc { stack, .. } => *stack,
         EventKind::Signal(s) => s.stack,
+        EventKind::Call(c) => c.stack,
         _ => None,
     }
 }
@@ -148,6 +149,10 @@ pub fn event_line(
         EventKind::Exec { filename } => ("EXEC", filename.clone()),
         EventKind::ThreadExit { code } => ("TEXIT", format!("code {code}")),
         EventKind::ProcessExit { status } => ("EXIT", status.to_string()),
+        EventKind::Call(c) => ("CALL", format!("probe {}", c.probe)),
+        EventKind::Return { probe, ret, .. } => ("RET", format!("probe {probe} -> {ret:#x}")),
+        EventKind::Sys(s) => ("SYS", format!("{} -> {}", s.call.name(), s.ret)),
+        EventKind::OffCpu { dur_ns, .. } => ("OFFCPU", format!("{dur_ns} ns")),
     };
     let kind = if matches!(&e.kind, EventKind::Signal(s) if s.handled) {
         "SIGNAL"

@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::event::{
-    AllocFn, Event, EventKind, ExitStatus, Frame, Lost, Meta, Module, SignalInfo, Stack,
+    AllocFn, Arg, CallInfo, Event, EventKind, ExitStatus, Families, Frame, Lost, Meta, Module,
+    Probe, SignalInfo, Stack, SysCall, SysInfo, ValueType,
 };
 
 pub const MAGIC: [u8; 8] = *b"TMTRACE\0";
-pub const FORMAT_VERSION: u16 = 1;
+/// 2 added probes, calls, system calls and off-CPU events; files of
+/// version 1 read as before.
+pub const FORMAT_VERSION: u16 = 2;
 const HEADER_LEN: u64 = 12;
 /// Tag + length before the payload.
 const FRAME_HEAD: usize = 5;
@@ -37,6 +40,7 @@ mod tag {
     pub const EVENT: u8 = 4;
     pub const LOST: u8 = 5;
     pub const END: u8 = 6;
+    pub const PROBE: u8 = 7;
 }
 
 mod kind {
@@ -52,6 +56,10 @@ mod kind {
     pub const EXEC: u8 = 9;
     pub const THREAD_EXIT: u8 = 10;
     pub const PROCESS_EXIT: u8 = 11;
+    pub const CALL: u8 = 12;
+    pub const RETURN: u8 = 13;
+    pub const SYS: u8 = 14;
+    pub const OFF_CPU: u8 = 15;
 }
 
 /// How the recording ended, when the recorder got to say so.
@@ -75,6 +83,7 @@ pub struct Trace {
     pub meta: Meta,
     pub modules: Vec<Module>,
     pub stacks: Vec<Stack>,
+    pub probes: Vec<Probe>,
     pub events: Vec<Event>,
     /// The last loss snapshot in the file (the counters are cumulative).
     pub lost: Lost,
@@ -127,6 +136,18 @@ impl TraceWriter {
         self.record(tag::MODULE, |b| {
             put_u32(b, m.id);
             put_str(b, &m.path);
+        })
+    }
+
+    pub fn write_probe(&mut self, p: &Probe) -> anyhow::Result<()> {
+        self.record(tag::PROBE, |b| {
+            put_u32(b, p.id);
+            put_str(b, &p.func);
+            put_str(b, &p.module);
+            put_u64(b, p.offset);
+            b.push(p.ret as u8);
+            put_u64(b, p.args.len() as u64);
+            b.extend(p.args.iter().map(|t| *t as u8));
         })
     }
 
@@ -286,6 +307,7 @@ fn put_meta(b: &mut Vec<u8>, m: &Meta) {
     put_u64(b, m.start_wall_ns);
     put_str(b, &m.allocator);
     b.push(u8::from(m.launched));
+    b.push(m.families.0);
 }
 
 fn put_stack(b: &mut Vec<u8>, s: &Stack) {
@@ -405,6 +427,67 @@ fn put_event(b: &mut Vec<u8>, e: &Event) {
             b.push(kind::PROCESS_EXIT);
             put_status(b, *status);
         }
+        EventKind::Call(c) => {
+            b.push(kind::CALL);
+            put_u32(b, c.probe);
+            put_u64(b, c.sp);
+            put_opt_id(b, c.stack);
+            put_u64(b, c.args.len() as u64);
+            for a in &c.args {
+                put_arg(b, a);
+            }
+        }
+        EventKind::Return { probe, ret, sp } => {
+            b.push(kind::RETURN);
+            put_u32(b, *probe);
+            put_u64(b, *ret);
+            put_u64(b, *sp);
+        }
+        EventKind::Sys(s) => {
+            b.push(kind::SYS);
+            b.push(s.call as u8);
+            put_i32(b, s.fd);
+            put_i64(b, s.ret);
+            put_u64(b, s.dur_ns);
+            put_u64(b, s.len);
+            put_u64(b, s.arg);
+            put_opt_str(b, s.target.as_deref());
+        }
+        EventKind::OffCpu { dur_ns, preempted } => {
+            b.push(kind::OFF_CPU);
+            put_u64(b, *dur_ns);
+            put_bool(b, *preempted);
+        }
+    }
+}
+
+fn put_arg(b: &mut Vec<u8>, a: &Arg) {
+    match a {
+        Arg::Int(v) => {
+            b.push(0);
+            put_i64(b, *v);
+        }
+        Arg::Uint(v) => {
+            b.push(1);
+            put_u64(b, *v);
+        }
+        Arg::Ptr(v) => {
+            b.push(2);
+            put_u64(b, *v);
+        }
+        Arg::Bool(v) => {
+            b.push(3);
+            put_bool(b, *v);
+        }
+        Arg::Char(c) => b.extend_from_slice(&[4, *c]),
+        Arg::Str(s) => {
+            b.push(5);
+            put_str(b, s);
+        }
+        Arg::BadStr(p) => {
+            b.push(6);
+            put_u64(b, *p);
+        }
     }
 }
 
@@ -476,6 +559,7 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
         meta,
         modules: Vec::new(),
         stacks: Vec::new(),
+        probes: Vec::new(),
         events: Vec::new(),
         lost: Lost::default(),
         lost_marks: Vec::new(),
@@ -493,6 +577,10 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
             }
             Next::Record(Record::Stack(s)) => {
                 trace.stacks.push(s);
+                continue;
+            }
+            Next::Record(Record::Probe(p)) => {
+                trace.probes.push(p);
                 continue;
             }
             Next::Record(Record::Event(e)) => {
@@ -537,6 +625,7 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 enum Record {
     Meta(Meta),
     Module(Module),
+    Probe(Probe),
     Stack(Stack),
     Event(Event),
     Lost(Lost),
@@ -548,6 +637,7 @@ impl Record {
         match self {
             Record::Meta(_) => "Meta",
             Record::Module(_) => "Module",
+            Record::Probe(_) => "Probe",
             Record::Stack(_) => "Stack",
             Record::Event(_) => "Event",
             Record::Lost(_) => "Lost",
@@ -619,6 +709,7 @@ fn tag_name(tag: u8) -> &'static str {
     match tag {
         tag::META => "Meta",
         tag::MODULE => "Module",
+        tag::PROBE => "Probe",
         tag::STACK => "Stack",
         tag::EVENT => "Event",
         tag::LOST => "Lost",
@@ -642,6 +733,26 @@ fn decode(tag: u8, payload: &[u8]) -> Result<Option<Record>, &'static str> {
                 false
             } else {
                 d.u8()? != 0
+            },
+            // Added in version 2: optional.
+            families: if d.buf.is_empty() {
+                Families::default()
+            } else {
+                Families(d.u8()?)
+            },
+        }),
+        tag::PROBE => Record::Probe(Probe {
+            id: d.u32()?,
+            func: d.string()?,
+            module: d.string()?,
+            offset: d.u64()?,
+            ret: d.value_type()?,
+            args: {
+                let n = d.u64()?;
+                if n > 64 {
+                    return Err("too many probe arguments");
+                }
+                (0..n).map(|_| d.value_type()).collect::<DecResult<_>>()?
             },
         }),
         tag::MODULE => Record::Module(Module {
@@ -751,6 +862,23 @@ impl Dec<'_> {
             1 => self.string().map(Some),
             _ => Err("invalid option"),
         }
+    }
+
+    fn value_type(&mut self) -> DecResult<ValueType> {
+        ValueType::from_u8(self.u8()?).ok_or("unknown value type")
+    }
+
+    fn arg(&mut self) -> DecResult<Arg> {
+        Ok(match self.u8()? {
+            0 => Arg::Int(self.i64()?),
+            1 => Arg::Uint(self.u64()?),
+            2 => Arg::Ptr(self.u64()?),
+            3 => Arg::Bool(self.bool()?),
+            4 => Arg::Char(self.u8()?),
+            5 => Arg::Str(self.string()?),
+            6 => Arg::BadStr(self.u64()?),
+            _ => return Err("unknown argument kind"),
+        })
     }
 
     fn alloc_fn(&mut self) -> DecResult<AllocFn> {
@@ -865,6 +993,40 @@ impl Dec<'_> {
                     status: self.status_tagged(t)?,
                 }
             }
+            kind::CALL => {
+                let probe = self.u32()?;
+                let sp = self.u64()?;
+                let stack = self.opt_id()?;
+                let n = self.u64()?;
+                if n > 64 {
+                    return Err("too many call arguments");
+                }
+                let args = (0..n).map(|_| self.arg()).collect::<DecResult<_>>()?;
+                EventKind::Call(Box::new(CallInfo {
+                    probe,
+                    args,
+                    sp,
+                    stack,
+                }))
+            }
+            kind::RETURN => EventKind::Return {
+                probe: self.u32()?,
+                ret: self.u64()?,
+                sp: self.u64()?,
+            },
+            kind::SYS => EventKind::Sys(Box::new(SysInfo {
+                call: SysCall::from_u8(self.u8()?).ok_or("unknown system call")?,
+                fd: self.i32()?,
+                ret: self.i64()?,
+                dur_ns: self.u64()?,
+                len: self.u64()?,
+                arg: self.u64()?,
+                target: self.opt_string()?,
+            })),
+            kind::OFF_CPU => EventKind::OffCpu {
+                dur_ns: self.u64()?,
+                preempted: self.bool()?,
+            },
             _ => return Err("unknown event kind"),
         };
         Ok(Event { ts, tid, kind })
@@ -905,6 +1067,7 @@ mod tests {
             start_wall_ns: 1_700_000_000_000_000_000,
             allocator: "/usr/lib/libc.so.6".into(),
             launched: true,
+            families: Families::parse("alloc,net,sched").unwrap_or_default(),
         }
     }
 
@@ -1034,6 +1197,50 @@ mod tests {
                     },
                 },
             ),
+            ev(
+                20,
+                EventKind::Call(Box::new(CallInfo {
+                    probe: 3,
+                    args: vec![
+                        Arg::Int(-42),
+                        Arg::Uint(u64::MAX),
+                        Arg::Ptr(0x7ffd_0000_1234),
+                        Arg::Bool(true),
+                        Arg::Char(b'x'),
+                        Arg::Str("päth".into()),
+                        Arg::BadStr(0),
+                    ],
+                    sp: 0x7ffd_0000_0008,
+                    stack: Some(5),
+                })),
+            ),
+            ev(
+                21,
+                EventKind::Return {
+                    probe: 3,
+                    ret: u64::MAX,
+                    sp: 0x7ffd_0000_0010,
+                },
+            ),
+            ev(
+                22,
+                EventKind::Sys(Box::new(SysInfo {
+                    call: SysCall::Connect,
+                    fd: 3,
+                    ret: -111,
+                    dur_ns: 12_345,
+                    len: 0,
+                    arg: 0,
+                    target: Some("127.0.0.1:9".into()),
+                })),
+            ),
+            ev(
+                23,
+                EventKind::OffCpu {
+                    dur_ns: 1_000_000,
+                    preempted: true,
+                },
+            ),
         ]);
         v
     }
@@ -1158,6 +1365,15 @@ mod tests {
         for s in &stacks {
             w.write_stack(s)?;
         }
+        let probes = [Probe {
+            id: 0,
+            func: "ns::parse_request".into(),
+            module: "/usr/bin/target".into(),
+            offset: 0x1234,
+            args: vec![ValueType::Str, ValueType::Int],
+            ret: ValueType::Long,
+        }];
+        w.write_probe(&probes[0])?;
         w.write_lost(&Lost::default())?;
         w.write_lost(&lost)?;
         let status = Some(ExitStatus::Signal {
@@ -1169,6 +1385,7 @@ mod tests {
         let t = read_trace(&f.0)?;
         assert_eq!(t.modules, modules);
         assert_eq!(t.stacks, stacks);
+        assert_eq!(t.probes, probes);
         assert_eq!(t.lost, lost, "the last Lost snapshot wins");
         assert_eq!(
             t.lost_marks,
@@ -1405,7 +1622,7 @@ mod tests {
         assert!(
             err.as_deref()
                 .is_some_and(|e| e
-                    .ends_with("trace format version 7 is newer than this tm-tui supports (1)")),
+                    .ends_with("trace format version 7 is newer than this tm-tui supports (2)")),
             "{err:?}"
         );
         Ok(())

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use crate::event::{AllocFn, Event, EventKind, StackId};
+use crate::event::{AllocFn, Event, EventKind, Family, StackId};
 use crate::model::fxhash::{FxMap, FxSet};
 use crate::model::heap::LiveBlock;
 
@@ -59,10 +59,16 @@ pub enum Kind {
     Exec,
     ThreadExit,
     Exit,
+    Call,
+    Return,
+    Io,
+    Net,
+    Lock,
+    Sched,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Alloc,
         Kind::Free,
         Kind::Realloc,
@@ -76,6 +82,12 @@ impl Kind {
         Kind::Exec,
         Kind::ThreadExit,
         Kind::Exit,
+        Kind::Call,
+        Kind::Return,
+        Kind::Io,
+        Kind::Net,
+        Kind::Lock,
+        Kind::Sched,
     ];
 
     pub fn of(k: &EventKind) -> Kind {
@@ -93,6 +105,14 @@ impl Kind {
             EventKind::Exec { .. } => Kind::Exec,
             EventKind::ThreadExit { .. } => Kind::ThreadExit,
             EventKind::ProcessExit { .. } => Kind::Exit,
+            EventKind::Call(_) => Kind::Call,
+            EventKind::Return { .. } => Kind::Return,
+            EventKind::Sys(s) => match s.call.family() {
+                Family::Net => Kind::Net,
+                Family::Lock => Kind::Lock,
+                _ => Kind::Io,
+            },
+            EventKind::OffCpu { .. } => Kind::Sched,
         }
     }
 
@@ -112,6 +132,12 @@ impl Kind {
             Kind::Exec => "exec",
             Kind::ThreadExit => "thread_exit",
             Kind::Exit => "exit",
+            Kind::Call => "call",
+            Kind::Return => "return",
+            Kind::Io => "io",
+            Kind::Net => "net",
+            Kind::Lock => "lock",
+            Kind::Sched => "sched",
         }
     }
 
@@ -121,7 +147,7 @@ impl Kind {
         Kind::ALL.iter().copied().find(|k| k.name() == s)
     }
 
-    fn bit(self) -> u16 {
+    fn bit(self) -> u32 {
         1 << (self as u8)
     }
 }
@@ -130,7 +156,7 @@ impl Kind {
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     /// Bit set of [`Kind`]s; 0 = all kinds.
-    pub kinds: u16,
+    pub kinds: u32,
     pub tid: Option<u32>,
     /// Heap events on this address or whose new block covers it; other
     /// events whose main address (mapping, fault) equals it.
@@ -353,10 +379,12 @@ impl EventStore {
                     EventKind::Munmap { addr, .. } => *addr,
                     EventKind::Mremap { old, .. } => *old,
                     EventKind::Signal(s) => s.fault_addr().unwrap_or(0),
+                    EventKind::Sys(s) if s.call == crate::event::SysCall::FutexWait => s.arg,
                     _ => 0,
                 };
                 let stack = match other {
                     EventKind::Signal(s) => s.stack,
+                    EventKind::Call(c) => c.stack,
                     _ => None,
                 };
                 self.others.push_back((idx, other.clone()));

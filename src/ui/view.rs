@@ -88,6 +88,12 @@ fn kind_label(app: &App, i: Idx) -> (&'static str, Kind) {
         Kind::Exec => "EXEC",
         Kind::ThreadExit => "TEXIT",
         Kind::Exit => "EXIT",
+        Kind::Call => "CALL",
+        Kind::Return => "RET",
+        Kind::Io => "IO",
+        Kind::Net => "NET",
+        Kind::Lock => "LOCK",
+        Kind::Sched => "SCHED",
     };
     (label, k)
 }
@@ -134,6 +140,7 @@ fn event_cols(app: &App, i: Idx) -> (String, String, String) {
         EventKind::Exec { filename } => (String::new(), String::new(), filename.clone()),
         EventKind::ThreadExit { code } => (String::new(), String::new(), format!("code {code}")),
         EventKind::ProcessExit { status } => (String::new(), String::new(), status.to_string()),
+        _ => (String::new(), String::new(), String::new()),
     }
 }
 
