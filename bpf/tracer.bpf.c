@@ -19,6 +19,8 @@ const volatile __u32 targ_tgid = 0;
 const volatile bool bare = false;
 /* TM_DEBUG=1: count the free probe's hits (an atomic add per free). */
 const volatile bool debug = false;
+/* enum tm_family bits: which system calls beyond mmap & co are traced. */
+const volatile __u32 families = TM_FAM_ALLOC;
 /* Wake the consumer only once this much is waiting; it polls on a timer. */
 const volatile __u64 wakeup_bytes = 1 << 20;
 
@@ -73,6 +75,7 @@ struct {
 
 struct sys_args {
 	__u64 nr;
+	__u64 ts;
 	__u64 args[6];
 };
 
@@ -90,6 +93,10 @@ struct tm_signal_rec _tm_signal_rec = {};
 struct tm_fork_rec _tm_fork_rec = {};
 struct tm_exec_rec _tm_exec_rec = {};
 struct tm_exit_rec _tm_exit_rec = {};
+struct tm_call_rec _tm_call_rec = {};
+struct tm_ret_rec _tm_ret_rec = {};
+struct tm_io_rec _tm_io_rec = {};
+struct tm_offcpu_rec _tm_offcpu_rec = {};
 struct tm_stack _tm_stack = {};
 
 static __always_inline bool is_target(__u32 *tid)
@@ -607,10 +614,137 @@ int tm_alloc_ret_multi(struct pt_regs *ctx)
 	return alloc_exit(ctx);
 }
 
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_OPEN 2
+#define NR_CLOSE 3
 #define NR_MMAP 9
 #define NR_MUNMAP 11
 #define NR_BRK 12
+#define NR_PREAD 17
+#define NR_PWRITE 18
+#define NR_READV 19
+#define NR_WRITEV 20
 #define NR_MREMAP 25
+#define NR_CONNECT 42
+#define NR_ACCEPT 43
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define NR_FSYNC 74
+#define NR_FDATASYNC 75
+#define NR_FUTEX 202
+#define NR_OPENAT 257
+#define NR_ACCEPT4 288
+#define NR_FUTEX_WAITV 449
+
+static __always_inline bool is_mm_syscall(long id)
+{
+	return id == NR_MMAP || id == NR_MUNMAP || id == NR_BRK || id == NR_MREMAP;
+}
+
+/* The system calls of the families turned on (futex: the waits only). */
+static __always_inline bool traced_syscall(long id, struct pt_regs *regs)
+{
+	if (families & TM_FAM_IO) {
+		switch (id) {
+		case NR_READ: case NR_WRITE: case NR_OPEN: case NR_CLOSE:
+		case NR_PREAD: case NR_PWRITE: case NR_READV: case NR_WRITEV:
+		case NR_FSYNC: case NR_FDATASYNC: case NR_OPENAT:
+			return true;
+		}
+	}
+	if (families & TM_FAM_NET) {
+		switch (id) {
+		case NR_CONNECT: case NR_ACCEPT: case NR_ACCEPT4: case NR_SENDTO:
+		case NR_RECVFROM: case NR_SENDMSG: case NR_RECVMSG:
+			return true;
+		}
+	}
+	if (families & TM_FAM_LOCK) {
+		if (id == NR_FUTEX_WAITV)
+			return true;
+		if (id == NR_FUTEX) {
+			/* FUTEX_WAIT, LOCK_PI, WAIT_BITSET, WAIT_REQUEUE_PI,
+			 * LOCK_PI2 (without the private/clock flags). */
+			__u32 op = BPF_CORE_READ(regs, si) & 0x7f;
+
+			return op == 0 || op == 6 || op == 9 || op == 11 || op == 13;
+		}
+	}
+	return false;
+}
+
+/* A user buffer of up to TM_IO_DATA bytes into the record. */
+static __always_inline void read_data(struct tm_io_rec *r, __u64 ptr, __u64 len)
+{
+	if (!ptr)
+		return;
+	/* 127 bytes hold any socket address (sockaddr_un is 110). */
+	if (len > TM_IO_DATA - 1)
+		len = TM_IO_DATA - 1;
+	if (len && !bpf_probe_read_user(r->data, len & (TM_IO_DATA - 1), (void *)ptr))
+		r->data_len = len;
+}
+
+/* A socket address behind (ptr, *len_ptr), as accept and recvfrom fill. */
+static __always_inline void read_sockaddr_out(struct tm_io_rec *r, __u64 ptr, __u64 len_ptr)
+{
+	__u32 len = 0;
+
+	if (ptr && len_ptr && !bpf_probe_read_user(&len, sizeof(len), (void *)len_ptr))
+		read_data(r, ptr, len);
+}
+
+static __always_inline int io_exit(struct sys_args *a, __u32 tid, long ret)
+{
+	struct tm_io_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_IO);
+		bpf_map_delete_elem(&sys_inflight, &tid);
+		return 0;
+	}
+	r->h.kind = TM_K_IO;
+	r->h.tid = tid;
+	r->h.ts = now;
+	r->nr = a->nr;
+	r->ret = ret;
+	r->dur = now - a->ts;
+	__builtin_memcpy(r->args, a->args, sizeof(r->args));
+	r->data_len = 0;
+	switch (a->nr) {
+	case NR_OPEN:
+	case NR_OPENAT: {
+		/* Read on return: the kernel has faulted the path in by now. */
+		long n = bpf_probe_read_user_str(r->data, TM_IO_DATA,
+						 (void *)(a->nr == NR_OPEN ? a->args[0] : a->args[1]));
+		if (n > 0)
+			r->data_len = n;
+		break;
+	}
+	case NR_CONNECT:
+		read_data(r, a->args[1], a->args[2]);
+		break;
+	case NR_SENDTO:
+		read_data(r, a->args[4], a->args[5]);
+		break;
+	case NR_ACCEPT:
+	case NR_ACCEPT4:
+		if (ret >= 0)
+			read_sockaddr_out(r, a->args[1], a->args[2]);
+		break;
+	case NR_RECVFROM:
+		if (ret >= 0)
+			read_sockaddr_out(r, a->args[4], a->args[5]);
+		break;
+	}
+	bpf_map_delete_elem(&sys_inflight, &tid);
+	bpf_ringbuf_submit(r, wakeup_flags());
+	return 0;
+}
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(tm_sys_enter, struct pt_regs *regs, long id)
@@ -620,9 +754,10 @@ int BPF_PROG(tm_sys_enter, struct pt_regs *regs, long id)
 
 	if (!is_target(&tid))
 		return 0;
-	if (id != NR_MMAP && id != NR_MUNMAP && id != NR_BRK && id != NR_MREMAP)
+	if (!is_mm_syscall(id) && !traced_syscall(id, regs))
 		return 0;
 	a.nr = id;
+	a.ts = bpf_ktime_get_ns();
 	a.args[0] = BPF_CORE_READ(regs, di);
 	a.args[1] = BPF_CORE_READ(regs, si);
 	a.args[2] = BPF_CORE_READ(regs, dx);
@@ -646,6 +781,8 @@ int BPF_PROG(tm_sys_exit, struct pt_regs *regs, long ret)
 	a = bpf_map_lookup_elem(&sys_inflight, &tid);
 	if (!a)
 		return 0;
+	if (!is_mm_syscall(a->nr))
+		return io_exit(a, tid, ret);
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_SYSCALL);
@@ -805,5 +942,152 @@ int BPF_PROG(tm_exit, struct task_struct *p)
 	r->group_exit_code = BPF_CORE_READ(p, signal, group_exit_code);
 	r->group_dead = BPF_CORE_READ(p, signal, live.counter) == 0;
 	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+/*
+ * Function probes (--probe): one program per direction for every probed
+ * function, told apart by the attach cookie (the probe id; the entry's
+ * cookie also carries the mask of string arguments in its high half).
+ * Pairing entry with return (recursion, longjmp, missed returns) is done
+ * in user space by stack pointer: the tracer keeps no per-call state.
+ */
+static __always_inline int call_enter(struct pt_regs *ctx, __u64 cookie)
+{
+	struct tm_call_rec *r;
+	__u32 tid, mask = cookie >> 32, slot = 0;
+
+	if (!is_target(&tid))
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_CALL);
+		return 0;
+	}
+	r->h.kind = TM_K_CALL;
+	r->h.tid = tid;
+	r->h.ts = bpf_ktime_get_ns();
+	r->probe = (__u32)cookie;
+	r->str_bad = 0;
+	r->sp = PT_REGS_SP(ctx);
+	r->args[0] = PT_REGS_PARM1(ctx);
+	r->args[1] = PT_REGS_PARM2(ctx);
+	r->args[2] = PT_REGS_PARM3(ctx);
+	r->args[3] = PT_REGS_PARM4(ctx);
+	r->args[4] = PT_REGS_PARM5(ctx);
+	r->args[5] = PT_REGS_PARM6(ctx);
+	if (mask) {
+		for (int i = 0; i < 6; i++) {
+			if (!(mask & (1 << i)) || slot >= TM_CALL_STRS)
+				continue;
+			char *dst = r->strs + (slot & 1) * TM_CALL_STR_LEN;
+
+			if (bpf_probe_read_user_str(dst, TM_CALL_STR_LEN, (void *)r->args[i]) < 0) {
+				dst[0] = 0;
+				r->str_bad |= 1 << slot;
+			}
+			slot++;
+		}
+	}
+	r->stack = capture_entry_stack(ctx);
+	bpf_ringbuf_submit(r, wakeup_flags());
+	return 0;
+}
+
+static __always_inline int call_exit(struct pt_regs *ctx, __u64 cookie)
+{
+	struct tm_ret_rec *r;
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_RET);
+		return 0;
+	}
+	r->h.kind = TM_K_RET;
+	r->h.tid = tid;
+	r->h.ts = bpf_ktime_get_ns();
+	r->probe = (__u32)cookie;
+	r->sp = PT_REGS_SP(ctx);
+	r->ret = PT_REGS_RC(ctx);
+	bpf_ringbuf_submit(r, wakeup_flags());
+	return 0;
+}
+
+SEC("uprobe.multi")
+int tm_call_multi(struct pt_regs *ctx)
+{
+	return call_enter(ctx, bpf_get_attach_cookie(ctx));
+}
+
+SEC("uretprobe.multi")
+int tm_call_ret_multi(struct pt_regs *ctx)
+{
+	return call_exit(ctx, bpf_get_attach_cookie(ctx));
+}
+
+SEC("uprobe")
+int tm_call(struct pt_regs *ctx)
+{
+	return call_enter(ctx, bpf_get_attach_cookie(ctx));
+}
+
+SEC("uretprobe")
+int tm_call_ret(struct pt_regs *ctx)
+{
+	return call_exit(ctx, bpf_get_attach_cookie(ctx));
+}
+
+/* sched: when each target thread left the CPU, and whether runnable. */
+struct offcpu {
+	__u64 ts;
+	__u32 preempted;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct offcpu);
+} offcpu_since SEC(".maps");
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(tm_sched_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next)
+{
+	__u64 now;
+
+	if (prev->tgid != targ_tgid && next->tgid != targ_tgid)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (prev->tgid == targ_tgid) {
+		struct offcpu o = { .ts = now, .preempted = preempt };
+		__u32 tid = prev->pid;
+
+		bpf_map_update_elem(&offcpu_since, &tid, &o, BPF_ANY);
+	}
+	if (next->tgid == targ_tgid) {
+		__u32 tid = next->pid;
+		struct offcpu *o = bpf_map_lookup_elem(&offcpu_since, &tid);
+		struct tm_offcpu_rec *r;
+
+		if (!o)
+			return 0;
+		r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+		if (!r) {
+			count_lost(TM_LOST_RINGBUF, TM_K_OFFCPU);
+		} else {
+			r->h.kind = TM_K_OFFCPU;
+			r->h.tid = tid;
+			r->h.ts = now;
+			r->dur = now - o->ts;
+			r->preempted = o->preempted;
+			bpf_ringbuf_submit(r, wakeup_flags());
+		}
+		bpf_map_delete_elem(&offcpu_since, &tid);
+	}
 	return 0;
 }

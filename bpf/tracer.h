@@ -17,8 +17,27 @@ enum tm_kind {
 	TM_K_FORK = 4,	  /* new thread or child process */
 	TM_K_EXEC = 5,
 	TM_K_EXIT = 6, /* a thread (or, last, the process) exited */
-	TM_K_MAX = 7,
+	TM_K_CALL = 7,	 /* entry of a probed function */
+	TM_K_RET = 8,	 /* return of a probed function */
+	TM_K_IO = 9,	 /* an io/net/lock system call, on return */
+	TM_K_OFFCPU = 10, /* a target thread back on a CPU (sched) */
+	TM_K_MAX = 11,
 };
+
+/* Event families beyond the allocator, bits of the `families` rodata. */
+enum tm_family {
+	TM_FAM_ALLOC = 1 << 0,
+	TM_FAM_IO = 1 << 1,
+	TM_FAM_NET = 1 << 2,
+	TM_FAM_LOCK = 1 << 3,
+	TM_FAM_SCHED = 1 << 4,
+};
+
+/* String arguments a call record carries, and their length (with NUL). */
+#define TM_CALL_STRS 2
+#define TM_CALL_STR_LEN 96
+/* Path or socket address an io record carries. */
+#define TM_IO_DATA 128
 
 /* Which allocator entry point produced a TM_K_HEAP record. */
 enum tm_fn {
@@ -99,6 +118,43 @@ struct tm_exit_rec {
 	__s32 exit_code;       /* task->exit_code */
 	__s32 group_exit_code; /* signal->group_exit_code */
 	__u32 group_dead;      /* 1 when the last thread leaves */
+	__u32 _pad;
+};
+
+/* Entry of a probed function. The attach cookie is the probe id, with the
+ * mask of its string arguments in the high 32 bits. */
+struct tm_call_rec {
+	struct tm_hdr h;
+	__u32 probe;
+	__u32 str_bad; /* bit i: string slot i could not be read */
+	__u64 sp;      /* at entry: the address of the return address */
+	__u64 stack;
+	__u64 args[6];
+	char strs[TM_CALL_STRS * TM_CALL_STR_LEN]; /* slot i at i * TM_CALL_STR_LEN */
+};
+
+struct tm_ret_rec {
+	struct tm_hdr h;
+	__u32 probe;
+	__u32 _pad;
+	__u64 sp; /* after the return: the entry's sp + 8 */
+	__u64 ret;
+};
+
+struct tm_io_rec {
+	struct tm_hdr h;
+	__u32 nr;
+	__u32 data_len; /* bytes of data: a path (with NUL) or a sockaddr */
+	__s64 ret;
+	__u64 dur; /* entry to return, ns */
+	__u64 args[6];
+	__u8 data[TM_IO_DATA];
+};
+
+struct tm_offcpu_rec {
+	struct tm_hdr h;
+	__u64 dur;
+	__u32 preempted; /* switched out while runnable */
 	__u32 _pad;
 };
 

@@ -45,6 +45,20 @@ pub const DEMOS: &[Demo] = &[
         about: "two threads churning malloc/free",
         args: &["2", "200000"],
     },
+    Demo {
+        name: "calls",
+        file: "calls.c",
+        source: include_str!("../assets/calls.c"),
+        about: "requests through a parser: nesting, recursion, longjmp (try --probe 'process_request(int, str)' --probe parse_body --probe checksum)",
+        args: &["10"],
+    },
+    Demo {
+        name: "netio",
+        file: "netio.c",
+        source: include_str!("../assets/netio.c"),
+        about: "a file written and read, a loopback TCP ping-pong, a contended mutex (try --trace io,net,lock)",
+        args: &[],
+    },
 ];
 
 pub fn find(name: &str) -> Result<&'static Demo> {

@@ -15,6 +15,7 @@ mod demos;
 mod event;
 mod maps;
 mod model;
+mod probes;
 mod record;
 mod recorder;
 mod report;
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Record what a live process does with eBPF — allocations, frees, memory
 /// maps, fatal signals, with stacks — scrub through it in a terminal UI,
@@ -58,9 +59,40 @@ struct Cli {
     /// dropped (live blocks and leak groups stay exact).
     #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
     memory: usize,
+    #[command(flatten)]
+    tracing: TraceArgs,
     /// Program and arguments to launch, recorded from its first instruction.
     #[arg(last = true)]
     launch: Vec<String>,
+}
+
+/// What to trace beyond fatal signals and the process lifecycle.
+#[derive(Args, Debug, Clone)]
+struct TraceArgs {
+    /// Probe a function: entry (arguments, stack) and return (value,
+    /// duration). NAME, MODULE:NAME (libssl.so:SSL_read), globs (parse_*),
+    /// demangled C++/Rust names (ns::server::handle), an optional
+    /// signature to type the arguments: 'open_file(str, int) -> long'.
+    /// Repeatable.
+    #[arg(long = "probe", value_name = "SPEC", value_parser = probes::Spec::parse)]
+    probes: Vec<probes::Spec>,
+    /// Event families, comma-separated: alloc (malloc & co, ~5 µs per
+    /// malloc+free pair), io (open/read/write/close/fsync…), net
+    /// (connect/accept/send/recv…), lock (futex waits), sched (off-CPU
+    /// time: every context switch, the highest rate), or all. Fatal
+    /// signals and the process lifecycle are always recorded.
+    #[arg(long = "trace", value_name = "FAMILIES", default_value = "alloc",
+          value_parser = event::Families::parse)]
+    families: event::Families,
+}
+
+impl TraceArgs {
+    fn tracing(self) -> record::Tracing {
+        record::Tracing {
+            families: self.families,
+            probes: self.probes,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,6 +112,8 @@ enum Cmd {
         /// diagnosis (the trace file keeps everything).
         #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
         memory: usize,
+        #[command(flatten)]
+        tracing: TraceArgs,
         /// Program and arguments to launch and record from its first instruction.
         #[arg(last = true)]
         command: Vec<String>,
@@ -145,6 +179,8 @@ enum Cmd {
         /// Record and print the report instead of opening the UI.
         #[arg(long)]
         no_ui: bool,
+        #[command(flatten)]
+        tracing: TraceArgs,
     },
     /// Open a saved recording in the UI.
     Open {
@@ -224,6 +260,7 @@ fn run(cli: Cli) -> Result<i32> {
             output: cli.output,
             ringbuf_bytes: cli.ringbuf,
             memory: cli.memory,
+            tracing: cli.tracing.tracing(),
         });
     };
     match command {
@@ -237,6 +274,7 @@ fn run(cli: Cli) -> Result<i32> {
             ringbuf,
             memory,
             command,
+            tracing,
         } => {
             let target = match (pid, command.is_empty()) {
                 (Some(p), true) => record::Target::Pid(p),
@@ -251,6 +289,7 @@ fn run(cli: Cli) -> Result<i32> {
                 probes: record::ProbeMode::Normal,
                 memory,
                 print_crash: true,
+                tracing: tracing.tracing(),
             })
         }
         Cmd::Report {
@@ -303,6 +342,7 @@ fn run(cli: Cli) -> Result<i32> {
             output,
             build_only,
             no_ui,
+            tracing,
         } => {
             let demo = demos::find(&name)?;
             let bin = demos::build(demo, None)?;
@@ -320,6 +360,7 @@ fn run(cli: Cli) -> Result<i32> {
                     output,
                     ringbuf_bytes: 64 << 20,
                     memory: model::DEFAULT_MEMORY,
+                    tracing: tracing.clone().tracing(),
                 })?;
                 return Ok(0);
             }
@@ -337,6 +378,7 @@ fn run(cli: Cli) -> Result<i32> {
                 probes: record::ProbeMode::Normal,
                 memory: model::DEFAULT_MEMORY,
                 print_crash: false,
+                tracing: tracing.tracing(),
             })?;
             let t = trace::read_trace(&output)?;
             println!("\n{}", report::text(&t, &report::Options::default())?);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::event::{EventKind, ExitStatus, Meta};
+use crate::event::{EventKind, ExitStatus, Families, Family, Meta, Probe};
 use crate::model::Timeline;
 use crate::recorder::discover;
 use crate::recorder::launch::{self, Child};
@@ -36,6 +36,15 @@ pub struct RecordArgs {
     /// Print the crash and its diagnosis the moment it happens (off when
     /// a full report follows anyway).
     pub print_crash: bool,
+    pub tracing: Tracing,
+}
+
+/// What is traced beyond fatal signals and the process lifecycle.
+#[derive(Clone, Debug, Default)]
+pub struct Tracing {
+    pub families: Families,
+    /// `--probe` specs, resolved when the target's modules are known.
+    pub probes: Vec<crate::probes::Spec>,
 }
 
 /// How the allocator is probed. The other modes exist for `tm-tui bench`.
@@ -114,6 +123,8 @@ pub struct Session {
     pub recorder: Recorder,
     pub rx: crossbeam_channel::Receiver<Msg>,
     pub child: Option<Child>,
+    /// The function probes attached, by id.
+    pub probes: Vec<Probe>,
 }
 
 /// Attach to the pid, or launch the command stopped and attach before it
@@ -123,19 +134,46 @@ pub fn start(
     ringbuf_bytes: u64,
     probes: ProbeMode,
     stdio: Option<launch::Stdio>,
+    tracing: &Tracing,
 ) -> Result<Session> {
     require_root()?;
-    let (pid, command, mut allocator, mut child) = match target {
+    let alloc_on = tracing.families.has(Family::Alloc);
+    // Without the alloc family no allocator is needed (a target without
+    // malloc can still be traced).
+    let allocator_of = |r: Result<discover::Allocator>| -> Result<discover::Allocator> {
+        match r {
+            Err(e) if !alloc_on => {
+                let _ = e;
+                Ok(discover::Allocator {
+                    path: PathBuf::new(),
+                    open_path: PathBuf::new(),
+                    probes: Vec::new(),
+                })
+            }
+            r => r,
+        }
+    };
+    let (pid, command, mut allocator, mut child, resolved) = match target {
         Target::Pid(pid) => {
             let command = check_pid(*pid)?;
-            let allocator = discover::for_pid(*pid)?;
-            (*pid, command, allocator, None)
+            let allocator = allocator_of(discover::for_pid(*pid))?;
+            let resolved = if tracing.probes.is_empty() {
+                Vec::new()
+            } else {
+                crate::probes::resolve(&tracing.probes, &discover::modules_of_pid(*pid)?)?
+            };
+            (*pid, command, allocator, None, resolved)
         }
         Target::Command(argv) => {
             let exe = launch::resolve_program(argv.first().map_or("", String::as_str))?;
-            let allocator = discover::for_program(&exe)?;
+            let allocator = allocator_of(discover::for_program(&exe))?;
+            let resolved = if tracing.probes.is_empty() {
+                Vec::new()
+            } else {
+                crate::probes::resolve(&tracing.probes, &discover::modules_of_program(&exe)?)?
+            };
             let child = launch::spawn_stopped(&exe, argv, stdio)?;
-            (child.pid, argv.join(" "), allocator, Some(child))
+            (child.pid, argv.join(" "), allocator, Some(child), resolved)
         }
     };
     if probes == ProbeMode::FreeAtEntry {
@@ -145,7 +183,7 @@ pub fn start(
         }
     }
     let meta = Meta {
-        families: crate::event::Families::default(),
+        families: tracing.families,
         pid,
         command,
         start_mono_ns: now_mono_ns(),
@@ -158,6 +196,9 @@ pub fn start(
     cfg.bare_probes = probes == ProbeMode::Bare;
     cfg.await_exec = child.is_some();
     cfg.exit_hold = child.as_mut().and_then(Child::take_exit_hold);
+    cfg.families = tracing.families;
+    let probe_table: Vec<Probe> = resolved.iter().map(|r| r.probe.clone()).collect();
+    cfg.probes = resolved;
     let (recorder, rx) = match Recorder::start(cfg) {
         Ok(v) => v,
         Err(e) => {
@@ -175,17 +216,25 @@ pub fn start(
         recorder,
         rx,
         child,
+        probes: probe_table,
     })
 }
 
 pub fn run(args: RecordArgs) -> Result<i32> {
     install_sigint();
-    let session = start(&args.target, args.ringbuf_bytes, args.probes, None)?;
+    let session = start(
+        &args.target,
+        args.ringbuf_bytes,
+        args.probes,
+        None,
+        &args.tracing,
+    )?;
     let Session {
         meta,
         recorder,
         rx,
         mut child,
+        probes,
     } = session;
     let writer = TraceWriter::create(&args.output, &meta)?;
     eprintln!(
@@ -198,6 +247,14 @@ pub fn run(args: RecordArgs) -> Result<i32> {
 
     let mut ing = Ingest::new(Some(writer));
     let mut tl = Timeline::with_budget(meta.clone(), args.memory);
+    ing.add_probes(&mut tl, probes)?;
+    if !tl.probes.is_empty() {
+        eprintln!(
+            "tm-tui: probing {} function{}",
+            tl.probes.len(),
+            if tl.probes.len() == 1 { "" } else { "s" }
+        );
+    }
     let mut crashed = false;
     let end = loop {
         if interrupted() {
@@ -272,6 +329,17 @@ impl Ingest {
             symbols: Symbols::new(),
             exit_status: None,
         }
+    }
+
+    /// The probe table, before any event refers to it.
+    pub fn add_probes(&mut self, tl: &mut Timeline, probes: Vec<Probe>) -> Result<()> {
+        for p in probes {
+            if let Some(w) = &mut self.writer {
+                w.write_probe(&p)?;
+            }
+            tl.add_probe(p);
+        }
+        Ok(())
     }
 
     /// Takes one message; `Some` when the recording ended.

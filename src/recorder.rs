@@ -4,6 +4,7 @@
 //! the only place that sees C types.
 
 pub mod discover;
+mod fds;
 pub mod launch;
 mod stacks;
 
@@ -22,7 +23,10 @@ use libbpf_rs::{
     Link, MapCore, MapFlags, PrintLevel, RingBufferBuilder, UprobeMultiOpts, UprobeOpts,
 };
 
-use crate::event::{AllocFn, Event, EventKind, ExitStatus, Lost, Module, SignalInfo, Stack};
+use crate::event::{
+    AllocFn, Arg, CallInfo, Event, EventKind, ExitStatus, Families, Family, Lost, Module,
+    SignalInfo, Stack, ValueType,
+};
 use crate::maps::MapsCache;
 use crate::unwind::{Regs, Unwinder};
 use discover::Allocator;
@@ -58,6 +62,14 @@ unsafe impl plain::Plain for types::tm_exec_rec {}
 unsafe impl plain::Plain for types::tm_exit_rec {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::tm_stack {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_call_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_ret_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_io_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_offcpu_rec {}
 
 const K_HEAP: u32 = 1;
 const K_SYSCALL: u32 = 2;
@@ -65,6 +77,10 @@ const K_SIGNAL: u32 = 3;
 const K_FORK: u32 = 4;
 const K_EXEC: u32 = 5;
 const K_EXIT: u32 = 6;
+const K_CALL: u32 = 7;
+const K_RET: u32 = 8;
+const K_IO: u32 = 9;
+const K_OFFCPU: u32 = 10;
 
 /// What the recorder sends to its consumer, in order: a module or stack is
 /// always sent before the first event that refers to it.
@@ -103,6 +119,10 @@ pub struct Config {
     pub exit_hold: Option<launch::ExitHold>,
     /// The allocator probes return at once (the bench's trap-cost baseline).
     pub bare_probes: bool,
+    /// Event families: without `alloc` no allocator probe is attached.
+    pub families: Families,
+    /// Function probes, ids numbered from 0.
+    pub probes: Vec<crate::probes::Resolved>,
 }
 
 impl Config {
@@ -115,6 +135,8 @@ impl Config {
             await_exec: false,
             exit_hold: None,
             bare_probes: false,
+            families: Families::default(),
+            probes: Vec::new(),
         }
     }
 }
@@ -250,6 +272,7 @@ fn setup<'obj>(
     rodata.targ_tgid = pid;
     rodata.bare = cfg.bare_probes;
     rodata.debug = std::env::var_os("TM_DEBUG").is_some();
+    rodata.families = u32::from(cfg.families.0);
     // Wake the consumer when a quarter is waiting; below that it reads on
     // its own timer, which keeps the per-event cost free of wakeups.
     rodata.wakeup_bytes = cfg.ringbuf_bytes / 4;
@@ -260,6 +283,8 @@ fn setup<'obj>(
     // One set of allocator programs is loaded: the uprobe_multi pair where
     // the kernel has it (6.6+), else one program per entry point.
     let multi = uprobe_multi_supported();
+    let alloc_on = cfg.families.has(Family::Alloc);
+    let calls_on = !cfg.probes.is_empty();
     let progs = &mut open.progs;
     for p in [
         &mut progs.tm_malloc,
@@ -273,10 +298,17 @@ fn setup<'obj>(
         &mut progs.tm_free,
         &mut progs.tm_alloc_ret,
     ] {
-        p.set_autoload(!multi);
+        p.set_autoload(alloc_on && !multi);
     }
-    progs.tm_alloc_multi.set_autoload(multi);
-    progs.tm_alloc_ret_multi.set_autoload(multi);
+    progs.tm_alloc_multi.set_autoload(alloc_on && multi);
+    progs.tm_alloc_ret_multi.set_autoload(alloc_on && multi);
+    progs.tm_call_multi.set_autoload(calls_on && multi);
+    progs.tm_call_ret_multi.set_autoload(calls_on && multi);
+    progs.tm_call.set_autoload(calls_on && !multi);
+    progs.tm_call_ret.set_autoload(calls_on && !multi);
+    progs
+        .tm_sched_switch
+        .set_autoload(cfg.families.has(Family::Sched));
     let skel = open.load().map_err(|e| {
         anyhow!(
             "failed to load the BPF tracer: {e}{}",
@@ -289,10 +321,22 @@ fn setup<'obj>(
 
     let mut links = Vec::new();
     let alloc = &cfg.allocator;
-    if multi {
+    if !alloc_on {
+    } else if multi {
         links.extend(attach_multi(&skel, pid, alloc)?);
     } else {
         links.extend(attach_each(&skel, pid, alloc)?);
+    }
+    if calls_on {
+        links.extend(attach_calls(&skel, pid, &cfg.probes, multi)?);
+    }
+    if cfg.families.has(Family::Sched) {
+        links.push(
+            skel.progs
+                .tm_sched_switch
+                .attach()
+                .context("failed to attach to the sched_switch tracepoint")?,
+        );
     }
     for (name, prog) in [
         ("sys_enter", &skel.progs.tm_sys_enter),
@@ -371,6 +415,86 @@ fn attach_multi(
         attach(&skel.progs.tm_alloc_ret_multi, ret, "return")?,
         attach(&skel.progs.tm_alloc_multi, entry, "entry")?,
     ])
+}
+
+/// The function probes: per module, the return probes first (an entry
+/// that fires must find its return probe in place), then the entries.
+fn attach_calls(
+    skel: &bpf::TracerSkel<'_>,
+    pid: u32,
+    probes: &[crate::probes::Resolved],
+    multi: bool,
+) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    let failed = |e: libbpf_rs::Error, what: String| {
+        if !process_alive(pid) {
+            anyhow!("process {pid} exited while tm-tui was attaching")
+        } else {
+            anyhow!("failed to attach {what}: {e}")
+        }
+    };
+    let mut modules: Vec<&Path> = probes.iter().map(|p| p.open_path.as_path()).collect();
+    modules.dedup();
+    modules.sort();
+    modules.dedup();
+    for path in modules {
+        let here: Vec<&crate::probes::Resolved> =
+            probes.iter().filter(|p| p.open_path == path).collect();
+        if multi {
+            let offsets: Vec<usize> = here.iter().map(|p| p.probe.offset as usize).collect();
+            let ret = UprobeMultiOpts {
+                offsets: offsets.clone(),
+                cookies: here.iter().map(|p| u64::from(p.probe.id)).collect(),
+                retprobe: true,
+                ..Default::default()
+            };
+            let entry = UprobeMultiOpts {
+                offsets,
+                cookies: here
+                    .iter()
+                    .map(|p| u64::from(p.probe.id) | u64::from(p.str_mask()) << 32)
+                    .collect(),
+                ..Default::default()
+            };
+            let what = |dir: &str| format!("the {dir} probes in {}", path.display());
+            links.push(
+                skel.progs
+                    .tm_call_ret_multi
+                    .attach_uprobe_multi_with_opts(pid as i32, path, "", ret)
+                    .map_err(|e| failed(e, what("function return")))?,
+            );
+            links.push(
+                skel.progs
+                    .tm_call_multi
+                    .attach_uprobe_multi_with_opts(pid as i32, path, "", entry)
+                    .map_err(|e| failed(e, what("function entry")))?,
+            );
+            continue;
+        }
+        for (prog, retprobe) in [
+            (&skel.progs.tm_call_ret, true),
+            (&skel.progs.tm_call, false),
+        ] {
+            for p in &here {
+                let cookie = u64::from(p.probe.id)
+                    | if retprobe {
+                        0
+                    } else {
+                        u64::from(p.str_mask()) << 32
+                    };
+                let opts = UprobeOpts {
+                    retprobe,
+                    cookie,
+                    ..Default::default()
+                };
+                links.push(
+                    prog.attach_uprobe_with_opts(pid as i32, path, p.probe.offset as usize, opts)
+                        .map_err(|e| failed(e, format!("a probe to {}", p.probe.func)))?,
+                );
+            }
+        }
+    }
+    Ok(links)
 }
 
 /// One link per probe (kernels without uprobe_multi): return probes
@@ -469,6 +593,10 @@ struct Decoder<'a> {
     exited: bool,
     channel_lost: u64,
     undecodable: u64,
+    /// Argument types of each function probe, by id.
+    probe_args: Vec<Vec<ValueType>>,
+    /// What each fd of the target is (path or peer).
+    fds: fds::FdTable,
 }
 
 const BATCH: usize = 4096;
@@ -548,6 +676,31 @@ impl Decoder<'_> {
             K_HEAP => self.heap(data),
             K_SYSCALL => self.syscall(data),
             K_SIGNAL => self.signal(data),
+            K_CALL => self.call(data),
+            K_RET => plain::from_bytes::<types::tm_ret_rec>(data)
+                .ok()
+                .map(|r| EventKind::Return {
+                    probe: r.probe,
+                    ret: r.ret,
+                    sp: r.sp,
+                }),
+            K_IO => plain::from_bytes::<types::tm_io_rec>(data)
+                .ok()
+                .and_then(|r| {
+                    self.fds.decode(
+                        r.nr,
+                        r.ret,
+                        r.dur,
+                        &r.args,
+                        &r.data[..(r.data_len as usize).min(r.data.len())],
+                    )
+                }),
+            K_OFFCPU => plain::from_bytes::<types::tm_offcpu_rec>(data)
+                .ok()
+                .map(|r| EventKind::OffCpu {
+                    dur_ns: r.dur,
+                    preempted: r.preempted != 0,
+                }),
             K_FORK => {
                 plain::from_bytes::<types::tm_fork_rec>(data)
                     .ok()
@@ -693,6 +846,46 @@ impl Decoder<'_> {
         })
     }
 
+    fn call(&mut self, data: &[u8]) -> Option<EventKind> {
+        let r = plain::from_bytes::<types::tm_call_rec>(data).ok()?;
+        let types = self.probe_args.get(r.probe as usize)?;
+        let mut slot = 0usize;
+        let args = types
+            .iter()
+            .zip(r.args)
+            .map(|(t, v)| {
+                if *t != ValueType::Str {
+                    return Arg::typed(*t, v);
+                }
+                let s = slot;
+                slot += 1;
+                let n = crate::probes::STR_LEN;
+                match r.strs.get(s * n..(s + 1) * n) {
+                    Some(bytes) if r.str_bad & (1 << s) == 0 => {
+                        let bytes: Vec<u8> = bytes
+                            .iter()
+                            .take_while(|c| **c != 0)
+                            .map(|c| *c as u8)
+                            .collect();
+                        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+                        if bytes.len() == n - 1 {
+                            text.push('…');
+                        }
+                        Arg::Str(text)
+                    }
+                    _ => Arg::BadStr(v),
+                }
+            })
+            .collect();
+        let stack = self.stack(r.stack);
+        Some(EventKind::Call(Box::new(CallInfo {
+            probe: r.probe,
+            args,
+            sp: r.sp,
+            stack,
+        })))
+    }
+
     fn signal(&mut self, data: &[u8]) -> Option<EventKind> {
         let r = plain::from_bytes::<types::tm_signal_rec>(data).ok()?;
         let len = (r.copy_len as usize).min(r.copy.len());
@@ -795,6 +988,8 @@ fn poll_loop(
         exited: false,
         channel_lost: 0,
         undecodable: 0,
+        probe_args: cfg.probes.iter().map(|p| p.probe.args.clone()).collect(),
+        fds: fds::FdTable::new(cfg.pid),
     });
     decoder.borrow_mut().sync_code_ranges();
     let mut builder = RingBufferBuilder::new();

@@ -210,6 +210,7 @@ pub struct LiveArgs {
     pub output: Option<PathBuf>,
     pub ringbuf_bytes: u64,
     pub memory: usize,
+    pub tracing: record::Tracing,
 }
 
 /// `tm-tui PID`, `tm-tui -- CMD`, `tm-tui demo NAME`: record and show.
@@ -236,19 +237,23 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         args.ringbuf_bytes,
         record::ProbeMode::Normal,
         stdio,
+        &args.tracing,
     )?;
     let record::Session {
         meta,
         recorder,
         rx,
         mut child,
+        probes,
     } = session;
     let writer = match &args.output {
         Some(p) => Some(TraceWriter::create(p, &meta)?),
         None => None,
     };
     let mut ing = Ingest::new(writer);
-    let mut app = App::new(Timeline::with_budget(meta.clone(), args.memory), Mode::Live);
+    let mut tl = Timeline::with_budget(meta.clone(), args.memory);
+    ing.add_probes(&mut tl, probes)?;
+    let mut app = App::new(tl, Mode::Live);
     if let Some(l) = &log {
         app.message = Some(format!("the program's output goes to {}", l.display()));
     }

@@ -12,6 +12,7 @@ use blazesym::inspect::Inspector;
 
 use crate::event::AllocFn;
 use crate::maps::read_maps;
+use crate::probes::ModuleFile;
 
 /// One uprobe to attach: the entry of an allocator function.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +54,13 @@ const FUNCS: [(&str, AllocFn); 10] = [
 /// linked allocator (jemalloc, tcmalloc, mimalloc, …) or libc, whichever
 /// defines malloc first in the dynamic linker's lookup order.
 pub fn for_pid(pid: u32) -> Result<Allocator> {
+    let objects = objects_of_pid(pid)?;
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    choose(&objects, |p| root.join(p.strip_prefix("/").unwrap_or(p)))
+}
+
+/// The ELF objects mapped into a running process, the executable first.
+fn objects_of_pid(pid: u32) -> Result<Vec<PathBuf>> {
     let maps = read_maps(pid).with_context(|| format!("cannot read /proc/{pid}/maps"))?;
     let exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
     let mut objects: Vec<PathBuf> = Vec::new();
@@ -66,8 +74,31 @@ pub fn for_pid(pid: u32) -> Result<Allocator> {
             }
         }
     }
+    Ok(objects)
+}
+
+/// The modules of a running process, opened through /proc/PID/root.
+pub fn modules_of_pid(pid: u32) -> Result<Vec<ModuleFile>> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    choose(&objects, |p| root.join(p.strip_prefix("/").unwrap_or(p)))
+    Ok(objects_of_pid(pid)?
+        .into_iter()
+        .map(|p| ModuleFile {
+            open_path: root.join(p.strip_prefix("/").unwrap_or(&p)),
+            path: p,
+        })
+        .collect())
+}
+
+/// The modules a program will have once launched (its libraries as its
+/// dynamic loader resolves them).
+pub fn modules_of_program(exe: &Path) -> Result<Vec<ModuleFile>> {
+    Ok(objects_of_program(exe)?
+        .into_iter()
+        .map(|p| ModuleFile {
+            open_path: p.clone(),
+            path: p,
+        })
+        .collect())
 }
 
 /// The allocator a program will use once launched: a static executable
@@ -75,9 +106,13 @@ pub fn for_pid(pid: u32) -> Result<Allocator> {
 /// own dynamic loader (`ld.so --list`, what ldd does), with the caller's
 /// environment so LD_PRELOAD and LD_LIBRARY_PATH count.
 pub fn for_program(exe: &Path) -> Result<Allocator> {
+    choose(&objects_of_program(exe)?, Path::to_path_buf)
+}
+
+fn objects_of_program(exe: &Path) -> Result<Vec<PathBuf>> {
     let data = fs::read(exe).with_context(|| format!("cannot read {}", exe.display()))?;
     let Some(interp) = elf_interp(&data)? else {
-        return choose(&[exe.to_path_buf()], Path::to_path_buf);
+        return Ok(vec![exe.to_path_buf()]);
     };
     let out = Command::new(&interp)
         .arg("--list")
@@ -93,7 +128,7 @@ pub fn for_program(exe: &Path) -> Result<Allocator> {
     }
     let mut objects = vec![exe.to_path_buf()];
     objects.extend(parse_ld_list(&String::from_utf8_lossy(&out.stdout)));
-    choose(&objects, Path::to_path_buf)
+    Ok(objects)
 }
 
 /// Library paths from `ld.so --list` output, in lookup order.
