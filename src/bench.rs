@@ -3,6 +3,7 @@
 //! run (these machines are noisy: compare within a run, not across runs).
 
 pub mod model;
+pub mod probes;
 pub mod ui;
 
 use std::process::{Command, Stdio};

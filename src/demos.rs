@@ -59,6 +59,13 @@ pub const DEMOS: &[Demo] = &[
         about: "a file written and read, a loopback TCP ping-pong, a contended mutex (try --trace io,net,lock)",
         args: &[],
     },
+    Demo {
+        name: "callbench",
+        file: "callbench.c",
+        source: include_str!("../assets/callbench.c"),
+        about: "the call and write loops `tm-tui bench probes` times",
+        args: &["call", "100000", "/dev/null"],
+    },
 ];
 
 pub fn find(name: &str) -> Result<&'static Demo> {

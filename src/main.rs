@@ -143,10 +143,12 @@ enum Cmd {
     /// Benchmarks, measured in one run: `record` — the churner demo
     /// untraced and traced, per malloc+free pair (needs root); `model` —
     /// the timeline on a synthetic recording (ingest, heap-at-T, history);
-    /// `ui` — frame and keypress-to-screen times on that recording.
+    /// `ui` — frame and keypress-to-screen times on that recording;
+    /// `probes` — per probed function call and per traced system call
+    /// (--pairs of each), against bpftrace.
     Bench {
         /// record, model or ui.
-        #[arg(default_value = "record", value_parser = ["record", "model", "ui"])]
+        #[arg(default_value = "record", value_parser = ["record", "model", "ui", "probes"])]
         what: String,
         /// malloc+free pairs per run (record).
         #[arg(long, default_value_t = 300_000)]
@@ -335,6 +337,7 @@ fn run(cli: Cli) -> Result<i32> {
         } => match what.as_str() {
             "model" => bench::model::run(events, queries, memory),
             "ui" => bench::ui::run(events, queries),
+            "probes" => bench::probes::run(pairs, runs),
             _ => bench::run(pairs, runs),
         },
         Cmd::Demo {
