@@ -73,14 +73,15 @@ struct TraceArgs {
     /// duration). NAME, MODULE:NAME (libssl.so:SSL_read), globs (parse_*),
     /// demangled C++/Rust names (ns::server::handle), an optional
     /// signature to type the arguments: 'open_file(str, int) -> long'.
-    /// Repeatable.
+    /// Repeatable. Each probed call costs the target ~3 µs.
     #[arg(long = "probe", value_name = "SPEC", value_parser = probes::Spec::parse)]
     probes: Vec<probes::Spec>,
-    /// Event families, comma-separated: alloc (malloc & co, ~5 µs per
-    /// malloc+free pair), io (open/read/write/close/fsync…), net
-    /// (connect/accept/send/recv…), lock (futex waits), sched (off-CPU
-    /// time: every context switch, the highest rate), or all. Fatal
-    /// signals and the process lifecycle are always recorded.
+    /// Event families, comma-separated: alloc (malloc & co, ~2.5-5 µs
+    /// per malloc+free pair), io (open/read/write/close/fsync…, ~0.75 µs
+    /// per call), net (connect/accept/send/recv…, as io), lock (futex
+    /// waits, as io), sched (off-CPU time: an event per context switch of
+    /// the target, the highest rate), or all. Fatal signals and the
+    /// process lifecycle are always recorded.
     #[arg(long = "trace", value_name = "FAMILIES", default_value = "alloc",
           value_parser = event::Families::parse)]
     families: event::Families,

@@ -325,6 +325,7 @@ fn functions(inspector: &Inspector, path: &Path) -> Vec<Func> {
 /// Resolves every spec against the modules (the executable first); ids
 /// are numbered from 0 in order. Errors name the spec and say why.
 pub fn resolve(specs: &[Spec], modules: &[ModuleFile]) -> Result<Vec<Resolved>> {
+    let mut modules = modules.to_vec();
     let inspector = Inspector::new();
     let mut cache: Vec<Option<Vec<Func>>> = modules.iter().map(|_| None).collect();
     let mut out: Vec<Resolved> = Vec::new();
@@ -335,15 +336,26 @@ pub fn resolve(specs: &[Spec], modules: &[ModuleFile]) -> Result<Vec<Resolved>> 
                 let c: Vec<usize> = (0..modules.len())
                     .filter(|i| modules[*i].is_named(m))
                     .collect();
-                if c.is_empty() {
+                // A library by its full path, loaded later (dlopen): uprobes
+                // are set on the file, so it can be probed before it maps.
+                if c.is_empty() && m.starts_with('/') && Path::new(m).is_file() {
+                    modules.push(ModuleFile {
+                        path: m.into(),
+                        open_path: m.into(),
+                    });
+                    cache.push(None);
+                    vec![modules.len() - 1]
+                } else if c.is_empty() {
                     let names: Vec<String> = modules.iter().map(ModuleFile::file_name).collect();
                     bail!(
-                        "probe '{}': no module '{m}' in the target (loaded: {})",
+                        "probe '{}': no module '{m}' in the target (loaded: {}; a library \
+                         not loaded yet can be named by its full path)",
                         spec.text,
                         names.join(", ")
                     );
+                } else {
+                    c
                 }
-                c
             }
             None => (0..modules.len()).collect(),
         };

@@ -249,11 +249,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let mut tl = Timeline::with_budget(meta.clone(), args.memory);
     ing.add_probes(&mut tl, probes)?;
     if !tl.probes.is_empty() {
-        eprintln!(
-            "tm-tui: probing {} function{}",
-            tl.probes.len(),
-            if tl.probes.len() == 1 { "" } else { "s" }
-        );
+        eprintln!("tm-tui: {}", probes_line(&tl.probes));
     }
     let mut crashed = false;
     let end = loop {
@@ -289,7 +285,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let lost = &tl.lost;
     let secs = (now_mono_ns() - meta.start_mono_ns) as f64 / 1e9;
     eprintln!(
-        "tm-tui: {} events in {secs:.3}s, lost {}{}; heap at end: {} live blocks, {} bytes; {}; trace {} ({} KiB)",
+        "tm-tui: {} events in {secs:.3}s, lost {}{}; {}; {}; trace {} ({} KiB)",
         tl.store.end(),
         lost.events(),
         if lost.events() > 0 {
@@ -297,8 +293,15 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         } else {
             ""
         },
-        tl.heap.live_blocks(),
-        tl.heap.live_bytes(),
+        if meta.families.has(Family::Alloc) {
+            format!(
+                "heap at end: {} live blocks, {} bytes",
+                tl.heap.live_blocks(),
+                tl.heap.live_bytes()
+            )
+        } else {
+            "heap not traced (no alloc in --trace)".to_string()
+        },
         match (exit_status, &end) {
             (Some(s), _) => format!("target {s}"),
             (None, EndReason::Stopped) => "stopped by user".to_string(),
@@ -311,6 +314,22 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         (Some(_), Some(s)) => s.shell_code(),
         _ => 0,
     })
+}
+
+/// `probing 3 functions: f (prog), g (libx.so.1), …` (the first 8).
+pub fn probes_line(probes: &[Probe]) -> String {
+    let shown: Vec<String> = probes
+        .iter()
+        .take(8)
+        .map(|p| format!("{} ({})", p.func, p.module_name()))
+        .collect();
+    format!(
+        "probing {} function{}: {}{}",
+        probes.len(),
+        if probes.len() == 1 { "" } else { "s" },
+        shown.join(", "),
+        if probes.len() > 8 { ", …" } else { "" }
+    )
 }
 
 /// Takes the recorder's messages: symbolizes stacks, writes the trace
