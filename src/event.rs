@@ -291,6 +291,9 @@ pub struct Probe {
     /// Argument types; `Auto` for a probe without a signature.
     pub args: Vec<ValueType>,
     pub ret: ValueType,
+    /// Its returns are probed too (`--probe`); `false` for entry-only
+    /// probes (`--probe-entry`), whose calls have no return or duration.
+    pub returns: bool,
 }
 
 impl Probe {

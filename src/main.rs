@@ -76,6 +76,11 @@ struct TraceArgs {
     /// Repeatable. Each probed call costs the target ~3 µs.
     #[arg(long = "probe", value_name = "SPEC", value_parser = probes::Spec::parse)]
     probes: Vec<probes::Spec>,
+    /// Probe a function's entry only (arguments, stack; no return value
+    /// or duration). Safe on functions that C++ exceptions or Rust panics
+    /// unwind through, which a return probe would break. Repeatable.
+    #[arg(long = "probe-entry", value_name = "SPEC", value_parser = probes::Spec::parse_entry)]
+    probe_entries: Vec<probes::Spec>,
     /// Event families, comma-separated: alloc (malloc & co, ~2.5-5 µs
     /// per malloc+free pair), io (open/read/write/close/fsync…, ~0.75 µs
     /// per call), net (connect/accept/send/recv…, as io), lock (futex
@@ -91,7 +96,7 @@ impl TraceArgs {
     fn tracing(self) -> record::Tracing {
         record::Tracing {
             families: self.families,
-            probes: self.probes,
+            probes: self.probes.into_iter().chain(self.probe_entries).collect(),
         }
     }
 }

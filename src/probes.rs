@@ -44,9 +44,24 @@ pub struct Spec {
     /// `None` without parentheses: [`DEFAULT_ARGS`] untyped arguments.
     pub args: Option<Vec<ValueType>>,
     pub ret: ValueType,
+    /// Probe the return too (false: `--probe-entry`).
+    pub returns: bool,
 }
 
 impl Spec {
+    /// An entry-only probe (`--probe-entry`): no return probe, so it is
+    /// safe on functions a C++ exception or a Rust panic unwinds through.
+    pub fn parse_entry(text: &str) -> Result<Spec, String> {
+        let mut s = Spec::parse(text)?;
+        if s.ret != ValueType::Auto {
+            return Err(format!(
+                "invalid probe '{text}': an entry-only probe has no return value to type"
+            ));
+        }
+        s.returns = false;
+        Ok(s)
+    }
+
     pub fn parse(text: &str) -> Result<Spec, String> {
         let bad = |why: &str| format!("invalid probe '{text}': {why}");
         let t = text.trim();
@@ -111,6 +126,7 @@ impl Spec {
             name: name.to_string(),
             args,
             ret,
+            returns: true,
         })
     }
 
@@ -376,6 +392,7 @@ pub fn resolve(specs: &[Spec], modules: &[ModuleFile]) -> Result<Vec<Resolved>> 
                         offset: f.offset,
                         args: spec.arg_types(),
                         ret: spec.ret,
+                        returns: spec.returns,
                     },
                     open_path: modules[i].open_path.clone(),
                 });
@@ -416,6 +433,28 @@ pub fn resolve(specs: &[Spec], modules: &[ModuleFile]) -> Result<Vec<Resolved>> 
         );
     }
     Ok(out)
+}
+
+/// Return probes replace the return address on the stack with the
+/// kernel's trampoline, which has no unwind information: a C++ exception
+/// or a Rust panic unwinding through a return-probed function finds no
+/// frame there and terminates the program (SIGABRT; seen on Linux 6.18
+/// with g++ 12). A warning when the target has an unwinder.
+pub fn unwind_warning(modules: &[ModuleFile], probes: &[Resolved]) -> Option<String> {
+    let unwinder = modules.iter().find(|m| {
+        let f = m.file_name();
+        ["libstdc++", "libc++", "libgcc_s", "libunwind"]
+            .iter()
+            .any(|u| f.starts_with(u))
+    })?;
+    let n = probes.iter().filter(|p| p.probe.returns).count();
+    (n > 0).then(|| {
+        format!(
+            "warning: the target unwinds ({}): an exception or panic passing through a \
+             function probed with --probe would terminate it; use --probe-entry for those",
+            unwinder.file_name()
+        )
+    })
 }
 
 /// The closest function name within two edits, if any.

@@ -125,6 +125,8 @@ pub struct Session {
     pub child: Option<Child>,
     /// The function probes attached, by id.
     pub probes: Vec<Probe>,
+    /// Said before the recording starts (also shown by the UI).
+    pub warnings: Vec<String>,
 }
 
 /// Attach to the pid, or launch the command stopped and attach before it
@@ -153,27 +155,28 @@ pub fn start(
             r => r,
         }
     };
-    let (pid, command, mut allocator, mut child, resolved) = match target {
+    let (pid, command, mut allocator, mut child, resolved, warning) = match target {
         Target::Pid(pid) => {
             let command = check_pid(*pid)?;
             let allocator = allocator_of(discover::for_pid(*pid))?;
-            let resolved = if tracing.probes.is_empty() {
-                Vec::new()
-            } else {
-                crate::probes::resolve(&tracing.probes, &discover::modules_of_pid(*pid)?)?
-            };
-            (*pid, command, allocator, None, resolved)
+            let (resolved, warning) =
+                resolve_probes(&tracing.probes, || discover::modules_of_pid(*pid))?;
+            (*pid, command, allocator, None, resolved, warning)
         }
         Target::Command(argv) => {
             let exe = launch::resolve_program(argv.first().map_or("", String::as_str))?;
             let allocator = allocator_of(discover::for_program(&exe))?;
-            let resolved = if tracing.probes.is_empty() {
-                Vec::new()
-            } else {
-                crate::probes::resolve(&tracing.probes, &discover::modules_of_program(&exe)?)?
-            };
+            let (resolved, warning) =
+                resolve_probes(&tracing.probes, || discover::modules_of_program(&exe))?;
             let child = launch::spawn_stopped(&exe, argv, stdio)?;
-            (child.pid, argv.join(" "), allocator, Some(child), resolved)
+            (
+                child.pid,
+                argv.join(" "),
+                allocator,
+                Some(child),
+                resolved,
+                warning,
+            )
         }
     };
     if probes == ProbeMode::FreeAtEntry {
@@ -217,6 +220,7 @@ pub fn start(
         rx,
         child,
         probes: probe_table,
+        warnings: warning.into_iter().collect(),
     })
 }
 
@@ -235,7 +239,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         rx,
         mut child,
         probes,
+        warnings,
     } = session;
+    for w in &warnings {
+        eprintln!("tm-tui: {w}");
+    }
     let writer = TraceWriter::create(&args.output, &meta)?;
     eprintln!(
         "tm-tui: recording pid {} ({}) into {}, allocator {}; Ctrl-C stops",
@@ -316,12 +324,34 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     })
 }
 
+/// The probes resolved against the target's modules, and a warning if
+/// return probes could break its unwinding.
+fn resolve_probes(
+    specs: &[crate::probes::Spec],
+    modules: impl FnOnce() -> Result<Vec<crate::probes::ModuleFile>>,
+) -> Result<(Vec<crate::probes::Resolved>, Option<String>)> {
+    if specs.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let modules = modules()?;
+    let resolved = crate::probes::resolve(specs, &modules)?;
+    let warning = crate::probes::unwind_warning(&modules, &resolved);
+    Ok((resolved, warning))
+}
+
 /// `probing 3 functions: f (prog), g (libx.so.1), …` (the first 8).
 pub fn probes_line(probes: &[Probe]) -> String {
     let shown: Vec<String> = probes
         .iter()
         .take(8)
-        .map(|p| format!("{} ({})", p.func, p.module_name()))
+        .map(|p| {
+            format!(
+                "{} ({}{})",
+                p.func,
+                p.module_name(),
+                if p.returns { "" } else { ", entry only" }
+            )
+        })
         .collect();
     format!(
         "probing {} function{}: {}{}",

@@ -441,15 +441,16 @@ fn attach_calls(
         let here: Vec<&crate::probes::Resolved> =
             probes.iter().filter(|p| p.open_path == path).collect();
         if multi {
-            let offsets: Vec<usize> = here.iter().map(|p| p.probe.offset as usize).collect();
+            let with_ret: Vec<&&crate::probes::Resolved> =
+                here.iter().filter(|p| p.probe.returns).collect();
             let ret = UprobeMultiOpts {
-                offsets: offsets.clone(),
-                cookies: here.iter().map(|p| u64::from(p.probe.id)).collect(),
+                offsets: with_ret.iter().map(|p| p.probe.offset as usize).collect(),
+                cookies: with_ret.iter().map(|p| u64::from(p.probe.id)).collect(),
                 retprobe: true,
                 ..Default::default()
             };
             let entry = UprobeMultiOpts {
-                offsets,
+                offsets: here.iter().map(|p| p.probe.offset as usize).collect(),
                 cookies: here
                     .iter()
                     .map(|p| u64::from(p.probe.id) | u64::from(p.str_mask()) << 32)
@@ -457,12 +458,14 @@ fn attach_calls(
                 ..Default::default()
             };
             let what = |dir: &str| format!("the {dir} probes in {}", path.display());
-            links.push(
-                skel.progs
-                    .tm_call_ret_multi
-                    .attach_uprobe_multi_with_opts(pid as i32, path, "", ret)
-                    .map_err(|e| failed(e, what("function return")))?,
-            );
+            if !with_ret.is_empty() {
+                links.push(
+                    skel.progs
+                        .tm_call_ret_multi
+                        .attach_uprobe_multi_with_opts(pid as i32, path, "", ret)
+                        .map_err(|e| failed(e, what("function return")))?,
+                );
+            }
             links.push(
                 skel.progs
                     .tm_call_multi
@@ -475,7 +478,7 @@ fn attach_calls(
             (&skel.progs.tm_call_ret, true),
             (&skel.progs.tm_call, false),
         ] {
-            for p in &here {
+            for p in here.iter().filter(|p| !retprobe || p.probe.returns) {
                 let cookie = u64::from(p.probe.id)
                     | if retprobe {
                         0

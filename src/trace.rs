@@ -148,6 +148,7 @@ impl TraceWriter {
             b.push(p.ret as u8);
             put_u64(b, p.args.len() as u64);
             b.extend(p.args.iter().map(|t| *t as u8));
+            b.push(u8::from(p.returns));
         })
     }
 
@@ -754,6 +755,7 @@ fn decode(tag: u8, payload: &[u8]) -> Result<Option<Record>, &'static str> {
                 }
                 (0..n).map(|_| d.value_type()).collect::<DecResult<_>>()?
             },
+            returns: d.u8()? != 0,
         }),
         tag::MODULE => Record::Module(Module {
             id: d.u32()?,
@@ -1372,6 +1374,7 @@ mod tests {
             offset: 0x1234,
             args: vec![ValueType::Str, ValueType::Int],
             ret: ValueType::Long,
+            returns: false,
         }];
         w.write_probe(&probes[0])?;
         w.write_lost(&Lost::default())?;

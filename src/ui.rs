@@ -245,6 +245,7 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         rx,
         mut child,
         probes,
+        warnings,
     } = session;
     let writer = match &args.output {
         Some(p) => Some(TraceWriter::create(p, &meta)?),
@@ -256,6 +257,9 @@ pub fn live(args: LiveArgs) -> Result<i32> {
     let mut app = App::new(tl, Mode::Live);
     if let Some(l) = &log {
         app.message = Some(format!("the program's output goes to {}", l.display()));
+    }
+    if let Some(w) = warnings.first() {
+        app.message = Some(w.clone());
     }
     let result = (|| -> Result<Option<EndReason>> {
         let mut terminal = ratatui::try_init().context("cannot open the terminal")?;

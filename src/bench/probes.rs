@@ -22,13 +22,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn loop_ns(out: &Path) -> Result<f64> {
     let s = std::fs::read_to_string(out).context("the loop wrote no time")?;
-    s.trim().parse::<f64>().context("the loop's time is not a number")
+    s.trim()
+        .parse::<f64>()
+        .context("the loop's time is not a number")
 }
 
 /// The loop's ns, events recorded and lost, under tm-tui.
 fn traced(bin: &str, mode: &str, n: u64, tracing: Tracing) -> Result<(f64, u64, u64)> {
     let dir = std::env::temp_dir();
-    let (trace, out) = (dir.join("tm-tui-bench-probes.tmt"), dir.join("tm-tui-bench-loop"));
+    let (trace, out) = (
+        dir.join("tm-tui-bench-probes.tmt"),
+        dir.join("tm-tui-bench-loop"),
+    );
     record::run(RecordArgs {
         target: Target::Command(vec![
             bin.into(),
@@ -83,9 +88,8 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
     let runs = runs.max(1);
     let bin = demos::build(demos::find("callbench")?, None)?;
     let bin = bin.to_string_lossy().into_owned();
-    let probe = |s: &str| -> Result<Vec<Spec>> {
-        Ok(vec![Spec::parse(s).map_err(anyhow::Error::msg)?])
-    };
+    let probe =
+        |s: &str| -> Result<Vec<Spec>> { Ok(vec![Spec::parse(s).map_err(anyhow::Error::msg)?]) };
     let only = |f: Option<Family>| match f {
         Some(f) => Families::none().with(f),
         None => Families::none(),
@@ -131,8 +135,20 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
          { @d = hist(nsecs - @s[tid]); delete(@s[tid]); }"
         .to_string();
     for (mode, what, variants, bt, bt_what) in [
-        ("call", "calls of work()", variants_call, bt_call, "bpftrace, entry+return+ustack"),
-        ("write", "write(2)s to /dev/null", variants_write, bt_write, "bpftrace, enter+exit tracepoints"),
+        (
+            "call",
+            "calls of work()",
+            variants_call,
+            bt_call,
+            "bpftrace, entry+return+ustack",
+        ),
+        (
+            "write",
+            "write(2)s to /dev/null",
+            variants_write,
+            bt_write,
+            "bpftrace, enter+exit tracepoints",
+        ),
     ] {
         let mut base = Vec::new();
         let mut got: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
@@ -153,7 +169,11 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
         let b = median(base);
         let per = |ns: f64| (ns - b) / calls as f64 / 1e3;
         println!("tm-tui bench probes: {calls} {what}, median of {runs} runs (loop time only)");
-        println!("  untraced                            {:8.3} ms  {:7.3} µs each", b / 1e6, b / calls as f64 / 1e3);
+        println!(
+            "  untraced                            {:8.3} ms  {:7.3} µs each",
+            b / 1e6,
+            b / calls as f64 / 1e3
+        );
         for (i, (name, _)) in variants.iter().enumerate() {
             let t = median(got[i].clone());
             println!(
@@ -168,7 +188,12 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
             println!("  {bt_what:<35} (bpftrace not available or refused the script)");
         } else {
             let t = median(bts);
-            println!("  {bt_what:<35} {:8.3} ms  +{:6.3} µs each  ({:.1}x untraced)", t / 1e6, per(t), t / b);
+            println!(
+                "  {bt_what:<35} {:8.3} ms  +{:6.3} µs each  ({:.1}x untraced)",
+                t / 1e6,
+                per(t),
+                t / b
+            );
         }
         println!("  lost in all runs {lost}");
     }

@@ -16,7 +16,12 @@ const CALL_PROBES: [&str; 4] = [
 
 fn record(trace: &std::path::Path, flags: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(bin());
-    c.arg("record").arg("-o").arg(trace).args(flags).arg("--").args(cmd);
+    c.arg("record")
+        .arg("-o")
+        .arg(trace)
+        .args(flags)
+        .arg("--")
+        .args(cmd);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -51,23 +56,44 @@ fn check_calls(r: &Value, w: &[Value]) {
     assert_eq!(pr["calls"], 10, "{pr}");
     assert_eq!(pr["errors"], 2, "ids 5 and 10 return -1: {pr}");
     assert_eq!(pr["unfinished"], 0, "{pr}");
-    assert!(pr["module"].as_str().is_some_and(|m| m.ends_with("/calls")), "{pr}");
+    assert!(
+        pr["module"].as_str().is_some_and(|m| m.ends_with("/calls")),
+        "{pr}"
+    );
     // Each request sleeps 2 ms before parsing.
     let mean = pr["mean_ns"].as_u64().expect("mean_ns");
     assert!(mean >= 2_000_000, "{pr}");
     assert!(pr["p99_ns"].as_u64().expect("p99_ns") >= mean, "{pr}");
-    assert!(pr["total_ns"].as_u64().expect("total_ns") >= 10 * 2_000_000, "{pr}");
+    assert!(
+        pr["total_ns"].as_u64().expect("total_ns") >= 10 * 2_000_000,
+        "{pr}"
+    );
     let pb = probe(r, "parse_body");
-    assert_eq!((pb["calls"].as_u64(), pb["unfinished"].as_u64()), (Some(10), Some(2)), "{pb}");
+    assert_eq!(
+        (pb["calls"].as_u64(), pb["unfinished"].as_u64()),
+        (Some(10), Some(2)),
+        "{pb}"
+    );
     let fp = probe(r, "fail_parse");
-    assert_eq!((fp["calls"].as_u64(), fp["unfinished"].as_u64()), (Some(2), Some(2)), "{fp}");
+    assert_eq!(
+        (fp["calls"].as_u64(), fp["unfinished"].as_u64()),
+        (Some(2), Some(2)),
+        "{fp}"
+    );
     let ck = probe(r, "checksum");
-    assert_eq!((ck["calls"].as_u64(), ck["unfinished"].as_u64()), (Some(32), Some(0)), "{ck}");
+    assert_eq!(
+        (ck["calls"].as_u64(), ck["unfinished"].as_u64()),
+        (Some(32), Some(0)),
+        "{ck}"
+    );
     assert_eq!(ck["errors"], 0);
 
     let calls: Vec<&Value> = w.iter().filter(|e| e["kind"] == "call").collect();
     assert_eq!(calls.len(), 10 + 10 + 2 + 32);
-    let requests: Vec<&&Value> = calls.iter().filter(|e| e["func"] == "process_request").collect();
+    let requests: Vec<&&Value> = calls
+        .iter()
+        .filter(|e| e["func"] == "process_request")
+        .collect();
     for (i, c) in requests.iter().enumerate() {
         let id = i as i64 + 1;
         let path = if id % 2 == 1 { "/get" } else { "/put" };
@@ -76,7 +102,10 @@ fn check_calls(r: &Value, w: &[Value]) {
         // checksum returns '/' + 3 through parse_body; failures -1.
         let ret = if id % 5 == 0 { -1 } else { 50 };
         assert_eq!(c["ret"], ret, "{c}");
-        assert!(c["duration_ns"].as_u64().is_some_and(|d| d >= 2_000_000), "{c}");
+        assert!(
+            c["duration_ns"].as_u64().is_some_and(|d| d >= 2_000_000),
+            "{c}"
+        );
     }
     // The first request: parse_body("/get?id=1", 1) at depth 1, then
     // checksum recursing 4 deep (depths 2..5), innermost returning '/'.
@@ -90,7 +119,11 @@ fn check_calls(r: &Value, w: &[Value]) {
     for (k, c) in first[1..].iter().enumerate() {
         assert_eq!(c["func"], "checksum", "{c}");
         assert_eq!(c["depth"], 2 + k as u64, "{c}");
-        assert_eq!(c["args"], serde_json::json!(["/get?id=1", 3 - k as i64]), "{c}");
+        assert_eq!(
+            c["args"],
+            serde_json::json!(["/get?id=1", 3 - k as i64]),
+            "{c}"
+        );
         assert_eq!(c["ret"], 50 - k as i64, "{c}");
     }
     // The longjmp: parse_body and fail_parse for id 5 never return.
@@ -100,9 +133,16 @@ fn check_calls(r: &Value, w: &[Value]) {
         .expect("fail_parse call");
     assert_eq!(fail["args"], serde_json::json!([5]));
     assert_eq!(fail["depth"], 2);
-    assert!(fail["ret"].is_null() && fail["duration_ns"].is_null(), "{fail}");
+    assert!(
+        fail["ret"].is_null() && fail["duration_ns"].is_null(),
+        "{fail}"
+    );
     let returns = w.iter().filter(|e| e["kind"] == "return").count();
-    assert_eq!(returns, 10 + 8 + 32, "every return seen, none for the longjmp'd calls");
+    assert_eq!(
+        returns,
+        10 + 8 + 32,
+        "every return seen, none for the longjmp'd calls"
+    );
 }
 
 #[test]
@@ -112,10 +152,18 @@ fn function_probes_count_calls_args_returns_nesting_and_longjmp() {
     }
     let calls = demo("calls");
     let cmd = [calls.to_str().expect("utf8"), "10"];
-    for (name, env) in [("multi", &[][..]), ("per-probe", &[("TM_NO_UPROBE_MULTI", "1")][..])] {
+    for (name, env) in [
+        ("multi", &[][..]),
+        ("per-probe", &[("TM_NO_UPROBE_MULTI", "1")][..]),
+    ] {
         let trace = tmp().join(format!("calls-{name}.tmt"));
         let out = record(&trace, &probe_flags(), &cmd, env);
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (r, w) = events(&trace, &[]);
         check_calls(&r, &w);
     }
@@ -142,7 +190,12 @@ fn probes_attach_to_a_running_process() {
         .output()
         .expect("run tm-tui record");
     let _ = child.wait();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = report_json(&trace, &[]);
     assert_no_loss(&r);
     let pr = probe(&r, "process_request");
@@ -162,8 +215,18 @@ fn io_net_and_lock_families() {
     }
     let netio = demo("netio");
     let trace = tmp().join("netio.tmt");
-    let out = record(&trace, &["--trace", "io,net,lock"], &[netio.to_str().expect("utf8")], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = record(
+        &trace,
+        &["--trace", "io,net,lock"],
+        &[netio.to_str().expect("utf8")],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (r, w) = events(&trace, &[]);
     assert_no_loss(&r);
     assert_eq!(r["events"]["by_kind"]["alloc"], 0, "alloc family off");
@@ -175,29 +238,52 @@ fn io_net_and_lock_families() {
             .cloned()
             .collect()
     };
-    let opens: Vec<Value> = sys("io", "open").into_iter().filter(|e| e["target"] == file.as_str()).collect();
+    let opens: Vec<Value> = sys("io", "open")
+        .into_iter()
+        .filter(|e| e["target"] == file.as_str())
+        .collect();
     assert_eq!(opens.len(), 2, "opened to write, then to read: {opens:?}");
     let fd = opens[0]["fd"].as_i64().expect("fd");
     assert!(fd >= 3 && opens[0]["ret"] == fd, "{:?}", opens[0]);
-    let writes: Vec<Value> = sys("io", "write").into_iter().filter(|e| e["target"] == file.as_str()).collect();
+    let writes: Vec<Value> = sys("io", "write")
+        .into_iter()
+        .filter(|e| e["target"] == file.as_str())
+        .collect();
     assert_eq!(writes.len(), 1, "{writes:?}");
-    assert_eq!((writes[0]["len"].as_u64(), writes[0]["ret"].as_i64()), (Some(13), Some(13)));
-    let reads: Vec<Value> = sys("io", "read").into_iter().filter(|e| e["target"] == file.as_str()).collect();
+    assert_eq!(
+        (writes[0]["len"].as_u64(), writes[0]["ret"].as_i64()),
+        (Some(13), Some(13))
+    );
+    let reads: Vec<Value> = sys("io", "read")
+        .into_iter()
+        .filter(|e| e["target"] == file.as_str())
+        .collect();
     assert_eq!(reads.len(), 1, "{reads:?}");
     assert_eq!(reads[0]["ret"], 13);
     let fsyncs = sys("io", "fsync");
     assert_eq!(fsyncs.len(), 1);
     assert_eq!(fsyncs[0]["target"], file.as_str());
-    assert!(sys("io", "close").iter().filter(|e| e["target"] == file.as_str()).count() == 2);
+    assert!(
+        sys("io", "close")
+            .iter()
+            .filter(|e| e["target"] == file.as_str())
+            .count()
+            == 2
+    );
 
     let connect = sys("net", "connect");
     assert_eq!(connect.len(), 1, "{connect:?}");
     assert_eq!(connect[0]["ret"], 0);
     let peer = connect[0]["target"].as_str().expect("peer").to_string();
-    assert!(peer.starts_with("127.0.0.1:") && !peer.ends_with(":0"), "{peer}");
+    assert!(
+        peer.starts_with("127.0.0.1:") && !peer.ends_with(":0"),
+        "{peer}"
+    );
     let accept = sys("net", "accept");
     assert_eq!(accept.len(), 1, "{accept:?}");
-    assert!(accept[0]["target"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")));
+    assert!(accept[0]["target"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("127.0.0.1:")));
     let sends = sys("net", "send");
     let recvs = sys("net", "recv");
     assert_eq!(sends.len(), 2, "{sends:?}");
@@ -205,12 +291,18 @@ fn io_net_and_lock_families() {
     for e in sends.iter().chain(&recvs) {
         assert_eq!(e["ret"], 4, "{e}");
     }
-    assert_eq!(sends[0]["target"], peer.as_str(), "the client's fd names its peer");
+    assert_eq!(
+        sends[0]["target"],
+        peer.as_str(),
+        "the client's fd names its peer"
+    );
 
     // main waits ~50 ms for the mutex the other thread holds.
     let waits = sys("lock", "futex_wait");
     assert!(
-        waits.iter().any(|e| e["duration_ns"].as_u64().is_some_and(|d| d >= 30_000_000)),
+        waits
+            .iter()
+            .any(|e| e["duration_ns"].as_u64().is_some_and(|d| d >= 30_000_000)),
         "{waits:?}"
     );
 }
@@ -222,30 +314,54 @@ fn sched_family_shows_off_cpu_time() {
     }
     let netio = demo("netio");
     let trace = tmp().join("netio-sched.tmt");
-    let out = record(&trace, &["--trace", "sched"], &[netio.to_str().expect("utf8")], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = record(
+        &trace,
+        &["--trace", "sched"],
+        &[netio.to_str().expect("utf8")],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (r, w) = events(&trace, &[]);
     assert_no_loss(&r);
     // The holder thread sleeps 50 ms with the mutex, main waits as long.
     let long: Vec<&Value> = w
         .iter()
-        .filter(|e| e["kind"] == "sched" && e["duration_ns"].as_u64().is_some_and(|d| d >= 40_000_000))
+        .filter(|e| {
+            e["kind"] == "sched" && e["duration_ns"].as_u64().is_some_and(|d| d >= 40_000_000)
+        })
         .collect();
-    let tids: std::collections::BTreeSet<u64> = long.iter().filter_map(|e| e["tid"].as_u64()).collect();
+    let tids: std::collections::BTreeSet<u64> =
+        long.iter().filter_map(|e| e["tid"].as_u64()).collect();
     assert_eq!(tids.len(), 2, "both threads off CPU ~50 ms: {long:?}");
-    assert!(long.iter().all(|e| e["preempted"] == false), "they blocked: {long:?}");
+    assert!(
+        long.iter().all(|e| e["preempted"] == false),
+        "they blocked: {long:?}"
+    );
 }
 
 fn bad_probe(spec: &str, needle: &str) {
     let calls = demo("calls");
     let trace = tmp().join("bad-probe.tmt");
-    let out = record(&trace, &["--probe", spec], &[calls.to_str().expect("utf8"), "1"], &[]);
+    let out = record(
+        &trace,
+        &["--probe", spec],
+        &[calls.to_str().expect("utf8"), "1"],
+        &[],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{spec}: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("tm-tui: error: "), "{err}");
     assert!(err.contains(needle), "'{needle}' in: {err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("calls:"), "the target never ran");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("calls:"),
+        "the target never ran"
+    );
 }
 
 #[test]
@@ -260,4 +376,73 @@ fn bad_probe_specs_are_one_line_errors() {
     bad_probe("process_request(int, float)", "SSE registers");
     bad_probe("process_request(int", "unbalanced parentheses");
     bad_probe("*", "more than 200");
+}
+
+const CPP_THROW: &str = r#"
+#include <cstdio>
+#include <stdexcept>
+__attribute__((noinline)) int inner(int i) { if (i % 3 == 0) throw std::runtime_error("bad"); return i; }
+__attribute__((noinline)) int middle(int i) { return inner(i) + 1; }
+int main() {
+  int ok = 0, caught = 0;
+  for (int i = 1; i <= 9; i++) {
+    try { ok += middle(i); } catch (const std::exception &) { caught++; }
+  }
+  std::printf("ok=%d caught=%d\n", ok, caught);
+  return 0;
+}
+"#;
+
+/// Return probes break C++ unwinding (the trampoline has no unwind
+/// info): tm-tui warns, and entry-only probes leave the program intact.
+#[test]
+fn entry_probes_are_safe_for_cpp_exceptions() {
+    if !bpf_or_skip("cpp_exceptions") {
+        return;
+    }
+    let dir = tmp().join("cpp-throw");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let src = dir.join("throw.cc");
+    std::fs::write(&src, CPP_THROW).expect("write source");
+    let bin = dir.join("throw");
+    let ok = Command::new("g++")
+        .args(["-g", "-O0", "-fno-omit-frame-pointer", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("run g++ (apt install g++)")
+        .success();
+    assert!(ok, "g++ failed");
+    let trace = dir.join("throw.tmt");
+    let bin = bin.to_str().expect("utf8");
+    let out = record(
+        &trace,
+        &["--probe-entry", "middle", "--probe-entry", "inner(int)"],
+        &[bin],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok=33 caught=3"), "{stdout}");
+    let (r, w) = events(&trace, &[]);
+    let inner: Vec<&Value> = w
+        .iter()
+        .filter(|e| e["kind"] == "call" && e["func"] == "inner")
+        .collect();
+    assert_eq!(inner.len(), 9);
+    assert_eq!(inner[2]["args"], serde_json::json!([3]));
+    assert_eq!(probe(&r, "middle")["calls"], 9);
+    assert_eq!(w.iter().filter(|e| e["kind"] == "return").count(), 0);
+    // With return probes the same program is told it is at risk.
+    let out = record(&trace, &["--probe", "main"], &[bin], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: the target unwinds (libstdc++"),
+        "{err}"
+    );
 }
