@@ -8,6 +8,7 @@
 //! - `history`: every block that lived at an address;
 //! - `leaks`: outstanding blocks by allocation stack, growth, suspicion;
 //! - `diagnose`: the crash explained, with the evidence;
+//! - `spans`: probed calls paired with their returns, nested per thread;
 //! - `names`: frame labels, each unique stack labelled once.
 
 pub mod diagnose;
@@ -16,6 +17,9 @@ pub mod heap;
 pub mod history;
 pub mod leaks;
 pub mod names;
+// Read by the report and the UI (the next commits).
+#[allow(dead_code)]
+pub mod spans;
 pub mod store;
 
 use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack, StackId};
@@ -25,6 +29,7 @@ use diagnose::Diagnosis;
 use heap::{HeapIndex, LiveBlock};
 use leaks::{LeakGroup, Leaks};
 use names::Names;
+use spans::{Span, Spans};
 use store::{EventStore, Filter, Idx, Kind, CHUNK};
 
 /// The default memory budget of a recording held in memory.
@@ -40,6 +45,8 @@ pub struct Timeline {
     pub heap: HeapIndex,
     pub leaks: Leaks,
     pub names: Names,
+    /// Calls of probed functions, as spans.
+    pub spans: Spans,
     pub lost: Lost,
     /// Where losses happened: the number of events recorded when the
     /// lost-event count rose, and the count then (cumulative).
@@ -103,6 +110,7 @@ impl Timeline {
             heap: HeapIndex::default(),
             leaks: Leaks::default(),
             names: Names::default(),
+            spans: Spans::default(),
             lost: Lost::default(),
             loss_marks: Vec::new(),
             by_kind: [0; Kind::ALL.len()],
@@ -151,11 +159,14 @@ impl Timeline {
         self.modules.push(m);
     }
 
+    // For the recorder's --probe/--trace (in progress elsewhere).
+    #[allow(dead_code)]
     pub fn add_probe(&mut self, p: Probe) {
         self.probes.push(p);
     }
 
     /// The probe with `id` (ids are table indexes).
+    #[allow(dead_code)] // named by the report and the UI (next commits)
     pub fn probe(&self, id: crate::event::ProbeId) -> Option<&Probe> {
         self.probes.iter().find(|p| p.id == id)
     }
@@ -172,6 +183,7 @@ impl Timeline {
         let idx = self.store.push(e);
         let ch = self.heap.on_event(&self.store, idx);
         self.leaks.on_change(&ch, e.ts);
+        self.spans.on_event(idx, e, &self.probes);
         self.by_kind[Kind::of(&e.kind) as usize] += 1;
         match &e.kind {
             EventKind::Signal(s) => {
@@ -200,7 +212,7 @@ impl Timeline {
 
     /// Bytes held by the events and indexes.
     pub fn bytes(&self) -> usize {
-        self.store.bytes() + self.heap.bytes()
+        self.store.bytes() + self.heap.bytes() + self.spans.bytes()
     }
 
     fn enforce_budget(&mut self) {
@@ -210,6 +222,7 @@ impl Timeline {
             };
             self.heap.before_drop(&self.store, next);
             self.store.drop_oldest();
+            self.spans.retain_from(self.store.first());
         }
     }
 
@@ -303,6 +316,25 @@ impl Timeline {
             }
         }
         Ok(f)
+    }
+
+    /// The probed calls event `i` happened inside, outermost first.
+    #[allow(dead_code)]
+    pub fn call_path(&self, i: Idx) -> Vec<&Span> {
+        match self.store.tid(i) {
+            Some(tid) => self.spans.path(tid, i),
+            None => Vec::new(),
+        }
+    }
+
+    /// The call a Call or Return event begins or ends.
+    #[allow(dead_code)]
+    pub fn span_of(&self, i: Idx) -> Option<&Span> {
+        match self.store.kind(i)? {
+            Kind::Call => self.spans.of_call(i),
+            Kind::Return => self.spans.of_return(i),
+            _ => None,
+        }
     }
 
     /// `func (file:line)` of the top user frame of a stack.
