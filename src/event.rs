@@ -318,8 +318,6 @@ impl Probe {
     }
 
     /// The module's file name (`libssl.so.3`).
-    // For the recorder's --probe/--trace (in progress elsewhere).
-    #[allow(dead_code)]
     pub fn module_name(&self) -> &str {
         self.module.rsplit('/').next().unwrap_or(&self.module)
     }
@@ -411,8 +409,6 @@ impl SysCall {
     }
 
     /// The result counts bytes moved.
-    // For the recorder's --probe/--trace (in progress elsewhere).
-    #[allow(dead_code)]
     pub fn moves_bytes(self) -> bool {
         matches!(
             self,
@@ -651,6 +647,67 @@ pub fn si_code_name(signo: i32, code: i32) -> String {
         _ => return format!("si_code={code}"),
     };
     name.to_string()
+}
+
+/// The symbolic name of a common errno (`ECONNREFUSED`), for results
+/// shown as `-111 ECONNREFUSED`.
+pub fn errno_name(errno: i64) -> Option<&'static str> {
+    Some(match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        3 => "ESRCH",
+        4 => "EINTR",
+        5 => "EIO",
+        6 => "ENXIO",
+        9 => "EBADF",
+        10 => "ECHILD",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        23 => "ENFILE",
+        24 => "EMFILE",
+        27 => "EFBIG",
+        28 => "ENOSPC",
+        29 => "ESPIPE",
+        30 => "EROFS",
+        32 => "EPIPE",
+        35 => "EDEADLK",
+        36 => "ENAMETOOLONG",
+        38 => "ENOSYS",
+        88 => "ENOTSOCK",
+        90 => "EMSGSIZE",
+        95 => "EOPNOTSUPP",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        100 => "ENETDOWN",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        105 => "ENOBUFS",
+        106 => "EISCONN",
+        107 => "ENOTCONN",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        114 => "EALREADY",
+        115 => "EINPROGRESS",
+        _ => return None,
+    })
+}
+
+/// A system call's result: the value, or `-errno NAME`.
+pub fn sys_result(ret: i64) -> String {
+    match ret.checked_neg().and_then(errno_name) {
+        Some(name) if ret < 0 => format!("{ret} {name}"),
+        _ => ret.to_string(),
+    }
 }
 
 /// A module (ELF file mapped into the target).

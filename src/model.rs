@@ -17,12 +17,12 @@ pub mod heap;
 pub mod history;
 pub mod leaks;
 pub mod names;
-// Read by the report and the UI (the next commits).
-#[allow(dead_code)]
 pub mod spans;
 pub mod store;
 
-use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack, StackId};
+use crate::event::{
+    Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack, StackId, SysCall,
+};
 use crate::trace::Trace;
 
 use diagnose::Diagnosis;
@@ -51,6 +51,8 @@ pub struct Timeline {
     /// Where losses happened: the number of events recorded when the
     /// lost-event count rose, and the count then (cumulative).
     pub loss_marks: Vec<(Idx, u64)>,
+    /// Traced system calls by [`SysCall`], dropped ones included.
+    pub sys: [SysTotal; SysCall::ALL.len()],
     /// Events by [`Kind`], dropped ones included.
     pub by_kind: [u64; Kind::ALL.len()],
     /// The fatal signal, once it arrived.
@@ -60,6 +62,18 @@ pub struct Timeline {
     pub end_ns: Option<u64>,
     memory_budget: usize,
     last_signal: Option<(Idx, i32)>,
+}
+
+/// The traced system calls of one kind, over the whole recording.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysTotal {
+    pub count: u64,
+    /// Bytes moved (the results of read/write/send/recv calls).
+    pub bytes: u64,
+    /// Calls that returned `-errno`.
+    pub errors: u64,
+    /// Entry to return, summed.
+    pub total_ns: u64,
 }
 
 /// Blocks grouped by allocation stack.
@@ -113,6 +127,7 @@ impl Timeline {
             spans: Spans::default(),
             lost: Lost::default(),
             loss_marks: Vec::new(),
+            sys: [SysTotal::default(); SysCall::ALL.len()],
             by_kind: [0; Kind::ALL.len()],
             crash: None,
             exit: None,
@@ -166,7 +181,6 @@ impl Timeline {
     }
 
     /// The probe with `id` (ids are table indexes).
-    #[allow(dead_code)] // named by the report and the UI (next commits)
     pub fn probe(&self, id: crate::event::ProbeId) -> Option<&Probe> {
         self.probes.iter().find(|p| p.id == id)
     }
@@ -193,6 +207,16 @@ impl Timeline {
                 }
             }
             EventKind::ProcessExit { status } => self.set_exit(*status),
+            EventKind::Sys(s) => {
+                let t = &mut self.sys[s.call as usize];
+                t.count += 1;
+                t.total_ns = t.total_ns.saturating_add(s.dur_ns);
+                if s.ret < 0 {
+                    t.errors += 1;
+                } else if s.call.moves_bytes() {
+                    t.bytes = t.bytes.saturating_add(s.ret.unsigned_abs());
+                }
+            }
             _ => {}
         }
         idx
@@ -319,21 +343,10 @@ impl Timeline {
     }
 
     /// The probed calls event `i` happened inside, outermost first.
-    #[allow(dead_code)]
     pub fn call_path(&self, i: Idx) -> Vec<&Span> {
         match self.store.tid(i) {
             Some(tid) => self.spans.path(tid, i),
             None => Vec::new(),
-        }
-    }
-
-    /// The call a Call or Return event begins or ends.
-    #[allow(dead_code)]
-    pub fn span_of(&self, i: Idx) -> Option<&Span> {
-        match self.store.kind(i)? {
-            Kind::Call => self.spans.of_call(i),
-            Kind::Return => self.spans.of_return(i),
-            _ => None,
         }
     }
 
