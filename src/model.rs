@@ -21,7 +21,7 @@ pub mod spans;
 pub mod store;
 
 use crate::event::{
-    Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack, StackId, SysCall,
+    Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, ProbeId, Stack, StackId, SysCall,
 };
 use crate::trace::Trace;
 
@@ -31,6 +31,30 @@ use leaks::{LeakGroup, Leaks};
 use names::Names;
 use spans::{Span, Spans};
 use store::{EventStore, Filter, Idx, Kind, CHUNK};
+
+/// The keys of [`Timeline::parse_filter`], for its messages.
+pub const FILTER_KEYS: &str = "kind, tid, func, call, addr";
+
+/// `pattern` matches all of `name`, each `*` standing for any run of
+/// characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for m in middle {
+        match rest.find(m) {
+            Some(at) => rest = &rest[at + m.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
 
 /// The default memory budget of a recording held in memory.
 pub const DEFAULT_MEMORY: usize = 1 << 30;
@@ -297,13 +321,15 @@ impl Timeline {
         diagnose::diagnose(self, self.crash?)
     }
 
-    /// A filter from `kind=free,realloc tid=42 func=drop_conn addr=0x…`
-    /// (terms separated by spaces; all must hold).
+    /// A filter from `kind=free,realloc tid=42 func=drop_conn addr=0x…
+    /// call=parse_*` (terms separated by spaces; all must hold). `func`
+    /// matches stacks with a function containing the text; `call` the
+    /// Call and Return events of the probed functions named (`*` globs).
     pub fn parse_filter(&self, spec: &str) -> Result<Filter, String> {
         let mut f = Filter::default();
         for term in spec.split_whitespace() {
             let (key, val) = term.split_once('=').ok_or_else(|| {
-                format!("filter term '{term}' is not key=value (keys: kind, tid, func, addr)")
+                format!("filter term '{term}' is not key=value (keys: {FILTER_KEYS})")
             })?;
             match key {
                 "kind" => {
@@ -325,6 +351,27 @@ impl Timeline {
                             .map_err(|_| format!("invalid address '{val}' (hex)"))?,
                     );
                 }
+                "call" => {
+                    let p: fxhash::FxSet<ProbeId> = self
+                        .probes
+                        .iter()
+                        .filter(|p| glob_match(val, &p.func))
+                        .map(|p| p.id)
+                        .collect();
+                    if p.is_empty() {
+                        let names: Vec<&str> =
+                            self.probes.iter().map(|p| p.func.as_str()).collect();
+                        return Err(if names.is_empty() {
+                            "call=: this recording has no probed functions (--probe)".to_string()
+                        } else {
+                            format!(
+                                "no probed function matches '{val}' (probed: {})",
+                                names.join(", ")
+                            )
+                        });
+                    }
+                    f.probes = Some(p);
+                }
                 "func" => {
                     let s = Names::stacks_with(&self.stacks, val);
                     if s.is_empty() {
@@ -332,11 +379,7 @@ impl Timeline {
                     }
                     f.stacks = Some(s);
                 }
-                _ => {
-                    return Err(format!(
-                        "unknown filter key '{key}' (keys: kind, tid, func, addr)"
-                    ))
-                }
+                _ => return Err(format!("unknown filter key '{key}' (keys: {FILTER_KEYS})")),
             }
         }
         Ok(f)
@@ -347,6 +390,15 @@ impl Timeline {
         match self.store.tid(i) {
             Some(tid) => self.spans.path(tid, i),
             None => Vec::new(),
+        }
+    }
+
+    /// The call a Call or Return event begins or ends.
+    pub fn span_of(&self, i: Idx) -> Option<&Span> {
+        match self.store.kind(i)? {
+            Kind::Call => self.spans.of_call(i),
+            Kind::Return => self.spans.of_return(i),
+            _ => None,
         }
     }
 
