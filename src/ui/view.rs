@@ -764,7 +764,7 @@ fn call_lines(app: &App, c: Idx, theme: Theme) -> Vec<Line<'static>> {
             let err = tl.probe(s.probe).is_some_and(|p| p.is_error(r));
             (
                 format!(
-                    "{name} returned {} after {} (called at {}, returned at {})  % jumps",
+                    "{name} returned {} after {} ({} → {}; % jumps)",
                     report::ret_text(tl, s.probe, r),
                     fmt_ns(d),
                     at(Some(s.begin)),
