@@ -263,6 +263,8 @@ impl ValueType {
         Self::ALL.get(usize::from(v)).copied()
     }
 
+    // For the recorder's --probe/--trace (in progress elsewhere).
+    #[allow(dead_code)]
     pub fn name(self) -> &'static str {
         match self {
             ValueType::Auto => "auto",
@@ -450,6 +452,8 @@ pub struct SysInfo {
 /// The event families `--trace` turns on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+// For the recorder's --probe/--trace (in progress elsewhere).
+#[allow(dead_code)]
 pub enum Family {
     Alloc = 0,
     Io = 1,
@@ -458,6 +462,8 @@ pub enum Family {
     Sched = 4,
 }
 
+// For the recorder's --probe/--trace (in progress elsewhere).
+#[allow(dead_code)]
 impl Family {
     pub const ALL: [Family; 5] = [
         Family::Alloc,
@@ -489,6 +495,8 @@ impl Default for Families {
     }
 }
 
+// For the recorder's --probe/--trace (in progress elsewhere).
+#[allow(dead_code)]
 impl Families {
     pub fn none() -> Self {
         Families(0)
@@ -642,6 +650,67 @@ pub fn si_code_name(signo: i32, code: i32) -> String {
         _ => return format!("si_code={code}"),
     };
     name.to_string()
+}
+
+/// The symbolic name of a common errno (`ECONNREFUSED`), for results
+/// shown as `-111 ECONNREFUSED`.
+pub fn errno_name(errno: i64) -> Option<&'static str> {
+    Some(match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        3 => "ESRCH",
+        4 => "EINTR",
+        5 => "EIO",
+        6 => "ENXIO",
+        9 => "EBADF",
+        10 => "ECHILD",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        23 => "ENFILE",
+        24 => "EMFILE",
+        27 => "EFBIG",
+        28 => "ENOSPC",
+        29 => "ESPIPE",
+        30 => "EROFS",
+        32 => "EPIPE",
+        35 => "EDEADLK",
+        36 => "ENAMETOOLONG",
+        38 => "ENOSYS",
+        88 => "ENOTSOCK",
+        90 => "EMSGSIZE",
+        95 => "EOPNOTSUPP",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        100 => "ENETDOWN",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        105 => "ENOBUFS",
+        106 => "EISCONN",
+        107 => "ENOTCONN",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        114 => "EALREADY",
+        115 => "EINPROGRESS",
+        _ => return None,
+    })
+}
+
+/// A system call's result: the value, or `-errno NAME`.
+pub fn sys_result(ret: i64) -> String {
+    match ret.checked_neg().and_then(errno_name) {
+        Some(name) if ret < 0 => format!("{ret} {name}"),
+        _ => ret.to_string(),
+    }
 }
 
 /// A module (ELF file mapped into the target).

@@ -8,6 +8,7 @@
 //! - `history`: every block that lived at an address;
 //! - `leaks`: outstanding blocks by allocation stack, growth, suspicion;
 //! - `diagnose`: the crash explained, with the evidence;
+//! - `spans`: probed calls paired with their returns, nested per thread;
 //! - `names`: frame labels, each unique stack labelled once.
 
 pub mod diagnose;
@@ -16,16 +17,44 @@ pub mod heap;
 pub mod history;
 pub mod leaks;
 pub mod names;
+pub mod spans;
 pub mod store;
 
-use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack, StackId};
+use crate::event::{
+    Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, ProbeId, Stack, StackId, SysCall,
+};
 use crate::trace::Trace;
 
 use diagnose::Diagnosis;
 use heap::{HeapIndex, LiveBlock};
 use leaks::{LeakGroup, Leaks};
 use names::Names;
+use spans::{Span, Spans};
 use store::{EventStore, Filter, Idx, Kind, CHUNK};
+
+/// The keys of [`Timeline::parse_filter`], for its messages.
+pub const FILTER_KEYS: &str = "kind, tid, func, call, addr";
+
+/// `pattern` matches all of `name`, each `*` standing for any run of
+/// characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for m in middle {
+        match rest.find(m) {
+            Some(at) => rest = &rest[at + m.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
 
 /// The default memory budget of a recording held in memory.
 pub const DEFAULT_MEMORY: usize = 1 << 30;
@@ -40,10 +69,14 @@ pub struct Timeline {
     pub heap: HeapIndex,
     pub leaks: Leaks,
     pub names: Names,
+    /// Calls of probed functions, as spans.
+    pub spans: Spans,
     pub lost: Lost,
     /// Where losses happened: the number of events recorded when the
     /// lost-event count rose, and the count then (cumulative).
     pub loss_marks: Vec<(Idx, u64)>,
+    /// Traced system calls by [`SysCall`], dropped ones included.
+    pub sys: [SysTotal; SysCall::ALL.len()],
     /// Events by [`Kind`], dropped ones included.
     pub by_kind: [u64; Kind::ALL.len()],
     /// The fatal signal, once it arrived.
@@ -53,6 +86,18 @@ pub struct Timeline {
     pub end_ns: Option<u64>,
     memory_budget: usize,
     last_signal: Option<(Idx, i32)>,
+}
+
+/// The traced system calls of one kind, over the whole recording.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysTotal {
+    pub count: u64,
+    /// Bytes moved (the results of read/write/send/recv calls).
+    pub bytes: u64,
+    /// Calls that returned `-errno`.
+    pub errors: u64,
+    /// Entry to return, summed.
+    pub total_ns: u64,
 }
 
 /// Blocks grouped by allocation stack.
@@ -103,8 +148,10 @@ impl Timeline {
             heap: HeapIndex::default(),
             leaks: Leaks::default(),
             names: Names::default(),
+            spans: Spans::default(),
             lost: Lost::default(),
             loss_marks: Vec::new(),
+            sys: [SysTotal::default(); SysCall::ALL.len()],
             by_kind: [0; Kind::ALL.len()],
             crash: None,
             exit: None,
@@ -151,6 +198,8 @@ impl Timeline {
         self.modules.push(m);
     }
 
+    // For the recorder's --probe/--trace (in progress elsewhere).
+    #[allow(dead_code)]
     pub fn add_probe(&mut self, p: Probe) {
         self.probes.push(p);
     }
@@ -172,6 +221,7 @@ impl Timeline {
         let idx = self.store.push(e);
         let ch = self.heap.on_event(&self.store, idx);
         self.leaks.on_change(&ch, e.ts);
+        self.spans.on_event(idx, e, &self.probes);
         self.by_kind[Kind::of(&e.kind) as usize] += 1;
         match &e.kind {
             EventKind::Signal(s) => {
@@ -181,6 +231,16 @@ impl Timeline {
                 }
             }
             EventKind::ProcessExit { status } => self.set_exit(*status),
+            EventKind::Sys(s) => {
+                let t = &mut self.sys[s.call as usize];
+                t.count += 1;
+                t.total_ns = t.total_ns.saturating_add(s.dur_ns);
+                if s.ret < 0 {
+                    t.errors += 1;
+                } else if s.call.moves_bytes() {
+                    t.bytes = t.bytes.saturating_add(s.ret.unsigned_abs());
+                }
+            }
             _ => {}
         }
         idx
@@ -200,7 +260,7 @@ impl Timeline {
 
     /// Bytes held by the events and indexes.
     pub fn bytes(&self) -> usize {
-        self.store.bytes() + self.heap.bytes()
+        self.store.bytes() + self.heap.bytes() + self.spans.bytes()
     }
 
     fn enforce_budget(&mut self) {
@@ -210,6 +270,7 @@ impl Timeline {
             };
             self.heap.before_drop(&self.store, next);
             self.store.drop_oldest();
+            self.spans.retain_from(self.store.first());
         }
     }
 
@@ -260,13 +321,15 @@ impl Timeline {
         diagnose::diagnose(self, self.crash?)
     }
 
-    /// A filter from `kind=free,realloc tid=42 func=drop_conn addr=0x…`
-    /// (terms separated by spaces; all must hold).
+    /// A filter from `kind=free,realloc tid=42 func=drop_conn addr=0x…
+    /// call=parse_*` (terms separated by spaces; all must hold). `func`
+    /// matches stacks with a function containing the text; `call` the
+    /// Call and Return events of the probed functions named (`*` globs).
     pub fn parse_filter(&self, spec: &str) -> Result<Filter, String> {
         let mut f = Filter::default();
         for term in spec.split_whitespace() {
             let (key, val) = term.split_once('=').ok_or_else(|| {
-                format!("filter term '{term}' is not key=value (keys: kind, tid, func, addr)")
+                format!("filter term '{term}' is not key=value (keys: {FILTER_KEYS})")
             })?;
             match key {
                 "kind" => {
@@ -288,6 +351,27 @@ impl Timeline {
                             .map_err(|_| format!("invalid address '{val}' (hex)"))?,
                     );
                 }
+                "call" => {
+                    let p: fxhash::FxSet<ProbeId> = self
+                        .probes
+                        .iter()
+                        .filter(|p| glob_match(val, &p.func))
+                        .map(|p| p.id)
+                        .collect();
+                    if p.is_empty() {
+                        let names: Vec<&str> =
+                            self.probes.iter().map(|p| p.func.as_str()).collect();
+                        return Err(if names.is_empty() {
+                            "call=: this recording has no probed functions (--probe)".to_string()
+                        } else {
+                            format!(
+                                "no probed function matches '{val}' (probed: {})",
+                                names.join(", ")
+                            )
+                        });
+                    }
+                    f.probes = Some(p);
+                }
                 "func" => {
                     let s = Names::stacks_with(&self.stacks, val);
                     if s.is_empty() {
@@ -295,14 +379,27 @@ impl Timeline {
                     }
                     f.stacks = Some(s);
                 }
-                _ => {
-                    return Err(format!(
-                        "unknown filter key '{key}' (keys: kind, tid, func, addr)"
-                    ))
-                }
+                _ => return Err(format!("unknown filter key '{key}' (keys: {FILTER_KEYS})")),
             }
         }
         Ok(f)
+    }
+
+    /// The probed calls event `i` happened inside, outermost first.
+    pub fn call_path(&self, i: Idx) -> Vec<&Span> {
+        match self.store.tid(i) {
+            Some(tid) => self.spans.path(tid, i),
+            None => Vec::new(),
+        }
+    }
+
+    /// The call a Call or Return event begins or ends.
+    pub fn span_of(&self, i: Idx) -> Option<&Span> {
+        match self.store.kind(i)? {
+            Kind::Call => self.spans.of_call(i),
+            Kind::Return => self.spans.of_return(i),
+            _ => None,
+        }
     }
 
     /// `func (file:line)` of the top user frame of a stack.

@@ -462,16 +462,10 @@ fn print_crash(tl: &Timeline, crash: u64) {
     let from = crash
         .saturating_sub(report::DEFAULT_LAST as u64)
         .max(tl.store.first());
-    let before: Vec<_> = (from..crash).filter_map(|i| tl.store.get(i)).collect();
-    let module_path = crate::model::names::module_path(&tl.modules);
-    let mut text = report::crash_block(
-        tl.meta.pid,
-        &ev,
-        &before,
-        tl.meta.start_mono_ns,
-        &tl.stacks,
-        &module_path,
-    );
+    let before: Vec<_> = (from..crash)
+        .filter_map(|i| Some((i, tl.store.get(i)?)))
+        .collect();
+    let mut text = report::crash_block(tl, crash, &ev, &before);
     if let Some(d) = tl.diagnosis() {
         text.push('\n');
         text.push_str(&d.text(tl));

@@ -11,11 +11,14 @@ use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 
 use crate::event::{
-    si_code_name, signal_name, Event, EventKind, ExitStatus, Frame, SignalInfo, Stack, StackId,
+    si_code_name, signal_name, sys_result, Arg, CallInfo, Event, EventKind, ExitStatus, Family,
+    Frame, ProbeId, SignalInfo, Stack, StackId, SysCall, SysInfo,
 };
-use crate::model::diagnose::{Diagnosis, Site};
+use crate::model::diagnose::{fmt_ns, Diagnosis, Site};
 use crate::model::leaks::LeakGroup;
 pub use crate::model::names::{frame_label, stack_lines, top_user_frame};
+use crate::model::spans::Span;
+use crate::model::store::Idx;
 use crate::model::Timeline;
 use crate::trace::Trace;
 
@@ -101,13 +104,59 @@ pub fn crash_headline(s: &SignalInfo, pid: u32, tid: u32, ts: u64, start: u64) -
     )
 }
 
-/// One event as a report line (without the leading marker).
-pub fn event_line(
-    e: &Event,
-    start: u64,
-    stacks: &[Stack],
-    module_path: &impl Fn(u32) -> Option<String>,
-) -> String {
+/// `func(42, "GET /")`: a call with its arguments.
+pub fn call_text(tl: &Timeline, c: &CallInfo) -> String {
+    let args: Vec<String> = c.args.iter().map(ToString::to_string).collect();
+    format!("{}({})", probe_name(tl, c.probe), args.join(", "))
+}
+
+/// The probed function's name (`probe N` when the table lacks it).
+pub fn probe_name(tl: &Timeline, id: ProbeId) -> String {
+    tl.probe(id)
+        .map_or_else(|| format!("probe {id}"), |p| p.func.clone())
+}
+
+/// A return value as the probe's signature types it.
+pub fn ret_text(tl: &Timeline, probe: ProbeId, ret: u64) -> String {
+    match tl.probe(probe) {
+        Some(p) => p.ret_value(ret).to_string(),
+        None => Arg::guess(ret).to_string(),
+    }
+}
+
+/// `read fd=3 /tmp/x 4096 -> 4096  12.0µs`.
+pub fn sys_text(s: &SysInfo) -> String {
+    let mut out = s.call.name().to_string();
+    if s.fd >= 0 && !matches!(s.call, SysCall::Open | SysCall::Accept) {
+        let _ = write!(out, " fd={}", s.fd);
+    }
+    if let Some(t) = &s.target {
+        let _ = write!(out, " {t}");
+    }
+    if s.call == SysCall::FutexWait {
+        let _ = write!(out, " {:#x}", s.arg);
+    }
+    if s.len > 0 {
+        let _ = write!(out, " {}", s.len);
+    }
+    let _ = write!(out, " -> {}  {}", sys_result(s.ret), fmt_ns(s.dur_ns));
+    out
+}
+
+/// `off-cpu 3.10ms preempted`.
+pub fn off_cpu_text(dur_ns: u64, preempted: bool) -> String {
+    format!(
+        "off-cpu {} {}",
+        fmt_ns(dur_ns),
+        if preempted { "preempted" } else { "blocked" }
+    )
+}
+
+/// One event (number `i` of `tl`'s recording) as a report line, without
+/// the leading marker.
+pub fn event_line(tl: &Timeline, i: Idx, e: &Event) -> String {
+    let start = tl.meta.start_mono_ns;
+    let module_path = crate::model::names::module_path(&tl.modules);
     let at = rel(e.ts, start);
     let (kind, what) = match &e.kind {
         EventKind::Alloc {
@@ -149,46 +198,64 @@ pub fn event_line(
         EventKind::Exec { filename } => ("EXEC", filename.clone()),
         EventKind::ThreadExit { code } => ("TEXIT", format!("code {code}")),
         EventKind::ProcessExit { status } => ("EXIT", status.to_string()),
-        EventKind::Call(c) => ("CALL", format!("probe {}", c.probe)),
-        EventKind::Return { probe, ret, .. } => ("RET", format!("probe {probe} -> {ret:#x}")),
-        EventKind::Sys(s) => ("SYS", format!("{} -> {}", s.call.name(), s.ret)),
-        EventKind::OffCpu { dur_ns, .. } => ("OFFCPU", format!("{dur_ns} ns")),
+        EventKind::Call(c) => ("CALL", call_text(tl, c)),
+        EventKind::Return { probe, ret, .. } => {
+            let dur = tl
+                .spans
+                .of_return(i)
+                .and_then(|s| s.duration_ns())
+                .map(|d| format!("  {}", fmt_ns(d)))
+                .unwrap_or_default();
+            (
+                "RET",
+                format!(
+                    "{} -> {}{dur}",
+                    probe_name(tl, *probe),
+                    ret_text(tl, *probe, *ret)
+                ),
+            )
+        }
+        EventKind::Sys(s) => (
+            match s.call.family() {
+                Family::Net => "NET",
+                Family::Lock => "LOCK",
+                _ => "IO",
+            },
+            sys_text(s),
+        ),
+        EventKind::OffCpu { dur_ns, preempted } => ("SCHED", off_cpu_text(*dur_ns, *preempted)),
     };
     let kind = if matches!(&e.kind, EventKind::Signal(s) if s.handled) {
         "SIGNAL"
     } else {
         kind
     };
-    let site = stack_of(stacks, event_stack(&e.kind))
-        .and_then(|s| top_user_frame(s, module_path))
-        .map(|f| frame_label(f, module_path))
+    let site = stack_of(&tl.stacks, event_stack(&e.kind))
+        .and_then(|s| top_user_frame(s, &module_path))
+        .map(|f| frame_label(f, &module_path))
         .unwrap_or_default();
     format!("{at}  {kind:<7} {what:<36} tid {:<6} {site}", e.tid)
         .trim_end()
         .to_string()
 }
 
-/// The crash block: headline, stack, the events leading to it.
-pub fn crash_block(
-    pid: u32,
-    crash: &Event,
-    before: &[Event],
-    start: u64,
-    stacks: &[Stack],
-    module_path: &impl Fn(u32) -> Option<String>,
-) -> String {
+/// The crash block: headline, stack, the events leading to it (with
+/// their numbers in `tl`'s recording).
+pub fn crash_block(tl: &Timeline, crash: Idx, ev: &Event, before: &[(Idx, Event)]) -> String {
     let mut out = String::new();
-    let EventKind::Signal(s) = &crash.kind else {
+    let EventKind::Signal(s) = &ev.kind else {
         return out;
     };
+    let start = tl.meta.start_mono_ns;
+    let module_path = crate::model::names::module_path(&tl.modules);
     let _ = writeln!(
         out,
         "{}",
-        crash_headline(s, pid, crash.tid, crash.ts, start)
+        crash_headline(s, tl.meta.pid, ev.tid, ev.ts, start)
     );
-    match stack_of(stacks, s.stack) {
+    match stack_of(&tl.stacks, s.stack) {
         Some(st) => {
-            for line in stack_lines(st, module_path) {
+            for line in stack_lines(st, &module_path) {
                 let _ = writeln!(out, "  {line}");
             }
         }
@@ -196,18 +263,30 @@ pub fn crash_block(
             let _ = writeln!(out, "  (no stack: ip {:#x})", s.ip);
         }
     }
+    let path = tl.call_path(crash);
+    if !path.is_empty() {
+        let _ = writeln!(out, "  inside: {}", call_path_text(tl, &path));
+    }
     if !before.is_empty() {
         let _ = writeln!(out, "  last events before the crash:");
-        for e in before {
-            let _ = writeln!(out, "      {}", event_line(e, start, stacks, module_path));
+        for (i, e) in before {
+            let _ = writeln!(out, "      {}", event_line(tl, *i, e));
         }
     }
-    let _ = writeln!(
-        out,
-        "  >>> {}",
-        event_line(crash, start, stacks, module_path)
-    );
+    let _ = writeln!(out, "  >>> {}", event_line(tl, crash, ev));
     out
+}
+
+/// `main → process_request(42) → parse_body`: the calls (outermost
+/// first) with the arguments of their Call events when held.
+pub fn call_path_text(tl: &Timeline, path: &[&Span]) -> String {
+    path.iter()
+        .map(|s| match tl.store.get(s.begin).map(|e| e.kind) {
+            Some(EventKind::Call(c)) => call_text(tl, &c),
+            _ => probe_name(tl, s.probe),
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
 }
 
 pub struct Summary {
@@ -297,12 +376,6 @@ fn wall(t: &Trace, ts: u64) -> String {
 pub fn text(t: &Trace, opts: &Options) -> Result<String> {
     let sum = summarize(t, opts.memory);
     let start = t.meta.start_mono_ns;
-    let module_path = |id: u32| {
-        t.modules
-            .iter()
-            .find(|m| m.id == id)
-            .map(|m| m.path.clone())
-    };
     let mut out = String::new();
     let _ = writeln!(out, "target    pid {}  {}", t.meta.pid, t.meta.command);
     let _ = writeln!(
@@ -376,17 +449,14 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
     let _ = writeln!(out);
     let shown = window(t, &sum, opts)?;
     let at = shown.at;
-    let events: Vec<Event> = shown.idx.iter().map(|&i| t.events[i].clone()).collect();
+    let events: Vec<(Idx, Event)> = shown
+        .idx
+        .iter()
+        .map(|&i| (i as Idx, t.events[i].clone()))
+        .collect();
     match sum.crash {
         Some(c) if opts.at.is_none() => {
-            out.push_str(&crash_block(
-                t.meta.pid,
-                &t.events[c],
-                &events,
-                start,
-                &t.stacks,
-                &module_path,
-            ));
+            out.push_str(&crash_block(&sum.tl, c as Idx, &t.events[c], &events));
             if let Some(d) = sum.tl.diagnosis() {
                 let _ = writeln!(out);
                 out.push_str(&d.text(&sum.tl));
@@ -394,12 +464,8 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
         }
         _ => {
             let _ = writeln!(out, "events up to {}:", rel(at, start));
-            for e in &events {
-                let _ = writeln!(
-                    out,
-                    "      {}",
-                    event_line(e, start, &t.stacks, &module_path)
-                );
+            for (i, e) in &events {
+                let _ = writeln!(out, "      {}", event_line(&sum.tl, *i, e));
             }
         }
     }
@@ -407,6 +473,8 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
         window_live_text(&mut out, &sum, from, upto);
     }
     leaks_text(&mut out, &sum);
+    probes_text(&mut out, &sum.tl);
+    syscalls_text(&mut out, &sum.tl);
     Ok(out)
 }
 
@@ -474,6 +542,211 @@ fn leaks_text(out: &mut String, sum: &Summary) {
     }
 }
 
+/// One row per probe of the table, with its calls (none: zeros).
+struct ProbeRow {
+    func: String,
+    module: String,
+    module_name: String,
+    stats: crate::model::spans::ProbeStats,
+}
+
+fn probe_rows(tl: &Timeline) -> Vec<ProbeRow> {
+    let mut rows: Vec<ProbeRow> = tl
+        .probes
+        .iter()
+        .map(|p| ProbeRow {
+            func: p.func.clone(),
+            module: p.module.clone(),
+            module_name: p.module_name().to_string(),
+            stats: tl.spans.stats(p.id).cloned().unwrap_or_default(),
+        })
+        .collect();
+    // Calls of a probe missing from the table (a damaged file) still count.
+    for (id, st) in tl.spans.all_stats() {
+        if tl.probe(id).is_none() {
+            rows.push(ProbeRow {
+                func: format!("probe {id}"),
+                module: String::new(),
+                module_name: String::new(),
+                stats: st.clone(),
+            });
+        }
+    }
+    rows
+}
+
+fn opt_ns(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), fmt_ns)
+}
+
+fn probes_text(out: &mut String, tl: &Timeline) {
+    let rows = probe_rows(tl);
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nprobes ({} functions; durations of the calls that returned):",
+        rows.len()
+    );
+    let w = rows.iter().map(|r| r.func.len()).max().unwrap_or(0).min(40);
+    for r in &rows {
+        let st = &r.stats;
+        let _ = writeln!(
+            out,
+            "  {:<w$}  {:>7} calls  {:>5} errors  total {:>9}  mean {:>9}  p99 {:>9}  {} unfinished  {}",
+            r.func,
+            st.calls,
+            st.errors,
+            fmt_ns(st.total_ns),
+            opt_ns(st.mean_ns()),
+            opt_ns(st.p99_ns()),
+            st.unfinished(),
+            r.module_name,
+        );
+    }
+    if tl.spans.unmatched_returns > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} returns matched no recorded call)",
+            tl.spans.unmatched_returns
+        );
+    }
+}
+
+fn syscalls_text(out: &mut String, tl: &Timeline) {
+    let rows: Vec<(SysCall, &crate::model::SysTotal)> = SysCall::ALL
+        .iter()
+        .map(|c| (*c, &tl.sys[*c as usize]))
+        .filter(|(_, t)| t.count > 0)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nsystem calls:");
+    for (c, t) in rows {
+        let _ = writeln!(
+            out,
+            "  {:<5} {:<10} {:>7} calls  {:>10} bytes  {:>5} errors  total {}",
+            c.family().name(),
+            c.name(),
+            t.count,
+            t.bytes,
+            t.errors,
+            fmt_ns(t.total_ns)
+        );
+    }
+}
+
+fn probes_json(tl: &Timeline) -> Vec<Value> {
+    probe_rows(tl)
+        .iter()
+        .map(|r| {
+            json!({
+                "func": r.func,
+                "module": r.module,
+                "calls": r.stats.calls,
+                "returned": r.stats.returned,
+                "total_ns": r.stats.total_ns,
+                "mean_ns": r.stats.mean_ns(),
+                "p99_ns": r.stats.p99_ns(),
+                "errors": r.stats.errors,
+                "unfinished": r.stats.unfinished(),
+            })
+        })
+        .collect()
+}
+
+fn syscalls_json(tl: &Timeline) -> Vec<Value> {
+    SysCall::ALL
+        .iter()
+        .filter(|c| tl.sys[**c as usize].count > 0)
+        .map(|c| {
+            let t = &tl.sys[*c as usize];
+            json!({
+                "call": c.name(),
+                "family": c.family().name(),
+                "count": t.count,
+                "bytes": t.bytes,
+                "errors": t.errors,
+                "total_ns": t.total_ns,
+            })
+        })
+        .collect()
+}
+
+/// An argument or return value: integers as numbers, pointers as hex
+/// strings, strings as strings, NULL as null.
+pub fn arg_json(a: &Arg) -> Value {
+    match a {
+        Arg::Int(v) => json!(v),
+        Arg::Uint(v) => json!(v),
+        Arg::Ptr(0) | Arg::BadStr(0) => Value::Null,
+        Arg::Ptr(p) | Arg::BadStr(p) => json!(format!("{p:#x}")),
+        Arg::Bool(b) => json!(b),
+        Arg::Char(c) => json!((*c as char).to_string()),
+        Arg::Str(s) => json!(s),
+    }
+}
+
+fn ret_json(tl: &Timeline, probe: ProbeId, ret: u64) -> Value {
+    arg_json(&match tl.probe(probe) {
+        Some(p) => p.ret_value(ret),
+        None => Arg::guess(ret),
+    })
+}
+
+/// The fields of call, return, system call and off-CPU events.
+fn probe_event_fields(tl: &Timeline, i: Idx, e: &Event, o: &mut serde_json::Map<String, Value>) {
+    match &e.kind {
+        EventKind::Call(c) => {
+            let span = tl.spans.of_call(i);
+            o.insert("func".into(), json!(probe_name(tl, c.probe)));
+            o.insert(
+                "args".into(),
+                Value::Array(c.args.iter().map(arg_json).collect()),
+            );
+            o.insert(
+                "ret".into(),
+                span.and_then(|s| s.ret)
+                    .map_or(Value::Null, |r| ret_json(tl, c.probe, r)),
+            );
+            o.insert(
+                "duration_ns".into(),
+                json!(span.and_then(|s| s.duration_ns())),
+            );
+            o.insert("depth".into(), json!(span.map(|s| s.depth)));
+            o.insert("outcome".into(), json!(span.map(|s| s.outcome.name())));
+        }
+        EventKind::Return { probe, ret, .. } => {
+            let span = tl.spans.of_return(i);
+            o.insert("func".into(), json!(probe_name(tl, *probe)));
+            o.insert("ret".into(), ret_json(tl, *probe, *ret));
+            o.insert(
+                "duration_ns".into(),
+                json!(span.and_then(|s| s.duration_ns())),
+            );
+            o.insert("depth".into(), json!(span.map(|s| s.depth)));
+        }
+        EventKind::Sys(s) => {
+            o.insert("call".into(), json!(s.call.name()));
+            o.insert("fd".into(), json!(s.fd));
+            o.insert("ret".into(), json!(s.ret));
+            o.insert("duration_ns".into(), json!(s.dur_ns));
+            o.insert("len".into(), json!(s.len));
+            o.insert("target".into(), json!(s.target));
+            if s.call == SysCall::FutexWait {
+                o.insert("addr".into(), json!(format!("{:#x}", s.arg)));
+            }
+        }
+        EventKind::OffCpu { dur_ns, preempted } => {
+            o.insert("duration_ns".into(), json!(dur_ns));
+            o.insert("preempted".into(), json!(preempted));
+        }
+        _ => {}
+    }
+}
+
 fn frame_json(f: &Frame, t: &Trace) -> Value {
     json!({
         "addr": format!("{:#x}", f.addr),
@@ -485,7 +758,7 @@ fn frame_json(f: &Frame, t: &Trace) -> Value {
     })
 }
 
-fn event_json(e: &Event, t: &Trace) -> Value {
+fn event_json(i: Idx, e: &Event, t: &Trace, tl: &Timeline) -> Value {
     let (addr, size) = match &e.kind {
         EventKind::Alloc { ptr, size, .. } | EventKind::Realloc { ptr, size, .. } => {
             (Some(*ptr), Some(*size))
@@ -516,6 +789,9 @@ fn event_json(e: &Event, t: &Trace) -> Value {
     });
     if let (EventKind::Realloc { old, .. }, Some(o)) = (&e.kind, v.as_object_mut()) {
         o.insert("old_addr".into(), json!(format!("{old:#x}")));
+    }
+    if let Some(o) = v.as_object_mut() {
+        probe_event_fields(tl, i, e, o);
     }
     if let (Some(st), Some(o)) = (stack_of(&t.stacks, event_stack(&e.kind)), v.as_object_mut()) {
         let frames: Vec<Value> = st.frames.iter().map(|f| frame_json(f, t)).collect();
@@ -643,13 +919,18 @@ pub fn json(t: &Trace, opts: &Options) -> Result<Value> {
         },
         "crash": crash,
         "leaks": leaks,
+        "probes": probes_json(&sum.tl),
+        "syscalls": syscalls_json(&sum.tl),
         "retention": {
             "memory_budget": opts.memory,
             "dropped_events": sum.tl.store.dropped,
             "held_from_ns": sum.tl.span().map(|s| s.0.saturating_sub(t.meta.start_mono_ns)),
         },
         "at_ns": at.saturating_sub(t.meta.start_mono_ns),
-        "window": idx.iter().map(|&i| event_json(&t.events[i], t)).collect::<Vec<_>>(),
+        "window": idx
+            .iter()
+            .map(|&i| event_json(i as Idx, &t.events[i], t, &sum.tl))
+            .collect::<Vec<_>>(),
         "window_live": window_live,
         "damage": t.damage.as_ref().map(|d| json!({"offset": d.offset, "reason": d.reason})),
     }))
@@ -681,6 +962,229 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::event::{Meta, Probe, ValueType};
+
+    const MS: u64 = 1_000_000;
+
+    fn call(probe: ProbeId, args: Vec<Arg>, sp: u64) -> EventKind {
+        EventKind::Call(Box::new(CallInfo {
+            probe,
+            args,
+            sp,
+            stack: None,
+        }))
+    }
+
+    /// A server: main → process_request(42, "GET /") → parse_body(NULL),
+    /// parse_body returns -1 after 3 ms, a refused connect, an off-CPU
+    /// stretch, then a second request whose parse_body longjmps out.
+    fn probed_trace() -> Trace {
+        let probe = |id, func: &str, args, ret| Probe {
+            id,
+            func: func.into(),
+            module: "/srv/app".into(),
+            offset: 0x1000 * u64::from(id),
+            args,
+            ret,
+        };
+        let kinds = vec![
+            call(0, vec![], 0x7000),
+            call(1, vec![Arg::Int(42), Arg::Str("GET /".into())], 0x6f00),
+            call(2, vec![Arg::Ptr(0)], 0x6e00),
+            EventKind::Return {
+                probe: 2,
+                ret: u64::from((-1i32) as u32),
+                sp: 0x6e08,
+            },
+            EventKind::Sys(Box::new(SysInfo {
+                call: SysCall::Connect,
+                fd: 5,
+                ret: -111,
+                dur_ns: 12_000,
+                len: 0,
+                arg: 0,
+                target: Some("10.0.0.1:80".into()),
+            })),
+            EventKind::Sys(Box::new(SysInfo {
+                call: SysCall::Read,
+                fd: 3,
+                ret: 4096,
+                dur_ns: 2_000,
+                len: 4096,
+                arg: 0,
+                target: Some("/tmp/x".into()),
+            })),
+            EventKind::OffCpu {
+                dur_ns: 3_100_000,
+                preempted: true,
+            },
+            EventKind::Return {
+                probe: 1,
+                ret: 0,
+                sp: 0x6f08,
+            },
+            call(1, vec![Arg::Int(43), Arg::Str("POST /".into())], 0x6f00),
+            call(2, vec![Arg::Ptr(0x5000)], 0x6e00),
+            // parse_body longjmps back into process_request's caller.
+            EventKind::Return {
+                probe: 1,
+                ret: 7,
+                sp: 0x6f08,
+            },
+        ];
+        let gaps = [0, 1, 1, 3, 1, 1, 1, 1, 1, 1, 2];
+        let mut ts = 10 * MS;
+        let events = kinds
+            .into_iter()
+            .zip(gaps)
+            .map(|(kind, g)| {
+                ts += g * MS;
+                Event { ts, tid: 7, kind }
+            })
+            .collect();
+        Trace {
+            meta: Meta {
+                pid: 7,
+                command: "server".into(),
+                start_mono_ns: 10 * MS,
+                ..Meta::default()
+            },
+            modules: Vec::new(),
+            stacks: Vec::new(),
+            probes: vec![
+                probe(0, "main", vec![], ValueType::Int),
+                probe(
+                    1,
+                    "process_request",
+                    vec![ValueType::Int, ValueType::Str],
+                    ValueType::Int,
+                ),
+                probe(2, "parse_body", vec![ValueType::Ptr], ValueType::Int),
+            ],
+            events,
+            lost: Default::default(),
+            lost_marks: Vec::new(),
+            end: None,
+            damage: None,
+        }
+    }
+
+    #[test]
+    fn calls_returns_and_syscalls_as_text() {
+        let t = probed_trace();
+        let out = text(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        // Lines with their runs of spaces made one (columns vary).
+        let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+        let line = |needle: &str| {
+            out.lines()
+                .map(words)
+                .find(|l| l.contains(&words(needle)))
+                .unwrap_or_else(|| panic!("no line with {needle:?} in\n{out}"))
+        };
+        assert!(line("CALL    process_request(42, \"GET /\")").contains("tid 7"));
+        assert!(line("CALL    parse_body(NULL)").starts_with("+0.002000s"));
+        assert!(line("RET     parse_body -> -1  3.00ms").starts_with("+0.005000s"));
+        line("NET     connect fd=5 10.0.0.1:80 -> -111 ECONNREFUSED  12.0µs");
+        line("IO      read fd=3 /tmp/x 4096 -> 4096  2.0µs");
+        line("SCHED   off-cpu 3.10ms preempted");
+        line("RET     process_request -> 0  8.00ms");
+        line("RET     process_request -> 7  3.00ms");
+        // Probe totals: process_request returned twice (8 + 3 ms).
+        let pr = line("process_request     2 calls");
+        assert!(pr.contains("0 errors"), "{pr}");
+        assert!(pr.contains("total 11.00ms"), "{pr}");
+        assert!(pr.contains("mean 5.50ms"), "{pr}");
+        assert!(pr.contains("p99 8.00ms"), "{pr}");
+        assert!(pr.contains("0 unfinished app"), "{pr}");
+        let pb = line("parse_body          2 calls");
+        assert!(pb.contains("1 errors"), "{pb}");
+        assert!(pb.contains("1 unfinished"), "{pb}");
+        line("main                1 calls");
+        let net = line("net   connect");
+        assert!(net.contains("1 errors"), "{net}");
+        assert!(line("io    read").contains("4096 bytes"));
+    }
+
+    #[test]
+    fn calls_returns_and_syscalls_as_json() {
+        let t = probed_trace();
+        let v = json(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        let w = v["window"].as_array().cloned().unwrap_or_default();
+        assert_eq!(w.len(), t.events.len());
+        let c = &w[1];
+        assert_eq!(c["kind"], "call");
+        assert_eq!(c["func"], "process_request");
+        assert_eq!(c["args"], json!([42, "GET /"]));
+        assert_eq!(c["ret"], json!(0));
+        assert_eq!(c["duration_ns"], json!(8 * MS));
+        assert_eq!(c["depth"], json!(1));
+        assert_eq!(w[2]["args"], json!([null]));
+        assert_eq!(w[2]["ret"], json!(-1));
+        assert_eq!(w[9]["args"], json!(["0x5000"]));
+        assert_eq!(w[9]["ret"], Value::Null, "longjmp'ed out: no return");
+        assert_eq!(w[9]["duration_ns"], Value::Null);
+        assert_eq!(w[9]["outcome"], "no return");
+        let r = &w[3];
+        assert_eq!(
+            (&r["kind"], &r["func"], &r["ret"]),
+            (&json!("return"), &json!("parse_body"), &json!(-1))
+        );
+        assert_eq!(r["duration_ns"], json!(3 * MS));
+        let n = &w[4];
+        assert_eq!(n["kind"], "net");
+        assert_eq!(n["call"], "connect");
+        assert_eq!(
+            (&n["fd"], &n["ret"], &n["duration_ns"]),
+            (&json!(5), &json!(-111), &json!(12_000))
+        );
+        assert_eq!(n["target"], "10.0.0.1:80");
+        assert_eq!(w[5]["kind"], "io");
+        assert_eq!(w[5]["len"], json!(4096));
+        assert_eq!(w[6]["kind"], "sched");
+        assert_eq!(w[6]["preempted"], json!(true));
+        let probes = v["probes"].as_array().cloned().unwrap_or_default();
+        assert_eq!(probes.len(), 3);
+        let pb = &probes[2];
+        assert_eq!(pb["func"], "parse_body");
+        assert_eq!(pb["module"], "/srv/app");
+        assert_eq!(
+            (&pb["calls"], &pb["errors"], &pb["unfinished"]),
+            (&json!(2), &json!(1), &json!(1))
+        );
+        assert_eq!(
+            (&pb["total_ns"], &pb["mean_ns"], &pb["p99_ns"]),
+            (&json!(3 * MS), &json!(3 * MS), &json!(3 * MS))
+        );
+        let sys = v["syscalls"].as_array().cloned().unwrap_or_default();
+        let calls: Vec<&Value> = sys.iter().map(|s| &s["call"]).collect();
+        assert_eq!(calls, vec!["read", "connect"]);
+        assert_eq!(sys[0]["bytes"], json!(4096));
+        assert_eq!(sys[1]["errors"], json!(1));
+        // Old fields are all still there.
+        for k in [
+            "target",
+            "events",
+            "heap",
+            "crash",
+            "leaks",
+            "retention",
+            "window",
+        ] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+        assert_eq!(v["events"]["by_kind"]["call"], json!(5));
+    }
+
+    #[test]
+    fn probes_is_an_empty_list_without_probes() {
+        let mut t = probed_trace();
+        t.probes.clear();
+        t.events.clear();
+        let v = json(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["probes"], json!([]));
+        assert_eq!(v["syscalls"], json!([]));
+    }
 
     #[test]
     fn durations() {

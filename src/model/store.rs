@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use crate::event::{AllocFn, Event, EventKind, Family, StackId};
+use crate::event::{AllocFn, Event, EventKind, Family, ProbeId, StackId};
 use crate::model::fxhash::{FxMap, FxSet};
 use crate::model::heap::LiveBlock;
 
@@ -164,6 +164,8 @@ pub struct Filter {
     /// Only events with one of these stacks (a function filter resolved
     /// to the stacks that contain the function).
     pub stacks: Option<FxSet<StackId>>,
+    /// Only Call and Return events of these probes (`call=NAME`).
+    pub probes: Option<FxSet<ProbeId>>,
 }
 
 impl Filter {
@@ -547,6 +549,15 @@ impl EventStore {
         })
     }
 
+    /// The probe of a Call or Return event.
+    pub fn probe(&self, i: Idx) -> Option<ProbeId> {
+        match self.other(i)? {
+            EventKind::Call(c) => Some(c.probe),
+            EventKind::Return { probe, .. } => Some(*probe),
+            _ => None,
+        }
+    }
+
     fn other(&self, i: Idx) -> Option<&EventKind> {
         let at = self.others.partition_point(|(j, _)| *j < i);
         match self.others.get(at) {
@@ -820,6 +831,11 @@ impl EventStore {
         }
         if let Some(s) = &f.stacks {
             if !self.stack(i).is_some_and(|id| s.contains(&id)) {
+                return false;
+            }
+        }
+        if let Some(p) = &f.probes {
+            if !self.probe(i).is_some_and(|id| p.contains(&id)) {
                 return false;
             }
         }

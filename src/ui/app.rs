@@ -8,6 +8,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use crate::event::StackId;
 use crate::model::diagnose::Diagnosis;
 use crate::model::heap::LiveBlock;
+use crate::model::spans::Outcome;
 use crate::model::store::{Filter, HeapOp, Idx};
 use crate::model::Timeline;
 
@@ -463,6 +464,26 @@ impl App {
         }
     }
 
+    /// `%`: from a CALL row to its RET row and back.
+    fn jump_pair(&mut self) {
+        let Some(c) = self.cursor else {
+            return;
+        };
+        let target = match self.tl.span_of(c) {
+            Some(s) if s.begin == c => match (s.outcome, s.end) {
+                (Outcome::Returned, Some(e)) => Ok(e),
+                (o, _) => Err(format!("this call has no return: {}", o.name())),
+            },
+            Some(s) => Ok(s.begin),
+            None => Err("% goes from a CALL to its RET and back: select one".to_string()),
+        };
+        match target {
+            Ok(i) if self.tl.store.contains(i) => self.goto(i),
+            Ok(_) => self.message = Some("called before the held recording".into()),
+            Err(m) => self.message = Some(m),
+        }
+    }
+
     fn find(&mut self, forward: bool) {
         let (Some((spec, f)), Some(c)) = (&self.filter, self.cursor) else {
             self.message = Some("no filter: press / to set one".into());
@@ -598,6 +619,7 @@ impl App {
             }
             KeyCode::Char('n') => self.find(true),
             KeyCode::Char('N') => self.find(false),
+            KeyCode::Char('%') => self.jump_pair(),
             KeyCode::Char('a') => self.jump_alloc(),
             KeyCode::Char('f') => self.jump_free(),
             KeyCode::Tab => {

@@ -358,3 +358,189 @@ fn lost_events_are_marked_on_the_bar_and_in_red() {
     let col = row[..x].chars().count() as u16;
     assert_eq!(buf[(col, 0)].fg, ratatui::style::Color::Red);
 }
+
+/// A probed server: main → handle(7) → parse("GET /") → parse returns
+/// -1 after 1 ms, a refused connect, handle returns; a second handle
+/// whose parse longjmps out; then a NULL dereference inside handle.
+fn probed() -> Timeline {
+    use crate::event::{Arg, CallInfo, Probe, SysCall, SysInfo, ValueType};
+    let mut tl = Timeline::new(Meta {
+        pid: 77,
+        command: "/srv/server".into(),
+        start_mono_ns: T0,
+        launched: true,
+        ..Meta::default()
+    });
+    for (id, func, ret) in [
+        (0, "main", ValueType::Int),
+        (1, "handle", ValueType::Int),
+        (2, "parse", ValueType::Int),
+    ] {
+        tl.add_probe(Probe {
+            id,
+            func: func.into(),
+            module: "/srv/server".into(),
+            offset: 0x1000 * u64::from(id),
+            args: Vec::new(),
+            ret,
+        });
+    }
+    let call = |probe, args, sp| {
+        EventKind::Call(Box::new(CallInfo {
+            probe,
+            args,
+            sp,
+            stack: None,
+        }))
+    };
+    let ret = |probe, ret: i64, sp: u64| EventKind::Return {
+        probe,
+        ret: ret as u64,
+        sp: sp + 8,
+    };
+    let kinds = vec![
+        call(0, vec![], 0x7000),
+        call(1, vec![Arg::Int(7)], 0x6f00),
+        call(2, vec![Arg::Str("GET /".into())], 0x6e00),
+        ret(2, u64::from((-1i32) as u32) as i64, 0x6e00),
+        EventKind::Sys(Box::new(SysInfo {
+            call: SysCall::Connect,
+            fd: 5,
+            ret: -111,
+            dur_ns: 40_000,
+            len: 0,
+            arg: 0,
+            target: Some("10.0.0.1:80".into()),
+        })),
+        ret(1, 0, 0x6f00),
+        call(1, vec![Arg::Int(8)], 0x6f00),
+        call(2, vec![Arg::Str("POST /".into())], 0x6e00),
+        EventKind::OffCpu {
+            dur_ns: 3_000_000,
+            preempted: false,
+        },
+        // parse longjmp'ed back into handle, which calls parse again.
+        call(2, vec![Arg::Str("PUT /".into())], 0x6e00),
+        EventKind::Signal(Box::new(SignalInfo {
+            signo: 11,
+            code: 1,
+            errno: 0,
+            addr: 0,
+            handled: false,
+            ip: 0x5555_0000_1022,
+            sp: 0x6d00,
+            stack: None,
+        })),
+    ];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        tl.push(&Event {
+            ts: T0 + 1_000_000 * (i as u64 + 1),
+            tid: 77,
+            kind,
+        });
+    }
+    tl
+}
+
+fn row_with<'a>(s: &'a str, needle: &str) -> &'a str {
+    s.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no row with {needle:?} in\n{s}"))
+}
+
+#[test]
+fn call_rows_nest_and_the_stack_pane_says_where() {
+    let mut app = App::new(probed(), Mode::Replay);
+    assert_eq!(app.cursor, Some(10), "opens on the crash");
+    // The crash is inside main → handle(8) → parse("PUT /").
+    let s = text(&screen(&app, 120, 40, COLOR));
+    assert!(
+        s.contains(r#"inside: main() → handle(8) → parse("PUT /")"#),
+        "{s}"
+    );
+    press(&mut app, &[KeyCode::Home]);
+    let t = screen(&app, 120, 40, COLOR);
+    let s = text(&t);
+    // Indented by depth: main at 0, handle at 1, parse at 2 (2 columns
+    // a level); the return of parse at parse's depth, with its duration.
+    let col = |needle: &str| {
+        let row = row_with(&s, needle);
+        row[..row.find(needle).unwrap_or(0)].chars().count()
+    };
+    let main = col("main()");
+    assert_eq!(col("handle(7)"), main + 2);
+    assert_eq!(col(r#"parse("GET /")"#), main + 4);
+    assert_eq!(col("← parse -> -1  1.00ms"), main + 4);
+    assert_eq!(col("← handle -> 0  4.00ms"), main + 2);
+    assert!(row_with(&s, "connect fd=5").contains("-111 ECONNREFUSED"));
+    assert!(row_with(&s, "off-cpu 3.00ms blocked").contains("SCHED"));
+    assert!(row_with(&s, "handle(7)").contains("CALL"));
+    assert!(row_with(&s, "← parse").contains("RET"));
+    insta::assert_snapshot!("calls_120x40", t.backend());
+    // On the RET of parse: its call path and how it ended.
+    press(&mut app, &[KeyCode::Right; 3]);
+    let s = text(&screen(&app, 120, 40, COLOR));
+    assert!(
+        s.contains(r#"inside: main() → handle(7) → parse("GET /")"#),
+        "{s}"
+    );
+    assert!(s.contains("parse returned -1 after 1.00ms"), "{s}");
+    // The longjmp'ed parse says so.
+    press(&mut app, &[KeyCode::Right; 4]);
+    assert_eq!(app.cursor, Some(7));
+    let s = text(&screen(&app, 120, 40, COLOR));
+    assert!(s.contains("parse: no return (unwound by longjmp"), "{s}");
+}
+
+#[test]
+fn percent_jumps_between_a_call_and_its_return() {
+    let mut app = App::new(probed(), Mode::Replay);
+    press(&mut app, &[KeyCode::Home, KeyCode::Right]);
+    assert_eq!(app.cursor, Some(1), "CALL handle(7)");
+    press(&mut app, &[KeyCode::Char('%')]);
+    assert_eq!(app.cursor, Some(5), "its RET");
+    press(&mut app, &[KeyCode::Char('%')]);
+    assert_eq!(app.cursor, Some(1), "and back");
+    // A call without a return, and a row that is no call, say why.
+    press(&mut app, &[KeyCode::End, KeyCode::Left, KeyCode::Char('%')]);
+    assert_eq!(app.cursor, Some(9));
+    assert!(app
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("no return: open")));
+    press(&mut app, &[KeyCode::Left, KeyCode::Char('%')]);
+    assert_eq!(app.cursor, Some(8));
+    assert!(app
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("select one")));
+}
+
+#[test]
+fn call_filter_selects_calls_and_returns_of_matching_probes() {
+    let mut app = App::new(probed(), Mode::Replay);
+    let hits = |app: &App, spec: &str| -> Vec<u64> {
+        let f = app.tl.parse_filter(spec).unwrap_or_else(|e| panic!("{e}"));
+        (0..app.tl.store.end())
+            .filter(|&i| app.tl.store.matches(i, &f))
+            .collect()
+    };
+    assert_eq!(hits(&app, "call=parse"), vec![2, 3, 7, 9]);
+    assert_eq!(hits(&app, "call=*a*"), vec![0, 1, 2, 3, 5, 6, 7, 9]);
+    assert_eq!(hits(&app, "call=h* kind=return"), vec![5]);
+    // Without `*` a name is matched whole.
+    assert!(app.tl.parse_filter("call=pars").is_err());
+    let err = app.tl.parse_filter("call=nope").err().unwrap_or_default();
+    assert!(err.contains("probed: main, handle, parse"), "{err}");
+    let err = app.tl.parse_filter("bogus=1").err().unwrap_or_default();
+    assert!(err.contains("call"), "{err}");
+    // Typed in the UI: n/N walk the matches.
+    press(&mut app, &[KeyCode::Home, KeyCode::Char('/')]);
+    for ch in "call=parse".chars() {
+        app.on_key(key(KeyCode::Char(ch)));
+    }
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.cursor, Some(2));
+    press(&mut app, &[KeyCode::Char('n')]);
+    assert_eq!(app.cursor, Some(3));
+}

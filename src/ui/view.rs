@@ -10,8 +10,9 @@ use ratatui::Frame;
 use crate::event::{signal_name, EventKind};
 use crate::model::diagnose::{fmt_ns, Diagnosis};
 use crate::model::names::{module_path, stack_lines};
+use crate::model::spans::Outcome;
 use crate::model::store::{Idx, Kind};
-use crate::report::rel;
+use crate::report::{self, rel};
 use crate::ui::app::{App, HeapView, Mode, Pane};
 
 /// Colours, or none when NO_COLOR is set: then emphasis is bold/reverse.
@@ -50,6 +51,7 @@ impl Theme {
             Kind::Realloc => self.fg(Color::Cyan),
             Kind::Mmap | Kind::Munmap | Kind::Mremap | Kind::Brk => self.fg(Color::Magenta),
             Kind::Signal => self.alert(),
+            Kind::Call | Kind::Return => self.fg(Color::LightBlue),
             _ => self.fg(Color::Yellow),
         }
     }
@@ -98,12 +100,55 @@ fn kind_label(app: &App, i: Idx) -> (&'static str, Kind) {
     (label, k)
 }
 
-/// `(address, size, what)` columns of an event.
-fn event_cols(app: &App, i: Idx) -> (String, String, String) {
+/// Two spaces a level of call depth, up to a limit (then the depth).
+fn indent(depth: u32) -> String {
+    const MAX: u32 = 12;
+    if depth <= MAX {
+        "  ".repeat(depth as usize)
+    } else {
+        format!("{}+{} ", "  ".repeat(MAX as usize - 2), depth - MAX + 2)
+    }
+}
+
+/// The "where" text of the probe and syscall families' events, in place
+/// of a stack site: the call indented by its depth, the return with its
+/// duration, the system call with its result.
+fn probe_what(app: &App, i: Idx, e: &crate::event::Event) -> Option<String> {
+    let tl = &app.tl;
+    Some(match &e.kind {
+        EventKind::Call(c) => {
+            let depth = tl.spans.of_call(i).map_or(0, |s| s.depth);
+            format!("{}{}", indent(depth), report::call_text(tl, c))
+        }
+        EventKind::Return { probe, ret, .. } => {
+            let span = tl.spans.of_return(i);
+            let tail = match span.and_then(|s| s.duration_ns()) {
+                Some(d) => format!("  {}", fmt_ns(d)),
+                None => "  (no recorded call)".to_string(),
+            };
+            format!(
+                "{}← {} -> {}{tail}",
+                indent(span.map_or(0, |s| s.depth)),
+                report::probe_name(tl, *probe),
+                report::ret_text(tl, *probe, *ret)
+            )
+        }
+        EventKind::Sys(s) => report::sys_text(s),
+        EventKind::OffCpu { dur_ns, preempted } => report::off_cpu_text(*dur_ns, *preempted),
+        _ => return None,
+    })
+}
+
+/// `(address, size, what)` columns of an event, and whether `what` says
+/// more than the stack's site (probe and syscall events).
+fn event_cols(app: &App, i: Idx) -> (String, String, String, bool) {
     let Some(e) = app.tl.store.get(i) else {
         return Default::default();
     };
-    match &e.kind {
+    if let Some(what) = probe_what(app, i, &e) {
+        return (String::new(), String::new(), what, true);
+    }
+    let (a, b, c) = match &e.kind {
         EventKind::Alloc { ptr, size, .. } => {
             (format!("{ptr:#x}"), size.to_string(), String::new())
         }
@@ -141,7 +186,8 @@ fn event_cols(app: &App, i: Idx) -> (String, String, String) {
         EventKind::ThreadExit { code } => (String::new(), String::new(), format!("code {code}")),
         EventKind::ProcessExit { status } => (String::new(), String::new(), status.to_string()),
         _ => (String::new(), String::new(), String::new()),
-    }
+    };
+    (a, b, c, false)
 }
 
 /// A site label made to fit `width` columns: `func (file:line)`, else
@@ -168,6 +214,20 @@ pub fn fit(label: &str, width: usize) -> String {
         return String::new();
     }
     let mut out: String = label.chars().take(width - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Cut at `width` columns with `…` (a call's text: its start, the
+/// indent and the name, matters most).
+fn fit_end(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut out: String = text.chars().take(width - 1).collect();
     out.push('…');
     out
 }
@@ -439,8 +499,12 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         .iter()
         .map(|&i| {
             let (label, kind) = kind_label(app, i);
-            let (addr, size, what) = event_cols(app, i);
-            let site = fit(&app.tl.site(app.tl.store.stack(i)).unwrap_or(what), where_w);
+            let (addr, size, what, own) = event_cols(app, i);
+            let site = if own {
+                fit_end(&what, where_w)
+            } else {
+                fit(&app.tl.site(app.tl.store.stack(i)).unwrap_or(what), where_w)
+            };
             let ts = app
                 .tl
                 .store
@@ -636,6 +700,9 @@ fn diagnosis_lines(app: &App, d: &Diagnosis, theme: Theme) -> Vec<Line<'static>>
         Line::from(Span::styled(d.kind.name().to_uppercase(), theme.alert())),
         Line::from(d.summary.clone()),
     ];
+    if let Some(c) = app.tl.crash {
+        lines.extend(call_lines(app, c, theme));
+    }
     let mp = module_path(&app.tl.modules);
     let start = app.tl.meta.start_mono_ns;
     for (label, s) in [
@@ -667,6 +734,62 @@ fn diagnosis_lines(app: &App, d: &Diagnosis, theme: Theme) -> Vec<Line<'static>>
         }
     }
     lines.extend(d.notes.iter().map(|n| Line::from(format!("note: {n}"))));
+    lines
+}
+
+/// The probed calls the event is inside, and for a CALL or RET row how
+/// that call ended.
+fn call_lines(app: &App, c: Idx, theme: Theme) -> Vec<Line<'static>> {
+    let tl = &app.tl;
+    let mut lines = Vec::new();
+    let path = tl.call_path(c);
+    if !path.is_empty() {
+        lines.push(Line::from(vec![
+            Span::styled("inside: ", Style::default().add_modifier(Modifier::BOLD)),
+            Span::raw(report::call_path_text(tl, &path)),
+        ]));
+    }
+    let Some(s) = tl.span_of(c) else {
+        return lines;
+    };
+    let start = tl.meta.start_mono_ns;
+    let at = |i: Option<Idx>| {
+        i.and_then(|i| tl.store.ts(i))
+            .map(|t| rel(t, start))
+            .unwrap_or_default()
+    };
+    let name = report::probe_name(tl, s.probe);
+    let (text, style) = match (s.outcome, s.ret, s.duration_ns()) {
+        (Outcome::Returned, Some(r), Some(d)) => {
+            let err = tl.probe(s.probe).is_some_and(|p| p.is_error(r));
+            (
+                format!(
+                    "{name} returned {} after {} ({} → {}; % jumps)",
+                    report::ret_text(tl, s.probe, r),
+                    fmt_ns(d),
+                    at(Some(s.begin)),
+                    at(s.end),
+                ),
+                if err { theme.alert() } else { Style::default() },
+            )
+        }
+        (Outcome::Abandoned, ..) => (
+            format!(
+                "{name}: no return (unwound by longjmp or an exception; gone by {})",
+                at(s.end)
+            ),
+            theme.fg(Color::Yellow),
+        ),
+        (Outcome::ThreadExit, ..) => (
+            format!("{name}: unfinished, its thread ended at {}", at(s.end)),
+            theme.fg(Color::Yellow),
+        ),
+        _ => (
+            format!("{name}: had not returned when the recording ended"),
+            Style::default(),
+        ),
+    };
+    lines.push(Line::from(Span::styled(text, style)));
     lines
 }
 
@@ -702,6 +825,7 @@ fn render_stack(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                     }));
                 }
             }
+            lines.extend(call_lines(app, c, theme));
             let mp = module_path(&app.tl.modules);
             match app.tl.stack(app.tl.store.stack(c)) {
                 Some(st) => lines.extend(stack_lines(st, &mp).into_iter().map(Line::from)),
@@ -725,7 +849,7 @@ fn render_hints(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         Line::from(vec![
             Span::styled(" / ", Style::default().add_modifier(Modifier::REVERSED)),
             Span::raw(format!(
-                "{buf}█   kind=free tid=N func=NAME addr=0x…  Enter apply  Esc cancel"
+                "{buf}█   kind=free tid=N func=NAME call=NAME addr=0x…  Enter apply  Esc cancel"
             )),
         ])
     } else if let Some(m) = &app.message {
@@ -746,9 +870,10 @@ const HELP: &[(&str, &str)] = &[
     ("Home / End", "first / last event (End: follow)"),
     ("c", "the crash and its diagnosis"),
     ("space", "freeze / follow (live)"),
-    ("/", "filter kind= tid= func= addr="),
+    ("/", "filter kind= tid= func= call= addr="),
     ("n / N", "next / previous match"),
     ("a / f", "allocation / free of the block"),
+    ("%", "from a CALL to its RET and back"),
     ("Tab", "next pane: events, heap, stack"),
     ("↑ / ↓ (stack pane)", "scroll the stack"),
     ("↑ / ↓, Enter (heap)", "pick a row; go to its allocation"),
