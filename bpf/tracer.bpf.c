@@ -952,7 +952,11 @@ int BPF_PROG(tm_exit, struct task_struct *p)
  * Pairing entry with return (recursion, longjmp, missed returns) is done
  * in user space by stack pointer: the tracer keeps no per-call state.
  */
-static __always_inline int call_enter(struct pt_regs *ctx, __u64 cookie)
+/* Faults the string in if it is not (Linux 6.12+, sleepable programs). */
+extern int bpf_copy_from_user_str(void *dst, __u32 dst__sz, const void *unsafe_ptr__ign,
+				  __u64 flags) __weak __ksym;
+
+static __always_inline int call_enter(struct pt_regs *ctx, __u64 cookie, bool sleepable)
 {
 	struct tm_call_rec *r;
 	__u32 tid, mask = cookie >> 32, slot = 0;
@@ -981,8 +985,18 @@ static __always_inline int call_enter(struct pt_regs *ctx, __u64 cookie)
 			if (!(mask & (1 << i)) || slot >= TM_CALL_STRS)
 				continue;
 			char *dst = r->strs + (slot & 1) * TM_CALL_STR_LEN;
+			long n;
 
-			if (bpf_probe_read_user_str(dst, TM_CALL_STR_LEN, (void *)r->args[i]) < 0) {
+			/* A string in a page the program has not touched yet (a
+			 * literal in .rodata on its first use) cannot be read
+			 * without faulting it in: only a sleepable program can. */
+			if (sleepable && bpf_ksym_exists(bpf_copy_from_user_str))
+				n = bpf_copy_from_user_str(dst, TM_CALL_STR_LEN,
+							   (void *)r->args[i], 0);
+			else
+				n = bpf_probe_read_user_str(dst, TM_CALL_STR_LEN,
+							    (void *)r->args[i]);
+			if (n < 0) {
 				dst[0] = 0;
 				r->str_bad |= 1 << slot;
 			}
@@ -1019,7 +1033,20 @@ static __always_inline int call_exit(struct pt_regs *ctx, __u64 cookie)
 SEC("uprobe.multi")
 int tm_call_multi(struct pt_regs *ctx)
 {
-	return call_enter(ctx, bpf_get_attach_cookie(ctx));
+	return call_enter(ctx, bpf_get_attach_cookie(ctx), false);
+}
+
+/* Probes with string arguments: sleepable, to fault strings in. */
+SEC("uprobe.multi.s")
+int tm_call_str_multi(struct pt_regs *ctx)
+{
+	return call_enter(ctx, bpf_get_attach_cookie(ctx), true);
+}
+
+SEC("uprobe.s")
+int tm_call_str(struct pt_regs *ctx)
+{
+	return call_enter(ctx, bpf_get_attach_cookie(ctx), true);
 }
 
 SEC("uretprobe.multi")
@@ -1031,7 +1058,7 @@ int tm_call_ret_multi(struct pt_regs *ctx)
 SEC("uprobe")
 int tm_call(struct pt_regs *ctx)
 {
-	return call_enter(ctx, bpf_get_attach_cookie(ctx));
+	return call_enter(ctx, bpf_get_attach_cookie(ctx), false);
 }
 
 SEC("uretprobe")

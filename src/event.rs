@@ -263,8 +263,6 @@ impl ValueType {
         Self::ALL.get(usize::from(v)).copied()
     }
 
-    // For the recorder's --probe/--trace (in progress elsewhere).
-    #[allow(dead_code)]
     pub fn name(self) -> &'static str {
         match self {
             ValueType::Auto => "auto",
@@ -452,8 +450,6 @@ pub struct SysInfo {
 /// The event families `--trace` turns on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
-// For the recorder's --probe/--trace (in progress elsewhere).
-#[allow(dead_code)]
 pub enum Family {
     Alloc = 0,
     Io = 1,
@@ -462,8 +458,6 @@ pub enum Family {
     Sched = 4,
 }
 
-// For the recorder's --probe/--trace (in progress elsewhere).
-#[allow(dead_code)]
 impl Family {
     pub const ALL: [Family; 5] = [
         Family::Alloc,
@@ -495,8 +489,6 @@ impl Default for Families {
     }
 }
 
-// For the recorder's --probe/--trace (in progress elsewhere).
-#[allow(dead_code)]
 impl Families {
     pub fn none() -> Self {
         Families(0)

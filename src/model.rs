@@ -198,8 +198,6 @@ impl Timeline {
         self.modules.push(m);
     }
 
-    // For the recorder's --probe/--trace (in progress elsewhere).
-    #[allow(dead_code)]
     pub fn add_probe(&mut self, p: Probe) {
         self.probes.push(p);
     }

@@ -499,33 +499,33 @@ mod tests {
 
     #[test]
     fn parses_names_modules_and_signatures() {
-        let s = Spec::parse("process_request").unwrap();
+        let s = Spec::parse("process_request").expect("spec");
         assert_eq!(
             (s.module, s.name.as_str(), s.args),
             (None, "process_request", None)
         );
-        let s = Spec::parse("libssl.so:SSL_read").unwrap();
+        let s = Spec::parse("libssl.so:SSL_read").expect("spec");
         assert_eq!(s.module.as_deref(), Some("libssl.so"));
         assert_eq!(s.name, "SSL_read");
-        let s = Spec::parse("myapp::server::handle").unwrap();
+        let s = Spec::parse("myapp::server::handle").expect("spec");
         assert_eq!((s.module, s.name.as_str()), (None, "myapp::server::handle"));
-        let s = Spec::parse("libfoo.so:ns::f(int)").unwrap();
+        let s = Spec::parse("libfoo.so:ns::f(int)").expect("spec");
         assert_eq!(s.module.as_deref(), Some("libfoo.so"));
         assert_eq!(s.name, "ns::f");
-        let s = Spec::parse("open_file(const char *, int, size_t) -> long").unwrap();
+        let s = Spec::parse("open_file(const char *, int, size_t) -> long").expect("spec");
         assert_eq!(
             s.args,
             Some(vec![ValueType::Str, ValueType::Int, ValueType::Ulong])
         );
         assert_eq!(s.ret, ValueType::Long);
-        let s = Spec::parse("f()").unwrap();
+        let s = Spec::parse("f()").expect("spec");
         assert_eq!(s.args, Some(vec![]));
         assert_eq!(s.arg_types(), vec![]);
-        let s = Spec::parse("g(struct conn *) -> char *").unwrap();
+        let s = Spec::parse("g(struct conn *) -> char *").expect("spec");
         assert_eq!(s.args, Some(vec![ValueType::Ptr]));
         assert_eq!(s.ret, ValueType::Ptr);
         assert_eq!(
-            Spec::parse("parse_*").unwrap().arg_types(),
+            Spec::parse("parse_*").expect("spec").arg_types(),
             vec![ValueType::Auto; DEFAULT_ARGS]
         );
     }
@@ -544,7 +544,7 @@ mod tests {
             ("lib.so:", "no function name"),
             ("f(int,)", "empty argument type"),
         ] {
-            let err = Spec::parse(spec).unwrap_err();
+            let err = Spec::parse(spec).expect_err("an error");
             assert!(err.contains(why), "{spec}: {err}");
             assert!(err.starts_with(&format!("invalid probe '{spec}'")), "{err}");
         }
@@ -599,26 +599,26 @@ mod tests {
             path: libc.into(),
             open_path: libc.into(),
         }];
-        let specs = [Spec::parse("libc.so:getpid").unwrap()];
-        let r = resolve(&specs, &m).unwrap();
+        let specs = [Spec::parse("libc.so:getpid").expect("spec")];
+        let r = resolve(&specs, &m).expect("resolves");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].probe.func, "getpid");
         assert!(r[0].probe.offset > 0);
-        let err = resolve(&[Spec::parse("getpdi").unwrap()], &m)
-            .unwrap_err()
+        let err = resolve(&[Spec::parse("getpdi").expect("spec")], &m)
+            .expect_err("an error")
             .to_string();
         assert!(err.contains("no function named 'getpdi'"), "{err}");
         assert!(err.contains("did you mean 'getpid'"), "{err}");
-        let err = resolve(&[Spec::parse("nosuch_*_zz").unwrap()], &m)
-            .unwrap_err()
+        let err = resolve(&[Spec::parse("nosuch_*_zz").expect("spec")], &m)
+            .expect_err("an error")
             .to_string();
         assert!(err.contains("no function matches 'nosuch_*_zz'"), "{err}");
-        let err = resolve(&[Spec::parse("libnope.so:f").unwrap()], &m)
-            .unwrap_err()
+        let err = resolve(&[Spec::parse("libnope.so:f").expect("spec")], &m)
+            .expect_err("an error")
             .to_string();
         assert!(err.contains("no module 'libnope.so'"), "{err}");
-        let err = resolve(&[Spec::parse("*").unwrap()], &m)
-            .unwrap_err()
+        let err = resolve(&[Spec::parse("*").expect("spec")], &m)
+            .expect_err("an error")
             .to_string();
         assert!(err.contains("more than 200"), "{err}");
     }

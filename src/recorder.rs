@@ -305,6 +305,9 @@ fn setup<'obj>(
     progs.tm_call_multi.set_autoload(calls_on && multi);
     progs.tm_call_ret_multi.set_autoload(calls_on && multi);
     progs.tm_call.set_autoload(calls_on && !multi);
+    let strs_on = cfg.probes.iter().any(|p| p.str_mask() != 0);
+    progs.tm_call_str_multi.set_autoload(strs_on && multi);
+    progs.tm_call_str.set_autoload(strs_on && !multi);
     progs.tm_call_ret.set_autoload(calls_on && !multi);
     progs
         .tm_sched_switch
@@ -449,13 +452,20 @@ fn attach_calls(
                 retprobe: true,
                 ..Default::default()
             };
-            let entry = UprobeMultiOpts {
-                offsets: here.iter().map(|p| p.probe.offset as usize).collect(),
-                cookies: here
+            // Probes with string arguments go to the sleepable program.
+            let entry = |strs: bool| {
+                let these: Vec<&&crate::probes::Resolved> = here
                     .iter()
-                    .map(|p| u64::from(p.probe.id) | u64::from(p.str_mask()) << 32)
-                    .collect(),
-                ..Default::default()
+                    .filter(|p| (p.str_mask() != 0) == strs)
+                    .collect();
+                UprobeMultiOpts {
+                    offsets: these.iter().map(|p| p.probe.offset as usize).collect(),
+                    cookies: these
+                        .iter()
+                        .map(|p| u64::from(p.probe.id) | u64::from(p.str_mask()) << 32)
+                        .collect(),
+                    ..Default::default()
+                }
             };
             let what = |dir: &str| format!("the {dir} probes in {}", path.display());
             if !with_ret.is_empty() {
@@ -466,19 +476,31 @@ fn attach_calls(
                         .map_err(|e| failed(e, what("function return")))?,
                 );
             }
-            links.push(
-                skel.progs
-                    .tm_call_multi
-                    .attach_uprobe_multi_with_opts(pid as i32, path, "", entry)
-                    .map_err(|e| failed(e, what("function entry")))?,
-            );
+            for (prog, strs) in [
+                (&skel.progs.tm_call_multi, false),
+                (&skel.progs.tm_call_str_multi, true),
+            ] {
+                let opts = entry(strs);
+                if opts.offsets.is_empty() {
+                    continue;
+                }
+                links.push(
+                    prog.attach_uprobe_multi_with_opts(pid as i32, path, "", opts)
+                        .map_err(|e| failed(e, what("function entry")))?,
+                );
+            }
             continue;
         }
-        for (prog, retprobe) in [
-            (&skel.progs.tm_call_ret, true),
-            (&skel.progs.tm_call, false),
+        for (prog, retprobe, strs) in [
+            (&skel.progs.tm_call_ret, true, None),
+            (&skel.progs.tm_call, false, Some(false)),
+            (&skel.progs.tm_call_str, false, Some(true)),
         ] {
-            for p in here.iter().filter(|p| !retprobe || p.probe.returns) {
+            let wanted = |p: &crate::probes::Resolved| match strs {
+                None => p.probe.returns,
+                Some(s) => (p.str_mask() != 0) == s,
+            };
+            for p in here.iter().filter(|p| wanted(p)) {
                 let cookie = u64::from(p.probe.id)
                     | if retprobe {
                         0

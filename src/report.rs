@@ -380,10 +380,15 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
     let _ = writeln!(out, "target    pid {}  {}", t.meta.pid, t.meta.command);
     let _ = writeln!(
         out,
-        "recorded  {:.3}s from {}  ({} allocator)",
+        "recorded  {:.3}s from {}  ({}; traced: {})",
         (sum.end_ns.saturating_sub(start)) as f64 / 1e9,
         wall(t, start),
-        t.meta.allocator
+        if t.meta.families.has(crate::event::Family::Alloc) {
+            format!("{} allocator", t.meta.allocator)
+        } else {
+            "heap not traced".to_string()
+        },
+        t.meta.families.names().join(",")
     );
     let kinds: Vec<String> = sum
         .by_kind
@@ -547,6 +552,10 @@ struct ProbeRow {
     func: String,
     module: String,
     module_name: String,
+    entry_only: bool,
+    /// The signature's type names (`auto` without one).
+    args: Vec<&'static str>,
+    ret: &'static str,
     stats: crate::model::spans::ProbeStats,
 }
 
@@ -558,6 +567,9 @@ fn probe_rows(tl: &Timeline) -> Vec<ProbeRow> {
             func: p.func.clone(),
             module: p.module.clone(),
             module_name: p.module_name().to_string(),
+            entry_only: !p.returns,
+            args: p.args.iter().map(|t| t.name()).collect(),
+            ret: p.ret.name(),
             stats: tl.spans.stats(p.id).cloned().unwrap_or_default(),
         })
         .collect();
@@ -568,6 +580,9 @@ fn probe_rows(tl: &Timeline) -> Vec<ProbeRow> {
                 func: format!("probe {id}"),
                 module: String::new(),
                 module_name: String::new(),
+                entry_only: false,
+                args: Vec::new(),
+                ret: "auto",
                 stats: st.clone(),
             });
         }
@@ -652,6 +667,9 @@ fn probes_json(tl: &Timeline) -> Vec<Value> {
                 "p99_ns": r.stats.p99_ns(),
                 "errors": r.stats.errors,
                 "unfinished": r.stats.unfinished(),
+                "entry_only": r.entry_only,
+                "args": r.args,
+                "ret": r.ret,
             })
         })
         .collect()
@@ -898,6 +916,7 @@ pub fn json(t: &Trace, opts: &Options) -> Result<Value> {
         .collect();
     Ok(json!({
         "target": {"pid": t.meta.pid, "command": t.meta.command, "allocator": t.meta.allocator},
+        "families": t.meta.families.names(),
         "start_wall": wall(t, t.meta.start_mono_ns),
         "duration_ns": sum.end_ns.saturating_sub(t.meta.start_mono_ns),
         "exit": t.end.as_ref().and_then(|e| e.status).map(|s| match s {
@@ -987,6 +1006,7 @@ mod tests {
             offset: 0x1000 * u64::from(id),
             args,
             ret,
+            returns: true,
         };
         let kinds = vec![
             call(0, vec![], 0x7000),

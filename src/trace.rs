@@ -139,8 +139,6 @@ impl TraceWriter {
         })
     }
 
-    // For the recorder's --probe/--trace (in progress elsewhere).
-    #[allow(dead_code)]
     pub fn write_probe(&mut self, p: &Probe) -> anyhow::Result<()> {
         self.record(tag::PROBE, |b| {
             put_u32(b, p.id);

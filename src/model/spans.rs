@@ -30,12 +30,15 @@ pub enum Outcome {
     ThreadExit,
     /// Not ended (yet).
     Open,
+    /// An entry-only probe (`--probe-entry`): its return is not watched.
+    EntryOnly,
 }
 
 impl Outcome {
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Returned => "returned",
+            Outcome::EntryOnly => "entry only",
             Outcome::Abandoned => "no return",
             Outcome::ThreadExit => "unfinished (thread exit)",
             Outcome::Open => "open",
@@ -98,6 +101,8 @@ pub struct ProbeStats {
     pub abandoned: u64,
     /// Ended by the end of their thread (or process, or an exec).
     pub thread_exit: u64,
+    /// Calls of an entry-only probe (no return is expected).
+    pub entry_only: u64,
     /// Returns that [`Probe::is_error`] calls errors.
     pub errors: u64,
     /// Sum of the durations of the calls that returned.
@@ -108,7 +113,7 @@ pub struct ProbeStats {
 impl ProbeStats {
     /// Calls without a return: abandoned, ended by their thread, or open.
     pub fn unfinished(&self) -> u64 {
-        self.calls - self.returned
+        self.calls - self.returned - self.entry_only
     }
 
     pub fn mean_ns(&self) -> Option<u64> {
@@ -229,6 +234,7 @@ impl Spans {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
+                let returns = find_probe(probes, c.probe).is_none_or(|p| p.returns);
                 self.table.held.push_back(Span {
                     id,
                     probe: c.probe,
@@ -243,9 +249,20 @@ impl Spans {
                     outcome: Outcome::Open,
                     sp: c.sp,
                 });
-                th.open.push(id);
                 th.spans.push_back(id);
                 self.stats.entry(c.probe).or_default().calls += 1;
+                if returns {
+                    th.open.push(id);
+                } else {
+                    // Nothing will close it: it is a point, not a span.
+                    finish(
+                        &mut self.table,
+                        &mut self.stats,
+                        id,
+                        end(Outcome::EntryOnly, None),
+                        probes,
+                    );
+                }
             }
             EventKind::Return { probe, ret, sp } => {
                 let entry = sp.wrapping_sub(8);
@@ -468,6 +485,7 @@ fn finish(
         Outcome::Abandoned => st.abandoned += 1,
         Outcome::ThreadExit => st.thread_exit += 1,
         Outcome::Open => {}
+        Outcome::EntryOnly => st.entry_only += 1,
     }
 }
 
@@ -497,6 +515,7 @@ mod tests {
                     offset: 0x1000 * i as u64,
                     args: Vec::new(),
                     ret: ValueType::Int,
+                    returns: true,
                 })
                 .collect();
             Feed {

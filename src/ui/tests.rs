@@ -383,6 +383,7 @@ fn probed() -> Timeline {
             offset: 0x1000 * u64::from(id),
             args: Vec::new(),
             ret,
+            returns: true,
         });
     }
     let call = |probe, args, sp| {

@@ -780,6 +780,10 @@ fn call_lines(app: &App, c: Idx, theme: Theme) -> Vec<Line<'static>> {
             ),
             theme.fg(Color::Yellow),
         ),
+        (Outcome::EntryOnly, ..) => (
+            format!("{name}: entry-only probe (--probe-entry), its return is not watched"),
+            Style::default(),
+        ),
         (Outcome::ThreadExit, ..) => (
             format!("{name}: unfinished, its thread ended at {}", at(s.end)),
             theme.fg(Color::Yellow),
