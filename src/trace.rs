@@ -755,7 +755,7 @@ fn decode(tag: u8, payload: &[u8]) -> Result<Option<Record>, &'static str> {
                 }
                 (0..n).map(|_| d.value_type()).collect::<DecResult<_>>()?
             },
-            returns: d.u8()? != 0,
+            returns: d.buf.is_empty() || d.u8()? != 0,
         }),
         tag::MODULE => Record::Module(Module {
             id: d.u32()?,
