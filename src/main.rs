@@ -175,7 +175,8 @@ enum Cmd {
     /// Build a bundled demo program, launch it and open the UI on it (or,
     /// with --no-ui or without a terminal, record it and print the report).
     Demo {
-        /// uaf, double-free, leak or threads.
+        /// uaf, double-free, leak, threads, calls (try with --probe) or netio
+        /// (try with --trace io,net,lock).
         #[arg(default_value = "uaf")]
         name: String,
         /// Trace file to write.
