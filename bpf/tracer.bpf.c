@@ -974,6 +974,10 @@ static __always_inline int call_enter(struct pt_regs *ctx, __u64 cookie, bool sl
 	r->probe = (__u32)cookie;
 	r->str_bad = 0;
 	r->sp = PT_REGS_SP(ctx);
+	/* The entry programs run before the kernel hijacks the return
+	 * address for the return probe: this is the real one. */
+	r->ret_addr = 0;
+	bpf_probe_read_user(&r->ret_addr, sizeof(r->ret_addr), (void *)r->sp);
 	r->args[0] = PT_REGS_PARM1(ctx);
 	r->args[1] = PT_REGS_PARM2(ctx);
 	r->args[2] = PT_REGS_PARM3(ctx);

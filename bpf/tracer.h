@@ -128,6 +128,7 @@ struct tm_call_rec {
 	__u32 probe;
 	__u32 str_bad; /* bit i: string slot i could not be read */
 	__u64 sp;      /* at entry: the address of the return address */
+	__u64 ret_addr; /* [sp] before a return probe replaces it */
 	__u64 stack;
 	__u64 args[6];
 	char strs[TM_CALL_STRS * TM_CALL_STR_LEN]; /* slot i at i * TM_CALL_STR_LEN */

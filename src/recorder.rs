@@ -9,6 +9,7 @@ pub mod launch;
 mod stacks;
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::mem::MaybeUninit;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -622,6 +623,14 @@ struct Decoder<'a> {
     probe_args: Vec<Vec<ValueType>>,
     /// What each fd of the target is (path or peer).
     fds: fds::FdTable,
+    /// Which probes have return probes, by id.
+    probe_returns: Vec<bool>,
+    /// Return-probed calls not returned yet, per thread, innermost last:
+    /// (entry sp, the real return address the trampoline stands for).
+    open_calls: HashMap<u32, Vec<(u64, u64)>>,
+    /// BPF stack keys whose stacks hold uretprobe trampolines (kernels
+    /// before 6.12 leave them in): mended per event, never cached.
+    tramp_keys: HashSet<u64>,
 }
 
 const BATCH: usize = 4096;
@@ -702,13 +711,19 @@ impl Decoder<'_> {
             K_SYSCALL => self.syscall(data),
             K_SIGNAL => self.signal(data),
             K_CALL => self.call(data),
-            K_RET => plain::from_bytes::<types::tm_ret_rec>(data)
-                .ok()
-                .map(|r| EventKind::Return {
+            K_RET => plain::from_bytes::<types::tm_ret_rec>(data).ok().map(|r| {
+                // This call, and any deeper one unwound past, are over.
+                if let Some(open) = self.open_calls.get_mut(&tid) {
+                    while open.last().is_some_and(|(sp, _)| *sp < r.sp) {
+                        open.pop();
+                    }
+                }
+                EventKind::Return {
                     probe: r.probe,
                     ret: r.ret,
                     sp: r.sp,
-                }),
+                }
+            }),
             K_IO => plain::from_bytes::<types::tm_io_rec>(data)
                 .ok()
                 .and_then(|r| {
@@ -744,6 +759,7 @@ impl Decoder<'_> {
                 // A new image: nothing of the old mappings is valid (the
                 // tracer reset its code ranges at the exec too).
                 self.maps = MapsCache::new(self.maps.pid());
+                self.open_calls.clear();
                 self.awaiting_exec = false;
                 self.code_ranges = Default::default();
                 self.sync_code_ranges();
@@ -752,6 +768,7 @@ impl Decoder<'_> {
                 }
             }),
             K_EXIT => plain::from_bytes::<types::tm_exit_rec>(data).ok().map(|r| {
+                self.open_calls.remove(&tid);
                 if r.group_dead != 0 {
                     self.exited = true;
                     let code = if r.group_exit_code != 0 {
@@ -781,7 +798,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn stack(&mut self, key: u64) -> Option<u32> {
+    fn stack(&mut self, tid: u32, key: u64) -> Option<u32> {
         if key == 0 {
             return None;
         }
@@ -804,13 +821,61 @@ impl Decoder<'_> {
             }
             Some(ips)
         };
-        self.table.intern(key, read, false, &mut self.maps, self.tx)
+        if self.tramp_keys.contains(&key) {
+            let ips = read()?;
+            return self.mend_stack(tid, ips);
+        }
+        let mut tramp = false;
+        let id = self.table.intern(
+            key,
+            || {
+                let ips = read()?;
+                tramp = ips
+                    .iter()
+                    .any(|a| crate::unwind::is_uretprobe_trampoline(*a));
+                (!tramp).then_some(ips)
+            },
+            false,
+            &mut self.maps,
+            self.tx,
+        );
+        if tramp {
+            self.tramp_keys.insert(key);
+            let ips = read()?;
+            return self.mend_stack(tid, ips);
+        }
+        id
+    }
+
+    /// A frame-pointer stack whose return addresses include uretprobe
+    /// trampolines: each stands for the innermost open probed call not yet
+    /// used, so they are replaced in order; past what is known, cut.
+    fn mend_stack(&mut self, tid: u32, mut ips: Vec<u64>) -> Option<u32> {
+        let mut open = self
+            .open_calls
+            .get(&tid)
+            .map(|v| v.iter().rev().map(|(_, ra)| *ra).collect::<Vec<u64>>())
+            .unwrap_or_default()
+            .into_iter();
+        for i in 0..ips.len() {
+            if crate::unwind::is_uretprobe_trampoline(ips[i]) {
+                match open.next() {
+                    Some(ra) => ips[i] = ra,
+                    None => {
+                        ips.truncate(i);
+                        break;
+                    }
+                }
+            }
+        }
+        self.table
+            .intern_addrs(&ips, false, &mut self.maps, self.tx)
     }
 
     fn heap(&mut self, data: &[u8]) -> Option<EventKind> {
         let r = *plain::from_bytes::<types::tm_heap_rec>(data).ok()?;
         let func = AllocFn::from_u8(u8::try_from(r.r#fn).ok()?)?;
-        let stack = self.stack(r.stack);
+        let stack = self.stack(r.h.tid, r.stack);
         Some(match func {
             AllocFn::Free => EventKind::Free { ptr: r.ptr, stack },
             AllocFn::Realloc | AllocFn::Reallocarray => EventKind::Realloc {
@@ -873,6 +938,15 @@ impl Decoder<'_> {
 
     fn call(&mut self, data: &[u8]) -> Option<EventKind> {
         let r = plain::from_bytes::<types::tm_call_rec>(data).ok()?;
+        let tid = r.h.tid;
+        let open = self.open_calls.entry(tid).or_default();
+        // Calls at or below this one's frame were unwound (longjmp).
+        while open.last().is_some_and(|(sp, _)| *sp <= r.sp) {
+            open.pop();
+        }
+        if self.probe_returns.get(r.probe as usize) == Some(&true) {
+            open.push((r.sp, r.ret_addr));
+        }
         let types = self.probe_args.get(r.probe as usize)?;
         let mut slot = 0usize;
         let args = types
@@ -902,7 +976,7 @@ impl Decoder<'_> {
                 }
             })
             .collect();
-        let stack = self.stack(r.stack);
+        let stack = self.stack(tid, r.stack);
         Some(EventKind::Call(Box::new(CallInfo {
             probe: r.probe,
             args,
@@ -920,13 +994,17 @@ impl Decoder<'_> {
             bp: r.bp,
         };
         self.maps.refresh();
-        let mut addrs = self
-            .unwinder
-            .unwind(&regs, &r.copy[..len], self.maps.entries(), 64);
+        let open = self.open_calls.get(&r.h.tid).cloned().unwrap_or_default();
+        let real_return = |slot: u64| open.iter().find(|(sp, _)| *sp == slot).map(|(_, ra)| *ra);
+        let mut addrs =
+            self.unwinder
+                .unwind(&regs, &r.copy[..len], self.maps.entries(), 64, &real_return);
         if addrs.is_empty() {
             addrs.push(r.ip);
         }
-        let stack = self.table.intern_addrs(&addrs, &mut self.maps, self.tx);
+        let stack = self
+            .table
+            .intern_addrs(&addrs, true, &mut self.maps, self.tx);
         Some(EventKind::Signal(Box::new(SignalInfo {
             signo: r.sig,
             code: r.code,
@@ -1014,6 +1092,9 @@ fn poll_loop(
         channel_lost: 0,
         undecodable: 0,
         probe_args: cfg.probes.iter().map(|p| p.probe.args.clone()).collect(),
+        probe_returns: cfg.probes.iter().map(|p| p.probe.returns).collect(),
+        open_calls: HashMap::new(),
+        tramp_keys: HashSet::new(),
         fds: fds::FdTable::new(cfg.pid),
     });
     decoder.borrow_mut().sync_code_ranges();

@@ -398,12 +398,15 @@ impl Unwinder {
 
     /// Unwind from `regs` using `stack`, a copy of the thread's memory starting at `regs.sp`.
     /// Returns code addresses, frame 0 = regs.ip, then return addresses, at most `max_frames`.
+    /// `real_return` gives the return address a uretprobe replaced with its
+    /// trampoline, by the stack slot that holds it.
     pub fn unwind(
         &mut self,
         regs: &Regs,
         stack: &[u8],
         maps: &[MapEntry],
         max_frames: usize,
+        real_return: &dyn Fn(u64) -> Option<u64>,
     ) -> Vec<u64> {
         let mut frames = Vec::new();
         if max_frames == 0 {
@@ -432,9 +435,21 @@ impl Unwinder {
             else {
                 break;
             };
-            let (Some(ra), Some(caller_sp)) = (caller[RA], caller[RSP]) else {
+            let (Some(mut ra), Some(caller_sp)) = (caller[RA], caller[RSP]) else {
                 break;
             };
+            let mut caller = caller;
+            if is_uretprobe_trampoline(ra) {
+                // A return-probed call: the real return address was saved
+                // at its entry, where the slot (just below the CFA) held it.
+                match real_return(caller_sp.wrapping_sub(8)) {
+                    Some(real) => {
+                        ra = real;
+                        caller[RA] = Some(real);
+                    }
+                    None => break,
+                }
+            }
             // Stacks grow down, so a caller's frame lies above; anything
             // else is a loop or garbage.
             if ra == 0 || caller_sp <= sp || !is_code(maps, ra) {
@@ -488,6 +503,12 @@ impl Unwinder {
             Err(Miss::NoFde) => None,
         }
     }
+}
+
+/// The page of the kernel's uretprobe trampoline on x86-64: a return
+/// address there is a probed call's, replaced until it returns.
+pub fn is_uretprobe_trampoline(addr: u64) -> bool {
+    (0x7fff_ffff_e000..0x7fff_ffff_f000).contains(&addr)
 }
 
 /// The classic rbp chain: `push rbp; mov rbp, rsp` leaves the caller's rbp
@@ -581,7 +602,7 @@ mod tests {
         let mut unwinder = Unwinder::new();
         // Without the rbp fallback, every frame found is CFI's doing.
         unwinder.fp_fallback = false;
-        unwinder.unwind(&c.regs, &c.stack, &maps, 64)
+        unwinder.unwind(&c.regs, &c.stack, &maps, 64, &|_| None)
     }
 
     fn names(frames: &[u64]) -> Vec<String> {
@@ -799,11 +820,16 @@ mod tests {
         let mut unwinder = Unwinder::new();
         // The third frame's rbp slot lies past the copy: the walk stops.
         assert_eq!(
-            unwinder.unwind(&regs, &stack, &maps, 16),
+            unwinder.unwind(&regs, &stack, &maps, 16, &|_| None),
             [0x1100, 0x1200, 0x1300]
         );
-        assert_eq!(unwinder.unwind(&regs, &stack, &maps, 2), [0x1100, 0x1200]);
-        assert!(unwinder.unwind(&regs, &stack, &maps, 0).is_empty());
+        assert_eq!(
+            unwinder.unwind(&regs, &stack, &maps, 2, &|_| None),
+            [0x1100, 0x1200]
+        );
+        assert!(unwinder
+            .unwind(&regs, &stack, &maps, 0, &|_| None)
+            .is_empty());
 
         // Called from 0x1234 - 5 with a null pointer; from there on, rbp.
         let null_call = Regs {
@@ -812,11 +838,48 @@ mod tests {
             bp: sp + 16,
         };
         assert_eq!(
-            unwinder.unwind(&null_call, &stack[8..], &maps, 16),
+            unwinder.unwind(&null_call, &stack[8..], &maps, 16, &|_| None),
             [0, 0x1234, 0x1200, 0x1300]
         );
         unwinder.fp_fallback = false;
-        assert_eq!(unwinder.unwind(&regs, &stack, &maps, 16), [0x1100]);
+        assert_eq!(
+            unwinder.unwind(&regs, &stack, &maps, 16, &|_| None),
+            [0x1100]
+        );
+    }
+
+    /// A return-probed call's return address is the uretprobe trampoline
+    /// until it returns: the real one, saved at the call's entry, is found
+    /// by the slot that held it, and the walk goes on from there.
+    #[test]
+    fn uretprobe_trampoline_is_replaced_by_the_real_return() {
+        let maps = maps::parse_maps("1000-2000 r-xp 00000000 00:00 0 \n");
+        let sp = 0x10_0000;
+        let tramp = 0x7fff_ffff_e000;
+        #[rustfmt::skip]
+        let stack = words(&[
+            0, 0,
+            sp + 48, tramp, // frame 0's rbp slot: its return was probed
+            0, 0,
+            sp + 96, 0x1300,
+        ]);
+        let regs = Regs {
+            ip: 0x1100,
+            sp,
+            bp: sp + 16,
+        };
+        let mut unwinder = Unwinder::new();
+        let slot = sp + 24;
+        let real = |s: u64| (s == slot).then_some(0x1200);
+        assert_eq!(
+            unwinder.unwind(&regs, &stack, &maps, 16, &real),
+            [0x1100, 0x1200, 0x1300]
+        );
+        // Unknown: stop rather than show the trampoline or go on wrong.
+        assert_eq!(
+            unwinder.unwind(&regs, &stack, &maps, 16, &|_| None),
+            [0x1100]
+        );
     }
 
     /// The two FDE indexes (from `.eh_frame_hdr`, from walking
@@ -882,7 +945,7 @@ mod tests {
                 },
             };
             let max = rng.below(48) as usize;
-            let frames = unwinder.unwind(&regs, &stack, &real, max);
+            let frames = unwinder.unwind(&regs, &stack, &real, max, &|_| None);
             assert!(frames.len() <= max, "round {round}");
             assert_eq!(frames.first().copied(), (max > 0).then_some(regs.ip));
         }
@@ -905,9 +968,9 @@ mod tests {
                 sp: 0x10_0000,
                 bp: 0x10_0000,
             };
-            let frames = unwinder.unwind(&regs, &stack, &fake, 16);
+            let frames = unwinder.unwind(&regs, &stack, &fake, 16, &|_| None);
             assert!(!frames.is_empty() && frames.len() <= 16);
-            assert!(unwinder.unwind(&regs, &[], &fake, 16).len() == 1);
+            assert!(unwinder.unwind(&regs, &[], &fake, 16, &|_| None).len() == 1);
         }
     }
 }

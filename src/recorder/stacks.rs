@@ -48,11 +48,13 @@ impl StackTable {
         Some(id)
     }
 
-    /// Intern a stack unwound in user space (a signal's): keyed by the
-    /// hash of its addresses, in a space apart from the BPF keys.
+    /// Intern a stack unwound or mended in user space (a signal's; one
+    /// whose uretprobe trampolines were replaced): keyed by the hash of
+    /// its addresses, in a space apart from the BPF keys.
     pub fn intern_addrs(
         &mut self,
         addrs: &[u64],
+        first_is_ip: bool,
         maps: &mut MapsCache,
         tx: &Sender<Msg>,
     ) -> Option<StackId> {
@@ -64,7 +66,7 @@ impl StackTable {
             h = (h ^ a).wrapping_mul(0x0100_0000_01b3).rotate_left(17);
         }
         let key = h | 1 << 63;
-        self.intern(key, || Some(addrs.to_vec()), true, maps, tx)
+        self.intern(key, || Some(addrs.to_vec()), first_is_ip, maps, tx)
     }
 
     /// (module, file offset) of an address. Return addresses point after

@@ -451,3 +451,41 @@ fn entry_probes_are_safe_for_cpp_exceptions() {
         "{err}"
     );
 }
+
+/// A crash inside return-probed calls: their return addresses on the stack
+/// are the kernel's trampoline, yet the crash stack goes through them.
+#[test]
+fn crash_stack_unwinds_through_probed_calls() {
+    if !bpf_or_skip("crash_through_probes") {
+        return;
+    }
+    let uaf = demo("uaf");
+    let trace = tmp().join("uaf-probed.tmt");
+    let flags = [
+        "--probe",
+        "handle_conn(int, size_t, int)",
+        "--probe",
+        "process_request",
+    ];
+    let out = record(&trace, &flags, &[uaf.to_str().expect("utf8")], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(139),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report_json(&trace, &[]);
+    let stack = funcs(&r["crash"]["stack"]);
+    assert_eq!(
+        stack[..3],
+        ["process_request", "handle_conn", "main"],
+        "{stack:?}"
+    );
+    assert_eq!(r["crash"]["diagnosis"]["kind"], "use-after-free");
+    assert_eq!(probe(&r, "handle_conn")["calls"], 4);
+    assert_eq!(
+        probe(&r, "handle_conn")["unfinished"],
+        1,
+        "the crashing call"
+    );
+}
