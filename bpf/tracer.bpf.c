@@ -370,6 +370,21 @@ static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
 	return h;
 }
 
+/*
+ * An in-flight allocator call whose return can still be seen: its return
+ * address slot holds the uretprobe trampoline. The kernel refuses return
+ * probes past 64 nested ones on a thread (deep recursion through probed
+ * functions): such a call never reports, and must not swallow the calls
+ * made below it as if nested inside it.
+ */
+static __always_inline bool inflight_alive(struct inflight *cur)
+{
+	__u64 slot = 0;
+
+	bpf_probe_read_user(&slot, sizeof(slot), (void *)cur->sp);
+	return is_uretprobe_trampoline(slot);
+}
+
 static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
 				       __u64 a1, __u64 a2)
 {
@@ -388,7 +403,8 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
 		/* A tail call (reallocarray jumps to realloc) enters at the same
 		 * stack pointer, its return address already the trampoline of
 		 * the outer call's return probe. */
-		if (sp < cur->sp || (sp == cur->sp && is_uretprobe_trampoline(ret_addr))) {
+		if ((sp < cur->sp || (sp == cur->sp && is_uretprobe_trampoline(ret_addr))) &&
+		    inflight_alive(cur)) {
 			/* Called from the program's own code while an allocator
 			 * call is under way on this thread: a signal handler
 			 * that interrupted it. Folded in, its event is lost:
@@ -544,6 +560,7 @@ static __always_inline int free_enter(struct pt_regs *ctx, __u64 ptr)
 {
 	struct tm_heap_rec *r;
 	struct inflight *in;
+	__u64 sp = PT_REGS_SP(ctx);
 	__u32 tid;
 	bool target;
 
@@ -557,17 +574,25 @@ static __always_inline int free_enter(struct pt_regs *ctx, __u64 ptr)
 	/* realloc(p, 0) frees through free(): realloc's record says it. A
 	 * stale in-flight entry (not below us on the stack) does not count. */
 	in = bpf_map_lookup_elem(&inflight, &tid);
-	if (in && PT_REGS_SP(ctx) < in->sp) {
+	if (in && sp < in->sp) {
 		__u64 ret_addr = 0;
 
+		if (!inflight_alive(in)) {
+			/* Its return was never probed: its event is lost, and
+			 * this free is not inside it. */
+			count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
+			bpf_map_delete_elem(&inflight, &tid);
+			goto record;
+		}
 		/* From the program's own code, not from inside realloc: a
 		 * signal handler freeing while an allocator call is under way.
 		 * Its event is lost: say so. */
-		bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)PT_REGS_SP(ctx));
+		bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)sp);
 		if (code_kind(ret_addr) == 1)
 			count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
 		return 0;
 	}
+record:
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_HEAP);

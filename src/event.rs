@@ -167,6 +167,18 @@ pub struct CallInfo {
     /// The stack pointer at entry (pointing at the return address).
     pub sp: u64,
     pub stack: Option<StackId>,
+    /// `[sp]` at entry: the return address, or the uretprobe trampoline
+    /// when this call was tail-called (jumped to) from a return-probed
+    /// call that it then returns for (0: not recorded).
+    pub ret_addr: u64,
+}
+
+impl CallInfo {
+    /// Entered by a jump from a return-probed call, at that call's stack
+    /// pointer: it is nested in it, not a sibling.
+    pub fn tail_called(&self) -> bool {
+        crate::unwind::is_uretprobe_trampoline(self.ret_addr)
+    }
 }
 
 /// One captured argument.

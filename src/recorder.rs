@@ -940,12 +940,23 @@ impl Decoder<'_> {
         let r = plain::from_bytes::<types::tm_call_rec>(data).ok()?;
         let tid = r.h.tid;
         let open = self.open_calls.entry(tid).or_default();
-        // Calls at or below this one's frame were unwound (longjmp).
-        while open.last().is_some_and(|(sp, _)| *sp <= r.sp) {
+        // A tail call (jumped to from a return-probed call) enters at its
+        // caller's sp, with the trampoline already in the slot: nested.
+        let tail = crate::unwind::is_uretprobe_trampoline(r.ret_addr);
+        // Other calls at or below this one's frame were unwound (longjmp).
+        while open
+            .last()
+            .is_some_and(|(sp, _)| *sp < r.sp || (*sp == r.sp && !tail))
+        {
             open.pop();
         }
         if self.probe_returns.get(r.probe as usize) == Some(&true) {
-            open.push((r.sp, r.ret_addr));
+            // The real return address: the tail caller's, if tail-called.
+            let real = match (tail, open.last()) {
+                (true, Some((sp, ra))) if *sp == r.sp => *ra,
+                _ => r.ret_addr,
+            };
+            open.push((r.sp, real));
         }
         let types = self.probe_args.get(r.probe as usize)?;
         let mut slot = 0usize;
@@ -982,6 +993,7 @@ impl Decoder<'_> {
             args,
             sp: r.sp,
             stack,
+            ret_addr: r.ret_addr,
         })))
     }
 

@@ -992,6 +992,7 @@ mod tests {
             args,
             sp,
             stack: None,
+            ret_addr: 0,
         }))
     }
 

@@ -437,6 +437,7 @@ fn put_event(b: &mut Vec<u8>, e: &Event) {
             for a in &c.args {
                 put_arg(b, a);
             }
+            put_u64(b, c.ret_addr);
         }
         EventKind::Return { probe, ret, sp } => {
             b.push(kind::RETURN);
@@ -1004,11 +1005,14 @@ impl Dec<'_> {
                     return Err("too many call arguments");
                 }
                 let args = (0..n).map(|_| self.arg()).collect::<DecResult<_>>()?;
+                // Added later: optional.
+                let ret_addr = if self.buf.is_empty() { 0 } else { self.u64()? };
                 EventKind::Call(Box::new(CallInfo {
                     probe,
                     args,
                     sp,
                     stack,
+                    ret_addr,
                 }))
             }
             kind::RETURN => EventKind::Return {
@@ -1214,6 +1218,7 @@ mod tests {
                     ],
                     sp: 0x7ffd_0000_0008,
                     stack: Some(5),
+                    ret_addr: 0x7fff_ffff_e000,
                 })),
             ),
             ev(

@@ -218,9 +218,15 @@ impl Spans {
         match &e.kind {
             EventKind::Call(c) => {
                 let th = self.threads.entry(e.tid).or_default();
-                // Frames at or below the new call's are gone.
+                // Frames at or below the new call's are gone, but for the
+                // return-probed call that jumped to it (a tail call).
+                let tail = c.tail_called();
                 while let Some(&top) = th.open.last() {
-                    if self.table.get(top).is_some_and(|s| s.sp > c.sp) {
+                    if self
+                        .table
+                        .get(top)
+                        .is_some_and(|s| s.sp > c.sp || (s.sp == c.sp && tail))
+                    {
                         break;
                     }
                     th.open.pop();
@@ -550,6 +556,7 @@ mod tests {
                     args: Vec::new(),
                     sp,
                     stack: None,
+                    ret_addr: 0,
                 })),
             )
         }
@@ -650,6 +657,46 @@ mod tests {
         }
         let st = f.spans.stats(1).cloned().unwrap_or_default();
         assert_eq!((st.calls, st.returned, st.unfinished()), (depth, depth, 0));
+    }
+
+    /// f ends in `jmp g`: g enters at f's stack pointer with the
+    /// trampoline of f's return probe in the slot; g returns, then f, both
+    /// at that sp.
+    #[test]
+    fn tail_calls_nest_in_their_caller() {
+        let mut f = Feed::new();
+        let main = f.call(1, 0, 0x7000);
+        let outer = f.call(1, 1, 0x6f00);
+        let inner = f.push(
+            1,
+            EventKind::Call(Box::new(CallInfo {
+                probe: 2,
+                args: Vec::new(),
+                sp: 0x6f00,
+                stack: None,
+                ret_addr: 0x7fff_ffff_e000,
+            })),
+        );
+        let ri = f.ret(1, 2, 0x6f00, 7);
+        let ro = f.ret(1, 1, 0x6f00, 7);
+        assert_eq!(f.path(1, ri), vec![0, 1, 2]);
+        assert_eq!(f.span(inner).depth, 2);
+        assert_eq!(f.span(inner).parent, Some(f.span(outer).id));
+        assert_eq!(
+            (f.span(inner).outcome, f.span(inner).end),
+            (Outcome::Returned, Some(ri))
+        );
+        assert_eq!(
+            (f.span(outer).outcome, f.span(outer).end),
+            (Outcome::Returned, Some(ro))
+        );
+        assert_eq!(f.span(main).outcome, Outcome::Open);
+        assert_eq!(f.spans.unmatched_returns, 0);
+        // The same sp without the trampoline is a sibling: outer is gone.
+        let o2 = f.call(1, 1, 0x6f00);
+        let sib = f.call(1, 2, 0x6f00);
+        assert_eq!(f.span(o2).outcome, Outcome::Abandoned);
+        assert_eq!(f.span(sib).depth, 1);
     }
 
     #[test]

@@ -392,6 +392,7 @@ fn probed() -> Timeline {
             args,
             sp,
             stack: None,
+            ret_addr: 0,
         }))
     };
     let ret = |probe, ret: i64, sp: u64| EventKind::Return {

@@ -489,3 +489,50 @@ fn crash_stack_unwinds_through_probed_calls() {
         "the crashing call"
     );
 }
+
+const TAIL_C: &str = r#"
+#include <stdio.h>
+__attribute__((noinline)) int inner(int x) { __asm__ volatile("" ::: "memory"); return x * 3 + 1; }
+__attribute__((noinline)) int outer(int x) { return inner(x + 1); } /* -O2: jmp inner */
+__attribute__((noinline)) int caller(int x) { int r = outer(x); __asm__ volatile("" ::: "memory"); return r + 1; }
+int main(int argc, char **argv) { int s = 0; (void)argv; for (int i = 0; i < 10; i++) s += caller(i + argc); printf("s=%d\n", s); return 0; }
+"#;
+
+/// `outer` ends in `jmp inner`: inner runs at outer's stack pointer and
+/// both return there. Both must pair, inner nested in outer.
+#[test]
+fn tail_calls_pair_with_their_returns() {
+    if !bpf_or_skip("tail_calls") {
+        return;
+    }
+    let dir = tmp().join("tail");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let src = dir.join("tail.c");
+    std::fs::write(&src, TAIL_C).expect("write source");
+    let bin = dir.join("tail");
+    let ok = Command::new("gcc")
+        .args(["-O2", "-g", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("run gcc")
+        .success();
+    assert!(ok, "gcc failed");
+    let trace = dir.join("tail.tmt");
+    let flags = ["--probe", "caller(int)", "--probe", "outer(int)", "--probe", "inner(int)"];
+    let out = record(&trace, &flags, &[bin.to_str().expect("utf8")], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (r, w) = events(&trace, &[]);
+    for f in ["caller", "outer", "inner"] {
+        let p = probe(&r, f);
+        assert_eq!((p["calls"].as_u64(), p["unfinished"].as_u64()), (Some(10), Some(0)), "{p}");
+    }
+    // caller(1) → outer(1) → inner(2) = 7.
+    let inner = w
+        .iter()
+        .find(|e| e["kind"] == "call" && e["func"] == "inner")
+        .expect("an inner call");
+    assert_eq!((inner["args"][0].as_i64(), inner["depth"].as_u64()), (Some(2), Some(2)), "{inner}");
+    assert_eq!(inner["ret"], 7);
+    assert!(w.iter().filter(|e| e["kind"] == "return").all(|e| !e["depth"].is_null()));
+}
