@@ -39,6 +39,8 @@ pub enum DiagKind {
     NullDeref,
     OutOfBounds,
     StackOverflow,
+    /// tm-tui's own return probe killed the program (see README).
+    ProbeReturn,
     Unknown,
 }
 
@@ -52,6 +54,7 @@ impl DiagKind {
             DiagKind::NullDeref => "null-deref",
             DiagKind::OutOfBounds => "out-of-bounds",
             DiagKind::StackOverflow => "stack-overflow",
+            DiagKind::ProbeReturn => "probe-return",
             DiagKind::Unknown => "unknown",
         }
     }
@@ -150,6 +153,49 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
     if matches!(sig.signo, SIGSEGV | SIGBUS) {
         return Some(addr_rule(tl, crash, sig, access));
     }
+    // Return-probed calls open on the crashing thread, innermost last.
+    let probed: Vec<String> = tl
+        .call_path(crash)
+        .iter()
+        .filter(|s| tl.probe(s.probe).is_some_and(|p| p.returns))
+        .filter_map(|s| tl.probe(s.probe).map(|p| p.func.clone()))
+        .collect();
+    if sig.signo == SIGILL && crate::unwind::is_uretprobe_trampoline(sig.ip) {
+        return Some(Diagnosis {
+            kind: DiagKind::ProbeReturn,
+            summary: format!(
+                "SIGILL at the kernel's uretprobe trampoline: a return-probed call ran on \
+                 another stack (sigaltstack, coroutine) and the kernel lost its return; \
+                 tm-tui's --probe killed the program{}: use --probe-entry there",
+                match probed.last() {
+                    Some(f) => format!(" (innermost probed call: {f})"),
+                    None => String::new(),
+                }
+            ),
+            block: None,
+            offset: None,
+            alloc: None,
+            free: None,
+            access: Some(access),
+            notes: Vec::new(),
+        });
+    }
+    let unwinding = tl.stack(sig.stack).is_some_and(|s| {
+        s.frames.iter().any(|f| {
+            f.func
+                .as_deref()
+                .is_some_and(|n| n.contains("_Unwind_RaiseException") || n.contains("__cxa_throw"))
+        })
+    });
+    let mut notes = Vec::new();
+    if sig.signo == SIGABRT && unwinding && !probed.is_empty() {
+        notes.push(format!(
+            "an exception was unwinding through return-probed calls ({}): their return \
+             addresses are the kernel's trampoline, which the unwinder cannot pass, so it \
+             terminated the program; use --probe-entry for functions exceptions cross",
+            probed.join(" → ")
+        ));
+    }
     Some(Diagnosis {
         kind: DiagKind::Unknown,
         summary: format!(
@@ -163,7 +209,7 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
         alloc: None,
         free: None,
         access: Some(access),
-        notes: Vec::new(),
+        notes,
     })
 }
 

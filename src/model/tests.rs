@@ -606,3 +606,51 @@ fn fault_past_a_smaller_reused_block_is_out_of_bounds() {
         .summary
         .contains("16 bytes past the end of a live 16-byte block allocated at small"));
 }
+
+/// A SIGILL at the uretprobe trampoline is tm-tui's own doing (a
+/// return-probed call on another stack): said as such, naming the call.
+#[test]
+fn sigill_at_the_uretprobe_trampoline_blames_the_probe() {
+    let mut r = Rec::new();
+    r.tl.add_probe(crate::event::Probe {
+        id: 0,
+        func: "on_signal".into(),
+        module: "/srv/app".into(),
+        offset: 0x1000,
+        args: Vec::new(),
+        ret: crate::event::ValueType::Auto,
+        returns: true,
+    });
+    r.push(
+        1,
+        EventKind::Call(Box::new(crate::event::CallInfo {
+            probe: 0,
+            args: Vec::new(),
+            sp: 0x7ffd_0000_1000,
+            stack: None,
+            ret_addr: 0x1111,
+        })),
+    );
+    let stack = r.stack("on_signal", 5);
+    r.push(
+        1,
+        EventKind::Signal(Box::new(SignalInfo {
+            signo: 4,
+            code: 128,
+            errno: 0,
+            addr: 0,
+            handled: false,
+            ip: 0x7fff_ffff_e00d,
+            sp: 0x7ffd_0000_0f00,
+            stack,
+        })),
+    );
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::ProbeReturn);
+    assert!(d.summary.contains("--probe-entry"), "{}", d.summary);
+    assert!(d.summary.contains("on_signal"), "{}", d.summary);
+    // Any other SIGILL is not blamed on the probe.
+    let mut r = Rec::new();
+    r.crash(4, 0, "main");
+    assert_eq!(r.diagnosis().kind, DiagKind::Unknown);
+}

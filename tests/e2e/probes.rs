@@ -519,20 +519,43 @@ fn tail_calls_pair_with_their_returns() {
         .success();
     assert!(ok, "gcc failed");
     let trace = dir.join("tail.tmt");
-    let flags = ["--probe", "caller(int)", "--probe", "outer(int)", "--probe", "inner(int)"];
+    let flags = [
+        "--probe",
+        "caller(int)",
+        "--probe",
+        "outer(int)",
+        "--probe",
+        "inner(int)",
+    ];
     let out = record(&trace, &flags, &[bin.to_str().expect("utf8")], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (r, w) = events(&trace, &[]);
     for f in ["caller", "outer", "inner"] {
         let p = probe(&r, f);
-        assert_eq!((p["calls"].as_u64(), p["unfinished"].as_u64()), (Some(10), Some(0)), "{p}");
+        assert_eq!(
+            (p["calls"].as_u64(), p["unfinished"].as_u64()),
+            (Some(10), Some(0)),
+            "{p}"
+        );
     }
     // caller(1) → outer(1) → inner(2) = 7.
     let inner = w
         .iter()
         .find(|e| e["kind"] == "call" && e["func"] == "inner")
         .expect("an inner call");
-    assert_eq!((inner["args"][0].as_i64(), inner["depth"].as_u64()), (Some(2), Some(2)), "{inner}");
+    assert_eq!(
+        (inner["args"][0].as_i64(), inner["depth"].as_u64()),
+        (Some(2), Some(2)),
+        "{inner}"
+    );
     assert_eq!(inner["ret"], 7);
-    assert!(w.iter().filter(|e| e["kind"] == "return").all(|e| !e["depth"].is_null()));
+    assert!(w
+        .iter()
+        .filter(|e| e["kind"] == "return")
+        .all(|e| !e["depth"].is_null()));
 }
