@@ -2,10 +2,12 @@
  * netio.c — a file written and read back, a loopback TCP exchange and a
  * contended mutex: the io, net and lock families.
  *
- *   io:   open(/tmp/tm-tui-netio-PID.txt) write 13 B, fsync, close,
- *         open, read 13 B, close, unlink
+ *   io:   open(/tmp/tm-tui-netio-PID.txt) write 13 B, fsync,
+ *         dup2 to fd 100, write 1 B there, close both,
+ *         open, pread 13 B at offset 0, close, unlink
  *   net:  listen on 127.0.0.1 (any port), connect, accept,
- *         send "ping" (4 B), recv 4 B, send "pong", recv, close both
+ *         send "ping" (4 B), recv 4 B, send "pong", recv, close both;
+ *         a UDP datagram "dgram" (5 B) by sendmsg, received by recvmsg
  *   lock: a second thread holds a mutex for 50 ms while main waits on it
  */
 #include <arpa/inet.h>
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,10 +55,13 @@ static void file_io(void)
 	if (write(fd, "hello, file!\n", 13) != 13)
 		die("write");
 	fsync(fd);
+	if (dup2(fd, 100) != 100 || write(100, "!", 1) != 1)
+		die("dup2");
+	close(100);
 	close(fd);
 	fd = open(path, O_RDONLY);
-	if (fd < 0 || read(fd, buf, sizeof(buf)) != 13)
-		die("read");
+	if (fd < 0 || pread(fd, buf, sizeof(buf), 0) != 14)
+		die("pread");
 	close(fd);
 	unlink(path);
 }
@@ -88,6 +94,30 @@ static void loopback(void)
 	close(srv);
 }
 
+static void datagram(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET }, from;
+	socklen_t len = sizeof(a);
+	char buf[8];
+	struct iovec out = { "dgram", 5 }, in = { buf, sizeof(buf) };
+	struct msghdr m = { .msg_name = &a, .msg_namelen = sizeof(a), .msg_iov = &out,
+			    .msg_iovlen = 1 };
+	int rx = socket(AF_INET, SOCK_DGRAM, 0), tx = socket(AF_INET, SOCK_DGRAM, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (rx < 0 || tx < 0 || bind(rx, (struct sockaddr *)&a, sizeof(a)) ||
+	    getsockname(rx, (struct sockaddr *)&a, &len))
+		die("udp");
+	if (sendmsg(tx, &m, 0) != 5)
+		die("sendmsg");
+	m = (struct msghdr){ .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &in,
+			     .msg_iovlen = 1 };
+	if (recvmsg(rx, &m, 0) != 5)
+		die("recvmsg");
+	close(rx);
+	close(tx);
+}
+
 int main(void)
 {
 	struct timespec t = { 0, 1000000L };
@@ -95,6 +125,7 @@ int main(void)
 
 	file_io();
 	loopback();
+	datagram();
 	if (pthread_create(&th, NULL, holder, NULL))
 		die("pthread_create");
 	while (!held)

@@ -651,17 +651,21 @@ int tm_alloc_ret_multi(struct pt_regs *ctx)
 #define NR_READV 19
 #define NR_WRITEV 20
 #define NR_MREMAP 25
+#define NR_DUP 32
+#define NR_DUP2 33
 #define NR_CONNECT 42
 #define NR_ACCEPT 43
 #define NR_SENDTO 44
 #define NR_RECVFROM 45
 #define NR_SENDMSG 46
 #define NR_RECVMSG 47
+#define NR_FCNTL 72
 #define NR_FSYNC 74
 #define NR_FDATASYNC 75
 #define NR_FUTEX 202
 #define NR_OPENAT 257
 #define NR_ACCEPT4 288
+#define NR_DUP3 292
 #define NR_FUTEX_WAITV 449
 
 static __always_inline bool is_mm_syscall(long id)
@@ -677,7 +681,14 @@ static __always_inline bool traced_syscall(long id, struct pt_regs *regs)
 		case NR_READ: case NR_WRITE: case NR_OPEN: case NR_CLOSE:
 		case NR_PREAD: case NR_PWRITE: case NR_READV: case NR_WRITEV:
 		case NR_FSYNC: case NR_FDATASYNC: case NR_OPENAT:
+		case NR_DUP: case NR_DUP2: case NR_DUP3:
 			return true;
+		case NR_FCNTL: {
+			/* F_DUPFD, F_DUPFD_CLOEXEC: a new fd for an old one. */
+			__u64 cmd = BPF_CORE_READ(regs, si);
+
+			return cmd == 0 || cmd == 1030;
+		}
 		}
 	}
 	if (families & TM_FAM_NET) {
@@ -765,6 +776,19 @@ static __always_inline int io_exit(struct sys_args *a, __u32 tid, long ret)
 		if (ret >= 0)
 			read_sockaddr_out(r, a->args[4], a->args[5]);
 		break;
+	case NR_SENDMSG:
+	case NR_RECVMSG: {
+		/* struct msghdr starts with msg_name and msg_namelen (recvmsg
+		 * has set the length by now). */
+		struct {
+			__u64 name;
+			__u32 namelen;
+		} mh = {};
+
+		if (ret >= 0 && !bpf_probe_read_user(&mh, sizeof(mh), (void *)a->args[1]))
+			read_data(r, mh.name, mh.namelen);
+		break;
+	}
 	}
 	bpf_map_delete_elem(&sys_inflight, &tid);
 	bpf_ringbuf_submit(r, wakeup_flags());

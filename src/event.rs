@@ -359,10 +359,13 @@ pub enum SysCall {
     /// A futex wait (FUTEX_WAIT, _BITSET, LOCK_PI…): a contended lock or
     /// a condition wait; `arg` is the futex address.
     FutexWait = 16,
+    /// dup, dup2, dup3, fcntl(F_DUPFD): `fd` is the new descriptor, `arg`
+    /// the old one.
+    Dup = 17,
 }
 
 impl SysCall {
-    pub const ALL: [SysCall; 17] = [
+    pub const ALL: [SysCall; 18] = [
         SysCall::Open,
         SysCall::Close,
         SysCall::Read,
@@ -380,6 +383,7 @@ impl SysCall {
         SysCall::Sendmsg,
         SysCall::Recvmsg,
         SysCall::FutexWait,
+        SysCall::Dup,
     ];
 
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -405,6 +409,7 @@ impl SysCall {
             SysCall::Sendmsg => "sendmsg",
             SysCall::Recvmsg => "recvmsg",
             SysCall::FutexWait => "futex_wait",
+            SysCall::Dup => "dup",
         }
     }
 

@@ -11,7 +11,7 @@
 //! Without a signature the first [`DEFAULT_ARGS`] argument registers are
 //! shown, untyped.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -345,8 +345,9 @@ pub fn resolve(specs: &[Spec], modules: &[ModuleFile]) -> Result<Vec<Resolved>> 
     let inspector = Inspector::new();
     let mut cache: Vec<Option<Vec<Func>>> = modules.iter().map(|_| None).collect();
     let mut out: Vec<Resolved> = Vec::new();
-    let mut seen: HashSet<(PathBuf, u64)> = HashSet::new();
-    for spec in specs {
+    // Each probed function: its index in `out` and the spec that set it.
+    let mut seen: HashMap<(PathBuf, u64), (usize, usize)> = HashMap::new();
+    for (si, spec) in specs.iter().enumerate() {
         let candidates: Vec<usize> = match &spec.module {
             Some(m) => {
                 let c: Vec<usize> = (0..modules.len())
@@ -381,9 +382,31 @@ pub fn resolve(specs: &[Spec], modules: &[ModuleFile]) -> Result<Vec<Resolved>> 
                 cache[i].get_or_insert_with(|| functions(&inspector, &modules[i].open_path));
             for f in funcs.iter().filter(|f| f.matches(spec)) {
                 found += 1;
-                if !seen.insert((modules[i].path.clone(), f.offset)) {
-                    continue; // an alias of a function already probed
+                let key = (modules[i].path.clone(), f.offset);
+                if let Some(&(o, s0)) = seen.get(&key) {
+                    // An alias under this spec, or a glob's match of a
+                    // function a spec already covers: keep the first.
+                    if s0 == si || spec.is_glob() {
+                        continue;
+                    }
+                    if !specs[s0].is_glob() {
+                        bail!(
+                            "probe '{}': {} ({}) is already probed by '{}'",
+                            spec.text,
+                            f.name(),
+                            modules[i].file_name(),
+                            specs[s0].text
+                        );
+                    }
+                    // A function named precisely wins over a glob's defaults.
+                    let p = &mut out[o].probe;
+                    p.args = spec.arg_types();
+                    p.ret = spec.ret;
+                    p.returns = spec.returns;
+                    seen.insert(key, (o, si));
+                    continue;
                 }
+                seen.insert(key, (out.len(), si));
                 out.push(Resolved {
                     probe: Probe {
                         id: out.len() as u32,
@@ -617,6 +640,19 @@ mod tests {
             .expect_err("an error")
             .to_string();
         assert!(err.contains("no module 'libnope.so'"), "{err}");
+        let both = [
+            Spec::parse("getpi?").expect("spec"),
+            Spec::parse("getpid() -> int").expect("spec"),
+        ];
+        let r = resolve(&both, &m).expect("resolves");
+        assert_eq!(r.len(), 1, "one function, probed once");
+        assert_eq!((r[0].probe.args.len(), r[0].probe.ret), (0, ValueType::Int));
+        let twice = [
+            Spec::parse("getpid()").expect("spec"),
+            Spec::parse("getpid(int)").expect("spec"),
+        ];
+        let err = resolve(&twice, &m).expect_err("an error").to_string();
+        assert!(err.contains("already probed by 'getpid()'"), "{err}");
         let err = resolve(&[Spec::parse("*").expect("spec")], &m)
             .expect_err("an error")
             .to_string();

@@ -1110,6 +1110,7 @@ fn poll_loop(
         fds: fds::FdTable::new(cfg.pid),
     });
     decoder.borrow_mut().sync_code_ranges();
+    decoder.borrow_mut().fds.seed();
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&skel.maps.events, |data: &[u8]| {

@@ -127,7 +127,9 @@ pub fn ret_text(tl: &Timeline, probe: ProbeId, ret: u64) -> String {
 /// `read fd=3 /tmp/x 4096 -> 4096  12.0µs`.
 pub fn sys_text(s: &SysInfo) -> String {
     let mut out = s.call.name().to_string();
-    if s.fd >= 0 && !matches!(s.call, SysCall::Open | SysCall::Accept) {
+    if s.call == SysCall::Dup {
+        let _ = write!(out, " fd={}", s.arg as i64);
+    } else if s.fd >= 0 && !matches!(s.call, SysCall::Open | SysCall::Accept) {
         let _ = write!(out, " fd={}", s.fd);
     }
     if let Some(t) = &s.target {
@@ -138,6 +140,9 @@ pub fn sys_text(s: &SysInfo) -> String {
     }
     if s.len > 0 {
         let _ = write!(out, " {}", s.len);
+    }
+    if matches!(s.call, SysCall::Pread | SysCall::Pwrite) {
+        let _ = write!(out, " @{}", s.arg);
     }
     let _ = write!(out, " -> {}  {}", sys_result(s.ret), fmt_ns(s.dur_ns));
     out
@@ -549,6 +554,7 @@ fn leaks_text(out: &mut String, sum: &Summary) {
 
 /// One row per probe of the table, with its calls (none: zeros).
 struct ProbeRow {
+    id: ProbeId,
     func: String,
     module: String,
     module_name: String,
@@ -564,6 +570,7 @@ fn probe_rows(tl: &Timeline) -> Vec<ProbeRow> {
         .probes
         .iter()
         .map(|p| ProbeRow {
+            id: p.id,
             func: p.func.clone(),
             module: p.module.clone(),
             module_name: p.module_name().to_string(),
@@ -577,6 +584,7 @@ fn probe_rows(tl: &Timeline) -> Vec<ProbeRow> {
     for (id, st) in tl.spans.all_stats() {
         if tl.probe(id).is_none() {
             rows.push(ProbeRow {
+                id,
                 func: format!("probe {id}"),
                 module: String::new(),
                 module_name: String::new(),
@@ -658,6 +666,7 @@ fn probes_json(tl: &Timeline) -> Vec<Value> {
         .iter()
         .map(|r| {
             json!({
+                "id": r.id,
                 "func": r.func,
                 "module": r.module,
                 "calls": r.stats.calls,
@@ -700,7 +709,9 @@ pub fn arg_json(a: &Arg) -> Value {
         Arg::Int(v) => json!(v),
         Arg::Uint(v) => json!(v),
         Arg::Ptr(0) | Arg::BadStr(0) => Value::Null,
-        Arg::Ptr(p) | Arg::BadStr(p) => json!(format!("{p:#x}")),
+        Arg::Ptr(p) => json!(format!("{p:#x}")),
+        // Not a string of its own: "0x…" could be one.
+        Arg::BadStr(p) => json!({ "unreadable": format!("{p:#x}") }),
         Arg::Bool(b) => json!(b),
         Arg::Char(c) => json!((*c as char).to_string()),
         Arg::Str(s) => json!(s),
@@ -720,6 +731,7 @@ fn probe_event_fields(tl: &Timeline, i: Idx, e: &Event, o: &mut serde_json::Map<
         EventKind::Call(c) => {
             let span = tl.spans.of_call(i);
             o.insert("func".into(), json!(probe_name(tl, c.probe)));
+            o.insert("probe".into(), json!(c.probe));
             o.insert(
                 "args".into(),
                 Value::Array(c.args.iter().map(arg_json).collect()),
@@ -739,6 +751,7 @@ fn probe_event_fields(tl: &Timeline, i: Idx, e: &Event, o: &mut serde_json::Map<
         EventKind::Return { probe, ret, .. } => {
             let span = tl.spans.of_return(i);
             o.insert("func".into(), json!(probe_name(tl, *probe)));
+            o.insert("probe".into(), json!(probe));
             o.insert("ret".into(), ret_json(tl, *probe, *ret));
             o.insert(
                 "duration_ns".into(),
@@ -753,8 +766,20 @@ fn probe_event_fields(tl: &Timeline, i: Idx, e: &Event, o: &mut serde_json::Map<
             o.insert("duration_ns".into(), json!(s.dur_ns));
             o.insert("len".into(), json!(s.len));
             o.insert("target".into(), json!(s.target));
-            if s.call == SysCall::FutexWait {
-                o.insert("addr".into(), json!(format!("{:#x}", s.arg)));
+            match s.call {
+                SysCall::FutexWait => {
+                    o.insert("addr".into(), json!(format!("{:#x}", s.arg)));
+                }
+                SysCall::Pread | SysCall::Pwrite => {
+                    o.insert("offset".into(), json!(s.arg));
+                }
+                SysCall::Open => {
+                    o.insert("flags".into(), json!(format!("{:#o}", s.arg)));
+                }
+                SysCall::Dup => {
+                    o.insert("old_fd".into(), json!(s.arg as i64));
+                }
+                _ => {}
             }
         }
         EventKind::OffCpu { dur_ns, preempted } => {

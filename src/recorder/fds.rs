@@ -32,6 +32,7 @@ fn syscall_of(nr: u32) -> Option<SysCall> {
         46 => SysCall::Sendmsg,
         47 => SysCall::Recvmsg,
         202 | 449 => SysCall::FutexWait,
+        32 | 33 | 72 | 292 => SysCall::Dup,
         _ => return None,
     })
 }
@@ -80,6 +81,22 @@ impl FdTable {
         }
     }
 
+    /// Every fd open now, from /proc (at attach: what the recording starts
+    /// with; later changes come from the traced calls).
+    pub fn seed(&mut self) {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
+            return;
+        };
+        for e in dir.flatten() {
+            if let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+                let target = std::fs::read_link(e.path())
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned());
+                self.known.insert(fd, target);
+            }
+        }
+    }
+
     /// What `fd` is; asks /proc for an fd the recording has not seen open.
     fn target(&mut self, fd: i32) -> Option<String> {
         if fd < 0 {
@@ -110,7 +127,7 @@ impl FdTable {
             SysCall::Open => {
                 let path = Some(c_string(data)).filter(|p| !p.is_empty());
                 let flags = if nr == 2 { a[1] } else { a[2] };
-                let fd = i32::try_from(ret).unwrap_or(-1);
+                let fd = i32::try_from(ret).ok().filter(|f| *f >= 0).unwrap_or(-1);
                 if fd >= 0 {
                     self.known.insert(fd, path.clone());
                 }
@@ -133,17 +150,32 @@ impl FdTable {
                 }
                 (fd0, 0, 0, peer.or_else(|| self.target(fd0)))
             }
-            SysCall::Accept => {
-                let fd = i32::try_from(ret).unwrap_or(-1);
-                let peer = format_sockaddr(data);
+            SysCall::Dup => {
+                let t = self.target(fd0);
+                let fd = i32::try_from(ret).ok().filter(|f| *f >= 0).unwrap_or(-1);
                 if fd >= 0 {
+                    self.known.insert(fd, t.clone());
+                }
+                (fd, 0, a[0], t)
+            }
+            SysCall::Accept => {
+                let fd = i32::try_from(ret).ok().filter(|f| *f >= 0).unwrap_or(-1);
+                let peer = format_sockaddr(data);
+                // Without an address buffer, /proc names it when used.
+                if fd >= 0 && peer.is_some() {
                     self.known.insert(fd, peer.clone());
                 }
                 (fd, 0, 0, peer)
             }
-            SysCall::Send | SysCall::Recv => {
+            SysCall::Send | SysCall::Recv | SysCall::Sendmsg | SysCall::Recvmsg => {
                 let t = format_sockaddr(data).or_else(|| self.target(fd0));
-                (fd0, a[2], 0, t)
+                // sendmsg/recvmsg: the length is spread over an iovec.
+                let len = if matches!(call, SysCall::Send | SysCall::Recv) {
+                    a[2]
+                } else {
+                    0
+                };
+                (fd0, len, 0, t)
             }
             SysCall::Pread | SysCall::Pwrite => (fd0, a[2], a[3], self.target(fd0)),
             SysCall::Read | SysCall::Write => (fd0, a[2], 0, self.target(fd0)),

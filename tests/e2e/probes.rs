@@ -254,26 +254,41 @@ fn io_net_and_lock_families() {
         .into_iter()
         .filter(|e| e["target"] == file.as_str())
         .collect();
-    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes.len(), 2, "the fd, then its dup2 copy: {writes:?}");
     assert_eq!(
         (writes[0]["len"].as_u64(), writes[0]["ret"].as_i64()),
         (Some(13), Some(13))
     );
-    let reads: Vec<Value> = sys("io", "read")
+    assert_eq!(
+        (writes[1]["fd"].as_i64(), writes[1]["ret"].as_i64()),
+        (Some(100), Some(1))
+    );
+    let dups = sys("io", "dup");
+    assert_eq!(dups.len(), 1, "{dups:?}");
+    assert_eq!(
+        (dups[0]["fd"].as_i64(), dups[0]["old_fd"].as_i64()),
+        (Some(100), Some(fd))
+    );
+    let reads: Vec<Value> = sys("io", "pread")
         .into_iter()
         .filter(|e| e["target"] == file.as_str())
         .collect();
     assert_eq!(reads.len(), 1, "{reads:?}");
-    assert_eq!(reads[0]["ret"], 13);
+    assert_eq!(
+        (reads[0]["ret"].as_i64(), reads[0]["offset"].as_u64()),
+        (Some(14), Some(0))
+    );
     let fsyncs = sys("io", "fsync");
     assert_eq!(fsyncs.len(), 1);
     assert_eq!(fsyncs[0]["target"], file.as_str());
-    assert!(
-        sys("io", "close")
+    let closes = sys("io", "close");
+    assert_eq!(
+        closes
             .iter()
             .filter(|e| e["target"] == file.as_str())
-            .count()
-            == 2
+            .count(),
+        3,
+        "{closes:?}"
     );
 
     let connect = sys("net", "connect");
@@ -289,6 +304,17 @@ fn io_net_and_lock_families() {
     assert!(accept[0]["target"]
         .as_str()
         .is_some_and(|a| a.starts_with("127.0.0.1:")));
+    // The datagram: sendmsg names where it went, recvmsg where it came from.
+    let (sm, rm) = (sys("net", "sendmsg"), sys("net", "recvmsg"));
+    assert_eq!((sm.len(), rm.len()), (1, 1), "{sm:?} {rm:?}");
+    assert_eq!(
+        (sm[0]["ret"].as_i64(), rm[0]["ret"].as_i64()),
+        (Some(5), Some(5))
+    );
+    for e in [&sm[0], &rm[0]] {
+        let t = e["target"].as_str().unwrap_or("");
+        assert!(t.starts_with("127.0.0.1:") && !t.ends_with(":0"), "{e}");
+    }
     let sends = sys("net", "send");
     let recvs = sys("net", "recv");
     assert_eq!(sends.len(), 2, "{sends:?}");
