@@ -344,16 +344,20 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             }
         )),
         Span::styled(format!("  lost {lost}"), lost_style),
-        Span::raw(format!(
-            "  heap {} {} ({})",
-            if app.mode == Mode::Live {
-                "now"
-            } else {
-                "at end"
-            },
-            bytes(tl.heap.live_bytes()),
-            tl.heap.live_blocks()
-        )),
+        Span::raw(if tl.meta.families.has(crate::event::Family::Alloc) {
+            format!(
+                "  heap {} {} ({})",
+                if app.mode == Mode::Live {
+                    "now"
+                } else {
+                    "at end"
+                },
+                bytes(tl.heap.live_bytes()),
+                tl.heap.live_blocks()
+            )
+        } else {
+            "  heap not traced".to_string()
+        }),
     ];
     // The target last, whole or not at all.
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
@@ -592,6 +596,16 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             Style::default()
         }
     };
+    if !app.tl.meta.families.has(crate::event::Family::Alloc) {
+        let text = "The heap is not traced in this recording: --trace without alloc.";
+        frame.render_widget(
+            Paragraph::new(text)
+                .wrap(Wrap { trim: true })
+                .block(Block::bordered().title(" Heap ")),
+            area,
+        );
+        return;
+    }
     let title = format!(
         " Heap here: {} in {}  [g] {}  [s] by {} ",
         bytes(total),
