@@ -226,14 +226,14 @@ static __always_inline bool is_call_site(__u64 ret)
  * resume the walk from the %rbp the library saved right below it (its
  * first push), checking every return address found the same way.
  */
-static __always_inline void scan_stack(struct pt_regs *ctx, struct tm_stack *st)
+static __always_inline void scan_stack(struct tm_stack *st, __u64 sp, __u64 from)
 {
 	__u32 zero = 0;
 	struct scan_buf *sb = bpf_map_lookup_elem(&scan_scratch, &zero);
-	__u64 sp = PT_REGS_SP(ctx), fp = 0;
+	__u64 fp = 0;
 	int k, found = -1;
 
-	if (!sb || bpf_probe_read_user(sb->w, sizeof(sb->w), (void *)(sp + 8)))
+	if (!sb || bpf_probe_read_user(sb->w, sizeof(sb->w), (void *)from))
 		return;
 	for (k = 0; k < TM_SCAN_WORDS; k++) {
 		__u64 w = sb->w[k];
@@ -270,45 +270,69 @@ static __always_inline void scan_stack(struct pt_regs *ctx, struct tm_stack *st)
 	}
 }
 
+/* Frame `pos` (1..3) becomes `w`, the frames from there on move down. */
+static __always_inline void insert_frame(struct tm_stack *st, int pos, __u64 w)
+{
+	for (int i = TM_MAX_FRAMES - 1; i > pos; i--)
+		st->ips[i] = st->ips[i - 1];
+	st->ips[pos & 3] = w;
+	if (st->nr < TM_MAX_FRAMES)
+		st->nr++;
+}
+
+/*
+ * The first of TM_SCAN_WORDS words of user stack from `from` that lies
+ * below `bp` and is a return address into known code: its address, or 0.
+ */
+static __always_inline __u64 find_return(struct scan_buf *sb, __u64 from, __u64 bp)
+{
+	if (bpf_probe_read_user(sb->w, sizeof(sb->w), (void *)from))
+		return 0;
+	for (int k = 0; k < TM_SCAN_WORDS; k++) {
+		__u64 w;
+
+		if (from + 8 * (__u64)k >= bp)
+			return 0;
+		w = sb->w[k];
+		if (code_kind(w) > 0 && is_call_site(w))
+			return from + 8 * (__u64)k;
+	}
+	return 0;
+}
+
 /*
  * The caller is a library without frame pointers that left %rbp alone
- * (libstdc++'s operator new calling malloc): the walk goes on from the
- * program's frame pointer but skips the frame that called the library.
- * Its return address lies between the stack pointer and that frame:
- * find it there (in known code, after a call) and put it in as frame 1.
+ * (libstdc++'s operator new calling malloc, glibc's pthread_mutex_lock
+ * calling the futex wait): the walk goes on from the program's frame
+ * pointer but skips the frames between. Their return addresses lie
+ * between the stack pointer and that frame: find them there (in known
+ * code, after a call) and put them in from frame 1; with `two`, a second
+ * one when the first returns into a system library too (a second scan
+ * costs the verifier ~0.1 s at load: system calls only, where a wait in
+ * pthread_mutex_lock's helper would otherwise hide who locked).
  */
-static __always_inline void insert_hidden_caller(struct pt_regs *ctx, struct tm_stack *st,
-						 bool dup)
+static __always_inline void insert_hidden_caller(struct tm_stack *st, bool dup, __u64 bp,
+						 __u64 from, bool two)
 {
 	__u32 zero = 0;
 	struct scan_buf *sb = bpf_map_lookup_elem(&scan_scratch, &zero);
-	__u64 sp = PT_REGS_SP(ctx), bp = PT_REGS_FP(ctx);
-	__u64 w = 0;
-	int k;
+	__u64 at, w = 0;
 
-	if (!sb || bp <= sp + 8 || bp - sp > (1 << 16))
+	if (!sb || bp <= from || bp - from > (1 << 16))
 		return;
-	if (bpf_probe_read_user(sb->w, sizeof(sb->w), (void *)(sp + 8)))
-		return;
-	for (k = 0; k < TM_SCAN_WORDS; k++) {
-		if (sp + 8 + 8 * (__u64)k >= bp)
-			return;
-		w = sb->w[k];
-		if (code_kind(w) > 0 && is_call_site(w))
-			break;
-	}
-	if (k == TM_SCAN_WORDS)
+	at = find_return(sb, from, bp);
+	if (!at || bpf_probe_read_user(&w, sizeof(w), (void *)at))
 		return;
 	/* Frame 1 is the kernel's copy of the caller: take its place. */
-	if (dup) {
+	if (dup)
 		st->ips[1] = w;
+	else
+		insert_frame(st, 1, w);
+	if (!two || code_kind(w) != 2)
 		return;
-	}
-	for (int i = TM_MAX_FRAMES - 1; i > 1; i--)
-		st->ips[i] = st->ips[i - 1];
-	st->ips[1] = w;
-	if (st->nr < TM_MAX_FRAMES)
-		st->nr++;
+	at = find_return(sb, at + 8, bp);
+	if (at && !bpf_probe_read_user(&w, sizeof(w), (void *)at))
+		insert_frame(st, 2, w);
 }
 
 /*
@@ -317,11 +341,13 @@ static __always_inline void insert_hidden_caller(struct pt_regs *ctx, struct tm_
  * return address is still at [sp], so it replaces frame 0 (the probed
  * function itself).
  */
+static __always_inline __u64 intern_stack(struct tm_stack *st);
+
 static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
 {
 	__u32 zero = 0;
 	struct tm_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);
-	__u64 h = 0xcbf29ce484222325ULL, caller = 0;
+	__u64 caller = 0;
 	bool dup;
 	long n;
 
@@ -346,10 +372,49 @@ static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
 	 * check and invent frames; a short stack is better than a wrong one. */
 	if (code_kind(caller) == 2) {
 		if (st->nr <= 1 + dup)
-			scan_stack(ctx, st);
+			scan_stack(st, PT_REGS_SP(ctx), PT_REGS_SP(ctx) + 8);
 		else
-			insert_hidden_caller(ctx, st, dup);
+			insert_hidden_caller(st, dup, PT_REGS_FP(ctx), PT_REGS_SP(ctx) + 8, false);
 	}
+	return intern_stack(st);
+}
+
+/*
+ * The user stack of a system call, from its tracepoint: frame 0 is the
+ * syscall instruction, in a libc wrapper that sets up no frame, so the
+ * frame-pointer chain skips the wrapper's caller: find it between the
+ * user stack pointer and frame pointer, as for operator new's caller.
+ */
+static __always_inline __u64 capture_syscall_stack(void *ctx, struct pt_regs *regs)
+{
+	__u32 zero = 0;
+	struct tm_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	__u64 sp, bp;
+	long n;
+
+	if (!st)
+		return 0;
+	n = bpf_get_stack(ctx, st->ips, sizeof(st->ips), BPF_F_USER_STACK);
+	if (n <= 0) {
+		__sync_fetch_and_add(&stack_errors, 1);
+		return 0;
+	}
+	st->nr = n / sizeof(__u64);
+	sp = BPF_CORE_READ(regs, sp);
+	bp = BPF_CORE_READ(regs, bp);
+	if (code_kind(st->ips[0]) == 2) {
+		if (st->nr <= 1)
+			scan_stack(st, sp, sp);
+		else
+			insert_hidden_caller(st, false, bp, sp, true);
+	}
+	return intern_stack(st);
+}
+
+/* A captured stack into the stacks map, keyed by a hash of its frames. */
+static __always_inline __u64 intern_stack(struct tm_stack *st)
+{
+	__u64 h = 0xcbf29ce484222325ULL;
 
 	for (int i = 0; i < TM_MAX_FRAMES; i++) {
 		if (i >= st->nr)
@@ -733,7 +798,8 @@ static __always_inline void read_sockaddr_out(struct tm_io_rec *r, __u64 ptr, __
 		read_data(r, ptr, len);
 }
 
-static __always_inline int io_exit(struct sys_args *a, __u32 tid, long ret)
+static __always_inline int io_exit(void *ctx, struct pt_regs *regs, struct sys_args *a,
+				   __u32 tid, long ret)
 {
 	struct tm_io_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	__u64 now = bpf_ktime_get_ns();
@@ -751,6 +817,7 @@ static __always_inline int io_exit(struct sys_args *a, __u32 tid, long ret)
 	r->dur = now - a->ts;
 	__builtin_memcpy(r->args, a->args, sizeof(r->args));
 	r->data_len = 0;
+	r->stack = capture_syscall_stack(ctx, regs);
 	switch (a->nr) {
 	case NR_OPEN:
 	case NR_OPENAT: {
@@ -818,6 +885,22 @@ int BPF_PROG(tm_sys_enter, struct pt_regs *regs, long id)
 	return 0;
 }
 
+/* The io/net/lock families' returns: loaded only when one is on (its
+ * stack capture costs the verifier time at every start). */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(tm_sys_exit_fam, struct pt_regs *regs, long ret)
+{
+	struct sys_args *a;
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	a = bpf_map_lookup_elem(&sys_inflight, &tid);
+	if (!a || is_mm_syscall(a->nr))
+		return 0;
+	return io_exit(ctx, regs, a, tid, ret);
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(tm_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -831,7 +914,7 @@ int BPF_PROG(tm_sys_exit, struct pt_regs *regs, long ret)
 	if (!a)
 		return 0;
 	if (!is_mm_syscall(a->nr))
-		return io_exit(a, tid, ret);
+		return 0; /* tm_sys_exit_fam's */
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_SYSCALL);

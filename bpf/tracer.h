@@ -148,6 +148,7 @@ struct tm_io_rec {
 	__u32 data_len; /* bytes of data: a path (with NUL) or a sockaddr */
 	__s64 ret;
 	__u64 dur; /* entry to return, ns */
+	__u64 stack;
 	__u64 args[6];
 	__u8 data[TM_IO_DATA];
 };

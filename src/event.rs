@@ -462,6 +462,8 @@ pub struct SysInfo {
     /// What the fd is: the path opened, or the peer address; resolved at
     /// open/connect/accept and carried to later calls on the fd.
     pub target: Option<String>,
+    /// Where the program made the call.
+    pub stack: Option<StackId>,
 }
 
 /// The event families `--trace` turns on.

@@ -313,6 +313,10 @@ fn setup<'obj>(
     progs
         .tm_sched_switch
         .set_autoload(cfg.families.has(Family::Sched));
+    let syscalls_on = [Family::Io, Family::Net, Family::Lock]
+        .iter()
+        .any(|f| cfg.families.has(*f));
+    progs.tm_sys_exit_fam.set_autoload(syscalls_on);
     let skel = open.load().map_err(|e| {
         anyhow!(
             "failed to load the BPF tracer: {e}{}",
@@ -333,6 +337,14 @@ fn setup<'obj>(
     }
     if calls_on {
         links.extend(attach_calls(&skel, pid, &cfg.probes, multi)?);
+    }
+    if syscalls_on {
+        links.push(
+            skel.progs
+                .tm_sys_exit_fam
+                .attach()
+                .context("failed to attach to the sys_exit tracepoint")?,
+        );
     }
     if cfg.families.has(Family::Sched) {
         links.push(
@@ -724,17 +736,20 @@ impl Decoder<'_> {
                     sp: r.sp,
                 }
             }),
-            K_IO => plain::from_bytes::<types::tm_io_rec>(data)
-                .ok()
-                .and_then(|r| {
+            K_IO => match plain::from_bytes::<types::tm_io_rec>(data) {
+                Ok(r) => {
+                    let stack = self.stack(tid, r.stack);
                     self.fds.decode(
                         r.nr,
                         r.ret,
                         r.dur,
                         &r.args,
                         &r.data[..(r.data_len as usize).min(r.data.len())],
+                        stack,
                     )
-                }),
+                }
+                Err(_) => None,
+            },
             K_OFFCPU => plain::from_bytes::<types::tm_offcpu_rec>(data)
                 .ok()
                 .map(|r| EventKind::OffCpu {

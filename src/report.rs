@@ -77,6 +77,7 @@ pub fn event_stack(k: &EventKind) -> Option<StackId> {
         | EventKind::Realloc { stack, .. } => *stack,
         EventKind::Signal(s) => s.stack,
         EventKind::Call(c) => c.stack,
+        EventKind::Sys(s) => s.stack,
         _ => None,
     }
 }
@@ -1051,6 +1052,7 @@ mod tests {
                 len: 0,
                 arg: 0,
                 target: Some("10.0.0.1:80".into()),
+                stack: None,
             })),
             EventKind::Sys(Box::new(SysInfo {
                 call: SysCall::Read,
@@ -1060,6 +1062,7 @@ mod tests {
                 len: 4096,
                 arg: 0,
                 target: Some("/tmp/x".into()),
+                stack: None,
             })),
             EventKind::OffCpu {
                 dur_ns: 3_100_000,

@@ -454,6 +454,7 @@ fn put_event(b: &mut Vec<u8>, e: &Event) {
             put_u64(b, s.len);
             put_u64(b, s.arg);
             put_opt_str(b, s.target.as_deref());
+            put_opt_id(b, s.stack);
         }
         EventKind::OffCpu { dur_ns, preempted } => {
             b.push(kind::OFF_CPU);
@@ -1028,6 +1029,12 @@ impl Dec<'_> {
                 len: self.u64()?,
                 arg: self.u64()?,
                 target: self.opt_string()?,
+                // Added later: optional.
+                stack: if self.buf.is_empty() {
+                    None
+                } else {
+                    self.opt_id()?
+                },
             })),
             kind::OFF_CPU => EventKind::OffCpu {
                 dur_ns: self.u64()?,
@@ -1239,6 +1246,7 @@ mod tests {
                     len: 0,
                     arg: 0,
                     target: Some("127.0.0.1:9".into()),
+                    stack: Some(7),
                 })),
             ),
             ev(

@@ -387,6 +387,7 @@ impl EventStore {
                 let stack = match other {
                     EventKind::Signal(s) => s.stack,
                     EventKind::Call(c) => c.stack,
+                    EventKind::Sys(s) => s.stack,
                     _ => None,
                 };
                 self.others.push_back((idx, other.clone()));

@@ -120,6 +120,7 @@ impl FdTable {
         dur_ns: u64,
         a: &[u64; 6],
         data: &[u8],
+        stack: Option<crate::event::StackId>,
     ) -> Option<EventKind> {
         let call = syscall_of(nr)?;
         let fd0 = a[0] as i32;
@@ -190,6 +191,7 @@ impl FdTable {
             len,
             arg,
             target,
+            stack,
         })))
     }
 }
@@ -221,20 +223,20 @@ mod tests {
     #[test]
     fn fds_carry_their_path_until_closed() {
         let mut t = FdTable::new(u32::MAX);
-        let open = t.decode(257, 7, 10, &[0, 0, 0o101, 0, 0, 0], b"/tmp/out\0");
+        let open = t.decode(257, 7, 10, &[0, 0, 0o101, 0, 0, 0], b"/tmp/out\0", None);
         let Some(EventKind::Sys(s)) = open else {
             panic!("{open:?}")
         };
         assert_eq!((s.call, s.fd, s.arg), (SysCall::Open, 7, 0o101));
         assert_eq!(s.target.as_deref(), Some("/tmp/out"));
-        let w = t.decode(1, 5, 10, &[7, 0, 5, 0, 0, 0], b"");
+        let w = t.decode(1, 5, 10, &[7, 0, 5, 0, 0, 0], b"", None);
         let Some(EventKind::Sys(s)) = w else { panic!() };
         assert_eq!((s.call, s.fd, s.len, s.ret), (SysCall::Write, 7, 5, 5));
         assert_eq!(s.target.as_deref(), Some("/tmp/out"));
-        t.decode(3, 0, 10, &[7, 0, 0, 0, 0, 0], b"");
-        let w = t.decode(1, -9, 10, &[7, 0, 5, 0, 0, 0], b"");
+        t.decode(3, 0, 10, &[7, 0, 0, 0, 0, 0], b"", None);
+        let w = t.decode(1, -9, 10, &[7, 0, 5, 0, 0, 0], b"", None);
         let Some(EventKind::Sys(s)) = w else { panic!() };
         assert_eq!(s.target, None, "closed: no stale path (pid has no fd 7)");
-        assert!(t.decode(60, 0, 0, &[0; 6], b"").is_none());
+        assert!(t.decode(60, 0, 0, &[0; 6], b"", None).is_none());
     }
 }

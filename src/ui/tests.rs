@@ -413,6 +413,7 @@ fn probed() -> Timeline {
             len: 0,
             arg: 0,
             target: Some("10.0.0.1:80".into()),
+            stack: None,
         })),
         ret(1, 0, 0x6f00),
         call(1, vec![Arg::Int(8)], 0x6f00),

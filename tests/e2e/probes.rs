@@ -255,6 +255,9 @@ fn io_net_and_lock_families() {
         .filter(|e| e["target"] == file.as_str())
         .collect();
     assert_eq!(writes.len(), 2, "the fd, then its dup2 copy: {writes:?}");
+    // Each call has its stack: the program's function past libc's wrapper.
+    assert_eq!(writes[0]["func"], "file_io", "{:?}", writes[0]);
+    assert_eq!(writes[0]["line"], line_of("netio.c", "\"hello, file!\\n\""));
     assert_eq!(
         (writes[0]["len"].as_u64(), writes[0]["ret"].as_i64()),
         (Some(13), Some(13))
@@ -330,11 +333,17 @@ fn io_net_and_lock_families() {
 
     // main waits ~50 ms for the mutex the other thread holds.
     let waits = sys("lock", "futex_wait");
-    assert!(
-        waits
-            .iter()
-            .any(|e| e["duration_ns"].as_u64().is_some_and(|d| d >= 30_000_000)),
-        "{waits:?}"
+    let long: Vec<&Value> = waits
+        .iter()
+        .filter(|e| e["duration_ns"].as_u64().is_some_and(|d| d >= 30_000_000))
+        .collect();
+    assert_eq!(long.len(), 1, "{waits:?}");
+    // Seen through pthread_mutex_lock and its futex helper (no frame
+    // pointers in glibc): the program's line that locked.
+    assert_eq!(long[0]["func"], "main", "{:?}", long[0]);
+    assert_eq!(
+        long[0]["line"],
+        line_of("netio.c", "pthread_mutex_lock(&lock); /* waits")
     );
 }
 
