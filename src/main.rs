@@ -82,11 +82,11 @@ struct TraceArgs {
     #[arg(long = "probe-entry", value_name = "SPEC", value_parser = probes::Spec::parse_entry)]
     probe_entries: Vec<probes::Spec>,
     /// Event families, comma-separated: alloc (malloc & co, ~2.5-5 µs
-    /// per malloc+free pair), io (open/read/write/close/fsync…, ~0.75 µs
-    /// per call), net (connect/accept/send/recv…, as io), lock (futex
-    /// waits, as io), sched (off-CPU time: an event per context switch of
-    /// the target, the highest rate), or all. Fatal signals and the
-    /// process lifecycle are always recorded.
+    /// per malloc+free pair), io (open/read/write/close/fsync/dup…, ~2 µs
+    /// per call with its stack), net (connect/accept/send/recv…, as io),
+    /// lock (futex waits, as io), sched (off-CPU time: an event per
+    /// context switch of the target, the highest rate), or all. Fatal
+    /// signals and the process lifecycle are always recorded.
     #[arg(long = "trace", value_name = "FAMILIES", default_value = "alloc",
           value_parser = event::Families::parse)]
     families: event::Families,
