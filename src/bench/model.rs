@@ -172,7 +172,96 @@ pub fn run(events: u64, queries: usize, memory: Option<usize>) -> Result<i32> {
     let ingest = fill(&mut tl, &mut synth, events);
     let rss = rss_bytes().saturating_sub(rss0);
     let rate = events as f64 / ingest.as_secs_f64();
-    report_model(&tl, &synth, events, queries, rss, rate)
+    let code = report_model(&tl, &synth, events, queries, rss, rate)?;
+    drop(tl);
+    calls((events / 5).max(1000), queries);
+    Ok(code)
+}
+
+/// Probed calls: `events` call and return events on 8 threads, nesting
+/// up to 12 deep with recursion, 1% left by longjmp; ingest rate, bytes
+/// per event and the call path of random events.
+fn calls(events: u64, queries: usize) {
+    let mut tl = Timeline::with_budget(Meta::default(), usize::MAX);
+    for id in 0..16u32 {
+        tl.add_probe(crate::event::Probe {
+            id,
+            func: format!("f{id}"),
+            module: "/bench".into(),
+            offset: u64::from(id) * 64,
+            args: vec![crate::event::ValueType::Auto; 2],
+            ret: crate::event::ValueType::Auto,
+            returns: true,
+        });
+    }
+    let mut rng = Rng(7);
+    // Per thread: open calls (probe, sp).
+    let mut open: Vec<Vec<(u32, u64)>> = vec![Vec::new(); THREADS];
+    let mut batch = Vec::with_capacity(events as usize);
+    let mut ts = 1_000_000_000u64;
+    while (batch.len() as u64) < events {
+        ts += 50 + rng.below(500);
+        let t = rng.below(THREADS as u64) as usize;
+        let tid = 1000 + t as u32;
+        let depth = open[t].len();
+        let kind = if depth > 0 && (depth >= 12 || rng.below(2) == 0) {
+            if rng.below(100) == 0 && depth > 2 {
+                // longjmp out of two frames: only the third returns.
+                open[t].pop();
+                open[t].pop();
+            }
+            let Some((probe, sp)) = open[t].pop() else {
+                continue;
+            };
+            EventKind::Return {
+                probe,
+                ret: rng.below(8),
+                sp: sp + 8,
+            }
+        } else {
+            let probe = rng.below(16) as u32;
+            let sp = 0x7ffd_0000_0000 - 0x100 * (depth as u64 + 1);
+            open[t].push((probe, sp));
+            EventKind::Call(Box::new(crate::event::CallInfo {
+                probe,
+                args: vec![
+                    crate::event::Arg::Int(rng.below(100) as i64),
+                    crate::event::Arg::Ptr(0x5555_0000_0000),
+                ],
+                sp,
+                stack: Some(rng.below(330) as u32),
+                ret_addr: 0x40_1000,
+            }))
+        };
+        batch.push(Event { ts, tid, kind });
+    }
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    for e in &batch {
+        tl.push(e);
+    }
+    let ingest = t0.elapsed();
+    let rss = rss_bytes().saturating_sub(rss0);
+    let mut times = Vec::with_capacity(queries);
+    let mut depth_sum = 0;
+    for _ in 0..queries {
+        let i = rng.below(events);
+        let t = Instant::now();
+        depth_sum += tl.call_path(i).len();
+        times.push(t.elapsed());
+    }
+    let (p50, p99, max) = stats(times);
+    println!(
+        "calls: {events} call/return events, 8 threads, up to 12 deep: ingest {:.2} M events/s, \
+         {:.1} B/event resident (model {:.1}); call path p50 {} p99 {} max {} (mean depth {:.1})",
+        events as f64 / ingest.as_secs_f64() / 1e6,
+        rss as f64 / events as f64,
+        tl.bytes() as f64 / events as f64,
+        ms(p50),
+        ms(p99),
+        ms(max),
+        depth_sum as f64 / queries.max(1) as f64
+    );
 }
 
 /// Ingest with the retention budget dropping the oldest chunks, against

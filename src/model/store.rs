@@ -38,8 +38,17 @@ mod code {
     pub const FREE: u8 = 8;
     pub const REALLOC: u8 = 9;
     pub const REALLOCARRAY: u8 = 10;
+    /// A probed function's return, whole in its row: `addr` = sp, `size`
+    /// and `link` = the low and high halves of the return value, `stack`
+    /// = the probe (half of a call-heavy recording's events).
+    pub const RETURN: u8 = 11;
     /// Anything else: the event is kept whole in the side table.
     pub const OTHER: u8 = 16;
+
+    /// Allocator events: rows that start or end blocks.
+    pub fn is_heap(c: u8) -> bool {
+        c <= REALLOCARRAY
+    }
 }
 
 /// The kinds a filter can select, one bit each.
@@ -375,6 +384,7 @@ impl EventStore {
                 };
                 (c, *ptr, *size, *stack)
             }
+            EventKind::Return { .. } => (code::RETURN, 0, 0, None),
             other => {
                 let addr = match other {
                     EventKind::Mmap { ret, .. } => u64::try_from(*ret).unwrap_or(0),
@@ -395,7 +405,7 @@ impl EventStore {
             }
         };
         let mut link = 0u32;
-        if code != code::OTHER {
+        if code::is_heap(code) {
             if let EventKind::Realloc { old, .. } = &e.kind {
                 if *old != 0 && *old != addr {
                     let prev = self.touch(*old, 0, idx);
@@ -419,13 +429,20 @@ impl EventStore {
                 }
             }
         }
-        let size32 = match u32::try_from(size) {
+        let mut size32 = match u32::try_from(size) {
             Ok(s) if s != BIG_SIZE => s,
             _ => {
                 self.big_sizes.insert(idx, size);
                 BIG_SIZE
             }
         };
+        let (mut addr, mut stack) = (addr, stack.unwrap_or(NO_STACK));
+        if let EventKind::Return { probe, ret, sp } = &e.kind {
+            addr = *sp;
+            size32 = *ret as u32;
+            link = (*ret >> 32) as u32;
+            stack = *probe;
+        }
         if self.chunks.back().is_none_or(|c| c.len() == CHUNK) {
             self.chunks.push_back(Chunk::new(idx));
         }
@@ -436,7 +453,7 @@ impl EventStore {
             ts_code: rel << 8 | u64::from(code),
             addr,
             size: size32,
-            stack: stack.unwrap_or(NO_STACK),
+            stack,
             link,
             tid,
         });
@@ -528,7 +545,8 @@ impl EventStore {
 
     pub fn stack(&self, i: Idx) -> Option<StackId> {
         let (c, o) = self.locate(i)?;
-        Some(c.rows[o].stack).filter(|&s| s != NO_STACK)
+        let r = c.rows[o];
+        Some(r.stack).filter(|&s| s != NO_STACK && r.code() != code::RETURN)
     }
 
     /// The block address of a heap event (the new block for realloc).
@@ -546,12 +564,17 @@ impl EventStore {
             c if c < code::FREE => Kind::Alloc,
             code::FREE => Kind::Free,
             code::REALLOC | code::REALLOCARRAY => Kind::Realloc,
+            code::RETURN => Kind::Return,
             _ => Kind::of(self.other(i)?),
         })
     }
 
     /// The probe of a Call or Return event.
     pub fn probe(&self, i: Idx) -> Option<ProbeId> {
+        let (c, o) = self.locate(i)?;
+        if c.rows[o].code() == code::RETURN {
+            return Some(c.rows[o].stack);
+        }
         match self.other(i)? {
             EventKind::Call(c) => Some(c.probe),
             EventKind::Return { probe, .. } => Some(*probe),
@@ -579,7 +602,7 @@ impl EventStore {
     }
 
     fn block_of(&self, i: Idx, r: Row) -> Option<LiveBlock> {
-        if r.code() == code::FREE || r.code() == code::OTHER {
+        if r.code() == code::FREE || !code::is_heap(r.code()) {
             return None;
         }
         Some(LiveBlock {
@@ -631,7 +654,7 @@ impl EventStore {
                 let i = c.first + (lo + o) as u64;
                 let code = r.code();
                 let op = match code {
-                    code::OTHER => continue,
+                    c if !code::is_heap(c) => continue,
                     code::FREE => HeapOp::Free { ptr: r.addr },
                     code::REALLOC | code::REALLOCARRAY => {
                         while self.reallocs.get(rx).is_some_and(|x| x.idx < i) {
@@ -668,7 +691,7 @@ impl EventStore {
     pub fn heap_op(&self, i: Idx) -> Option<HeapOp> {
         let (c, o) = self.locate(i)?;
         let code = c.rows[o].code();
-        if code == code::OTHER {
+        if !code::is_heap(code) {
             return None;
         }
         let ptr = { c.rows[o].addr };
@@ -715,6 +738,15 @@ impl EventStore {
                 size: self.size(i)?,
                 stack,
             },
+            code::RETURN => {
+                let (c, o) = self.locate(i)?;
+                let r = c.rows[o];
+                EventKind::Return {
+                    probe: r.stack,
+                    ret: u64::from(r.size) | u64::from(r.link) << 32,
+                    sp: r.addr,
+                }
+            }
             _ => self.other(i)?.clone(),
         };
         Some(Event { ts, tid, kind })
@@ -724,7 +756,7 @@ impl EventStore {
     /// `i` (which must be a heap event at `addr`, as new or old block).
     pub fn prev_at(&self, i: Idx, addr: u64) -> Option<Idx> {
         let (c, o) = self.locate(i)?;
-        if { c.rows[o].addr } == addr && c.rows[o].code() != code::OTHER {
+        if { c.rows[o].addr } == addr && code::is_heap(c.rows[o].code()) {
             let d = { c.rows[o].link };
             return (d != 0).then(|| i - u64::from(d));
         }
@@ -854,7 +886,7 @@ impl EventStore {
             };
             let hit = match code {
                 code::FREE => ptr == a || ended_covers(ptr),
-                code::OTHER => ptr == a,
+                c if !code::is_heap(c) => ptr == a,
                 _ => {
                     let size = self.size(i).unwrap_or(0);
                     (ptr != 0 && a >= ptr && a - ptr < size.max(1))

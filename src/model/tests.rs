@@ -654,3 +654,31 @@ fn sigill_at_the_uretprobe_trampoline_blames_the_probe() {
     r.crash(4, 0, "main");
     assert_eq!(r.diagnosis().kind, DiagKind::Unknown);
 }
+
+/// A return lives whole in its row (no side table): it reads back as it
+/// was pushed, with no stack and its probe, and touches no heap state.
+#[test]
+fn returns_are_kept_whole_in_their_rows() {
+    let mut r = Rec::new();
+    let a = r.alloc(0x1000, 64, "main");
+    let ev = EventKind::Return {
+        probe: 7,
+        ret: 0xdead_beef_0000_0001,
+        sp: 0x7ffd_1234_5678,
+    };
+    let i = r.push(1, ev.clone());
+    assert_eq!(r.tl.store.get(i).map(|e| e.kind), Some(ev));
+    assert_eq!(r.tl.store.stack(i), None);
+    assert_eq!(r.tl.store.probe(i), Some(7));
+    assert_eq!(r.tl.store.kind(i), Some(Kind::Return));
+    assert_eq!(r.tl.store.heap_op(i), None);
+    assert_eq!(r.tl.store.block(i), None);
+    assert_eq!(r.tl.heap.live_blocks(), 1);
+    assert_eq!(r.tl.store.prev_at(a, 0x1000), None);
+    // A stack filter never selects it through the probe in its row.
+    let f = Filter {
+        stacks: Some([7u32].into_iter().collect()),
+        ..Filter::default()
+    };
+    assert!(!r.tl.store.matches(i, &f));
+}
