@@ -372,10 +372,17 @@ impl Timeline {
                 }
                 "func" => {
                     let s = Names::stacks_with(&self.stacks, val);
-                    if s.is_empty() {
+                    let probes: fxhash::FxSet<crate::event::ProbeId> = self
+                        .probes
+                        .iter()
+                        .filter(|p| p.func.contains(val))
+                        .map(|p| p.id)
+                        .collect();
+                    if s.is_empty() && probes.is_empty() {
                         return Err(format!("no recorded stack has a function matching '{val}'"));
                     }
                     f.stacks = Some(s);
+                    f.stack_probes = probes;
                 }
                 _ => return Err(format!("unknown filter key '{key}' (keys: {FILTER_KEYS})")),
             }

@@ -151,8 +151,16 @@ impl Kind {
     }
 
     pub fn from_name(s: &str) -> Option<Kind> {
-        // The list labels a fatal signal CRASH.
-        let s = if s == "crash" { "signal" } else { s };
+        // The list's labels name kinds too (CRASH, RET, THREAD, …).
+        let s = match s {
+            "crash" => "signal",
+            "ret" => "return",
+            "thread" => "thread_start",
+            "texit" => "thread_exit",
+            "fork" => "child_process",
+            "offcpu" | "off_cpu" => "sched",
+            s => s,
+        };
         Kind::ALL.iter().copied().find(|k| k.name() == s)
     }
 
@@ -175,6 +183,9 @@ pub struct Filter {
     pub stacks: Option<FxSet<StackId>>,
     /// Only Call and Return events of these probes (`call=NAME`).
     pub probes: Option<FxSet<ProbeId>>,
+    /// With `stacks`: the calls and returns of these probes match too (a
+    /// call's own stack starts at its caller; a return has none).
+    pub stack_probes: FxSet<ProbeId>,
 }
 
 impl Filter {
@@ -863,7 +874,9 @@ impl EventStore {
             }
         }
         if let Some(s) = &f.stacks {
-            if !self.stack(i).is_some_and(|id| s.contains(&id)) {
+            let by_stack = self.stack(i).is_some_and(|id| s.contains(&id));
+            let by_probe = self.probe(i).is_some_and(|p| f.stack_probes.contains(&p));
+            if !by_stack && !by_probe {
                 return false;
             }
         }

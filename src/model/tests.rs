@@ -682,3 +682,53 @@ fn returns_are_kept_whole_in_their_rows() {
     };
     assert!(!r.tl.store.matches(i, &f));
 }
+
+/// `func=NAME` (the UI's bare word) finds a probed function's own calls
+/// and returns, whose stacks start at the caller (or are absent); the
+/// list's labels work as kind names.
+#[test]
+fn func_filter_finds_probed_calls_and_labels_name_kinds() {
+    let mut r = Rec::new();
+    r.tl.add_probe(crate::event::Probe {
+        id: 0,
+        func: "checksum".into(),
+        module: "/srv/app".into(),
+        offset: 0x1000,
+        args: Vec::new(),
+        ret: crate::event::ValueType::Auto,
+        returns: true,
+    });
+    let caller = r.stack("main", 3);
+    let call = r.push(
+        1,
+        EventKind::Call(Box::new(crate::event::CallInfo {
+            probe: 0,
+            args: Vec::new(),
+            sp: 0x7000,
+            stack: caller,
+            ret_addr: 0x1111,
+        })),
+    );
+    let ret = r.push(
+        1,
+        EventKind::Return {
+            probe: 0,
+            ret: 1,
+            sp: 0x7008,
+        },
+    );
+    let other = r.alloc(0x2000, 8, "main");
+    let f = r.tl.parse_filter("func=checksum").expect("a filter");
+    assert!(r.tl.store.matches(call, &f) && r.tl.store.matches(ret, &f));
+    assert!(!r.tl.store.matches(other, &f));
+    assert!(r.tl.parse_filter("func=nosuch").is_err());
+    for (label, kind) in [
+        ("ret", Kind::Return),
+        ("thread", Kind::ThreadStart),
+        ("texit", Kind::ThreadExit),
+        ("fork", Kind::ChildProcess),
+        ("crash", Kind::Signal),
+    ] {
+        assert_eq!(Kind::from_name(label), Some(kind), "{label}");
+    }
+}

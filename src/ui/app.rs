@@ -472,7 +472,16 @@ impl App {
         let target = match self.tl.span_of(c) {
             Some(s) if s.begin == c => match (s.outcome, s.end) {
                 (Outcome::Returned, Some(e)) => Ok(e),
-                (o, _) => Err(format!("this call has no return: {}", o.name())),
+                (Outcome::Abandoned, _) => {
+                    Err("this call never returned (unwound by longjmp or an exception)".into())
+                }
+                (Outcome::ThreadExit, _) => {
+                    Err("this call never returned: its thread ended".into())
+                }
+                (Outcome::EntryOnly, _) => {
+                    Err("an entry-only probe (--probe-entry): no return is recorded".into())
+                }
+                _ => Err("this call has not returned (yet)".into()),
             },
             Some(s) => Ok(s.begin),
             None => Err("% goes from a CALL to its RET and back: select one".to_string()),
@@ -540,8 +549,12 @@ impl App {
             }
             KeyCode::Backspace => {
                 buf.pop();
+                self.message = None;
             }
-            KeyCode::Char(ch) => buf.push(ch),
+            KeyCode::Char(ch) => {
+                buf.push(ch);
+                self.message = None;
+            }
             _ => {}
         }
     }

@@ -510,7 +510,7 @@ fn percent_jumps_between_a_call_and_its_return() {
     assert!(app
         .message
         .as_deref()
-        .is_some_and(|m| m.contains("no return: open")));
+        .is_some_and(|m| m.contains("has not returned")));
     press(&mut app, &[KeyCode::Left, KeyCode::Char('%')]);
     assert_eq!(app.cursor, Some(8));
     assert!(app

@@ -492,22 +492,98 @@ fn pane_block(title: String, focused: bool) -> Block<'static> {
     }
 }
 
+/// The text of a probe or syscall row, from the address column to the
+/// edge (those rows have no address or size): what happened, how a call
+/// ended when it did not return, and where the program made it.
+fn own_row_line(app: &App, i: Idx, what: String, width: usize, theme: Theme) -> Line<'static> {
+    let tl = &app.tl;
+    let mut style = Style::default();
+    let mut note = String::new();
+    match tl.store.kind(i) {
+        Some(Kind::Return) => {
+            let err = tl
+                .span_of(i)
+                .and_then(|s| Some((tl.probe(s.probe)?, s.ret?)))
+                .is_some_and(|(p, r)| p.is_error(r));
+            if err {
+                style = theme.alert();
+            }
+        }
+        Some(Kind::Call) => {
+            note = match tl.spans.of_call(i) {
+                Some(s) if s.outcome == Outcome::Abandoned => {
+                    "  ✗ no return (longjmp/exception)".into()
+                }
+                Some(s)
+                    if matches!(s.outcome, Outcome::ThreadExit | Outcome::Open)
+                        && crashed_inside(app, s) =>
+                {
+                    "  ✗ crashed inside".into()
+                }
+                Some(s) if s.outcome == Outcome::ThreadExit => {
+                    "  ✗ no return (its thread ended)".into()
+                }
+                _ => String::new(),
+            };
+        }
+        _ => {}
+    }
+    let site = match tl.store.kind(i) {
+        Some(Kind::Return | Kind::Sched) => None,
+        _ => tl.site(tl.store.stack(i)),
+    };
+    // What happened first; the site gives way before it does, compacted
+    // (`main:133`) rather than cut.
+    let n = what.chars().count() + note.chars().count();
+    let room = width.saturating_sub(n + 2);
+    let site = match site {
+        Some(s) => {
+            let func = s.split(" (").next().unwrap_or(&s).to_string();
+            let fitted = fit(&s, room);
+            if !fitted.ends_with('…') {
+                format!("  {fitted}")
+            } else if func.chars().count() <= room {
+                format!("  {func}")
+            } else {
+                String::new()
+            }
+        }
+        None => String::new(),
+    };
+    let what = fit_end(&what, width);
+    let note = fit_end(&note, width.saturating_sub(what.chars().count()));
+    Line::from(vec![
+        Span::styled(what, style),
+        Span::styled(note, theme.fg(Color::Yellow)),
+        Span::styled(site, theme.fg(Color::DarkGray)),
+    ])
+}
+
 fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let rows_n = area.height.saturating_sub(3) as usize;
     // Borders, the fixed columns and the gaps between the 7 columns.
     let where_w = (area.width as usize).saturating_sub(2 + 1 + 11 + 7 + 7 + 14 + 8 + 6);
+    // Probe and syscall rows are written over the address, size and where
+    // columns, from here (the table lays those out at fixed widths).
+    let own_x = area.x + 1 + 1 + 1 + 11 + 1 + 7 + 1 + 7 + 1;
+    let own_w = (area.x + area.width).saturating_sub(own_x + 1) as usize;
+    let mut overlays: Vec<(usize, Line<'static>, Style)> = Vec::new();
     app.page.set(rows_n.max(1));
     let start = app.tl.meta.start_mono_ns;
     let ids = app.visible_events(rows_n);
     let rows: Vec<Row> = ids
         .iter()
-        .map(|&i| {
+        .enumerate()
+        .map(|(row, &i)| {
             let (label, kind) = kind_label(app, i);
             let (addr, size, what, own) = event_cols(app, i);
             let site = if own {
-                fit_end(&what, where_w)
+                String::new()
             } else {
-                fit(&app.tl.site(app.tl.store.stack(i)).unwrap_or(what), where_w)
+                fit(
+                    &app.tl.site(app.tl.store.stack(i)).unwrap_or(what.clone()),
+                    where_w,
+                )
             };
             let ts = app
                 .tl
@@ -539,10 +615,16 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 Cell::from(size),
                 Cell::from(site),
             ]);
-            if Some(i) == app.cursor {
-                r = r.style(Style::default().add_modifier(Modifier::REVERSED));
+            let row_style = if Some(i) == app.cursor {
+                Style::default().add_modifier(Modifier::REVERSED)
             } else if hit {
-                r = r.style(Style::default().add_modifier(Modifier::BOLD));
+                Style::default().add_modifier(Modifier::BOLD)
+            } else {
+                Style::default()
+            };
+            r = r.style(row_style);
+            if own {
+                overlays.push((row, own_row_line(app, i, what, own_w, theme), row_style));
             }
             r
         })
@@ -575,6 +657,17 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     )
     .block(pane_block(title, app.pane == Pane::Events));
     frame.render_widget(table, area);
+    // Below the borders, the header and the fixed columns' minimum there
+    // is no room: the where column alone shows them (cut).
+    let buf = frame.buffer_mut();
+    for (row, line, row_style) in overlays {
+        let y = area.y + 2 + row as u16;
+        if y + 1 >= area.y + area.height || own_w < 10 {
+            continue;
+        }
+        let line = line.patch_style(row_style);
+        buf.set_line(own_x, y, &line, own_w as u16);
+    }
 }
 
 fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
@@ -751,6 +844,14 @@ fn diagnosis_lines(app: &App, d: &Diagnosis, theme: Theme) -> Vec<Line<'static>>
     lines
 }
 
+/// The process crashed on the call's thread while the call was open.
+fn crashed_inside(app: &App, s: &crate::model::spans::Span) -> bool {
+    let tl = &app.tl;
+    tl.crash.is_some_and(|c| {
+        tl.store.tid(c) == Some(s.tid) && c > s.begin && s.end.is_none_or(|e| c <= e)
+    })
+}
+
 /// The probed calls the event is inside, and for a CALL or RET row how
 /// that call ended.
 fn call_lines(app: &App, c: Idx, theme: Theme) -> Vec<Line<'static>> {
@@ -798,10 +899,30 @@ fn call_lines(app: &App, c: Idx, theme: Theme) -> Vec<Line<'static>> {
             format!("{name}: entry-only probe (--probe-entry), its return is not watched"),
             Style::default(),
         ),
+        (Outcome::ThreadExit | Outcome::Open, ..) if crashed_inside(app, s) => {
+            let sig = tl
+                .crash
+                .and_then(|i| tl.store.get(i))
+                .map(|e| match e.kind {
+                    EventKind::Signal(sig) => signal_name(sig.signo).to_string(),
+                    _ => "the crash".to_string(),
+                })
+                .unwrap_or_default();
+            (
+                format!(
+                    "{name}: did not return, the process crashed inside it ({sig} at {})",
+                    at(tl.crash)
+                ),
+                theme.alert(),
+            )
+        }
         (Outcome::ThreadExit, ..) => (
-            format!("{name}: unfinished, its thread ended at {}", at(s.end)),
+            format!("{name}: did not return, its thread ended at {}", at(s.end)),
             theme.fg(Color::Yellow),
         ),
+        _ if app.mode == crate::ui::app::Mode::Live => {
+            (format!("{name}: not returned yet"), Style::default())
+        }
         _ => (
             format!("{name}: had not returned when the recording ended"),
             Style::default(),
@@ -864,14 +985,24 @@ fn render_stack(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
 
 fn render_hints(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let line = if let Some(buf) = &app.input {
+        let tail = match &app.message {
+            // The filter did not parse: say why, next to what was typed.
+            Some(m) => Span::styled(format!("{buf}█   {m}"), theme.fg(Color::Yellow)),
+            None => Span::raw(format!(
+                "{buf}█   kind=free,call,io… tid=N func=NAME call=NAME addr=0x…  Enter apply  Esc cancel"
+            )),
+        };
         Line::from(vec![
             Span::styled(" / ", Style::default().add_modifier(Modifier::REVERSED)),
-            Span::raw(format!(
-                "{buf}█   kind=free tid=N func=NAME call=NAME addr=0x…  Enter apply  Esc cancel"
-            )),
+            tail,
         ])
     } else if let Some(m) = &app.message {
         Line::from(Span::styled(format!(" {m}"), theme.fg(Color::Yellow)))
+    } else if !app.tl.meta.families.has(crate::event::Family::Alloc) {
+        Line::from(format!(
+            " ←/→ event  [/] ±{}  c crash  / filter  % call↔return  Tab pane  ? help  q quit",
+            fmt_ns(app.step_ns())
+        ))
     } else {
         Line::from(format!(
             " ←/→ event  [/] ±{}  c crash  / filter  a/f alloc/free  Tab pane  g sites  ? help  q quit",
@@ -889,6 +1020,7 @@ const HELP: &[(&str, &str)] = &[
     ("c", "the crash and its diagnosis"),
     ("space", "freeze / follow (live)"),
     ("/", "filter kind= tid= func= call= addr="),
+    ("", "kinds: alloc call return io net lock"),
     ("n / N", "next / previous match"),
     ("a / f", "allocation / free of the block"),
     ("%", "from a CALL to its RET and back"),
