@@ -1206,6 +1206,7 @@ int tm_call_ret(struct pt_regs *ctx)
 /* sched: when each target thread left the CPU, and whether runnable. */
 struct offcpu {
 	__u64 ts;
+	__u64 stack;
 	__u32 preempted;
 	__u32 _pad;
 };
@@ -1230,6 +1231,10 @@ int BPF_PROG(tm_sched_switch, bool preempt, struct task_struct *prev,
 		struct offcpu o = { .ts = now, .preempted = preempt };
 		__u32 tid = prev->pid;
 
+		/* prev is still current: its user stack says where it blocked
+		 * (or was preempted). Kernel threads have none. */
+		if (prev->mm)
+			o.stack = capture_syscall_stack(ctx, (struct pt_regs *)bpf_task_pt_regs(prev));
 		bpf_map_update_elem(&offcpu_since, &tid, &o, BPF_ANY);
 	}
 	if (next->tgid == targ_tgid) {
@@ -1247,6 +1252,7 @@ int BPF_PROG(tm_sched_switch, bool preempt, struct task_struct *prev,
 			r->h.tid = tid;
 			r->h.ts = now;
 			r->dur = now - o->ts;
+			r->stack = o->stack;
 			r->preempted = o->preempted;
 			bpf_ringbuf_submit(r, wakeup_flags());
 		}

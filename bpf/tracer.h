@@ -156,6 +156,7 @@ struct tm_io_rec {
 struct tm_offcpu_rec {
 	struct tm_hdr h;
 	__u64 dur;
+	__u64 stack; /* user stack when it left the CPU */
 	__u32 preempted; /* switched out while runnable */
 	__u32 _pad;
 };

@@ -147,10 +147,12 @@ pub enum EventKind {
     /// return.
     Sys(Box<SysInfo>),
     /// A thread of the target ran again after `dur_ns` off CPU (sched
-    /// family); `preempted` when it was switched out while runnable.
+    /// family); `preempted` when it was switched out while runnable;
+    /// `stack`: where its user code was when it left.
     OffCpu {
         dur_ns: u64,
         preempted: bool,
+        stack: Option<StackId>,
     },
 }
 

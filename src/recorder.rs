@@ -755,6 +755,7 @@ impl Decoder<'_> {
                 .map(|r| EventKind::OffCpu {
                     dur_ns: r.dur,
                     preempted: r.preempted != 0,
+                    stack: self.stack(tid, r.stack),
                 }),
             K_FORK => {
                 plain::from_bytes::<types::tm_fork_rec>(data)

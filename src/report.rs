@@ -78,6 +78,7 @@ pub fn event_stack(k: &EventKind) -> Option<StackId> {
         EventKind::Signal(s) => s.stack,
         EventKind::Call(c) => c.stack,
         EventKind::Sys(s) => s.stack,
+        EventKind::OffCpu { stack, .. } => *stack,
         _ => None,
     }
 }
@@ -229,7 +230,9 @@ pub fn event_line(tl: &Timeline, i: Idx, e: &Event) -> String {
             },
             sys_text(s),
         ),
-        EventKind::OffCpu { dur_ns, preempted } => ("SCHED", off_cpu_text(*dur_ns, *preempted)),
+        EventKind::OffCpu {
+            dur_ns, preempted, ..
+        } => ("SCHED", off_cpu_text(*dur_ns, *preempted)),
     };
     let kind = if matches!(&e.kind, EventKind::Signal(s) if s.handled) {
         "SIGNAL"
@@ -783,7 +786,9 @@ fn probe_event_fields(tl: &Timeline, i: Idx, e: &Event, o: &mut serde_json::Map<
                 _ => {}
             }
         }
-        EventKind::OffCpu { dur_ns, preempted } => {
+        EventKind::OffCpu {
+            dur_ns, preempted, ..
+        } => {
             o.insert("duration_ns".into(), json!(dur_ns));
             o.insert("preempted".into(), json!(preempted));
         }
@@ -1067,6 +1072,7 @@ mod tests {
             EventKind::OffCpu {
                 dur_ns: 3_100_000,
                 preempted: true,
+                stack: None,
             },
             EventKind::Return {
                 probe: 1,

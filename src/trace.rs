@@ -456,10 +456,15 @@ fn put_event(b: &mut Vec<u8>, e: &Event) {
             put_opt_str(b, s.target.as_deref());
             put_opt_id(b, s.stack);
         }
-        EventKind::OffCpu { dur_ns, preempted } => {
+        EventKind::OffCpu {
+            dur_ns,
+            preempted,
+            stack,
+        } => {
             b.push(kind::OFF_CPU);
             put_u64(b, *dur_ns);
             put_bool(b, *preempted);
+            put_opt_id(b, *stack);
         }
     }
 }
@@ -1039,6 +1044,12 @@ impl Dec<'_> {
             kind::OFF_CPU => EventKind::OffCpu {
                 dur_ns: self.u64()?,
                 preempted: self.bool()?,
+                // Added later: optional.
+                stack: if self.buf.is_empty() {
+                    None
+                } else {
+                    self.opt_id()?
+                },
             },
             _ => return Err("unknown event kind"),
         };
@@ -1254,6 +1265,7 @@ mod tests {
                 EventKind::OffCpu {
                     dur_ns: 1_000_000,
                     preempted: true,
+                    stack: Some(9),
                 },
             ),
         ]);

@@ -578,6 +578,7 @@ mod tests {
                 EventKind::OffCpu {
                     dur_ns: 5,
                     preempted: false,
+                    stack: None,
                 },
             )
         }

@@ -409,6 +409,7 @@ impl EventStore {
                     EventKind::Signal(s) => s.stack,
                     EventKind::Call(c) => c.stack,
                     EventKind::Sys(s) => s.stack,
+                    EventKind::OffCpu { stack, .. } => *stack,
                     _ => None,
                 };
                 self.others.push_back((idx, other.clone()));

@@ -421,6 +421,7 @@ fn probed() -> Timeline {
         EventKind::OffCpu {
             dur_ns: 3_000_000,
             preempted: false,
+            stack: None,
         },
         // parse longjmp'ed back into handle, which calls parse again.
         call(2, vec![Arg::Str("PUT /".into())], 0x6e00),

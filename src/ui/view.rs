@@ -134,7 +134,9 @@ fn probe_what(app: &App, i: Idx, e: &crate::event::Event) -> Option<String> {
             )
         }
         EventKind::Sys(s) => report::sys_text(s),
-        EventKind::OffCpu { dur_ns, preempted } => report::off_cpu_text(*dur_ns, *preempted),
+        EventKind::OffCpu {
+            dur_ns, preempted, ..
+        } => report::off_cpu_text(*dur_ns, *preempted),
         _ => return None,
     })
 }

@@ -382,6 +382,29 @@ fn sched_family_shows_off_cpu_time() {
         long.iter().all(|e| e["preempted"] == false),
         "they blocked: {long:?}"
     );
+    // Where each blocked: the holder in its nanosleep, main in the lock.
+    let sites: std::collections::BTreeSet<(String, u64)> = long
+        .iter()
+        .map(|e| {
+            (
+                e["func"].as_str().unwrap_or("?").to_string(),
+                e["line"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let expect: std::collections::BTreeSet<(String, u64)> = [
+        (
+            "holder".to_string(),
+            line_of("netio.c", "nanosleep(&t, NULL);"), /* holder's, the first */
+        ),
+        (
+            "main".to_string(),
+            line_of("netio.c", "pthread_mutex_lock(&lock); /* waits"),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(sites, expect, "{long:?}");
 }
 
 fn bad_probe(spec: &str, needle: &str) {
