@@ -39,6 +39,8 @@ pub enum Input {
 /// How long the loop waits before redrawing without input (live rate,
 /// clock).
 const TICK: Duration = Duration::from_millis(100);
+/// Events counted against the filter between two frames.
+pub const COUNT_SLICE: u64 = 400_000;
 /// Recorder messages taken per loop turn before drawing (so a flood of
 /// events never starves the keyboard).
 const DRAIN: usize = 256;
@@ -113,6 +115,8 @@ pub fn run<B: Backend>(
     let mut end = None;
     let mut rate_mark = (Instant::now(), app.tl.store.end());
     while !app.quit {
+        // A few ms a frame at most: the UI never waits on a count.
+        app.count_matches(COUNT_SLICE);
         let size = terminal
             .draw(|f| view::render(app, f, theme))
             .map_err(|e| anyhow!("cannot draw: {e}"))?

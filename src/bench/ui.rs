@@ -68,6 +68,24 @@ pub fn run(events: u64, frames: usize) -> Result<i32> {
         app.heap_view = HeapView::Blocks;
         results.push((w, h, stats(frame_t), stats(key_t)));
     }
+    // The filter's match count, a slice of events between two frames.
+    app.filter = app
+        .tl
+        .parse_filter("kind=free")
+        .ok()
+        .map(|f| ("kind=free".to_string(), f));
+    app.matches = None;
+    let mut slices = Vec::new();
+    let t_count = Instant::now();
+    while app
+        .matches
+        .is_none_or(|(_, next, _)| next < app.tl.store.end())
+    {
+        let t0 = Instant::now();
+        app.count_matches(crate::ui::COUNT_SLICE);
+        slices.push(t0.elapsed());
+    }
+    let counted = t_count.elapsed();
     println!(
         "UI on {events} synthetic events (TestBackend); opening the recording took {}",
         ms(open)
@@ -85,5 +103,16 @@ pub fn run(events: u64, frames: usize) -> Result<i32> {
             verdict(k99 <= Duration::from_millis(30)),
         );
     }
+    let (s50, s99, smax) = stats(slices);
+    println!(
+        "filter match count ({}): {} in {} slices of {} events, slice median {} p99 {} max {} (one per frame)",
+        app.matches_text().unwrap_or_default(),
+        ms(counted),
+        (events / crate::ui::COUNT_SLICE) + 1,
+        crate::ui::COUNT_SLICE,
+        ms(s50),
+        ms(s99),
+        ms(smax)
+    );
     Ok(0)
 }

@@ -94,6 +94,9 @@ pub struct App {
     /// is centred on the cursor (shifted to stay inside the recording).
     pub zoom: Option<u64>,
     pub filter: Option<(String, Filter)>,
+    /// Matches of the filter counted so far: (first event counted, next
+    /// event to count, count). Counted a slice at a time between frames.
+    pub matches: Option<(Idx, Idx, u64)>,
     /// The filter being typed after `/`.
     pub input: Option<String>,
     pub help: bool,
@@ -146,6 +149,7 @@ impl App {
             stack_scroll: 0,
             zoom: None,
             filter: None,
+            matches: None,
             input: None,
             help: false,
             message: None,
@@ -464,6 +468,37 @@ impl App {
         }
     }
 
+    /// Counts up to `budget` more events against the filter (the title
+    /// shows the count; a big recording is counted over several frames).
+    /// Restarts when the retention budget dropped counted events.
+    pub fn count_matches(&mut self, budget: u64) {
+        let Some((_, f)) = &self.filter else {
+            return;
+        };
+        let held = self.tl.store.held();
+        let (start, mut next, mut n) = match self.matches {
+            Some((start, next, n)) if start >= held.start => (start, next, n),
+            _ => (held.start, held.start, 0),
+        };
+        let upto = held.end.min(next.saturating_add(budget));
+        while next < upto {
+            n += u64::from(self.tl.store.matches(next, f));
+            next += 1;
+        }
+        self.matches = Some((start, next, n));
+    }
+
+    /// `12 matches`, or `12+ matches` while counting.
+    pub fn matches_text(&self) -> Option<String> {
+        let (_, next, n) = self.matches?;
+        let done = next >= self.tl.store.end();
+        Some(format!(
+            "{n}{} match{}",
+            if done { "" } else { "+" },
+            if n == 1 && done { "" } else { "es" }
+        ))
+    }
+
     /// `%`: from a CALL row to its RET row and back.
     fn jump_pair(&mut self) {
         let Some(c) = self.cursor else {
@@ -526,6 +561,7 @@ impl App {
                 self.input = None;
                 if spec.is_empty() {
                     self.filter = None;
+                    self.matches = None;
                     self.message = Some("filter cleared".into());
                     return;
                 }
@@ -538,6 +574,7 @@ impl App {
                 match self.tl.parse_filter(&full) {
                     Ok(f) => {
                         self.filter = Some((full, f));
+                        self.matches = None;
                         self.find(true);
                     }
                     Err(e) => {

@@ -196,6 +196,12 @@ fn filter_then_alloc_and_free_jumps() {
         .is_some_and(|m| m.contains("no later match")));
     press(&mut app, &[KeyCode::Char('N')]);
     assert_eq!(app.cursor, Some(7));
+    // The title counts the matches, a slice at a time between frames.
+    app.count_matches(4);
+    assert_eq!(app.matches_text().as_deref(), Some("1+ matches"));
+    app.count_matches(1000);
+    assert_eq!(app.matches_text().as_deref(), Some("3 matches"), "3 frees");
+    assert!(text(&screen(&app, 100, 24, COLOR)).contains("filter: func=drop_conn (3 matches, n/N)"));
     // The other matches on screen are marked.
     let s = text(&screen(&app, 80, 24, COLOR));
     assert!(
@@ -211,6 +217,9 @@ fn filter_then_alloc_and_free_jumps() {
     // message, not a crash, and the text stays to be corrected.
     app.on_key(key(KeyCode::Char('/')));
     assert_eq!(app.input.as_deref(), Some("func=drop_conn"));
+    // The reason shows at the prompt, in place of the hints.
+    let s = text(&screen(&app, 100, 24, COLOR));
+    assert!(s.contains("/ func=drop_conn█   kind="), "the hints: {s}");
     app.on_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
     assert_eq!(app.input.as_deref(), Some(""));
     for ch in "kind=nope".chars() {
@@ -222,6 +231,8 @@ fn filter_then_alloc_and_free_jumps() {
         .as_deref()
         .is_some_and(|m| m.contains("unknown event kind")));
     assert_eq!(app.input.as_deref(), Some("kind=nope"));
+    let s = text(&screen(&app, 120, 24, COLOR));
+    assert!(s.contains("kind=nope█   unknown event kind 'nope'"), "{s}");
     // On the crash, a and f follow the diagnosis to the block.
     app.on_key(key(KeyCode::Esc));
     press(&mut app, &[KeyCode::Char('c'), KeyCode::Char('f')]);

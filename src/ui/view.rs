@@ -637,7 +637,10 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         app.tl.store.end(),
         app.filter
             .as_ref()
-            .map(|(s, _)| format!("  filter: {s} (• matches, n/N)"))
+            .map(|(s, _)| format!(
+                "  filter: {s} ({}, n/N)",
+                app.matches_text().unwrap_or_else(|| "• matches".into())
+            ))
             .unwrap_or_default()
     );
     let table = Table::new(
