@@ -343,12 +343,12 @@ static __always_inline void insert_hidden_caller(struct tm_stack *st, bool dup, 
  */
 static __always_inline __u64 intern_stack(struct tm_stack *st);
 
-static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
+/* The current thread's user stack, frame-pointer walked, in the per-CPU
+ * scratch; NULL (counted) when there is none. */
+static __always_inline struct tm_stack *user_stack(void *ctx)
 {
 	__u32 zero = 0;
 	struct tm_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);
-	__u64 caller = 0;
-	bool dup;
 	long n;
 
 	if (!st)
@@ -359,6 +359,17 @@ static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
 		return 0;
 	}
 	st->nr = n / sizeof(__u64);
+	return st;
+}
+
+static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
+{
+	struct tm_stack *st = user_stack(ctx);
+	__u64 caller = 0;
+	bool dup;
+
+	if (!st)
+		return 0;
 	if (bpf_probe_read_user(&caller, sizeof(caller), (void *)PT_REGS_SP(ctx)) == 0)
 		st->ips[0] = caller;
 	/* Kernels since 6.13 add the caller themselves when the probed
@@ -387,19 +398,11 @@ static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
  */
 static __always_inline __u64 capture_syscall_stack(void *ctx, struct pt_regs *regs)
 {
-	__u32 zero = 0;
-	struct tm_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	struct tm_stack *st = user_stack(ctx);
 	__u64 sp, bp;
-	long n;
 
 	if (!st)
 		return 0;
-	n = bpf_get_stack(ctx, st->ips, sizeof(st->ips), BPF_F_USER_STACK);
-	if (n <= 0) {
-		__sync_fetch_and_add(&stack_errors, 1);
-		return 0;
-	}
-	st->nr = n / sizeof(__u64);
 	sp = BPF_CORE_READ(regs, sp);
 	bp = BPF_CORE_READ(regs, bp);
 	if (code_kind(st->ips[0]) == 2) {
