@@ -181,6 +181,20 @@ impl CallInfo {
     pub fn tail_called(&self) -> bool {
         crate::unwind::is_uretprobe_trampoline(self.ret_addr)
     }
+
+    /// Whether this call shows that a call open on its thread, entered at
+    /// `open_sp`, is over: its frame is at or below this one's (a longjmp
+    /// or an exception left it), unless this call was jumped to from it.
+    /// The one pairing rule of the recorder and the model.
+    pub fn ends_open_call(&self, open_sp: u64) -> bool {
+        open_sp < self.sp || (open_sp == self.sp && !self.tail_called())
+    }
+}
+
+/// The entry stack pointer of the call a return at `ret_sp` ends (the
+/// `ret` popped the return address pushed by the call).
+pub fn return_entry_sp(ret_sp: u64) -> u64 {
+    ret_sp.wrapping_sub(8)
 }
 
 /// One captured argument.

@@ -631,12 +631,10 @@ struct Decoder<'a> {
     exited: bool,
     channel_lost: u64,
     undecodable: u64,
-    /// Argument types of each function probe, by id.
-    probe_args: Vec<Vec<ValueType>>,
+    /// The function probes, by id: argument types, return probed or not.
+    probes: Vec<crate::event::Probe>,
     /// What each fd of the target is (path or peer).
     fds: fds::FdTable,
-    /// Which probes have return probes, by id.
-    probe_returns: Vec<bool>,
     /// Return-probed calls not returned yet, per thread, innermost last:
     /// (entry sp, the real return address the trampoline stands for).
     open_calls: HashMap<u32, Vec<(u64, u64)>>,
@@ -725,8 +723,9 @@ impl Decoder<'_> {
             K_CALL => self.call(data),
             K_RET => plain::from_bytes::<types::tm_ret_rec>(data).ok().map(|r| {
                 // This call, and any deeper one unwound past, are over.
+                let entry = crate::event::return_entry_sp(r.sp);
                 if let Some(open) = self.open_calls.get_mut(&tid) {
-                    while open.last().is_some_and(|(sp, _)| *sp < r.sp) {
+                    while open.last().is_some_and(|(sp, _)| *sp <= entry) {
                         open.pop();
                     }
                 }
@@ -766,12 +765,7 @@ impl Decoder<'_> {
                     })
             }
             K_EXEC => plain::from_bytes::<types::tm_exec_rec>(data).ok().map(|r| {
-                let bytes: Vec<u8> = r
-                    .filename
-                    .iter()
-                    .take_while(|c| **c != 0)
-                    .map(|c| *c as u8)
-                    .collect();
+                let bytes = c_bytes(&r.filename);
                 // A new image: nothing of the old mappings is valid (the
                 // tracer reset its code ranges at the exec too).
                 self.maps = MapsCache::new(self.maps.pid());
@@ -837,7 +831,9 @@ impl Decoder<'_> {
             }
             Some(ips)
         };
-        if self.tramp_keys.contains(&key) {
+        // Empty on kernels that mend the trampolines themselves (6.12+):
+        // no lookup on the per-event path there.
+        if !self.tramp_keys.is_empty() && self.tramp_keys.contains(&key) {
             let ips = read()?;
             return self.mend_stack(tid, ips);
         }
@@ -954,29 +950,10 @@ impl Decoder<'_> {
 
     fn call(&mut self, data: &[u8]) -> Option<EventKind> {
         let r = plain::from_bytes::<types::tm_call_rec>(data).ok()?;
-        let tid = r.h.tid;
-        let open = self.open_calls.entry(tid).or_default();
-        // A tail call (jumped to from a return-probed call) enters at its
-        // caller's sp, with the trampoline already in the slot: nested.
-        let tail = crate::unwind::is_uretprobe_trampoline(r.ret_addr);
-        // Other calls at or below this one's frame were unwound (longjmp).
-        while open
-            .last()
-            .is_some_and(|(sp, _)| *sp < r.sp || (*sp == r.sp && !tail))
-        {
-            open.pop();
-        }
-        if self.probe_returns.get(r.probe as usize) == Some(&true) {
-            // The real return address: the tail caller's, if tail-called.
-            let real = match (tail, open.last()) {
-                (true, Some((sp, ra))) if *sp == r.sp => *ra,
-                _ => r.ret_addr,
-            };
-            open.push((r.sp, real));
-        }
-        let types = self.probe_args.get(r.probe as usize)?;
+        let probe = self.probes.get(r.probe as usize)?;
         let mut slot = 0usize;
-        let args = types
+        let args = probe
+            .args
             .iter()
             .zip(r.args)
             .map(|(t, v)| {
@@ -987,12 +964,8 @@ impl Decoder<'_> {
                 slot += 1;
                 let n = crate::probes::STR_LEN;
                 match r.strs.get(s * n..(s + 1) * n) {
-                    Some(bytes) if r.str_bad & (1 << s) == 0 => {
-                        let bytes: Vec<u8> = bytes
-                            .iter()
-                            .take_while(|c| **c != 0)
-                            .map(|c| *c as u8)
-                            .collect();
+                    Some(chars) if r.str_bad & (1 << s) == 0 => {
+                        let bytes = c_bytes(chars);
                         let mut text = String::from_utf8_lossy(&bytes).into_owned();
                         if bytes.len() == n - 1 {
                             text.push('…');
@@ -1003,14 +976,29 @@ impl Decoder<'_> {
                 }
             })
             .collect();
-        let stack = self.stack(tid, r.stack);
-        Some(EventKind::Call(Box::new(CallInfo {
+        let returns = probe.returns;
+        let tid = r.h.tid;
+        let mut call = CallInfo {
             probe: r.probe,
             args,
             sp: r.sp,
-            stack,
+            stack: None,
             ret_addr: r.ret_addr,
-        })))
+        };
+        let open = self.open_calls.entry(tid).or_default();
+        while open.last().is_some_and(|(sp, _)| call.ends_open_call(*sp)) {
+            open.pop();
+        }
+        if returns {
+            // The real return address: the tail caller's, if tail-called.
+            let real = match open.last() {
+                Some((sp, ra)) if call.tail_called() && *sp == r.sp => *ra,
+                _ => r.ret_addr,
+            };
+            open.push((r.sp, real));
+        }
+        call.stack = self.stack(tid, r.stack);
+        Some(EventKind::Call(Box::new(call)))
     }
 
     fn signal(&mut self, data: &[u8]) -> Option<EventKind> {
@@ -1119,8 +1107,7 @@ fn poll_loop(
         exited: false,
         channel_lost: 0,
         undecodable: 0,
-        probe_args: cfg.probes.iter().map(|p| p.probe.args.clone()).collect(),
-        probe_returns: cfg.probes.iter().map(|p| p.probe.returns).collect(),
+        probes: cfg.probes.iter().map(|p| p.probe.clone()).collect(),
         open_calls: HashMap::new(),
         tramp_keys: HashSet::new(),
         fds: fds::FdTable::new(cfg.pid),
@@ -1195,6 +1182,15 @@ fn poll_loop(
     };
     let _ = tx.send(Msg::End(end));
     Ok(())
+}
+
+/// The bytes of a C `char` array up to its NUL (or its end).
+fn c_bytes(chars: &[std::ffi::c_char]) -> Vec<u8> {
+    chars
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect()
 }
 
 pub fn now_wall_ns() -> u64 {

@@ -199,6 +199,7 @@ fn find_probe(probes: &[Probe], id: ProbeId) -> Option<&Probe> {
     }
 }
 
+#[derive(Clone, Copy)]
 struct End {
     idx: Idx,
     ts: u64,
@@ -220,24 +221,14 @@ impl Spans {
                 let th = self.threads.entry(e.tid).or_default();
                 // Frames at or below the new call's are gone, but for the
                 // return-probed call that jumped to it (a tail call).
-                let tail = c.tail_called();
-                while let Some(&top) = th.open.last() {
-                    if self
-                        .table
-                        .get(top)
-                        .is_some_and(|s| s.sp > c.sp || (s.sp == c.sp && tail))
-                    {
-                        break;
-                    }
-                    th.open.pop();
-                    finish(
-                        &mut self.table,
-                        &mut self.stats,
-                        top,
-                        end(Outcome::Abandoned, None),
-                        probes,
-                    );
-                }
+                end_open(
+                    &mut th.open,
+                    &mut self.table,
+                    &mut self.stats,
+                    end(Outcome::Abandoned, None),
+                    probes,
+                    |s| c.ends_open_call(s.sp),
+                );
                 let id = self.next_id;
                 self.next_id += 1;
                 let returns = find_probe(probes, c.probe).is_none_or(|p| p.returns);
@@ -271,25 +262,20 @@ impl Spans {
                 }
             }
             EventKind::Return { probe, ret, sp } => {
-                let entry = sp.wrapping_sub(8);
+                let entry = crate::event::return_entry_sp(*sp);
                 let Some(th) = self.threads.get_mut(&e.tid) else {
                     self.unmatched_returns += 1;
                     return;
                 };
                 // Frames deeper than the returning one are gone.
-                while let Some(&top) = th.open.last() {
-                    if self.table.get(top).is_some_and(|s| s.sp >= entry) {
-                        break;
-                    }
-                    th.open.pop();
-                    finish(
-                        &mut self.table,
-                        &mut self.stats,
-                        top,
-                        end(Outcome::Abandoned, None),
-                        probes,
-                    );
-                }
+                end_open(
+                    &mut th.open,
+                    &mut self.table,
+                    &mut self.stats,
+                    end(Outcome::Abandoned, None),
+                    probes,
+                    |s| s.sp < entry,
+                );
                 let hit = th.open.last().copied().filter(|&top| {
                     self.table
                         .get(top)
@@ -312,28 +298,16 @@ impl Spans {
             }
             EventKind::ThreadExit { .. } => {
                 if let Some(th) = self.threads.get_mut(&e.tid) {
-                    for id in th.open.drain(..).rev() {
-                        finish(
-                            &mut self.table,
-                            &mut self.stats,
-                            id,
-                            end(Outcome::ThreadExit, None),
-                            probes,
-                        );
-                    }
+                    let (table, stats) = (&mut self.table, &mut self.stats);
+                    let end = end(Outcome::ThreadExit, None);
+                    end_open(&mut th.open, table, stats, end, probes, |_| true);
                 }
             }
             EventKind::ProcessExit { .. } | EventKind::Exec { .. } => {
                 for th in self.threads.values_mut() {
-                    for id in th.open.drain(..).rev() {
-                        finish(
-                            &mut self.table,
-                            &mut self.stats,
-                            id,
-                            end(Outcome::ThreadExit, None),
-                            probes,
-                        );
-                    }
+                    let (table, stats) = (&mut self.table, &mut self.stats);
+                    let end = end(Outcome::ThreadExit, None);
+                    end_open(&mut th.open, table, stats, end, probes, |_| true);
                 }
             }
             _ => {}
@@ -458,6 +432,25 @@ impl Spans {
     #[cfg(test)]
     pub fn held(&self) -> impl DoubleEndedIterator<Item = &Span> + '_ {
         self.table.held.iter()
+    }
+}
+
+/// Ends a thread's innermost open calls, each with `end`, for as long as
+/// `gone` says their frames are (a call retention forgot is gone too).
+fn end_open(
+    open: &mut Vec<SpanId>,
+    table: &mut Table,
+    stats: &mut FxMap<ProbeId, ProbeStats>,
+    end: End,
+    probes: &[Probe],
+    gone: impl Fn(&Span) -> bool,
+) {
+    while let Some(&top) = open.last() {
+        if table.get(top).is_some_and(|s| !gone(s)) {
+            break;
+        }
+        open.pop();
+        finish(table, stats, top, end, probes);
     }
 }
 
