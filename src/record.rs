@@ -129,6 +129,21 @@ pub struct Session {
     pub warnings: Vec<String>,
 }
 
+impl Session {
+    /// What the recording feeds: the ingest (writing `writer`, if any) and
+    /// the timeline, the probe table in both before any event.
+    pub fn ingest(
+        &mut self,
+        writer: Option<TraceWriter>,
+        memory: usize,
+    ) -> Result<(Ingest, Timeline)> {
+        let mut ing = Ingest::new(writer);
+        let mut tl = Timeline::with_budget(self.meta.clone(), memory);
+        ing.add_probes(&mut tl, std::mem::take(&mut self.probes))?;
+        Ok((ing, tl))
+    }
+}
+
 /// Attach to the pid, or launch the command stopped and attach before it
 /// runs; on return the target is running and every probe is in place.
 pub fn start(
@@ -139,33 +154,20 @@ pub fn start(
     tracing: &Tracing,
 ) -> Result<Session> {
     require_root()?;
+    // Without the alloc family no allocator is looked for (a target
+    // without malloc can still be traced).
     let alloc_on = tracing.families.has(Family::Alloc);
-    // Without the alloc family no allocator is needed (a target without
-    // malloc can still be traced).
-    let allocator_of = |r: Result<discover::Allocator>| -> Result<discover::Allocator> {
-        match r {
-            Err(e) if !alloc_on => {
-                let _ = e;
-                Ok(discover::Allocator {
-                    path: PathBuf::new(),
-                    open_path: PathBuf::new(),
-                    probes: Vec::new(),
-                })
-            }
-            r => r,
-        }
-    };
     let (pid, command, mut allocator, mut child, resolved, warning) = match target {
         Target::Pid(pid) => {
             let command = check_pid(*pid)?;
-            let allocator = allocator_of(discover::for_pid(*pid))?;
+            let allocator = alloc_on.then(|| discover::for_pid(*pid)).transpose()?;
             let (resolved, warning) =
                 resolve_probes(&tracing.probes, || discover::modules_of_pid(*pid))?;
             (*pid, command, allocator, None, resolved, warning)
         }
         Target::Command(argv) => {
             let exe = launch::resolve_program(argv.first().map_or("", String::as_str))?;
-            let allocator = allocator_of(discover::for_program(&exe))?;
+            let allocator = alloc_on.then(|| discover::for_program(&exe)).transpose()?;
             let (resolved, warning) =
                 resolve_probes(&tracing.probes, || discover::modules_of_program(&exe))?;
             let child = launch::spawn_stopped(&exe, argv, stdio)?;
@@ -180,7 +182,7 @@ pub fn start(
         }
     };
     if probes == ProbeMode::FreeAtEntry {
-        for p in &mut allocator.probes {
+        for p in allocator.iter_mut().flat_map(|a| &mut a.probes) {
             p.offset -= p.skipped;
             p.skipped = 0;
         }
@@ -191,7 +193,10 @@ pub fn start(
         command,
         start_mono_ns: now_mono_ns(),
         start_wall_ns: now_wall_ns(),
-        allocator: allocator.path.display().to_string(),
+        allocator: allocator
+            .as_ref()
+            .map(|a| a.path.display().to_string())
+            .unwrap_or_default(),
         launched: child.is_some(),
     };
     let mut cfg = Config::new(pid, allocator);
@@ -226,36 +231,36 @@ pub fn start(
 
 pub fn run(args: RecordArgs) -> Result<i32> {
     install_sigint();
-    let session = start(
+    let mut session = start(
         &args.target,
         args.ringbuf_bytes,
         args.probes,
         None,
         &args.tracing,
     )?;
+    for w in &session.warnings {
+        eprintln!("tm-tui: {w}");
+    }
+    let writer = TraceWriter::create(&args.output, &session.meta)?;
+    let (mut ing, mut tl) = session.ingest(Some(writer), args.memory)?;
     let Session {
         meta,
         recorder,
         rx,
         mut child,
-        probes,
-        warnings,
+        ..
     } = session;
-    for w in &warnings {
-        eprintln!("tm-tui: {w}");
-    }
-    let writer = TraceWriter::create(&args.output, &meta)?;
     eprintln!(
-        "tm-tui: recording pid {} ({}) into {}, allocator {}; Ctrl-C stops",
+        "tm-tui: recording pid {} ({}) into {}, {}; Ctrl-C stops",
         meta.pid,
         meta.command,
         args.output.display(),
-        meta.allocator
+        if meta.allocator.is_empty() {
+            "heap not traced".to_string()
+        } else {
+            format!("allocator {}", meta.allocator)
+        }
     );
-
-    let mut ing = Ingest::new(Some(writer));
-    let mut tl = Timeline::with_budget(meta.clone(), args.memory);
-    ing.add_probes(&mut tl, probes)?;
     if !tl.probes.is_empty() {
         eprintln!("tm-tui: {}", probes_line(&tl.probes));
     }

@@ -108,7 +108,8 @@ pub enum EndReason {
 
 pub struct Config {
     pub pid: u32,
-    pub allocator: Allocator,
+    /// The allocator to probe; `None` without the alloc family.
+    pub allocator: Option<Allocator>,
     /// Ring buffer size in bytes (a power of two, at least a page).
     pub ringbuf_bytes: u64,
     /// Capacity of the channel, in batches.
@@ -127,7 +128,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(pid: u32, allocator: Allocator) -> Self {
+    pub fn new(pid: u32, allocator: Option<Allocator>) -> Self {
         Config {
             pid,
             allocator,
@@ -284,7 +285,7 @@ fn setup<'obj>(
     // One set of allocator programs is loaded: the uprobe_multi pair where
     // the kernel has it (6.6+), else one program per entry point.
     let multi = uprobe_multi_supported();
-    let alloc_on = cfg.families.has(Family::Alloc);
+    let alloc_on = cfg.allocator.is_some();
     let calls_on = !cfg.probes.is_empty();
     let progs = &mut open.progs;
     for p in [
@@ -328,12 +329,10 @@ fn setup<'obj>(
     })?;
 
     let mut links = Vec::new();
-    let alloc = &cfg.allocator;
-    if !alloc_on {
-    } else if multi {
-        links.extend(attach_multi(&skel, pid, alloc)?);
-    } else {
-        links.extend(attach_each(&skel, pid, alloc)?);
+    match &cfg.allocator {
+        Some(alloc) if multi => links.extend(attach_multi(&skel, pid, alloc)?),
+        Some(alloc) => links.extend(attach_each(&skel, pid, alloc)?),
+        None => {}
     }
     if calls_on {
         links.extend(attach_calls(&skel, pid, &cfg.probes, multi)?);

@@ -236,28 +236,25 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         Target::Pid(_) => (None, None),
     };
     // Attach before the terminal changes: errors print as plain lines.
-    let session = record::start(
+    let mut session = record::start(
         &args.target,
         args.ringbuf_bytes,
         record::ProbeMode::Normal,
         stdio,
         &args.tracing,
     )?;
+    let writer = match &args.output {
+        Some(p) => Some(TraceWriter::create(p, &session.meta)?),
+        None => None,
+    };
+    let (mut ing, tl) = session.ingest(writer, args.memory)?;
     let record::Session {
-        meta,
         recorder,
         rx,
         mut child,
-        probes,
         warnings,
+        ..
     } = session;
-    let writer = match &args.output {
-        Some(p) => Some(TraceWriter::create(p, &meta)?),
-        None => None,
-    };
-    let mut ing = Ingest::new(writer);
-    let mut tl = Timeline::with_budget(meta.clone(), args.memory);
-    ing.add_probes(&mut tl, probes)?;
     let mut app = App::new(tl, Mode::Live);
     if let Some(l) = &log {
         app.message = Some(format!("the program's output goes to {}", l.display()));
