@@ -18,12 +18,7 @@ fn use_after_free_crash_is_recorded_with_stack_and_address() {
     let trace = tmp().join("uaf.tmt");
     let out = record_launch(&trace, &[uaf.to_str().expect("utf8")]);
     // The target's status becomes tm-tui's: 128 + SIGSEGV.
-    assert_eq!(
-        out.status.code(),
-        Some(139),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 139);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("CRASH  SIGSEGV"),
@@ -84,12 +79,7 @@ fn double_free_abort_is_unwound_through_glibc() {
     let df = demo("double-free");
     let trace = tmp().join("df.tmt");
     let out = record_launch(&trace, &[df.to_str().expect("utf8")]);
-    assert_eq!(
-        out.status.code(),
-        Some(134),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 134);
     let r = report_json(&trace, &[]);
     assert_no_loss(&r);
     assert_eq!(r["crash"]["signal"], "SIGABRT");

@@ -55,12 +55,7 @@ fn threaded_churn_is_exact_with_no_loss() {
     let cmd = [threads.to_str().expect("utf8"), "2", "100000"];
     let trace = tmp().join("threads.tmt");
     let out = record_launch(&trace, &cmd);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let r = report_json(&trace, &[]);
     assert_no_loss(&r);
     let vg = valgrind(&[cmd[0], "2", "1000"]);
@@ -101,12 +96,7 @@ fn attaches_to_a_running_process() {
         .output()
         .expect("run tm-tui record PID");
     assert!(target.wait().expect("wait target").success());
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let r = report_json(&trace, &["--window", "1h"]);
     assert_no_loss(&r);
     assert_eq!(r["target"]["pid"].as_u64(), Some(u64::from(target.id())));

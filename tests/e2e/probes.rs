@@ -1,7 +1,7 @@
 //! Function probes and the io/net/lock/sched families on the demos calls
 //! and netio, whose calls, arguments, results and nesting are known.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -13,20 +13,6 @@ const CALL_PROBES: [&str; 4] = [
     "fail_parse(int)",
     "checksum(str, int) -> int",
 ];
-
-fn record(trace: &std::path::Path, flags: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(bin());
-    c.arg("record")
-        .arg("-o")
-        .arg(trace)
-        .args(flags)
-        .arg("--")
-        .args(cmd);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run tm-tui record")
-}
 
 fn probe_flags() -> Vec<&'static str> {
     CALL_PROBES.iter().flat_map(|p| ["--probe", p]).collect()
@@ -157,7 +143,7 @@ fn function_probes_count_calls_args_returns_nesting_and_longjmp() {
         ("per-probe", &[("TM_NO_UPROBE_MULTI", "1")][..]),
     ] {
         let trace = tmp().join(format!("calls-{name}.tmt"));
-        let out = record(&trace, &probe_flags(), &cmd, env);
+        let out = record_with(&trace, &probe_flags(), &cmd, env);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -190,12 +176,7 @@ fn probes_attach_to_a_running_process() {
         .output()
         .expect("run tm-tui record");
     let _ = child.wait();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let r = report_json(&trace, &[]);
     assert_no_loss(&r);
     let pr = probe(&r, "process_request");
@@ -215,18 +196,13 @@ fn io_net_and_lock_families() {
     }
     let netio = demo("netio");
     let trace = tmp().join("netio.tmt");
-    let out = record(
+    let out = record_with(
         &trace,
         &["--trace", "io,net,lock"],
         &[netio.to_str().expect("utf8")],
         &[],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let (r, w) = events(&trace, &[]);
     assert_no_loss(&r);
     assert_eq!(r["families"], serde_json::json!(["io", "net", "lock"]));
@@ -354,18 +330,13 @@ fn sched_family_shows_off_cpu_time() {
     }
     let netio = demo("netio");
     let trace = tmp().join("netio-sched.tmt");
-    let out = record(
+    let out = record_with(
         &trace,
         &["--trace", "sched"],
         &[netio.to_str().expect("utf8")],
         &[],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let (r, w) = events(&trace, &[]);
     assert_no_loss(&r);
     // The holder thread sleeps 50 ms with the mutex, main waits as long.
@@ -410,7 +381,7 @@ fn sched_family_shows_off_cpu_time() {
 fn bad_probe(spec: &str, needle: &str) {
     let calls = demo("calls");
     let trace = tmp().join("bad-probe.tmt");
-    let out = record(
+    let out = record_with(
         &trace,
         &["--probe", spec],
         &[calls.to_str().expect("utf8"), "1"],
@@ -463,34 +434,23 @@ fn entry_probes_are_safe_for_cpp_exceptions() {
     if !bpf_or_skip("cpp_exceptions") {
         return;
     }
-    let dir = tmp().join("cpp-throw");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let src = dir.join("throw.cc");
-    std::fs::write(&src, CPP_THROW).expect("write source");
-    let bin = dir.join("throw");
-    let ok = Command::new("g++")
-        .args(["-g", "-O0", "-fno-omit-frame-pointer", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status()
-        .expect("run g++ (apt install g++)")
-        .success();
-    assert!(ok, "g++ failed");
-    let trace = dir.join("throw.tmt");
+    let bin = compile(
+        "g++",
+        "throw",
+        "cc",
+        CPP_THROW,
+        &["-g", "-O0", "-fno-omit-frame-pointer"],
+    );
+    let trace = tmp().join("throw.tmt");
     let bin = bin.to_str().expect("utf8");
-    let out = record(
+    let out = record_with(
         &trace,
         &["--probe-entry", "middle", "--probe-entry", "inner(int)"],
         &[bin],
         &[],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert!(stdout.contains("ok=33 caught=3"), "{stdout}");
     let (r, w) = events(&trace, &[]);
     let inner: Vec<&Value> = w
@@ -502,7 +462,7 @@ fn entry_probes_are_safe_for_cpp_exceptions() {
     assert_eq!(probe(&r, "middle")["calls"], 9);
     assert_eq!(w.iter().filter(|e| e["kind"] == "return").count(), 0);
     // With return probes the same program is told it is at risk.
-    let out = record(&trace, &["--probe", "main"], &[bin], &[]);
+    let out = record_with(&trace, &["--probe", "main"], &[bin], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("warning: the target unwinds (libstdc++"),
@@ -525,13 +485,8 @@ fn crash_stack_unwinds_through_probed_calls() {
         "--probe",
         "process_request",
     ];
-    let out = record(&trace, &flags, &[uaf.to_str().expect("utf8")], &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(139),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = record_with(&trace, &flags, &[uaf.to_str().expect("utf8")], &[]);
+    assert_exit(&out, 139);
     let r = report_json(&trace, &[]);
     let stack = funcs(&r["crash"]["stack"]);
     assert_eq!(
@@ -563,20 +518,8 @@ fn tail_calls_pair_with_their_returns() {
     if !bpf_or_skip("tail_calls") {
         return;
     }
-    let dir = tmp().join("tail");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let src = dir.join("tail.c");
-    std::fs::write(&src, TAIL_C).expect("write source");
-    let bin = dir.join("tail");
-    let ok = Command::new("gcc")
-        .args(["-O2", "-g", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status()
-        .expect("run gcc")
-        .success();
-    assert!(ok, "gcc failed");
-    let trace = dir.join("tail.tmt");
+    let bin = compile("gcc", "tail", "c", TAIL_C, &["-O2", "-g"]);
+    let trace = tmp().join("tail.tmt");
     let flags = [
         "--probe",
         "caller(int)",
@@ -585,13 +528,8 @@ fn tail_calls_pair_with_their_returns() {
         "--probe",
         "inner(int)",
     ];
-    let out = record(&trace, &flags, &[bin.to_str().expect("utf8")], &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = record_with(&trace, &flags, &[bin.to_str().expect("utf8")], &[]);
+    assert_exit(&out, 0);
     let (r, w) = events(&trace, &[]);
     for f in ["caller", "outer", "inner"] {
         let p = probe(&r, f);

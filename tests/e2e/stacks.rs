@@ -3,8 +3,6 @@
 //! and glibc's strdup (reuses %rbp: the walk breaks) — checked in
 //! diagnosis.rs on the double-free demo.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use super::support::*;
@@ -21,20 +19,14 @@ fn operator_new_is_attributed_to_its_caller() {
     if !bpf_or_skip("operator_new_caller") {
         return;
     }
-    let dir = tmp().join("cpp");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let src = dir.join("cpp_new.cc");
-    std::fs::write(&src, CPP).expect("write source");
-    let bin = dir.join("cpp_new");
-    let ok = Command::new("g++")
-        .args(["-g", "-O0", "-fno-omit-frame-pointer", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status()
-        .expect("run g++ (apt install g++)")
-        .success();
-    assert!(ok, "g++ failed");
-    let trace = dir.join("cpp_new.tmt");
+    let bin = compile(
+        "g++",
+        "cpp_new",
+        "cc",
+        CPP,
+        &["-g", "-O0", "-fno-omit-frame-pointer"],
+    );
+    let trace = tmp().join("cpp_new.tmt");
     let out = record_launch(&trace, &[bin.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(0));
     let r = report_json(&trace, &[]);

@@ -51,9 +51,52 @@ pub fn demo(name: &str) -> PathBuf {
 
 /// `tm-tui record -o FILE -- CMD...`
 pub fn record_launch(trace: &Path, cmd: &[&str]) -> Output {
+    record_with(trace, &[], cmd, &[])
+}
+
+/// `tm-tui record -o FILE FLAGS -- CMD...`, with `env` set.
+pub fn record_with(trace: &Path, flags: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(bin());
-    c.arg("record").arg("-o").arg(trace).arg("--").args(cmd);
+    c.arg("record")
+        .arg("-o")
+        .arg(trace)
+        .args(flags)
+        .arg("--")
+        .args(cmd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
     c.output().expect("run tm-tui record")
+}
+
+/// The run exited with `code`; if not, its stderr says why.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `source` compiled by `compiler` with `flags` into the tests' folder
+/// `name` (file `name.ext`); the binary's path.
+pub fn compile(compiler: &str, name: &str, ext: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let dir = tmp().join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let src = dir.join(format!("{name}.{ext}"));
+    std::fs::write(&src, source).expect("write source");
+    let bin = dir.join(name);
+    let ok = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("run {compiler} (.ci/run installs it): {e}"))
+        .success();
+    assert!(ok, "{compiler} failed on {}", src.display());
+    bin
 }
 
 pub fn report_json(trace: &Path, extra: &[&str]) -> Value {
