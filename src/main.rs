@@ -52,9 +52,6 @@ struct Cli {
     /// Also write the recording to this trace file.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Kernel ring buffer size (power of two; e.g. 16MiB, 1GiB).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    ringbuf: u64,
     /// Memory budget of the timeline; past it the oldest events are
     /// dropped (live blocks and leak groups stay exact).
     #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
@@ -66,9 +63,13 @@ struct Cli {
     launch: Vec<String>,
 }
 
-/// What to trace beyond fatal signals and the process lifecycle.
+/// What to trace beyond fatal signals and the process lifecycle, and
+/// into how big a kernel buffer.
 #[derive(Args, Debug, Clone)]
 struct TraceArgs {
+    /// Kernel ring buffer size (power of two; e.g. 16MiB, 1GiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    ringbuf: u64,
     /// Probe a function: entry (arguments, stack) and return (value,
     /// duration). NAME, MODULE:NAME (libssl.so:SSL_read), globs (parse_*),
     /// demangled C++/Rust names (ns::server::handle), an optional
@@ -111,9 +112,6 @@ enum Cmd {
         /// Trace file to write.
         #[arg(short, long, default_value = "tm-tui.tmt")]
         output: PathBuf,
-        /// Kernel ring buffer size (power of two; e.g. 16MiB, 1GiB).
-        #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-        ringbuf: u64,
         /// Memory budget for the in-memory timeline used for the live crash
         /// diagnosis (the trace file keeps everything).
         #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
@@ -267,7 +265,7 @@ fn run(cli: Cli) -> Result<i32> {
         return ui::live(ui::LiveArgs {
             target,
             output: cli.output,
-            ringbuf_bytes: cli.ringbuf,
+            ringbuf_bytes: cli.tracing.ringbuf,
             memory: cli.memory,
             tracing: cli.tracing.tracing(),
         });
@@ -280,7 +278,6 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Record {
             pid,
             output,
-            ringbuf,
             memory,
             command,
             tracing,
@@ -294,7 +291,7 @@ fn run(cli: Cli) -> Result<i32> {
             record::run(record::RecordArgs {
                 target,
                 output,
-                ringbuf_bytes: ringbuf,
+                ringbuf_bytes: tracing.ringbuf,
                 probes: record::ProbeMode::Normal,
                 memory,
                 print_crash: true,
@@ -368,7 +365,7 @@ fn run(cli: Cli) -> Result<i32> {
                 let _target_status = ui::live(ui::LiveArgs {
                     target: record::Target::Command(argv),
                     output,
-                    ringbuf_bytes: 64 << 20,
+                    ringbuf_bytes: tracing.ringbuf,
                     memory: model::DEFAULT_MEMORY,
                     tracing: tracing.clone().tracing(),
                 })?;
@@ -384,7 +381,7 @@ fn run(cli: Cli) -> Result<i32> {
             let _target_status = record::run(record::RecordArgs {
                 target: record::Target::Command(argv),
                 output: output.clone(),
-                ringbuf_bytes: 64 << 20,
+                ringbuf_bytes: tracing.ringbuf,
                 probes: record::ProbeMode::Normal,
                 memory: model::DEFAULT_MEMORY,
                 print_crash: false,
