@@ -561,13 +561,19 @@ fn own_row_line(app: &App, i: Idx, what: String, width: usize, theme: Theme) -> 
     ])
 }
 
+/// The event list's fixed columns: marker, time, tid, kind, address,
+/// size (then "where" takes the rest), one column apart.
+const EVENT_COLS: [u16; 6] = [1, 11, 7, 7, 14, 8];
+
 fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let rows_n = area.height.saturating_sub(3) as usize;
     // Borders, the fixed columns and the gaps between the 7 columns.
-    let where_w = (area.width as usize).saturating_sub(2 + 1 + 11 + 7 + 7 + 14 + 8 + 6);
+    // Borders, the fixed columns and a gap after each.
+    let fixed: u16 = EVENT_COLS.iter().map(|w| w + 1).sum();
+    let where_w = area.width.saturating_sub(2 + fixed) as usize;
     // Probe and syscall rows are written over the address, size and where
     // columns, from here (the table lays those out at fixed widths).
-    let own_x = area.x + 1 + 1 + 1 + 11 + 1 + 7 + 1 + 7 + 1;
+    let own_x = area.x + 1 + EVENT_COLS[..4].iter().map(|w| w + 1).sum::<u16>();
     let own_w = (area.x + area.width).saturating_sub(own_x + 1) as usize;
     let mut overlays: Vec<(usize, Line<'static>, Style)> = Vec::new();
     app.page.set(rows_n.max(1));
@@ -643,24 +649,17 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             ))
             .unwrap_or_default()
     );
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(1),
-            Constraint::Length(11),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(14),
-            Constraint::Length(8),
-            Constraint::Min(10),
-        ],
-    )
-    .column_spacing(1)
-    .header(
-        Row::new(["", "time", "tid", "kind", "address", "size", "where"])
-            .style(Style::default().add_modifier(Modifier::UNDERLINED)),
-    )
-    .block(pane_block(title, app.pane == Pane::Events));
+    let widths = EVENT_COLS
+        .iter()
+        .map(|w| Constraint::Length(*w))
+        .chain([Constraint::Min(10)]);
+    let table = Table::new(rows, widths)
+        .column_spacing(1)
+        .header(
+            Row::new(["", "time", "tid", "kind", "address", "size", "where"])
+                .style(Style::default().add_modifier(Modifier::UNDERLINED)),
+        )
+        .block(pane_block(title, app.pane == Pane::Events));
     frame.render_widget(table, area);
     // Below the borders, the header and the fixed columns' minimum there
     // is no room: the where column alone shows them (cut).
