@@ -8,8 +8,8 @@ mod fds;
 pub mod launch;
 mod stacks;
 
+use crate::model::fxhash::{FxMap, FxSet};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::mem::MaybeUninit;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -636,10 +636,10 @@ struct Decoder<'a> {
     fds: fds::FdTable,
     /// Return-probed calls not returned yet, per thread, innermost last:
     /// (entry sp, the real return address the trampoline stands for).
-    open_calls: HashMap<u32, Vec<(u64, u64)>>,
+    open_calls: FxMap<u32, Vec<(u64, u64)>>,
     /// BPF stack keys whose stacks hold uretprobe trampolines (kernels
     /// before 6.12 leave them in): mended per event, never cached.
-    tramp_keys: HashSet<u64>,
+    tramp_keys: FxSet<u64>,
 }
 
 const BATCH: usize = 4096;
@@ -1107,8 +1107,8 @@ fn poll_loop(
         channel_lost: 0,
         undecodable: 0,
         probes: cfg.probes.iter().map(|p| p.probe.clone()).collect(),
-        open_calls: HashMap::new(),
-        tramp_keys: HashSet::new(),
+        open_calls: FxMap::default(),
+        tramp_keys: FxSet::default(),
         fds: fds::FdTable::new(cfg.pid),
     });
     decoder.borrow_mut().sync_code_ranges();
