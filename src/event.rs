@@ -179,7 +179,7 @@ impl CallInfo {
     /// Entered by a jump from a return-probed call, at that call's stack
     /// pointer: it is nested in it, not a sibling.
     pub fn tail_called(&self) -> bool {
-        crate::unwind::is_uretprobe_trampoline(self.ret_addr)
+        crate::util::is_uretprobe_trampoline(self.ret_addr)
     }
 
     /// Whether this call shows that a call open on its thread, entered at

@@ -10,26 +10,22 @@
 //! - `model` — heap state and analysis over events (no terminal code).
 //! - `record`, `report`, `demos` — the subcommands.
 
-mod bench;
-mod demos;
+mod cmd;
 mod event;
-mod maps;
 mod model;
-mod probes;
-mod record;
 mod recorder;
-mod report;
-mod symbols;
 mod trace;
 mod ui;
-mod unwind;
-mod xorshift;
+mod util;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
+
+use cmd::{bench, demo, record, report};
+use recorder::probes;
 
 /// Record what a live process does with eBPF — allocations, frees, memory
 /// maps, fatal signals, with stacks — scrub through it in a terminal UI,
@@ -199,15 +195,6 @@ enum Cmd {
     },
 }
 
-/// The UI needs a terminal on both ends.
-pub(crate) fn require_tty() -> Result<()> {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
-        bail!("the UI needs a terminal; to record without one use `tm-tui record`");
-    }
-    Ok(())
-}
-
 /// Bytes, plain or with a KiB/MiB/GiB (K/M/G) suffix.
 fn parse_bytes(s: &str, what: &str, example: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -261,8 +248,8 @@ fn run(cli: Cli) -> Result<i32> {
                 bail!("nothing to show: give a PID, -- COMMAND ARGS, or a subcommand (see --help)")
             }
         };
-        require_tty()?;
-        return ui::live(ui::LiveArgs {
+        cmd::require_tty()?;
+        return cmd::live::live(cmd::live::LiveArgs {
             target,
             output: cli.output,
             ringbuf_bytes: cli.tracing.ringbuf,
@@ -272,7 +259,7 @@ fn run(cli: Cli) -> Result<i32> {
     };
     match command {
         Cmd::Open { file, memory } => {
-            ui::open(&file, memory)?;
+            cmd::live::open(&file, memory)?;
             Ok(0)
         }
         Cmd::Record {
@@ -351,18 +338,18 @@ fn run(cli: Cli) -> Result<i32> {
             no_ui,
             tracing,
         } => {
-            let demo = demos::find(&name)?;
-            let bin = demos::build(demo, None)?;
+            let demo = demo::find(&name)?;
+            let bin = demo::build(demo, None)?;
             if build_only {
                 println!("{}", bin.display());
                 return Ok(0);
             }
-            let ui = !no_ui && require_tty().is_ok();
+            let ui = !no_ui && cmd::require_tty().is_ok();
             if ui {
                 let mut argv = vec![bin.display().to_string()];
                 argv.extend(demo.args.iter().map(|a| a.to_string()));
                 // The demo's crash is its point: success is having shown it.
-                let _target_status = ui::live(ui::LiveArgs {
+                let _target_status = cmd::live::live(cmd::live::LiveArgs {
                     target: record::Target::Command(argv),
                     output,
                     ringbuf_bytes: tracing.ringbuf,

@@ -12,7 +12,6 @@
 //! - `names`: frame labels, each unique stack labelled once.
 
 pub mod diagnose;
-pub mod fxhash;
 pub mod heap;
 pub mod history;
 pub mod leaks;
@@ -23,7 +22,6 @@ pub mod store;
 use crate::event::{
     Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, ProbeId, Stack, StackId, SysCall,
 };
-use crate::trace::Trace;
 
 use diagnose::Diagnosis;
 use heap::{HeapIndex, LiveBlock};
@@ -60,30 +58,30 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 pub const DEFAULT_MEMORY: usize = 1 << 30;
 
 pub struct Timeline {
-    pub meta: Meta,
-    pub modules: Vec<Module>,
-    pub stacks: Vec<Stack>,
+    meta: Meta,
+    modules: Vec<Module>,
+    stacks: Vec<Stack>,
     /// The probed functions (`--probe`), by [`crate::event::ProbeId`].
-    pub probes: Vec<Probe>,
-    pub store: EventStore,
-    pub heap: HeapIndex,
-    pub leaks: Leaks,
-    pub names: Names,
+    probes: Vec<Probe>,
+    store: EventStore,
+    heap: HeapIndex,
+    leaks: Leaks,
+    names: Names,
     /// Calls of probed functions, as spans.
-    pub spans: Spans,
-    pub lost: Lost,
+    spans: Spans,
+    lost: Lost,
     /// Where losses happened: the number of events recorded when the
     /// lost-event count rose, and the count then (cumulative).
-    pub loss_marks: Vec<(Idx, u64)>,
+    loss_marks: Vec<(Idx, u64)>,
     /// Traced system calls by [`SysCall`], dropped ones included.
-    pub sys: [SysTotal; SysCall::ALL.len()],
+    sys: [SysTotal; SysCall::ALL.len()],
     /// Events by [`Kind`], dropped ones included.
-    pub by_kind: [u64; Kind::ALL.len()],
+    by_kind: [u64; Kind::ALL.len()],
     /// The fatal signal, once it arrived.
-    pub crash: Option<Idx>,
-    pub exit: Option<ExitStatus>,
+    crash: Option<Idx>,
+    exit: Option<ExitStatus>,
     /// CLOCK_MONOTONIC of the recording's end, when known.
-    pub end_ns: Option<u64>,
+    end_ns: Option<u64>,
     memory_budget: usize,
     last_signal: Option<(Idx, i32)>,
 }
@@ -112,7 +110,7 @@ pub struct SiteGroup {
 
 /// `blocks` by allocation stack, most bytes first.
 pub fn group_by_stack<'a>(blocks: impl IntoIterator<Item = &'a LiveBlock>) -> Vec<SiteGroup> {
-    let mut groups: fxhash::FxMap<Option<StackId>, SiteGroup> = Default::default();
+    let mut groups: crate::util::hash::FxMap<Option<StackId>, SiteGroup> = Default::default();
     for b in blocks {
         let g = groups.entry(b.stack).or_insert(SiteGroup {
             stack: b.stack,
@@ -161,28 +159,77 @@ impl Timeline {
         }
     }
 
-    /// A timeline of a whole trace file.
-    pub fn from_trace(t: &Trace, memory_budget: usize) -> Self {
-        let mut tl = Self::with_budget(t.meta.clone(), memory_budget);
-        tl.modules = t.modules.clone();
-        tl.stacks = t.stacks.clone();
-        tl.probes = t.probes.clone();
-        let mut marks = t.lost_marks.iter().peekable();
-        for (i, e) in t.events.iter().enumerate() {
-            while let Some((_, l)) = marks.next_if(|(at, _)| *at <= i as u64) {
-                tl.note_lost(l.clone());
-            }
-            tl.push(e);
-        }
-        for (_, l) in marks {
-            tl.note_lost(l.clone());
-        }
-        tl.lost = t.lost.clone();
-        tl.end_ns = t.end.as_ref().map(|e| e.end_mono_ns);
-        if let Some(s) = t.end.as_ref().and_then(|e| e.status) {
-            tl.set_exit(s);
-        }
-        tl
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub fn modules(&self) -> &[Module] {
+        &self.modules
+    }
+
+    pub fn stacks(&self) -> &[Stack] {
+        &self.stacks
+    }
+
+    /// The probed functions (`--probe`), by [`crate::event::ProbeId`].
+    pub fn probes(&self) -> &[Probe] {
+        &self.probes
+    }
+
+    /// The events held, with their indexes.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// The heap at any held instant.
+    pub fn heap(&self) -> &HeapIndex {
+        &self.heap
+    }
+
+    pub fn leaks(&self) -> &Leaks {
+        &self.leaks
+    }
+
+    /// Calls of probed functions, as spans.
+    pub fn spans(&self) -> &Spans {
+        &self.spans
+    }
+
+    /// The losses so far (cumulative).
+    pub fn lost(&self) -> &Lost {
+        &self.lost
+    }
+
+    /// Where losses happened: the number of events recorded when the
+    /// lost-event count rose, and the count then (cumulative).
+    pub fn loss_marks(&self) -> &[(Idx, u64)] {
+        &self.loss_marks
+    }
+
+    /// Traced system calls by [`SysCall`], dropped ones included.
+    pub fn sys(&self) -> &[SysTotal] {
+        &self.sys
+    }
+
+    /// Events by [`Kind`], dropped ones included.
+    pub fn by_kind(&self) -> &[u64] {
+        &self.by_kind
+    }
+
+    /// The fatal signal, once it arrived.
+    pub fn crash(&self) -> Option<Idx> {
+        self.crash
+    }
+
+    /// The recording ended at `ns` (CLOCK_MONOTONIC).
+    pub fn set_end_ns(&mut self, ns: Option<u64>) {
+        self.end_ns = ns;
+    }
+
+    /// Replaces the loss counters without marking the timeline (the last
+    /// snapshot of a file, which the marks already placed).
+    pub fn set_lost(&mut self, l: Lost) {
+        self.lost = l;
     }
 
     /// A new (cumulative) loss snapshot: marks the timeline where the
@@ -244,7 +291,7 @@ impl Timeline {
         idx
     }
 
-    fn set_exit(&mut self, status: ExitStatus) {
+    pub fn set_exit(&mut self, status: ExitStatus) {
         self.exit = Some(status);
         // A handled signal that still killed the process is the crash.
         if let (None, ExitStatus::Signal { signo, .. }, Some((i, s))) =
@@ -350,7 +397,7 @@ impl Timeline {
                     );
                 }
                 "call" => {
-                    let p: fxhash::FxSet<ProbeId> = self
+                    let p: crate::util::hash::FxSet<ProbeId> = self
                         .probes
                         .iter()
                         .filter(|p| glob_match(val, &p.func))
@@ -372,7 +419,7 @@ impl Timeline {
                 }
                 "func" => {
                     let s = Names::stacks_with(&self.stacks, val);
-                    let probes: fxhash::FxSet<crate::event::ProbeId> = self
+                    let probes: crate::util::hash::FxSet<crate::event::ProbeId> = self
                         .probes
                         .iter()
                         .filter(|p| p.func.contains(val))

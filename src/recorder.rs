@@ -6,9 +6,13 @@
 pub mod discover;
 mod fds;
 pub mod launch;
+pub mod maps;
+pub mod probes;
 mod stacks;
+pub mod symbols;
+pub mod unwind;
 
-use crate::model::fxhash::{FxMap, FxSet};
+use crate::util::hash::{FxMap, FxSet};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::path::Path;
@@ -28,8 +32,8 @@ use crate::event::{
     AllocFn, Arg, CallInfo, Event, EventKind, ExitStatus, Families, Family, Lost, Module,
     SignalInfo, Stack, ValueType,
 };
-use crate::maps::MapsCache;
-use crate::unwind::{Regs, Unwinder};
+use crate::recorder::maps::MapsCache;
+use crate::recorder::unwind::{Regs, Unwinder};
 use discover::Allocator;
 use stacks::StackTable;
 
@@ -124,7 +128,7 @@ pub struct Config {
     /// Event families: without `alloc` no allocator probe is attached.
     pub families: Families,
     /// Function probes, ids numbered from 0.
-    pub probes: Vec<crate::probes::Resolved>,
+    pub probes: Vec<crate::recorder::probes::Resolved>,
 }
 
 impl Config {
@@ -437,7 +441,7 @@ fn attach_multi(
 fn attach_calls(
     skel: &bpf::TracerSkel<'_>,
     pid: u32,
-    probes: &[crate::probes::Resolved],
+    probes: &[crate::recorder::probes::Resolved],
     multi: bool,
 ) -> Result<Vec<Link>> {
     let mut links = Vec::new();
@@ -453,10 +457,10 @@ fn attach_calls(
     modules.sort();
     modules.dedup();
     for path in modules {
-        let here: Vec<&crate::probes::Resolved> =
+        let here: Vec<&crate::recorder::probes::Resolved> =
             probes.iter().filter(|p| p.open_path == path).collect();
         if multi {
-            let with_ret: Vec<&&crate::probes::Resolved> =
+            let with_ret: Vec<&&crate::recorder::probes::Resolved> =
                 here.iter().filter(|p| p.probe.returns).collect();
             let ret = UprobeMultiOpts {
                 offsets: with_ret.iter().map(|p| p.probe.offset as usize).collect(),
@@ -466,7 +470,7 @@ fn attach_calls(
             };
             // Probes with string arguments go to the sleepable program.
             let entry = |strs: bool| {
-                let these: Vec<&&crate::probes::Resolved> = here
+                let these: Vec<&&crate::recorder::probes::Resolved> = here
                     .iter()
                     .filter(|p| (p.str_mask() != 0) == strs)
                     .collect();
@@ -508,7 +512,7 @@ fn attach_calls(
             (&skel.progs.tm_call, false, Some(false)),
             (&skel.progs.tm_call_str, false, Some(true)),
         ] {
-            let wanted = |p: &crate::probes::Resolved| match strs {
+            let wanted = |p: &crate::recorder::probes::Resolved| match strs {
                 None => p.probe.returns,
                 Some(s) => (p.str_mask() != 0) == s,
             };
@@ -667,10 +671,7 @@ impl Decoder<'_> {
             if Some(path) == exe.as_deref() {
                 exe_lo = exe_lo.min(m.start);
                 exe_hi = exe_hi.max(m.end);
-            } else if path
-                .to_str()
-                .is_some_and(crate::model::names::is_system_path)
-            {
+            } else if path.to_str().is_some_and(crate::util::is_system_path) {
                 lib_lo = lib_lo.min(m.start);
                 lib_hi = lib_hi.max(m.end);
             }
@@ -841,9 +842,7 @@ impl Decoder<'_> {
             key,
             || {
                 let ips = read()?;
-                tramp = ips
-                    .iter()
-                    .any(|a| crate::unwind::is_uretprobe_trampoline(*a));
+                tramp = ips.iter().any(|a| crate::util::is_uretprobe_trampoline(*a));
                 (!tramp).then_some(ips)
             },
             false,
@@ -869,7 +868,7 @@ impl Decoder<'_> {
             .unwrap_or_default()
             .into_iter();
         for i in 0..ips.len() {
-            if crate::unwind::is_uretprobe_trampoline(ips[i]) {
+            if crate::util::is_uretprobe_trampoline(ips[i]) {
                 match open.next() {
                     Some(ra) => ips[i] = ra,
                     None => {
@@ -961,7 +960,7 @@ impl Decoder<'_> {
                 }
                 let s = slot;
                 slot += 1;
-                let n = crate::probes::STR_LEN;
+                let n = crate::recorder::probes::STR_LEN;
                 match r.strs.get(s * n..(s + 1) * n) {
                     Some(chars) if r.str_bad & (1 << s) == 0 => {
                         let bytes = c_bytes(chars);

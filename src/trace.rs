@@ -1061,7 +1061,7 @@ impl Dec<'_> {
 mod tests {
     use super::*;
     use crate::event::AllocFn;
-    use crate::xorshift::Rng;
+    use crate::util::xorshift::Rng;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -8,22 +8,18 @@
 pub mod app;
 pub mod view;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use crossbeam_channel::{bounded, select, tick, Receiver};
 use crossterm::event::{
-    DisableMouseCapture, EnableMouseCapture, Event as TermEvent, KeyEvent, KeyEventKind,
-    MouseButton, MouseEventKind,
+    DisableMouseCapture, Event as TermEvent, KeyEvent, KeyEventKind, MouseButton, MouseEventKind,
 };
 use ratatui::backend::Backend;
 use ratatui::Terminal;
 
-use crate::model::Timeline;
-use crate::record::{self, Ingest, Target};
+use crate::cmd::record::{self, Ingest};
 use crate::recorder::{EndReason, Msg};
-use crate::trace::TraceWriter;
 use app::{App, Mode};
 use view::Theme;
 
@@ -47,7 +43,7 @@ const DRAIN: usize = 256;
 
 /// Restores the terminal however the UI ends (return, error, panic —
 /// ratatui's panic hook covers the last).
-struct TermGuard;
+pub struct TermGuard;
 
 impl Drop for TermGuard {
     fn drop(&mut self) {
@@ -56,7 +52,7 @@ impl Drop for TermGuard {
     }
 }
 
-fn input_thread() -> Receiver<Input> {
+pub fn input_thread() -> Receiver<Input> {
     let (tx, rx) = bounded(256);
     std::thread::Builder::new()
         .name("tm-input".into())
@@ -113,7 +109,7 @@ pub fn run<B: Backend>(
     let ticker = tick(TICK);
     let never = crossbeam_channel::never();
     let mut end = None;
-    let mut rate_mark = (Instant::now(), app.tl.store.end());
+    let mut rate_mark = (Instant::now(), app.tl.store().end());
     while !app.quit {
         // A few ms a frame at most: the UI never waits on a count.
         app.count_matches(COUNT_SLICE);
@@ -172,7 +168,7 @@ pub fn run<B: Backend>(
                 let (t, n) = rate_mark;
                 let dt = t.elapsed().as_secs_f64();
                 if dt >= 1.0 {
-                    let now_n = app.tl.store.end();
+                    let now_n = app.tl.store().end();
                     app.rate = (now_n - n) as f64 / dt;
                     rate_mark = (Instant::now(), now_n);
                 }
@@ -184,126 +180,6 @@ pub fn run<B: Backend>(
         app.refresh();
     }
     Ok(end)
-}
-
-/// `tm-tui open FILE`: the UI over a saved recording.
-pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
-    let t = crate::trace::read_trace(file)?;
-    // The file first: a bad file is an error even without a terminal.
-    crate::require_tty()?;
-    let tl = Timeline::from_trace(&t, memory);
-    let mut app = App::new(tl, Mode::Replay);
-    if let Some(d) = &t.damage {
-        app.message = Some(format!(
-            "{} is damaged from byte {}: {} (showing what was read)",
-            file.display(),
-            d.offset,
-            d.reason
-        ));
-    }
-    let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
-    let _guard = TermGuard;
-    let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
-    let input = input_thread();
-    run(&mut terminal, &mut app, &input, None, Theme::from_env())?;
-    Ok(())
-}
-
-pub struct LiveArgs {
-    pub target: Target,
-    pub output: Option<PathBuf>,
-    pub ringbuf_bytes: u64,
-    pub memory: usize,
-    pub tracing: record::Tracing,
-}
-
-/// `tm-tui PID`, `tm-tui -- CMD`, `tm-tui demo NAME`: record and show.
-/// Returns the launched target's status (as `record` does).
-pub fn live(args: LiveArgs) -> Result<i32> {
-    record::install_sigint();
-    // A launched program's output would garble the UI and its input would
-    // steal our keys: it gets /dev/null and a log file instead.
-    let (stdio, log) = match &args.target {
-        Target::Command(_) => {
-            let log = std::env::temp_dir().join(format!("tm-tui-{}.out", std::process::id()));
-            let stdio = crate::recorder::launch::Stdio {
-                stdin: std::fs::File::open("/dev/null").context("cannot open /dev/null")?,
-                output: std::fs::File::create(&log)
-                    .with_context(|| format!("cannot create {}", log.display()))?,
-            };
-            (Some(stdio), Some(log))
-        }
-        Target::Pid(_) => (None, None),
-    };
-    // Attach before the terminal changes: errors print as plain lines.
-    let mut session = record::start(
-        &args.target,
-        args.ringbuf_bytes,
-        record::ProbeMode::Normal,
-        stdio,
-        &args.tracing,
-    )?;
-    let writer = match &args.output {
-        Some(p) => Some(TraceWriter::create(p, &session.meta)?),
-        None => None,
-    };
-    let (mut ing, tl) = session.ingest(writer, args.memory)?;
-    let record::Session {
-        recorder,
-        rx,
-        mut child,
-        warnings,
-        ..
-    } = session;
-    let mut app = App::new(tl, Mode::Live);
-    if let Some(l) = &log {
-        app.message = Some(format!("the program's output goes to {}", l.display()));
-    }
-    if let Some(w) = warnings.first() {
-        app.message = Some(w.clone());
-    }
-    let result = (|| -> Result<Option<EndReason>> {
-        let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
-        let _guard = TermGuard;
-        let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
-        let input = input_thread();
-        run(
-            &mut terminal,
-            &mut app,
-            &input,
-            Some((&rx, &mut ing)),
-            Theme::from_env(),
-        )
-    })();
-    // The user quit before a launched program ended: it goes with us
-    // (an attached process is left running).
-    if let (Some(c), None) = (child.as_mut(), ing.exit_status) {
-        c.terminate();
-    }
-    recorder.stop();
-    // Drain what is left so the trace file is complete.
-    while let Ok(msg) = rx.recv_timeout(Duration::from_millis(500)) {
-        if ing.handle(&mut app.tl, msg)?.is_some() {
-            break;
-        }
-    }
-    recorder.join()?;
-    let mut status = ing.exit_status;
-    if let Some(c) = child.as_mut() {
-        status = c.wait().ok().or(status);
-    }
-    ing.finish(&mut app.tl, status)?;
-    result?;
-    if let Some(l) = &log {
-        eprintln!("tm-tui: the program's output is in {}", l.display());
-    }
-    if let Some(p) = &args.output {
-        eprintln!("tm-tui: trace kept in {}", p.display());
-    }
-    Ok(match (&child, status) {
-        (Some(_), Some(s)) => s.shell_code(),
-        _ => 0,
-    })
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
         .filter(|s| tl.probe(s.probe).is_some_and(|p| p.returns))
         .filter_map(|s| tl.probe(s.probe).map(|p| p.func.clone()))
         .collect();
-    if sig.signo == SIGILL && crate::unwind::is_uretprobe_trampoline(sig.ip) {
+    if sig.signo == SIGILL && crate::util::is_uretprobe_trampoline(sig.ip) {
         return Some(Diagnosis {
             kind: DiagKind::ProbeReturn,
             summary: format!(
@@ -354,7 +354,7 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
         return d;
     }
     let live = tl.heap.at(&tl.store, crash).unwrap_or_default();
-    let live_allocs: crate::model::fxhash::FxSet<Idx> = live.iter().map(|b| b.alloc).collect();
+    let live_allocs: crate::util::hash::FxSet<Idx> = live.iter().map(|b| b.alloc).collect();
     let lives: Vec<history::Life> = history::covering(&tl.store, &tl.heap, a)
         .into_iter()
         .filter(|l| l.block.alloc < crash)

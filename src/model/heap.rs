@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use crate::event::StackId;
 #[cfg(test)]
 use crate::event::{Event, EventKind};
-use crate::model::fxhash::FxMap;
 use crate::model::store::{EventStore, Idx, CHUNK};
+use crate::util::hash::FxMap;
 
 /// Checkpoint spacing: at most this many events (or twice the live blocks,
 /// if more) are replayed to answer a heap-at-T query.
@@ -381,7 +381,7 @@ impl HeapIndex {
             return;
         };
         let mut born: Vec<Idx> = Vec::new();
-        let mut ended: crate::model::fxhash::FxSet<Idx> = Default::default();
+        let mut ended: crate::util::hash::FxSet<Idx> = Default::default();
         store.heap_ops(cp.at..new_first, |i, op| {
             // A free ends the live block at its address; a new block at a
             // live address ends the old one (its free was not recorded).

@@ -6,9 +6,9 @@
 use std::collections::VecDeque;
 
 use crate::event::StackId;
-use crate::model::fxhash::FxMap;
 use crate::model::heap::{Change, HeapIndex};
 use crate::model::store::EventStore;
+use crate::util::hash::FxMap;
 
 /// The sliding window growth and suspicion are judged over.
 pub const DEFAULT_WINDOW_NS: u64 = 10_000_000_000;

@@ -4,23 +4,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::model::fxhash::FxSet;
+use crate::util::hash::FxSet;
+use crate::util::is_system_path;
 
 use crate::event::{find_stack, Frame, Module, Stack, StackId};
-
-/// Libraries of the system (libc, libstdc++, …): their frames are where
-/// the program's call went, not where it came from.
-pub fn is_system_path(p: &str) -> bool {
-    [
-        "/lib/",
-        "/lib64/",
-        "/usr/lib/",
-        "/usr/lib64/",
-        "/usr/libexec/",
-    ]
-    .iter()
-    .any(|d| p.starts_with(d))
-}
 
 /// The frame a user cares about: the first outside system libraries with
 /// source info (their code), else the first with a name, else the first.

@@ -12,8 +12,8 @@
 use std::collections::VecDeque;
 
 use crate::event::{Event, EventKind, Probe, ProbeId};
-use crate::model::fxhash::FxMap;
 use crate::model::store::Idx;
+use crate::util::hash::FxMap;
 
 /// The number of a span, in order of its call; valid for the whole
 /// recording, dropped or not.
@@ -492,7 +492,7 @@ fn finish(
 mod tests {
     use super::*;
     use crate::event::{CallInfo, ExitStatus, ValueType};
-    use crate::xorshift::Rng;
+    use crate::util::xorshift::Rng;
 
     /// Feeds events to a `Spans` at 1 µs steps.
     struct Feed {

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use std::ops::Range;
 
 use crate::event::{AllocFn, Event, EventKind, Family, ProbeId, StackId};
-use crate::model::fxhash::{FxMap, FxSet};
 use crate::model::heap::LiveBlock;
+use crate::util::hash::{FxMap, FxSet};
 
 /// The number of an event in the recording, in arrival order.
 pub type Idx = u64;

@@ -6,7 +6,7 @@ use super::*;
 use crate::event::{AllocFn, Frame, SignalInfo};
 use crate::model::diagnose::DiagKind;
 use crate::model::heap::LiveHeap;
-use crate::xorshift::Rng;
+use crate::util::xorshift::Rng;
 
 const MS: u64 = 1_000_000;
 

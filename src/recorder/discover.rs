@@ -11,8 +11,8 @@ use blazesym::inspect::source::{Elf, Source};
 use blazesym::inspect::Inspector;
 
 use crate::event::AllocFn;
-use crate::maps::read_maps;
-use crate::probes::ModuleFile;
+use crate::recorder::maps::read_maps;
+use crate::recorder::probes::ModuleFile;
 
 /// One uprobe to attach: the entry of an allocator function.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crossbeam_channel::Sender;
 
 use crate::event::{Frame, Module, ModuleId, Stack, StackId};
-use crate::maps::MapsCache;
+use crate::recorder::maps::MapsCache;
 
 use super::Msg;
 

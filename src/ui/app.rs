@@ -115,10 +115,7 @@ pub struct App {
     blocks_at: Option<Idx>,
     diagnosis: Option<(Idx, Option<Diagnosis>)>,
     /// Growth and suspicion per allocation stack, as of `.0` events.
-    leaks: (
-        Idx,
-        crate::model::fxhash::FxMap<Option<StackId>, (f64, bool)>,
-    ),
+    leaks: (Idx, crate::util::hash::FxMap<Option<StackId>, (f64, bool)>),
 }
 
 /// Nice time steps for `[` / `]`: the largest not above a tenth of the
@@ -164,7 +161,7 @@ impl App {
             leaks: (Idx::MAX, Default::default()),
         };
         app.after_ingest();
-        if let (Mode::Replay, Some(c)) = (mode, app.tl.crash) {
+        if let (Mode::Replay, Some(c)) = (mode, app.tl.crash()) {
             app.cursor = Some(c);
             app.pane = Pane::Stack;
         }
@@ -175,12 +172,12 @@ impl App {
     /// Call after new events reached the timeline: follow them when live,
     /// freeze on a crash.
     pub fn after_ingest(&mut self) {
-        let held = self.tl.store.held();
+        let held = self.tl.store().held();
         if held.is_empty() {
             return;
         }
         let last = held.end - 1;
-        if let (Some(c), true) = (self.tl.crash, self.mode == Mode::Live) {
+        if let (Some(c), true) = (self.tl.crash(), self.mode == Mode::Live) {
             self.mode = Mode::Frozen;
             self.cursor = Some(c);
             self.pane = Pane::Stack;
@@ -208,9 +205,9 @@ impl App {
         self.blocks_at = Some(c);
         // Leak analysis is as of the newest event: recomputed only when
         // events arrived, not on every cursor move.
-        if self.leaks.0 != self.tl.store.end() {
+        if self.leaks.0 != self.tl.store().end() {
             self.leaks = (
-                self.tl.store.end(),
+                self.tl.store().end(),
                 self.tl
                     .leak_groups()
                     .into_iter()
@@ -234,7 +231,7 @@ impl App {
             })
             .collect();
         self.sort_heap();
-        if self.tl.crash == Some(c) && self.diagnosis.as_ref().is_none_or(|(i, _)| *i != c) {
+        if self.tl.crash() == Some(c) && self.diagnosis.as_ref().is_none_or(|(i, _)| *i != c) {
             self.diagnosis = Some((c, self.tl.diagnosis()));
         }
     }
@@ -287,7 +284,7 @@ impl App {
         };
         let c = self
             .cursor
-            .and_then(|c| self.tl.store.ts(c))
+            .and_then(|c| self.tl.store().ts(c))
             .unwrap_or(a / 2 + b / 2)
             .clamp(
                 a.saturating_add(half),
@@ -307,7 +304,7 @@ impl App {
     }
 
     fn goto(&mut self, i: Idx) {
-        let held = self.tl.store.held();
+        let held = self.tl.store().held();
         if held.is_empty() {
             return;
         }
@@ -332,20 +329,20 @@ impl App {
         let (Some(c), step) = (self.cursor, self.step_ns()) else {
             return;
         };
-        let Some(t) = self.tl.store.ts(c) else {
+        let Some(t) = self.tl.store().ts(c) else {
             return;
         };
         // Forward: the first event at or after t + step (events may be
         // sparser than the step); back: the last at or before t - step.
         let i = if forward {
-            let w = self.tl.store.window(t.saturating_add(step), u64::MAX);
+            let w = self.tl.store().window(t.saturating_add(step), u64::MAX);
             if w.is_empty() {
                 None
             } else {
                 Some(w.start)
             }
         } else {
-            self.tl.store.at(t.saturating_sub(step))
+            self.tl.store().at(t.saturating_sub(step))
         };
         match i {
             Some(i) if Some(i) != self.cursor => self.goto(i),
@@ -374,7 +371,7 @@ impl App {
     /// The heap effect of the selected event.
     fn selected_op(&self) -> Option<(Idx, HeapOp)> {
         let c = self.cursor?;
-        Some((c, self.tl.store.heap_op(c)?))
+        Some((c, self.tl.store().heap_op(c)?))
     }
 
     /// On the crash, `a` / `f` go to the allocation / free the diagnosis
@@ -416,7 +413,7 @@ impl App {
             }),
         };
         match target {
-            Some(i) if self.tl.store.contains(i) => self.goto(i),
+            Some(i) if self.tl.store().contains(i) => self.goto(i),
             Some(_) => self.message = Some("allocated before the held recording".into()),
             None => self.message = Some("no allocation recorded for this event".into()),
         }
@@ -438,7 +435,7 @@ impl App {
             self.message = Some("select an allocation first".into());
             return;
         };
-        let Some(ptr) = self.tl.heap.block(&self.tl.store, alloc).map(|b| b.ptr) else {
+        let Some(ptr) = self.tl.heap().block(&self.tl.store(), alloc).map(|b| b.ptr) else {
             return;
         };
         let end = self
@@ -475,14 +472,14 @@ impl App {
         let Some((_, f)) = &self.filter else {
             return;
         };
-        let held = self.tl.store.held();
+        let held = self.tl.store().held();
         let (start, mut next, mut n) = match self.matches {
             Some((start, next, n)) if start >= held.start => (start, next, n),
             _ => (held.start, held.start, 0),
         };
         let upto = held.end.min(next.saturating_add(budget));
         while next < upto {
-            n += u64::from(self.tl.store.matches(next, f));
+            n += u64::from(self.tl.store().matches(next, f));
             next += 1;
         }
         self.matches = Some((start, next, n));
@@ -491,7 +488,7 @@ impl App {
     /// `12 matches`, or `12+ matches` while counting.
     pub fn matches_text(&self) -> Option<String> {
         let (_, next, n) = self.matches?;
-        let done = next >= self.tl.store.end();
+        let done = next >= self.tl.store().end();
         Some(format!(
             "{n}{} match{}",
             if done { "" } else { "+" },
@@ -522,7 +519,7 @@ impl App {
             None => Err("% goes from a CALL to its RET and back: select one".to_string()),
         };
         match target {
-            Ok(i) if self.tl.store.contains(i) => self.goto(i),
+            Ok(i) if self.tl.store().contains(i) => self.goto(i),
             Ok(_) => self.message = Some("called before the held recording".into()),
             Err(m) => self.message = Some(m),
         }
@@ -534,9 +531,9 @@ impl App {
             return;
         };
         let hit = if forward {
-            self.tl.store.find_next(c, f)
+            self.tl.store().find_next(c, f)
         } else {
-            self.tl.store.find_prev(c, f)
+            self.tl.store().find_prev(c, f)
         };
         match hit {
             Some(i) => self.goto(i),
@@ -637,13 +634,13 @@ impl App {
             KeyCode::Home => self.goto(0),
             KeyCode::End => {
                 self.goto(Idx::MAX);
-                if self.mode == Mode::Frozen && !self.ended && self.tl.crash.is_none() {
+                if self.mode == Mode::Frozen && !self.ended && self.tl.crash().is_none() {
                     self.mode = Mode::Live;
                 }
             }
             KeyCode::Char('[') => self.jump_time(false),
             KeyCode::Char(']') => self.jump_time(true),
-            KeyCode::Char('c') => match self.tl.crash {
+            KeyCode::Char('c') => match self.tl.crash() {
                 Some(c) => {
                     self.goto(c);
                     self.pane = Pane::Stack;
@@ -652,7 +649,7 @@ impl App {
             },
             KeyCode::Char(' ') => match self.mode {
                 Mode::Live => self.mode = Mode::Frozen,
-                Mode::Frozen if self.tl.crash.is_none() && !self.ended => {
+                Mode::Frozen if self.tl.crash().is_none() && !self.ended => {
                     self.mode = Mode::Live;
                     self.goto(Idx::MAX);
                 }
@@ -688,7 +685,7 @@ impl App {
             }
             KeyCode::Enter if self.pane == Pane::Heap => {
                 if let Some(a) = self.selected_heap_alloc() {
-                    if self.tl.store.contains(a) {
+                    if self.tl.store().contains(a) {
                         self.goto(a);
                         self.pane = Pane::Events;
                     } else {
@@ -716,7 +713,7 @@ impl App {
 
     /// Move the cursor to the event nearest `ts` (a click on the bar).
     pub fn click_time(&mut self, ts: u64) {
-        if let Some(i) = self.tl.store.nearest(ts) {
+        if let Some(i) = self.tl.store().nearest(ts) {
             self.goto(i);
             self.refresh();
         }
@@ -725,7 +722,7 @@ impl App {
     /// The events of the list around the cursor: `rows` indices, the
     /// cursor as near the middle as the ends allow.
     pub fn visible_events(&self, rows: usize) -> Vec<Idx> {
-        let held = self.tl.store.held();
+        let held = self.tl.store().held();
         let Some(c) = self.cursor else {
             return Vec::new();
         };

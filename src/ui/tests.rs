@@ -248,8 +248,8 @@ fn filters_find_the_free_of_a_faulting_address_and_the_crash_by_function() {
         .tl
         .parse_filter("addr=0x7f0000000020")
         .unwrap_or_else(|e| panic!("{e}"));
-    let hits: Vec<u64> = (0..app.tl.store.end())
-        .filter(|&i| app.tl.store.matches(i, &f))
+    let hits: Vec<u64> = (0..app.tl.store().end())
+        .filter(|&i| app.tl.store().matches(i, &f))
         .collect();
     // The allocation covering it, its free, the crash.
     assert_eq!(hits, vec![5, 7, 9]);
@@ -257,7 +257,7 @@ fn filters_find_the_free_of_a_faulting_address_and_the_crash_by_function() {
         .tl
         .parse_filter("func=process_request kind=crash")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(app.tl.store.matches(9, &f));
+    assert!(app.tl.store().matches(9, &f));
     press(
         &mut app,
         &[KeyCode::Home, KeyCode::Char(']'), KeyCode::Char(']')],
@@ -339,23 +339,27 @@ fn the_loop_draws_and_quits() {
 
 #[test]
 fn lost_events_are_marked_on_the_bar_and_in_red() {
-    let mut tl = recording();
+    let tl = recording();
     // Losses reported after the 4th event: 7 events gone.
-    let mut fresh = Timeline::new(tl.meta.clone());
-    fresh.modules = std::mem::take(&mut tl.modules);
-    fresh.stacks = std::mem::take(&mut tl.stacks);
-    for i in 0..tl.store.end() {
+    let mut fresh = Timeline::new(tl.meta().clone());
+    for m in tl.modules() {
+        fresh.add_module(m.clone());
+    }
+    for s in tl.stacks() {
+        fresh.add_stack(s.clone());
+    }
+    for i in 0..tl.store().end() {
         if i == 4 {
             fresh.note_lost(crate::event::Lost {
                 ringbuf: 7,
                 ..Default::default()
             });
         }
-        if let Some(e) = tl.store.get(i) {
+        if let Some(e) = tl.store().get(i) {
             fresh.push(&e);
         }
     }
-    assert_eq!(fresh.loss_marks, vec![(4, 7)]);
+    assert_eq!(fresh.loss_marks(), [(4, 7)]);
     let app = App::new(fresh, Mode::Replay);
     let t = screen(&app, 80, 24, COLOR);
     let s = text(&t);
@@ -536,8 +540,8 @@ fn call_filter_selects_calls_and_returns_of_matching_probes() {
     let mut app = App::new(probed(), Mode::Replay);
     let hits = |app: &App, spec: &str| -> Vec<u64> {
         let f = app.tl.parse_filter(spec).unwrap_or_else(|e| panic!("{e}"));
-        (0..app.tl.store.end())
-            .filter(|&i| app.tl.store.matches(i, &f))
+        (0..app.tl.store().end())
+            .filter(|&i| app.tl.store().matches(i, &f))
             .collect()
     };
     assert_eq!(hits(&app, "call=parse"), vec![2, 3, 7, 9]);

@@ -7,12 +7,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
+use crate::cmd::report::{self, rel};
 use crate::event::{signal_name, EventKind};
 use crate::model::diagnose::{fmt_ns, Diagnosis};
 use crate::model::names::{module_path, stack_lines};
 use crate::model::spans::Outcome;
 use crate::model::store::{Idx, Kind};
-use crate::report::{self, rel};
 use crate::ui::app::{App, HeapView, Mode, Pane};
 
 /// Colours, or none when NO_COLOR is set: then emphasis is bold/reverse.
@@ -74,7 +74,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 fn kind_label(app: &App, i: Idx) -> (&'static str, Kind) {
-    let k = app.tl.store.kind(i).unwrap_or(Kind::Exit);
+    let k = app.tl.store().kind(i).unwrap_or(Kind::Exit);
     let label = match k {
         Kind::Alloc => "ALLOC",
         Kind::Free => "FREE",
@@ -83,7 +83,7 @@ fn kind_label(app: &App, i: Idx) -> (&'static str, Kind) {
         Kind::Munmap => "MUNMAP",
         Kind::Mremap => "MREMAP",
         Kind::Brk => "BRK",
-        Kind::Signal if app.tl.crash == Some(i) => "CRASH",
+        Kind::Signal if app.tl.crash() == Some(i) => "CRASH",
         Kind::Signal => "SIGNAL",
         Kind::ThreadStart => "THREAD",
         Kind::ChildProcess => "FORK",
@@ -117,11 +117,11 @@ fn probe_what(app: &App, i: Idx, e: &crate::event::Event) -> Option<String> {
     let tl = &app.tl;
     Some(match &e.kind {
         EventKind::Call(c) => {
-            let depth = tl.spans.of_call(i).map_or(0, |s| s.depth);
+            let depth = tl.spans().of_call(i).map_or(0, |s| s.depth);
             format!("{}{}", indent(depth), report::call_text(tl, c))
         }
         EventKind::Return { probe, ret, .. } => {
-            let span = tl.spans.of_return(i);
+            let span = tl.spans().of_return(i);
             let tail = match span.and_then(|s| s.duration_ns()) {
                 Some(d) => format!("  {}", fmt_ns(d)),
                 None => "  (no recorded call)".to_string(),
@@ -144,7 +144,7 @@ fn probe_what(app: &App, i: Idx, e: &crate::event::Event) -> Option<String> {
 /// `(address, size, what)` columns of an event, and whether `what` says
 /// more than the stack's site (probe and syscall events).
 fn event_cols(app: &App, i: Idx) -> (String, String, String, bool) {
-    let Some(e) = app.tl.store.get(i) else {
+    let Some(e) = app.tl.store().get(i) else {
         return Default::default();
     };
     if let Some(what) = probe_what(app, i, &e) {
@@ -298,13 +298,13 @@ pub fn render(app: &App, frame: &mut Frame, theme: Theme) {
 
 fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let tl = &app.tl;
-    let start = tl.meta.start_mono_ns;
+    let start = tl.meta().start_mono_ns;
     let (mode, mode_style) = match app.mode {
         Mode::Live => (
             "● LIVE",
             theme.fg(Color::Green).add_modifier(Modifier::BOLD),
         ),
-        Mode::Frozen if tl.crash.is_some() => ("■ FROZEN (crash)", theme.alert()),
+        Mode::Frozen if tl.crash().is_some() => ("■ FROZEN (crash)", theme.alert()),
         Mode::Frozen => (
             "■ FROZEN",
             theme.fg(Color::Yellow).add_modifier(Modifier::BOLD),
@@ -314,7 +314,7 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             theme.fg(Color::Cyan).add_modifier(Modifier::BOLD),
         ),
     };
-    let lost = tl.lost.events();
+    let lost = tl.lost().events();
     let lost_style = if lost > 0 {
         theme.alert()
     } else {
@@ -322,7 +322,7 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     };
     let at = app
         .cursor
-        .and_then(|c| tl.store.ts(c))
+        .and_then(|c| tl.store().ts(c))
         .map(|t| rel(t, start))
         .unwrap_or_else(|| "-".into());
     let mut spans = vec![
@@ -338,7 +338,7 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         ),
         Span::raw(format!(
             "  {} ev{}",
-            tl.store.end(),
+            tl.store().end(),
             if app.mode == Mode::Live && app.rate > 0.0 {
                 format!(" ({:.0}/s)", app.rate)
             } else {
@@ -346,7 +346,7 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             }
         )),
         Span::styled(format!("  lost {lost}"), lost_style),
-        Span::raw(if tl.meta.families.has(crate::event::Family::Alloc) {
+        Span::raw(if tl.meta().families.has(crate::event::Family::Alloc) {
             format!(
                 "  heap {} {} ({})",
                 if app.mode == Mode::Live {
@@ -354,8 +354,8 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 } else {
                     "at end"
                 },
-                bytes(tl.heap.live_bytes()),
-                tl.heap.live_blocks()
+                bytes(tl.heap().live_bytes()),
+                tl.heap().live_blocks()
             )
         } else {
             "  heap not traced".to_string()
@@ -364,18 +364,22 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     // The target last, whole or not at all.
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     for target in [
-        format!("  pid {} {}", tl.meta.pid, short_command(&tl.meta.command)),
-        format!("  pid {}", tl.meta.pid),
+        format!(
+            "  pid {} {}",
+            tl.meta().pid,
+            short_command(&tl.meta().command)
+        ),
+        format!("  pid {}", tl.meta().pid),
     ] {
         if used + target.chars().count() <= area.width as usize {
             spans.push(Span::raw(target));
             break;
         }
     }
-    if tl.store.dropped > 0 {
+    if tl.store().dropped > 0 {
         spans.push(Span::raw(format!(
             "  ({} oldest dropped)",
-            tl.store.dropped
+            tl.store().dropped
         )));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -389,7 +393,7 @@ fn render_bar(app: &App, frame: &mut Frame, bar: Rect, axis: Rect, theme: Theme)
         return;
     };
     let w = bar.width as usize;
-    let hist = app.tl.store.histogram(t0, t1, w);
+    let hist = app.tl.store().histogram(t0, t1, w);
     let max = hist.iter().copied().max().unwrap_or(0).max(1);
     // Log scale: a burst must not flatten everything else.
     let level = |n: u64| {
@@ -407,19 +411,23 @@ fn render_bar(app: &App, frame: &mut Frame, bar: Rect, axis: Rect, theme: Theme)
         let span = (t1 - t0).max(1) as u128;
         Some((((t - t0) as u128 * w as u128 / (span + 1)) as usize).min(w - 1))
     };
-    let cursor_col = app.cursor.and_then(|c| app.tl.store.ts(c)).and_then(col);
-    let crash_col = app.tl.crash.and_then(|c| app.tl.store.ts(c)).and_then(col);
+    let cursor_col = app.cursor.and_then(|c| app.tl.store().ts(c)).and_then(col);
+    let crash_col = app
+        .tl
+        .crash()
+        .and_then(|c| app.tl.store().ts(c))
+        .and_then(col);
     // Where events were lost: at the last event before each loss report.
-    let held = app.tl.store.held();
+    let held = app.tl.store().held();
     let loss_cols: Vec<usize> = app
         .tl
-        .loss_marks
+        .loss_marks()
         .iter()
         .filter_map(|(at, _)| {
             let i = at
                 .saturating_sub(1)
                 .clamp(held.start, held.end.saturating_sub(1));
-            app.tl.store.ts(i).and_then(col)
+            app.tl.store().ts(i).and_then(col)
         })
         .collect();
     let spans: Vec<Span> = hist
@@ -438,7 +446,7 @@ fn render_bar(app: &App, frame: &mut Frame, bar: Rect, axis: Rect, theme: Theme)
         .collect();
     frame.render_widget(Paragraph::new(Line::from(spans)), bar);
 
-    let start = app.tl.meta.start_mono_ns;
+    let start = app.tl.meta().start_mono_ns;
     let mut axis_chars: Vec<char> = vec![' '; w];
     let left = rel(t0, start);
     let right = rel(t1, start);
@@ -501,7 +509,7 @@ fn own_row_line(app: &App, i: Idx, what: String, width: usize, theme: Theme) -> 
     let tl = &app.tl;
     let mut style = Style::default();
     let mut note = String::new();
-    match tl.store.kind(i) {
+    match tl.store().kind(i) {
         Some(Kind::Return) => {
             let err = tl
                 .span_of(i)
@@ -512,7 +520,7 @@ fn own_row_line(app: &App, i: Idx, what: String, width: usize, theme: Theme) -> 
             }
         }
         Some(Kind::Call) => {
-            note = match tl.spans.of_call(i) {
+            note = match tl.spans().of_call(i) {
                 Some(s) if s.outcome == Outcome::Abandoned => {
                     "  ✗ no return (longjmp/exception)".into()
                 }
@@ -530,9 +538,9 @@ fn own_row_line(app: &App, i: Idx, what: String, width: usize, theme: Theme) -> 
         }
         _ => {}
     }
-    let site = match tl.store.kind(i) {
+    let site = match tl.store().kind(i) {
         Some(Kind::Return | Kind::Sched) => None,
-        _ => tl.site(tl.store.stack(i)),
+        _ => tl.site(tl.store().stack(i)),
     };
     // What happened first; the site gives way before it does, compacted
     // (`main:133`) rather than cut.
@@ -577,7 +585,7 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let own_w = (area.x + area.width).saturating_sub(own_x + 1) as usize;
     let mut overlays: Vec<(usize, Line<'static>, Style)> = Vec::new();
     app.page.set(rows_n.max(1));
-    let start = app.tl.meta.start_mono_ns;
+    let start = app.tl.meta().start_mono_ns;
     let ids = app.visible_events(rows_n);
     let rows: Vec<Row> = ids
         .iter()
@@ -589,20 +597,20 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 String::new()
             } else {
                 fit(
-                    &app.tl.site(app.tl.store.stack(i)).unwrap_or(what.clone()),
+                    &app.tl.site(app.tl.store().stack(i)).unwrap_or(what.clone()),
                     where_w,
                 )
             };
             let ts = app
                 .tl
-                .store
+                .store()
                 .ts(i)
                 .map(|t| rel(t, start))
                 .unwrap_or_default();
             let hit = app
                 .filter
                 .as_ref()
-                .is_some_and(|(_, f)| app.tl.store.matches(i, f));
+                .is_some_and(|(_, f)| app.tl.store().matches(i, f));
             let mark = match (Some(i) == app.cursor, hit) {
                 (true, _) => "▶",
                 (false, true) => "•",
@@ -613,7 +621,7 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 Cell::from(ts),
                 Cell::from(
                     app.tl
-                        .store
+                        .store()
                         .tid(i)
                         .map(|t| t.to_string())
                         .unwrap_or_default(),
@@ -640,7 +648,7 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let title = format!(
         " Events {} of {}{} ",
         app.cursor.map_or(0, |c| c + 1),
-        app.tl.store.end(),
+        app.tl.store().end(),
         app.filter
             .as_ref()
             .map(|(s, _)| format!(
@@ -675,7 +683,7 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
 }
 
 fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
-    let now = app.cursor.and_then(|c| app.tl.store.ts(c)).unwrap_or(0);
+    let now = app.cursor.and_then(|c| app.tl.store().ts(c)).unwrap_or(0);
     let total: u64 = app.blocks().iter().map(|b| b.size).sum();
     let rows_n = area.height.saturating_sub(3) as usize;
     let first = app.heap_sel.saturating_sub(rows_n.saturating_sub(1));
@@ -693,7 +701,7 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             Style::default()
         }
     };
-    if !app.tl.meta.families.has(crate::event::Family::Alloc) {
+    if !app.tl.meta().families.has(crate::event::Family::Alloc) {
         let text = "The heap is not traced in this recording: --trace without alloc.";
         frame.render_widget(
             Paragraph::new(text)
@@ -811,11 +819,11 @@ fn diagnosis_lines(app: &App, d: &Diagnosis, theme: Theme) -> Vec<Line<'static>>
         Line::from(Span::styled(d.kind.name().to_uppercase(), theme.alert())),
         Line::from(d.summary.clone()),
     ];
-    if let Some(c) = app.tl.crash {
+    if let Some(c) = app.tl.crash() {
         lines.extend(call_lines(app, c, theme));
     }
-    let mp = module_path(&app.tl.modules);
-    let start = app.tl.meta.start_mono_ns;
+    let mp = module_path(&app.tl.modules());
+    let start = app.tl.meta().start_mono_ns;
     for (label, s) in [
         ("access / crash", &d.access),
         ("freed", &d.free),
@@ -851,8 +859,8 @@ fn diagnosis_lines(app: &App, d: &Diagnosis, theme: Theme) -> Vec<Line<'static>>
 /// The process crashed on the call's thread while the call was open.
 fn crashed_inside(app: &App, s: &crate::model::spans::Span) -> bool {
     let tl = &app.tl;
-    tl.crash.is_some_and(|c| {
-        tl.store.tid(c) == Some(s.tid) && c > s.begin && s.end.is_none_or(|e| c <= e)
+    tl.crash().is_some_and(|c| {
+        tl.store().tid(c) == Some(s.tid) && c > s.begin && s.end.is_none_or(|e| c <= e)
     })
 }
 
@@ -871,9 +879,9 @@ fn call_lines(app: &App, c: Idx, theme: Theme) -> Vec<Line<'static>> {
     let Some(s) = tl.span_of(c) else {
         return lines;
     };
-    let start = tl.meta.start_mono_ns;
+    let start = tl.meta().start_mono_ns;
     let at = |i: Option<Idx>| {
-        i.and_then(|i| tl.store.ts(i))
+        i.and_then(|i| tl.store().ts(i))
             .map(|t| rel(t, start))
             .unwrap_or_default()
     };
@@ -905,8 +913,8 @@ fn call_lines(app: &App, c: Idx, theme: Theme) -> Vec<Line<'static>> {
         ),
         (Outcome::ThreadExit | Outcome::Open, ..) if crashed_inside(app, s) => {
             let sig = tl
-                .crash
-                .and_then(|i| tl.store.get(i))
+                .crash()
+                .and_then(|i| tl.store().get(i))
                 .map(|e| match e.kind {
                     EventKind::Signal(sig) => signal_name(sig.signo).to_string(),
                     _ => "the crash".to_string(),
@@ -915,7 +923,7 @@ fn call_lines(app: &App, c: Idx, theme: Theme) -> Vec<Line<'static>> {
             (
                 format!(
                     "{name}: did not return, the process crashed inside it ({sig} at {})",
-                    at(tl.crash)
+                    at(tl.crash())
                 ),
                 theme.alert(),
             )
@@ -942,7 +950,7 @@ fn render_stack(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         (Some(d), _) => (" Diagnosis ".to_string(), diagnosis_lines(app, d, theme)),
         (None, Some(c)) => {
             let mut lines = Vec::new();
-            if let Some(op) = app.tl.store.heap_op(c) {
+            if let Some(op) = app.tl.store().heap_op(c) {
                 let ptr = match op {
                     crate::model::store::HeapOp::Alloc { ptr, .. }
                     | crate::model::store::HeapOp::Free { ptr }
@@ -969,8 +977,8 @@ fn render_stack(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 }
             }
             lines.extend(call_lines(app, c, theme));
-            let mp = module_path(&app.tl.modules);
-            match app.tl.stack(app.tl.store.stack(c)) {
+            let mp = module_path(&app.tl.modules());
+            match app.tl.stack(app.tl.store().stack(c)) {
                 Some(st) => lines.extend(stack_lines(st, &mp).into_iter().map(Line::from)),
                 None => lines.push(Line::from("(no stack recorded for this event)")),
             }
@@ -1002,7 +1010,7 @@ fn render_hints(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         ])
     } else if let Some(m) = &app.message {
         Line::from(Span::styled(format!(" {m}"), theme.fg(Color::Yellow)))
-    } else if !app.tl.meta.families.has(crate::event::Family::Alloc) {
+    } else if !app.tl.meta().families.has(crate::event::Family::Alloc) {
         Line::from(format!(
             " ←/→ event  [/] ±{}  c crash  / filter  % call↔return  Tab pane  ? help  q quit",
             fmt_ns(app.step_ns())

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use crate::event::{AllocFn, Event, EventKind, Frame, Meta, Stack};
 use crate::model::store::Filter;
 use crate::model::Timeline;
-pub(crate) use crate::xorshift::Rng;
+pub(crate) use crate::util::xorshift::Rng;
 
 const THREADS: usize = 8;
 /// Sizes handed out, with weights: mostly small, a few large.
@@ -273,8 +273,8 @@ fn retention(events: u64, memory: usize) -> Result<i32> {
         add_stacks(&mut tl);
         let mut synth = Synth::new();
         let t = fill(&mut tl, &mut synth, events);
-        let exact = tl.heap.live_blocks() == synth.live_blocks();
-        rates.push((events as f64 / t.as_secs_f64(), tl.store.dropped, exact));
+        let exact = tl.heap().live_blocks() == synth.live_blocks();
+        rates.push((events as f64 / t.as_secs_f64(), tl.store().dropped, exact));
     }
     let (whole, _, _) = rates[0];
     let (kept, dropped, exact) = rates[1];
@@ -337,9 +337,9 @@ fn report_model(
     );
     println!(
         "exactness: live blocks model {} / generator {}  ({})",
-        tl.heap.live_blocks(),
+        tl.heap().live_blocks(),
         synth.live_blocks(),
-        verdict(tl.heap.live_blocks() == synth.live_blocks())
+        verdict(tl.heap().live_blocks() == synth.live_blocks())
     );
     let (t_first, t_last) = tl.span().unwrap_or((0, 0));
     let mut rng = Rng(42);
@@ -359,7 +359,7 @@ fn report_model(
     let mut lives = 0;
     for _ in 0..queries * 10 {
         let i = rng.below(events);
-        let addr = tl.store.addr(i).unwrap_or(0);
+        let addr = tl.store().addr(i).unwrap_or(0);
         let t0 = Instant::now();
         let h = tl.block_history(addr);
         hist_t.push(t0.elapsed());
@@ -369,7 +369,7 @@ fn report_model(
     let mut dens_t = Vec::with_capacity(queries);
     for _ in 0..queries {
         let t0 = Instant::now();
-        let h = tl.store.histogram(t_first, t_last, 200);
+        let h = tl.store().histogram(t_first, t_last, 200);
         dens_t.push(t0.elapsed());
         if h.iter().sum::<u64>() != events {
             bail!("histogram lost events");
@@ -384,8 +384,8 @@ fn report_model(
             ..Filter::default()
         };
         let t0 = Instant::now();
-        let _ = tl.store.find_next(i, &f);
-        let _ = tl.store.find_prev(i, &f);
+        let _ = tl.store().find_next(i, &f);
+        let _ = tl.store().find_prev(i, &f);
         find_t.push(t0.elapsed());
     }
     // The event nearest a random time (a click on the timeline bar).
@@ -393,15 +393,15 @@ fn report_model(
     for _ in 0..queries {
         let t = t_first + rng.below((t_last - t_first).max(1));
         let t0 = Instant::now();
-        let i = tl.store.nearest(t);
-        let j = tl.store.at(t);
+        let i = tl.store().nearest(t);
+        let j = tl.store().at(t);
         near_t.push(t0.elapsed());
         if i.is_none() || j.is_none() {
             bail!("no event near {t}");
         }
     }
     let t0 = Instant::now();
-    let now_blocks = tl.heap.now(&tl.store).len();
+    let now_blocks = tl.heap().now(&tl.store()).len();
     println!(
         "heap now:      {} live blocks listed in {}",
         now_blocks,

@@ -9,7 +9,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use crate::bench::model::{add_stacks, fill, ms, stats, verdict, Rng, Synth};
+use crate::cmd::bench::model::{add_stacks, fill, ms, stats, verdict, Rng, Synth};
 use crate::event::Meta;
 use crate::model::Timeline;
 use crate::ui::app::{App, HeapView, Mode};
@@ -79,7 +79,7 @@ pub fn run(events: u64, frames: usize) -> Result<i32> {
     let t_count = Instant::now();
     while app
         .matches
-        .is_none_or(|(_, next, _)| next < app.tl.store.end())
+        .is_none_or(|(_, next, _)| next < app.tl.store().end())
     {
         let t0 = Instant::now();
         app.count_matches(crate::ui::COUNT_SLICE);

@@ -162,8 +162,8 @@ pub fn off_cpu_text(dur_ns: u64, preempted: bool) -> String {
 /// One event (number `i` of `tl`'s recording) as a report line, without
 /// the leading marker.
 pub fn event_line(tl: &Timeline, i: Idx, e: &Event) -> String {
-    let start = tl.meta.start_mono_ns;
-    let module_path = crate::model::names::module_path(&tl.modules);
+    let start = tl.meta().start_mono_ns;
+    let module_path = crate::model::names::module_path(&tl.modules());
     let at = rel(e.ts, start);
     let (kind, what) = match &e.kind {
         EventKind::Alloc {
@@ -208,7 +208,7 @@ pub fn event_line(tl: &Timeline, i: Idx, e: &Event) -> String {
         EventKind::Call(c) => ("CALL", call_text(tl, c)),
         EventKind::Return { probe, ret, .. } => {
             let dur = tl
-                .spans
+                .spans()
                 .of_return(i)
                 .and_then(|s| s.duration_ns())
                 .map(|d| format!("  {}", fmt_ns(d)))
@@ -239,7 +239,7 @@ pub fn event_line(tl: &Timeline, i: Idx, e: &Event) -> String {
     } else {
         kind
     };
-    let site = stack_of(&tl.stacks, event_stack(&e.kind))
+    let site = stack_of(&tl.stacks(), event_stack(&e.kind))
         .and_then(|s| top_user_frame(s, &module_path))
         .map(|f| frame_label(f, &module_path))
         .unwrap_or_default();
@@ -255,14 +255,14 @@ pub fn crash_block(tl: &Timeline, crash: Idx, ev: &Event, before: &[(Idx, Event)
     let EventKind::Signal(s) = &ev.kind else {
         return out;
     };
-    let start = tl.meta.start_mono_ns;
-    let module_path = crate::model::names::module_path(&tl.modules);
+    let start = tl.meta().start_mono_ns;
+    let module_path = crate::model::names::module_path(&tl.modules());
     let _ = writeln!(
         out,
         "{}",
-        crash_headline(s, tl.meta.pid, ev.tid, ev.ts, start)
+        crash_headline(s, tl.meta().pid, ev.tid, ev.ts, start)
     );
-    match stack_of(&tl.stacks, s.stack) {
+    match stack_of(&tl.stacks(), s.stack) {
         Some(st) => {
             for line in stack_lines(st, &module_path) {
                 let _ = writeln!(out, "  {line}");
@@ -290,7 +290,7 @@ pub fn crash_block(tl: &Timeline, crash: Idx, ev: &Event, before: &[(Idx, Event)
 /// first) with the arguments of their Call events when held.
 pub fn call_path_text(tl: &Timeline, path: &[&Span]) -> String {
     path.iter()
-        .map(|s| match tl.store.get(s.begin).map(|e| e.kind) {
+        .map(|s| match tl.store().get(s.begin).map(|e| e.kind) {
             Some(EventKind::Call(c)) => call_text(tl, &c),
             _ => probe_name(tl, s.probe),
         })
@@ -308,15 +308,15 @@ pub struct Summary {
 }
 
 pub fn summarize(t: &Trace, memory: usize) -> Summary {
-    let tl = Timeline::from_trace(t, memory);
+    let tl = crate::cmd::timeline_of(t, memory);
     let by_kind = crate::model::store::Kind::ALL
         .iter()
-        .map(|k| (k.name(), tl.by_kind[*k as usize]))
+        .map(|k| (k.name(), tl.by_kind()[*k as usize]))
         .filter(|(_, n)| *n > 0)
         .collect();
     Summary {
         by_kind,
-        crash: tl.crash.and_then(|c| usize::try_from(c).ok()),
+        crash: tl.crash().and_then(|c| usize::try_from(c).ok()),
         end_ns: tl.end_time(),
         tl,
     }
@@ -353,7 +353,7 @@ fn window(t: &Trace, sum: &Summary, opts: &Options) -> Result<Shown> {
     let keep = |i: &usize| {
         filter
             .as_ref()
-            .is_none_or(|f| sum.tl.store.matches(*i as u64, f))
+            .is_none_or(|f| sum.tl.store().matches(*i as u64, f))
     };
     Ok(match opts.window {
         Some(w) => {
@@ -405,13 +405,13 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     let _ = writeln!(out, "events    {}  ({})", t.events.len(), kinds.join(", "));
-    if sum.tl.store.dropped > 0 {
+    if sum.tl.store().dropped > 0 {
         let _ = writeln!(
             out,
             "held      the last {} events, from {} ({} older ones dropped by the memory budget; heap and leaks stay exact)",
-            sum.tl.store.end() - sum.tl.store.first(),
+            sum.tl.store().end() - sum.tl.store().first(),
             rel(sum.tl.span().map_or(start, |s| s.0), start),
-            sum.tl.store.dropped
+            sum.tl.store().dropped
         );
     }
     let lost: Vec<String> = crate::event::LossReason::ALL
@@ -433,13 +433,13 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
             String::new()
         }
     );
-    let h = &sum.tl.heap.totals;
+    let h = &sum.tl.heap().totals;
     let _ = writeln!(
         out,
         "heap      {} allocs, {} frees; at end {} live blocks, {} bytes{}",
         h.allocs,
         h.frees,
-        sum.tl.heap.live_blocks(),
+        sum.tl.heap().live_blocks(),
         h.live_bytes,
         if h.unknown_frees > 0 {
             format!(
@@ -531,7 +531,7 @@ fn leaks_text(out: &mut String, sum: &Summary) {
         out,
         "\nlive at the end, by allocation site ({} sites; growth over the last {}):",
         groups.len(),
-        crate::model::diagnose::fmt_ns(sum.tl.leaks.window_ns)
+        crate::model::diagnose::fmt_ns(sum.tl.leaks().window_ns)
     );
     for g in groups.iter().take(TEXT_LEAKS) {
         let _ = writeln!(
@@ -571,7 +571,7 @@ struct ProbeRow {
 
 fn probe_rows(tl: &Timeline) -> Vec<ProbeRow> {
     let mut rows: Vec<ProbeRow> = tl
-        .probes
+        .probes()
         .iter()
         .map(|p| ProbeRow {
             id: p.id,
@@ -581,11 +581,11 @@ fn probe_rows(tl: &Timeline) -> Vec<ProbeRow> {
             entry_only: !p.returns,
             args: p.args.iter().map(|t| t.name()).collect(),
             ret: p.ret.name(),
-            stats: tl.spans.stats(p.id).cloned().unwrap_or_default(),
+            stats: tl.spans().stats(p.id).cloned().unwrap_or_default(),
         })
         .collect();
     // Calls of a probe missing from the table (a damaged file) still count.
-    for (id, st) in tl.spans.all_stats() {
+    for (id, st) in tl.spans().all_stats() {
         if tl.probe(id).is_none() {
             rows.push(ProbeRow {
                 id,
@@ -632,11 +632,11 @@ fn probes_text(out: &mut String, tl: &Timeline) {
             r.module_name,
         );
     }
-    if tl.spans.unmatched_returns > 0 {
+    if tl.spans().unmatched_returns > 0 {
         let _ = writeln!(
             out,
             "  ({} returns matched no recorded call)",
-            tl.spans.unmatched_returns
+            tl.spans().unmatched_returns
         );
     }
 }
@@ -644,7 +644,7 @@ fn probes_text(out: &mut String, tl: &Timeline) {
 fn syscalls_text(out: &mut String, tl: &Timeline) {
     let rows: Vec<(SysCall, &crate::model::SysTotal)> = SysCall::ALL
         .iter()
-        .map(|c| (*c, &tl.sys[*c as usize]))
+        .map(|c| (*c, &tl.sys()[*c as usize]))
         .filter(|(_, t)| t.count > 0)
         .collect();
     if rows.is_empty() {
@@ -691,9 +691,9 @@ fn probes_json(tl: &Timeline) -> Vec<Value> {
 fn syscalls_json(tl: &Timeline) -> Vec<Value> {
     SysCall::ALL
         .iter()
-        .filter(|c| tl.sys[**c as usize].count > 0)
+        .filter(|c| tl.sys()[**c as usize].count > 0)
         .map(|c| {
-            let t = &tl.sys[*c as usize];
+            let t = &tl.sys()[*c as usize];
             json!({
                 "call": c.name(),
                 "family": c.family().name(),
@@ -733,7 +733,7 @@ fn ret_json(tl: &Timeline, probe: ProbeId, ret: u64) -> Value {
 fn probe_event_fields(tl: &Timeline, i: Idx, e: &Event, o: &mut serde_json::Map<String, Value>) {
     match &e.kind {
         EventKind::Call(c) => {
-            let span = tl.spans.of_call(i);
+            let span = tl.spans().of_call(i);
             o.insert("func".into(), json!(probe_name(tl, c.probe)));
             o.insert("probe".into(), json!(c.probe));
             o.insert(
@@ -753,7 +753,7 @@ fn probe_event_fields(tl: &Timeline, i: Idx, e: &Event, o: &mut serde_json::Map<
             o.insert("outcome".into(), json!(span.map(|s| s.outcome.name())));
         }
         EventKind::Return { probe, ret, .. } => {
-            let span = tl.spans.of_return(i);
+            let span = tl.spans().of_return(i);
             o.insert("func".into(), json!(probe_name(tl, *probe)));
             o.insert("probe".into(), json!(probe));
             o.insert("ret".into(), ret_json(tl, *probe, *ret));
@@ -960,12 +960,12 @@ pub fn json(t: &Trace, opts: &Options) -> Result<Value> {
             "lost": lost,
         },
         "heap": {
-            "allocs": sum.tl.heap.totals.allocs,
-            "frees": sum.tl.heap.totals.frees,
-            "live_blocks": sum.tl.heap.live_blocks(),
-            "live_bytes": sum.tl.heap.totals.live_bytes,
-            "unknown_frees": sum.tl.heap.totals.unknown_frees,
-            "failed_allocs": sum.tl.heap.totals.failed,
+            "allocs": sum.tl.heap().totals.allocs,
+            "frees": sum.tl.heap().totals.frees,
+            "live_blocks": sum.tl.heap().live_blocks(),
+            "live_bytes": sum.tl.heap().totals.live_bytes,
+            "unknown_frees": sum.tl.heap().totals.unknown_frees,
+            "failed_allocs": sum.tl.heap().totals.failed,
         },
         "crash": crash,
         "leaks": leaks,
@@ -973,7 +973,7 @@ pub fn json(t: &Trace, opts: &Options) -> Result<Value> {
         "syscalls": syscalls_json(&sum.tl),
         "retention": {
             "memory_budget": opts.memory,
-            "dropped_events": sum.tl.store.dropped,
+            "dropped_events": sum.tl.store().dropped,
             "held_from_ns": sum.tl.span().map(|s| s.0.saturating_sub(t.meta.start_mono_ns)),
         },
         "at_ns": at.saturating_sub(t.meta.start_mono_ns),

@@ -9,10 +9,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::demos;
+use crate::cmd::demo;
+use crate::cmd::record::{self, ProbeMode, RecordArgs, Target, Tracing};
 use crate::event::{Families, Family};
-use crate::probes::Spec;
-use crate::record::{self, ProbeMode, RecordArgs, Target, Tracing};
+use crate::recorder::probes::Spec;
 use crate::trace::read_trace;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -86,7 +86,7 @@ fn bpftrace(bin: &str, mode: &str, n: u64, script: &str) -> Option<f64> {
 pub fn run(calls: u64, runs: usize) -> Result<i32> {
     record::require_root()?;
     let runs = runs.max(1);
-    let bin = demos::build(demos::find("callbench")?, None)?;
+    let bin = demo::build(demo::find("callbench")?, None)?;
     let bin = bin.to_string_lossy().into_owned();
     let probe =
         |s: &str| -> Result<Vec<Spec>> { Ok(vec![Spec::parse(s).map_err(anyhow::Error::msg)?]) };

@@ -14,7 +14,8 @@ use object::elf::{PT_GNU_EH_FRAME, PT_LOAD};
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Architecture, Endianness, Object, ObjectSection, ReadCache, ReadRef};
 
-use crate::maps::{self, MapEntry};
+use crate::recorder::maps::{self, MapEntry};
+use crate::util::is_uretprobe_trampoline;
 
 /// The registers captured when the thread stopped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -505,12 +506,6 @@ impl Unwinder {
     }
 }
 
-/// The page of the kernel's uretprobe trampoline on x86-64: a return
-/// address there is a probed call's, replaced until it returns.
-pub fn is_uretprobe_trampoline(addr: u64) -> bool {
-    (0x7fff_ffff_e000..0x7fff_ffff_f000).contains(&addr)
-}
-
 /// The classic rbp chain: `push rbp; mov rbp, rsp` leaves the caller's rbp
 /// at [rbp] and the return address above it.
 fn frame_pointer(regs: &RegFile, stack: &Stack) -> Option<Caller> {
@@ -549,7 +544,7 @@ mod tests {
     use std::cell::RefCell;
     use std::hint::black_box;
 
-    use crate::xorshift::Rng;
+    use crate::util::xorshift::Rng;
     use blazesym::symbolize::source::{Process, Source};
     use blazesym::symbolize::{Input, Symbolized, Symbolizer};
     use blazesym::Pid;

@@ -9,13 +9,13 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use crossbeam_channel::RecvTimeoutError;
 
+use crate::cmd::report;
 use crate::event::{EventKind, ExitStatus, Families, Family, Meta, Probe};
 use crate::model::Timeline;
 use crate::recorder::discover;
 use crate::recorder::launch::{self, Child};
+use crate::recorder::symbols::Symbols;
 use crate::recorder::{now_mono_ns, now_wall_ns, Config, EndReason, Msg, Recorder};
-use crate::report;
-use crate::symbols::Symbols;
 use crate::trace::TraceWriter;
 
 /// What to record.
@@ -44,7 +44,7 @@ pub struct RecordArgs {
 pub struct Tracing {
     pub families: Families,
     /// `--probe` specs, resolved when the target's modules are known.
-    pub probes: Vec<crate::probes::Spec>,
+    pub probes: Vec<crate::recorder::probes::Spec>,
 }
 
 /// How the allocator is probed. The other modes exist for `tm-tui bench`.
@@ -261,8 +261,8 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             format!("allocator {}", meta.allocator)
         }
     );
-    if !tl.probes.is_empty() {
-        eprintln!("tm-tui: {}", probes_line(&tl.probes));
+    if !tl.probes().is_empty() {
+        eprintln!("tm-tui: {}", probes_line(&tl.probes()));
     }
     let mut crashed = false;
     let end = loop {
@@ -280,7 +280,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         if let Some(reason) = ing.handle(&mut tl, msg)? {
             break reason;
         }
-        if let (Some(c), false) = (tl.crash, crashed) {
+        if let (Some(c), false) = (tl.crash(), crashed) {
             crashed = true;
             if args.print_crash {
                 print_crash(&tl, c);
@@ -295,11 +295,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         exit_status = c.wait().ok().or(exit_status);
     }
     let written = ing.finish(&mut tl, exit_status)?;
-    let lost = &tl.lost;
+    let lost = &tl.lost();
     let secs = (now_mono_ns() - meta.start_mono_ns) as f64 / 1e9;
     eprintln!(
         "tm-tui: {} events in {secs:.3}s, lost {}{}; {}; {}; trace {} ({} KiB)",
-        tl.store.end(),
+        tl.store().end(),
         lost.events(),
         if lost.events() > 0 {
             " (see tm-tui report)"
@@ -309,8 +309,8 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         if meta.families.has(Family::Alloc) {
             format!(
                 "heap at end: {} live blocks, {} bytes",
-                tl.heap.live_blocks(),
-                tl.heap.live_bytes()
+                tl.heap().live_blocks(),
+                tl.heap().live_bytes()
             )
         } else {
             "heap not traced (no alloc in --trace)".to_string()
@@ -332,15 +332,15 @@ pub fn run(args: RecordArgs) -> Result<i32> {
 /// The probes resolved against the target's modules, and a warning if
 /// return probes could break its unwinding.
 fn resolve_probes(
-    specs: &[crate::probes::Spec],
-    modules: impl FnOnce() -> Result<Vec<crate::probes::ModuleFile>>,
-) -> Result<(Vec<crate::probes::Resolved>, Option<String>)> {
+    specs: &[crate::recorder::probes::Spec],
+    modules: impl FnOnce() -> Result<Vec<crate::recorder::probes::ModuleFile>>,
+) -> Result<(Vec<crate::recorder::probes::Resolved>, Option<String>)> {
     if specs.is_empty() {
         return Ok((Vec::new(), None));
     }
     let modules = modules()?;
-    let resolved = crate::probes::resolve(specs, &modules)?;
-    let warning = crate::probes::unwind_warning(&modules, &resolved);
+    let resolved = crate::recorder::probes::resolve(specs, &modules)?;
+    let warning = crate::recorder::probes::unwind_warning(&modules, &resolved);
     Ok((resolved, warning))
 }
 
@@ -445,7 +445,7 @@ impl Ingest {
 
     /// Ends the trace file; returns its size in bytes.
     pub fn finish(&mut self, tl: &mut Timeline, status: Option<ExitStatus>) -> Result<u64> {
-        tl.end_ns = Some(now_mono_ns());
+        tl.set_end_ns(Some(now_mono_ns()));
         if let Some(s) = status {
             self.exit_status = Some(s);
         }
@@ -461,14 +461,14 @@ impl Ingest {
 
 /// The crash block and its diagnosis, on stdout the moment it happens.
 fn print_crash(tl: &Timeline, crash: u64) {
-    let Some(ev) = tl.store.get(crash) else {
+    let Some(ev) = tl.store().get(crash) else {
         return;
     };
     let from = crash
         .saturating_sub(report::DEFAULT_LAST as u64)
-        .max(tl.store.first());
+        .max(tl.store().first());
     let before: Vec<_> = (from..crash)
-        .filter_map(|i| Some((i, tl.store.get(i)?)))
+        .filter_map(|i| Some((i, tl.store().get(i)?)))
         .collect();
     let mut text = report::crash_block(tl, crash, &ev, &before);
     if let Some(d) = tl.diagnosis() {

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::demos;
+use crate::cmd::demo;
+use crate::cmd::record::{self, ProbeMode, RecordArgs, Target};
 use crate::event::EventKind;
-use crate::record::{self, ProbeMode, RecordArgs, Target};
 use crate::trace::read_trace;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -69,7 +69,7 @@ fn untraced_run(bin: &str, pairs: u64) -> Result<f64> {
 pub fn run(pairs: u64, runs: usize) -> Result<i32> {
     record::require_root()?;
     let runs = runs.max(1);
-    let bin = demos::build(demos::find("threads")?, None)?;
+    let bin = demo::build(demo::find("threads")?, None)?;
     let bin = bin.to_string_lossy().into_owned();
     let mut base = Vec::new();
     let mut traced = Vec::new();

@@ -1,0 +1,26 @@
+//! Helpers shared by every layer: a fast hasher for integer keys, a
+//! deterministic random generator for tests and benches, and the two
+//! address-space rules the recorder and the model must agree on.
+
+pub mod hash;
+pub mod xorshift;
+
+/// Libraries of the system (libc, libstdc++, …): their frames are where
+/// the program's call went, not where it came from.
+pub fn is_system_path(p: &str) -> bool {
+    [
+        "/lib/",
+        "/lib64/",
+        "/usr/lib/",
+        "/usr/lib64/",
+        "/usr/libexec/",
+    ]
+    .iter()
+    .any(|d| p.starts_with(d))
+}
+
+/// The page of the kernel's uretprobe trampoline on x86-64: a return
+/// address there is a probed call's, replaced until it returns.
+pub fn is_uretprobe_trampoline(addr: u64) -> bool {
+    (0x7fff_ffff_e000..0x7fff_ffff_f000).contains(&addr)
+}
