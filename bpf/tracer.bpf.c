@@ -98,6 +98,11 @@ struct tm_ret_rec _tm_ret_rec = {};
 struct tm_io_rec _tm_io_rec = {};
 struct tm_offcpu_rec _tm_offcpu_rec = {};
 struct tm_stack _tm_stack = {};
+/* And the enums Rust reads its constants from. */
+enum tm_limit _tm_limit = 0;
+enum tm_loss _tm_loss = 0;
+enum tm_nr _tm_nr = 0;
+enum tm_family _tm_family = 0;
 
 static __always_inline bool is_target(__u32 *tid)
 {
@@ -707,38 +712,10 @@ int tm_alloc_ret_multi(struct pt_regs *ctx)
 	return alloc_exit(ctx);
 }
 
-#define NR_READ 0
-#define NR_WRITE 1
-#define NR_OPEN 2
-#define NR_CLOSE 3
-#define NR_MMAP 9
-#define NR_MUNMAP 11
-#define NR_BRK 12
-#define NR_PREAD 17
-#define NR_PWRITE 18
-#define NR_READV 19
-#define NR_WRITEV 20
-#define NR_MREMAP 25
-#define NR_DUP 32
-#define NR_DUP2 33
-#define NR_CONNECT 42
-#define NR_ACCEPT 43
-#define NR_SENDTO 44
-#define NR_RECVFROM 45
-#define NR_SENDMSG 46
-#define NR_RECVMSG 47
-#define NR_FCNTL 72
-#define NR_FSYNC 74
-#define NR_FDATASYNC 75
-#define NR_FUTEX 202
-#define NR_OPENAT 257
-#define NR_ACCEPT4 288
-#define NR_DUP3 292
-#define NR_FUTEX_WAITV 449
 
 static __always_inline bool is_mm_syscall(long id)
 {
-	return id == NR_MMAP || id == NR_MUNMAP || id == NR_BRK || id == NR_MREMAP;
+	return id == TM_NR_MMAP || id == TM_NR_MUNMAP || id == TM_NR_BRK || id == TM_NR_MREMAP;
 }
 
 /* The system calls of the families turned on (futex: the waits only). */
@@ -746,12 +723,12 @@ static __always_inline bool traced_syscall(long id, struct pt_regs *regs)
 {
 	if (families & TM_FAM_IO) {
 		switch (id) {
-		case NR_READ: case NR_WRITE: case NR_OPEN: case NR_CLOSE:
-		case NR_PREAD: case NR_PWRITE: case NR_READV: case NR_WRITEV:
-		case NR_FSYNC: case NR_FDATASYNC: case NR_OPENAT:
-		case NR_DUP: case NR_DUP2: case NR_DUP3:
+		case TM_NR_READ: case TM_NR_WRITE: case TM_NR_OPEN: case TM_NR_CLOSE:
+		case TM_NR_PREAD: case TM_NR_PWRITE: case TM_NR_READV: case TM_NR_WRITEV:
+		case TM_NR_FSYNC: case TM_NR_FDATASYNC: case TM_NR_OPENAT:
+		case TM_NR_DUP: case TM_NR_DUP2: case TM_NR_DUP3:
 			return true;
-		case NR_FCNTL: {
+		case TM_NR_FCNTL: {
 			/* F_DUPFD, F_DUPFD_CLOEXEC: a new fd for an old one. */
 			__u64 cmd = BPF_CORE_READ(regs, si);
 
@@ -761,15 +738,15 @@ static __always_inline bool traced_syscall(long id, struct pt_regs *regs)
 	}
 	if (families & TM_FAM_NET) {
 		switch (id) {
-		case NR_CONNECT: case NR_ACCEPT: case NR_ACCEPT4: case NR_SENDTO:
-		case NR_RECVFROM: case NR_SENDMSG: case NR_RECVMSG:
+		case TM_NR_CONNECT: case TM_NR_ACCEPT: case TM_NR_ACCEPT4: case TM_NR_SENDTO:
+		case TM_NR_RECVFROM: case TM_NR_SENDMSG: case TM_NR_RECVMSG:
 			return true;
 		}
 	}
 	if (families & TM_FAM_LOCK) {
-		if (id == NR_FUTEX_WAITV)
+		if (id == TM_NR_FUTEX_WAITV)
 			return true;
-		if (id == NR_FUTEX) {
+		if (id == TM_NR_FUTEX) {
 			/* FUTEX_WAIT, LOCK_PI, WAIT_BITSET, WAIT_REQUEUE_PI,
 			 * LOCK_PI2 (without the private/clock flags). */
 			__u32 op = BPF_CORE_READ(regs, si) & 0x7f;
@@ -822,32 +799,32 @@ static __always_inline int io_exit(void *ctx, struct pt_regs *regs, struct sys_a
 	r->data_len = 0;
 	r->stack = capture_syscall_stack(ctx, regs);
 	switch (a->nr) {
-	case NR_OPEN:
-	case NR_OPENAT: {
+	case TM_NR_OPEN:
+	case TM_NR_OPENAT: {
 		/* Read on return: the kernel has faulted the path in by now. */
 		long n = bpf_probe_read_user_str(r->data, TM_IO_DATA,
-						 (void *)(a->nr == NR_OPEN ? a->args[0] : a->args[1]));
+						 (void *)(a->nr == TM_NR_OPEN ? a->args[0] : a->args[1]));
 		if (n > 0)
 			r->data_len = n;
 		break;
 	}
-	case NR_CONNECT:
+	case TM_NR_CONNECT:
 		read_data(r, a->args[1], a->args[2]);
 		break;
-	case NR_SENDTO:
+	case TM_NR_SENDTO:
 		read_data(r, a->args[4], a->args[5]);
 		break;
-	case NR_ACCEPT:
-	case NR_ACCEPT4:
+	case TM_NR_ACCEPT:
+	case TM_NR_ACCEPT4:
 		if (ret >= 0)
 			read_sockaddr_out(r, a->args[1], a->args[2]);
 		break;
-	case NR_RECVFROM:
+	case TM_NR_RECVFROM:
 		if (ret >= 0)
 			read_sockaddr_out(r, a->args[4], a->args[5]);
 		break;
-	case NR_SENDMSG:
-	case NR_RECVMSG: {
+	case TM_NR_SENDMSG:
+	case TM_NR_RECVMSG: {
 		/* struct msghdr starts with msg_name and msg_namelen (recvmsg
 		 * has set the length by now). */
 		struct {
@@ -931,7 +908,7 @@ int BPF_PROG(tm_sys_exit, struct pt_regs *regs, long ret)
 	r->ret = ret;
 	__builtin_memcpy(r->args, a->args, sizeof(r->args));
 	bpf_map_delete_elem(&sys_inflight, &tid);
-	if (r->nr == NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */) && ret > 0) {
+	if (r->nr == TM_NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */) && ret > 0) {
 		/* New code (a library loading): widen the span of known code,
 		 * and of system libraries' if it is one, so the stack scans
 		 * know it before user space has read the maps. */
@@ -948,7 +925,7 @@ int BPF_PROG(tm_sys_exit, struct pt_regs *regs, long ret)
 	}
 	/* New code mapped (a library loading): wake user space now so it reads
 	 * /proc/PID/maps while the target is alive to be read. */
-	bpf_ringbuf_submit(r, (r->nr == NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */)) ?
+	bpf_ringbuf_submit(r, (r->nr == TM_NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */)) ?
 				      BPF_RB_FORCE_WAKEUP :
 				      wakeup_flags());
 	return 0;

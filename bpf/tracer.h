@@ -7,8 +7,19 @@
 #ifndef __TM_TRACER_H
 #define __TM_TRACER_H
 
-#define TM_MAX_FRAMES 48
-#define TM_SIG_STACK_COPY 16384
+/*
+ * Sizes both sides use, as an enum so they are in BTF and the skeleton
+ * emits them for Rust (a #define would have to be copied by hand).
+ */
+enum tm_limit {
+	TM_MAX_FRAMES = 48,
+	TM_SIG_STACK_COPY = 16384,
+	/* String arguments a call record carries, and their length (with NUL). */
+	TM_CALL_STRS = 2,
+	TM_CALL_STR_LEN = 96,
+	/* Path or socket address an io record carries. */
+	TM_IO_DATA = 128,
+};
 
 enum tm_kind {
 	TM_K_HEAP = 1,	  /* an allocator call: alloc, free or realloc */
@@ -33,11 +44,40 @@ enum tm_family {
 	TM_FAM_SCHED = 1 << 4,
 };
 
-/* String arguments a call record carries, and their length (with NUL). */
-#define TM_CALL_STRS 2
-#define TM_CALL_STR_LEN 96
-/* Path or socket address an io record carries. */
-#define TM_IO_DATA 128
+/*
+ * The x86-64 system call numbers the tracer looks at: the tracer filters
+ * on them and user space decodes records by them.
+ */
+enum tm_nr {
+	TM_NR_READ = 0,
+	TM_NR_WRITE = 1,
+	TM_NR_OPEN = 2,
+	TM_NR_CLOSE = 3,
+	TM_NR_MMAP = 9,
+	TM_NR_MUNMAP = 11,
+	TM_NR_BRK = 12,
+	TM_NR_PREAD = 17,
+	TM_NR_PWRITE = 18,
+	TM_NR_READV = 19,
+	TM_NR_WRITEV = 20,
+	TM_NR_MREMAP = 25,
+	TM_NR_DUP = 32,
+	TM_NR_DUP2 = 33,
+	TM_NR_CONNECT = 42,
+	TM_NR_ACCEPT = 43,
+	TM_NR_SENDTO = 44,
+	TM_NR_RECVFROM = 45,
+	TM_NR_SENDMSG = 46,
+	TM_NR_RECVMSG = 47,
+	TM_NR_FCNTL = 72,
+	TM_NR_FSYNC = 74,
+	TM_NR_FDATASYNC = 75,
+	TM_NR_FUTEX = 202,
+	TM_NR_OPENAT = 257,
+	TM_NR_ACCEPT4 = 288,
+	TM_NR_DUP3 = 292,
+	TM_NR_FUTEX_WAITV = 449,
+};
 
 /* Which allocator entry point produced a TM_K_HEAP record. */
 enum tm_fn {
@@ -62,14 +102,14 @@ enum tm_loss {
 };
 
 struct tm_hdr {
-	__u32 kind;
+	enum tm_kind kind; /* 4 bytes, as an enum is in BPF C */
 	__u32 tid;
 	__u64 ts; /* CLOCK_MONOTONIC ns */
 };
 
 struct tm_heap_rec {
 	struct tm_hdr h;
-	__u32 fn;
+	enum tm_fn fn;
 	__u32 _pad;
 	__u64 stack; /* key in the stacks map, 0 = none */
 	__u64 ptr;   /* result (or the freed pointer for free) */
@@ -80,7 +120,7 @@ struct tm_heap_rec {
 
 struct tm_syscall_rec {
 	struct tm_hdr h;
-	__u32 nr;
+	enum tm_nr nr;
 	__u32 _pad;
 	__s64 ret;
 	__u64 args[6];
@@ -144,7 +184,7 @@ struct tm_ret_rec {
 
 struct tm_io_rec {
 	struct tm_hdr h;
-	__u32 nr;
+	enum tm_nr nr;
 	__u32 data_len; /* bytes of data: a path (with NUL) or a sockaddr */
 	__s64 ret;
 	__u64 dur; /* entry to return, ns */

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use strum::{EnumCount, EnumIter, FromRepr, IntoEnumIterator, IntoStaticStr};
+
 /// Index of an interned stack in the recording's stack table.
 pub type StackId = u32;
 /// Index of a module (ELF file) in the recording's module table.
@@ -18,7 +20,8 @@ pub struct Event {
 }
 
 /// The allocator entry point a heap event came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, FromRepr, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 #[repr(u8)]
 pub enum AllocFn {
     Malloc = 0,
@@ -33,34 +36,8 @@ pub enum AllocFn {
 }
 
 impl AllocFn {
-    pub const ALL: [AllocFn; 9] = [
-        AllocFn::Malloc,
-        AllocFn::Calloc,
-        AllocFn::Realloc,
-        AllocFn::Reallocarray,
-        AllocFn::PosixMemalign,
-        AllocFn::Memalign,
-        AllocFn::Valloc,
-        AllocFn::Pvalloc,
-        AllocFn::Free,
-    ];
-
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(v)).copied()
-    }
-
     pub fn name(self) -> &'static str {
-        match self {
-            AllocFn::Malloc => "malloc",
-            AllocFn::Calloc => "calloc",
-            AllocFn::Realloc => "realloc",
-            AllocFn::Reallocarray => "reallocarray",
-            AllocFn::PosixMemalign => "posix_memalign",
-            AllocFn::Memalign => "memalign",
-            AllocFn::Valloc => "valloc",
-            AllocFn::Pvalloc => "pvalloc",
-            AllocFn::Free => "free",
-        }
+        self.into()
     }
 }
 
@@ -154,6 +131,156 @@ pub enum EventKind {
         preempted: bool,
         stack: Option<StackId>,
     },
+}
+
+/// What an event is, as filters select it, counts count it and the JSON
+/// and the lists name it: [`EventKind`] with spawns split into threads
+/// and processes and system calls into their families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+#[repr(u8)]
+pub enum Kind {
+    Alloc,
+    Free,
+    Realloc,
+    Mmap,
+    Munmap,
+    Mremap,
+    Brk,
+    Signal,
+    ThreadStart,
+    ChildProcess,
+    Exec,
+    ThreadExit,
+    Exit,
+    Call,
+    Return,
+    Io,
+    Net,
+    Lock,
+    Sched,
+}
+
+impl Kind {
+    /// The stable short name, as in `report --json` (`alloc`, `free`, …).
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// The kind a name or a list label (CRASH, RET, THREAD, …) names.
+    pub fn from_name(s: &str) -> Option<Kind> {
+        let s = match s {
+            "crash" => "signal",
+            "ret" => "return",
+            "thread" => "thread_start",
+            "texit" => "thread_exit",
+            "fork" => "child_process",
+            "offcpu" | "off_cpu" => "sched",
+            s => s,
+        };
+        Kind::iter().find(|k| k.name() == s)
+    }
+
+    /// The label of the event lists (report and UI); a fatal signal that
+    /// crashed the target is labelled `CRASH` by who knows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Alloc => "ALLOC",
+            Kind::Free => "FREE",
+            Kind::Realloc => "REALLOC",
+            Kind::Mmap => "MMAP",
+            Kind::Munmap => "MUNMAP",
+            Kind::Mremap => "MREMAP",
+            Kind::Brk => "BRK",
+            Kind::Signal => "SIGNAL",
+            Kind::ThreadStart => "THREAD",
+            Kind::ChildProcess => "FORK",
+            Kind::Exec => "EXEC",
+            Kind::ThreadExit => "TEXIT",
+            Kind::Exit => "EXIT",
+            Kind::Call => "CALL",
+            Kind::Return => "RET",
+            Kind::Io => "IO",
+            Kind::Net => "NET",
+            Kind::Lock => "LOCK",
+            Kind::Sched => "SCHED",
+        }
+    }
+}
+
+impl EventKind {
+    pub fn kind(&self) -> Kind {
+        match self {
+            EventKind::Alloc { .. } => Kind::Alloc,
+            EventKind::Free { .. } => Kind::Free,
+            EventKind::Realloc { .. } => Kind::Realloc,
+            EventKind::Mmap { .. } => Kind::Mmap,
+            EventKind::Munmap { .. } => Kind::Munmap,
+            EventKind::Mremap { .. } => Kind::Mremap,
+            EventKind::Brk { .. } => Kind::Brk,
+            EventKind::Signal(_) => Kind::Signal,
+            EventKind::Spawn { thread: true, .. } => Kind::ThreadStart,
+            EventKind::Spawn { thread: false, .. } => Kind::ChildProcess,
+            EventKind::Exec { .. } => Kind::Exec,
+            EventKind::ThreadExit { .. } => Kind::ThreadExit,
+            EventKind::ProcessExit { .. } => Kind::Exit,
+            EventKind::Call(_) => Kind::Call,
+            EventKind::Return { .. } => Kind::Return,
+            EventKind::Sys(s) => match s.call.family() {
+                Family::Net => Kind::Net,
+                Family::Lock => Kind::Lock,
+                Family::Alloc | Family::Io | Family::Sched => Kind::Io,
+            },
+            EventKind::OffCpu { .. } => Kind::Sched,
+        }
+    }
+
+    /// The user stack the event carries: where the program allocated,
+    /// freed, crashed, called or blocked.
+    pub fn stack(&self) -> Option<StackId> {
+        match self {
+            EventKind::Alloc { stack, .. }
+            | EventKind::Free { stack, .. }
+            | EventKind::Realloc { stack, .. }
+            | EventKind::OffCpu { stack, .. } => *stack,
+            EventKind::Signal(s) => s.stack,
+            EventKind::Call(c) => c.stack,
+            EventKind::Sys(s) => s.stack,
+            EventKind::Mmap { .. }
+            | EventKind::Munmap { .. }
+            | EventKind::Mremap { .. }
+            | EventKind::Brk { .. }
+            | EventKind::Spawn { .. }
+            | EventKind::Exec { .. }
+            | EventKind::ThreadExit { .. }
+            | EventKind::ProcessExit { .. }
+            | EventKind::Return { .. } => None,
+        }
+    }
+
+    /// The address an `addr=` filter and the address column go by: the
+    /// block, the mapping, the fault, the futex (0: none).
+    pub fn addr(&self) -> u64 {
+        match self {
+            EventKind::Alloc { ptr, .. }
+            | EventKind::Free { ptr, .. }
+            | EventKind::Realloc { ptr, .. } => *ptr,
+            EventKind::Mmap { ret, .. } => u64::try_from(*ret).unwrap_or(0),
+            EventKind::Munmap { addr, .. } => *addr,
+            EventKind::Mremap { old, .. } => *old,
+            EventKind::Signal(s) => s.fault_addr().unwrap_or(0),
+            EventKind::Sys(s) if s.call == SysCall::FutexWait => s.arg,
+            EventKind::Sys(_)
+            | EventKind::Brk { .. }
+            | EventKind::Spawn { .. }
+            | EventKind::Exec { .. }
+            | EventKind::ThreadExit { .. }
+            | EventKind::ProcessExit { .. }
+            | EventKind::Call(_)
+            | EventKind::Return { .. }
+            | EventKind::OffCpu { .. } => 0,
+        }
+    }
 }
 
 /// Index of a probe in the recording's probe table.
@@ -255,7 +382,8 @@ impl fmt::Display for Arg {
 }
 
 /// How a probe's argument or return value is read from its register.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, FromRepr, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 #[repr(u8)]
 pub enum ValueType {
     /// No type given: small values as integers, others as pointers.
@@ -275,34 +403,8 @@ pub enum ValueType {
 }
 
 impl ValueType {
-    pub const ALL: [ValueType; 9] = [
-        ValueType::Auto,
-        ValueType::Int,
-        ValueType::Uint,
-        ValueType::Long,
-        ValueType::Ulong,
-        ValueType::Ptr,
-        ValueType::Str,
-        ValueType::Bool,
-        ValueType::Char,
-    ];
-
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(v)).copied()
-    }
-
     pub fn name(self) -> &'static str {
-        match self {
-            ValueType::Auto => "auto",
-            ValueType::Int => "int",
-            ValueType::Uint => "uint",
-            ValueType::Long => "long",
-            ValueType::Ulong => "ulong",
-            ValueType::Ptr => "ptr",
-            ValueType::Str => "str",
-            ValueType::Bool => "bool",
-            ValueType::Char => "char",
-        }
+        self.into()
     }
 }
 
@@ -353,7 +455,8 @@ impl Probe {
 }
 
 /// The system calls the io, net and lock families trace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, FromRepr, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 #[repr(u8)]
 pub enum SysCall {
     Open = 0,
@@ -381,52 +484,8 @@ pub enum SysCall {
 }
 
 impl SysCall {
-    pub const ALL: [SysCall; 18] = [
-        SysCall::Open,
-        SysCall::Close,
-        SysCall::Read,
-        SysCall::Write,
-        SysCall::Pread,
-        SysCall::Pwrite,
-        SysCall::Readv,
-        SysCall::Writev,
-        SysCall::Fsync,
-        SysCall::Fdatasync,
-        SysCall::Connect,
-        SysCall::Accept,
-        SysCall::Send,
-        SysCall::Recv,
-        SysCall::Sendmsg,
-        SysCall::Recvmsg,
-        SysCall::FutexWait,
-        SysCall::Dup,
-    ];
-
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(v)).copied()
-    }
-
     pub fn name(self) -> &'static str {
-        match self {
-            SysCall::Open => "open",
-            SysCall::Close => "close",
-            SysCall::Read => "read",
-            SysCall::Write => "write",
-            SysCall::Pread => "pread",
-            SysCall::Pwrite => "pwrite",
-            SysCall::Readv => "readv",
-            SysCall::Writev => "writev",
-            SysCall::Fsync => "fsync",
-            SysCall::Fdatasync => "fdatasync",
-            SysCall::Connect => "connect",
-            SysCall::Accept => "accept",
-            SysCall::Send => "send",
-            SysCall::Recv => "recv",
-            SysCall::Sendmsg => "sendmsg",
-            SysCall::Recvmsg => "recvmsg",
-            SysCall::FutexWait => "futex_wait",
-            SysCall::Dup => "dup",
-        }
+        self.into()
     }
 
     pub fn family(self) -> Family {
@@ -483,7 +542,8 @@ pub struct SysInfo {
 }
 
 /// The event families `--trace` turns on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, FromRepr, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 #[repr(u8)]
 pub enum Family {
     Alloc = 0,
@@ -494,22 +554,8 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
-        Family::Alloc,
-        Family::Io,
-        Family::Net,
-        Family::Lock,
-        Family::Sched,
-    ];
-
     pub fn name(self) -> &'static str {
-        match self {
-            Family::Alloc => "alloc",
-            Family::Io => "io",
-            Family::Net => "net",
-            Family::Lock => "lock",
-            Family::Sched => "sched",
-        }
+        self.into()
     }
 }
 
@@ -542,24 +588,26 @@ impl Families {
         let mut out = Families::none();
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             if name == "all" {
-                out = Family::ALL.iter().fold(out, |a, f| a.with(*f));
+                out = Family::iter().fold(out, |a, f| a.with(f));
                 continue;
             }
-            let f = Family::ALL
-                .iter()
-                .find(|f| f.name() == name)
-                .ok_or_else(|| {
-                    format!("unknown event family '{name}' (families: alloc, io, net, lock, sched, all)")
-                })?;
-            out = out.with(*f);
+            let f = Family::iter().find(|f| f.name() == name).ok_or_else(|| {
+                format!(
+                    "unknown event family '{name}' (families: {}, all)",
+                    Family::iter()
+                        .map(Family::name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            out = out.with(f);
         }
         Ok(out)
     }
 
     pub fn names(self) -> Vec<&'static str> {
-        Family::ALL
-            .iter()
-            .filter(|f| self.has(**f))
+        Family::iter()
+            .filter(|f| self.has(*f))
             .map(|f| f.name())
             .collect()
     }
@@ -780,37 +828,30 @@ pub fn find_stack(stacks: &[Stack], id: StackId) -> Option<&Stack> {
 }
 
 /// Why events were lost; every reason is counted, none is silent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, EnumCount, EnumIter, IntoStaticStr,
+)]
 pub enum LossReason {
     /// The kernel ring buffer was full: events gone.
+    #[strum(serialize = "ringbuf_full")]
     RingBuffer,
     /// The stack table was full: events kept without their stack.
+    #[strum(serialize = "stack_table_full")]
     StackTable,
     /// The per-thread in-flight table was full: events gone.
+    #[strum(serialize = "inflight_full")]
     Inflight,
     /// The channel to the consumer was full: events gone.
+    #[strum(serialize = "channel_full")]
     Channel,
     /// A record user space could not decode (a tracer/decoder mismatch).
+    #[strum(serialize = "undecodable")]
     Undecodable,
 }
 
 impl LossReason {
-    pub const ALL: [LossReason; 5] = [
-        LossReason::RingBuffer,
-        LossReason::StackTable,
-        LossReason::Inflight,
-        LossReason::Channel,
-        LossReason::Undecodable,
-    ];
-
     pub fn name(self) -> &'static str {
-        match self {
-            LossReason::RingBuffer => "ringbuf_full",
-            LossReason::StackTable => "stack_table_full",
-            LossReason::Inflight => "inflight_full",
-            LossReason::Channel => "channel_full",
-            LossReason::Undecodable => "undecodable",
-        }
+        self.into()
     }
 }
 
@@ -841,6 +882,17 @@ impl Lost {
             LossReason::Undecodable => self.undecodable,
         }
     }
+
+    pub fn set(&mut self, r: LossReason, n: u64) {
+        let slot = match r {
+            LossReason::RingBuffer => &mut self.ringbuf,
+            LossReason::StackTable => &mut self.stack_table,
+            LossReason::Inflight => &mut self.inflight,
+            LossReason::Channel => &mut self.channel,
+            LossReason::Undecodable => &mut self.undecodable,
+        };
+        *slot = n;
+    }
 }
 
 /// What a recording is of.
@@ -860,4 +912,45 @@ pub struct Meta {
     pub launched: bool,
     /// The event families recorded.
     pub families: Families,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names are part of the JSON schema and the command line: the
+    /// derived ones must stay what they were when written by hand.
+    #[test]
+    fn derived_names_are_the_stable_ones() {
+        let names = |v: Vec<&'static str>| v.join(" ");
+        assert_eq!(
+            names(AllocFn::iter().map(AllocFn::name).collect()),
+            "malloc calloc realloc reallocarray posix_memalign memalign valloc pvalloc free"
+        );
+        assert_eq!(
+            names(ValueType::iter().map(ValueType::name).collect()),
+            "auto int uint long ulong ptr str bool char"
+        );
+        assert_eq!(
+            names(SysCall::iter().map(SysCall::name).collect()),
+            "open close read write pread pwrite readv writev fsync fdatasync connect accept \
+             send recv sendmsg recvmsg futex_wait dup"
+        );
+        assert_eq!(
+            names(Family::iter().map(Family::name).collect()),
+            "alloc io net lock sched"
+        );
+        assert_eq!(
+            names(LossReason::iter().map(LossReason::name).collect()),
+            "ringbuf_full stack_table_full inflight_full channel_full undecodable"
+        );
+        for (i, f) in AllocFn::iter().enumerate() {
+            assert_eq!(AllocFn::from_repr(i as u8), Some(f));
+        }
+        assert_eq!(Families::parse("all"), Ok(Families(0b11111)));
+        assert!(Families::parse("disk")
+            .err()
+            .unwrap_or_default()
+            .contains("alloc, io, net, lock, sched, all"));
+    }
 }

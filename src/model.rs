@@ -29,6 +29,7 @@ use leaks::{LeakGroup, Leaks};
 use names::Names;
 use spans::{Span, Spans};
 use store::{EventStore, Filter, Idx, Kind, CHUNK};
+use strum::{EnumCount, IntoEnumIterator};
 
 /// The keys of [`Timeline::parse_filter`], for its messages.
 pub const FILTER_KEYS: &str = "kind, tid, func, call, addr";
@@ -74,9 +75,9 @@ pub struct Timeline {
     /// lost-event count rose, and the count then (cumulative).
     loss_marks: Vec<(Idx, u64)>,
     /// Traced system calls by [`SysCall`], dropped ones included.
-    sys: [SysTotal; SysCall::ALL.len()],
+    sys: [SysTotal; SysCall::COUNT],
     /// Events by [`Kind`], dropped ones included.
-    by_kind: [u64; Kind::ALL.len()],
+    by_kind: [u64; Kind::COUNT],
     /// The fatal signal, once it arrived.
     crash: Option<Idx>,
     exit: Option<ExitStatus>,
@@ -149,8 +150,8 @@ impl Timeline {
             spans: Spans::default(),
             lost: Lost::default(),
             loss_marks: Vec::new(),
-            sys: [SysTotal::default(); SysCall::ALL.len()],
-            by_kind: [0; Kind::ALL.len()],
+            sys: [SysTotal::default(); SysCall::COUNT],
+            by_kind: [0; Kind::COUNT],
             crash: None,
             exit: None,
             end_ns: None,
@@ -207,13 +208,13 @@ impl Timeline {
     }
 
     /// Traced system calls by [`SysCall`], dropped ones included.
-    pub fn sys(&self) -> &[SysTotal] {
-        &self.sys
+    pub fn sys_total(&self, c: SysCall) -> &SysTotal {
+        &self.sys[c as usize]
     }
 
     /// Events by [`Kind`], dropped ones included.
-    pub fn by_kind(&self) -> &[u64] {
-        &self.by_kind
+    pub fn kind_count(&self, k: Kind) -> u64 {
+        self.by_kind[k as usize]
     }
 
     /// The fatal signal, once it arrived.
@@ -267,7 +268,7 @@ impl Timeline {
         let ch = self.heap.on_event(&self.store, idx);
         self.leaks.on_change(&ch, e.ts);
         self.spans.on_event(idx, e, &self.probes);
-        self.by_kind[Kind::of(&e.kind) as usize] += 1;
+        self.by_kind[e.kind.kind() as usize] += 1;
         match &e.kind {
             EventKind::Signal(s) => {
                 self.last_signal = Some((idx, s.signo));
@@ -380,7 +381,7 @@ impl Timeline {
                 "kind" => {
                     for k in val.split(',') {
                         let kind = Kind::from_name(k).ok_or_else(|| {
-                            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+                            let names: Vec<&str> = Kind::iter().map(Kind::name).collect();
                             format!("unknown event kind '{k}' (kinds: {})", names.join(", "))
                         })?;
                         f = f.kind(kind);

@@ -29,8 +29,8 @@ use libbpf_rs::{
 };
 
 use crate::event::{
-    AllocFn, Arg, CallInfo, Event, EventKind, ExitStatus, Families, Family, Lost, Module,
-    SignalInfo, Stack, ValueType,
+    AllocFn, Arg, CallInfo, Event, EventKind, ExitStatus, Families, Family, LossReason, Lost,
+    Module, SignalInfo, Stack, ValueType,
 };
 use crate::recorder::maps::MapsCache;
 use crate::recorder::unwind::{Regs, Unwinder};
@@ -76,16 +76,66 @@ unsafe impl plain::Plain for types::tm_io_rec {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::tm_offcpu_rec {}
 
-const K_HEAP: u32 = 1;
-const K_SYSCALL: u32 = 2;
-const K_SIGNAL: u32 = 3;
-const K_FORK: u32 = 4;
-const K_EXEC: u32 = 5;
-const K_EXIT: u32 = 6;
-const K_CALL: u32 = 7;
-const K_RET: u32 = 8;
-const K_IO: u32 = 9;
-const K_OFFCPU: u32 = 10;
+/// The record kinds, numbered as the header's `enum tm_kind` numbers them
+/// (one definition: the numbers come from the skeleton). A kind added in C
+/// without a variant here fails the build (the assertion below), and a
+/// variant without a decoder fails `handle`'s exhaustive match.
+#[derive(Clone, Copy, Debug, strum::FromRepr, strum::EnumCount)]
+#[repr(u32)]
+enum Rec {
+    Heap = types::tm_kind::TM_K_HEAP.0,
+    Syscall = types::tm_kind::TM_K_SYSCALL.0,
+    Signal = types::tm_kind::TM_K_SIGNAL.0,
+    Fork = types::tm_kind::TM_K_FORK.0,
+    Exec = types::tm_kind::TM_K_EXEC.0,
+    Exit = types::tm_kind::TM_K_EXIT.0,
+    Call = types::tm_kind::TM_K_CALL.0,
+    Ret = types::tm_kind::TM_K_RET.0,
+    Io = types::tm_kind::TM_K_IO.0,
+    OffCpu = types::tm_kind::TM_K_OFFCPU.0,
+}
+const _: () = assert!(
+    <Rec as strum::EnumCount>::COUNT + 1 == types::tm_kind::TM_K_MAX.0 as usize,
+    "every enum tm_kind of bpf/tracer.h needs a Rec variant"
+);
+
+/// The C number of each allocator entry point (`enum tm_fn`), the attach
+/// cookie of its probe and the `fn` of its records.
+fn tm_fn(f: AllocFn) -> types::tm_fn {
+    match f {
+        AllocFn::Malloc => types::tm_fn::TM_FN_MALLOC,
+        AllocFn::Calloc => types::tm_fn::TM_FN_CALLOC,
+        AllocFn::Realloc => types::tm_fn::TM_FN_REALLOC,
+        AllocFn::Reallocarray => types::tm_fn::TM_FN_REALLOCARRAY,
+        AllocFn::PosixMemalign => types::tm_fn::TM_FN_POSIX_MEMALIGN,
+        AllocFn::Memalign => types::tm_fn::TM_FN_MEMALIGN,
+        AllocFn::Valloc => types::tm_fn::TM_FN_VALLOC,
+        AllocFn::Pvalloc => types::tm_fn::TM_FN_PVALLOC,
+        AllocFn::Free => types::tm_fn::TM_FN_FREE,
+    }
+}
+const _: () = assert!(
+    <AllocFn as strum::EnumCount>::COUNT == types::tm_fn::TM_FN_MAX.0 as usize,
+    "every enum tm_fn of bpf/tracer.h needs an AllocFn"
+);
+
+fn alloc_fn(c: types::tm_fn) -> Option<AllocFn> {
+    <AllocFn as strum::IntoEnumIterator>::iter().find(|f| tm_fn(*f) == c)
+}
+
+/// The loss reasons the tracer counts, by their `enum tm_loss` slot.
+const KERNEL_LOSSES: [(types::tm_loss, LossReason); 3] = [
+    (types::tm_loss::TM_LOST_RINGBUF, LossReason::RingBuffer),
+    (types::tm_loss::TM_LOST_STACK_TABLE, LossReason::StackTable),
+    (types::tm_loss::TM_LOST_INFLIGHT, LossReason::Inflight),
+];
+const _: () = assert!(
+    KERNEL_LOSSES.len() == types::tm_loss::TM_LOST_MAX.0 as usize,
+    "every enum tm_loss of bpf/tracer.h needs a LossReason"
+);
+
+/// Bytes of each string argument a call record carries, with its NUL.
+const STR_LEN: usize = types::tm_limit::TM_CALL_STR_LEN.0 as usize;
 
 /// What the recorder sends to its consumer, in order: a module or stack is
 /// always sent before the first event that refers to it.
@@ -414,7 +464,11 @@ fn attach_multi(
     };
     let entry = UprobeMultiOpts {
         offsets: alloc.probes.iter().map(|p| p.offset as usize).collect(),
-        cookies: alloc.probes.iter().map(|p| p.func as u64).collect(),
+        cookies: alloc
+            .probes
+            .iter()
+            .map(|p| u64::from(tm_fn(p.func).0))
+            .collect(),
         ..Default::default()
     };
     let attach = |prog: &libbpf_rs::ProgramMut<'_>, opts: UprobeMultiOpts, what: &str| {
@@ -716,12 +770,16 @@ impl Decoder<'_> {
             return;
         };
         let (kind, tid, ts) = (hdr.kind, hdr.tid, hdr.ts);
+        let Some(kind) = Rec::from_repr(kind.0) else {
+            self.undecodable += 1;
+            return;
+        };
         let decoded = match kind {
-            K_HEAP => self.heap(data),
-            K_SYSCALL => self.syscall(data),
-            K_SIGNAL => self.signal(data),
-            K_CALL => self.call(data),
-            K_RET => plain::from_bytes::<types::tm_ret_rec>(data).ok().map(|r| {
+            Rec::Heap => self.heap(data),
+            Rec::Syscall => self.syscall(data),
+            Rec::Signal => self.signal(data),
+            Rec::Call => self.call(data),
+            Rec::Ret => plain::from_bytes::<types::tm_ret_rec>(data).ok().map(|r| {
                 // This call, and any deeper one unwound past, are over.
                 let entry = crate::event::return_entry_sp(r.sp);
                 if let Some(open) = self.open_calls.get_mut(&tid) {
@@ -735,7 +793,7 @@ impl Decoder<'_> {
                     sp: r.sp,
                 }
             }),
-            K_IO => match plain::from_bytes::<types::tm_io_rec>(data) {
+            Rec::Io => match plain::from_bytes::<types::tm_io_rec>(data) {
                 Ok(r) => {
                     let stack = self.stack(tid, r.stack);
                     self.fds.decode(
@@ -749,14 +807,14 @@ impl Decoder<'_> {
                 }
                 Err(_) => None,
             },
-            K_OFFCPU => plain::from_bytes::<types::tm_offcpu_rec>(data)
+            Rec::OffCpu => plain::from_bytes::<types::tm_offcpu_rec>(data)
                 .ok()
                 .map(|r| EventKind::OffCpu {
                     dur_ns: r.dur,
                     preempted: r.preempted != 0,
                     stack: self.stack(tid, r.stack),
                 }),
-            K_FORK => {
+            Rec::Fork => {
                 plain::from_bytes::<types::tm_fork_rec>(data)
                     .ok()
                     .map(|r| EventKind::Spawn {
@@ -764,7 +822,7 @@ impl Decoder<'_> {
                         thread: r.is_thread != 0,
                     })
             }
-            K_EXEC => plain::from_bytes::<types::tm_exec_rec>(data).ok().map(|r| {
+            Rec::Exec => plain::from_bytes::<types::tm_exec_rec>(data).ok().map(|r| {
                 let bytes = c_bytes(&r.filename);
                 // A new image: nothing of the old mappings is valid (the
                 // tracer reset its code ranges at the exec too).
@@ -777,7 +835,7 @@ impl Decoder<'_> {
                     filename: String::from_utf8_lossy(&bytes).into_owned(),
                 }
             }),
-            K_EXIT => plain::from_bytes::<types::tm_exit_rec>(data).ok().map(|r| {
+            Rec::Exit => plain::from_bytes::<types::tm_exit_rec>(data).ok().map(|r| {
                 self.open_calls.remove(&tid);
                 if r.group_dead != 0 {
                     self.exited = true;
@@ -793,7 +851,6 @@ impl Decoder<'_> {
                     EventKind::ThreadExit { code: r.exit_code }
                 }
             }),
-            _ => None,
         };
         let Some(kind) = decoded else {
             self.undecodable += 1;
@@ -884,7 +941,7 @@ impl Decoder<'_> {
 
     fn heap(&mut self, data: &[u8]) -> Option<EventKind> {
         let r = *plain::from_bytes::<types::tm_heap_rec>(data).ok()?;
-        let func = AllocFn::from_u8(u8::try_from(r.r#fn).ok()?)?;
+        let func = alloc_fn(r.r#fn)?;
         let stack = self.stack(r.h.tid, r.stack);
         Some(match func {
             AllocFn::Free => EventKind::Free { ptr: r.ptr, stack },
@@ -908,7 +965,7 @@ impl Decoder<'_> {
         let r = plain::from_bytes::<types::tm_syscall_rec>(data).ok()?;
         let a = r.args;
         Some(match r.nr {
-            9 => {
+            types::tm_nr::TM_NR_MMAP => {
                 const PROT_EXEC: u64 = 4;
                 if r.ret > 0 && a[2] & PROT_EXEC != 0 {
                     // New code (dlopen): learn its path while it is mapped,
@@ -926,19 +983,19 @@ impl Decoder<'_> {
                     ret: r.ret,
                 }
             }
-            11 => EventKind::Munmap {
+            types::tm_nr::TM_NR_MUNMAP => EventKind::Munmap {
                 addr: a[0],
                 len: a[1],
                 ret: r.ret,
             },
-            25 => EventKind::Mremap {
+            types::tm_nr::TM_NR_MREMAP => EventKind::Mremap {
                 old: a[0],
                 old_len: a[1],
                 new_len: a[2],
                 flags: a[3] as u32,
                 ret: r.ret,
             },
-            12 => EventKind::Brk {
+            types::tm_nr::TM_NR_BRK => EventKind::Brk {
                 req: a[0],
                 ret: r.ret,
             },
@@ -960,7 +1017,7 @@ impl Decoder<'_> {
                 }
                 let s = slot;
                 slot += 1;
-                let n = crate::recorder::probes::STR_LEN;
+                let n = STR_LEN;
                 match r.strs.get(s * n..(s + 1) * n) {
                     Some(chars) if r.str_bad & (1 << s) == 0 => {
                         let bytes = c_bytes(chars);
@@ -1062,9 +1119,10 @@ fn read_lost(skel: &bpf::TracerSkel<'_>, d: &Decoder<'_>) -> Lost {
                 std::ptr::read_volatile(&raw const bss.stack_errors),
             )
         };
-        lost.ringbuf = counters[0].iter().sum();
-        lost.stack_table = counters[1].iter().sum();
-        lost.inflight = counters[2].iter().sum();
+        for (slot, why) in KERNEL_LOSSES {
+            let n = counters.get(slot.0 as usize).map_or(0, |c| c.iter().sum());
+            lost.set(why, n);
+        }
         lost.stackless = stack_errors;
     }
     lost

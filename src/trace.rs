@@ -874,7 +874,7 @@ impl Dec<'_> {
     }
 
     fn value_type(&mut self) -> DecResult<ValueType> {
-        ValueType::from_u8(self.u8()?).ok_or("unknown value type")
+        ValueType::from_repr(self.u8()?).ok_or("unknown value type")
     }
 
     fn arg(&mut self) -> DecResult<Arg> {
@@ -891,7 +891,7 @@ impl Dec<'_> {
     }
 
     fn alloc_fn(&mut self) -> DecResult<AllocFn> {
-        AllocFn::from_u8(self.u8()?).ok_or("unknown allocator function")
+        AllocFn::from_repr(self.u8()?).ok_or("unknown allocator function")
     }
 
     fn status_tagged(&mut self, tag: u8) -> DecResult<ExitStatus> {
@@ -1027,7 +1027,7 @@ impl Dec<'_> {
                 sp: self.u64()?,
             },
             kind::SYS => EventKind::Sys(Box::new(SysInfo {
-                call: SysCall::from_u8(self.u8()?).ok_or("unknown system call")?,
+                call: SysCall::from_repr(self.u8()?).ok_or("unknown system call")?,
                 fd: self.i32()?,
                 ret: self.i64()?,
                 dur_ns: self.u64()?,
@@ -1118,7 +1118,7 @@ mod tests {
 
     fn every_kind() -> Vec<Event> {
         let mut v = Vec::new();
-        for func in AllocFn::ALL {
+        for func in <AllocFn as strum::IntoEnumIterator>::iter() {
             v.push(ev(
                 1,
                 EventKind::Alloc {

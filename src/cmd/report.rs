@@ -9,10 +9,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
+use strum::IntoEnumIterator;
 
 use crate::event::{
     si_code_name, signal_name, sys_result, Arg, CallInfo, Event, EventKind, ExitStatus, Family,
-    Frame, ProbeId, SignalInfo, Stack, StackId, SysCall, SysInfo,
+    Frame, Kind, LossReason, ProbeId, SignalInfo, Stack, StackId, SysCall, SysInfo,
 };
 use crate::model::diagnose::{fmt_ns, Diagnosis, Site};
 use crate::model::leaks::LeakGroup;
@@ -50,38 +51,6 @@ impl Default for Options {
 
 /// How many leak groups the text report lists.
 const TEXT_LEAKS: usize = 5;
-
-/// The stable short name of an event kind, used in JSON and filters.
-pub fn kind_name(k: &EventKind) -> &'static str {
-    match k {
-        EventKind::Alloc { .. } => "alloc",
-        EventKind::Free { .. } => "free",
-        EventKind::Realloc { .. } => "realloc",
-        EventKind::Mmap { .. } => "mmap",
-        EventKind::Munmap { .. } => "munmap",
-        EventKind::Mremap { .. } => "mremap",
-        EventKind::Brk { .. } => "brk",
-        EventKind::Signal(_) => "signal",
-        EventKind::Spawn { thread: true, .. } => "thread_start",
-        EventKind::Spawn { thread: false, .. } => "child_process",
-        EventKind::Exec { .. } => "exec",
-        EventKind::ThreadExit { .. } => "thread_exit",
-        k => crate::model::store::Kind::of(k).name(),
-    }
-}
-
-pub fn event_stack(k: &EventKind) -> Option<StackId> {
-    match k {
-        EventKind::Alloc { stack, .. }
-        | EventKind::Free { stack, .. }
-        | EventKind::Realloc { stack, .. } => *stack,
-        EventKind::Signal(s) => s.stack,
-        EventKind::Call(c) => c.stack,
-        EventKind::Sys(s) => s.stack,
-        EventKind::OffCpu { stack, .. } => *stack,
-        _ => None,
-    }
-}
 
 fn stack_of(stacks: &[Stack], id: Option<StackId>) -> Option<&Stack> {
     crate::event::find_stack(stacks, id?)
@@ -163,7 +132,7 @@ pub fn off_cpu_text(dur_ns: u64, preempted: bool) -> String {
 /// the leading marker.
 pub fn event_line(tl: &Timeline, i: Idx, e: &Event) -> String {
     let start = tl.meta().start_mono_ns;
-    let module_path = crate::model::names::module_path(&tl.modules());
+    let module_path = crate::model::names::module_path(tl.modules());
     let at = rel(e.ts, start);
     let (kind, what) = match &e.kind {
         EventKind::Alloc {
@@ -239,7 +208,7 @@ pub fn event_line(tl: &Timeline, i: Idx, e: &Event) -> String {
     } else {
         kind
     };
-    let site = stack_of(&tl.stacks(), event_stack(&e.kind))
+    let site = stack_of(tl.stacks(), e.kind.stack())
         .and_then(|s| top_user_frame(s, &module_path))
         .map(|f| frame_label(f, &module_path))
         .unwrap_or_default();
@@ -256,13 +225,13 @@ pub fn crash_block(tl: &Timeline, crash: Idx, ev: &Event, before: &[(Idx, Event)
         return out;
     };
     let start = tl.meta().start_mono_ns;
-    let module_path = crate::model::names::module_path(&tl.modules());
+    let module_path = crate::model::names::module_path(tl.modules());
     let _ = writeln!(
         out,
         "{}",
         crash_headline(s, tl.meta().pid, ev.tid, ev.ts, start)
     );
-    match stack_of(&tl.stacks(), s.stack) {
+    match stack_of(tl.stacks(), s.stack) {
         Some(st) => {
             for line in stack_lines(st, &module_path) {
                 let _ = writeln!(out, "  {line}");
@@ -309,9 +278,8 @@ pub struct Summary {
 
 pub fn summarize(t: &Trace, memory: usize) -> Summary {
     let tl = crate::cmd::timeline_of(t, memory);
-    let by_kind = crate::model::store::Kind::ALL
-        .iter()
-        .map(|k| (k.name(), tl.by_kind()[*k as usize]))
+    let by_kind = Kind::iter()
+        .map(|k| (k.name(), tl.kind_count(k)))
         .filter(|(_, n)| *n > 0)
         .collect();
     Summary {
@@ -414,10 +382,9 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
             sum.tl.store().dropped
         );
     }
-    let lost: Vec<String> = crate::event::LossReason::ALL
-        .iter()
-        .filter(|r| t.lost.get(**r) > 0)
-        .map(|r| format!("{} {}", r.name(), t.lost.get(*r)))
+    let lost: Vec<String> = LossReason::iter()
+        .filter(|r| t.lost.get(*r) > 0)
+        .map(|r| format!("{} {}", r.name(), t.lost.get(r)))
         .collect();
     let _ = writeln!(
         out,
@@ -642,9 +609,8 @@ fn probes_text(out: &mut String, tl: &Timeline) {
 }
 
 fn syscalls_text(out: &mut String, tl: &Timeline) {
-    let rows: Vec<(SysCall, &crate::model::SysTotal)> = SysCall::ALL
-        .iter()
-        .map(|c| (*c, &tl.sys()[*c as usize]))
+    let rows: Vec<(SysCall, &crate::model::SysTotal)> = SysCall::iter()
+        .map(|c| (c, tl.sys_total(c)))
         .filter(|(_, t)| t.count > 0)
         .collect();
     if rows.is_empty() {
@@ -689,11 +655,10 @@ fn probes_json(tl: &Timeline) -> Vec<Value> {
 }
 
 fn syscalls_json(tl: &Timeline) -> Vec<Value> {
-    SysCall::ALL
-        .iter()
-        .filter(|c| tl.sys()[**c as usize].count > 0)
+    SysCall::iter()
+        .filter(|c| tl.sys_total(*c).count > 0)
         .map(|c| {
-            let t = &tl.sys()[*c as usize];
+            let t = tl.sys_total(c);
             json!({
                 "call": c.name(),
                 "family": c.family().name(),
@@ -824,12 +789,11 @@ fn event_json(i: Idx, e: &Event, t: &Trace, tl: &Timeline) -> Value {
             .find(|m| m.id == id)
             .map(|m| m.path.clone())
     };
-    let top =
-        stack_of(&t.stacks, event_stack(&e.kind)).and_then(|s| top_user_frame(s, module_path));
+    let top = stack_of(&t.stacks, e.kind.stack()).and_then(|s| top_user_frame(s, module_path));
     let mut v = json!({
         "time_ns": e.ts.saturating_sub(t.meta.start_mono_ns),
         "tid": e.tid,
-        "kind": kind_name(&e.kind),
+        "kind": e.kind.kind().name(),
         "addr": addr.map(|a| format!("{a:#x}")),
         "size": size,
         "func": top.and_then(|f| f.func.clone()),
@@ -842,7 +806,7 @@ fn event_json(i: Idx, e: &Event, t: &Trace, tl: &Timeline) -> Value {
     if let Some(o) = v.as_object_mut() {
         probe_event_fields(tl, i, e, o);
     }
-    if let (Some(st), Some(o)) = (stack_of(&t.stacks, event_stack(&e.kind)), v.as_object_mut()) {
+    if let (Some(st), Some(o)) = (stack_of(&t.stacks, e.kind.stack()), v.as_object_mut()) {
         let frames: Vec<Value> = st.frames.iter().map(|f| frame_json(f, t)).collect();
         o.insert("stack".into(), json!(frames));
     }
@@ -940,9 +904,8 @@ pub fn json(t: &Trace, opts: &Options) -> Result<Value> {
             })
             .collect()
     });
-    let lost: serde_json::Map<String, Value> = crate::event::LossReason::ALL
-        .iter()
-        .map(|r| (r.name().to_string(), json!(t.lost.get(*r))))
+    let lost: serde_json::Map<String, Value> = LossReason::iter()
+        .map(|r| (r.name().to_string(), json!(t.lost.get(r))))
         .chain([("events_without_stack".to_string(), json!(t.lost.stackless))])
         .collect();
     Ok(json!({

@@ -9,9 +9,11 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use crate::event::{AllocFn, Event, EventKind, Family, ProbeId, StackId};
+pub use crate::event::Kind;
+use crate::event::{AllocFn, Event, EventKind, ProbeId, StackId};
 use crate::model::heap::LiveBlock;
 use crate::util::hash::{FxMap, FxSet};
+use strum::EnumCount;
 
 /// The number of an event in the recording, in arrival order.
 pub type Idx = u64;
@@ -51,122 +53,10 @@ mod code {
     }
 }
 
-/// The kinds a filter can select, one bit each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Kind {
-    Alloc,
-    Free,
-    Realloc,
-    Mmap,
-    Munmap,
-    Mremap,
-    Brk,
-    Signal,
-    ThreadStart,
-    ChildProcess,
-    Exec,
-    ThreadExit,
-    Exit,
-    Call,
-    Return,
-    Io,
-    Net,
-    Lock,
-    Sched,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 19] = [
-        Kind::Alloc,
-        Kind::Free,
-        Kind::Realloc,
-        Kind::Mmap,
-        Kind::Munmap,
-        Kind::Mremap,
-        Kind::Brk,
-        Kind::Signal,
-        Kind::ThreadStart,
-        Kind::ChildProcess,
-        Kind::Exec,
-        Kind::ThreadExit,
-        Kind::Exit,
-        Kind::Call,
-        Kind::Return,
-        Kind::Io,
-        Kind::Net,
-        Kind::Lock,
-        Kind::Sched,
-    ];
-
-    pub fn of(k: &EventKind) -> Kind {
-        match k {
-            EventKind::Alloc { .. } => Kind::Alloc,
-            EventKind::Free { .. } => Kind::Free,
-            EventKind::Realloc { .. } => Kind::Realloc,
-            EventKind::Mmap { .. } => Kind::Mmap,
-            EventKind::Munmap { .. } => Kind::Munmap,
-            EventKind::Mremap { .. } => Kind::Mremap,
-            EventKind::Brk { .. } => Kind::Brk,
-            EventKind::Signal(_) => Kind::Signal,
-            EventKind::Spawn { thread: true, .. } => Kind::ThreadStart,
-            EventKind::Spawn { thread: false, .. } => Kind::ChildProcess,
-            EventKind::Exec { .. } => Kind::Exec,
-            EventKind::ThreadExit { .. } => Kind::ThreadExit,
-            EventKind::ProcessExit { .. } => Kind::Exit,
-            EventKind::Call(_) => Kind::Call,
-            EventKind::Return { .. } => Kind::Return,
-            EventKind::Sys(s) => match s.call.family() {
-                Family::Net => Kind::Net,
-                Family::Lock => Kind::Lock,
-                _ => Kind::Io,
-            },
-            EventKind::OffCpu { .. } => Kind::Sched,
-        }
-    }
-
-    /// The stable short name, as in `report --json` (`alloc`, `free`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Alloc => "alloc",
-            Kind::Free => "free",
-            Kind::Realloc => "realloc",
-            Kind::Mmap => "mmap",
-            Kind::Munmap => "munmap",
-            Kind::Mremap => "mremap",
-            Kind::Brk => "brk",
-            Kind::Signal => "signal",
-            Kind::ThreadStart => "thread_start",
-            Kind::ChildProcess => "child_process",
-            Kind::Exec => "exec",
-            Kind::ThreadExit => "thread_exit",
-            Kind::Exit => "exit",
-            Kind::Call => "call",
-            Kind::Return => "return",
-            Kind::Io => "io",
-            Kind::Net => "net",
-            Kind::Lock => "lock",
-            Kind::Sched => "sched",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Kind> {
-        // The list's labels name kinds too (CRASH, RET, THREAD, …).
-        let s = match s {
-            "crash" => "signal",
-            "ret" => "return",
-            "thread" => "thread_start",
-            "texit" => "thread_exit",
-            "fork" => "child_process",
-            "offcpu" | "off_cpu" => "sched",
-            s => s,
-        };
-        Kind::ALL.iter().copied().find(|k| k.name() == s)
-    }
-
-    fn bit(self) -> u32 {
-        1 << (self as u8)
-    }
+/// The bit of a kind in a filter's set.
+fn kind_bit(k: Kind) -> u32 {
+    const _: () = assert!(Kind::COUNT <= 32, "a filter's kind set is a u32");
+    1 << (k as u8)
 }
 
 /// Which events a search selects; unset fields select everything.
@@ -190,7 +80,7 @@ pub struct Filter {
 
 impl Filter {
     pub fn kind(mut self, k: Kind) -> Self {
-        self.kinds |= k.bit();
+        self.kinds |= kind_bit(k);
         self
     }
 }
@@ -397,23 +287,8 @@ impl EventStore {
             }
             EventKind::Return { .. } => (code::RETURN, 0, 0, None),
             other => {
-                let addr = match other {
-                    EventKind::Mmap { ret, .. } => u64::try_from(*ret).unwrap_or(0),
-                    EventKind::Munmap { addr, .. } => *addr,
-                    EventKind::Mremap { old, .. } => *old,
-                    EventKind::Signal(s) => s.fault_addr().unwrap_or(0),
-                    EventKind::Sys(s) if s.call == crate::event::SysCall::FutexWait => s.arg,
-                    _ => 0,
-                };
-                let stack = match other {
-                    EventKind::Signal(s) => s.stack,
-                    EventKind::Call(c) => c.stack,
-                    EventKind::Sys(s) => s.stack,
-                    EventKind::OffCpu { stack, .. } => *stack,
-                    _ => None,
-                };
                 self.others.push_back((idx, other.clone()));
-                (code::OTHER, addr, 0, stack)
+                (code::OTHER, other.addr(), 0, other.stack())
             }
         };
         let mut link = 0u32;
@@ -577,7 +452,7 @@ impl EventStore {
             code::FREE => Kind::Free,
             code::REALLOC | code::REALLOCARRAY => Kind::Realloc,
             code::RETURN => Kind::Return,
-            _ => Kind::of(self.other(i)?),
+            _ => self.other(i)?.kind(),
         })
     }
 
@@ -730,7 +605,7 @@ impl EventStore {
         let stack = self.stack(i);
         let kind = match code {
             c if c < code::FREE => EventKind::Alloc {
-                func: AllocFn::from_u8(c).unwrap_or(AllocFn::Malloc),
+                func: AllocFn::from_repr(c).unwrap_or(AllocFn::Malloc),
                 ptr: self.addr(i)?,
                 size: self.size(i)?,
                 stack,
@@ -866,7 +741,7 @@ impl EventStore {
         let Some((c, o)) = self.locate(i) else {
             return false;
         };
-        if f.kinds != 0 && self.kind(i).is_none_or(|k| f.kinds & k.bit() == 0) {
+        if f.kinds != 0 && self.kind(i).is_none_or(|k| f.kinds & kind_bit(k) == 0) {
             return false;
         }
         if let Some(t) = f.tid {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::bpf::types::tm_nr;
 use crate::event::{EventKind, SysCall, SysInfo};
 
 pub struct FdTable {
@@ -12,27 +13,29 @@ pub struct FdTable {
     known: HashMap<i32, Option<String>>,
 }
 
-/// x86-64 system call numbers and what they are.
-fn syscall_of(nr: u32) -> Option<SysCall> {
+/// What a traced system call is, by its number (from the header).
+fn syscall_of(nr: tm_nr) -> Option<SysCall> {
     Some(match nr {
-        0 => SysCall::Read,
-        1 => SysCall::Write,
-        2 | 257 => SysCall::Open,
-        3 => SysCall::Close,
-        17 => SysCall::Pread,
-        18 => SysCall::Pwrite,
-        19 => SysCall::Readv,
-        20 => SysCall::Writev,
-        74 => SysCall::Fsync,
-        75 => SysCall::Fdatasync,
-        42 => SysCall::Connect,
-        43 | 288 => SysCall::Accept,
-        44 => SysCall::Send,
-        45 => SysCall::Recv,
-        46 => SysCall::Sendmsg,
-        47 => SysCall::Recvmsg,
-        202 | 449 => SysCall::FutexWait,
-        32 | 33 | 72 | 292 => SysCall::Dup,
+        tm_nr::TM_NR_READ => SysCall::Read,
+        tm_nr::TM_NR_WRITE => SysCall::Write,
+        tm_nr::TM_NR_OPEN | tm_nr::TM_NR_OPENAT => SysCall::Open,
+        tm_nr::TM_NR_CLOSE => SysCall::Close,
+        tm_nr::TM_NR_PREAD => SysCall::Pread,
+        tm_nr::TM_NR_PWRITE => SysCall::Pwrite,
+        tm_nr::TM_NR_READV => SysCall::Readv,
+        tm_nr::TM_NR_WRITEV => SysCall::Writev,
+        tm_nr::TM_NR_FSYNC => SysCall::Fsync,
+        tm_nr::TM_NR_FDATASYNC => SysCall::Fdatasync,
+        tm_nr::TM_NR_CONNECT => SysCall::Connect,
+        tm_nr::TM_NR_ACCEPT | tm_nr::TM_NR_ACCEPT4 => SysCall::Accept,
+        tm_nr::TM_NR_SENDTO => SysCall::Send,
+        tm_nr::TM_NR_RECVFROM => SysCall::Recv,
+        tm_nr::TM_NR_SENDMSG => SysCall::Sendmsg,
+        tm_nr::TM_NR_RECVMSG => SysCall::Recvmsg,
+        tm_nr::TM_NR_FUTEX | tm_nr::TM_NR_FUTEX_WAITV => SysCall::FutexWait,
+        tm_nr::TM_NR_DUP | tm_nr::TM_NR_DUP2 | tm_nr::TM_NR_FCNTL | tm_nr::TM_NR_DUP3 => {
+            SysCall::Dup
+        }
         _ => return None,
     })
 }
@@ -115,7 +118,7 @@ impl FdTable {
 
     pub fn decode(
         &mut self,
-        nr: u32,
+        nr: tm_nr,
         ret: i64,
         dur_ns: u64,
         a: &[u64; 6],
@@ -127,7 +130,7 @@ impl FdTable {
         let (fd, len, arg, target) = match call {
             SysCall::Open => {
                 let path = Some(c_string(data)).filter(|p| !p.is_empty());
-                let flags = if nr == 2 { a[1] } else { a[2] };
+                let flags = if nr == tm_nr::TM_NR_OPEN { a[1] } else { a[2] };
                 let fd = i32::try_from(ret).ok().filter(|f| *f >= 0).unwrap_or(-1);
                 if fd >= 0 {
                     self.known.insert(fd, path.clone());
@@ -223,20 +226,27 @@ mod tests {
     #[test]
     fn fds_carry_their_path_until_closed() {
         let mut t = FdTable::new(u32::MAX);
-        let open = t.decode(257, 7, 10, &[0, 0, 0o101, 0, 0, 0], b"/tmp/out\0", None);
+        let open = t.decode(
+            tm_nr::TM_NR_OPENAT,
+            7,
+            10,
+            &[0, 0, 0o101, 0, 0, 0],
+            b"/tmp/out\0",
+            None,
+        );
         let Some(EventKind::Sys(s)) = open else {
             panic!("{open:?}")
         };
         assert_eq!((s.call, s.fd, s.arg), (SysCall::Open, 7, 0o101));
         assert_eq!(s.target.as_deref(), Some("/tmp/out"));
-        let w = t.decode(1, 5, 10, &[7, 0, 5, 0, 0, 0], b"", None);
+        let w = t.decode(tm_nr::TM_NR_WRITE, 5, 10, &[7, 0, 5, 0, 0, 0], b"", None);
         let Some(EventKind::Sys(s)) = w else { panic!() };
         assert_eq!((s.call, s.fd, s.len, s.ret), (SysCall::Write, 7, 5, 5));
         assert_eq!(s.target.as_deref(), Some("/tmp/out"));
-        t.decode(3, 0, 10, &[7, 0, 0, 0, 0, 0], b"", None);
-        let w = t.decode(1, -9, 10, &[7, 0, 5, 0, 0, 0], b"", None);
+        t.decode(tm_nr::TM_NR_CLOSE, 0, 10, &[7, 0, 0, 0, 0, 0], b"", None);
+        let w = t.decode(tm_nr::TM_NR_WRITE, -9, 10, &[7, 0, 5, 0, 0, 0], b"", None);
         let Some(EventKind::Sys(s)) = w else { panic!() };
         assert_eq!(s.target, None, "closed: no stale path (pid has no fd 7)");
-        assert!(t.decode(60, 0, 0, &[0; 6], b"", None).is_none());
+        assert!(t.decode(tm_nr(60), 0, 0, &[0; 6], b"", None).is_none());
     }
 }

@@ -27,9 +27,7 @@ pub const DEFAULT_ARGS: usize = 3;
 /// Integer arguments passed in registers (System V x86-64).
 pub const MAX_ARGS: usize = 6;
 /// String arguments one call record carries.
-pub const MAX_STR_ARGS: usize = 2;
-/// Bytes of each string argument captured, with its NUL (TM_CALL_STR_LEN).
-pub const STR_LEN: usize = 96;
+pub const MAX_STR_ARGS: usize = super::bpf::types::tm_limit::TM_CALL_STRS.0 as usize;
 /// Functions one glob may match.
 pub const GLOB_LIMIT: usize = 200;
 /// Functions probed in all.
