@@ -12,13 +12,13 @@ use serde_json::{json, Value};
 use strum::IntoEnumIterator;
 
 use crate::event::{
-    si_code_name, signal_name, sys_result, Arg, CallInfo, Event, EventKind, ExitStatus, Family,
-    Frame, Kind, LossReason, ProbeId, SignalInfo, Stack, StackId, SysCall, SysInfo,
+    si_code_name, signal_name, Arg, Event, EventKind, ExitStatus, Frame, Kind, LossReason, ProbeId,
+    SignalInfo, Stack, StackId, SysCall,
 };
-use crate::model::diagnose::{fmt_ns, Diagnosis, Site};
+use crate::model::diagnose::{Diagnosis, Site};
 use crate::model::leaks::LeakGroup;
 pub use crate::model::names::{frame_label, stack_lines, top_user_frame};
-use crate::model::spans::Span;
+use crate::model::present::{self, call_path_text, fmt_ns, probe_name, rel};
 use crate::model::store::Idx;
 use crate::model::Timeline;
 use crate::trace::Trace;
@@ -56,11 +56,6 @@ fn stack_of(stacks: &[Stack], id: Option<StackId>) -> Option<&Stack> {
     crate::event::find_stack(stacks, id?)
 }
 
-pub fn rel(ts: u64, start: u64) -> String {
-    let d = ts.saturating_sub(start);
-    format!("+{}.{:06}s", d / 1_000_000_000, (d % 1_000_000_000) / 1000)
-}
-
 pub fn crash_headline(s: &SignalInfo, pid: u32, tid: u32, ts: u64, start: u64) -> String {
     let d = ts.saturating_sub(start);
     format!(
@@ -75,146 +70,33 @@ pub fn crash_headline(s: &SignalInfo, pid: u32, tid: u32, ts: u64, start: u64) -
     )
 }
 
-/// `func(42, "GET /")`: a call with its arguments.
-pub fn call_text(tl: &Timeline, c: &CallInfo) -> String {
-    let args: Vec<String> = c.args.iter().map(ToString::to_string).collect();
-    format!("{}({})", probe_name(tl, c.probe), args.join(", "))
-}
-
-/// The probed function's name (`probe N` when the table lacks it).
-pub fn probe_name(tl: &Timeline, id: ProbeId) -> String {
-    tl.probe(id)
-        .map_or_else(|| format!("probe {id}"), |p| p.func.clone())
-}
-
-/// A return value as the probe's signature types it.
-pub fn ret_text(tl: &Timeline, probe: ProbeId, ret: u64) -> String {
-    match tl.probe(probe) {
-        Some(p) => p.ret_value(ret).to_string(),
-        None => Arg::guess(ret).to_string(),
-    }
-}
-
-/// `read fd=3 /tmp/x 4096 -> 4096  12.0µs`.
-pub fn sys_text(s: &SysInfo) -> String {
-    let mut out = s.call.name().to_string();
-    if s.call == SysCall::Dup {
-        let _ = write!(out, " fd={}", s.arg as i64);
-    } else if s.fd >= 0 && !matches!(s.call, SysCall::Open | SysCall::Accept) {
-        let _ = write!(out, " fd={}", s.fd);
-    }
-    if let Some(t) = &s.target {
-        let _ = write!(out, " {t}");
-    }
-    if s.call == SysCall::FutexWait {
-        let _ = write!(out, " {:#x}", s.arg);
-    }
-    if s.len > 0 {
-        let _ = write!(out, " {}", s.len);
-    }
-    if matches!(s.call, SysCall::Pread | SysCall::Pwrite) {
-        let _ = write!(out, " @{}", s.arg);
-    }
-    let _ = write!(out, " -> {}  {}", sys_result(s.ret), fmt_ns(s.dur_ns));
-    out
-}
-
-/// `off-cpu 3.10ms preempted`.
-pub fn off_cpu_text(dur_ns: u64, preempted: bool) -> String {
-    format!(
-        "off-cpu {} {}",
-        fmt_ns(dur_ns),
-        if preempted { "preempted" } else { "blocked" }
-    )
-}
-
 /// One event (number `i` of `tl`'s recording) as a report line, without
-/// the leading marker.
+/// the leading marker: the UI's columns, in a line.
 pub fn event_line(tl: &Timeline, i: Idx, e: &Event) -> String {
-    let start = tl.meta().start_mono_ns;
     let module_path = crate::model::names::module_path(tl.modules());
-    let at = rel(e.ts, start);
-    let (kind, what) = match &e.kind {
-        EventKind::Alloc {
-            func, ptr, size, ..
-        } => (
-            "ALLOC",
-            format!(
-                "{ptr:#014x}  size={size:<8} {}",
-                if *func == crate::event::AllocFn::Malloc {
-                    ""
-                } else {
-                    func.name()
-                }
-            ),
-        ),
-        EventKind::Free { ptr, .. } => ("FREE", format!("{ptr:#014x}")),
-        EventKind::Realloc { old, ptr, size, .. } => {
-            ("REALLOC", format!("{old:#x} -> {ptr:#x}  size={size}"))
-        }
-        EventKind::Mmap { len, prot, ret, .. } => {
-            ("MMAP", format!("{ret:#x}  len={len} prot={prot:#x}"))
-        }
-        EventKind::Munmap { addr, len, .. } => ("MUNMAP", format!("{addr:#x}  len={len}")),
-        EventKind::Mremap {
-            old, new_len, ret, ..
-        } => ("MREMAP", format!("{old:#x} -> {ret:#x}  len={new_len}")),
-        EventKind::Brk { req, ret } => ("BRK", format!("{req:#x} -> {ret:#x}")),
-        EventKind::Signal(s) => (
-            "CRASH",
-            match s.fault_addr() {
-                Some(a) => format!("{}  addr={a:#x}", signal_name(s.signo)),
-                None => signal_name(s.signo).to_string(),
-            },
-        ),
-        EventKind::Spawn { child, thread } => (
-            if *thread { "THREAD" } else { "FORK" },
-            format!("tid {child}"),
-        ),
-        EventKind::Exec { filename } => ("EXEC", filename.clone()),
-        EventKind::ThreadExit { code } => ("TEXIT", format!("code {code}")),
-        EventKind::ProcessExit { status } => ("EXIT", status.to_string()),
-        EventKind::Call(c) => ("CALL", call_text(tl, c)),
-        EventKind::Return { probe, ret, .. } => {
-            let dur = tl
-                .spans()
-                .of_return(i)
-                .and_then(|s| s.duration_ns())
-                .map(|d| format!("  {}", fmt_ns(d)))
-                .unwrap_or_default();
-            (
-                "RET",
-                format!(
-                    "{} -> {}{dur}",
-                    probe_name(tl, *probe),
-                    ret_text(tl, *probe, *ret)
-                ),
-            )
-        }
-        EventKind::Sys(s) => (
-            match s.call.family() {
-                Family::Net => "NET",
-                Family::Lock => "LOCK",
-                _ => "IO",
-            },
-            sys_text(s),
-        ),
-        EventKind::OffCpu {
-            dur_ns, preempted, ..
-        } => ("SCHED", off_cpu_text(*dur_ns, *preempted)),
-    };
-    let kind = if matches!(&e.kind, EventKind::Signal(s) if s.handled) {
-        "SIGNAL"
+    let at = rel(e.ts, tl.meta().start_mono_ns);
+    let label = present::label(tl, i, e.kind.kind());
+    let c = present::columns(tl, i, e);
+    let what = if c.own {
+        c.what
     } else {
-        kind
+        let size = match c.size_name {
+            "" => String::new(),
+            name => format!("{name}={}", c.size),
+        };
+        format!("{:<14}  {size:<13} {}", c.addr, c.what)
     };
     let site = stack_of(tl.stacks(), e.kind.stack())
         .and_then(|s| top_user_frame(s, &module_path))
         .map(|f| frame_label(f, &module_path))
         .unwrap_or_default();
-    format!("{at}  {kind:<7} {what:<36} tid {:<6} {site}", e.tid)
-        .trim_end()
-        .to_string()
+    format!(
+        "{at}  {label:<7} {:<36} tid {:<6} {site}",
+        what.trim_end(),
+        e.tid
+    )
+    .trim_end()
+    .to_string()
 }
 
 /// The crash block: headline, stack, the events leading to it (with
@@ -257,16 +139,6 @@ pub fn crash_block(tl: &Timeline, crash: Idx, ev: &Event, before: &[(Idx, Event)
 
 /// `main → process_request(42) → parse_body`: the calls (outermost
 /// first) with the arguments of their Call events when held.
-pub fn call_path_text(tl: &Timeline, path: &[&Span]) -> String {
-    path.iter()
-        .map(|s| match tl.store().get(s.begin).map(|e| e.kind) {
-            Some(EventKind::Call(c)) => call_text(tl, &c),
-            _ => probe_name(tl, s.probe),
-        })
-        .collect::<Vec<_>>()
-        .join(" → ")
-}
-
 pub struct Summary {
     pub by_kind: BTreeMap<&'static str, u64>,
     /// The crash, as an index into the trace's events.
@@ -976,7 +848,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 mod tests {
     use super::*;
 
-    use crate::event::{Meta, Probe, ValueType};
+    use crate::event::{CallInfo, Meta, Probe, SysInfo, ValueType};
 
     const MS: u64 = 1_000_000;
 

@@ -7,10 +7,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
-use crate::cmd::report::{self, rel};
 use crate::event::{signal_name, EventKind};
 use crate::model::diagnose::{fmt_ns, Diagnosis};
 use crate::model::names::{module_path, stack_lines};
+use crate::model::present::{self, bytes, rel};
 use crate::model::spans::Outcome;
 use crate::model::store::{Idx, Kind};
 use crate::ui::app::{App, HeapView, Mode, Pane};
@@ -55,141 +55,6 @@ impl Theme {
             _ => self.fg(Color::Yellow),
         }
     }
-}
-
-/// `1.2 KiB`, `300 B`.
-pub fn bytes(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < U.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[u])
-    }
-}
-
-fn kind_label(app: &App, i: Idx) -> (&'static str, Kind) {
-    let k = app.tl.store().kind(i).unwrap_or(Kind::Exit);
-    let label = match k {
-        Kind::Alloc => "ALLOC",
-        Kind::Free => "FREE",
-        Kind::Realloc => "REALLOC",
-        Kind::Mmap => "MMAP",
-        Kind::Munmap => "MUNMAP",
-        Kind::Mremap => "MREMAP",
-        Kind::Brk => "BRK",
-        Kind::Signal if app.tl.crash() == Some(i) => "CRASH",
-        Kind::Signal => "SIGNAL",
-        Kind::ThreadStart => "THREAD",
-        Kind::ChildProcess => "FORK",
-        Kind::Exec => "EXEC",
-        Kind::ThreadExit => "TEXIT",
-        Kind::Exit => "EXIT",
-        Kind::Call => "CALL",
-        Kind::Return => "RET",
-        Kind::Io => "IO",
-        Kind::Net => "NET",
-        Kind::Lock => "LOCK",
-        Kind::Sched => "SCHED",
-    };
-    (label, k)
-}
-
-/// Two spaces a level of call depth, up to a limit (then the depth).
-fn indent(depth: u32) -> String {
-    const MAX: u32 = 12;
-    if depth <= MAX {
-        "  ".repeat(depth as usize)
-    } else {
-        format!("{}+{} ", "  ".repeat(MAX as usize - 2), depth - MAX + 2)
-    }
-}
-
-/// The "where" text of the probe and syscall families' events, in place
-/// of a stack site: the call indented by its depth, the return with its
-/// duration, the system call with its result.
-fn probe_what(app: &App, i: Idx, e: &crate::event::Event) -> Option<String> {
-    let tl = &app.tl;
-    Some(match &e.kind {
-        EventKind::Call(c) => {
-            let depth = tl.spans().of_call(i).map_or(0, |s| s.depth);
-            format!("{}{}", indent(depth), report::call_text(tl, c))
-        }
-        EventKind::Return { probe, ret, .. } => {
-            let span = tl.spans().of_return(i);
-            let tail = match span.and_then(|s| s.duration_ns()) {
-                Some(d) => format!("  {}", fmt_ns(d)),
-                None => "  (no recorded call)".to_string(),
-            };
-            format!(
-                "{}← {} -> {}{tail}",
-                indent(span.map_or(0, |s| s.depth)),
-                report::probe_name(tl, *probe),
-                report::ret_text(tl, *probe, *ret)
-            )
-        }
-        EventKind::Sys(s) => report::sys_text(s),
-        EventKind::OffCpu {
-            dur_ns, preempted, ..
-        } => report::off_cpu_text(*dur_ns, *preempted),
-        _ => return None,
-    })
-}
-
-/// `(address, size, what)` columns of an event, and whether `what` says
-/// more than the stack's site (probe and syscall events).
-fn event_cols(app: &App, i: Idx) -> (String, String, String, bool) {
-    let Some(e) = app.tl.store().get(i) else {
-        return Default::default();
-    };
-    if let Some(what) = probe_what(app, i, &e) {
-        return (String::new(), String::new(), what, true);
-    }
-    let (a, b, c) = match &e.kind {
-        EventKind::Alloc { ptr, size, .. } => {
-            (format!("{ptr:#x}"), size.to_string(), String::new())
-        }
-        EventKind::Free { ptr, .. } => (format!("{ptr:#x}"), String::new(), String::new()),
-        EventKind::Realloc { old, ptr, size, .. } => (
-            format!("{ptr:#x}"),
-            size.to_string(),
-            format!("from {old:#x}"),
-        ),
-        EventKind::Mmap { ret, len, prot, .. } => (
-            format!("{ret:#x}"),
-            len.to_string(),
-            format!("prot {prot:#x}"),
-        ),
-        EventKind::Munmap { addr, len, .. } => {
-            (format!("{addr:#x}"), len.to_string(), String::new())
-        }
-        EventKind::Mremap {
-            old, ret, new_len, ..
-        } => (
-            format!("{ret:#x}"),
-            new_len.to_string(),
-            format!("from {old:#x}"),
-        ),
-        EventKind::Brk { ret, .. } => (format!("{ret:#x}"), String::new(), String::new()),
-        EventKind::Signal(s) => (
-            s.fault_addr()
-                .map(|a| format!("{a:#x}"))
-                .unwrap_or_default(),
-            String::new(),
-            signal_name(s.signo).to_string(),
-        ),
-        EventKind::Spawn { child, .. } => (String::new(), String::new(), format!("tid {child}")),
-        EventKind::Exec { filename } => (String::new(), String::new(), filename.clone()),
-        EventKind::ThreadExit { code } => (String::new(), String::new(), format!("code {code}")),
-        EventKind::ProcessExit { status } => (String::new(), String::new(), status.to_string()),
-        _ => (String::new(), String::new(), String::new()),
-    };
-    (a, b, c, false)
 }
 
 /// A site label made to fit `width` columns: `func (file:line)`, else
@@ -591,8 +456,21 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         .iter()
         .enumerate()
         .map(|(row, &i)| {
-            let (label, kind) = kind_label(app, i);
-            let (addr, size, what, own) = event_cols(app, i);
+            let kind = app.tl.store().kind(i).unwrap_or(Kind::Exit);
+            let label = present::label(&app.tl, i, kind);
+            let present::Cols {
+                addr,
+                size,
+                what,
+                nest,
+                own,
+                ..
+            } = app
+                .tl
+                .store()
+                .get(i)
+                .map(|e| present::columns(&app.tl, i, &e))
+                .unwrap_or_default();
             let site = if own {
                 String::new()
             } else {
@@ -640,6 +518,7 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             };
             r = r.style(row_style);
             if own {
+                let what = format!("{nest}{what}");
                 overlays.push((row, own_row_line(app, i, what, own_w, theme), row_style));
             }
             r
@@ -873,7 +752,7 @@ fn call_lines(app: &App, c: Idx, theme: Theme) -> Vec<Line<'static>> {
     if !path.is_empty() {
         lines.push(Line::from(vec![
             Span::styled("inside: ", Style::default().add_modifier(Modifier::BOLD)),
-            Span::raw(report::call_path_text(tl, &path)),
+            Span::raw(present::call_path_text(tl, &path)),
         ]));
     }
     let Some(s) = tl.span_of(c) else {
@@ -885,14 +764,14 @@ fn call_lines(app: &App, c: Idx, theme: Theme) -> Vec<Line<'static>> {
             .map(|t| rel(t, start))
             .unwrap_or_default()
     };
-    let name = report::probe_name(tl, s.probe);
+    let name = present::probe_name(tl, s.probe);
     let (text, style) = match (s.outcome, s.ret, s.duration_ns()) {
         (Outcome::Returned, Some(r), Some(d)) => {
             let err = tl.probe(s.probe).is_some_and(|p| p.is_error(r));
             (
                 format!(
                     "{name} returned {} after {} ({} → {}; % jumps)",
-                    report::ret_text(tl, s.probe, r),
+                    present::ret_text(tl, s.probe, r),
                     fmt_ns(d),
                     at(Some(s.begin)),
                     at(s.end),
