@@ -262,7 +262,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
     );
     if !tl.probes().is_empty() {
-        eprintln!("tm-tui: {}", probes_line(&tl.probes()));
+        eprintln!("tm-tui: {}", probes_line(tl.probes()));
     }
     let mut crashed = false;
     let end = loop {

@@ -163,7 +163,7 @@ pub fn off_cpu_text(dur_ns: u64, preempted: bool) -> String {
 /// the leading marker.
 pub fn event_line(tl: &Timeline, i: Idx, e: &Event) -> String {
     let start = tl.meta().start_mono_ns;
-    let module_path = crate::model::names::module_path(&tl.modules());
+    let module_path = crate::model::names::module_path(tl.modules());
     let at = rel(e.ts, start);
     let (kind, what) = match &e.kind {
         EventKind::Alloc {
@@ -239,7 +239,7 @@ pub fn event_line(tl: &Timeline, i: Idx, e: &Event) -> String {
     } else {
         kind
     };
-    let site = stack_of(&tl.stacks(), event_stack(&e.kind))
+    let site = stack_of(tl.stacks(), event_stack(&e.kind))
         .and_then(|s| top_user_frame(s, &module_path))
         .map(|f| frame_label(f, &module_path))
         .unwrap_or_default();
@@ -256,13 +256,13 @@ pub fn crash_block(tl: &Timeline, crash: Idx, ev: &Event, before: &[(Idx, Event)
         return out;
     };
     let start = tl.meta().start_mono_ns;
-    let module_path = crate::model::names::module_path(&tl.modules());
+    let module_path = crate::model::names::module_path(tl.modules());
     let _ = writeln!(
         out,
         "{}",
         crash_headline(s, tl.meta().pid, ev.tid, ev.ts, start)
     );
-    match stack_of(&tl.stacks(), s.stack) {
+    match stack_of(tl.stacks(), s.stack) {
         Some(st) => {
             for line in stack_lines(st, &module_path) {
                 let _ = writeln!(out, "  {line}");

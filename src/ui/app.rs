@@ -435,7 +435,7 @@ impl App {
             self.message = Some("select an allocation first".into());
             return;
         };
-        let Some(ptr) = self.tl.heap().block(&self.tl.store(), alloc).map(|b| b.ptr) else {
+        let Some(ptr) = self.tl.heap().block(self.tl.store(), alloc).map(|b| b.ptr) else {
             return;
         };
         let end = self

@@ -822,7 +822,7 @@ fn diagnosis_lines(app: &App, d: &Diagnosis, theme: Theme) -> Vec<Line<'static>>
     if let Some(c) = app.tl.crash() {
         lines.extend(call_lines(app, c, theme));
     }
-    let mp = module_path(&app.tl.modules());
+    let mp = module_path(app.tl.modules());
     let start = app.tl.meta().start_mono_ns;
     for (label, s) in [
         ("access / crash", &d.access),
@@ -977,7 +977,7 @@ fn render_stack(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 }
             }
             lines.extend(call_lines(app, c, theme));
-            let mp = module_path(&app.tl.modules());
+            let mp = module_path(app.tl.modules());
             match app.tl.stack(app.tl.store().stack(c)) {
                 Some(st) => lines.extend(stack_lines(st, &mp).into_iter().map(Line::from)),
                 None => lines.push(Line::from("(no stack recorded for this event)")),

@@ -401,7 +401,7 @@ fn report_model(
         }
     }
     let t0 = Instant::now();
-    let now_blocks = tl.heap().now(&tl.store()).len();
+    let now_blocks = tl.heap().now(tl.store()).len();
     println!(
         "heap now:      {} live blocks listed in {}",
         now_blocks,
