@@ -1241,6 +1241,48 @@ mod tests {
         assert_eq!(v["syscalls"], json!([]));
     }
 
+    /// `tests/data/snap.tmt`: a real recording of `tests/data/snap.c`
+    /// (allocations, a realloc, leaks, probed calls, io and net system
+    /// calls, off-CPU time, a use-after-free crash). A checked-in file, so
+    /// it also tests reading an old format version.
+    fn snap_trace() -> Trace {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/snap.tmt");
+        crate::trace::read_trace(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+    }
+
+    /// `report --json` of the snapshot recording, as the command prints it.
+    fn snap_json(opts: &Options) -> String {
+        let v = json(&snap_trace(), opts).unwrap_or_else(|e| panic!("{e:#}"));
+        serde_json::to_string_pretty(&v).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Renaming, dropping or reordering a field of the JSON fails here.
+    #[test]
+    fn json_of_a_recording() {
+        insta::assert_snapshot!("snap_json", snap_json(&Options::default()));
+    }
+
+    #[test]
+    fn json_of_a_recording_in_a_window_at_a_moment() {
+        let opts = Options {
+            at: Some(Duration::from_micros(850_420)),
+            window: Some(Duration::from_micros(50)),
+            ..Options::default()
+        };
+        insta::assert_snapshot!("snap_json_at_window", snap_json(&opts));
+    }
+
+    #[test]
+    fn json_of_a_recording_filtered() {
+        // Past the end, so the crash is a window event too.
+        let opts = Options {
+            at: Some(Duration::from_secs(2)),
+            filter: Some("kind=alloc,free,realloc,brk,exec,signal,exit".into()),
+            ..Options::default()
+        };
+        insta::assert_snapshot!("snap_json_filter", snap_json(&opts));
+    }
+
     #[test]
     fn durations() {
         assert_eq!(
