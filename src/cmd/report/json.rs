@@ -23,6 +23,10 @@ use crate::model::store::Idx;
 use crate::model::Timeline;
 use crate::trace::Trace;
 
+/// `schema_version`. Fields are added, never renamed, and an added field
+/// keeps the version.
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Serialize)]
 pub struct Report {
     at_ns: u64,
@@ -36,6 +40,7 @@ pub struct Report {
     leaks: Vec<Leak>,
     probes: Vec<Probe>,
     retention: Retention,
+    schema_version: u32,
     start_wall: String,
     syscalls: Vec<SysTotal>,
     target: Target,
@@ -438,6 +443,7 @@ impl Report {
                 held_from_ns: sum.tl.span().map(|s| s.0.saturating_sub(start)),
                 memory_budget: opts.memory,
             },
+            schema_version: SCHEMA_VERSION,
             start_wall: wall(t, start),
             syscalls: syscalls(&sum.tl),
             target: Target {
