@@ -8,20 +8,20 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
-use serde_json::{json, Value};
+
 use strum::IntoEnumIterator;
 
 use crate::event::{
-    si_code_name, signal_name, Arg, Event, EventKind, ExitStatus, Frame, Kind, LossReason, ProbeId,
-    SignalInfo, Stack, StackId, SysCall,
+    si_code_name, signal_name, Event, EventKind, Kind, LossReason, ProbeId, SignalInfo, Stack,
+    StackId, SysCall,
 };
-use crate::model::diagnose::{Diagnosis, Site};
-use crate::model::leaks::LeakGroup;
 pub use crate::model::names::{frame_label, stack_lines, top_user_frame};
 use crate::model::present::{self, call_path_text, fmt_ns, probe_name, rel};
 use crate::model::store::Idx;
 use crate::model::Timeline;
 use crate::trace::Trace;
+
+pub mod json;
 
 /// How many events the report shows before the moment when no window is
 /// given.
@@ -503,322 +503,9 @@ fn syscalls_text(out: &mut String, tl: &Timeline) {
     }
 }
 
-fn probes_json(tl: &Timeline) -> Vec<Value> {
-    probe_rows(tl)
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "func": r.func,
-                "module": r.module,
-                "calls": r.stats.calls,
-                "returned": r.stats.returned,
-                "total_ns": r.stats.total_ns,
-                "mean_ns": r.stats.mean_ns(),
-                "p99_ns": r.stats.p99_ns(),
-                "errors": r.stats.errors,
-                "unfinished": r.stats.unfinished(),
-                "entry_only": r.entry_only,
-                "args": r.args,
-                "ret": r.ret,
-            })
-        })
-        .collect()
-}
-
-fn syscalls_json(tl: &Timeline) -> Vec<Value> {
-    SysCall::iter()
-        .filter(|c| tl.sys_total(*c).count > 0)
-        .map(|c| {
-            let t = tl.sys_total(c);
-            json!({
-                "call": c.name(),
-                "family": c.family().name(),
-                "count": t.count,
-                "bytes": t.bytes,
-                "errors": t.errors,
-                "total_ns": t.total_ns,
-            })
-        })
-        .collect()
-}
-
-/// An argument or return value: integers as numbers, pointers as hex
-/// strings, strings as strings, NULL as null.
-pub fn arg_json(a: &Arg) -> Value {
-    match a {
-        Arg::Int(v) => json!(v),
-        Arg::Uint(v) => json!(v),
-        Arg::Ptr(0) | Arg::BadStr(0) => Value::Null,
-        Arg::Ptr(p) => json!(format!("{p:#x}")),
-        // Not a string of its own: "0x…" could be one.
-        Arg::BadStr(p) => json!({ "unreadable": format!("{p:#x}") }),
-        Arg::Bool(b) => json!(b),
-        Arg::Char(c) => json!((*c as char).to_string()),
-        Arg::Str(s) => json!(s),
-    }
-}
-
-fn ret_json(tl: &Timeline, probe: ProbeId, ret: u64) -> Value {
-    arg_json(&match tl.probe(probe) {
-        Some(p) => p.ret_value(ret),
-        None => Arg::guess(ret),
-    })
-}
-
-/// The fields of call, return, system call and off-CPU events.
-fn probe_event_fields(tl: &Timeline, i: Idx, e: &Event, o: &mut serde_json::Map<String, Value>) {
-    match &e.kind {
-        EventKind::Call(c) => {
-            let span = tl.spans().of_call(i);
-            o.insert("func".into(), json!(probe_name(tl, c.probe)));
-            o.insert("probe".into(), json!(c.probe));
-            o.insert(
-                "args".into(),
-                Value::Array(c.args.iter().map(arg_json).collect()),
-            );
-            o.insert(
-                "ret".into(),
-                span.and_then(|s| s.ret)
-                    .map_or(Value::Null, |r| ret_json(tl, c.probe, r)),
-            );
-            o.insert(
-                "duration_ns".into(),
-                json!(span.and_then(|s| s.duration_ns())),
-            );
-            o.insert("depth".into(), json!(span.map(|s| s.depth)));
-            o.insert("outcome".into(), json!(span.map(|s| s.outcome.name())));
-        }
-        EventKind::Return { probe, ret, .. } => {
-            let span = tl.spans().of_return(i);
-            o.insert("func".into(), json!(probe_name(tl, *probe)));
-            o.insert("probe".into(), json!(probe));
-            o.insert("ret".into(), ret_json(tl, *probe, *ret));
-            o.insert(
-                "duration_ns".into(),
-                json!(span.and_then(|s| s.duration_ns())),
-            );
-            o.insert("depth".into(), json!(span.map(|s| s.depth)));
-        }
-        EventKind::Sys(s) => {
-            o.insert("call".into(), json!(s.call.name()));
-            o.insert("fd".into(), json!(s.fd));
-            o.insert("ret".into(), json!(s.ret));
-            o.insert("duration_ns".into(), json!(s.dur_ns));
-            o.insert("len".into(), json!(s.len));
-            o.insert("target".into(), json!(s.target));
-            match s.call {
-                SysCall::FutexWait => {
-                    o.insert("addr".into(), json!(format!("{:#x}", s.arg)));
-                }
-                SysCall::Pread | SysCall::Pwrite => {
-                    o.insert("offset".into(), json!(s.arg));
-                }
-                SysCall::Open => {
-                    o.insert("flags".into(), json!(format!("{:#o}", s.arg)));
-                }
-                SysCall::Dup => {
-                    o.insert("old_fd".into(), json!(s.arg as i64));
-                }
-                _ => {}
-            }
-        }
-        EventKind::OffCpu {
-            dur_ns, preempted, ..
-        } => {
-            o.insert("duration_ns".into(), json!(dur_ns));
-            o.insert("preempted".into(), json!(preempted));
-        }
-        _ => {}
-    }
-}
-
-fn frame_json(f: &Frame, t: &Trace) -> Value {
-    json!({
-        "addr": format!("{:#x}", f.addr),
-        "func": f.func,
-        "file": f.file,
-        "line": if f.line > 0 { Some(f.line) } else { None },
-        "module": f.module.and_then(|id| t.modules.iter().find(|m| m.id == id)).map(|m| m.path.clone()),
-        "offset": format!("{:#x}", f.offset),
-    })
-}
-
-fn event_json(i: Idx, e: &Event, t: &Trace, tl: &Timeline) -> Value {
-    let (addr, size) = match &e.kind {
-        EventKind::Alloc { ptr, size, .. } | EventKind::Realloc { ptr, size, .. } => {
-            (Some(*ptr), Some(*size))
-        }
-        EventKind::Free { ptr, .. } => (Some(*ptr), None),
-        EventKind::Mmap { ret, len, .. } => (u64::try_from(*ret).ok(), Some(*len)),
-        EventKind::Munmap { addr, len, .. } => (Some(*addr), Some(*len)),
-        EventKind::Signal(s) => (Some(s.addr), None),
-        _ => (None, None),
-    };
-    let module_path = |id: u32| {
-        t.modules
-            .iter()
-            .find(|m| m.id == id)
-            .map(|m| m.path.clone())
-    };
-    let top = stack_of(&t.stacks, e.kind.stack()).and_then(|s| top_user_frame(s, module_path));
-    let mut v = json!({
-        "time_ns": e.ts.saturating_sub(t.meta.start_mono_ns),
-        "tid": e.tid,
-        "kind": e.kind.kind().name(),
-        "addr": addr.map(|a| format!("{a:#x}")),
-        "size": size,
-        "func": top.and_then(|f| f.func.clone()),
-        "file": top.and_then(|f| f.file.clone()),
-        "line": top.filter(|f| f.line > 0).map(|f| f.line),
-    });
-    if let (EventKind::Realloc { old, .. }, Some(o)) = (&e.kind, v.as_object_mut()) {
-        o.insert("old_addr".into(), json!(format!("{old:#x}")));
-    }
-    if let Some(o) = v.as_object_mut() {
-        probe_event_fields(tl, i, e, o);
-    }
-    if let (Some(st), Some(o)) = (stack_of(&t.stacks, e.kind.stack()), v.as_object_mut()) {
-        let frames: Vec<Value> = st.frames.iter().map(|f| frame_json(f, t)).collect();
-        o.insert("stack".into(), json!(frames));
-    }
-    v
-}
-
-fn stack_json(tl: &Timeline, id: Option<StackId>, t: &Trace) -> Vec<Value> {
-    tl.stack(id)
-        .map(|st| st.frames.iter().map(|f| frame_json(f, t)).collect())
-        .unwrap_or_default()
-}
-
-fn site_json(s: &Option<Site>, tl: &Timeline, t: &Trace) -> Value {
-    match s {
-        None => Value::Null,
-        Some(s) => json!({
-            "time_ns": s.ts.saturating_sub(t.meta.start_mono_ns),
-            "tid": s.tid,
-            "site": tl.site(s.stack),
-        }),
-    }
-}
-
-fn diagnosis_json(d: &Diagnosis, tl: &Timeline, t: &Trace) -> Value {
-    let stack = |s: &Option<Site>| s.as_ref().map(|s| stack_json(tl, s.stack, t));
-    json!({
-        "kind": d.kind.name(),
-        "summary": d.summary,
-        "block": d.block.map(|(a, n)| json!({"addr": format!("{a:#x}"), "size": n})),
-        "offset": d.offset,
-        "alloc": site_json(&d.alloc, tl, t),
-        "free": site_json(&d.free, tl, t),
-        "access": site_json(&d.access, tl, t),
-        "alloc_stack": stack(&d.alloc),
-        "free_stack": stack(&d.free),
-        "access_stack": stack(&d.access),
-        "notes": d.notes,
-    })
-}
-
-fn leak_json(g: &LeakGroup, sum: &Summary, t: &Trace) -> Value {
-    json!({
-        "site": sum.tl.site(g.stack),
-        "stack": stack_json(&sum.tl, g.stack, t),
-        "blocks": g.blocks,
-        "bytes": g.bytes,
-        "allocs": g.allocs,
-        "frees": g.frees,
-        "oldest_ns": g.oldest_ts.saturating_sub(t.meta.start_mono_ns),
-        "oldest_age_ns": sum.end_ns.saturating_sub(g.oldest_ts),
-        "growth_bytes_per_s": g.growth_bytes_per_s,
-        "suspected": g.suspected,
-    })
-}
-
-pub fn json(t: &Trace, opts: &Options) -> Result<Value> {
-    let sum = summarize(t, opts.memory);
-    let crash = sum.crash.and_then(|i| {
-        let e = &t.events[i];
-        let EventKind::Signal(s) = &e.kind else {
-            return None;
-        };
-        let stack: Vec<Value> = stack_of(&t.stacks, s.stack)
-            .map(|st| st.frames.iter().map(|f| frame_json(f, t)).collect())
-            .unwrap_or_default();
-        Some(json!({
-            "signal": signal_name(s.signo),
-            "signo": s.signo,
-            "si_code": si_code_name(s.signo, s.code),
-            "addr": format!("{:#x}", s.addr),
-            "tid": e.tid,
-            "time_ns": e.ts.saturating_sub(t.meta.start_mono_ns),
-            "stack": stack,
-            "diagnosis": sum.tl.diagnosis().map(|d| diagnosis_json(&d, &sum.tl, t)),
-        }))
-    });
-    let leaks: Vec<Value> = sum
-        .tl
-        .leak_groups()
-        .iter()
-        .map(|g| leak_json(g, &sum, t))
-        .collect();
-    let shown = window(t, &sum, opts)?;
-    let (at, idx) = (shown.at, &shown.idx);
-    let window_live: Option<Vec<Value>> = shown.range.map(|(from, upto)| {
-        window_live(&sum, from, upto)
-            .iter()
-            .map(|g| {
-                json!({
-                    "site": sum.tl.site(g.stack),
-                    "stack": stack_json(&sum.tl, g.stack, t),
-                    "blocks": g.blocks,
-                    "bytes": g.bytes,
-                })
-            })
-            .collect()
-    });
-    let lost: serde_json::Map<String, Value> = LossReason::iter()
-        .map(|r| (r.name().to_string(), json!(t.lost.get(r))))
-        .chain([("events_without_stack".to_string(), json!(t.lost.stackless))])
-        .collect();
-    Ok(json!({
-        "target": {"pid": t.meta.pid, "command": t.meta.command, "allocator": t.meta.allocator},
-        "families": t.meta.families.names(),
-        "start_wall": wall(t, t.meta.start_mono_ns),
-        "duration_ns": sum.end_ns.saturating_sub(t.meta.start_mono_ns),
-        "exit": t.end.as_ref().and_then(|e| e.status).map(|s| match s {
-            ExitStatus::Code(c) => json!({"code": c}),
-            ExitStatus::Signal { signo, core } => json!({"signal": signal_name(signo), "core": core}),
-        }),
-        "events": {
-            "total": t.events.len(),
-            "by_kind": sum.by_kind,
-            "lost": lost,
-        },
-        "heap": {
-            "allocs": sum.tl.heap().totals.allocs,
-            "frees": sum.tl.heap().totals.frees,
-            "live_blocks": sum.tl.heap().live_blocks(),
-            "live_bytes": sum.tl.heap().totals.live_bytes,
-            "unknown_frees": sum.tl.heap().totals.unknown_frees,
-            "failed_allocs": sum.tl.heap().totals.failed,
-        },
-        "crash": crash,
-        "leaks": leaks,
-        "probes": probes_json(&sum.tl),
-        "syscalls": syscalls_json(&sum.tl),
-        "retention": {
-            "memory_budget": opts.memory,
-            "dropped_events": sum.tl.store().dropped,
-            "held_from_ns": sum.tl.span().map(|s| s.0.saturating_sub(t.meta.start_mono_ns)),
-        },
-        "at_ns": at.saturating_sub(t.meta.start_mono_ns),
-        "window": idx
-            .iter()
-            .map(|&i| event_json(i as Idx, &t.events[i], t, &sum.tl))
-            .collect::<Vec<_>>(),
-        "window_live": window_live,
-        "damage": t.damage.as_ref().map(|d| json!({"offset": d.offset, "reason": d.reason})),
-    }))
+/// The `report --json` document.
+pub fn json(t: &Trace, opts: &Options) -> Result<json::Report> {
+    json::Report::of(t, opts)
 }
 
 /// A moment or length: humantime (`1s 250ms`, `200ms`) or decimal seconds
@@ -848,7 +535,9 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 mod tests {
     use super::*;
 
-    use crate::event::{CallInfo, Meta, Probe, SysInfo, ValueType};
+    use serde_json::{json, Value};
+
+    use crate::event::{Arg, CallInfo, Meta, Probe, SysInfo, ValueType};
 
     const MS: u64 = 1_000_000;
 
@@ -996,10 +685,16 @@ mod tests {
         assert!(line("io    read").contains("4096 bytes"));
     }
 
+    /// The document as a `Value`, to index by field name.
+    fn json_value(t: &Trace, opts: &Options) -> Value {
+        let r = json(t, opts).unwrap_or_else(|e| panic!("{e:#}"));
+        serde_json::to_value(r).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn calls_returns_and_syscalls_as_json() {
         let t = probed_trace();
-        let v = json(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        let v = json_value(&t, &Options::default());
         let w = v["window"].as_array().cloned().unwrap_or_default();
         assert_eq!(w.len(), t.events.len());
         let c = &w[1];
@@ -1071,9 +766,52 @@ mod tests {
         let mut t = probed_trace();
         t.probes.clear();
         t.events.clear();
-        let v = json(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        let v = json_value(&t, &Options::default());
         assert_eq!(v["probes"], json!([]));
         assert_eq!(v["syscalls"], json!([]));
+    }
+
+    /// `tests/data/snap.tmt`: a real recording of `tests/data/snap.c`
+    /// (allocations, a realloc, leaks, probed calls, io and net system
+    /// calls, off-CPU time, a use-after-free crash). A checked-in file, so
+    /// it also tests reading an old format version.
+    fn snap_trace() -> Trace {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/snap.tmt");
+        crate::trace::read_trace(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+    }
+
+    /// `report --json` of the snapshot recording, as the command prints it
+    /// (serialized straight from the structs, so their field order shows).
+    fn snap_json(opts: &Options) -> String {
+        let r = json(&snap_trace(), opts).unwrap_or_else(|e| panic!("{e:#}"));
+        serde_json::to_string_pretty(&r).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Renaming, dropping or reordering a field of the JSON fails here.
+    #[test]
+    fn json_of_a_recording() {
+        insta::assert_snapshot!("snap_json", snap_json(&Options::default()));
+    }
+
+    #[test]
+    fn json_of_a_recording_in_a_window_at_a_moment() {
+        let opts = Options {
+            at: Some(Duration::from_micros(850_420)),
+            window: Some(Duration::from_micros(50)),
+            ..Options::default()
+        };
+        insta::assert_snapshot!("snap_json_at_window", snap_json(&opts));
+    }
+
+    #[test]
+    fn json_of_a_recording_filtered() {
+        // Past the end, so the crash is a window event too.
+        let opts = Options {
+            at: Some(Duration::from_secs(2)),
+            filter: Some("kind=alloc,free,realloc,brk,exec,signal,exit".into()),
+            ..Options::default()
+        };
+        insta::assert_snapshot!("snap_json_filter", snap_json(&opts));
     }
 
     #[test]

@@ -1,0 +1,709 @@
+//! The `report --json` document as types: one struct per object of the
+//! schema in the README, built from a trace by [`Report::of`].
+//!
+//! Fields are declared in alphabetical order: the document was first built
+//! from `serde_json::Value` maps, which sort their keys, and serde writes a
+//! struct's fields in declaration order, so this keeps the bytes as they
+//! were. The snapshot tests in `report.rs` hold the order and the names.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{
+    probe_name, probe_rows, stack_of, summarize, top_user_frame, wall, window, window_live,
+    Options, Summary,
+};
+use crate::event::{
+    si_code_name, signal_name, Arg, EventKind, ExitStatus, ProbeId, StackId, SysCall,
+};
+use crate::model::diagnose;
+use crate::model::store::Idx;
+use crate::model::Timeline;
+use crate::trace::Trace;
+
+/// `schema_version`. Fields are added, never renamed, and an added field
+/// keeps the version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+pub struct Report {
+    at_ns: u64,
+    crash: Option<Crash>,
+    damage: Option<Damage>,
+    duration_ns: u64,
+    events: Events,
+    exit: Option<Exit>,
+    families: Vec<&'static str>,
+    heap: Heap,
+    leaks: Vec<Leak>,
+    probes: Vec<Probe>,
+    retention: Retention,
+    schema_version: u32,
+    start_wall: String,
+    syscalls: Vec<SysTotal>,
+    target: Target,
+    window: Vec<WindowEvent>,
+    /// Only with an explicit window (`--window`).
+    window_live: Option<Vec<LiveGroup>>,
+}
+
+#[derive(Serialize)]
+pub struct Target {
+    allocator: String,
+    command: String,
+    pid: u32,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Exit {
+    Code { code: i32 },
+    Signal { core: bool, signal: &'static str },
+}
+
+#[derive(Serialize)]
+pub struct Events {
+    /// Only the kinds that occurred.
+    by_kind: BTreeMap<&'static str, u64>,
+    lost: Lost,
+    total: usize,
+}
+
+#[derive(Serialize)]
+pub struct Lost {
+    channel_full: u64,
+    events_without_stack: u64,
+    inflight_full: u64,
+    ringbuf_full: u64,
+    stack_table_full: u64,
+    undecodable: u64,
+}
+
+#[derive(Serialize)]
+pub struct Heap {
+    allocs: u64,
+    failed_allocs: u64,
+    frees: u64,
+    live_blocks: u64,
+    live_bytes: u64,
+    unknown_frees: u64,
+}
+
+#[derive(Serialize)]
+pub struct Crash {
+    addr: String,
+    diagnosis: Option<Diagnosis>,
+    si_code: String,
+    signal: &'static str,
+    signo: i32,
+    stack: Vec<Frame>,
+    tid: u32,
+    time_ns: u64,
+}
+
+#[derive(Serialize)]
+pub struct Diagnosis {
+    access: Option<Site>,
+    access_stack: Option<Vec<Frame>>,
+    alloc: Option<Site>,
+    alloc_stack: Option<Vec<Frame>>,
+    block: Option<Block>,
+    free: Option<Site>,
+    free_stack: Option<Vec<Frame>>,
+    kind: &'static str,
+    notes: Vec<String>,
+    offset: Option<i64>,
+    summary: String,
+}
+
+#[derive(Serialize)]
+pub struct Block {
+    addr: String,
+    size: u64,
+}
+
+/// Where and when something happened to the diagnosed block.
+#[derive(Serialize)]
+pub struct Site {
+    site: Option<String>,
+    tid: u32,
+    time_ns: u64,
+}
+
+/// A stack frame; every stack in the document is a list of these.
+#[derive(Serialize)]
+pub struct Frame {
+    addr: String,
+    file: Option<String>,
+    func: Option<String>,
+    line: Option<u32>,
+    module: Option<String>,
+    offset: String,
+}
+
+/// The blocks live at the end from one allocation stack.
+#[derive(Serialize)]
+pub struct Leak {
+    allocs: u64,
+    blocks: u64,
+    bytes: u64,
+    frees: u64,
+    growth_bytes_per_s: f64,
+    oldest_age_ns: u64,
+    oldest_ns: u64,
+    site: Option<String>,
+    stack: Vec<Frame>,
+    suspected: bool,
+}
+
+/// The blocks allocated in the window and live at its end from one
+/// allocation stack.
+#[derive(Serialize)]
+pub struct LiveGroup {
+    blocks: u64,
+    bytes: u64,
+    site: Option<String>,
+    stack: Vec<Frame>,
+}
+
+#[derive(Serialize)]
+pub struct Probe {
+    args: Vec<&'static str>,
+    calls: u64,
+    entry_only: bool,
+    errors: u64,
+    func: String,
+    id: ProbeId,
+    mean_ns: Option<u64>,
+    module: String,
+    p99_ns: Option<u64>,
+    ret: &'static str,
+    returned: u64,
+    total_ns: u64,
+    unfinished: u64,
+}
+
+#[derive(Serialize)]
+pub struct SysTotal {
+    bytes: u64,
+    call: &'static str,
+    count: u64,
+    errors: u64,
+    family: &'static str,
+    total_ns: u64,
+}
+
+#[derive(Serialize)]
+pub struct Retention {
+    dropped_events: u64,
+    held_from_ns: Option<u64>,
+    memory_budget: usize,
+}
+
+#[derive(Serialize)]
+pub struct Damage {
+    offset: u64,
+    reason: String,
+}
+
+/// A window event. Every kind has `addr`, `file`, `func`, `kind`, `line`,
+/// `size`, `tid` and `time_ns` (and `stack` when it has one); the probe and
+/// syscall families add their own fields, in among those alphabetically, so
+/// each shape is a struct of its own rather than a flattened common part.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum WindowEvent {
+    Call(CallEvent),
+    Return(ReturnEvent),
+    Sys(SysEvent),
+    OffCpu(OffCpuEvent),
+    /// Memory, signal and lifecycle events.
+    Plain(PlainEvent),
+}
+
+/// A field every window event has, always null for this kind.
+#[derive(Serialize)]
+pub struct Null;
+
+#[derive(Serialize)]
+pub struct PlainEvent {
+    addr: Option<String>,
+    file: Option<String>,
+    func: Option<String>,
+    kind: &'static str,
+    line: Option<u32>,
+    /// Realloc only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_addr: Option<String>,
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack: Option<Vec<Frame>>,
+    tid: u32,
+    time_ns: u64,
+}
+
+#[derive(Serialize)]
+pub struct CallEvent {
+    addr: Null,
+    args: Vec<ArgValue>,
+    depth: Option<u32>,
+    duration_ns: Option<u64>,
+    file: Option<String>,
+    /// The probed function, not the top frame's.
+    func: String,
+    kind: &'static str,
+    line: Option<u32>,
+    outcome: Option<&'static str>,
+    probe: ProbeId,
+    /// Null without a return.
+    ret: ArgValue,
+    size: Null,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack: Option<Vec<Frame>>,
+    tid: u32,
+    time_ns: u64,
+}
+
+#[derive(Serialize)]
+pub struct ReturnEvent {
+    addr: Null,
+    depth: Option<u32>,
+    duration_ns: Option<u64>,
+    file: Option<String>,
+    func: String,
+    kind: &'static str,
+    line: Option<u32>,
+    probe: ProbeId,
+    ret: ArgValue,
+    size: Null,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack: Option<Vec<Frame>>,
+    tid: u32,
+    time_ns: u64,
+}
+
+#[derive(Serialize)]
+pub struct SysEvent {
+    /// The futex of a `lock` event; null for the others.
+    addr: Option<String>,
+    call: &'static str,
+    duration_ns: u64,
+    fd: i32,
+    file: Option<String>,
+    /// open: octal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flags: Option<String>,
+    func: Option<String>,
+    kind: &'static str,
+    len: u64,
+    line: Option<u32>,
+    /// pread and pwrite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    /// dup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_fd: Option<i64>,
+    ret: i64,
+    size: Null,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack: Option<Vec<Frame>>,
+    target: Option<String>,
+    tid: u32,
+    time_ns: u64,
+}
+
+#[derive(Serialize)]
+pub struct OffCpuEvent {
+    addr: Null,
+    duration_ns: u64,
+    file: Option<String>,
+    func: Option<String>,
+    kind: &'static str,
+    line: Option<u32>,
+    preempted: bool,
+    size: Null,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack: Option<Vec<Frame>>,
+    tid: u32,
+    time_ns: u64,
+}
+
+/// An argument or return value: integers as numbers, pointers as hex
+/// strings, strings as strings, NULL as null.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum ArgValue {
+    Null,
+    Int(i64),
+    Uint(u64),
+    Bool(bool),
+    Str(String),
+    /// Not a string of its own: "0x…" could be one.
+    Unreadable {
+        unreadable: String,
+    },
+}
+
+impl From<&Arg> for ArgValue {
+    fn from(a: &Arg) -> Self {
+        match a {
+            Arg::Int(v) => ArgValue::Int(*v),
+            Arg::Uint(v) => ArgValue::Uint(*v),
+            Arg::Ptr(0) | Arg::BadStr(0) => ArgValue::Null,
+            Arg::Ptr(p) => ArgValue::Str(format!("{p:#x}")),
+            Arg::BadStr(p) => ArgValue::Unreadable {
+                unreadable: format!("{p:#x}"),
+            },
+            Arg::Bool(b) => ArgValue::Bool(*b),
+            Arg::Char(c) => ArgValue::Str((*c as char).to_string()),
+            Arg::Str(s) => ArgValue::Str(s.clone()),
+        }
+    }
+}
+
+fn ret_value(tl: &Timeline, probe: ProbeId, ret: u64) -> ArgValue {
+    ArgValue::from(&match tl.probe(probe) {
+        Some(p) => p.ret_value(ret),
+        None => Arg::guess(ret),
+    })
+}
+
+impl Report {
+    pub fn of(t: &Trace, opts: &Options) -> Result<Report> {
+        let sum = summarize(t, opts.memory);
+        let start = t.meta.start_mono_ns;
+        let shown = window(t, &sum, opts)?;
+        let crate::event::Lost {
+            ringbuf,
+            stack_table,
+            inflight,
+            channel,
+            stackless,
+            undecodable,
+        } = t.lost;
+        let heap = sum.tl.heap();
+        Ok(Report {
+            at_ns: shown.at.saturating_sub(start),
+            crash: Crash::of(t, &sum),
+            damage: t.damage.as_ref().map(|d| Damage {
+                offset: d.offset,
+                reason: d.reason.clone(),
+            }),
+            duration_ns: sum.end_ns.saturating_sub(start),
+            events: Events {
+                by_kind: sum.by_kind.clone(),
+                lost: Lost {
+                    channel_full: channel,
+                    events_without_stack: stackless,
+                    inflight_full: inflight,
+                    ringbuf_full: ringbuf,
+                    stack_table_full: stack_table,
+                    undecodable,
+                },
+                total: t.events.len(),
+            },
+            exit: t.end.as_ref().and_then(|e| e.status).map(|s| match s {
+                ExitStatus::Code(code) => Exit::Code { code },
+                ExitStatus::Signal { signo, core } => Exit::Signal {
+                    core,
+                    signal: signal_name(signo),
+                },
+            }),
+            families: t.meta.families.names(),
+            heap: Heap {
+                allocs: heap.totals.allocs,
+                failed_allocs: heap.totals.failed,
+                frees: heap.totals.frees,
+                live_blocks: heap.live_blocks(),
+                live_bytes: heap.totals.live_bytes,
+                unknown_frees: heap.totals.unknown_frees,
+            },
+            leaks: sum
+                .tl
+                .leak_groups()
+                .iter()
+                .map(|g| Leak {
+                    allocs: g.allocs,
+                    blocks: g.blocks,
+                    bytes: g.bytes,
+                    frees: g.frees,
+                    growth_bytes_per_s: g.growth_bytes_per_s,
+                    oldest_age_ns: sum.end_ns.saturating_sub(g.oldest_ts),
+                    oldest_ns: g.oldest_ts.saturating_sub(start),
+                    site: sum.tl.site(g.stack),
+                    stack: timeline_stack(&sum.tl, g.stack, t),
+                    suspected: g.suspected,
+                })
+                .collect(),
+            probes: probes(&sum.tl),
+            retention: Retention {
+                dropped_events: sum.tl.store().dropped,
+                held_from_ns: sum.tl.span().map(|s| s.0.saturating_sub(start)),
+                memory_budget: opts.memory,
+            },
+            schema_version: SCHEMA_VERSION,
+            start_wall: wall(t, start),
+            syscalls: syscalls(&sum.tl),
+            target: Target {
+                allocator: t.meta.allocator.clone(),
+                command: t.meta.command.clone(),
+                pid: t.meta.pid,
+            },
+            window: shown
+                .idx
+                .iter()
+                .map(|&i| WindowEvent::of(i as Idx, t, &sum.tl))
+                .collect(),
+            window_live: shown.range.map(|(from, upto)| {
+                window_live(&sum, from, upto)
+                    .iter()
+                    .map(|g| LiveGroup {
+                        blocks: g.blocks,
+                        bytes: g.bytes,
+                        site: sum.tl.site(g.stack),
+                        stack: timeline_stack(&sum.tl, g.stack, t),
+                    })
+                    .collect()
+            }),
+        })
+    }
+}
+
+impl Crash {
+    fn of(t: &Trace, sum: &Summary) -> Option<Crash> {
+        let e = &t.events[sum.crash?];
+        let EventKind::Signal(s) = &e.kind else {
+            return None;
+        };
+        Some(Crash {
+            addr: format!("{:#x}", s.addr),
+            diagnosis: sum.tl.diagnosis().map(|d| Diagnosis::of(&d, &sum.tl, t)),
+            si_code: si_code_name(s.signo, s.code),
+            signal: signal_name(s.signo),
+            signo: s.signo,
+            stack: trace_stack(t, s.stack).unwrap_or_default(),
+            tid: e.tid,
+            time_ns: e.ts.saturating_sub(t.meta.start_mono_ns),
+        })
+    }
+}
+
+impl Diagnosis {
+    fn of(d: &diagnose::Diagnosis, tl: &Timeline, t: &Trace) -> Diagnosis {
+        let site = |s: &Option<diagnose::Site>| {
+            s.as_ref().map(|s| Site {
+                site: tl.site(s.stack),
+                tid: s.tid,
+                time_ns: s.ts.saturating_sub(t.meta.start_mono_ns),
+            })
+        };
+        let stack = |s: &Option<diagnose::Site>| s.as_ref().map(|s| timeline_stack(tl, s.stack, t));
+        Diagnosis {
+            access: site(&d.access),
+            access_stack: stack(&d.access),
+            alloc: site(&d.alloc),
+            alloc_stack: stack(&d.alloc),
+            block: d.block.map(|(a, n)| Block {
+                addr: format!("{a:#x}"),
+                size: n,
+            }),
+            free: site(&d.free),
+            free_stack: stack(&d.free),
+            kind: d.kind.name(),
+            notes: d.notes.clone(),
+            offset: d.offset,
+            summary: d.summary.clone(),
+        }
+    }
+}
+
+impl Frame {
+    fn of(f: &crate::event::Frame, t: &Trace) -> Frame {
+        Frame {
+            addr: format!("{:#x}", f.addr),
+            file: f.file.clone(),
+            func: f.func.clone(),
+            line: (f.line > 0).then_some(f.line),
+            module: f
+                .module
+                .and_then(|id| t.modules.iter().find(|m| m.id == id))
+                .map(|m| m.path.clone()),
+            offset: format!("{:#x}", f.offset),
+        }
+    }
+}
+
+/// A stack of the trace's table (the crash's and the window events').
+fn trace_stack(t: &Trace, id: Option<StackId>) -> Option<Vec<Frame>> {
+    stack_of(&t.stacks, id).map(|st| st.frames.iter().map(|f| Frame::of(f, t)).collect())
+}
+
+/// A stack of the timeline's table (diagnosis and leak sites); none: `[]`.
+fn timeline_stack(tl: &Timeline, id: Option<StackId>, t: &Trace) -> Vec<Frame> {
+    tl.stack(id)
+        .map(|st| st.frames.iter().map(|f| Frame::of(f, t)).collect())
+        .unwrap_or_default()
+}
+
+fn probes(tl: &Timeline) -> Vec<Probe> {
+    probe_rows(tl)
+        .into_iter()
+        .map(|r| Probe {
+            args: r.args,
+            calls: r.stats.calls,
+            entry_only: r.entry_only,
+            errors: r.stats.errors,
+            func: r.func,
+            id: r.id,
+            mean_ns: r.stats.mean_ns(),
+            module: r.module,
+            p99_ns: r.stats.p99_ns(),
+            ret: r.ret,
+            returned: r.stats.returned,
+            total_ns: r.stats.total_ns,
+            unfinished: r.stats.unfinished(),
+        })
+        .collect()
+}
+
+fn syscalls(tl: &Timeline) -> Vec<SysTotal> {
+    <SysCall as strum::IntoEnumIterator>::iter()
+        .map(|c| (c, tl.sys_total(c)))
+        .filter(|(_, t)| t.count > 0)
+        .map(|(c, t)| SysTotal {
+            bytes: t.bytes,
+            call: c.name(),
+            count: t.count,
+            errors: t.errors,
+            family: c.family().name(),
+            total_ns: t.total_ns,
+        })
+        .collect()
+}
+
+impl WindowEvent {
+    /// Event number `i` of the trace (and of `tl`'s recording).
+    fn of(i: Idx, t: &Trace, tl: &Timeline) -> WindowEvent {
+        let e = &t.events[i as usize];
+        let module_path = |id: u32| {
+            t.modules
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| m.path.clone())
+        };
+        let st = stack_of(&t.stacks, e.kind.stack());
+        let top = st.and_then(|s| top_user_frame(s, module_path));
+        let file = top.and_then(|f| f.file.clone());
+        let func = top.and_then(|f| f.func.clone());
+        let line = top.filter(|f| f.line > 0).map(|f| f.line);
+        let kind = e.kind.kind().name();
+        let stack = trace_stack(t, e.kind.stack());
+        let (tid, time_ns) = (e.tid, e.ts.saturating_sub(t.meta.start_mono_ns));
+        match &e.kind {
+            EventKind::Call(c) => {
+                let span = tl.spans().of_call(i);
+                WindowEvent::Call(CallEvent {
+                    addr: Null,
+                    args: c.args.iter().map(ArgValue::from).collect(),
+                    depth: span.map(|s| s.depth),
+                    duration_ns: span.and_then(|s| s.duration_ns()),
+                    file,
+                    func: probe_name(tl, c.probe),
+                    kind,
+                    line,
+                    outcome: span.map(|s| s.outcome.name()),
+                    probe: c.probe,
+                    ret: span
+                        .and_then(|s| s.ret)
+                        .map_or(ArgValue::Null, |r| ret_value(tl, c.probe, r)),
+                    size: Null,
+                    stack,
+                    tid,
+                    time_ns,
+                })
+            }
+            EventKind::Return { probe, ret, .. } => {
+                let span = tl.spans().of_return(i);
+                WindowEvent::Return(ReturnEvent {
+                    addr: Null,
+                    depth: span.map(|s| s.depth),
+                    duration_ns: span.and_then(|s| s.duration_ns()),
+                    file,
+                    func: probe_name(tl, *probe),
+                    kind,
+                    line,
+                    probe: *probe,
+                    ret: ret_value(tl, *probe, *ret),
+                    size: Null,
+                    stack,
+                    tid,
+                    time_ns,
+                })
+            }
+            EventKind::Sys(s) => WindowEvent::Sys(SysEvent {
+                addr: (s.call == SysCall::FutexWait).then(|| format!("{:#x}", s.arg)),
+                call: s.call.name(),
+                duration_ns: s.dur_ns,
+                fd: s.fd,
+                file,
+                flags: (s.call == SysCall::Open).then(|| format!("{:#o}", s.arg)),
+                func,
+                kind,
+                len: s.len,
+                line,
+                offset: matches!(s.call, SysCall::Pread | SysCall::Pwrite).then_some(s.arg),
+                old_fd: (s.call == SysCall::Dup).then_some(s.arg as i64),
+                ret: s.ret,
+                size: Null,
+                stack,
+                target: s.target.clone(),
+                tid,
+                time_ns,
+            }),
+            EventKind::OffCpu {
+                dur_ns, preempted, ..
+            } => WindowEvent::OffCpu(OffCpuEvent {
+                addr: Null,
+                duration_ns: *dur_ns,
+                file,
+                func,
+                kind,
+                line,
+                preempted: *preempted,
+                size: Null,
+                stack,
+                tid,
+                time_ns,
+            }),
+            k => {
+                let (addr, size) = match k {
+                    EventKind::Alloc { ptr, size, .. } | EventKind::Realloc { ptr, size, .. } => {
+                        (Some(*ptr), Some(*size))
+                    }
+                    EventKind::Free { ptr, .. } => (Some(*ptr), None),
+                    EventKind::Mmap { ret, len, .. } => (u64::try_from(*ret).ok(), Some(*len)),
+                    EventKind::Munmap { addr, len, .. } => (Some(*addr), Some(*len)),
+                    EventKind::Signal(s) => (Some(s.addr), None),
+                    _ => (None, None),
+                };
+                WindowEvent::Plain(PlainEvent {
+                    addr: addr.map(|a| format!("{a:#x}")),
+                    file,
+                    func,
+                    kind,
+                    line,
+                    old_addr: match k {
+                        EventKind::Realloc { old, .. } => Some(format!("{old:#x}")),
+                        _ => None,
+                    },
+                    size,
+                    stack,
+                    tid,
+                    time_ns,
+                })
+            }
+        }
+    }
+}
