@@ -7,6 +7,7 @@ pub mod demo;
 pub mod live;
 pub mod record;
 pub mod report;
+pub mod session;
 
 use anyhow::{bail, Result};
 

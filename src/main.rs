@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use cmd::{bench, demo, record, report};
+use cmd::{bench, demo, record, report, session};
 use recorder::probes;
 
 /// Record what a live process does with eBPF — allocations, frees, memory
@@ -90,8 +90,8 @@ struct TraceArgs {
 }
 
 impl TraceArgs {
-    fn tracing(self) -> record::Tracing {
-        record::Tracing {
+    fn tracing(self) -> session::Tracing {
+        session::Tracing {
             families: self.families,
             probes: self.probes.into_iter().chain(self.probe_entries).collect(),
         }
@@ -241,8 +241,8 @@ fn parse_memory(s: &str) -> Result<usize, String> {
 fn run(cli: Cli) -> Result<i32> {
     let Some(command) = cli.command else {
         let target = match (cli.pid, cli.launch.is_empty()) {
-            (Some(p), true) => record::Target::Pid(p),
-            (None, false) => record::Target::Command(cli.launch),
+            (Some(p), true) => session::Target::Pid(p),
+            (None, false) => session::Target::Command(cli.launch),
             (Some(_), false) => bail!("give either a PID or -- COMMAND, not both"),
             (None, true) => {
                 bail!("nothing to show: give a PID, -- COMMAND ARGS, or a subcommand (see --help)")
@@ -270,8 +270,8 @@ fn run(cli: Cli) -> Result<i32> {
             tracing,
         } => {
             let target = match (pid, command.is_empty()) {
-                (Some(p), true) => record::Target::Pid(p),
-                (None, false) => record::Target::Command(command),
+                (Some(p), true) => session::Target::Pid(p),
+                (None, false) => session::Target::Command(command),
                 (Some(_), false) => bail!("give either a PID or -- COMMAND, not both"),
                 (None, true) => bail!("nothing to record: give a PID or -- COMMAND ARGS"),
             };
@@ -279,7 +279,7 @@ fn run(cli: Cli) -> Result<i32> {
                 target,
                 output,
                 ringbuf_bytes: tracing.ringbuf,
-                probes: record::ProbeMode::Normal,
+                probes: session::ProbeMode::Normal,
                 memory,
                 print_crash: true,
                 tracing: tracing.tracing(),
@@ -350,7 +350,7 @@ fn run(cli: Cli) -> Result<i32> {
                 argv.extend(demo.args.iter().map(|a| a.to_string()));
                 // The demo's crash is its point: success is having shown it.
                 let _target_status = cmd::live::live(cmd::live::LiveArgs {
-                    target: record::Target::Command(argv),
+                    target: session::Target::Command(argv),
                     output,
                     ringbuf_bytes: tracing.ringbuf,
                     memory: model::DEFAULT_MEMORY,
@@ -366,10 +366,10 @@ fn run(cli: Cli) -> Result<i32> {
             argv.extend(demo.args.iter().map(|a| a.to_string()));
             // The demo's crash is its point: success is having recorded it.
             let _target_status = record::run(record::RecordArgs {
-                target: record::Target::Command(argv),
+                target: session::Target::Command(argv),
                 output: output.clone(),
                 ringbuf_bytes: tracing.ringbuf,
-                probes: record::ProbeMode::Normal,
+                probes: session::ProbeMode::Normal,
                 memory: model::DEFAULT_MEMORY,
                 print_crash: false,
                 tracing: tracing.tracing(),

@@ -1,6 +1,6 @@
-//! The terminal UI: one loop over key/mouse input, the recorder's
-//! messages (when live) and a tick; it drains what arrived, then draws
-//! once. Rendering never waits on the recorder. The loop is generic over
+//! The terminal UI: one loop over key/mouse input, a live feed's
+//! timeline updates (when live: see [`Feed`]) and a tick; it drains what arrived, then draws
+//! once. Rendering never waits on the recording. The loop is generic over
 //! the backend so tests drive it on `TestBackend`.
 //!
 //! - `app`: state and keys; `view`: rendering.
@@ -18,8 +18,7 @@ use crossterm::event::{
 use ratatui::backend::Backend;
 use ratatui::Terminal;
 
-use crate::cmd::record::{self, Ingest};
-use crate::recorder::{EndReason, Msg};
+use crate::model::Timeline;
 use app::{App, Mode};
 use view::Theme;
 
@@ -97,15 +96,53 @@ pub fn on_input(app: &mut App, input: Input, width: u16) {
     }
 }
 
-/// The loop: draw, then wait for input, recorder messages or the tick.
-/// Returns when the user quits; `ingest` is the live recording, if any.
-pub fn run<B: Backend>(
+/// A live recording as the UI sees it: updates that arrive on a channel
+/// and that the feed applies to the timeline. The UI never sees the
+/// recorder or the trace file behind them.
+pub trait Feed {
+    type Update;
+    /// How the recording ended.
+    type End;
+    fn updates(&self) -> &Receiver<Self::Update>;
+    /// Applies one update; `Some` when the recording is over.
+    fn apply(&mut self, tl: &mut Timeline, u: Self::Update) -> Result<Option<Self::End>>;
+    /// The channel closed without an end.
+    fn gone(&mut self) -> Self::End;
+    /// Called on every tick (nothing arrived for a while); `true` asks the
+    /// UI to quit (a SIGINT or SIGTERM from outside).
+    fn tick(&mut self) -> bool;
+}
+
+/// No live recording: a saved one, or a test.
+pub enum Replay {}
+
+impl Feed for Replay {
+    type Update = ();
+    type End = ();
+    fn updates(&self) -> &Receiver<()> {
+        match *self {}
+    }
+    fn apply(&mut self, _: &mut Timeline, _: ()) -> Result<Option<()>> {
+        match *self {}
+    }
+    fn gone(&mut self) {
+        match *self {}
+    }
+    fn tick(&mut self) -> bool {
+        match *self {}
+    }
+}
+
+/// The loop: draw, then wait for input, the feed's updates or the tick.
+/// Returns when the user quits, with how the live recording ended (if it
+/// did).
+pub fn run<B: Backend, F: Feed>(
     terminal: &mut Terminal<B>,
     app: &mut App,
     input: &Receiver<Input>,
-    mut live: Option<(&Receiver<Msg>, &mut Ingest)>,
+    mut live: Option<&mut F>,
     theme: Theme,
-) -> Result<Option<EndReason>> {
+) -> Result<Option<F::End>> {
     let ticker = tick(TICK);
     let never = crossbeam_channel::never();
     let mut end = None;
@@ -118,8 +155,8 @@ pub fn run<B: Backend>(
             .map_err(|e| anyhow!("cannot draw: {e}"))?
             .area;
         let rx = match (&live, end.is_some()) {
-            (Some((rx, _)), false) => *rx,
-            _ => &never,
+            (Some(f), false) => f.updates().clone(),
+            _ => never.clone(),
         };
         select! {
             recv(input) -> i => match i {
@@ -134,14 +171,14 @@ pub fn run<B: Backend>(
                 Err(_) => app.quit = true,
             },
             recv(rx) -> m => {
-                if let Some((rx, ing)) = live.as_mut() {
+                if let Some(feed) = live.as_mut() {
                     match m {
-                        Err(_) => end = Some(EndReason::TargetGone),
+                        Err(_) => end = Some(feed.gone()),
                         Ok(first) => {
                             let mut next = Some(first);
                             let mut n = 0;
-                            while let Some(msg) = next {
-                                if let Some(r) = ing.handle(&mut app.tl, msg)? {
+                            while let Some(u) = next {
+                                if let Some(r) = feed.apply(&mut app.tl, u)? {
                                     end = Some(r);
                                     break;
                                 }
@@ -161,10 +198,7 @@ pub fn run<B: Backend>(
                 }
             },
             recv(ticker) -> _ => {
-                // SIGINT/SIGTERM from outside (Ctrl-C inside is a key).
-                if record::interrupted() {
-                    app.quit = true;
-                }
+
                 let (t, n) = rate_mark;
                 let dt = t.elapsed().as_secs_f64();
                 if dt >= 1.0 {
@@ -172,8 +206,9 @@ pub fn run<B: Backend>(
                     app.rate = (now_n - n) as f64 / dt;
                     rate_mark = (Instant::now(), now_n);
                 }
-                if let Some((_, ing)) = live.as_mut() {
-                    ing.idle();
+                // SIGINT/SIGTERM from outside (Ctrl-C inside is a key).
+                if live.as_mut().is_some_and(|f| f.tick()) {
+                    app.quit = true;
                 }
             },
         }

@@ -12,7 +12,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::demo;
-use crate::cmd::record::{self, ProbeMode, RecordArgs, Target};
+use crate::cmd::record::{self, RecordArgs};
+use crate::cmd::session::{require_root, ProbeMode, Target};
 use crate::event::EventKind;
 use crate::trace::read_trace;
 
@@ -67,7 +68,7 @@ fn untraced_run(bin: &str, pairs: u64) -> Result<f64> {
 }
 
 pub fn run(pairs: u64, runs: usize) -> Result<i32> {
-    record::require_root()?;
+    require_root()?;
     let runs = runs.max(1);
     let bin = demo::build(demo::find("threads")?, None)?;
     let bin = bin.to_string_lossy().into_owned();

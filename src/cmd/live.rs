@@ -2,18 +2,20 @@
 //! and show live; `open` shows a saved recording.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::cmd::record::{self, Target};
+use crossbeam_channel::Receiver;
+use crossterm::event::EnableMouseCapture;
+
 use crate::cmd::require_tty;
-use crate::recorder::EndReason;
+use crate::cmd::session::{self, Ingest, Target, Tracing};
+use crate::model::Timeline;
+use crate::recorder::{EndReason, Msg};
 use crate::trace::TraceWriter;
 use crate::ui::app::{App, Mode};
 use crate::ui::view::Theme;
-use crate::ui::{input_thread, run, TermGuard};
-use crossterm::event::EnableMouseCapture;
+use crate::ui::{input_thread, run, Feed, Replay, TermGuard};
 
 /// `tm-tui open FILE`: the UI over a saved recording.
 pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
@@ -34,7 +36,7 @@ pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
     let _guard = TermGuard;
     let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
     let input = input_thread();
-    run(&mut terminal, &mut app, &input, None, Theme::from_env())?;
+    run::<_, Replay>(&mut terminal, &mut app, &input, None, Theme::from_env())?;
     Ok(())
 }
 
@@ -43,13 +45,41 @@ pub struct LiveArgs {
     pub output: Option<PathBuf>,
     pub ringbuf_bytes: u64,
     pub memory: usize,
-    pub tracing: record::Tracing,
+    pub tracing: Tracing,
+}
+
+/// The session's messages, fed to the UI as timeline updates.
+struct LiveFeed<'a> {
+    rx: &'a Receiver<Msg>,
+    ing: &'a mut Ingest,
+}
+
+impl Feed for LiveFeed<'_> {
+    type Update = Msg;
+    type End = EndReason;
+
+    fn updates(&self) -> &Receiver<Msg> {
+        self.rx
+    }
+
+    fn apply(&mut self, tl: &mut Timeline, m: Msg) -> Result<Option<EndReason>> {
+        self.ing.handle(tl, m)
+    }
+
+    fn gone(&mut self) -> EndReason {
+        EndReason::TargetGone
+    }
+
+    fn tick(&mut self) -> bool {
+        self.ing.idle();
+        session::interrupted()
+    }
 }
 
 /// `tm-tui PID`, `tm-tui -- CMD`, `tm-tui demo NAME`: record and show.
 /// Returns the launched target's status (as `record` does).
 pub fn live(args: LiveArgs) -> Result<i32> {
-    record::install_sigint();
+    session::install_sigint();
     // A launched program's output would garble the UI and its input would
     // steal our keys: it gets /dev/null and a log file instead.
     let (stdio, log) = match &args.target {
@@ -65,10 +95,10 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         Target::Pid(_) => (None, None),
     };
     // Attach before the terminal changes: errors print as plain lines.
-    let mut session = record::start(
+    let mut session = session::start(
         &args.target,
         args.ringbuf_bytes,
-        record::ProbeMode::Normal,
+        session::ProbeMode::Normal,
         stdio,
         &args.tracing,
     )?;
@@ -77,51 +107,33 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         None => None,
     };
     let (mut ing, tl) = session.ingest(writer, args.memory)?;
-    let record::Session {
-        recorder,
-        rx,
-        mut child,
-        warnings,
-        ..
-    } = session;
     let mut app = App::new(tl, Mode::Live);
     if let Some(l) = &log {
         app.message = Some(format!("the program's output goes to {}", l.display()));
     }
-    if let Some(w) = warnings.first() {
+    if let Some(w) = session.warnings.first() {
         app.message = Some(w.clone());
     }
+    let launched = session.child.is_some();
     let result = (|| -> Result<Option<EndReason>> {
         let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
         let _guard = TermGuard;
         let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
         let input = input_thread();
+        let mut feed = LiveFeed {
+            rx: &session.rx,
+            ing: &mut ing,
+        };
         run(
             &mut terminal,
             &mut app,
             &input,
-            Some((&rx, &mut ing)),
+            Some(&mut feed),
             Theme::from_env(),
         )
     })();
-    // The user quit before a launched program ended: it goes with us
-    // (an attached process is left running).
-    if let (Some(c), None) = (child.as_mut(), ing.exit_status) {
-        c.terminate();
-    }
-    recorder.stop();
-    // Drain what is left so the trace file is complete.
-    while let Ok(msg) = rx.recv_timeout(Duration::from_millis(500)) {
-        if ing.handle(&mut app.tl, msg)?.is_some() {
-            break;
-        }
-    }
-    recorder.join()?;
-    let mut status = ing.exit_status;
-    if let Some(c) = child.as_mut() {
-        status = c.wait().ok().or(status);
-    }
-    ing.finish(&mut app.tl, status)?;
+    let ended = matches!(result, Ok(Some(_)));
+    let (status, _) = session.finish(&mut ing, &mut app.tl, ended)?;
     result?;
     if let Some(l) = &log {
         eprintln!("tm-tui: the program's output is in {}", l.display());
@@ -129,8 +141,8 @@ pub fn live(args: LiveArgs) -> Result<i32> {
     if let Some(p) = &args.output {
         eprintln!("tm-tui: trace kept in {}", p.display());
     }
-    Ok(match (&child, status) {
-        (Some(_), Some(s)) => s.shell_code(),
+    Ok(match (launched, status) {
+        (true, Some(s)) => s.shell_code(),
         _ => 0,
     })
 }

@@ -331,7 +331,8 @@ fn the_loop_draws_and_quits() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
     let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap_or_else(|e| panic!("{e}"));
-    let end = run(&mut t, &mut app, &rx, None, COLOR).unwrap_or_else(|e| panic!("{e}"));
+    let end = run::<_, super::Replay>(&mut t, &mut app, &rx, None, COLOR)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(end.is_none());
     assert_eq!(app.cursor, Some(7));
     assert!(app.quit);

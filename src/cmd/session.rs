@@ -1,0 +1,355 @@
+//! A recording session, the same for `record` and the live UI: the
+//! checks, the attach (or the stopped launch) and the start of the
+//! recorder; the ingest of its messages into the timeline and the trace
+//! file; and the teardown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::event::{EventKind, ExitStatus, Families, Family, Meta, Probe};
+use crate::model::Timeline;
+use crate::recorder::discover;
+use crate::recorder::launch::{self, Child};
+use crate::recorder::symbols::Symbols;
+use crate::recorder::{now_mono_ns, now_wall_ns, Config, EndReason, Msg, Recorder};
+use crate::trace::TraceWriter;
+
+/// What to record.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Pid(u32),
+    Command(Vec<String>),
+}
+
+/// What is traced beyond fatal signals and the process lifecycle.
+#[derive(Clone, Debug, Default)]
+pub struct Tracing {
+    pub families: Families,
+    /// `--probe` specs, resolved when the target's modules are known.
+    pub probes: Vec<crate::recorder::probes::Spec>,
+}
+
+/// How the allocator is probed. The other modes exist for `tm-tui bench`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProbeMode {
+    #[default]
+    Normal,
+    /// free probed at its first instruction, not past glibc's NULL test
+    /// (what that placement saves).
+    FreeAtEntry,
+    /// The same probes doing nothing: the kernel's trap cost alone.
+    Bare,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+pub fn install_sigint() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("tm-tui needs root to load eBPF programs (CAP_BPF, CAP_PERFMON): run it with sudo");
+    }
+    Ok(())
+}
+
+/// The command line of a running process, or why it cannot be traced.
+pub fn check_pid(pid: u32) -> Result<String> {
+    if pid == std::process::id() {
+        bail!("refusing to trace tm-tui itself (pid {pid})");
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|_| anyhow::anyhow!("no process with pid {pid}"))?;
+    if !crate::recorder::process_alive(pid) {
+        bail!("process {pid} has already exited");
+    }
+    // Field 9 (flags), counted after the parenthesized command name.
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let flags: u64 = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split(' ').nth(6))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
+    if flags & PF_KTHREAD != 0 {
+        bail!("process {pid} is a kernel thread: it has no user-space heap to record");
+    }
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmd: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if cmd.is_empty() && !crate::recorder::process_alive(pid) {
+        bail!("process {pid} has already exited");
+    }
+    Ok(cmd.join(" "))
+}
+
+/// A target that is attached and being recorded.
+pub struct Session {
+    pub meta: Meta,
+    pub recorder: Recorder,
+    pub rx: crossbeam_channel::Receiver<Msg>,
+    pub child: Option<Child>,
+    /// The function probes attached, by id.
+    pub probes: Vec<Probe>,
+    /// Said before the recording starts (also shown by the UI).
+    pub warnings: Vec<String>,
+}
+
+impl Session {
+    /// What the recording feeds: the ingest (writing `writer`, if any) and
+    /// the timeline, the probe table in both before any event.
+    pub fn ingest(
+        &mut self,
+        writer: Option<TraceWriter>,
+        memory: usize,
+    ) -> Result<(Ingest, Timeline)> {
+        let mut ing = Ingest::new(writer);
+        let mut tl = Timeline::with_budget(self.meta.clone(), memory);
+        ing.add_probes(&mut tl, std::mem::take(&mut self.probes))?;
+        Ok((ing, tl))
+    }
+}
+
+/// Attach to the pid, or launch the command stopped and attach before it
+/// runs; on return the target is running and every probe is in place.
+pub fn start(
+    target: &Target,
+    ringbuf_bytes: u64,
+    probes: ProbeMode,
+    stdio: Option<launch::Stdio>,
+    tracing: &Tracing,
+) -> Result<Session> {
+    require_root()?;
+    // Without the alloc family no allocator is looked for (a target
+    // without malloc can still be traced).
+    let alloc_on = tracing.families.has(Family::Alloc);
+    let (pid, command, mut allocator, mut child, resolved, warning) = match target {
+        Target::Pid(pid) => {
+            let command = check_pid(*pid)?;
+            let allocator = alloc_on.then(|| discover::for_pid(*pid)).transpose()?;
+            let (resolved, warning) =
+                resolve_probes(&tracing.probes, || discover::modules_of_pid(*pid))?;
+            (*pid, command, allocator, None, resolved, warning)
+        }
+        Target::Command(argv) => {
+            let exe = launch::resolve_program(argv.first().map_or("", String::as_str))?;
+            let allocator = alloc_on.then(|| discover::for_program(&exe)).transpose()?;
+            let (resolved, warning) =
+                resolve_probes(&tracing.probes, || discover::modules_of_program(&exe))?;
+            let child = launch::spawn_stopped(&exe, argv, stdio)?;
+            (
+                child.pid,
+                argv.join(" "),
+                allocator,
+                Some(child),
+                resolved,
+                warning,
+            )
+        }
+    };
+    if probes == ProbeMode::FreeAtEntry {
+        for p in allocator.iter_mut().flat_map(|a| &mut a.probes) {
+            p.offset -= p.skipped;
+            p.skipped = 0;
+        }
+    }
+    let meta = Meta {
+        families: tracing.families,
+        pid,
+        command,
+        start_mono_ns: now_mono_ns(),
+        start_wall_ns: now_wall_ns(),
+        allocator: allocator
+            .as_ref()
+            .map(|a| a.path.display().to_string())
+            .unwrap_or_default(),
+        launched: child.is_some(),
+    };
+    let mut cfg = Config::new(pid, allocator);
+    cfg.ringbuf_bytes = ringbuf_bytes;
+    cfg.bare_probes = probes == ProbeMode::Bare;
+    cfg.await_exec = child.is_some();
+    cfg.exit_hold = child.as_mut().and_then(Child::take_exit_hold);
+    cfg.families = tracing.families;
+    let probe_table: Vec<Probe> = resolved.iter().map(|r| r.probe.clone()).collect();
+    cfg.probes = resolved;
+    let (recorder, rx) = match Recorder::start(cfg) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(c) = child.as_mut() {
+                c.kill();
+            }
+            return Err(e);
+        }
+    };
+    if let Some(c) = child.as_mut() {
+        c.resume()?;
+    }
+    Ok(Session {
+        meta,
+        recorder,
+        rx,
+        child,
+        probes: probe_table,
+        warnings: warning.into_iter().collect(),
+    })
+}
+
+impl Session {
+    /// Ends the recording and finishes the trace file. When it has not
+    /// ended by itself (the user quit), a launched program still running
+    /// ends with it (an attached process is left running), the probes are
+    /// detached and what is queued is drained so the file is complete.
+    /// Returns the target's status (a launched one's as reaped) and the
+    /// file's size.
+    pub fn finish(
+        mut self,
+        ing: &mut Ingest,
+        tl: &mut Timeline,
+        ended: bool,
+    ) -> Result<(Option<ExitStatus>, u64)> {
+        if !ended {
+            if let (Some(c), None) = (self.child.as_mut(), ing.exit_status) {
+                c.terminate();
+            }
+            self.recorder.stop();
+            while let Ok(msg) = self.rx.recv_timeout(Duration::from_millis(500)) {
+                if ing.handle(tl, msg)?.is_some() {
+                    break;
+                }
+            }
+        }
+        self.recorder.join()?;
+        let mut status = ing.exit_status;
+        if let Some(c) = self.child.as_mut() {
+            status = c.wait().ok().or(status);
+        }
+        let written = ing.finish(tl, status)?;
+        Ok((status, written))
+    }
+}
+
+/// The probes resolved against the target's modules, and a warning if
+/// return probes could break its unwinding.
+fn resolve_probes(
+    specs: &[crate::recorder::probes::Spec],
+    modules: impl FnOnce() -> Result<Vec<crate::recorder::probes::ModuleFile>>,
+) -> Result<(Vec<crate::recorder::probes::Resolved>, Option<String>)> {
+    if specs.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let modules = modules()?;
+    let resolved = crate::recorder::probes::resolve(specs, &modules)?;
+    let warning = crate::recorder::probes::unwind_warning(&modules, &resolved);
+    Ok((resolved, warning))
+}
+
+/// Takes the recorder's messages: symbolizes stacks, writes the trace
+/// file (if any) and feeds the timeline. Shared by `record` and the live
+/// UI.
+pub struct Ingest {
+    writer: Option<TraceWriter>,
+    symbols: Symbols,
+    pub exit_status: Option<ExitStatus>,
+}
+
+impl Ingest {
+    pub fn new(writer: Option<TraceWriter>) -> Self {
+        Ingest {
+            writer,
+            symbols: Symbols::new(),
+            exit_status: None,
+        }
+    }
+
+    /// The probe table, before any event refers to it.
+    pub fn add_probes(&mut self, tl: &mut Timeline, probes: Vec<Probe>) -> Result<()> {
+        for p in probes {
+            if let Some(w) = &mut self.writer {
+                w.write_probe(&p)?;
+            }
+            tl.add_probe(p);
+        }
+        Ok(())
+    }
+
+    /// Takes one message; `Some` when the recording ended.
+    pub fn handle(&mut self, tl: &mut Timeline, msg: Msg) -> Result<Option<EndReason>> {
+        match msg {
+            Msg::Module(m) => {
+                self.symbols.add_module(&m);
+                if let Some(w) = &mut self.writer {
+                    w.write_module(&m)?;
+                }
+                tl.add_module(m);
+            }
+            Msg::Stack(mut s) => {
+                self.symbols.symbolize(&mut s.frames);
+                if let Some(w) = &mut self.writer {
+                    w.write_stack(&s)?;
+                }
+                tl.add_stack(s);
+            }
+            Msg::Events(batch) => {
+                for e in batch {
+                    if let Some(w) = &mut self.writer {
+                        w.write_event(&e)?;
+                    }
+                    tl.push(&e);
+                    if let EventKind::ProcessExit { status } = &e.kind {
+                        self.exit_status = Some(*status);
+                    }
+                }
+                self.idle();
+            }
+            Msg::Lost(l) => {
+                if let Some(w) = &mut self.writer {
+                    w.write_lost(&l)?;
+                }
+                tl.note_lost(l);
+            }
+            Msg::End(reason) => return Ok(Some(reason)),
+        }
+        Ok(None)
+    }
+
+    /// Nothing arrived for a while: flush the file at most once a second.
+    pub fn idle(&mut self) {
+        if let Some(w) = &mut self.writer {
+            w.maybe_flush();
+        }
+    }
+
+    /// Ends the trace file; returns its size in bytes.
+    pub fn finish(&mut self, tl: &mut Timeline, status: Option<ExitStatus>) -> Result<u64> {
+        tl.set_end_ns(Some(now_mono_ns()));
+        if let Some(s) = status {
+            self.exit_status = Some(s);
+        }
+        match &mut self.writer {
+            Some(w) => {
+                w.write_end(now_mono_ns(), status)?;
+                Ok(w.bytes_written())
+            }
+            None => Ok(0),
+        }
+    }
+}
