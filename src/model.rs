@@ -25,11 +25,11 @@ use crate::event::{
 };
 
 use diagnose::Diagnosis;
-use heap::{HeapIndex, LiveBlock};
+use heap::HeapIndex;
 use leaks::{LeakGroup, Leaks};
 use names::Names;
 use spans::{Span, Spans};
-use store::{EventStore, Filter, Idx, Kind, CHUNK};
+use store::{EventStore, Filter, Idx, Kind, LiveBlock, CHUNK};
 use strum::{EnumCount, IntoEnumIterator};
 
 /// The keys of [`Timeline::parse_filter`], for its messages.

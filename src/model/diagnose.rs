@@ -8,9 +8,9 @@
 use std::fmt::Write as _;
 
 use crate::event::{si_code_name, signal_name, EventKind, SignalInfo, StackId};
-use crate::model::heap::LiveBlock;
 use crate::model::history;
 use crate::model::names::{module_path, stack_lines};
+use crate::model::store::LiveBlock;
 use crate::model::store::{HeapOp, Idx};
 use crate::model::Timeline;
 

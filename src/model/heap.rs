@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::collections::VecDeque;
 
-use crate::event::StackId;
 #[cfg(test)]
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, StackId};
+use crate::model::store::LiveBlock;
 use crate::model::store::{EventStore, Idx, CHUNK};
 use crate::util::hash::FxMap;
 
@@ -114,18 +114,6 @@ impl LiveHeap {
     pub fn live_blocks(&self) -> u64 {
         self.blocks.len() as u64
     }
-}
-
-/// A live block as of some instant, with where it came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LiveBlock {
-    pub ptr: u64,
-    pub size: u64,
-    pub ts: u64,
-    pub tid: u32,
-    pub stack: Option<StackId>,
-    /// The event that allocated it.
-    pub alloc: Idx,
 }
 
 /// A block that stopped being live at some event.

@@ -3,7 +3,8 @@
 //! (double and invalid frees). Walks the store's per-address chain, so the
 //! cost is the number of events at that address, not the recording's.
 
-use crate::model::heap::{HeapIndex, LiveBlock};
+use crate::model::heap::HeapIndex;
+use crate::model::store::LiveBlock;
 use crate::model::store::{EventStore, Idx};
 
 /// One block's life at an address.

@@ -11,7 +11,6 @@ use std::ops::Range;
 
 pub use crate::event::Kind;
 use crate::event::{AllocFn, Event, EventKind, ProbeId, StackId};
-use crate::model::heap::LiveBlock;
 use crate::util::hash::{FxMap, FxSet};
 use strum::EnumCount;
 
@@ -57,6 +56,18 @@ mod code {
 fn kind_bit(k: Kind) -> u32 {
     const _: () = assert!(Kind::COUNT <= 32, "a filter's kind set is a u32");
     1 << (k as u8)
+}
+
+/// A live block as of some instant, with where it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveBlock {
+    pub ptr: u64,
+    pub size: u64,
+    pub ts: u64,
+    pub tid: u32,
+    pub stack: Option<StackId>,
+    /// The event that allocated it.
+    pub alloc: Idx,
 }
 
 /// Which events a search selects; unset fields select everything.

@@ -7,8 +7,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::event::StackId;
 use crate::model::diagnose::Diagnosis;
-use crate::model::heap::LiveBlock;
 use crate::model::spans::Outcome;
+use crate::model::store::LiveBlock;
 use crate::model::store::{Filter, HeapOp, Idx};
 use crate::model::Timeline;
 
