@@ -52,7 +52,15 @@ impl Theme {
             Kind::Mmap | Kind::Munmap | Kind::Mremap | Kind::Brk => self.fg(Color::Magenta),
             Kind::Signal => self.alert(),
             Kind::Call | Kind::Return => self.fg(Color::LightBlue),
-            _ => self.fg(Color::Yellow),
+            Kind::ThreadStart
+            | Kind::ChildProcess
+            | Kind::Exec
+            | Kind::ThreadExit
+            | Kind::Exit
+            | Kind::Io
+            | Kind::Net
+            | Kind::Lock
+            | Kind::Sched => self.fg(Color::Yellow),
         }
     }
 }

@@ -677,7 +677,18 @@ impl WindowEvent {
                 tid,
                 time_ns,
             }),
-            k => {
+            k @ (EventKind::Alloc { .. }
+            | EventKind::Free { .. }
+            | EventKind::Realloc { .. }
+            | EventKind::Mmap { .. }
+            | EventKind::Munmap { .. }
+            | EventKind::Mremap { .. }
+            | EventKind::Brk { .. }
+            | EventKind::Signal(_)
+            | EventKind::Spawn { .. }
+            | EventKind::Exec { .. }
+            | EventKind::ThreadExit { .. }
+            | EventKind::ProcessExit { .. }) => {
                 let (addr, size) = match k {
                     EventKind::Alloc { ptr, size, .. } | EventKind::Realloc { ptr, size, .. } => {
                         (Some(*ptr), Some(*size))
@@ -686,7 +697,16 @@ impl WindowEvent {
                     EventKind::Mmap { ret, len, .. } => (u64::try_from(*ret).ok(), Some(*len)),
                     EventKind::Munmap { addr, len, .. } => (Some(*addr), Some(*len)),
                     EventKind::Signal(s) => (Some(s.addr), None),
-                    _ => (None, None),
+                    EventKind::Mremap { .. }
+                    | EventKind::Brk { .. }
+                    | EventKind::Spawn { .. }
+                    | EventKind::Exec { .. }
+                    | EventKind::ThreadExit { .. }
+                    | EventKind::ProcessExit { .. }
+                    | EventKind::Call(_)
+                    | EventKind::Return { .. }
+                    | EventKind::Sys(_)
+                    | EventKind::OffCpu { .. } => (None, None),
                 };
                 WindowEvent::Plain(PlainEvent {
                     addr: addr.map(|a| format!("{a:#x}")),
