@@ -1,14 +1,18 @@
-//! tm-tui: a time-travel crash explorer. Module map:
-//! - `recorder` — loads the BPF tracer (bpf/), attaches to a process, polls
-//!   the ring buffer, decodes records into owned events (all unsafe code);
-//!   `recorder::discover` finds the allocator, `recorder::launch` starts a
-//!   program stopped.
-//! - `event` — the owned event types everything else works on.
-//! - `maps`, `unwind`, `symbols` — addresses to (module, offset), signal
-//!   stacks unwound through .eh_frame, frames to function/file/line.
+//! tm-tui: a time-travel crash explorer. This file parses arguments and
+//! hands them to a subcommand. The layers, each importing only those
+//! above it:
+//! - `event` — the vocabulary every layer speaks: owned events, their
+//!   kinds and names.
+//! - `util` — shared rules: hashing, system libraries, the trampoline.
+//! - `recorder` — loads the BPF tracer (bpf/), attaches, polls the ring
+//!   buffer and decodes C records into events (all unsafe code); probe
+//!   specs, allocator discovery, launch, maps, unwinding, symbols.
+//! - `model` — the timeline: heap state and analysis over events, and
+//!   their one text rendering (`model::present`); no I/O, no terminal.
 //! - `trace` — the append-only `.tmt` file.
-//! - `model` — heap state and analysis over events (no terminal code).
-//! - `record`, `report`, `demos` — the subcommands.
+//! - `ui` — the terminal UI over a timeline and a feed of updates.
+//! - `cmd` — the subcommands wiring them: session, record, live/open,
+//!   report, demo, bench.
 
 mod cmd;
 mod event;
