@@ -31,7 +31,8 @@ const SIGABRT: i32 = 6;
 const SIGBUS: i32 = 7;
 const SIGSEGV: i32 = 11;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumIter, strum::IntoStaticStr)]
+#[strum(serialize_all = "kebab-case")]
 pub enum DiagKind {
     UseAfterFree,
     DoubleFree,
@@ -47,16 +48,7 @@ pub enum DiagKind {
 impl DiagKind {
     /// The stable name used in `report --json` (`crash.diagnosis.kind`).
     pub fn name(self) -> &'static str {
-        match self {
-            DiagKind::UseAfterFree => "use-after-free",
-            DiagKind::DoubleFree => "double-free",
-            DiagKind::InvalidFree => "invalid-free",
-            DiagKind::NullDeref => "null-deref",
-            DiagKind::OutOfBounds => "out-of-bounds",
-            DiagKind::StackOverflow => "stack-overflow",
-            DiagKind::ProbeReturn => "probe-return",
-            DiagKind::Unknown => "unknown",
-        }
+        self.into()
     }
 }
 

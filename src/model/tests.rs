@@ -732,3 +732,15 @@ fn func_filter_finds_probed_calls_and_labels_name_kinds() {
         assert_eq!(Kind::from_name(label), Some(kind), "{label}");
     }
 }
+
+/// The diagnosis names are the JSON schema's `crash.diagnosis.kind`.
+#[test]
+fn diagnosis_names_are_the_stable_ones() {
+    use strum::IntoEnumIterator;
+    let names: Vec<&str> = DiagKind::iter().map(DiagKind::name).collect();
+    assert_eq!(
+        names.join(" "),
+        "use-after-free double-free invalid-free null-deref out-of-bounds stack-overflow \
+         probe-return unknown"
+    );
+}

@@ -38,7 +38,8 @@ pub enum HeapView {
     Sites,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumIter, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum SortBy {
     Bytes,
     Count,
@@ -48,21 +49,17 @@ pub enum SortBy {
 
 impl SortBy {
     pub fn name(self) -> &'static str {
-        match self {
-            SortBy::Bytes => "bytes",
-            SortBy::Count => "count",
-            SortBy::Age => "age",
-            SortBy::Growth => "growth",
-        }
+        self.into()
     }
 
+    /// The next order, round the list.
     fn next(self) -> SortBy {
-        match self {
-            SortBy::Bytes => SortBy::Count,
-            SortBy::Count => SortBy::Age,
-            SortBy::Age => SortBy::Growth,
-            SortBy::Growth => SortBy::Bytes,
-        }
+        use strum::IntoEnumIterator;
+        SortBy::iter()
+            .cycle()
+            .skip_while(|s| *s != self)
+            .nth(1)
+            .unwrap_or(self)
     }
 }
 
