@@ -21,6 +21,9 @@ const volatile bool bare = false;
 const volatile bool debug = false;
 /* enum tm_family bits: which system calls beyond mmap & co are traced. */
 const volatile __u32 families = TM_FAM_ALLOC;
+/* The page of the kernel's uretprobe trampoline: set by user space from
+ * the one definition it shares with the unwinder (util.rs). */
+const volatile __u64 uretprobe_page = 0x7fffffffe000ULL;
 /* Wake the consumer only once this much is waiting; it polls on a timer. */
 const volatile __u64 wakeup_bytes = 1 << 20;
 
@@ -199,7 +202,7 @@ static __always_inline bool is_system_lib_fd(int fd)
  * trampoline in the [uprobes] page at the top of the address space. */
 static __always_inline bool is_uretprobe_trampoline(__u64 addr)
 {
-	return addr >= 0x7fffffffe000ULL && addr < 0x7ffffffff000ULL;
+	return addr >= uretprobe_page && addr < uretprobe_page + 4096;
 }
 
 /* Whether `ret` is a return address: a user address right after a call

@@ -332,6 +332,7 @@ fn setup<'obj>(
     // Wake the consumer when a quarter is waiting; below that it reads on
     // its own timer, which keeps the per-event cost free of wakeups.
     rodata.wakeup_bytes = cfg.ringbuf_bytes / 4;
+    rodata.uretprobe_page = crate::util::URETPROBE_PAGE;
     open.maps
         .events
         .set_max_entries(cfg.ringbuf_bytes as u32)

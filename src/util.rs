@@ -19,8 +19,12 @@ pub fn is_system_path(p: &str) -> bool {
     .any(|d| p.starts_with(d))
 }
 
-/// The page of the kernel's uretprobe trampoline on x86-64: a return
-/// address there is a probed call's, replaced until it returns.
+/// The page of the kernel's uretprobe trampoline on x86-64 (the tracer
+/// gets it from here too).
+pub const URETPROBE_PAGE: u64 = 0x7fff_ffff_e000;
+
+/// A return address in the uretprobe trampoline's page is a probed
+/// call's, replaced until it returns.
 pub fn is_uretprobe_trampoline(addr: u64) -> bool {
-    (0x7fff_ffff_e000..0x7fff_ffff_f000).contains(&addr)
+    (URETPROBE_PAGE..URETPROBE_PAGE + 4096).contains(&addr)
 }
