@@ -101,11 +101,16 @@ struct tm_ret_rec _tm_ret_rec = {};
 struct tm_io_rec _tm_io_rec = {};
 struct tm_offcpu_rec _tm_offcpu_rec = {};
 struct tm_stack _tm_stack = {};
+struct tm_cfi_row _tm_cfi_row = {};
+struct tm_cfi_proc _tm_cfi_proc = {};
 /* And the enums Rust reads its constants from. */
 enum tm_limit _tm_limit = 0;
 enum tm_loss _tm_loss = 0;
 enum tm_nr _tm_nr = 0;
 enum tm_family _tm_family = 0;
+enum tm_cfa _tm_cfa = 0;
+enum tm_cfi_limit _tm_cfi_limit = 0;
+enum tm_stack_end _tm_stack_end = 0;
 
 static __always_inline bool is_target(__u32 *tid)
 {
@@ -127,75 +132,16 @@ static __always_inline __u64 wakeup_flags(void)
 		       BPF_RB_NO_WAKEUP;
 }
 
-/* Words of stack searched for a return address when the frame-pointer
- * walk breaks at once (a power of two: it masks indices). */
-#define TM_SCAN_WORDS 64
-
-struct scan_buf {
-	__u64 w[TM_SCAN_WORDS];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scan_buf);
-} scan_scratch SEC(".maps");
-
 /*
- * Where the target's code is, for the stack scans: the program's text and
- * the span of the system libraries' text (built without frame pointers).
- * Written at exec and on each executable mmap here, and by user space
- * from /proc/PID/maps. Two ranges, not a table: a loop over a table in
- * every allocator probe made the verifier take a second longer to load.
+ * Where the program's own text is (set at exec from the mm, and by user
+ * space from /proc/PID/maps): an allocator call from there while another is
+ * under way on the thread is a signal handler's, whose event is folded in.
  */
-__u64 code_exe_lo = 0, code_exe_hi = 0, code_lib_lo = 0, code_lib_hi = 0;
-/* Every executable mapping seen so far (the span): code of unknown kind. */
-__u64 code_any_lo = 0, code_any_hi = 0;
+__u64 code_exe_lo = 0, code_exe_hi = 0;
 
-/*
- * 0: not code; 1: the program's code; 2: a system library's (known to user
- * space: built without frame pointers); 3: other code (a library mapped
- * since user space last looked, a plugin); -1: nothing known yet.
- */
-static __always_inline int code_kind(__u64 addr)
+static __always_inline bool in_program_text(__u64 addr)
 {
-	if (addr >= code_exe_lo && addr < code_exe_hi)
-		return 1;
-	if (addr >= code_lib_lo && addr < code_lib_hi)
-		return 2;
-	if (addr >= code_any_lo && addr < code_any_hi)
-		return 3;
-	return code_exe_hi || code_lib_hi || code_any_hi ? 0 : -1;
-}
-
-/*
- * Whether the file behind `fd` lies in a system library directory
- * (/usr/lib/x86_64-linux-gnu, /lib/x86_64-linux-gnu, /usr/lib64, /lib64):
- * its parent directory's name, the only part of the path at hand without
- * d_path. User space has the last word from /proc/PID/maps.
- */
-static __always_inline bool is_system_lib_fd(int fd)
-{
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
-	struct file **fds, *f = NULL;
-	const unsigned char *name;
-	char dir[24] = {};
-
-	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(t, files, fdt, max_fds))
-		return false;
-	fds = BPF_CORE_READ(t, files, fdt, fd);
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xffff]) || !f)
-		return false;
-	name = BPF_CORE_READ(f, f_path.dentry, d_parent, d_name.name);
-	if (bpf_probe_read_kernel_str(dir, sizeof(dir), name) <= 0)
-		return false;
-	/* "x86_64-linux-gnu" (Debian's multiarch dirs) or "lib64"; a bare
-	 * "lib" could be a project's own build directory. */
-	if (dir[0] == 'x' && dir[1] == '8' && dir[2] == '6' && dir[3] == '_')
-		return true;
-	return dir[0] == 'l' && dir[1] == 'i' && dir[2] == 'b' && dir[3] == '6' &&
-	       dir[4] == '4' && dir[5] == 0;
+	return addr >= code_exe_lo && addr < code_exe_hi;
 }
 
 /* uretprobes replace a function's return address with the kernel's
@@ -205,221 +151,294 @@ static __always_inline bool is_uretprobe_trampoline(__u64 addr)
 	return addr >= uretprobe_page && addr < uretprobe_page + 4096;
 }
 
-/* Whether `ret` is a return address: a user address right after a call
- * instruction (call rel32, call *reg, call *disp8(reg), call *disp32). */
-static __always_inline bool is_call_site(__u64 ret)
-{
-	__u8 b[8];
-
-	if (ret < 0x10000 || ret >= 0x800000000000ULL)
-		return false;
-	if (bpf_probe_read_user(b, sizeof(b), (void *)(ret - 8)))
-		return false;
-	if (b[3] == 0xe8)
-		return true;
-	if (b[6] == 0xff && (b[7] & 0xf8) == 0xd0)
-		return true;
-	if (b[5] == 0xff && (b[6] & 0x38) == 0x10 && (b[6] & 0xc0) == 0x40)
-		return true;
-	if (b[2] == 0xff && (b[3] & 0x38) == 0x10 && ((b[3] & 0xc0) == 0x80 || (b[3] & 0xc7) == 0x05))
-		return true;
-	return false;
-}
-
 /*
- * The frame-pointer walk broke at once: the caller is a library built
- * without frame pointers that reuses %rbp (glibc's strdup, say), so the
- * program's own frames are lost. Find the caller's return address by
- * scanning the stack for a value just after a call instruction, then
- * resume the walk from the %rbp the library saved right below it (its
- * first push), checking every return address found the same way.
+ * Unwind tables, compiled by user space from each module's DWARF CFI
+ * (struct tm_cfi_row, sorted by pc within a module), and per process its
+ * executable mappings with the row range of each. User space sizes the
+ * row array before load and writes it through mmap.
  */
-static __always_inline void scan_stack(struct tm_stack *st, __u64 sp, __u64 from)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1 << 22);
+	__type(key, __u32);
+	__type(value, struct tm_cfi_row);
+} cfi_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct tm_cfi_proc);
+} cfi_procs SEC(".maps");
+
+/* Stacks by how they ended: [enum tm_stack_end]. */
+__u64 stack_ends[TM_END_MAX] = {};
+
+/* A binary search for the last element <= key in [lo, hi), one step per
+ * bpf_loop iteration: the verifier sees a step once with unknown bounds,
+ * where an open loop's exact bounds made it explore every path. */
+struct search {
+	struct tm_cfi_proc *proc; /* NULL: search the rows */
+	__u64 key;
+	__u32 lo, hi;
+};
+
+static long search_step(__u64 i, struct search *s)
 {
-	__u32 zero = 0;
-	struct scan_buf *sb = bpf_map_lookup_elem(&scan_scratch, &zero);
-	__u64 fp = 0;
-	int k, found = -1;
+	__u32 mid;
+	__u64 v;
 
-	if (!sb || bpf_probe_read_user(sb->w, sizeof(sb->w), (void *)from))
-		return;
-	for (k = 0; k < TM_SCAN_WORDS; k++) {
-		__u64 w = sb->w[k];
+	if (s->lo >= s->hi)
+		return 1;
+	mid = s->lo + (s->hi - s->lo) / 2;
+	if (s->proc) {
+		v = s->proc->maps[mid & (TM_CFI_MAPS - 1)].start;
+	} else {
+		struct tm_cfi_row *r = bpf_map_lookup_elem(&cfi_rows, &mid);
 
-		/* Pointers into the stack are saved frame pointers, not code. */
-		if (w >= sp && w - sp < (1 << 23))
-			continue;
-		/* Code, or nothing known yet; then the call before it. */
-		if (code_kind(w) != 0 && is_call_site(w)) {
-			found = k;
-			break;
-		}
+		if (!r)
+			return 1;
+		v = r->pc;
 	}
-	if (found < 0)
-		return;
-	st->ips[1] = sb->w[found & (TM_SCAN_WORDS - 1)];
-	st->nr = 2;
-	if (found > 0)
-		fp = sb->w[(found - 1) & (TM_SCAN_WORDS - 1)];
-	for (int i = 2; i < TM_MAX_FRAMES; i++) {
-		__u64 frame[2];
-
-		if (fp <= sp || fp - sp > (1 << 23))
-			break;
-		if (bpf_probe_read_user(frame, sizeof(frame), (void *)fp))
-			break;
-		if (!is_call_site(frame[1]))
-			break;
-		st->ips[i] = frame[1];
-		st->nr = i + 1;
-		if (frame[0] <= fp)
-			break;
-		fp = frame[0];
-	}
+	if (v <= s->key)
+		s->lo = mid + 1;
+	else
+		s->hi = mid;
+	return 0;
 }
 
-/* Frame `pos` (1..3) becomes `w`, the frames from there on move down. */
-static __always_inline void insert_frame(struct tm_stack *st, int pos, __u64 w)
+/* The executable mapping of `pc`, or NULL. */
+static __always_inline struct tm_cfi_map *find_map(struct tm_cfi_proc *p, __u64 pc)
 {
-	for (int i = TM_MAX_FRAMES - 1; i > pos; i--)
-		st->ips[i] = st->ips[i - 1];
-	st->ips[pos & 3] = w;
-	if (st->nr < TM_MAX_FRAMES)
-		st->nr++;
-}
+	struct search s = { .proc = p, .key = pc, .lo = 0, .hi = p->n };
+	struct tm_cfi_map *m;
 
-/*
- * The first of TM_SCAN_WORDS words of user stack from `from` that lies
- * below `bp` and is a return address into known code: its address, or 0.
- */
-static __always_inline __u64 find_return(struct scan_buf *sb, __u64 from, __u64 bp)
-{
-	if (bpf_probe_read_user(sb->w, sizeof(sb->w), (void *)from))
+	if (s.hi > TM_CFI_MAPS)
+		s.hi = TM_CFI_MAPS;
+	bpf_loop(TM_CFI_MAP_STEPS, (void *)search_step, &s, 0);
+	/* lo is the first mapping starting above pc. */
+	if (s.lo == 0 || s.lo < s.hi)
 		return 0;
-	for (int k = 0; k < TM_SCAN_WORDS; k++) {
-		__u64 w;
+	m = &p->maps[(s.lo - 1) & (TM_CFI_MAPS - 1)];
+	return pc < m->end ? m : 0;
+}
 
-		if (from + 8 * (__u64)k >= bp)
-			return 0;
-		w = sb->w[k];
-		if (code_kind(w) > 0 && is_call_site(w))
-			return from + 8 * (__u64)k;
+/* The row covering `rel` in rows [lo, hi), or NULL. */
+static __always_inline struct tm_cfi_row *find_row(__u32 lo, __u32 hi, __u32 rel)
+{
+	struct search s = { .proc = 0, .key = rel, .lo = lo, .hi = hi };
+	__u32 at;
+
+	bpf_loop(TM_CFI_ROW_STEPS, (void *)search_step, &s, 0);
+	if (s.lo == lo || s.lo < s.hi)
+		return 0;
+	at = s.lo - 1;
+	return bpf_map_lookup_elem(&cfi_rows, &at);
+}
+
+/*
+ * The address a uretprobe's trampoline stands for, from the kernel's list
+ * of this thread's pending return probes: the one whose return address
+ * slot is `slot`. 0 when none is.
+ */
+static __always_inline __u64 real_return(__u64 slot)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	struct return_instance *ri = BPF_CORE_READ(t, utask, return_instances);
+
+	for (int i = 0; i < TM_URETPROBE_DEPTH && ri; i++) {
+		if (BPF_CORE_READ(ri, stack) == slot)
+			return BPF_CORE_READ(ri, orig_ret_vaddr);
+		ri = BPF_CORE_READ(ri, next);
 	}
 	return 0;
 }
 
-/*
- * The caller is a library without frame pointers that left %rbp alone
- * (libstdc++'s operator new calling malloc, glibc's pthread_mutex_lock
- * calling the futex wait): the walk goes on from the program's frame
- * pointer but skips the frames between. Their return addresses lie
- * between the stack pointer and that frame: find them there (in known
- * code, after a call) and put them in from frame 1; with `two`, a second
- * one when the first returns into a system library too (a second scan
- * costs the verifier ~0.1 s at load: system calls only, where a wait in
- * pthread_mutex_lock's helper would otherwise hide who locked).
- */
-static __always_inline void insert_hidden_caller(struct tm_stack *st, bool dup, __u64 bp,
-						 __u64 from, bool two)
-{
-	__u32 zero = 0;
-	struct scan_buf *sb = bpf_map_lookup_elem(&scan_scratch, &zero);
-	__u64 at, w = 0;
+/* One walk: the registers of the frame being unwound. */
+struct walk {
+	struct tm_stack *st;
+	struct tm_cfi_proc *proc;
+	__u64 ip, sp, bp;
+	bool bp_ok;
+	/* ip is a return address: the call is the byte before. */
+	bool is_ret;
+	/* ip is a function's first instruction: CFA = rsp + 8, by the ABI. */
+	bool at_entry;
+	enum tm_stack_end end;
+};
 
-	if (!sb || bp <= from || bp - from > (1 << 16))
-		return;
-	at = find_return(sb, from, bp);
-	if (!at || bpf_probe_read_user(&w, sizeof(w), (void *)at))
-		return;
-	/* Frame 1 is the kernel's copy of the caller: take its place. */
-	if (dup)
-		st->ips[1] = w;
-	else
-		insert_frame(st, 1, w);
-	if (!two || code_kind(w) != 2)
-		return;
-	at = find_return(sb, at + 8, bp);
-	if (at && !bpf_probe_read_user(&w, sizeof(w), (void *)at))
-		insert_frame(st, 2, w);
+/* One step from the frame in `w` to its caller, whose return address is
+ * appended to the stack: 0 to go on, 1 when the walk ends (w->end says
+ * how). A bpf_loop callback: the verifier checks it once, not per frame. */
+static long walk_step(__u64 i, struct walk *w)
+{
+	struct tm_stack *st = w->st;
+	struct tm_cfi_proc *proc = w->proc;
+	__u64 pc = w->is_ret ? w->ip - 1 : w->ip, cfa, ra = 0, bp = w->bp;
+	bool bp_ok = w->bp_ok;
+	struct tm_cfi_map *m;
+	struct tm_cfi_row *row;
+	__u32 n;
+
+	if (!st || !proc)
+		return 1;
+	if (w->at_entry) {
+		cfa = w->sp + 8;
+	} else {
+		m = find_map(proc, pc);
+		if (!m) {
+			w->end = TM_END_NOT_CODE;
+			return 1;
+		}
+		if (m->lo == m->hi) {
+			/* No CFI: follow the frame pointer if it points up
+			 * the stack, nearby. */
+			if (!bp_ok || bp <= w->sp || bp - w->sp > (8 << 20)) {
+				w->end = TM_END_NO_INFO;
+				return 1;
+			}
+			cfa = bp + 16;
+			if (bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa - 16))) {
+				w->end = TM_END_UNREADABLE;
+				return 1;
+			}
+		} else {
+			row = find_row(m->lo, m->hi, (__u32)(pc - m->start + m->adj));
+			if (!row) {
+				w->end = TM_END_NO_INFO;
+				return 1;
+			}
+			switch (row->cfa) {
+			case TM_CFA_RSP:
+				cfa = w->sp + row->off;
+				break;
+			case TM_CFA_RBP:
+				if (!bp_ok) {
+					w->end = TM_END_UNSUPPORTED;
+					return 1;
+				}
+				cfa = bp + row->off;
+				break;
+			case TM_CFA_PLT:
+				cfa = w->sp + 8 + ((w->ip & 15) >= row->off ? 8 : 0);
+				break;
+			case TM_CFA_END:
+				w->end = TM_END_COMPLETE;
+				return 1;
+			default:
+				w->end = TM_END_NO_INFO;
+				return 1;
+			}
+			if (row->rbp == -128) {
+				bp_ok = false;
+			} else if (row->rbp) {
+				if (bpf_probe_read_user(&bp, sizeof(bp),
+							(void *)(cfa + 8 * (__s64)row->rbp))) {
+					w->end = TM_END_UNREADABLE;
+					return 1;
+				}
+				bp_ok = true;
+			}
+		}
+	}
+	/* The caller's frame lies above: anything else is a loop or garbage. */
+	if (cfa < w->sp + 8 || cfa - w->sp > (8 << 20)) {
+		w->end = TM_END_BAD_FRAME;
+		return 1;
+	}
+	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8))) {
+		w->end = TM_END_UNREADABLE;
+		return 1;
+	}
+	if (is_uretprobe_trampoline(ra))
+		ra = real_return(cfa - 8);
+	if (!ra) {
+		/* A zero return address ends the outermost frame. */
+		w->end = w->is_ret || w->at_entry ? TM_END_COMPLETE : TM_END_BAD_FRAME;
+		return 1;
+	}
+	if (!find_map(proc, ra - 1)) {
+		w->end = TM_END_NOT_CODE;
+		return 1;
+	}
+	n = st->nr;
+	if (n >= TM_MAX_FRAMES) {
+		w->end = TM_END_DEPTH;
+		return 1;
+	}
+	st->ips[n] = ra;
+	st->nr = n + 1;
+	w->ip = ra;
+	w->sp = cfa;
+	w->bp = bp;
+	w->bp_ok = bp_ok;
+	w->is_ret = true;
+	w->at_entry = false;
+	return 0;
 }
 
-/*
- * Capture the user stack at a function's first instructions. The frame
- * pointer chain there starts at the caller's caller: the immediate caller's
- * return address is still at [sp], so it replaces frame 0 (the probed
- * function itself).
- */
 static __always_inline __u64 intern_stack(struct tm_stack *st);
 
-/* The current thread's user stack, frame-pointer walked, in the per-CPU
- * scratch; NULL (counted) when there is none. */
-static __always_inline struct tm_stack *user_stack(void *ctx)
+/*
+ * Walk the current thread's user stack from `ip`, `sp`, `bp` with the
+ * process's unwind tables into the per-CPU scratch and intern it. At a
+ * function's entry (`at_entry`) the function itself is not a frame: frame
+ * 0 is its caller. Otherwise frame 0 is `ip` (a system call's).
+ */
+static __always_inline __u64 walk_stack(__u64 ip, __u64 sp, __u64 bp, bool at_entry)
 {
-	__u32 zero = 0;
+	__u32 zero = 0, tgid = targ_tgid;
 	struct tm_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);
-	long n;
+	struct walk w = {};
 
 	if (!st)
 		return 0;
-	n = bpf_get_stack(ctx, st->ips, sizeof(st->ips), BPF_F_USER_STACK);
-	if (n <= 0) {
+	st->nr = 0;
+	st->end = TM_END_COMPLETE;
+	w.st = st;
+	w.proc = bpf_map_lookup_elem(&cfi_procs, &tgid);
+	w.ip = ip;
+	w.sp = sp;
+	w.bp = bp;
+	w.bp_ok = true;
+	w.at_entry = at_entry;
+	if (!at_entry) {
+		st->ips[0] = ip;
+		st->nr = 1;
+	}
+	if (!w.proc) {
+		/* No tables yet (user space is still reading the maps): the
+		 * caller at a function's entry is certain, nothing more is. */
+		if (at_entry && !bpf_probe_read_user(&st->ips[0], sizeof(__u64), (void *)sp))
+			st->nr = 1;
+		st->end = TM_END_NO_TABLE;
+	} else {
+		w.end = TM_END_DEPTH;
+		bpf_loop(TM_MAX_FRAMES, (void *)walk_step, &w, 0);
+		st->end = w.end;
+	}
+	if (st->end < TM_END_MAX)
+		__sync_fetch_and_add(&stack_ends[st->end], 1);
+	if (!st->nr) {
 		__sync_fetch_and_add(&stack_errors, 1);
 		return 0;
 	}
-	st->nr = n / sizeof(__u64);
-	return st;
+	return intern_stack(st);
 }
 
+/* The stack of the allocator or probed function being entered. */
 static __always_inline __u64 capture_entry_stack(struct pt_regs *ctx)
 {
-	struct tm_stack *st = user_stack(ctx);
-	__u64 caller = 0;
-	bool dup;
-
-	if (!st)
-		return 0;
-	if (bpf_probe_read_user(&caller, sizeof(caller), (void *)PT_REGS_SP(ctx)) == 0)
-		st->ips[0] = caller;
-	/* Kernels since 6.13 add the caller themselves when the probed
-	 * instruction is push %rbp or endbr64 (free here): ips[1] is then a
-	 * copy of it. It is left for user space to drop (no shifting on every
-	 * free); the scans below overwrite it. */
-	dup = st->nr > 1 && st->ips[1] == caller;
-	/* Scans only past system libraries, which are known to lack frame
-	 * pointers and to have small frames: in the program's own code built
-	 * without them, stale return addresses in its locals would pass every
-	 * check and invent frames; a short stack is better than a wrong one. */
-	if (code_kind(caller) == 2) {
-		if (st->nr <= 1 + dup)
-			scan_stack(st, PT_REGS_SP(ctx), PT_REGS_SP(ctx) + 8);
-		else
-			insert_hidden_caller(st, dup, PT_REGS_FP(ctx), PT_REGS_SP(ctx) + 8, false);
-	}
-	return intern_stack(st);
+	return walk_stack(PT_REGS_IP(ctx), PT_REGS_SP(ctx), PT_REGS_FP(ctx), true);
 }
 
-/*
- * The user stack of a system call, from its tracepoint: frame 0 is the
- * syscall instruction, in a libc wrapper that sets up no frame, so the
- * frame-pointer chain skips the wrapper's caller: find it between the
- * user stack pointer and frame pointer, as for operator new's caller.
- */
+/* The user stack of a system call, from its tracepoint: frame 0 is the
+ * instruction after the syscall. */
 static __always_inline __u64 capture_syscall_stack(void *ctx, struct pt_regs *regs)
 {
-	struct tm_stack *st = user_stack(ctx);
-	__u64 sp, bp;
-
-	if (!st)
-		return 0;
-	sp = BPF_CORE_READ(regs, sp);
-	bp = BPF_CORE_READ(regs, bp);
-	if (code_kind(st->ips[0]) == 2) {
-		if (st->nr <= 1)
-			scan_stack(st, sp, sp);
-		else
-			insert_hidden_caller(st, false, bp, sp, true);
-	}
-	return intern_stack(st);
+	return walk_stack(BPF_CORE_READ(regs, ip), BPF_CORE_READ(regs, sp),
+			  BPF_CORE_READ(regs, bp), false);
 }
 
 /* A captured stack into the stacks map, keyed by a hash of its frames. */
@@ -433,6 +452,7 @@ static __always_inline __u64 intern_stack(struct tm_stack *st)
 		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
 		h ^= h >> 29;
 	}
+	h = (h ^ st->end) * 0x100000001b3ULL;
 	if (h == 0)
 		h = 1;
 	if (!bpf_map_lookup_elem(&stacks, &h)) {
@@ -485,7 +505,7 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
 			 * call is under way on this thread: a signal handler
 			 * that interrupted it. Folded in, its event is lost:
 			 * say so. */
-			if (code_kind(ret_addr) == 1)
+			if (in_program_text(ret_addr))
 				count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
 			cur->depth++;
 			return 0;
@@ -664,7 +684,7 @@ static __always_inline int free_enter(struct pt_regs *ctx, __u64 ptr)
 		 * signal handler freeing while an allocator call is under way.
 		 * Its event is lost: say so. */
 		bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)sp);
-		if (code_kind(ret_addr) == 1)
+		if (in_program_text(ret_addr))
 			count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
 		return 0;
 	}
@@ -911,21 +931,6 @@ int BPF_PROG(tm_sys_exit, struct pt_regs *regs, long ret)
 	r->ret = ret;
 	__builtin_memcpy(r->args, a->args, sizeof(r->args));
 	bpf_map_delete_elem(&sys_inflight, &tid);
-	if (r->nr == TM_NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */) && ret > 0) {
-		/* New code (a library loading): widen the span of known code,
-		 * and of system libraries' if it is one, so the stack scans
-		 * know it before user space has read the maps. */
-		if (!code_any_hi || (__u64)ret < code_any_lo)
-			code_any_lo = ret;
-		if ((__u64)ret + r->args[1] > code_any_hi)
-			code_any_hi = ret + r->args[1];
-		if (is_system_lib_fd((int)r->args[4])) {
-			if (!code_lib_hi || (__u64)ret < code_lib_lo)
-				code_lib_lo = ret;
-			if ((__u64)ret + r->args[1] > code_lib_hi)
-				code_lib_hi = ret + r->args[1];
-		}
-	}
 	/* New code mapped (a library loading): wake user space now so it reads
 	 * /proc/PID/maps while the target is alive to be read. */
 	bpf_ringbuf_submit(r, (r->nr == TM_NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */)) ?
@@ -1020,7 +1025,6 @@ int BPF_PROG(tm_exec, struct task_struct *p, pid_t old_pid,
 		return 0;
 	code_exe_lo = BPF_CORE_READ(p, mm, start_code);
 	code_exe_hi = BPF_CORE_READ(p, mm, end_code);
-	code_lib_lo = code_lib_hi = code_any_lo = code_any_hi = 0;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_EXEC);

@@ -201,10 +201,74 @@ struct tm_offcpu_rec {
 	__u32 _pad;
 };
 
+/*
+ * How a stack walk ended. TM_END_COMPLETE: at the outermost frame (the
+ * CFI of _start or a thread's start says so, or a zero return address);
+ * every other value marks the stack truncated after its last frame.
+ */
+enum tm_stack_end {
+	TM_END_COMPLETE = 0,
+	TM_END_NO_INFO = 1,	/* the last frame's module has no row for its pc */
+	TM_END_NOT_CODE = 2,	/* the next return address is in no executable mapping */
+	TM_END_NO_TABLE = 3,	/* the process's unwind tables are not loaded yet */
+	TM_END_UNREADABLE = 4,	/* the stack memory could not be read */
+	TM_END_BAD_FRAME = 5,	/* the caller's frame is not above (a loop, garbage) */
+	TM_END_DEPTH = 6,	/* TM_MAX_FRAMES reached */
+	TM_END_UNSUPPORTED = 7, /* a CFI rule the tracer cannot evaluate */
+	TM_END_MAX = 8,
+};
+
 struct tm_stack {
 	__u32 nr;
-	__u32 _pad;
+	enum tm_stack_end end;
 	__u64 ips[TM_MAX_FRAMES];
+};
+
+/*
+ * Unwind tables (user space compiles them from each module's DWARF CFI).
+ * A row covers [pc, next row's pc) of a module, pc relative to its first
+ * PT_LOAD; its rule:
+ */
+enum tm_cfa {
+	TM_CFA_RSP = 0,	 /* CFA = rsp + off */
+	TM_CFA_RBP = 1,	 /* CFA = rbp + off */
+	TM_CFA_PLT = 2,	 /* CFA = rsp + 8, + 8 if (rip & 15) >= off (a PLT entry) */
+	TM_CFA_END = 3,	 /* outermost frame: the stack is complete */
+	TM_CFA_STOP = 4, /* no usable rule: the stack ends, truncated */
+};
+
+struct tm_cfi_row {
+	__u32 pc;
+	__u16 off;
+	__u8 cfa;  /* enum tm_cfa */
+	__s8 rbp;  /* caller's rbp at CFA + 8 * rbp; 0 unchanged; -128 unknown */
+};
+
+enum tm_cfi_limit {
+	/* Executable mappings of one process the tracer can unwind through. */
+	TM_CFI_MAPS = 512,
+	/* Binary search steps: tables up to 2^24 rows. */
+	TM_CFI_ROW_STEPS = 24,
+	TM_CFI_MAP_STEPS = 10,
+	/* Nested return probes looked through for a trampoline's address. */
+	TM_URETPROBE_DEPTH = 16,
+};
+
+/* One executable mapping: [start, end), row pc = addr - start + adj, rows
+ * [lo, hi) of the table; lo == hi: no CFI, frame pointers are followed. */
+struct tm_cfi_map {
+	__u64 start;
+	__u64 end;
+	__u64 adj;
+	__u32 lo;
+	__u32 hi;
+};
+
+/* A process's executable mappings, sorted by start; replaced whole. */
+struct tm_cfi_proc {
+	__u32 n;
+	__u32 _pad;
+	struct tm_cfi_map maps[TM_CFI_MAPS];
 };
 
 #endif /* __TM_TRACER_H */

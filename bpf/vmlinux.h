@@ -7,6 +7,7 @@
 #ifndef __VMLINUX_H__
 #define __VMLINUX_H__
 
+typedef signed char __s8;
 typedef unsigned char __u8;
 typedef short __s16;
 typedef unsigned short __u16;
@@ -39,6 +40,7 @@ enum {
 	BPF_ANY = 0,
 	BPF_NOEXIST = 1,
 	BPF_F_USER_STACK = 256,
+	BPF_F_MMAPABLE = 1024,
 	BPF_RB_NO_WAKEUP = 1,
 	BPF_RB_FORCE_WAKEUP = 2,
 	BPF_RB_AVAIL_DATA = 0,
@@ -108,6 +110,14 @@ struct files_struct {
 	struct fdtable *fdt;
 } __attribute__((preserve_access_index));
 
+struct return_instance {
+	unsigned long stack;
+	unsigned long orig_ret_vaddr;
+	struct return_instance *next;
+} __attribute__((preserve_access_index));
+struct uprobe_task {
+	struct return_instance *return_instances;
+} __attribute__((preserve_access_index));
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
@@ -116,6 +126,7 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct mm_struct *mm;
 	struct files_struct *files;
+	struct uprobe_task *utask;
 } __attribute__((preserve_access_index));
 
 struct __sifields_sigfault {

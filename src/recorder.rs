@@ -3,6 +3,7 @@
 //! batches over a bounded channel. The only place with unsafe code and
 //! the only place that sees C types.
 
+mod cfi;
 pub mod discover;
 mod fds;
 pub mod launch;
@@ -10,9 +11,10 @@ pub mod maps;
 pub mod probes;
 mod stacks;
 pub mod symbols;
+mod tables;
 pub mod unwind;
 
-use crate::util::hash::{FxMap, FxSet};
+use crate::util::hash::FxMap;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::path::Path;
@@ -294,7 +296,7 @@ fn run(
     libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
     let mut storage = MaybeUninit::uninit();
     let attached = setup(&cfg, &mut storage);
-    let (mut skel, _links) = match attached {
+    let (mut skel, _links, tables) = match attached {
         Ok(v) => v,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -309,13 +311,13 @@ fn run(
         .bss_data
         .as_deref_mut()
         .map(|b| b as *mut types::bss);
-    poll_loop(&cfg, &skel, &tx, &stop, bss)
+    poll_loop(&cfg, &skel, &tx, &stop, bss, tables)
 }
 
 fn setup<'obj>(
     cfg: &Config,
     storage: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
-) -> Result<(bpf::TracerSkel<'obj>, Vec<Link>)> {
+) -> Result<(bpf::TracerSkel<'obj>, Vec<Link>, tables::Tables)> {
     let pid = cfg.pid;
     let mut open = bpf::TracerSkelBuilder::default()
         .open(storage)
@@ -383,6 +385,12 @@ fn setup<'obj>(
         )
     })?;
 
+    // Unwind tables before the first probe fires: every stack from the
+    // start is walked with them (a launched program gets its own at exec).
+    let mut tables = tables::Tables::new(&skel.maps.cfi_rows, &skel.maps.cfi_procs)?;
+    if !cfg.await_exec {
+        sync_tables(&mut tables, &MapsCache::new(pid));
+    }
     let mut links = Vec::new();
     match &cfg.allocator {
         Some(alloc) if multi => links.extend(attach_multi(&skel, pid, alloc)?),
@@ -424,7 +432,7 @@ fn setup<'obj>(
     if !process_alive(pid) {
         bail!("process {pid} exited while tm-tui was attaching");
     }
-    Ok((skel, links))
+    Ok((skel, links, tables))
 }
 
 /// uprobe_multi links (Linux 6.6+, with cookies and pid filtering).
@@ -672,14 +680,26 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// The tables for the process behind `maps`, and the notes of modules
+/// without unwind info, on stderr once each.
+fn sync_tables(tables: &mut tables::Tables, maps: &MapsCache) {
+    tables.sync(maps.pid(), maps.entries());
+    for n in tables.notes.drain(..) {
+        if std::env::var_os("TM_DEBUG").is_some() {
+            eprintln!("tm-tui: {n}");
+        }
+    }
+}
+
 /// Decoding state shared by the ring buffer callback.
 struct Decoder<'a> {
     stacks_map: &'a libbpf_rs::MapMut<'a>,
     /// The tracer's .bss (mmapped), for the code-range globals.
     bss: Option<*mut types::bss>,
-    /// The ranges last written: program text, system libraries' span,
-    /// span of all code.
-    code_ranges: (u64, u64, u64, u64, u64, u64),
+    /// The program's text as last written.
+    code_range: (u64, u64),
+    /// The tracer's unwind tables.
+    tables: tables::Tables,
     tx: &'a Sender<Msg>,
     table: StackTable,
     maps: MapsCache,
@@ -696,55 +716,33 @@ struct Decoder<'a> {
     /// Return-probed calls not returned yet, per thread, innermost last:
     /// (entry sp, the real return address the trampoline stands for).
     open_calls: FxMap<u32, Vec<(u64, u64)>>,
-    /// BPF stack keys whose stacks hold uretprobe trampolines (kernels
-    /// before 6.12 leave them in): mended per event, never cached.
-    tramp_keys: FxSet<u64>,
 }
 
 const BATCH: usize = 4096;
 
 impl Decoder<'_> {
-    /// Tells the tracer where the target's code is: the program's text and
-    /// the span of the system libraries' text (built without frame
-    /// pointers), for the stack scans of `capture_entry_stack`.
-    fn sync_code_ranges(&mut self) {
+    /// Tells the tracer where the target's code is: the unwind tables of
+    /// every executable mapping, and the program's own text (for the
+    /// signal-handler test of the allocator probes).
+    fn sync_code(&mut self) {
         // A launched program before its exec is still a copy of tm-tui:
         // its maps would overwrite the ranges the tracer sets at exec.
         if self.awaiting_exec {
             return;
         }
+        sync_tables(&mut self.tables, &self.maps);
         let exe = format!("/proc/{}/exe", self.maps.pid());
         let exe = std::fs::read_link(exe).ok();
-        let (mut exe_lo, mut exe_hi, mut lib_lo, mut lib_hi) = (u64::MAX, 0, u64::MAX, 0);
-        let (mut any_lo, mut any_hi) = (u64::MAX, 0);
+        let (mut lo, mut hi) = (u64::MAX, 0);
         for m in self.maps.entries().iter().filter(|m| m.exec) {
-            any_lo = any_lo.min(m.start);
-            any_hi = any_hi.max(m.end);
-            let Some(path) = m.path.as_deref() else {
-                continue;
-            };
-            if Some(path) == exe.as_deref() {
-                exe_lo = exe_lo.min(m.start);
-                exe_hi = exe_hi.max(m.end);
-            } else if path.to_str().is_some_and(crate::util::is_system_path) {
-                lib_lo = lib_lo.min(m.start);
-                lib_hi = lib_hi.max(m.end);
+            if m.path.is_some() && m.path == exe {
+                lo = lo.min(m.start);
+                hi = hi.max(m.end);
             }
         }
-        if exe_hi == 0 && lib_hi == 0 {
-            // Nothing readable (the process is gone): keep what the tracer
-            // learned by itself.
-            return;
-        }
-        let ranges = (
-            if exe_hi > 0 { exe_lo } else { 0 },
-            exe_hi,
-            if lib_hi > 0 { lib_lo } else { 0 },
-            lib_hi,
-            if any_hi > 0 { any_lo } else { 0 },
-            any_hi,
-        );
-        if ranges == self.code_ranges {
+        // Nothing readable (the process is gone): keep what the tracer
+        // learned by itself.
+        if hi == 0 || (lo, hi) == self.code_range {
             return;
         }
         let Some(bss) = self.bss else {
@@ -752,17 +750,13 @@ impl Decoder<'_> {
         };
         // SAFETY: `bss` points into the skeleton's mmapped .bss, which
         // outlives the decoder; the tracer writes the same u64 globals
-        // concurrently, and aligned u64 stores do not tear on x86-64 (a
-        // race only decides whose range wins until the next sync).
+        // at exec, and aligned u64 stores do not tear on x86-64 (a race
+        // only decides whose range wins until the next sync).
         unsafe {
-            std::ptr::write_volatile(&raw mut (*bss).code_exe_lo, ranges.0);
-            std::ptr::write_volatile(&raw mut (*bss).code_exe_hi, ranges.1);
-            std::ptr::write_volatile(&raw mut (*bss).code_lib_lo, ranges.2);
-            std::ptr::write_volatile(&raw mut (*bss).code_lib_hi, ranges.3);
-            std::ptr::write_volatile(&raw mut (*bss).code_any_lo, ranges.4);
-            std::ptr::write_volatile(&raw mut (*bss).code_any_hi, ranges.5);
+            std::ptr::write_volatile(&raw mut (*bss).code_exe_lo, lo);
+            std::ptr::write_volatile(&raw mut (*bss).code_exe_hi, hi);
         }
-        self.code_ranges = ranges;
+        self.code_range = (lo, hi);
     }
 
     fn handle(&mut self, data: &[u8]) {
@@ -830,8 +824,8 @@ impl Decoder<'_> {
                 self.maps = MapsCache::new(self.maps.pid());
                 self.open_calls.clear();
                 self.awaiting_exec = false;
-                self.code_ranges = Default::default();
-                self.sync_code_ranges();
+                self.code_range = Default::default();
+                self.sync_code();
                 EventKind::Exec {
                     filename: String::from_utf8_lossy(&bytes).into_owned(),
                 }
@@ -866,78 +860,33 @@ impl Decoder<'_> {
         }
     }
 
-    fn stack(&mut self, tid: u32, key: u64) -> Option<u32> {
+    /// The id of the stack the tracer interned under `key`. The tracer's
+    /// walk already replaced uretprobe trampolines by the addresses they
+    /// stand for; the kernel table holds a stack only until it is read
+    /// here (the id is kept on this side), so it never fills with stacks
+    /// already seen, however long the recording.
+    fn stack(&mut self, _tid: u32, key: u64) -> Option<u32> {
         if key == 0 {
             return None;
         }
         let map = self.stacks_map;
-        let read = || -> Option<Vec<u64>> {
-            let bytes = map.lookup(&key.to_ne_bytes(), MapFlags::ANY).ok()??;
-            let st = plain::from_bytes::<types::tm_stack>(&bytes).ok()?;
-            let n = (st.nr as usize).min(st.ips.len());
-            let mut ips: Vec<u64> = st.ips[..n].iter().copied().filter(|a| *a != 0).collect();
-            // The tracer put the caller ([sp]) in frame 0; kernels ≥ 6.13
-            // also add it themselves when the probed instruction is
-            // `push %rbp` or endbr64 (free past its NULL test is one), and
-            // the tracer leaves that copy here rather than shift frames on
-            // every free. Two
-            // equal first frames can come from nothing else: one address
-            // cannot be both the call to the allocator and a call site of
-            // the caller's caller.
-            if ips.len() > 1 && ips[0] == ips[1] {
-                ips.remove(0);
-            }
-            Some(ips)
-        };
-        // Empty on kernels that mend the trampolines themselves (6.12+):
-        // no lookup on the per-event path there.
-        if !self.tramp_keys.is_empty() && self.tramp_keys.contains(&key) {
-            let ips = read()?;
-            return self.mend_stack(tid, ips);
-        }
-        let mut tramp = false;
-        let id = self.table.intern(
+        self.table.intern(
             key,
             || {
-                let ips = read()?;
-                tramp = ips.iter().any(|a| crate::util::is_uretprobe_trampoline(*a));
-                (!tramp).then_some(ips)
+                let k = key.to_ne_bytes();
+                let bytes = map.lookup(&k, MapFlags::ANY).ok()??;
+                let st = plain::from_bytes::<types::tm_stack>(&bytes).ok()?;
+                let n = (st.nr as usize).min(st.ips.len());
+                let ips = st.ips[..n].to_vec();
+                // Another CPU may be re-adding it: harmless, the key is
+                // the same and known here from now on.
+                let _ = map.delete(&k);
+                Some(ips)
             },
             false,
             &mut self.maps,
             self.tx,
-        );
-        if tramp {
-            self.tramp_keys.insert(key);
-            let ips = read()?;
-            return self.mend_stack(tid, ips);
-        }
-        id
-    }
-
-    /// A frame-pointer stack whose return addresses include uretprobe
-    /// trampolines: each stands for the innermost open probed call not yet
-    /// used, so they are replaced in order; past what is known, cut.
-    fn mend_stack(&mut self, tid: u32, mut ips: Vec<u64>) -> Option<u32> {
-        let mut open = self
-            .open_calls
-            .get(&tid)
-            .map(|v| v.iter().rev().map(|(_, ra)| *ra).collect::<Vec<u64>>())
-            .unwrap_or_default()
-            .into_iter();
-        for i in 0..ips.len() {
-            if crate::util::is_uretprobe_trampoline(ips[i]) {
-                match open.next() {
-                    Some(ra) => ips[i] = ra,
-                    None => {
-                        ips.truncate(i);
-                        break;
-                    }
-                }
-            }
-        }
-        self.table
-            .intern_addrs(&ips, false, &mut self.maps, self.tx)
+        )
     }
 
     fn heap(&mut self, data: &[u8]) -> Option<EventKind> {
@@ -972,7 +921,7 @@ impl Decoder<'_> {
                     // New code (dlopen): learn its path while it is mapped,
                     // and tell the tracer where code is.
                     self.maps.refresh();
-                    self.sync_code_ranges();
+                    self.sync_code();
                 }
                 EventKind::Mmap {
                     addr: a[0],
@@ -1150,11 +1099,13 @@ fn poll_loop(
     tx: &Sender<Msg>,
     stop: &AtomicBool,
     bss: Option<*mut types::bss>,
+    tables: tables::Tables,
 ) -> Result<()> {
     let decoder = RefCell::new(Decoder {
         stacks_map: &skel.maps.stacks,
         bss,
-        code_ranges: (0, 0, 0, 0, 0, 0),
+        code_range: (0, 0),
+        tables,
         tx,
         table: StackTable::default(),
         maps: MapsCache::new(cfg.pid),
@@ -1166,10 +1117,9 @@ fn poll_loop(
         undecodable: 0,
         probes: cfg.probes.iter().map(|p| p.probe.clone()).collect(),
         open_calls: FxMap::default(),
-        tramp_keys: FxSet::default(),
         fds: fds::FdTable::new(cfg.pid),
     });
-    decoder.borrow_mut().sync_code_ranges();
+    decoder.borrow_mut().sync_code();
     decoder.borrow_mut().fds.seed();
     let mut builder = RingBufferBuilder::new();
     builder
@@ -1194,9 +1144,15 @@ fn poll_loop(
         rb.consume().context("ring buffer consume failed")?;
         if let Some(hold) = &cfg.exit_hold {
             if hold.exiting.try_recv().is_ok() {
-                // The target is stopped in its exit, maps still readable:
-                // decode everything it produced now.
-                decoder.borrow_mut().maps.refresh();
+                // The target is stopped (at its entry, libraries mapped, or
+                // in its exit, maps still readable): decode everything it
+                // produced, and bring the unwind tables up to date.
+                rb.consume().context("ring buffer consume failed")?;
+                {
+                    let mut d = decoder.borrow_mut();
+                    d.maps.refresh();
+                    d.sync_code();
+                }
                 rb.consume().context("ring buffer consume failed")?;
                 let _ = hold.drained.send(());
             }

@@ -67,54 +67,87 @@ fn untraced_run(bin: &str, pairs: u64) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// Medians of one churner's runs: untraced, recorded, recorded with free
+/// probed at entry, bare traps.
+struct Churner {
+    name: &'static str,
+    bin: String,
+    base: Vec<f64>,
+    traced: Vec<f64>,
+    naive: Vec<f64>,
+    bare: Vec<f64>,
+}
+
 pub fn run(pairs: u64, runs: usize) -> Result<i32> {
     require_root()?;
     let runs = runs.max(1);
-    let bin = demo::build(demo::find("threads")?, None)?;
-    let bin = bin.to_string_lossy().into_owned();
-    let mut base = Vec::new();
-    let mut traced = Vec::new();
-    let mut naive = Vec::new();
-    let mut bare = Vec::new();
+    let demo = demo::find("threads")?;
+    let mut churners = Vec::new();
+    for (name, flavor) in [
+        ("-O0, frame pointers", demo::Flavor::Lab),
+        ("-O2, no frame pointers", demo::Flavor::Distro),
+    ] {
+        churners.push(Churner {
+            name,
+            bin: demo::build_as(demo, None, flavor)?
+                .to_string_lossy()
+                .into_owned(),
+            base: Vec::new(),
+            traced: Vec::new(),
+            naive: Vec::new(),
+            bare: Vec::new(),
+        });
+    }
     let mut events = 0;
     let mut lost = 0;
     // Interleave the variants so drift in machine load hits all alike.
     for _ in 0..runs {
-        base.push(untraced_run(&bin, pairs)?);
-        let (t, ev, l) = traced_run(&bin, pairs, ProbeMode::Normal)?;
-        traced.push(t);
-        events = ev;
-        lost += l;
-        naive.push(traced_run(&bin, pairs, ProbeMode::FreeAtEntry)?.0);
-        bare.push(traced_run(&bin, pairs, ProbeMode::Bare)?.0);
+        for c in &mut churners {
+            c.base.push(untraced_run(&c.bin, pairs)?);
+            let (t, ev, l) = traced_run(&c.bin, pairs, ProbeMode::Normal)?;
+            c.traced.push(t);
+            events = ev;
+            lost += l;
+            c.naive
+                .push(traced_run(&c.bin, pairs, ProbeMode::FreeAtEntry)?.0);
+            c.bare.push(traced_run(&c.bin, pairs, ProbeMode::Bare)?.0);
+        }
     }
-    let (b, t, n, z) = (median(base), median(traced), median(naive), median(bare));
-    let per_pair = |x: f64| (x - b) / pairs as f64 * 1e6;
     println!("tm-tui bench: {pairs} malloc+free pairs, 1 thread, median of {runs} runs");
-    println!(
-        "  untraced                       {b:8.3} s  {:7.3} µs/pair",
-        b / pairs as f64 * 1e6
-    );
-    println!(
-        "  bare probes (kernel traps)     {z:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
-        per_pair(z),
-        z / b
-    );
-    println!(
-        "  recorded (free past NULL test) {t:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced, {:.2}x the bare traps)",
-        per_pair(t),
-        t / b,
-        per_pair(t) / per_pair(z).max(1e-9)
-    );
-    println!(
-        "  recorded (free at entry)       {n:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
-        per_pair(n),
-        n / b
-    );
-    println!(
-        "  tm-tui's own work (recorded - bare): {:.3} µs/pair",
-        per_pair(t) - per_pair(z)
-    );
+    for c in churners {
+        let (b, t, n, z) = (
+            median(c.base),
+            median(c.traced),
+            median(c.naive),
+            median(c.bare),
+        );
+        let per_pair = |x: f64| (x - b) / pairs as f64 * 1e6;
+        println!("churner built {}:", c.name);
+        println!(
+            "  untraced                       {b:8.3} s  {:7.3} µs/pair",
+            b / pairs as f64 * 1e6
+        );
+        println!(
+            "  bare probes (kernel traps)     {z:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
+            per_pair(z),
+            z / b
+        );
+        println!(
+            "  recorded (free past NULL test) {t:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced, {:.2}x the bare traps)",
+            per_pair(t),
+            t / b,
+            per_pair(t) / per_pair(z).max(1e-9)
+        );
+        println!(
+            "  recorded (free at entry)       {n:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
+            per_pair(n),
+            n / b
+        );
+        println!(
+            "  tm-tui's own work (recorded - bare): {:.3} µs/pair",
+            per_pair(t) - per_pair(z)
+        );
+    }
     println!("  events per recorded run {events}, lost in all runs {lost}");
     Ok(0)
 }

@@ -75,9 +75,23 @@ pub fn find(name: &str) -> Result<&'static Demo> {
     })
 }
 
+/// How a demo is compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// -O0 with frame pointers: every frame where the source says.
+    Lab,
+    /// As distributions build: -O2, no frame pointers.
+    Distro,
+}
+
 /// Compile the demo into `dir` (default: a per-user cache directory) and
 /// return the binary's path. Rebuilds when the source changed.
 pub fn build(demo: &Demo, dir: Option<PathBuf>) -> Result<PathBuf> {
+    build_as(demo, dir, Flavor::Lab)
+}
+
+/// [`build`] with a choice of flags; the Distro build is `NAME-O2`.
+pub fn build_as(demo: &Demo, dir: Option<PathBuf>, flavor: Flavor) -> Result<PathBuf> {
     let dir = match dir {
         Some(d) => d,
         None => std::env::var_os("XDG_CACHE_HOME")
@@ -96,20 +110,33 @@ pub fn build(demo: &Demo, dir: Option<PathBuf>) -> Result<PathBuf> {
     lock.lock()
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let src = dir.join(demo.file);
-    let bin = dir.join(demo.name);
+    let (bin, flags): (_, &[&str]) = match flavor {
+        Flavor::Lab => (
+            dir.join(demo.name),
+            &["-g", "-O0", "-fno-omit-frame-pointer"],
+        ),
+        Flavor::Distro => (
+            dir.join(format!("{}-O2", demo.name)),
+            &["-g", "-O2", "-fomit-frame-pointer"],
+        ),
+    };
     // Fresh: the source is this one and the binary was built after it was
     // written (an interrupted build leaves an older binary).
     let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let fresh = std::fs::read_to_string(&src).is_ok_and(|s| s == demo.source)
-        && matches!((mtime(&src), mtime(&bin)), (Some(s), Some(b)) if b >= s);
+    let same_source = std::fs::read_to_string(&src).is_ok_and(|s| s == demo.source);
+    let fresh = same_source && matches!((mtime(&src), mtime(&bin)), (Some(s), Some(b)) if b >= s);
     if fresh {
         return Ok(bin);
     }
-    std::fs::write(&src, demo.source).with_context(|| format!("cannot write {}", src.display()))?;
+    if !same_source {
+        std::fs::write(&src, demo.source)
+            .with_context(|| format!("cannot write {}", src.display()))?;
+    }
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let tmp = dir.join(format!(".{}.{}", demo.name, std::process::id()));
     let out = Command::new(&cc)
-        .args(["-g", "-O0", "-fno-omit-frame-pointer", "-pthread", "-o"])
+        .args(flags)
+        .args(["-pthread", "-o"])
         .arg(&tmp)
         .arg(&src)
         .output()

@@ -189,6 +189,8 @@ fn supervise(
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, if run { libc::SIGCONT } else { libc::SIGKILL }) };
     let mut execed = false;
+    // The entry breakpoint: (address, the word it replaced).
+    let mut entry: Option<(u64, libc::c_long)> = None;
     let mut status = 0;
     loop {
         // SAFETY: waiting for our own (traced) child.
@@ -222,6 +224,10 @@ fn supervise(
         match event {
             libc::PTRACE_EVENT_EXEC => {
                 execed = true;
+                // Stop again at the program's entry point, once the
+                // dynamic loader has mapped its libraries: the recorder
+                // loads their unwind tables before the program runs.
+                entry = break_at_entry(pid);
                 let _ = started.send(Ok(()));
             }
             // Maps are readable until we let it go: have the recorder drain
@@ -238,6 +244,17 @@ fn supervise(
             // Before exec this is the stop it put itself in: we want it to
             // run now (PTRACE_CONT below).
             libc::PTRACE_EVENT_STOP => {}
+            0 if libc::WSTOPSIG(status) == libc::SIGTRAP
+                && entry.is_some_and(|(at, _)| at_breakpoint(pid, at)) =>
+            {
+                if let Some((at, word)) = entry.take() {
+                    leave_breakpoint(pid, at, word);
+                }
+                // Bounded, as the exit hold: the program runs on anyway.
+                if exiting.try_send(()).is_ok() {
+                    let _ = drained.recv_timeout(Duration::from_secs(5));
+                }
+            }
             0 => {
                 let sig = libc::WSTOPSIG(status);
                 // The SIGSTOP it sent itself before exec is spent.
@@ -249,6 +266,54 @@ fn supervise(
         }
         // SAFETY: our tracee, in a ptrace stop; passes the signal on.
         unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, inject as libc::c_long) };
+    }
+}
+
+/// The program's entry point (AT_ENTRY of its auxiliary vector), with an
+/// int3 written over its first byte; the replaced word to restore it.
+fn break_at_entry(pid: i32) -> Option<(u64, libc::c_long)> {
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    let at = auxv.chunks_exact(16).find_map(|kv| {
+        let k = u64::from_ne_bytes(kv[..8].try_into().ok()?);
+        let v = u64::from_ne_bytes(kv[8..].try_into().ok()?);
+        (k == libc::AT_ENTRY).then_some(v)
+    })?;
+    // SAFETY: peek and poke of our tracee's text while it is in a ptrace
+    // stop; errno tells a failed peek from a word of -1.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let word = libc::ptrace(libc::PTRACE_PEEKTEXT, pid, at as usize, 0);
+        if word == -1 && *libc::__errno_location() != 0 {
+            return None;
+        }
+        let trap = (word & !0xff) | 0xcc;
+        if libc::ptrace(libc::PTRACE_POKETEXT, pid, at as usize, trap) != 0 {
+            return None;
+        }
+        Some((at, word))
+    }
+}
+
+/// Whether the tracee stopped on the entry breakpoint at `at`.
+fn at_breakpoint(pid: i32, at: u64) -> bool {
+    // SAFETY: reading our stopped tracee's registers into a struct we own.
+    unsafe {
+        let mut regs: libc::user_regs_struct = std::mem::zeroed();
+        libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs as *mut _ as usize) == 0
+            && regs.rip == at + 1
+    }
+}
+
+/// Put the entry's first word back and restart it at its first byte.
+fn leave_breakpoint(pid: i32, at: u64, word: libc::c_long) {
+    // SAFETY: as in `break_at_entry` and `at_breakpoint`.
+    unsafe {
+        libc::ptrace(libc::PTRACE_POKETEXT, pid, at as usize, word);
+        let mut regs: libc::user_regs_struct = std::mem::zeroed();
+        if libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs as *mut _ as usize) == 0 {
+            regs.rip = at;
+            libc::ptrace(libc::PTRACE_SETREGS, pid, 0, &regs as *const _ as usize);
+        }
     }
 }
 
