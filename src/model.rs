@@ -32,6 +32,33 @@ use spans::{Span, Spans};
 use store::{EventStore, Filter, Idx, Kind, LiveBlock, CHUNK};
 use strum::{EnumCount, IntoEnumIterator};
 
+/// What a user sees of a frame: its function, file and line once
+/// symbolized, else where in which module it is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum SiteFrame {
+    Sym(String, Option<String>, u32),
+    Raw(Option<crate::event::ModuleId>, u64),
+}
+
+impl SiteFrame {
+    fn of(f: &crate::event::Frame) -> SiteFrame {
+        match &f.func {
+            Some(func) => SiteFrame::Sym(func.clone(), f.file.clone(), f.line),
+            None => SiteFrame::Raw(f.module, if f.module.is_some() { f.offset } else { f.addr }),
+        }
+    }
+}
+
+/// `stack`'s site in a table from [`Timeline::add_stack`]; itself when the
+/// table does not know it.
+pub fn site_in(sites: &[StackId], stack: Option<StackId>) -> Option<StackId> {
+    let id = stack?;
+    match usize::try_from(id).ok().and_then(|i| sites.get(i)) {
+        Some(&s) if s != StackId::MAX => Some(s),
+        _ => Some(id),
+    }
+}
+
 /// The keys of [`Timeline::parse_filter`], for its messages.
 pub const FILTER_KEYS: &str = "kind, tid, func, call, addr";
 
@@ -63,6 +90,12 @@ pub struct Timeline {
     meta: Meta,
     modules: Vec<Module>,
     stacks: Vec<Stack>,
+    /// Stack id → the first stack with the same symbolized frames: the
+    /// allocation site the heap and leak views group by (one call path
+    /// reached with different return addresses in the frames the user
+    /// cannot tell apart, or ending truncated, is one site).
+    sites: Vec<StackId>,
+    site_keys: std::collections::HashMap<Vec<SiteFrame>, StackId>,
     /// The probed functions (`--probe`), by [`crate::event::ProbeId`].
     probes: Vec<Probe>,
     store: EventStore,
@@ -110,12 +143,17 @@ pub struct SiteGroup {
     pub oldest_ts: u64,
 }
 
-/// `blocks` by allocation stack, most bytes first.
-pub fn group_by_stack<'a>(blocks: impl IntoIterator<Item = &'a LiveBlock>) -> Vec<SiteGroup> {
+/// `blocks` by allocation site (`sites`, see [`Timeline::add_stack`]),
+/// most bytes first.
+pub fn group_by_site<'a>(
+    blocks: impl IntoIterator<Item = &'a LiveBlock>,
+    sites: &[StackId],
+) -> Vec<SiteGroup> {
     let mut groups: crate::util::hash::FxMap<Option<StackId>, SiteGroup> = Default::default();
     for b in blocks {
-        let g = groups.entry(b.stack).or_insert(SiteGroup {
-            stack: b.stack,
+        let site = site_in(sites, b.stack);
+        let g = groups.entry(site).or_insert(SiteGroup {
+            stack: site,
             blocks: 0,
             bytes: 0,
             oldest_ts: b.ts,
@@ -143,6 +181,8 @@ impl Timeline {
             meta,
             modules: Vec::new(),
             stacks: Vec::new(),
+            sites: Vec::new(),
+            site_keys: Default::default(),
             probes: Vec::new(),
             store: EventStore::new(),
             heap: HeapIndex::default(),
@@ -257,7 +297,25 @@ impl Timeline {
     }
 
     pub fn add_stack(&mut self, s: Stack) {
+        let key: Vec<SiteFrame> = s.frames.iter().map(SiteFrame::of).collect();
+        let site = *self.site_keys.entry(key).or_insert(s.id);
+        if let Ok(i) = usize::try_from(s.id) {
+            if self.sites.len() <= i {
+                self.sites.resize(i + 1, StackId::MAX);
+            }
+            self.sites[i] = site;
+        }
         self.stacks.push(s);
+    }
+
+    /// `blocks` by allocation site, most bytes first.
+    pub fn group_by_site<'a>(&self, blocks: impl IntoIterator<Item = &'a LiveBlock>) -> Vec<SiteGroup> {
+        group_by_site(blocks, &self.sites)
+    }
+
+    /// The site (see `sites`) of a stack.
+    pub fn site_of(&self, stack: Option<StackId>) -> Option<StackId> {
+        site_in(&self.sites, stack)
     }
 
     /// Takes one event: O(1) amortized.
@@ -267,7 +325,7 @@ impl Timeline {
         }
         let idx = self.store.push(e);
         let ch = self.heap.on_event(&self.store, idx);
-        self.leaks.on_change(&ch, e.ts);
+        self.leaks.on_change(&ch, e.ts, &self.sites);
         self.spans.on_event(idx, e, &self.probes);
         self.by_kind[e.kind.kind() as usize] += 1;
         match &e.kind {
@@ -346,7 +404,7 @@ impl Timeline {
     /// event `upto`, by allocation stack, most bytes first.
     pub fn diff(&self, from: Idx, upto: Idx) -> Option<Vec<SiteGroup>> {
         let live = self.heap_after(upto)?;
-        Some(group_by_stack(live.iter().filter(|b| b.alloc >= from)))
+        Some(group_by_site(live.iter().filter(|b| b.alloc >= from), &self.sites))
     }
 
     /// Every block that lived at (or covered) `addr`.
@@ -360,7 +418,7 @@ impl Timeline {
 
     /// Outstanding blocks by allocation stack, as of the latest event.
     pub fn leak_groups(&self) -> Vec<LeakGroup> {
-        self.leaks.groups(&self.heap, &self.store)
+        self.leaks.groups(&self.heap, &self.store, &self.sites)
     }
 
     /// The crash explained, if there was one.

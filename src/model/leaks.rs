@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use crate::event::StackId;
 use crate::model::heap::{Change, HeapIndex};
+use crate::model::site_in;
 use crate::model::store::EventStore;
 use crate::util::hash::FxMap;
 
@@ -63,7 +64,8 @@ impl Group {
     }
 }
 
-/// One allocation stack's outstanding blocks.
+/// One allocation site's outstanding blocks (`stack`: the first stack
+/// seen of the site).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LeakGroup {
     pub stack: Option<StackId>,
@@ -99,12 +101,14 @@ impl Default for Leaks {
 }
 
 impl Leaks {
-    pub fn on_change(&mut self, ch: &Change, ts: u64) {
+    /// Account a heap change; groups are by site (`sites`, see
+    /// [`crate::model::site_in`]).
+    pub fn on_change(&mut self, ch: &Change, ts: u64, sites: &[StackId]) {
         self.start_ts.get_or_insert(ts);
         self.now = self.now.max(ts);
         let w = self.window_ns;
         for e in ch.ended.iter().flatten() {
-            if let Some(g) = self.groups.get_mut(&e.block.stack) {
+            if let Some(g) = self.groups.get_mut(&site_in(sites, e.block.stack)) {
                 g.blocks = g.blocks.saturating_sub(1);
                 g.bytes = g.bytes.saturating_sub(e.block.size);
                 g.frees += 1;
@@ -113,7 +117,7 @@ impl Leaks {
             }
         }
         if let Some(b) = ch.born {
-            let g = self.groups.entry(b.stack).or_default();
+            let g = self.groups.entry(site_in(sites, b.stack)).or_default();
             g.blocks += 1;
             g.bytes += b.size;
             g.allocs += 1;
@@ -123,10 +127,10 @@ impl Leaks {
 
     /// Groups with outstanding blocks, most bytes first, as of the latest
     /// event (or tick).
-    pub fn groups(&self, heap: &HeapIndex, store: &EventStore) -> Vec<LeakGroup> {
+    pub fn groups(&self, heap: &HeapIndex, store: &EventStore, sites: &[StackId]) -> Vec<LeakGroup> {
         let mut oldest: FxMap<Option<StackId>, u64> = FxMap::default();
         for b in heap.now(store) {
-            let o = oldest.entry(b.stack).or_insert(b.ts);
+            let o = oldest.entry(site_in(sites, b.stack)).or_insert(b.ts);
             *o = (*o).min(b.ts);
         }
         let now = self.now;

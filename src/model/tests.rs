@@ -744,3 +744,33 @@ fn diagnosis_names_are_the_stable_ones() {
          probe-return unknown"
     );
 }
+
+#[test]
+fn sites_are_symbolized_call_paths_not_stack_ids() {
+    let mut r = Rec::new();
+    // Three stacks of one call path (other return addresses, one of them
+    // ending truncated would look the same): one site; another line is
+    // another site.
+    let a = r.stack("parse", 10);
+    let b = r.stack("parse", 10);
+    let c = r.stack("parse", 11);
+    for (i, s) in [a, b, b, c].into_iter().enumerate() {
+        r.push(
+            1,
+            EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr: 0x1_0000 + i as u64 * 64,
+                size: 64,
+                stack: s,
+            },
+        );
+    }
+    assert_eq!(r.tl.site_of(b), a);
+    let g = r.tl.leak_groups();
+    assert_eq!(g.len(), 2);
+    assert_eq!((g[0].stack, g[0].blocks), (a, 3));
+    assert_eq!((g[1].stack, g[1].blocks), (c, 1));
+    let live: Vec<LiveBlock> = r.tl.heap().now(r.tl.store());
+    let sites = r.tl.group_by_site(&live);
+    assert_eq!(sites.iter().map(|s| (s.stack, s.blocks)).collect::<Vec<_>>(), vec![(a, 3), (c, 1)]);
+}

@@ -213,7 +213,9 @@ impl App {
             );
         }
         let leaks = &self.leaks.1;
-        self.sites = crate::model::group_by_stack(&self.blocks)
+        self.sites = self
+            .tl
+            .group_by_site(&self.blocks)
             .into_iter()
             .map(|g| {
                 let (growth, suspected) = leaks.get(&g.stack).copied().unwrap_or((0.0, false));
@@ -455,7 +457,7 @@ impl App {
                 let site = self.sites.get(self.heap_sel)?;
                 self.blocks
                     .iter()
-                    .filter(|b| b.stack == site.stack)
+                    .filter(|b| self.tl.site_of(b.stack) == site.stack)
                     .min_by_key(|b| b.alloc)
                     .map(|b| b.alloc)
             }
