@@ -309,7 +309,10 @@ impl Timeline {
     }
 
     /// `blocks` by allocation site, most bytes first.
-    pub fn group_by_site<'a>(&self, blocks: impl IntoIterator<Item = &'a LiveBlock>) -> Vec<SiteGroup> {
+    pub fn group_by_site<'a>(
+        &self,
+        blocks: impl IntoIterator<Item = &'a LiveBlock>,
+    ) -> Vec<SiteGroup> {
         group_by_site(blocks, &self.sites)
     }
 
@@ -404,7 +407,10 @@ impl Timeline {
     /// event `upto`, by allocation stack, most bytes first.
     pub fn diff(&self, from: Idx, upto: Idx) -> Option<Vec<SiteGroup>> {
         let live = self.heap_after(upto)?;
-        Some(group_by_site(live.iter().filter(|b| b.alloc >= from), &self.sites))
+        Some(group_by_site(
+            live.iter().filter(|b| b.alloc >= from),
+            &self.sites,
+        ))
     }
 
     /// Every block that lived at (or covered) `addr`.

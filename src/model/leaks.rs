@@ -127,7 +127,12 @@ impl Leaks {
 
     /// Groups with outstanding blocks, most bytes first, as of the latest
     /// event (or tick).
-    pub fn groups(&self, heap: &HeapIndex, store: &EventStore, sites: &[StackId]) -> Vec<LeakGroup> {
+    pub fn groups(
+        &self,
+        heap: &HeapIndex,
+        store: &EventStore,
+        sites: &[StackId],
+    ) -> Vec<LeakGroup> {
         let mut oldest: FxMap<Option<StackId>, u64> = FxMap::default();
         for b in heap.now(store) {
             let o = oldest.entry(site_in(sites, b.stack)).or_insert(b.ts);

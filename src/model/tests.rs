@@ -772,5 +772,11 @@ fn sites_are_symbolized_call_paths_not_stack_ids() {
     assert_eq!((g[1].stack, g[1].blocks), (c, 1));
     let live: Vec<LiveBlock> = r.tl.heap().now(r.tl.store());
     let sites = r.tl.group_by_site(&live);
-    assert_eq!(sites.iter().map(|s| (s.stack, s.blocks)).collect::<Vec<_>>(), vec![(a, 3), (c, 1)]);
+    assert_eq!(
+        sites
+            .iter()
+            .map(|s| (s.stack, s.blocks))
+            .collect::<Vec<_>>(),
+        vec![(a, 3), (c, 1)]
+    );
 }

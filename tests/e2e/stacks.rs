@@ -59,3 +59,166 @@ fn line_of_text(text: &str, marker: &str) -> u64 {
         .map(|i| i as u64 + 1)
         .expect("marker in source")
 }
+
+/// A -O2 program without frame pointers: allocation sites in its own
+/// code, through glibc (strdup, stdio's buffer), in a recursion and in
+/// a tail call, so every kind of frame a CFI walk meets is there.
+const NOFP: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+__attribute__((noinline)) char *open_order(int n) { char *p = malloc(32 + n); memset(p, n, 32 + n); return p; }
+__attribute__((noinline)) char *settle_batch(int n) { char *p = open_order(n); p[3] ^= 1; return p; }
+__attribute__((noinline)) long run_ledger(int k) {
+	long s = 0;
+	for (int i = 0; i < k; i++) { char *p = settle_batch(i); s += p[5]; free(p); }
+	return s;
+}
+char *volatile sink;
+volatile long depth_sum;
+__attribute__((noinline)) long deep(int d) {
+	if (d == 0) { char *p = malloc(100); sink = p; long r = p[0] = 1; free(p); return r; }
+	long r = deep(d - 1);
+	depth_sum += r; /* after the call: neither a tail call nor a loop */
+	return r + d;
+}
+__attribute__((noinline)) long nightly_job(int k) {
+	long r = run_ledger(k) + deep(4);
+	char *q = strdup("ledger");
+	r += q[0];
+	free(q);
+	return r;
+}
+int main(int argc, char **argv) { printf("%ld\n", nightly_job(argc + 2)); return 0; }
+"#;
+
+/// gdb's backtraces at each call of malloc, from frame #1 to main, as
+/// (module path, file offset of the call) — what tm-tui's frames give.
+/// Inlined frames (no address of their own in gdb's bt) are left out:
+/// they are not frames of the machine stack.
+fn gdb_malloc_stacks(bin: &str) -> Vec<Vec<(String, u64)>> {
+    // At malloc's first instruction (`*malloc`: `malloc` alone also
+    // stops inside the callers it was inlined into).
+    let script = tmp().join("malloc-bt.gdb");
+    std::fs::write(
+        &script,
+        "break main\nrun\ninfo proc mappings\nbreak *malloc\ncommands\nsilent\nbt\ncontinue\nend\ncontinue\n",
+    )
+    .expect("write gdb script");
+    let out = std::process::Command::new("gdb")
+        .args(["-nx", "-batch", "-x"])
+        .arg(&script)
+        .arg(bin)
+        .output()
+        .expect("run gdb (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Mappings: start, end, file offset, path.
+    let mut maps = Vec::new();
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.len() >= 6 && w[0].starts_with("0x") && w[5].starts_with('/') {
+            let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+            if let (Some(a), Some(b), Some(o)) = (hex(w[0]), hex(w[1]), hex(w[3])) {
+                maps.push((a, b, o, w[5].to_string()));
+            }
+        }
+    }
+    assert!(!maps.is_empty(), "no mappings from gdb:\n{text}");
+    let mut stacks = Vec::new();
+    let mut cur: Option<Vec<(String, u64)>> = None;
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix('#') else {
+            continue;
+        };
+        let (n, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+        if n == "0" {
+            stacks.extend(cur.take());
+            cur = Some(Vec::new());
+            continue;
+        }
+        let Some(frames) = cur.as_mut() else { continue };
+        let addr = rest.trim_start().split_whitespace().next().unwrap_or("");
+        let Some(addr) = addr
+            .strip_prefix("0x")
+            .and_then(|a| u64::from_str_radix(a, 16).ok())
+        else {
+            continue;
+        };
+        let (start, _, off, path) = maps
+            .iter()
+            .find(|m| m.0 <= addr && addr < m.1)
+            .unwrap_or_else(|| panic!("{addr:#x} in no mapping"));
+        frames.push((path.clone(), addr - 1 - start + off));
+    }
+    stacks.extend(cur.take());
+    stacks
+}
+
+#[test]
+fn allocation_stacks_without_frame_pointers_equal_gdbs() {
+    if !bpf_or_skip("stacks_equal_gdb") {
+        return;
+    }
+    let bin = compile(
+        "gcc",
+        "nofp_gdb",
+        "c",
+        NOFP,
+        &["-g", "-O2", "-fomit-frame-pointer"],
+    );
+    let bin = bin.to_str().expect("utf8");
+    let gdb = gdb_malloc_stacks(bin);
+    // open_order ×3, the recursion, strdup, printf's buffer.
+    assert!(gdb.len() >= 6, "gdb saw {} mallocs: {gdb:?}", gdb.len());
+
+    let trace = tmp().join("nofp_gdb.tmt");
+    let out = record_launch(&trace, &[bin]);
+    assert_eq!(out.status.code(), Some(0));
+    let r = report_json(&trace, &[]);
+    assert_no_loss(&r);
+    let ours: Vec<Vec<(String, u64)>> = r["window"]
+        .as_array()
+        .expect("window")
+        .iter()
+        .filter(|e| e["kind"] == "alloc")
+        .map(|e| {
+            e["stack"]
+                .as_array()
+                .expect("every allocation has a stack")
+                .iter()
+                .map(|f| {
+                    let off = f["offset"]
+                        .as_str()
+                        .expect("offset")
+                        .trim_start_matches("0x");
+                    (
+                        f["module"].as_str().expect("module").to_string(),
+                        u64::from_str_radix(off, 16).expect("hex offset"),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(ours.len(), gdb.len(), "ours {ours:#x?}\ngdb {gdb:#x?}");
+    for (i, (o, g)) in ours.iter().zip(&gdb).enumerate() {
+        // gdb stops at main; the walk goes on to _start, complete.
+        assert!(
+            o.len() > g.len() && o[..g.len()] == g[..],
+            "allocation {i}: ours {o:#x?}\ngdb {g:#x?}"
+        );
+    }
+    // The recursion is there frame by frame: deep ×5.
+    let funcs: Vec<Vec<String>> = r["window"]
+        .as_array()
+        .expect("window")
+        .iter()
+        .filter(|e| e["kind"] == "alloc" && e["size"] == 100)
+        .map(|e| funcs(&e["stack"]))
+        .collect();
+    assert_eq!(funcs.len(), 1);
+    assert_eq!(
+        funcs[0].iter().filter(|f| *f == "deep").count(),
+        5,
+        "{funcs:?}"
+    );
+}
