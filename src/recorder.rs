@@ -148,6 +148,9 @@ pub enum Msg {
     Events(Vec<Event>),
     /// Cumulative loss counters, sent whenever they change.
     Lost(Lost),
+    /// Something the user should know once (a module without unwind
+    /// info): said at the end of a recording.
+    Note(String),
     /// The recording is over; nothing follows.
     End(EndReason),
 }
@@ -680,15 +683,10 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// The tables for the process behind `maps`, and the notes of modules
-/// without unwind info, on stderr once each.
+/// The tables for the process behind `maps`; notes of modules without
+/// unwind info wait in `tables.notes` for the decoder to send.
 fn sync_tables(tables: &mut tables::Tables, maps: &MapsCache) {
     tables.sync(maps.pid(), maps.entries());
-    for n in tables.notes.drain(..) {
-        if std::env::var_os("TM_DEBUG").is_some() {
-            eprintln!("tm-tui: {n}");
-        }
-    }
 }
 
 /// Decoding state shared by the ring buffer callback.
@@ -731,6 +729,9 @@ impl Decoder<'_> {
             return;
         }
         sync_tables(&mut self.tables, &self.maps);
+        for n in self.tables.notes.drain(..) {
+            let _ = self.tx.send(Msg::Note(n));
+        }
         let exe = format!("/proc/{}/exe", self.maps.pid());
         let exe = std::fs::read_link(exe).ok();
         let (mut lo, mut hi) = (u64::MAX, 0);

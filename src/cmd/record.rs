@@ -84,6 +84,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     // A launched child ends with us (Ctrl-C reaches its process group too).
     let launched = session.child.is_some();
     let (exit_status, written) = session.finish(&mut ing, &mut tl, true)?;
+    for n in &ing.notes {
+        eprintln!("tm-tui: note: {n}");
+    }
     let lost = &tl.lost();
     let secs = (now_mono_ns() - meta.start_mono_ns) as f64 / 1e9;
     eprintln!(

@@ -269,6 +269,9 @@ pub struct Ingest {
     writer: Option<TraceWriter>,
     symbols: Symbols,
     pub exit_status: Option<ExitStatus>,
+    /// What the user should know once: modules without unwind info or
+    /// symbols, from the recorder and the symbolizer.
+    pub notes: Vec<String>,
 }
 
 impl Ingest {
@@ -277,6 +280,7 @@ impl Ingest {
             writer,
             symbols: Symbols::new(),
             exit_status: None,
+            notes: Vec::new(),
         }
     }
 
@@ -294,8 +298,15 @@ impl Ingest {
     /// Takes one message; `Some` when the recording ended.
     pub fn handle(&mut self, tl: &mut Timeline, msg: Msg) -> Result<Option<EndReason>> {
         match msg {
+            Msg::Note(n) => {
+                if !self.notes.contains(&n) {
+                    self.notes.push(n);
+                }
+            }
             Msg::Module(m) => {
-                self.symbols.add_module(&m);
+                if let Some(n) = self.symbols.add_module(&m) {
+                    self.notes.push(n);
+                }
                 if let Some(w) = &mut self.writer {
                     w.write_module(&m)?;
                 }

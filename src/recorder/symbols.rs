@@ -9,6 +9,44 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 
 use crate::event::{Frame, Module, ModuleId};
 
+/// Whether symbolizing `path` can name more than its exported symbols: it
+/// has a symbol table or DWARF, or separate debug info by build-id or
+/// debuglink under /usr/lib/debug. Unreadable files say yes: nothing to
+/// advise about them.
+fn has_symbols(path: &Path) -> bool {
+    use object::Object;
+    let Ok(data) = std::fs::read(path) else {
+        return true;
+    };
+    let Ok(elf) = object::File::parse(&*data) else {
+        return true;
+    };
+    if elf.section_by_name(".symtab").is_some() || elf.section_by_name(".debug_info").is_some() {
+        return true;
+    }
+    let by_id = elf
+        .build_id()
+        .ok()
+        .flatten()
+        .filter(|b| b.len() > 1)
+        .map(|b| {
+            let rest: String = b[1..].iter().map(|x| format!("{x:02x}")).collect();
+            format!("/usr/lib/debug/.build-id/{:02x}/{rest}.debug", b[0])
+        });
+    let by_link = elf.gnu_debuglink().ok().flatten().and_then(|(name, _)| {
+        let dir = path.parent()?;
+        Some(format!(
+            "/usr/lib/debug{}/{}",
+            dir.display(),
+            String::from_utf8_lossy(name)
+        ))
+    });
+    [by_id, by_link]
+        .into_iter()
+        .flatten()
+        .any(|p| Path::new(&p).exists())
+}
+
 pub struct Symbols {
     inner: Symbolizer,
     modules: HashMap<ModuleId, String>,
@@ -32,8 +70,33 @@ impl Symbols {
         }
     }
 
-    pub fn add_module(&mut self, m: &Module) {
+    /// Takes a module; a note when it has no symbols to find.
+    pub fn add_module(&mut self, m: &Module) -> Option<String> {
         self.modules.insert(m.id, m.path.clone());
+        let path = Path::new(&m.path);
+        if has_symbols(path) {
+            return None;
+        }
+        // Debian lists merged-/usr files under /bin, /lib.
+        let alias = m.path.strip_prefix("/usr").unwrap_or(&m.path).to_string();
+        let pkg = [m.path.clone(), alias].into_iter().find_map(|p| {
+            let o = std::process::Command::new("dpkg")
+                .args(["-S", &p])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())?;
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            Some(out.split(':').next()?.trim().to_string())
+                .filter(|p| !p.is_empty() && !p.contains(' '))
+        });
+        Some(format!(
+            "no symbols for {}: it is stripped; install {} — its frames show as module+offset",
+            m.path,
+            match pkg {
+                Some(p) => format!("{p}-dbgsym (from Debian's debug archive)"),
+                None => "its debug symbols under /usr/lib/debug".to_string(),
+            }
+        ))
     }
 
     /// Fill in function, file and line of `frames`, one blazesym call per
