@@ -102,6 +102,7 @@ struct tm_io_rec _tm_io_rec = {};
 struct tm_offcpu_rec _tm_offcpu_rec = {};
 struct tm_stack _tm_stack = {};
 struct tm_cfi_row _tm_cfi_row = {};
+struct tm_cfi_page _tm_cfi_page = {};
 struct tm_cfi_proc _tm_cfi_proc = {};
 /* And the enums Rust reads its constants from. */
 enum tm_limit _tm_limit = 0;
@@ -166,6 +167,14 @@ struct {
 } cfi_rows SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1 << 20);
+	__type(key, __u32);
+	__type(value, struct tm_cfi_page);
+} cfi_pages SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 64);
 	__type(key, __u32);
@@ -224,15 +233,32 @@ static __always_inline struct tm_cfi_map *find_map(struct tm_cfi_proc *p, __u64 
 	return pc < m->end ? m : 0;
 }
 
-/* The row covering `rel` in rows [lo, hi), or NULL. */
-static __always_inline struct tm_cfi_row *find_row(__u32 lo, __u32 hi, __u32 rel)
+/* The row of mapping `m` covering row pc `rel`, or NULL. */
+static __always_inline struct tm_cfi_row *find_row(struct tm_cfi_map *m, __u32 rel)
 {
-	struct search s = { .proc = 0, .key = rel, .lo = lo, .hi = hi };
-	__u32 at;
+	__u32 lo = m->lo, hi = m->hi, page = rel >> 12, at;
+	struct tm_cfi_page *pg;
+	struct search s;
+
+	/* Narrow [lo, hi) to the rows that can cover rel's page. */
+	if (page < m->npg) {
+		at = m->pg + page;
+		pg = bpf_map_lookup_elem(&cfi_pages, &at);
+		if (pg && pg->first <= pg->last && pg->last < hi - lo) {
+			lo = m->lo + pg->first;
+			hi = m->lo + pg->last + 1;
+		}
+	}
+	s.proc = 0;
+	s.key = rel;
+	s.lo = lo;
+	s.hi = hi;
 
 	for (int i = 0; i < TM_CFI_ROW_STEPS; i++)
 		if (search_step(i, &s))
 			break;
+	/* Before every candidate (below the module's first row), or the
+	 * search did not finish: no row. */
 	if (s.lo == lo || s.lo < s.hi)
 		return 0;
 	at = s.lo - 1;
@@ -345,7 +371,7 @@ static long walk_step(__u64 i, struct walk *w)
 				return 1;
 			}
 		} else {
-			row = find_row(m->lo, m->hi, (__u32)(pc - m->start + m->adj));
+			row = find_row(m, (__u32)(pc - m->start + m->adj));
 			if (!row) {
 				w->end = TM_END_NO_INFO;
 				return 1;

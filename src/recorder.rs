@@ -390,7 +390,11 @@ fn setup<'obj>(
 
     // Unwind tables before the first probe fires: every stack from the
     // start is walked with them (a launched program gets its own at exec).
-    let mut tables = tables::Tables::new(&skel.maps.cfi_rows, &skel.maps.cfi_procs)?;
+    let mut tables = tables::Tables::new(
+        &skel.maps.cfi_rows,
+        &skel.maps.cfi_pages,
+        &skel.maps.cfi_procs,
+    )?;
     if !cfg.await_exec {
         sync_tables(&mut tables, &MapsCache::new(pid));
     }
