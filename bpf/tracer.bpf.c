@@ -456,7 +456,7 @@ static __always_inline __u64 intern_stack(struct tm_stack *st);
  * function's entry (`at_entry`) the function itself is not a frame: frame
  * 0 is its caller. Otherwise frame 0 is `ip` (a system call's).
  */
-static __always_inline __u64 walk_stack(__u64 ip, __u64 sp, __u64 bp, bool at_entry)
+__attribute__((noinline)) __u64 walk_stack(__u64 ip, __u64 sp, __u64 bp, __u32 at_entry)
 {
 	__u32 zero = 0, tgid = targ_tgid;
 	struct tm_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);

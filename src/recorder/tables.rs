@@ -175,10 +175,11 @@ impl Tables {
                 rbp: r.rbp,
             }))
             .ok_or_else(|| "the unwind table is full".to_string())?;
-        let Some(pages) = self
-            .pages
-            .put(index.into_iter().map(|(first, last)| types::tm_cfi_page { first, last }))
-        else {
+        let Some(pages) = self.pages.put(
+            index
+                .into_iter()
+                .map(|(first, last)| types::tm_cfi_page { first, last }),
+        ) else {
             self.rows.release(rows);
             return Err("the unwind table's page index is full".to_string());
         };
