@@ -1553,7 +1553,11 @@ mod tests {
                     frames: Vec::new(),
                 },
             ],
-            probes: if v1 { Vec::new() } else { vec![fixture_probe()] },
+            probes: if v1 {
+                Vec::new()
+            } else {
+                vec![fixture_probe()]
+            },
             lost_marks: vec![(0, Lost::default()), (events.len() as u64, lost.clone())],
             events,
             lost,
