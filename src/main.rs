@@ -322,6 +322,16 @@ fn run(cli: Cli) -> Result<i32> {
                     d.reason
                 );
             }
+            if let Some(first) = t.skipped.first() {
+                eprintln!(
+                    "tm-tui: warning: {} has {} record(s) this version cannot read, skipped, \
+                     the first at byte {}: {}",
+                    file.display(),
+                    t.skipped.len(),
+                    first.offset,
+                    first.reason
+                );
+            }
             Ok(0)
         }
         Cmd::Bench {

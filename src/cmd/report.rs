@@ -299,6 +299,15 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
             d.offset, d.reason
         );
     }
+    if let Some(first) = t.skipped.first() {
+        let _ = writeln!(
+            out,
+            "SKIPPED   {} record(s) this version cannot read, the first at byte {}: {}",
+            t.skipped.len(),
+            first.offset,
+            first.reason
+        );
+    }
     let _ = writeln!(out);
     let shown = window(t, &sum, opts)?;
     let at = shown.at;
@@ -646,6 +655,7 @@ mod tests {
             lost_marks: Vec::new(),
             end: None,
             damage: None,
+            skipped: Vec::new(),
         }
     }
 
