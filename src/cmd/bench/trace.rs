@@ -74,7 +74,7 @@ pub fn run(events: u64, runs: usize) -> Result<i32> {
     let heap: Vec<Event> = (0..events).map(|_| synth.event()).collect();
     let calls = calls(events);
     println!(
-        "tm-tui bench trace: format version {FORMAT_VERSION}, {events} events per mix, median of {runs} runs"
+        "tm-tui bench trace: format version {FORMAT_VERSION}, {events} events per mix, median and best of {runs} runs"
     );
     for (name, evs) in [
         ("heap (alloc/free/realloc)", &heap),
@@ -87,10 +87,14 @@ pub fn run(events: u64, runs: usize) -> Result<i32> {
             dec.push(d);
             bytes = b;
         }
+        let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         println!(
-            "  {name:<26} encode {:6.1} ns/event  decode {:6.1} ns/event  {bytes:6.2} bytes/event",
-            median(enc),
-            median(dec)
+            "  {name:<26} encode {:6.1} ns/event (best {:6.1})  decode {:6.1} ns/event (best {:6.1})  \
+             {bytes:6.2} bytes/event",
+            median(enc.clone()),
+            best(&enc),
+            median(dec.clone()),
+            best(&dec)
         );
     }
     Ok(0)
