@@ -660,6 +660,32 @@ mod tests {
     }
 
     #[test]
+    fn skipped_records_are_reported() {
+        let mut t = probed_trace();
+        assert!(!text(&t, &Options::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .contains("SKIPPED"));
+        t.skipped = vec![
+            crate::trace::Damage {
+                offset: 42,
+                reason: "undecodable Event record (unknown event kind 16)".into(),
+            },
+            crate::trace::Damage {
+                offset: 99,
+                reason: "unknown record type 8".into(),
+            },
+        ];
+        let out = text(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.contains(
+                "SKIPPED   2 record(s) this version cannot read, the first at byte 42: \
+                 undecodable Event record (unknown event kind 16)"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn calls_returns_and_syscalls_as_text() {
         let t = probed_trace();
         let out = text(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
