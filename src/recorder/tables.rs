@@ -42,7 +42,7 @@ struct Arena<T> {
 
 impl<T: Copy> Arena<T> {
     fn new(map: &libbpf_rs::MapMut<'_>) -> anyhow::Result<Arena<T>> {
-        const { assert!(std::mem::size_of::<T>() % 8 == 0) };
+        const { assert!(std::mem::size_of::<T>().is_multiple_of(8)) };
         let capacity = map.max_entries();
         let len = capacity as usize * std::mem::size_of::<T>();
         let fd = map.as_fd().as_raw_fd();
@@ -231,8 +231,10 @@ impl Tables {
             .map(|m| (m.start, m.end, m.adj, m.lo, m.hi, m.pg, m.npg))
             .collect();
         if key != self.last {
-            let mut proc = types::tm_cfi_proc::default();
-            proc.n = list.len() as u32;
+            let mut proc = types::tm_cfi_proc {
+                n: list.len() as u32,
+                ..Default::default()
+            };
             proc.maps[..list.len()].copy_from_slice(&list);
             // SAFETY: tm_cfi_proc is plain old data generated from the
             // header: viewing it as bytes for the map update is sound.
