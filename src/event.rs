@@ -830,12 +830,80 @@ pub struct Frame {
     pub func: Option<String>,
     pub file: Option<String>,
     pub line: u32,
+    /// A call inlined into the next frame: the same machine frame (same
+    /// address), one more source-level call (DWARF inline info).
+    pub inlined: bool,
+}
+
+/// How the walk of a stack ended: complete at the outermost frame, or
+/// truncated after its last frame, and why (the tracer's `tm_stack_end`,
+/// same numbers).
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    FromRepr,
+    EnumCount,
+    EnumIter,
+)]
+#[repr(u8)]
+pub enum StackEnd {
+    /// Reached the outermost frame (`_start`, a thread's start routine).
+    Complete = 0,
+    /// The last frame's module has no unwind row for its address.
+    NoInfo = 1,
+    /// The next return address lies in no executable mapping.
+    NotCode = 2,
+    /// The process's unwind tables were not loaded yet.
+    NoTable = 3,
+    /// The stack memory could not be read.
+    Unreadable = 4,
+    /// The caller's frame was not above the callee's (garbage, a loop).
+    BadFrame = 5,
+    /// The frame limit was reached.
+    Depth = 6,
+    /// An unwind rule the tracer cannot evaluate.
+    Unsupported = 7,
+    /// Not known: a stack unwound in user space, or from an older trace.
+    #[default]
+    Unknown = 255,
+}
+
+impl StackEnd {
+    /// What a truncated stack's marker says after its last frame (whose
+    /// module is `module`); `None` for a complete or unknown end.
+    pub fn marker(self, module: Option<&str>) -> Option<String> {
+        let m = module.unwrap_or("its module");
+        Some(match self {
+            StackEnd::Complete | StackEnd::Unknown => return None,
+            StackEnd::NoInfo => format!("stack truncated: no unwind info for {m}"),
+            StackEnd::NotCode => {
+                "stack truncated: the next return address is in no code mapping".into()
+            }
+            StackEnd::NoTable => "stack truncated: unwind tables not loaded yet".into(),
+            StackEnd::Unreadable => "stack truncated: stack memory unreadable".into(),
+            StackEnd::BadFrame => {
+                "stack truncated: the caller's frame is not above this one".into()
+            }
+            StackEnd::Depth => "stack truncated: deeper frames not recorded (frame limit)".into(),
+            StackEnd::Unsupported => {
+                format!("stack truncated: an unwind rule of {m} tm-tui cannot follow")
+            }
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Stack {
     pub id: StackId,
     pub frames: Vec<Frame>,
+    pub end: StackEnd,
 }
 
 /// The stack with `id` in a table numbered in order of arrival (id =

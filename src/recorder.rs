@@ -32,7 +32,7 @@ use libbpf_rs::{
 
 use crate::event::{
     AllocFn, Arg, CallInfo, Event, EventKind, ExitStatus, Families, Family, LossReason, Lost,
-    Module, SignalInfo, Stack, ValueType,
+    Module, SignalInfo, Stack, StackEnd, ValueType,
 };
 use crate::recorder::maps::MapsCache;
 use crate::recorder::unwind::{Regs, Unwinder};
@@ -77,6 +77,16 @@ unsafe impl plain::Plain for types::tm_ret_rec {}
 unsafe impl plain::Plain for types::tm_io_rec {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::tm_offcpu_rec {}
+
+use strum::EnumCount as _;
+
+// StackEnd mirrors enum tm_stack_end: same count (Unknown aside), same numbers.
+const _: () = {
+    assert!(StackEnd::COUNT - 1 == types::tm_stack_end::TM_END_MAX.0 as usize);
+    assert!(StackEnd::Unsupported as u32 == types::tm_stack_end::TM_END_UNSUPPORTED.0);
+    assert!(StackEnd::NoInfo as u32 == types::tm_stack_end::TM_END_NO_INFO.0);
+    assert!(StackEnd::Depth as u32 == types::tm_stack_end::TM_END_DEPTH.0);
+};
 
 /// The record kinds, numbered as the header's `enum tm_kind` numbers them
 /// (one definition: the numbers come from the skeleton). A kind added in C
@@ -892,10 +902,14 @@ impl Decoder<'_> {
                 let st = plain::from_bytes::<types::tm_stack>(&bytes).ok()?;
                 let n = (st.nr as usize).min(st.ips.len());
                 let ips = st.ips[..n].to_vec();
+                let end = u8::try_from(st.end.0)
+                    .ok()
+                    .and_then(StackEnd::from_repr)
+                    .unwrap_or(StackEnd::Unknown);
                 // Another CPU may be re-adding it: harmless, the key is
                 // the same and known here from now on.
                 let _ = map.delete(&k);
-                Some(ips)
+                Some((ips, end))
             },
             false,
             &mut self.maps,

@@ -719,6 +719,7 @@ mod tests {
                     func: Some("main".into()),
                     file: Some("src/main.c".into()),
                     line: 42,
+                    inlined: false,
                 },
                 Frame::default(),
                 Frame {
@@ -728,8 +729,10 @@ mod tests {
                     func: Some(String::new()),
                     file: None,
                     line: u32::MAX,
+                    inlined: false,
                 },
             ],
+            end: crate::event::StackEnd::Unknown,
         }
     }
 
@@ -811,6 +814,7 @@ mod tests {
             Stack {
                 id: 1,
                 frames: Vec::new(),
+                end: crate::event::StackEnd::Unknown,
             },
         ];
         let lost = Lost {
@@ -987,6 +991,7 @@ mod tests {
                 Stack {
                     id: 1,
                     frames: Vec::new(),
+                    end: crate::event::StackEnd::Unknown,
                 },
             ],
             probes: if v1 {

@@ -71,6 +71,11 @@ pub fn stack_lines(st: &Stack, module_path: &impl Fn(u32) -> Option<String>) -> 
                     .map(|m| short_file(&m).to_string())
                     .unwrap_or_default(),
             };
+            let loc = if f.inlined {
+                format!("{loc} (inlined)")
+            } else {
+                loc
+            };
             (name, loc)
         })
         .collect();
@@ -84,6 +89,17 @@ pub fn stack_lines(st: &Stack, module_path: &impl Fn(u32) -> Option<String>) -> 
         .iter()
         .enumerate()
         .map(|(i, (name, loc))| format!("#{i:<2} {name:<w$}  {loc}").trim_end().to_string())
+        .chain(
+            st.end
+                .marker(
+                    st.frames
+                        .last()
+                        .and_then(|f| f.module)
+                        .and_then(module_path)
+                        .as_deref(),
+                )
+                .map(|m| format!("… {m}")),
+        )
         .collect()
 }
 

@@ -45,7 +45,9 @@ impl Rec {
                 func: Some(func.into()),
                 file: Some("/src/app.c".into()),
                 line,
+                inlined: false,
             }],
+            end: crate::event::StackEnd::Complete,
         });
         Some(id)
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crossbeam_channel::Sender;
 
-use crate::event::{Frame, Module, ModuleId, Stack, StackId};
+use crate::event::{Frame, Module, ModuleId, Stack, StackEnd, StackId};
 use crate::recorder::maps::MapsCache;
 
 use super::Msg;
@@ -25,7 +25,7 @@ impl StackTable {
     pub fn intern(
         &mut self,
         key: u64,
-        addrs: impl FnOnce() -> Option<Vec<u64>>,
+        addrs: impl FnOnce() -> Option<(Vec<u64>, StackEnd)>,
         first_is_ip: bool,
         maps: &mut MapsCache,
         tx: &Sender<Msg>,
@@ -33,7 +33,7 @@ impl StackTable {
         if let Some(id) = self.by_key.get(&key) {
             return Some(*id);
         }
-        let addrs = addrs()?;
+        let (addrs, end) = addrs()?;
         let id = self.next_stack;
         self.next_stack += 1;
         let frames = addrs
@@ -43,7 +43,7 @@ impl StackTable {
             .collect();
         // Stacks must not be dropped: events refer to them. They are rare
         // (one per distinct call path), so a blocking send is fine here.
-        let _ = tx.send(Msg::Stack(Stack { id, frames }));
+        let _ = tx.send(Msg::Stack(Stack { id, frames, end }));
         self.by_key.insert(key, id);
         Some(id)
     }
@@ -66,7 +66,13 @@ impl StackTable {
             h = (h ^ a).wrapping_mul(0x0100_0000_01b3).rotate_left(17);
         }
         let key = h | 1 << 63;
-        self.intern(key, || Some(addrs.to_vec()), first_is_ip, maps, tx)
+        self.intern(
+            key,
+            || Some((addrs.to_vec(), StackEnd::Unknown)),
+            first_is_ip,
+            maps,
+            tx,
+        )
     }
 
     /// (module, file offset) of an address. Return addresses point after

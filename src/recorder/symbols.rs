@@ -64,7 +64,7 @@ impl Symbols {
             inner: Symbolizer::builder()
                 .enable_demangling(true)
                 .enable_code_info(true)
-                .enable_inlined_fns(false)
+                .enable_inlined_fns(true)
                 .build(),
             modules: HashMap::new(),
         }
@@ -100,14 +100,19 @@ impl Symbols {
     }
 
     /// Fill in function, file and line of `frames`, one blazesym call per
-    /// module. Frames of unreadable modules stay module+offset.
-    pub fn symbolize(&self, frames: &mut [Frame]) {
+    /// module; where the compiler inlined calls at a frame's address, the
+    /// inlined functions become frames of their own before it (marked
+    /// `inlined`, same address), innermost first as the stack is. Frames of
+    /// unreadable modules stay module+offset.
+    pub fn symbolize(&self, frames: &mut Vec<Frame>) {
         let mut by_module: HashMap<ModuleId, Vec<usize>> = HashMap::new();
         for (i, f) in frames.iter().enumerate() {
             if let Some(m) = f.module {
                 by_module.entry(m).or_default().push(i);
             }
         }
+        // The inlined frames to put before frame i.
+        let mut inlined: HashMap<usize, Vec<Frame>> = HashMap::new();
         for (module, idxs) in by_module {
             let Some(path) = self.modules.get(&module) else {
                 continue;
@@ -118,15 +123,47 @@ impl Symbols {
                 continue;
             };
             for (&i, sym) in idxs.iter().zip(syms) {
-                if let Symbolized::Sym(sym) = sym {
-                    let f = &mut frames[i];
-                    f.func = Some(sym.name.into_owned());
-                    if let Some(ci) = sym.code_info {
-                        f.file = Some(ci.file.to_string_lossy().into_owned());
-                        f.line = ci.line.unwrap_or(0);
-                    }
+                let Symbolized::Sym(sym) = sym else {
+                    continue;
+                };
+                let f = &mut frames[i];
+                f.func = Some(sym.name.into_owned());
+                if let Some(ci) = sym.code_info {
+                    f.file = Some(ci.file.to_string_lossy().into_owned());
+                    f.line = ci.line.unwrap_or(0);
                 }
+                if sym.inlined.is_empty() {
+                    continue;
+                }
+                // blazesym lists them outermost first, each with the line
+                // in it (the innermost's: the address's own).
+                let extra: Vec<Frame> = sym
+                    .inlined
+                    .iter()
+                    .rev()
+                    .map(|inl| Frame {
+                        func: Some(inl.name.to_string()),
+                        file: inl
+                            .code_info
+                            .as_ref()
+                            .map(|ci| ci.file.to_string_lossy().into_owned()),
+                        line: inl.code_info.as_ref().and_then(|ci| ci.line).unwrap_or(0),
+                        inlined: true,
+                        ..f.clone()
+                    })
+                    .collect();
+                inlined.insert(i, extra);
             }
+        }
+        if inlined.is_empty() {
+            return;
+        }
+        let old = std::mem::take(frames);
+        for (i, f) in old.into_iter().enumerate() {
+            if let Some(extra) = inlined.remove(&i) {
+                frames.extend(extra);
+            }
+            frames.push(f);
         }
     }
 }

@@ -229,9 +229,14 @@ impl Dec<'_> {
                 func: self.opt_string()?,
                 file: self.opt_string()?,
                 line: self.u32()?,
+                inlined: false,
             });
         }
-        Ok(Stack { id, frames })
+        Ok(Stack {
+            id,
+            frames,
+            end: crate::event::StackEnd::Unknown,
+        })
     }
 
     fn event(&mut self) -> DecResult<Event> {

@@ -23,6 +23,7 @@ fn frame(func: &str, line: u32) -> Frame {
         func: Some(func.into()),
         file: Some("/src/uaf.c".into()),
         line,
+        inlined: false,
     }
 }
 
@@ -52,6 +53,7 @@ fn recording() -> Timeline {
         tl.add_stack(Stack {
             id: id as StackId,
             frames: vec![frame(f, *l), frame("handle_conn", 46), frame("main", 63)],
+            end: crate::event::StackEnd::Complete,
         });
     }
     let big = 0x7f00_0000_0010;

@@ -222,3 +222,67 @@ fn allocation_stacks_without_frame_pointers_equal_gdbs() {
         "{funcs:?}"
     );
 }
+
+/// A function without CFI (hand-written assembly, no .cfi directives) in
+/// a module that has CFI for everything else.
+const NOINFO: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+void *noinfo_alloc(void);
+__asm__(".text\n.globl noinfo_alloc\nnoinfo_alloc:\n"
+        "\tsub $8, %rsp\n\tmov $77, %edi\n\tcall malloc@PLT\n\tadd $8, %rsp\n\tret\n");
+int main(void) { void *p = noinfo_alloc(); printf("%p\n", p); return 0; }
+"#;
+
+#[test]
+fn a_stack_without_unwind_info_ends_marked_truncated_not_invented() {
+    if !bpf_or_skip("stack_truncated") {
+        return;
+    }
+    let bin = compile(
+        "gcc",
+        "noinfo",
+        "c",
+        NOINFO,
+        &["-g", "-O2", "-fomit-frame-pointer"],
+    );
+    let trace = tmp().join("noinfo.tmt");
+    let out = record_launch(&trace, &[bin.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(0));
+    let r = report_json(&trace, &[]);
+    let ev = r["window"]
+        .as_array()
+        .expect("window")
+        .iter()
+        .find(|e| e["kind"] == "alloc" && e["size"] == 77)
+        .expect("the 77-byte allocation");
+    let stack = ev["stack"].as_array().expect("stack");
+    // Frame 0 (the caller of malloc, from the entry rule) is certain;
+    // past it there is no rule: nothing more, and said so.
+    assert_eq!(stack.len(), 1, "{stack:#?}");
+    assert_eq!(stack[0]["func"], "noinfo_alloc");
+    let why = stack[0]["truncated_after"]
+        .as_str()
+        .expect("marked truncated");
+    assert!(
+        why.starts_with("stack truncated: no unwind info for"),
+        "{why}"
+    );
+    assert!(why.contains("noinfo"), "{why}");
+    // Complete stacks carry no marker.
+    let printf_buf = r["window"]
+        .as_array()
+        .expect("window")
+        .iter()
+        .find(|e| e["kind"] == "alloc" && e["size"] == 1024 || e["size"] == 4096)
+        .expect("stdout's buffer");
+    let last = printf_buf["stack"]
+        .as_array()
+        .expect("stack")
+        .last()
+        .cloned();
+    assert!(
+        last.is_some_and(|f| f.get("truncated_after").is_none()),
+        "{printf_buf}"
+    );
+}

@@ -301,6 +301,7 @@ pub(crate) fn add_stacks(tl: &mut Timeline) {
                     ..Frame::default()
                 })
                 .collect(),
+            end: crate::event::StackEnd::Complete,
         });
     }
 }

@@ -138,9 +138,16 @@ pub struct Frame {
     addr: String,
     file: Option<String>,
     func: Option<String>,
+    /// A call the compiler inlined into the next frame (same address);
+    /// present only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    inlined: bool,
     line: Option<u32>,
     module: Option<String>,
     offset: String,
+    /// On a truncated stack's last frame only: why the walk stopped there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated_after: Option<String>,
 }
 
 /// The blocks live at the end from one allocation stack.
@@ -525,25 +532,37 @@ impl Frame {
             addr: format!("{:#x}", f.addr),
             file: f.file.clone(),
             func: f.func.clone(),
+            inlined: f.inlined,
             line: (f.line > 0).then_some(f.line),
             module: f
                 .module
                 .and_then(|id| t.modules.iter().find(|m| m.id == id))
                 .map(|m| m.path.clone()),
             offset: format!("{:#x}", f.offset),
+            truncated_after: None,
         }
+    }
+
+    /// A stack's frames, the last one saying why the walk ended there if
+    /// it was truncated.
+    fn stack(st: &crate::event::Stack, t: &Trace) -> Vec<Frame> {
+        let mut v: Vec<Frame> = st.frames.iter().map(|f| Frame::of(f, t)).collect();
+        if let Some(last) = v.last_mut() {
+            last.truncated_after = st.end.marker(last.module.as_deref());
+        }
+        v
     }
 }
 
 /// A stack of the trace's table (the crash's and the window events').
 fn trace_stack(t: &Trace, id: Option<StackId>) -> Option<Vec<Frame>> {
-    stack_of(&t.stacks, id).map(|st| st.frames.iter().map(|f| Frame::of(f, t)).collect())
+    stack_of(&t.stacks, id).map(|st| Frame::stack(st, t))
 }
 
 /// A stack of the timeline's table (diagnosis and leak sites); none: `[]`.
 fn timeline_stack(tl: &Timeline, id: Option<StackId>, t: &Trace) -> Vec<Frame> {
     tl.stack(id)
-        .map(|st| st.frames.iter().map(|f| Frame::of(f, t)).collect())
+        .map(|st| Frame::stack(st, t))
         .unwrap_or_default()
 }
 
