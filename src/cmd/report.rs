@@ -652,7 +652,7 @@ mod tests {
     #[test]
     fn calls_returns_and_syscalls_as_text() {
         let t = probed_trace();
-        let out = text(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        let out = text(&t, &Options::default()).unwrap();
         // Lines with their runs of spaces made one (columns vary).
         let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
         let line = |needle: &str| {
@@ -687,8 +687,8 @@ mod tests {
 
     /// The document as a `Value`, to index by field name.
     fn json_value(t: &Trace, opts: &Options) -> Value {
-        let r = json(t, opts).unwrap_or_else(|e| panic!("{e:#}"));
-        serde_json::to_value(r).unwrap_or_else(|e| panic!("{e}"))
+        let r = json(t, opts).unwrap();
+        serde_json::to_value(r).unwrap()
     }
 
     #[test]
@@ -783,8 +783,8 @@ mod tests {
     /// `report --json` of the snapshot recording, as the command prints it
     /// (serialized straight from the structs, so their field order shows).
     fn snap_json(opts: &Options) -> String {
-        let r = json(&snap_trace(), opts).unwrap_or_else(|e| panic!("{e:#}"));
-        serde_json::to_string_pretty(&r).unwrap_or_else(|e| panic!("{e}"))
+        let r = json(&snap_trace(), opts).unwrap();
+        serde_json::to_string_pretty(&r).unwrap()
     }
 
     /// Renaming, dropping or reordering a field of the JSON fails here.

@@ -188,8 +188,10 @@ impl Tables {
             .map(|m| (m.start, m.end, m.adj, m.lo, m.hi))
             .collect();
         if key != self.last {
-            let mut proc = types::tm_cfi_proc::default();
-            proc.n = list.len() as u32;
+            let mut proc = types::tm_cfi_proc {
+                n: list.len() as u32,
+                ..Default::default()
+            };
             proc.maps[..list.len()].copy_from_slice(&list);
             // SAFETY: tm_cfi_proc is plain old data generated from the
             // header: viewing it as bytes for the map update is sound.

@@ -137,7 +137,7 @@ fn gdb_malloc_stacks(bin: &str) -> Vec<Vec<(String, u64)>> {
             continue;
         }
         let Some(frames) = cur.as_mut() else { continue };
-        let addr = rest.trim_start().split_whitespace().next().unwrap_or("");
+        let addr = rest.split_whitespace().next().unwrap_or("");
         let Some(addr) = addr
             .strip_prefix("0x")
             .and_then(|a| u64::from_str_radix(a, 16).ok())
