@@ -62,27 +62,6 @@ pub fn site_in(sites: &[StackId], stack: Option<StackId>) -> Option<StackId> {
 /// The keys of [`Timeline::parse_filter`], for its messages.
 pub const FILTER_KEYS: &str = "kind, tid, func, call, addr";
 
-/// `pattern` matches all of `name`, each `*` standing for any run of
-/// characters.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for m in middle {
-        match rest.find(m) {
-            Some(at) => rest = &rest[at + m.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
-
 /// The default memory budget of a recording held in memory.
 pub const DEFAULT_MEMORY: usize = 1 << 30;
 
@@ -466,7 +445,7 @@ impl Timeline {
                     let p: crate::util::hash::FxSet<ProbeId> = self
                         .probes
                         .iter()
-                        .filter(|p| glob_match(val, &p.func))
+                        .filter(|p| crate::util::glob_match(val, &p.func))
                         .map(|p| p.id)
                         .collect();
                     if p.is_empty() {

@@ -542,11 +542,14 @@ fn call_filter_selects_calls_and_returns_of_matching_probes() {
     assert_eq!(hits(&app, "call=parse"), vec![2, 3, 7, 9]);
     assert_eq!(hits(&app, "call=*a*"), vec![0, 1, 2, 3, 5, 6, 7, 9]);
     assert_eq!(hits(&app, "call=h* kind=return"), vec![5]);
+    // `?` is one character, as in --probe patterns.
+    assert_eq!(hits(&app, "call=p?rse"), vec![2, 3, 7, 9]);
+    assert_eq!(hits(&app, "call=?ain"), hits(&app, "call=main"));
     // Without `*` a name is matched whole.
     assert!(app.tl.parse_filter("call=pars").is_err());
-    let err = app.tl.parse_filter("call=nope").err().unwrap_or_default();
+    let err = app.tl.parse_filter("call=nope").unwrap_err();
     assert!(err.contains("probed: main, handle, parse"), "{err}");
-    let err = app.tl.parse_filter("bogus=1").err().unwrap_or_default();
+    let err = app.tl.parse_filter("bogus=1").unwrap_err();
     assert!(err.contains("call"), "{err}");
     // Typed in the UI: n/N walk the matches.
     press(&mut app, &[KeyCode::Home, KeyCode::Char('/')]);
