@@ -544,7 +544,9 @@ fn call_filter_selects_calls_and_returns_of_matching_probes() {
     assert_eq!(hits(&app, "call=h* kind=return"), vec![5]);
     // `?` is one character, as in --probe patterns.
     assert_eq!(hits(&app, "call=p?rse"), vec![2, 3, 7, 9]);
-    assert_eq!(hits(&app, "call=?ain"), hits(&app, "call=main"));
+    let main = hits(&app, "call=main");
+    assert!(!main.is_empty());
+    assert_eq!(hits(&app, "call=?ain"), main);
     // Without `*` a name is matched whole.
     assert!(app.tl.parse_filter("call=pars").is_err());
     let err = app.tl.parse_filter("call=nope").unwrap_err();
