@@ -298,8 +298,10 @@ fn supervise(
             libc::PTRACE_EVENT_EXIT if exiting.try_send(()).is_ok() => {
                 let _ = drained.recv_timeout(Duration::from_secs(5));
             }
-            libc::PTRACE_EVENT_STOP => {
-                // Group-stop (SIGSTOP, SIGTSTP): stay stopped as untraced.
+            // Group-stop (SIGSTOP, SIGTSTP): stay stopped as untraced. The
+            // same event with SIGTRAP is the SIGCONT that ended it: run on
+            // (PTRACE_CONT below).
+            libc::PTRACE_EVENT_STOP if libc::WSTOPSIG(status) != libc::SIGTRAP => {
                 ptrace_raw(libc::PTRACE_LISTEN, pid, 0);
                 continue;
             }
