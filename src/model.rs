@@ -414,7 +414,7 @@ impl Timeline {
     /// A filter from `kind=free,realloc tid=42 func=drop_conn addr=0x…
     /// call=parse_*` (terms separated by spaces; all must hold). `func`
     /// matches stacks with a function containing the text; `call` the
-    /// Call and Return events of the probed functions named (`*` globs).
+    /// Call and Return events of the probed functions named (`*` and `?` globs).
     pub fn parse_filter(&self, spec: &str) -> Result<Filter, String> {
         let mut f = Filter::default();
         for term in spec.split_whitespace() {
