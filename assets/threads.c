@@ -6,6 +6,8 @@
 #include <stdlib.h>
 
 static long pairs = 100000;
+/* Where each block escapes to: without it -O2 elides the malloc/free pair. */
+static char *volatile sink;
 
 static void *churn(void *arg)
 {
@@ -17,6 +19,7 @@ static void *churn(void *arg)
 		size_t size = 16 + (seed >> 33) % 2048;
 		char *p = malloc(size);
 		p[0] = (char)i;
+		sink = p;
 		sum += p[0];
 		free(p);
 	}

@@ -254,14 +254,23 @@ enum tm_cfi_limit {
 	TM_URETPROBE_DEPTH = 16,
 };
 
+/* The rows that can cover a 4 KiB page of row pcs: lo + [first, last]. */
+struct tm_cfi_page {
+	__u32 first;
+	__u32 last;
+};
+
 /* One executable mapping: [start, end), row pc = addr - start + adj, rows
- * [lo, hi) of the table; lo == hi: no CFI, frame pointers are followed. */
+ * [lo, hi) of the table; lo == hi: no CFI, frame pointers are followed.
+ * Its page index is entries [pg, pg + npg) of cfi_pages. */
 struct tm_cfi_map {
 	__u64 start;
 	__u64 end;
 	__u64 adj;
 	__u32 lo;
 	__u32 hi;
+	__u32 pg;
+	__u32 npg;
 };
 
 /* A process's executable mappings, sorted by start; replaced whole. */

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use strum::{EnumCount, EnumIter, FromRepr, IntoEnumIterator, IntoStaticStr};
 
 /// Index of an interned stack in the recording's stack table.
@@ -10,6 +11,7 @@ pub type StackId = u32;
 /// Index of a module (ELF file) in the recording's module table.
 pub type ModuleId = u32;
 
+#[derive(Serialize, Deserialize)]
 /// One recorded event. `ts` is CLOCK_MONOTONIC nanoseconds, as the kernel
 /// stamped it; [`crate::event::Meta::start_mono_ns`] is the recording's zero.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +21,7 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+#[derive(Serialize, Deserialize)]
 /// The allocator entry point a heap event came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, FromRepr, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
@@ -41,7 +44,7 @@ impl AllocFn {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, EnumCount, Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
     /// A block handed out: malloc, calloc, memalign family. `ptr == 0` is a
     /// failed allocation (nothing became live).
@@ -49,11 +52,13 @@ pub enum EventKind {
         func: AllocFn,
         ptr: u64,
         size: u64,
+        #[serde(with = "opt_id")]
         stack: Option<StackId>,
     },
     /// `free(ptr)` with a non-NULL pointer.
     Free {
         ptr: u64,
+        #[serde(with = "opt_id")]
         stack: Option<StackId>,
     },
     /// realloc/reallocarray. `old == 0` is an allocation; a non-zero `ptr`
@@ -65,6 +70,7 @@ pub enum EventKind {
         old: u64,
         ptr: u64,
         size: u64,
+        #[serde(with = "opt_id")]
         stack: Option<StackId>,
     },
     Mmap {
@@ -129,6 +135,7 @@ pub enum EventKind {
     OffCpu {
         dur_ns: u64,
         preempted: bool,
+        #[serde(with = "opt_id")]
         stack: Option<StackId>,
     },
 }
@@ -286,6 +293,7 @@ impl EventKind {
 /// Index of a probe in the recording's probe table.
 pub type ProbeId = u32;
 
+#[derive(Serialize, Deserialize)]
 /// The entry of a probed function.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallInfo {
@@ -295,6 +303,7 @@ pub struct CallInfo {
     pub args: Vec<Arg>,
     /// The stack pointer at entry (pointing at the return address).
     pub sp: u64,
+    #[serde(with = "opt_id")]
     pub stack: Option<StackId>,
     /// `[sp]` at entry: the return address, or the uretprobe trampoline
     /// when this call was tail-called (jumped to) from a return-probed
@@ -324,6 +333,7 @@ pub fn return_entry_sp(ret_sp: u64) -> u64 {
     ret_sp.wrapping_sub(8)
 }
 
+#[derive(Serialize, Deserialize)]
 /// One captured argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Arg {
@@ -381,6 +391,7 @@ impl fmt::Display for Arg {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 /// How a probe's argument or return value is read from its register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, FromRepr, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
@@ -408,6 +419,7 @@ impl ValueType {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 /// A probed function, as resolved when the recording started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
@@ -454,6 +466,7 @@ impl Probe {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 /// The system calls the io, net and lock families trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumCount, EnumIter, FromRepr, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
@@ -519,6 +532,7 @@ impl SysCall {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 /// One traced system call, stamped at its return.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SysInfo {
@@ -538,6 +552,7 @@ pub struct SysInfo {
     /// open/connect/accept and carried to later calls on the fd.
     pub target: Option<String>,
     /// Where the program made the call.
+    #[serde(with = "opt_id")]
     pub stack: Option<StackId>,
 }
 
@@ -559,6 +574,7 @@ impl Family {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 /// A set of [`Family`]s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Families(pub u8);
@@ -613,7 +629,7 @@ impl Families {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SignalInfo {
     pub signo: i32,
     pub code: i32,
@@ -625,6 +641,7 @@ pub struct SignalInfo {
     pub ip: u64,
     pub sp: u64,
     /// The thread's stack at delivery, unwound through `.eh_frame`.
+    #[serde(with = "opt_id")]
     pub stack: Option<StackId>,
 }
 
@@ -638,6 +655,7 @@ impl SignalInfo {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 /// How the process ended, decoded from the kernel's exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -788,6 +806,7 @@ pub fn sys_result(ret: i64) -> String {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 /// A module (ELF file mapped into the target).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Module {
@@ -795,12 +814,14 @@ pub struct Module {
     pub path: String,
 }
 
+#[derive(Serialize, Deserialize)]
 /// One frame of a stack, normalized (module + file offset, valid after the
 /// target is gone) and symbolized where symbols were found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Frame {
     /// The address in the target's address space.
     pub addr: u64,
+    #[serde(with = "opt_id")]
     pub module: Option<ModuleId>,
     /// Offset into the module's file of the instruction to symbolize: for
     /// a return address, one byte back, inside the call instruction.
@@ -811,7 +832,7 @@ pub struct Frame {
     pub line: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Stack {
     pub id: StackId,
     pub frames: Vec<Frame>,
@@ -855,6 +876,7 @@ impl LossReason {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 /// Cumulative loss counters for a recording. `stackless` counts events that
 /// were kept but whose stack could not be walked (not a loss of the event).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -895,6 +917,7 @@ impl Lost {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 /// What a recording is of.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
@@ -912,6 +935,25 @@ pub struct Meta {
     pub launched: bool,
     /// The event families recorded.
     pub families: Families,
+}
+
+/// An optional id in the trace file as `id + 1`, 0 for `None`: one varint
+/// where serde's `Option` takes a tag byte and the id.
+mod opt_id {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(id.map_or(0, |id| u64::from(id) + 1))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match u64::deserialize(d)? {
+            0 => Ok(None),
+            v => u32::try_from(v - 1)
+                .map(Some)
+                .map_err(|_| D::Error::custom("id out of range")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -151,18 +151,20 @@ enum Cmd {
     /// the timeline on a synthetic recording (ingest, heap-at-T, history);
     /// `ui` — frame and keypress-to-screen times on that recording;
     /// `probes` — per probed function call and per traced system call
-    /// (--pairs of each), against bpftrace.
+    /// (--pairs of each), against bpftrace; `trace` — encode and decode
+    /// cost and bytes per event of the trace file (--events, --runs).
     Bench {
-        /// record, model or ui.
-        #[arg(default_value = "record", value_parser = ["record", "model", "ui", "probes"])]
+        /// record, model, ui, probes or trace.
+        #[arg(default_value = "record", value_parser = ["record", "model", "ui", "probes", "trace"])]
         what: String,
         /// malloc+free pairs per run (record).
         #[arg(long, default_value_t = 300_000)]
         pairs: u64,
-        /// Runs of each variant; the median is reported (record).
+        /// Runs of each variant; the median is reported (record, probes,
+        /// trace).
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Events of the synthetic recording (model).
+        /// Events of the synthetic recording (model, ui, trace).
         #[arg(long, default_value_t = 10_000_000)]
         events: u64,
         /// Retention: compare ingest with this budget against none (model).
@@ -322,6 +324,16 @@ fn run(cli: Cli) -> Result<i32> {
                     d.reason
                 );
             }
+            if let Some(first) = t.skipped.first() {
+                eprintln!(
+                    "tm-tui: warning: {} has {} record(s) this version cannot read, skipped, \
+                     the first at byte {}: {}",
+                    file.display(),
+                    t.skipped.len(),
+                    first.offset,
+                    first.reason
+                );
+            }
             Ok(0)
         }
         Cmd::Bench {
@@ -335,6 +347,7 @@ fn run(cli: Cli) -> Result<i32> {
             "model" => bench::model::run(events, queries, memory),
             "ui" => bench::ui::run(events, queries),
             "probes" => bench::probes::run(pairs, runs),
+            "trace" => bench::trace::run(events, runs),
             _ => bench::run(pairs, runs),
         },
         Cmd::Demo {

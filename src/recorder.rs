@@ -379,6 +379,7 @@ fn setup<'obj>(
         .iter()
         .any(|f| cfg.families.has(*f));
     progs.tm_sys_exit_fam.set_autoload(syscalls_on);
+    let t0 = Instant::now();
     let skel = open.load().map_err(|e| {
         anyhow!(
             "failed to load the BPF tracer: {e}{}",
@@ -391,9 +392,21 @@ fn setup<'obj>(
 
     // Unwind tables before the first probe fires: every stack from the
     // start is walked with them (a launched program gets its own at exec).
-    let mut tables = tables::Tables::new(&skel.maps.cfi_rows, &skel.maps.cfi_procs)?;
+    let t1 = Instant::now();
+    let mut tables = tables::Tables::new(
+        &skel.maps.cfi_rows,
+        &skel.maps.cfi_pages,
+        &skel.maps.cfi_procs,
+    )?;
     if !cfg.await_exec {
         sync_tables(&mut tables, &MapsCache::new(pid));
+    }
+    if std::env::var_os("TM_DEBUG").is_some() {
+        eprintln!(
+            "tm-tui: debug: BPF load (verifier) {:?}, unwind tables {:?}",
+            t1 - t0,
+            t1.elapsed()
+        );
     }
     let mut links = Vec::new();
     match &cfg.allocator {

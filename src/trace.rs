@@ -3,9 +3,21 @@
 //!
 //! Layout: `b"TMTRACE\0"`, u16 version, u16 flags (all little-endian), then
 //! records framed as `u8 tag, u32 payload_len, payload, u32 crc32` where the
-//! crc covers tag, length and payload. Integers inside payloads are LEB128
-//! varints (zigzag for signed ones); strings are a u32 length and UTF-8.
-//! An optional id is stored as `id + 1`, with 0 for `None`.
+//! crc covers tag, length and payload. Since version 3 a payload is the
+//! [postcard](https://docs.rs/postcard) encoding of the record's type,
+//! derived with serde: integers are varints (zigzag for signed ones), enum
+//! variants their index, strings a varint length and UTF-8, and an optional
+//! id is one varint, `id + 1` with 0 for `None`. Versions 1 and 2 were
+//! encoded by hand; [`v2`] still reads them.
+//!
+//! The order of the fields and variants of the types in [`crate::event`] is
+//! the format: a new event kind or record type goes last, and
+//! `tests/data/every-kind-v3.tmt` fails when anything else moves. A record
+//! whose frame is intact but whose payload this version cannot decode (an
+//! event kind or record type of a newer tm-tui) is skipped and reported in
+//! [`Trace::skipped`]; reading goes on at the next record.
+
+mod v2;
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -13,16 +25,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use strum::{EnumCount, FromRepr, IntoStaticStr};
 
-use crate::event::{
-    AllocFn, Arg, CallInfo, Event, EventKind, ExitStatus, Families, Frame, Lost, Meta, Module,
-    Probe, SignalInfo, Stack, SysCall, SysInfo, ValueType,
-};
+use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack};
 
 pub const MAGIC: [u8; 8] = *b"TMTRACE\0";
-/// 2 added probes, calls, system calls and off-CPU events; files of
-/// version 1 read as before.
-pub const FORMAT_VERSION: u16 = 2;
+/// 3: payloads derived (postcard); 2 added probes, calls, system calls and
+/// off-CPU events. Files of versions 1 and 2 read as before.
+pub const FORMAT_VERSION: u16 = 3;
 const HEADER_LEN: u64 = 12;
 /// Tag + length before the payload.
 const FRAME_HEAD: usize = 5;
@@ -33,46 +44,36 @@ const IO_BUFFER: usize = 256 << 10;
 /// A `kill -9` of the recorder loses at most this much of the recording.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-mod tag {
-    pub const META: u8 = 1;
-    pub const MODULE: u8 = 2;
-    pub const STACK: u8 = 3;
-    pub const EVENT: u8 = 4;
-    pub const LOST: u8 = 5;
-    pub const END: u8 = 6;
-    pub const PROBE: u8 = 7;
+/// What a record holds: the first byte of its frame, in every version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromRepr, IntoStaticStr)]
+#[repr(u8)]
+enum Tag {
+    Meta = 1,
+    Module = 2,
+    Stack = 3,
+    Event = 4,
+    Lost = 5,
+    End = 6,
+    Probe = 7,
 }
 
-mod kind {
-    pub const ALLOC: u8 = 0;
-    pub const FREE: u8 = 1;
-    pub const REALLOC: u8 = 2;
-    pub const MMAP: u8 = 3;
-    pub const MUNMAP: u8 = 4;
-    pub const MREMAP: u8 = 5;
-    pub const BRK: u8 = 6;
-    pub const SIGNAL: u8 = 7;
-    pub const SPAWN: u8 = 8;
-    pub const EXEC: u8 = 9;
-    pub const THREAD_EXIT: u8 = 10;
-    pub const PROCESS_EXIT: u8 = 11;
-    pub const CALL: u8 = 12;
-    pub const RETURN: u8 = 13;
-    pub const SYS: u8 = 14;
-    pub const OFF_CPU: u8 = 15;
+impl Tag {
+    fn name(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// How the recording ended, when the recorder got to say so.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct End {
     pub end_mono_ns: u64,
     pub status: Option<ExitStatus>,
 }
 
-/// Where a damaged trace stops being readable.
+/// Where a damaged trace stops being readable, or a record was skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Damage {
-    /// Byte offset of the first record that could not be read.
+    /// Byte offset of the record that could not be read.
     pub offset: u64,
     pub reason: String,
 }
@@ -94,6 +95,10 @@ pub struct Trace {
     pub end: Option<End>,
     /// `Some` when the file is cut short or corrupt; all before it was read.
     pub damage: Option<Damage>,
+    /// Records intact in their frames that this version cannot decode (a
+    /// newer tm-tui's event kind or record type): left out, and the records
+    /// after them read.
+    pub skipped: Vec<Damage>,
 }
 
 // ---------------------------------------------------------------------------
@@ -127,53 +132,30 @@ impl TraceWriter {
             .write_all(&header)
             .with_context(|| format!("cannot write trace {}", path.display()))?;
         w.written = HEADER_LEN;
-        w.record(tag::META, |b| put_meta(b, meta))?;
+        w.record(Tag::Meta, meta)?;
         w.flush()?;
         Ok(w)
     }
 
     pub fn write_module(&mut self, m: &Module) -> anyhow::Result<()> {
-        self.record(tag::MODULE, |b| {
-            put_u32(b, m.id);
-            put_str(b, &m.path);
-        })
+        self.record(Tag::Module, m)
     }
 
     pub fn write_probe(&mut self, p: &Probe) -> anyhow::Result<()> {
-        self.record(tag::PROBE, |b| {
-            put_u32(b, p.id);
-            put_str(b, &p.func);
-            put_str(b, &p.module);
-            put_u64(b, p.offset);
-            b.push(p.ret as u8);
-            put_u64(b, p.args.len() as u64);
-            b.extend(p.args.iter().map(|t| *t as u8));
-            b.push(u8::from(p.returns));
-        })
+        self.record(Tag::Probe, p)
     }
 
     pub fn write_stack(&mut self, s: &Stack) -> anyhow::Result<()> {
-        self.record(tag::STACK, |b| put_stack(b, s))
+        self.record(Tag::Stack, s)
     }
 
     pub fn write_event(&mut self, e: &Event) -> anyhow::Result<()> {
-        self.record(tag::EVENT, |b| put_event(b, e))
+        self.record(Tag::Event, e)
     }
 
     /// Records a snapshot of the cumulative loss counters.
     pub fn write_lost(&mut self, l: &Lost) -> anyhow::Result<()> {
-        self.record(tag::LOST, |b| {
-            for v in [
-                l.ringbuf,
-                l.stack_table,
-                l.inflight,
-                l.channel,
-                l.stackless,
-                l.undecodable,
-            ] {
-                put_u64(b, v);
-            }
-        })
+        self.record(Tag::Lost, l)
     }
 
     /// Marks the recording as finished, and flushes.
@@ -182,10 +164,13 @@ impl TraceWriter {
         end_mono_ns: u64,
         status: Option<ExitStatus>,
     ) -> anyhow::Result<()> {
-        self.record(tag::END, |b| {
-            put_u64(b, end_mono_ns);
-            put_opt_status(b, status);
-        })?;
+        self.record(
+            Tag::End,
+            &End {
+                end_mono_ns,
+                status,
+            },
+        )?;
         self.flush()
     }
 
@@ -209,10 +194,13 @@ impl TraceWriter {
         self.written
     }
 
-    fn record(&mut self, tag: u8, encode: impl FnOnce(&mut Vec<u8>)) -> anyhow::Result<()> {
-        self.buf.clear();
-        self.buf.extend_from_slice(&[tag, 0, 0, 0, 0]);
-        encode(&mut self.buf);
+    fn record<T: Serialize>(&mut self, tag: Tag, value: &T) -> anyhow::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.extend_from_slice(&[tag as u8, 0, 0, 0, 0]);
+        // Into the same buffer, taken and given back: no allocation.
+        self.buf = postcard::to_extend(value, buf)
+            .with_context(|| format!("cannot encode a {} record", tag.name()))?;
         let payload = self.buf.len() - FRAME_HEAD;
         let len = u32::try_from(payload)
             .ok()
@@ -230,272 +218,6 @@ impl TraceWriter {
             .context("cannot write trace")?;
         self.written += self.buf.len() as u64;
         Ok(())
-    }
-}
-
-fn put_u64(b: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        b.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    b.push(v as u8);
-}
-
-fn put_u32(b: &mut Vec<u8>, v: u32) {
-    put_u64(b, u64::from(v));
-}
-
-fn put_i64(b: &mut Vec<u8>, v: i64) {
-    // Zigzag, so small negative numbers (fd -1, errno) stay one byte.
-    put_u64(b, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn put_i32(b: &mut Vec<u8>, v: i32) {
-    put_i64(b, i64::from(v));
-}
-
-fn put_bool(b: &mut Vec<u8>, v: bool) {
-    b.push(u8::from(v));
-}
-
-fn put_opt_id(b: &mut Vec<u8>, v: Option<u32>) {
-    put_u64(b, v.map_or(0, |id| u64::from(id) + 1));
-}
-
-fn put_str(b: &mut Vec<u8>, s: &str) {
-    // Anything over u32::MAX is also over MAX_RECORD_LEN: the record is
-    // refused before it reaches the file.
-    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-    b.extend_from_slice(&len.to_le_bytes());
-    b.extend_from_slice(s.as_bytes());
-}
-
-fn put_opt_str(b: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        None => b.push(0),
-        Some(s) => {
-            b.push(1);
-            put_str(b, s);
-        }
-    }
-}
-
-fn put_status(b: &mut Vec<u8>, s: ExitStatus) {
-    match s {
-        ExitStatus::Code(c) => {
-            b.push(1);
-            put_i32(b, c);
-        }
-        ExitStatus::Signal { signo, core } => {
-            b.push(2);
-            put_i32(b, signo);
-            put_bool(b, core);
-        }
-    }
-}
-
-fn put_opt_status(b: &mut Vec<u8>, s: Option<ExitStatus>) {
-    match s {
-        None => b.push(0),
-        Some(s) => put_status(b, s),
-    }
-}
-
-fn put_meta(b: &mut Vec<u8>, m: &Meta) {
-    put_u32(b, m.pid);
-    put_str(b, &m.command);
-    put_u64(b, m.start_mono_ns);
-    put_u64(b, m.start_wall_ns);
-    put_str(b, &m.allocator);
-    b.push(u8::from(m.launched));
-    b.push(m.families.0);
-}
-
-fn put_stack(b: &mut Vec<u8>, s: &Stack) {
-    put_u32(b, s.id);
-    put_u64(b, s.frames.len() as u64);
-    for f in &s.frames {
-        put_u64(b, f.addr);
-        put_opt_id(b, f.module);
-        put_u64(b, f.offset);
-        put_opt_str(b, f.func.as_deref());
-        put_opt_str(b, f.file.as_deref());
-        put_u32(b, f.line);
-    }
-}
-
-fn put_event(b: &mut Vec<u8>, e: &Event) {
-    put_u64(b, e.ts);
-    put_u32(b, e.tid);
-    match &e.kind {
-        EventKind::Alloc {
-            func,
-            ptr,
-            size,
-            stack,
-        } => {
-            b.extend_from_slice(&[kind::ALLOC, *func as u8]);
-            put_u64(b, *ptr);
-            put_u64(b, *size);
-            put_opt_id(b, *stack);
-        }
-        EventKind::Free { ptr, stack } => {
-            b.push(kind::FREE);
-            put_u64(b, *ptr);
-            put_opt_id(b, *stack);
-        }
-        EventKind::Realloc {
-            func,
-            old,
-            ptr,
-            size,
-            stack,
-        } => {
-            b.extend_from_slice(&[kind::REALLOC, *func as u8]);
-            put_u64(b, *old);
-            put_u64(b, *ptr);
-            put_u64(b, *size);
-            put_opt_id(b, *stack);
-        }
-        EventKind::Mmap {
-            addr,
-            len,
-            prot,
-            flags,
-            fd,
-            offset,
-            ret,
-        } => {
-            b.push(kind::MMAP);
-            put_u64(b, *addr);
-            put_u64(b, *len);
-            put_u32(b, *prot);
-            put_u32(b, *flags);
-            put_i32(b, *fd);
-            put_u64(b, *offset);
-            put_i64(b, *ret);
-        }
-        EventKind::Munmap { addr, len, ret } => {
-            b.push(kind::MUNMAP);
-            put_u64(b, *addr);
-            put_u64(b, *len);
-            put_i64(b, *ret);
-        }
-        EventKind::Mremap {
-            old,
-            old_len,
-            new_len,
-            flags,
-            ret,
-        } => {
-            b.push(kind::MREMAP);
-            put_u64(b, *old);
-            put_u64(b, *old_len);
-            put_u64(b, *new_len);
-            put_u32(b, *flags);
-            put_i64(b, *ret);
-        }
-        EventKind::Brk { req, ret } => {
-            b.push(kind::BRK);
-            put_u64(b, *req);
-            put_i64(b, *ret);
-        }
-        EventKind::Signal(s) => {
-            b.push(kind::SIGNAL);
-            put_i32(b, s.signo);
-            put_i32(b, s.code);
-            put_i32(b, s.errno);
-            put_u64(b, s.addr);
-            put_bool(b, s.handled);
-            put_u64(b, s.ip);
-            put_u64(b, s.sp);
-            put_opt_id(b, s.stack);
-        }
-        EventKind::Spawn { child, thread } => {
-            b.push(kind::SPAWN);
-            put_u32(b, *child);
-            put_bool(b, *thread);
-        }
-        EventKind::Exec { filename } => {
-            b.push(kind::EXEC);
-            put_str(b, filename);
-        }
-        EventKind::ThreadExit { code } => {
-            b.push(kind::THREAD_EXIT);
-            put_i32(b, *code);
-        }
-        EventKind::ProcessExit { status } => {
-            b.push(kind::PROCESS_EXIT);
-            put_status(b, *status);
-        }
-        EventKind::Call(c) => {
-            b.push(kind::CALL);
-            put_u32(b, c.probe);
-            put_u64(b, c.sp);
-            put_opt_id(b, c.stack);
-            put_u64(b, c.args.len() as u64);
-            for a in &c.args {
-                put_arg(b, a);
-            }
-            put_u64(b, c.ret_addr);
-        }
-        EventKind::Return { probe, ret, sp } => {
-            b.push(kind::RETURN);
-            put_u32(b, *probe);
-            put_u64(b, *ret);
-            put_u64(b, *sp);
-        }
-        EventKind::Sys(s) => {
-            b.push(kind::SYS);
-            b.push(s.call as u8);
-            put_i32(b, s.fd);
-            put_i64(b, s.ret);
-            put_u64(b, s.dur_ns);
-            put_u64(b, s.len);
-            put_u64(b, s.arg);
-            put_opt_str(b, s.target.as_deref());
-            put_opt_id(b, s.stack);
-        }
-        EventKind::OffCpu {
-            dur_ns,
-            preempted,
-            stack,
-        } => {
-            b.push(kind::OFF_CPU);
-            put_u64(b, *dur_ns);
-            put_bool(b, *preempted);
-            put_opt_id(b, *stack);
-        }
-    }
-}
-
-fn put_arg(b: &mut Vec<u8>, a: &Arg) {
-    match a {
-        Arg::Int(v) => {
-            b.push(0);
-            put_i64(b, *v);
-        }
-        Arg::Uint(v) => {
-            b.push(1);
-            put_u64(b, *v);
-        }
-        Arg::Ptr(v) => {
-            b.push(2);
-            put_u64(b, *v);
-        }
-        Arg::Bool(v) => {
-            b.push(3);
-            put_bool(b, *v);
-        }
-        Arg::Char(c) => b.extend_from_slice(&[4, *c]),
-        Arg::Str(s) => {
-            b.push(5);
-            put_str(b, s);
-        }
-        Arg::BadStr(p) => {
-            b.push(6);
-            put_u64(b, *p);
-        }
     }
 }
 
@@ -539,15 +261,16 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
         return Err(TraceError::TooShort);
     }
     let [_, _, _, _, _, _, _, _, v0, v1, _, _] = header;
-    // The flags (bytes 10..12) are reserved; none are defined in version 1.
-    match u16::from_le_bytes([v0, v1]) {
+    // The flags (bytes 10..12) are reserved; none are defined yet.
+    let version = match u16::from_le_bytes([v0, v1]) {
         0 => return Err(TraceError::VersionZero),
         v if v > FORMAT_VERSION => return Err(TraceError::TooNew(v)),
-        _ => {}
-    }
+        v => v,
+    };
 
     let mut records = Records {
         r,
+        version,
         offset: HEADER_LEN,
         start: HEADER_LEN,
         payload: Vec::new(),
@@ -557,11 +280,11 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
         Next::Record(other) => {
             return Err(TraceError::NoMeta(format!(
                 "the first record is a {} record",
-                other.name()
+                other.tag().name()
             )))
         }
         Next::Eof => return Err(TraceError::NoMeta("file ends after the header".into())),
-        Next::Damage(reason) => return Err(TraceError::NoMeta(reason)),
+        Next::Damage(reason) | Next::Skipped(reason) => return Err(TraceError::NoMeta(reason)),
     };
     let mut trace = Trace {
         meta,
@@ -573,11 +296,19 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
         lost_marks: Vec::new(),
         end: None,
         damage: None,
+        skipped: Vec::new(),
     };
     loop {
         let reason = match records.next()? {
             Next::Eof => break,
             Next::Damage(reason) => reason,
+            Next::Skipped(reason) => {
+                trace.skipped.push(Damage {
+                    offset: records.start,
+                    reason,
+                });
+                continue;
+            }
             Next::Record(Record::Meta(_)) => "a second Meta record".to_string(),
             Next::Record(Record::Module(m)) => {
                 trace.modules.push(m);
@@ -641,15 +372,15 @@ enum Record {
 }
 
 impl Record {
-    fn name(&self) -> &'static str {
+    fn tag(&self) -> Tag {
         match self {
-            Record::Meta(_) => "Meta",
-            Record::Module(_) => "Module",
-            Record::Probe(_) => "Probe",
-            Record::Stack(_) => "Stack",
-            Record::Event(_) => "Event",
-            Record::Lost(_) => "Lost",
-            Record::End(_) => "End",
+            Record::Meta(_) => Tag::Meta,
+            Record::Module(_) => Tag::Module,
+            Record::Probe(_) => Tag::Probe,
+            Record::Stack(_) => Tag::Stack,
+            Record::Event(_) => Tag::Event,
+            Record::Lost(_) => Tag::Lost,
+            Record::End(_) => Tag::End,
         }
     }
 }
@@ -657,13 +388,17 @@ impl Record {
 enum Next {
     Record(Record),
     Eof,
+    /// The file is unreadable from this record on.
     Damage(String),
+    /// This record is intact but not understood; the next one is read.
+    Skipped(String),
 }
 
 const TRUNCATED: &str = "truncated record at end of file (killed while writing?)";
 
 struct Records<R> {
     r: R,
+    version: u16,
     /// Offset of the next unread byte.
     offset: u64,
     /// Offset of the record last returned (or found damaged).
@@ -701,366 +436,67 @@ impl<R: Read> Records<R> {
         if h.finalize() != u32::from_le_bytes(crc) {
             return Ok(Next::Damage("checksum mismatch".into()));
         }
-        let decoded = decode(tag, &self.payload);
-        if let Ok(Some(_)) = decoded {
-            self.offset += (FRAME_HEAD + 4) as u64 + u64::from(len);
-        }
-        Ok(match decoded {
-            Ok(Some(rec)) => Next::Record(rec),
-            Ok(None) => Next::Damage(format!("unknown record type {tag}")),
-            Err(why) => Next::Damage(format!("undecodable {} record ({why})", tag_name(tag))),
-        })
-    }
-}
-
-fn tag_name(tag: u8) -> &'static str {
-    match tag {
-        tag::META => "Meta",
-        tag::MODULE => "Module",
-        tag::PROBE => "Probe",
-        tag::STACK => "Stack",
-        tag::EVENT => "Event",
-        tag::LOST => "Lost",
-        tag::END => "End",
-        _ => "unknown",
-    }
-}
-
-/// `Ok(None)` for an unknown tag.
-fn decode(tag: u8, payload: &[u8]) -> Result<Option<Record>, &'static str> {
-    let mut d = Dec { buf: payload };
-    let rec = match tag {
-        tag::META => Record::Meta(Meta {
-            pid: d.u32()?,
-            command: d.string()?,
-            start_mono_ns: d.u64()?,
-            start_wall_ns: d.u64()?,
-            allocator: d.string()?,
-            // Added after the first files were written: optional.
-            launched: if d.buf.is_empty() {
-                false
-            } else {
-                d.u8()? != 0
-            },
-            // Added in version 2: optional.
-            families: if d.buf.is_empty() {
-                Families::default()
-            } else {
-                Families(d.u8()?)
-            },
-        }),
-        tag::PROBE => Record::Probe(Probe {
-            id: d.u32()?,
-            func: d.string()?,
-            module: d.string()?,
-            offset: d.u64()?,
-            ret: d.value_type()?,
-            args: {
-                let n = d.u64()?;
-                if n > 64 {
-                    return Err("too many probe arguments");
-                }
-                (0..n).map(|_| d.value_type()).collect::<DecResult<_>>()?
-            },
-            returns: d.buf.is_empty() || d.u8()? != 0,
-        }),
-        tag::MODULE => Record::Module(Module {
-            id: d.u32()?,
-            path: d.string()?,
-        }),
-        tag::STACK => Record::Stack(d.stack()?),
-        tag::EVENT => Record::Event(d.event()?),
-        tag::LOST => Record::Lost(Lost {
-            ringbuf: d.u64()?,
-            stack_table: d.u64()?,
-            inflight: d.u64()?,
-            channel: d.u64()?,
-            stackless: d.u64()?,
-            // Added after the first files were written: optional.
-            undecodable: if d.buf.is_empty() { 0 } else { d.u64()? },
-        }),
-        tag::END => Record::End(End {
-            end_mono_ns: d.u64()?,
-            status: d.opt_status()?,
-        }),
-        _ => return Ok(None),
-    };
-    if !d.buf.is_empty() {
-        return Err("trailing bytes");
-    }
-    Ok(Some(rec))
-}
-
-/// A cursor over one payload; every read is bounds-checked.
-struct Dec<'a> {
-    buf: &'a [u8],
-}
-
-type DecResult<T> = Result<T, &'static str>;
-
-impl Dec<'_> {
-    fn u8(&mut self) -> DecResult<u8> {
-        let (&b, rest) = self.buf.split_first().ok_or("payload too short")?;
-        self.buf = rest;
-        Ok(b)
-    }
-
-    fn u64(&mut self) -> DecResult<u64> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let b = self.u8()?;
-            // The tenth byte holds only bit 63.
-            if i == 9 && b > 1 {
-                return Err("varint overflow");
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err("varint overflow")
-    }
-
-    fn u32(&mut self) -> DecResult<u32> {
-        u32::try_from(self.u64()?).map_err(|_| "value out of range")
-    }
-
-    fn i64(&mut self) -> DecResult<i64> {
-        let v = self.u64()?;
-        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
-    }
-
-    fn i32(&mut self) -> DecResult<i32> {
-        i32::try_from(self.i64()?).map_err(|_| "value out of range")
-    }
-
-    fn bool(&mut self) -> DecResult<bool> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err("invalid bool"),
-        }
-    }
-
-    fn opt_id(&mut self) -> DecResult<Option<u32>> {
-        match self.u64()? {
-            0 => Ok(None),
-            v => u32::try_from(v - 1)
-                .map(Some)
-                .map_err(|_| "id out of range"),
-        }
-    }
-
-    fn string(&mut self) -> DecResult<String> {
-        let mut len = [0u8; 4];
-        for b in &mut len {
-            *b = self.u8()?;
-        }
-        let len = usize::try_from(u32::from_le_bytes(len)).map_err(|_| "string too long")?;
-        if len > self.buf.len() {
-            return Err("string longer than its record");
-        }
-        let (s, rest) = self.buf.split_at(len);
-        self.buf = rest;
-        String::from_utf8(s.to_vec()).map_err(|_| "invalid UTF-8")
-    }
-
-    fn opt_string(&mut self) -> DecResult<Option<String>> {
-        match self.u8()? {
-            0 => Ok(None),
-            1 => self.string().map(Some),
-            _ => Err("invalid option"),
-        }
-    }
-
-    fn value_type(&mut self) -> DecResult<ValueType> {
-        ValueType::from_repr(self.u8()?).ok_or("unknown value type")
-    }
-
-    fn arg(&mut self) -> DecResult<Arg> {
-        Ok(match self.u8()? {
-            0 => Arg::Int(self.i64()?),
-            1 => Arg::Uint(self.u64()?),
-            2 => Arg::Ptr(self.u64()?),
-            3 => Arg::Bool(self.bool()?),
-            4 => Arg::Char(self.u8()?),
-            5 => Arg::Str(self.string()?),
-            6 => Arg::BadStr(self.u64()?),
-            _ => return Err("unknown argument kind"),
-        })
-    }
-
-    fn alloc_fn(&mut self) -> DecResult<AllocFn> {
-        AllocFn::from_repr(self.u8()?).ok_or("unknown allocator function")
-    }
-
-    fn status_tagged(&mut self, tag: u8) -> DecResult<ExitStatus> {
-        match tag {
-            1 => Ok(ExitStatus::Code(self.i32()?)),
-            2 => Ok(ExitStatus::Signal {
-                signo: self.i32()?,
-                core: self.bool()?,
-            }),
-            _ => Err("invalid exit status"),
-        }
-    }
-
-    fn opt_status(&mut self) -> DecResult<Option<ExitStatus>> {
-        match self.u8()? {
-            0 => Ok(None),
-            t => self.status_tagged(t).map(Some),
-        }
-    }
-
-    fn stack(&mut self) -> DecResult<Stack> {
-        let id = self.u32()?;
-        let n = self.u64()?;
-        // A frame takes at least 9 bytes, so a corrupt count cannot
-        // reserve more than the payload could hold.
-        let cap = usize::try_from(n).map_or(0, |n| n.min(self.buf.len() / 9));
-        let mut frames = Vec::with_capacity(cap);
-        for _ in 0..n {
-            frames.push(Frame {
-                addr: self.u64()?,
-                module: self.opt_id()?,
-                offset: self.u64()?,
-                func: self.opt_string()?,
-                file: self.opt_string()?,
-                line: self.u32()?,
-            });
-        }
-        Ok(Stack { id, frames })
-    }
-
-    fn event(&mut self) -> DecResult<Event> {
-        let ts = self.u64()?;
-        let tid = self.u32()?;
-        let kind = match self.u8()? {
-            kind::ALLOC => EventKind::Alloc {
-                func: self.alloc_fn()?,
-                ptr: self.u64()?,
-                size: self.u64()?,
-                stack: self.opt_id()?,
-            },
-            kind::FREE => EventKind::Free {
-                ptr: self.u64()?,
-                stack: self.opt_id()?,
-            },
-            kind::REALLOC => EventKind::Realloc {
-                func: self.alloc_fn()?,
-                old: self.u64()?,
-                ptr: self.u64()?,
-                size: self.u64()?,
-                stack: self.opt_id()?,
-            },
-            kind::MMAP => EventKind::Mmap {
-                addr: self.u64()?,
-                len: self.u64()?,
-                prot: self.u32()?,
-                flags: self.u32()?,
-                fd: self.i32()?,
-                offset: self.u64()?,
-                ret: self.i64()?,
-            },
-            kind::MUNMAP => EventKind::Munmap {
-                addr: self.u64()?,
-                len: self.u64()?,
-                ret: self.i64()?,
-            },
-            kind::MREMAP => EventKind::Mremap {
-                old: self.u64()?,
-                old_len: self.u64()?,
-                new_len: self.u64()?,
-                flags: self.u32()?,
-                ret: self.i64()?,
-            },
-            kind::BRK => EventKind::Brk {
-                req: self.u64()?,
-                ret: self.i64()?,
-            },
-            kind::SIGNAL => EventKind::Signal(Box::new(SignalInfo {
-                signo: self.i32()?,
-                code: self.i32()?,
-                errno: self.i32()?,
-                addr: self.u64()?,
-                handled: self.bool()?,
-                ip: self.u64()?,
-                sp: self.u64()?,
-                stack: self.opt_id()?,
-            })),
-            kind::SPAWN => EventKind::Spawn {
-                child: self.u32()?,
-                thread: self.bool()?,
-            },
-            kind::EXEC => EventKind::Exec {
-                filename: self.string()?,
-            },
-            kind::THREAD_EXIT => EventKind::ThreadExit { code: self.i32()? },
-            kind::PROCESS_EXIT => {
-                let t = self.u8()?;
-                EventKind::ProcessExit {
-                    status: self.status_tagged(t)?,
-                }
-            }
-            kind::CALL => {
-                let probe = self.u32()?;
-                let sp = self.u64()?;
-                let stack = self.opt_id()?;
-                let n = self.u64()?;
-                if n > 64 {
-                    return Err("too many call arguments");
-                }
-                let args = (0..n).map(|_| self.arg()).collect::<DecResult<_>>()?;
-                // Added later: optional.
-                let ret_addr = if self.buf.is_empty() { 0 } else { self.u64()? };
-                EventKind::Call(Box::new(CallInfo {
-                    probe,
-                    args,
-                    sp,
-                    stack,
-                    ret_addr,
-                }))
-            }
-            kind::RETURN => EventKind::Return {
-                probe: self.u32()?,
-                ret: self.u64()?,
-                sp: self.u64()?,
-            },
-            kind::SYS => EventKind::Sys(Box::new(SysInfo {
-                call: SysCall::from_repr(self.u8()?).ok_or("unknown system call")?,
-                fd: self.i32()?,
-                ret: self.i64()?,
-                dur_ns: self.u64()?,
-                len: self.u64()?,
-                arg: self.u64()?,
-                target: self.opt_string()?,
-                // Added later: optional.
-                stack: if self.buf.is_empty() {
-                    None
-                } else {
-                    self.opt_id()?
-                },
-            })),
-            kind::OFF_CPU => EventKind::OffCpu {
-                dur_ns: self.u64()?,
-                preempted: self.bool()?,
-                // Added later: optional.
-                stack: if self.buf.is_empty() {
-                    None
-                } else {
-                    self.opt_id()?
-                },
-            },
-            _ => return Err("unknown event kind"),
+        // The frame is whole: whatever its payload, the next record
+        // starts after it.
+        self.offset += (FRAME_HEAD + 4) as u64 + u64::from(len);
+        let Some(tag) = Tag::from_repr(tag) else {
+            return Ok(Next::Skipped(format!("unknown record type {tag}")));
         };
-        Ok(Event { ts, tid, kind })
+        let decoded = if self.version < 3 {
+            v2::decode(tag, &self.payload).map_err(str::to_string)
+        } else {
+            decode(tag, &self.payload)
+        };
+        Ok(match decoded {
+            Ok(rec) => Next::Record(rec),
+            Err(why) => Next::Skipped(format!("undecodable {} record ({why})", tag.name())),
+        })
     }
+}
+
+/// One record's payload in version 3.
+fn decode(tag: Tag, payload: &[u8]) -> Result<Record, String> {
+    Ok(match tag {
+        Tag::Meta => Record::Meta(from_payload(payload)?),
+        Tag::Module => Record::Module(from_payload(payload)?),
+        Tag::Probe => Record::Probe(from_payload(payload)?),
+        Tag::Stack => Record::Stack(from_payload(payload)?),
+        Tag::Event => {
+            Record::Event(from_payload(payload).map_err(|e| newer_kind(payload).unwrap_or(e))?)
+        }
+        Tag::Lost => Record::Lost(from_payload(payload)?),
+        Tag::End => Record::End(from_payload(payload)?),
+    })
+}
+
+fn from_payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> {
+    match postcard::take_from_bytes(payload) {
+        Ok((v, [])) => Ok(v),
+        Ok(_) => Err("trailing bytes".into()),
+        // postcard drops serde's message (an unknown variant index, an id
+        // out of range): say what it can be.
+        Err(postcard::Error::SerdeDeCustom) => {
+            Err("a value out of range or a variant this version does not know".into())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// "unknown event kind N" when an undecodable event's kind is past the
+/// last this version knows: written by a newer tm-tui.
+fn newer_kind(payload: &[u8]) -> Option<String> {
+    // An event's derived encoding starts with ts, tid and the kind's index.
+    let ((_ts, _tid, kind), _) = postcard::take_from_bytes::<(u64, u32, u32)>(payload).ok()?;
+    let known = u32::try_from(EventKind::COUNT).ok()?;
+    (kind >= known).then(|| format!("unknown event kind {kind}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::AllocFn;
+    use crate::event::{
+        AllocFn, Arg, CallInfo, Families, Frame, SignalInfo, SysCall, SysInfo, ValueType,
+    };
     use crate::util::xorshift::Rng;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -1486,6 +922,169 @@ mod tests {
         Ok(())
     }
 
+    fn fixture_lost() -> Lost {
+        Lost {
+            ringbuf: 1,
+            stack_table: 2,
+            inflight: 3,
+            channel: 4,
+            stackless: u64::MAX,
+            undecodable: 7,
+        }
+    }
+
+    fn fixture_probe() -> Probe {
+        Probe {
+            id: 0,
+            func: "ns::parse_request".into(),
+            module: "/usr/bin/target".into(),
+            offset: 0x1234,
+            args: vec![ValueType::Str, ValueType::Int, ValueType::Char],
+            ret: ValueType::Long,
+            returns: false,
+        }
+    }
+
+    /// What `tests/data/every-kind-v*.tmt` hold: every record type, every
+    /// event kind (version 1: the kinds it had, and its shorter records).
+    fn fixture(version: u16) -> Trace {
+        let v1 = version == 1;
+        let mut meta = meta();
+        if v1 {
+            meta.launched = false;
+            meta.families = Families::default();
+        }
+        let events: Vec<Event> = every_kind()
+            .into_iter()
+            .filter(|e| {
+                !v1 || !matches!(
+                    e.kind,
+                    EventKind::Call(_)
+                        | EventKind::Return { .. }
+                        | EventKind::Sys(_)
+                        | EventKind::OffCpu { .. }
+                )
+            })
+            .collect();
+        let mut lost = fixture_lost();
+        if v1 {
+            lost.undecodable = 0;
+        }
+        Trace {
+            meta,
+            modules: vec![
+                Module {
+                    id: 0,
+                    path: "/usr/bin/target".into(),
+                },
+                Module {
+                    id: 1,
+                    path: "/usr/lib/libc.so.6".into(),
+                },
+            ],
+            stacks: vec![
+                stack(0),
+                Stack {
+                    id: 1,
+                    frames: Vec::new(),
+                },
+            ],
+            probes: if v1 {
+                Vec::new()
+            } else {
+                vec![fixture_probe()]
+            },
+            lost_marks: vec![(0, Lost::default()), (events.len() as u64, lost.clone())],
+            events,
+            lost,
+            end: Some(End {
+                end_mono_ns: 999,
+                status: Some(ExitStatus::Signal {
+                    signo: 6,
+                    core: false,
+                }),
+            }),
+            damage: None,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Files written by earlier versions, checked in: they read as written.
+    #[test]
+    fn old_versions_still_read() -> anyhow::Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        for v in [1u16, 2] {
+            let path = dir.join(format!("every-kind-v{v}.tmt"));
+            let bytes = std::fs::read(&path)?;
+            assert_eq!(bytes.get(8..10), Some(&v.to_le_bytes()[..]), "version {v}");
+            assert_eq!(read_trace(&path)?, fixture(v), "version {v}");
+        }
+        Ok(())
+    }
+
+    /// Writes `t` the way a recording does: tables first, a loss snapshot
+    /// before and after the events.
+    fn write_fixture(path: &Path, t: &Trace) -> anyhow::Result<()> {
+        let mut w = TraceWriter::create(path, &t.meta)?;
+        for m in &t.modules {
+            w.write_module(m)?;
+        }
+        for s in &t.stacks {
+            w.write_stack(s)?;
+        }
+        for p in &t.probes {
+            w.write_probe(p)?;
+        }
+        w.write_lost(&Lost::default())?;
+        for e in &t.events {
+            w.write_event(e)?;
+        }
+        w.write_lost(&t.lost)?;
+        let end = t.end.unwrap_or(End {
+            end_mono_ns: 0,
+            status: None,
+        });
+        w.write_end(end.end_mono_ns, end.status)
+    }
+
+    /// The format, byte for byte: a change to the order of a type's fields
+    /// or variants in `event.rs` (or to a derive) fails here. When the
+    /// change is meant (a new kind added last, or a new version),
+    /// `TM_BLESS=1 cargo test` rewrites the file.
+    #[test]
+    fn every_kind_encodes_as_the_checked_in_file() -> anyhow::Result<()> {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v3.tmt");
+        let f = TempFile::new("golden");
+        write_fixture(&f.0, &fixture(FORMAT_VERSION))?;
+        let bytes = std::fs::read(&f.0)?;
+        if std::env::var_os("TM_BLESS").is_some() {
+            std::fs::write(&golden, &bytes)?;
+        }
+        let want = std::fs::read(&golden)?;
+        let first_diff = bytes.iter().zip(&want).position(|(a, b)| a != b);
+        assert!(
+            bytes == want,
+            "{} differs from this encoder's output (first at byte {first_diff:?}, \
+             {} vs {} bytes); TM_BLESS=1 rewrites it if the change is meant",
+            golden.display(),
+            want.len(),
+            bytes.len()
+        );
+        assert_eq!(read_trace(&golden)?, fixture(FORMAT_VERSION));
+        Ok(())
+    }
+
+    /// The fixtures hold one event of every kind: a new kind must be added
+    /// to `every_kind` (and the golden file blessed).
+    #[test]
+    fn every_kind_has_every_kind() {
+        let kinds: std::collections::HashSet<_> = every_kind()
+            .iter()
+            .map(|e| std::mem::discriminant(&e.kind))
+            .collect();
+        assert_eq!(kinds.len(), EventKind::COUNT);
+    }
+
     /// A small trace with every record type, and the offset after each record.
     fn sample(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u64>)> {
         let mut w = TraceWriter::create(path, &meta())?;
@@ -1590,32 +1189,130 @@ mod tests {
         Ok(())
     }
 
+    /// A record framed as written, with a valid checksum.
+    fn frame(tag: u8, payload: &[u8]) -> Vec<u8> {
+        let mut r = vec![tag];
+        r.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        r.extend_from_slice(payload);
+        let crc = crc32fast::hash(&r);
+        r.extend_from_slice(&crc.to_le_bytes());
+        r
+    }
+
+    /// An event of a kind from a newer tm-tui (the next variant index,
+    /// with a payload this version cannot know the shape of).
+    fn newer_event() -> Vec<u8> {
+        let mut p = Vec::new();
+        // ts 1, tid 1, then the kind's index as a varint (< 128: one byte).
+        p.extend_from_slice(&[1, 1, EventKind::COUNT as u8]);
+        p.extend_from_slice(&[0x2a, 0xff, 0x01]);
+        frame(Tag::Event as u8, &p)
+    }
+
     #[test]
-    fn valid_crc_on_bad_payload_is_undecodable() -> anyhow::Result<()> {
+    fn unknown_event_kind_is_skipped_and_reading_goes_on() -> anyhow::Result<()> {
+        let f = TempFile::new("newer-kind");
+        let (bytes, ends) = sample(&f.0)?;
+        // Between the fourth and fifth events, and again before End.
+        let (at, before_end) = (ends[6] as usize, ends[ends.len() - 2] as usize);
+        let newer = newer_event();
+        let unknown_tag = frame(200, &[1, 2, 3]);
+        let mut b = bytes[..at].to_vec();
+        b.extend_from_slice(&newer);
+        b.extend_from_slice(&bytes[at..before_end]);
+        b.extend_from_slice(&unknown_tag);
+        b.extend_from_slice(&newer);
+        b.extend_from_slice(&bytes[before_end..]);
+        std::fs::write(&f.0, &b)?;
+        let t = read_trace(&f.0)?;
+        let kind = format!(
+            "undecodable Event record (unknown event kind {})",
+            EventKind::COUNT
+        );
+        let tag_at = (before_end + newer.len()) as u64;
+        assert_eq!(
+            t.skipped,
+            [
+                Damage {
+                    offset: at as u64,
+                    reason: kind.clone()
+                },
+                Damage {
+                    offset: tag_at,
+                    reason: "unknown record type 200".into()
+                },
+                Damage {
+                    offset: tag_at + unknown_tag.len() as u64,
+                    reason: kind
+                },
+            ]
+        );
+        assert_eq!(t.damage, None);
+        assert_eq!(t.events.as_slice(), &every_kind()[..12]);
+        assert_eq!(t.lost, Lost::default());
+        assert_eq!(
+            t.end.map(|e| e.status),
+            Some(Some(ExitStatus::Code(0))),
+            "the records after the skipped ones are read"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn valid_crc_on_bad_payload_is_skipped() -> anyhow::Result<()> {
         let f = TempFile::new("undecodable");
         let (mut bytes, ends) = sample(&f.0)?;
-        let mut push_record = |tag: u8, payload: &[u8]| {
-            let mut r = vec![tag];
-            r.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            r.extend_from_slice(payload);
-            let crc = crc32fast::hash(&r);
-            r.extend_from_slice(&crc.to_le_bytes());
-            bytes.extend_from_slice(&r);
-        };
-        // An Event whose kind byte is unknown.
-        push_record(tag::EVENT, &[1, 1, 200]);
+        let last = ends.last().copied().unwrap_or_default();
+        // An event cut inside its varint, then an alloc with an allocator
+        // function past the last, then a Lost record with a trailing byte.
+        bytes.extend(frame(Tag::Event as u8, &[1, 1, 200]));
+        bytes.extend(frame(Tag::Event as u8, &[1, 1, 0, 100, 16, 16, 0]));
+        bytes.extend(frame(Tag::Lost as u8, &[0, 0, 0, 0, 0, 0, 9]));
         std::fs::write(&f.0, &bytes)?;
         let t = read_trace(&f.0)?;
-        let last = ends.last().copied().unwrap_or_default();
-        let d = t.damage.map(|d| (d.offset, d.reason));
+        let got: Vec<_> = t.skipped.iter().map(|d| (d.offset, &*d.reason)).collect();
         assert_eq!(
-            d,
-            Some((
-                last,
-                "undecodable Event record (unknown event kind)".to_string()
-            ))
+            got,
+            [
+                (
+                    last,
+                    "undecodable Event record (Hit the end of buffer, expected more data)"
+                ),
+                (
+                    last + 12,
+                    "undecodable Event record (a value out of range or a variant this version \
+                     does not know)"
+                ),
+                (last + 28, "undecodable Lost record (trailing bytes)"),
+            ]
         );
         assert!(t.end.is_some());
+        assert_eq!(t.damage, None);
+        Ok(())
+    }
+
+    /// Skipping is the framing's, so it holds for the older versions too.
+    #[test]
+    fn old_version_skips_an_unknown_kind() -> anyhow::Result<()> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v2.tmt");
+        let bytes = std::fs::read(path)?;
+        // The End record is last: 5 bytes of payload (999, signal 6).
+        let end_at = bytes.len() - (FRAME_HEAD + 5 + 4);
+        let mut b = bytes[..end_at].to_vec();
+        b.extend(frame(Tag::Event as u8, &[1, 1, 200]));
+        b.extend_from_slice(&bytes[end_at..]);
+        let f = TempFile::new("v2-skip");
+        std::fs::write(&f.0, &b)?;
+        let mut t = read_trace(&f.0)?;
+        assert_eq!(
+            t.skipped,
+            [Damage {
+                offset: end_at as u64,
+                reason: "undecodable Event record (unknown event kind)".into()
+            }]
+        );
+        t.skipped.clear();
+        assert_eq!(t, fixture(2));
         Ok(())
     }
 
@@ -1650,7 +1347,7 @@ mod tests {
         assert!(
             err.as_deref()
                 .is_some_and(|e| e
-                    .ends_with("trace format version 7 is newer than this tm-tui supports (2)")),
+                    .ends_with("trace format version 7 is newer than this tm-tui supports (3)")),
             "{err:?}"
         );
         Ok(())
@@ -1684,7 +1381,7 @@ mod tests {
             assert!(read_trace(&f.0).is_err(), "round {round}");
             // Past a valid header, noise must be an error or damage.
             let mut h = MAGIC.to_vec();
-            h.extend_from_slice(&[1, 0, 0, 0]);
+            h.extend_from_slice(&[[1, 3][round % 2], 0, 0, 0]);
             bytes.splice(0..0, h);
             std::fs::write(&f.0, &bytes)?;
             if let Ok(t) = read_trace(&f.0) {
@@ -1718,21 +1415,9 @@ mod tests {
         for _ in 0..20_000 {
             let len = (rng.next() % 64) as usize;
             let p: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            for tag in 0..=7 {
+            for tag in (0..=8).filter_map(Tag::from_repr) {
                 let _ = decode(tag, &p);
             }
-        }
-        // The extremes of the varint encoding.
-        let mut b = Vec::new();
-        put_u64(&mut b, u64::MAX);
-        assert_eq!(b.len(), 10);
-        assert_eq!(Dec { buf: &b }.u64(), Ok(u64::MAX));
-        b[9] = 2;
-        assert!(Dec { buf: &b }.u64().is_err());
-        for v in [i64::MIN, -1, 0, 1, i64::MAX] {
-            b.clear();
-            put_i64(&mut b, v);
-            assert_eq!(Dec { buf: &b }.i64(), Ok(v));
         }
     }
 }

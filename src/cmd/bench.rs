@@ -4,6 +4,7 @@
 
 pub mod model;
 pub mod probes;
+pub mod trace;
 pub mod ui;
 
 use std::process::{Command, Stdio};

@@ -24,6 +24,16 @@ pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
     require_tty()?;
     let tl = crate::cmd::timeline_of(&t, memory);
     let mut app = App::new(tl, Mode::Replay);
+    if let Some(first) = t.skipped.first() {
+        app.message = Some(format!(
+            "{} has {} record(s) this version cannot read, skipped, the first at byte {}: {}",
+            file.display(),
+            t.skipped.len(),
+            first.offset,
+            first.reason
+        ));
+    }
+    // Damage says more (the end of the recording is missing): it wins.
     if let Some(d) = &t.damage {
         app.message = Some(format!(
             "{} is damaged from byte {}: {} (showing what was read)",

@@ -299,6 +299,15 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
             d.offset, d.reason
         );
     }
+    if let Some(first) = t.skipped.first() {
+        let _ = writeln!(
+            out,
+            "SKIPPED   {} record(s) this version cannot read, the first at byte {}: {}",
+            t.skipped.len(),
+            first.offset,
+            first.reason
+        );
+    }
     let _ = writeln!(out);
     let shown = window(t, &sum, opts)?;
     let at = shown.at;
@@ -646,7 +655,34 @@ mod tests {
             lost_marks: Vec::new(),
             end: None,
             damage: None,
+            skipped: Vec::new(),
         }
+    }
+
+    #[test]
+    fn skipped_records_are_reported() {
+        let mut t = probed_trace();
+        assert!(!text(&t, &Options::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .contains("SKIPPED"));
+        t.skipped = vec![
+            crate::trace::Damage {
+                offset: 42,
+                reason: "undecodable Event record (unknown event kind 16)".into(),
+            },
+            crate::trace::Damage {
+                offset: 99,
+                reason: "unknown record type 8".into(),
+            },
+        ];
+        let out = text(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.contains(
+                "SKIPPED   2 record(s) this version cannot read, the first at byte 42: \
+                 undecodable Event record (unknown event kind 16)"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

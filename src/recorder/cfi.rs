@@ -67,6 +67,36 @@ impl Table {
     }
 }
 
+impl Table {
+    /// For each 4 KiB page of row pcs, the first and last row that can
+    /// cover an address in it: the tracer searches only those.
+    pub fn page_index(&self) -> Vec<(u32, u32)> {
+        let starts = self.page_starts();
+        let last = self.rows.len().saturating_sub(1) as u32;
+        (0..starts.len())
+            .map(|k| (starts[k], starts.get(k + 1).copied().unwrap_or(last)))
+            .collect()
+    }
+
+    /// For each page, the row covering its start (0 before the first row).
+    fn page_starts(&self) -> Vec<u32> {
+        let Some(last) = self.rows.last() else {
+            return Vec::new();
+        };
+        let pages = (last.pc >> 12) as usize + 1;
+        let mut index = Vec::with_capacity(pages);
+        let mut i = 0usize;
+        for k in 0..pages {
+            let start = (k as u64) << 12;
+            while i + 1 < self.rows.len() && u64::from(self.rows[i + 1].pc) <= start {
+                i += 1;
+            }
+            index.push(i as u32);
+        }
+        index
+    }
+}
+
 /// Why a module has no table.
 #[derive(Debug, thiserror::Error)]
 pub enum NoTable {
@@ -442,6 +472,20 @@ mod tests {
         let addr = object::ObjectSymbol::address(&sym);
         let row = lookup(&t.rows, (addr - t.base) as u32).unwrap();
         assert_eq!((row.cfa, row.off), (tm_cfa::TM_CFA_RSP.0 as u8, 8));
+    }
+
+    #[test]
+    fn the_page_index_brackets_every_lookup() {
+        let t = compile(&libc()).unwrap();
+        let index = t.page_index();
+        for pc in (0..t.rows.last().unwrap().pc).step_by(97) {
+            let want = t.rows.partition_point(|r| r.pc <= pc).checked_sub(1);
+            let k = (pc >> 12) as usize;
+            let (a, b) = (index[k].0 as usize, index[k].1 as usize);
+            let got = t.rows[a..=b].partition_point(|r| r.pc <= pc);
+            let got = (got > 0).then(|| a + got - 1);
+            assert_eq!(got, want, "pc {pc:#x}");
+        }
     }
 
     #[test]

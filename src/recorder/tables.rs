@@ -16,48 +16,41 @@ use super::bpf::types;
 use super::cfi::{Cache, NoTable, Table};
 use super::maps::MapEntry;
 
-/// A module's rows in the array, and what maps its addresses to them.
+/// A module's rows and page index in the arrays, and what maps its
+/// addresses to them.
 struct Loaded {
     table: Table,
-    lo: u32,
-    hi: u32,
+    rows: (u32, u32),
+    pages: (u32, u32),
 }
 
 /// The modules of one process seen so far, by path and identity.
 type Key = (PathBuf, u64);
 
-pub struct Tables {
-    procs: libbpf_rs::MapHandle,
-    rows: *mut types::tm_cfi_row,
+/// An mmapped BPF array of `T`, handed out in ranges. The kernel lays an
+/// array's elements out 8-byte aligned: `T` must be a multiple of 8 bytes.
+struct Arena<T> {
+    base: *mut T,
     capacity: u32,
-    /// Next never-used row, and ranges free for reuse.
+    /// Next never-used slot, and ranges free for reuse.
     top: u32,
     free: Vec<(u32, u32)>,
-    /// Freed at the last sync: reusable from the next one.
+    /// Freed at the last sync: reusable from the next one (a walk under
+    /// way may still read the old list).
     quarantine: Vec<(u32, u32)>,
-    cache: Cache,
-    modules: HashMap<Key, Result<Loaded, String>>,
-    /// The list last written, to skip rewriting an unchanged one.
-    last: Vec<(u64, u64, u64, u32, u32)>,
-    /// Modules without usable CFI, to be told once each.
-    pub notes: Vec<String>,
 }
 
-impl Tables {
-    /// Map the row array (`rows`, an mmapable BPF array) into memory.
-    pub fn new(
-        rows: &libbpf_rs::MapMut<'_>,
-        procs: &libbpf_rs::MapMut<'_>,
-    ) -> anyhow::Result<Tables> {
-        let procs = libbpf_rs::MapHandle::try_from(procs)?;
-        let capacity = rows.max_entries();
-        let len = capacity as usize * std::mem::size_of::<types::tm_cfi_row>();
-        let fd = rows.as_fd().as_raw_fd();
+impl<T: Copy> Arena<T> {
+    fn new(map: &libbpf_rs::MapMut<'_>) -> anyhow::Result<Arena<T>> {
+        const { assert!(std::mem::size_of::<T>().is_multiple_of(8)) };
+        let capacity = map.max_entries();
+        let len = capacity as usize * std::mem::size_of::<T>();
+        let fd = map.as_fd().as_raw_fd();
         // SAFETY: mmap of a BPF_F_MMAPABLE array map's fd at offset 0 for
         // its whole size, shared: the kernel backs it with the map's own
         // pages. The mapping is unmapped in Drop; nothing else aliases it
-        // on our side (the tracer reads it concurrently, and writes are
-        // whole rows to ranges no published list refers to yet).
+        // on our side (the tracer reads it concurrently, and writes go to
+        // ranges no published list refers to yet).
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -70,17 +63,90 @@ impl Tables {
         };
         if p == libc::MAP_FAILED {
             anyhow::bail!(
-                "cannot map the unwind table: {}",
+                "cannot map the unwind tables: {}",
                 std::io::Error::last_os_error()
             );
         }
-        Ok(Tables {
-            procs,
-            rows: p.cast(),
+        Ok(Arena {
+            base: p.cast(),
             capacity,
             top: 0,
             free: Vec::new(),
             quarantine: Vec::new(),
+        })
+    }
+
+    /// A range holding `items`, or None when the array is full.
+    fn put(&mut self, items: impl ExactSizeIterator<Item = T>) -> Option<(u32, u32)> {
+        let n = u32::try_from(items.len()).ok()?;
+        let lo = match self.free.iter().position(|&(lo, hi)| hi - lo >= n) {
+            Some(i) => {
+                let (lo, hi) = self.free[i];
+                if hi - lo == n {
+                    self.free.swap_remove(i);
+                } else {
+                    self.free[i].0 = lo + n;
+                }
+                lo
+            }
+            None => {
+                if self.capacity - self.top < n {
+                    return None;
+                }
+                self.top += n;
+                self.top - n
+            }
+        };
+        for (i, v) in items.enumerate() {
+            // SAFETY: lo + i < lo + n <= capacity, inside the mapping; the
+            // range was just taken from the free space: no published list
+            // points into it.
+            unsafe { self.base.add(lo as usize + i).write_volatile(v) };
+        }
+        Some((lo, lo + n))
+    }
+
+    fn release(&mut self, r: (u32, u32)) {
+        if r.1 > r.0 {
+            self.quarantine.push(r);
+        }
+    }
+
+    fn new_sync(&mut self) {
+        self.free.append(&mut self.quarantine);
+    }
+}
+
+impl<T> Drop for Arena<T> {
+    fn drop(&mut self) {
+        let len = self.capacity as usize * std::mem::size_of::<T>();
+        // SAFETY: the mapping made in `new`, of this length, unmapped once.
+        unsafe { libc::munmap(self.base.cast(), len) };
+    }
+}
+
+pub struct Tables {
+    procs: libbpf_rs::MapHandle,
+    rows: Arena<types::tm_cfi_row>,
+    pages: Arena<types::tm_cfi_page>,
+    cache: Cache,
+    modules: HashMap<Key, Result<Loaded, String>>,
+    /// The list last written, to skip rewriting an unchanged one.
+    last: Vec<(u64, u64, u64, u32, u32, u32, u32)>,
+    /// Modules without usable CFI, to be told once each.
+    pub notes: Vec<String>,
+}
+
+impl Tables {
+    pub fn new(
+        rows: &libbpf_rs::MapMut<'_>,
+        pages: &libbpf_rs::MapMut<'_>,
+        procs: &libbpf_rs::MapMut<'_>,
+    ) -> anyhow::Result<Tables> {
+        Ok(Tables {
+            procs: libbpf_rs::MapHandle::try_from(procs)?,
+            rows: Arena::new(rows)?,
+            pages: Arena::new(pages)?,
             cache: Cache::new(),
             modules: HashMap::new(),
             last: Vec::new(),
@@ -88,104 +154,81 @@ impl Tables {
         })
     }
 
-    fn alloc(&mut self, n: u32) -> Option<u32> {
-        if let Some(i) = self.free.iter().position(|&(lo, hi)| hi - lo >= n) {
-            let (lo, hi) = self.free[i];
-            if hi - lo == n {
-                self.free.swap_remove(i);
-            } else {
-                self.free[i].0 = lo + n;
-            }
-            return Some(lo);
-        }
-        let lo = self.top;
-        if self.capacity - lo < n {
-            return None;
-        }
-        self.top += n;
-        Some(lo)
-    }
-
     fn load(&mut self, pid: u32, path: &Path) -> Result<Loaded, String> {
         // The target's own view of the path (another mount namespace: a
         // container) first, ours if that is not readable.
         let theirs =
             PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
-        let table = match self.cache.table(&theirs) {
+        let mut table = match self.cache.table(&theirs) {
             Ok(t) => Ok(t),
             Err(NoTable::Io(_)) => self.cache.table(path),
             Err(e) => Err(e),
         }
         .map_err(|e| e.to_string())?;
-        let n = u32::try_from(table.rows.len()).map_err(|_| "too many unwind rows".to_string())?;
-        let lo = self
-            .alloc(n)
-            .ok_or_else(|| "the unwind table is full".to_string())?;
-        for (i, r) in table.rows.iter().enumerate() {
-            let row = types::tm_cfi_row {
+        let index = table.page_index();
+        let rows = self
+            .rows
+            .put(table.rows.iter().map(|r| types::tm_cfi_row {
                 pc: r.pc,
                 off: r.off,
                 cfa: r.cfa,
                 rbp: r.rbp,
-            };
-            // SAFETY: lo + i < lo + n <= capacity, inside the mapping; the
-            // range is ours (allocated above) and no published list points
-            // into it yet.
-            unsafe { self.rows.add(lo as usize + i).write_volatile(row) };
-        }
-        let mut table = table;
+            }))
+            .ok_or_else(|| "the unwind table is full".to_string())?;
+        let Some(pages) = self.pages.put(
+            index
+                .into_iter()
+                .map(|(first, last)| types::tm_cfi_page { first, last }),
+        ) else {
+            self.rows.release(rows);
+            return Err("the unwind table's page index is full".to_string());
+        };
         table.rows = Vec::new();
-        Ok(Loaded {
-            table,
-            lo,
-            hi: lo + n,
-        })
+        Ok(Loaded { table, rows, pages })
     }
 
     /// Bring the tracer's list for `pid` in line with `maps`.
     pub fn sync(&mut self, pid: u32, maps: &[MapEntry]) {
-        self.free.append(&mut self.quarantine);
+        self.rows.new_sync();
+        self.pages.new_sync();
         let mut list = Vec::new();
         let mut used: Vec<Key> = Vec::new();
         for m in maps.iter().filter(|m| m.exec) {
-            let (lo, hi, adj) = match &m.path {
-                Some(path) => {
-                    let key = (path.clone(), module_identity(pid, m));
-                    if !self.modules.contains_key(&key) {
-                        let loaded = self.load(pid, path);
-                        if let Err(e) = &loaded {
-                            self.notes.push(format!(
-                                "no unwind info for {}: {e}; its frames are followed by frame pointers only",
-                                path.display()
-                            ));
-                        }
-                        self.modules.insert(key.clone(), loaded);
+            let mut entry = types::tm_cfi_map {
+                start: m.start,
+                end: m.end,
+                ..Default::default()
+            };
+            // [vdso], JIT code (no path): frame pointers.
+            if let Some(path) = &m.path {
+                let key = (path.clone(), module_identity(pid, m));
+                if !self.modules.contains_key(&key) {
+                    let loaded = self.load(pid, path);
+                    if let Err(e) = &loaded {
+                        self.notes.push(format!(
+                            "no unwind info for {}: {e}; its frames are followed by frame pointers only",
+                            path.display()
+                        ));
                     }
-                    used.push(key.clone());
-                    match &self.modules[&key] {
-                        Ok(l) => match l.table.adj(m.offset) {
-                            Some(adj) => (l.lo, l.hi, adj),
-                            None => (0, 0, 0),
-                        },
-                        Err(_) => (0, 0, 0),
+                    self.modules.insert(key.clone(), loaded);
+                }
+                if let Some(Ok(l)) = self.modules.get(&key) {
+                    if let Some(adj) = l.table.adj(m.offset) {
+                        entry.adj = adj;
+                        (entry.lo, entry.hi) = l.rows;
+                        entry.pg = l.pages.0;
+                        entry.npg = l.pages.1 - l.pages.0;
                     }
                 }
-                // [vdso], JIT code: frame pointers.
-                None => (0, 0, 0),
-            };
+                used.push(key);
+            }
             if list.len() < types::tm_cfi_limit::TM_CFI_MAPS.0 as usize {
-                list.push(types::tm_cfi_map {
-                    start: m.start,
-                    end: m.end,
-                    adj,
-                    lo,
-                    hi,
-                });
+                list.push(entry);
             }
         }
         let key: Vec<_> = list
             .iter()
-            .map(|m| (m.start, m.end, m.adj, m.lo, m.hi))
+            .map(|m| (m.start, m.end, m.adj, m.lo, m.hi, m.pg, m.npg))
             .collect();
         if key != self.last {
             let mut proc = types::tm_cfi_proc {
@@ -209,7 +252,7 @@ impl Tables {
                 self.last = key;
             }
         }
-        // Modules gone from the maps: their rows are reused later.
+        // Modules gone from the maps: their ranges are reused later.
         let gone: Vec<Key> = self
             .modules
             .keys()
@@ -218,16 +261,14 @@ impl Tables {
             .collect();
         for k in gone {
             if let Some(Ok(l)) = self.modules.remove(&k) {
-                if l.hi > l.lo {
-                    self.quarantine.push((l.lo, l.hi));
-                }
+                self.rows.release(l.rows);
+                self.pages.release(l.pages);
             }
         }
     }
 }
 
 /// What tells two files of one path apart (a rebuilt library): the
-/// mapping's inode as /proc/PID/maps lists it is not in MapEntry, so the
 /// file's inode and mtime, read through the target's root.
 fn module_identity(pid: u32, m: &MapEntry) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -237,12 +278,4 @@ fn module_identity(pid: u32, m: &MapEntry) -> u64 {
     std::fs::metadata(&theirs)
         .or_else(|_| std::fs::metadata(path))
         .map_or(0, |md| md.ino() ^ (md.mtime() as u64).rotate_left(32))
-}
-
-impl Drop for Tables {
-    fn drop(&mut self) {
-        let len = self.capacity as usize * std::mem::size_of::<types::tm_cfi_row>();
-        // SAFETY: the mapping made in `new`, of this length, unmapped once.
-        unsafe { libc::munmap(self.rows.cast(), len) };
-    }
 }

@@ -161,8 +161,10 @@ fn probes_attach_to_a_running_process() {
         return;
     }
     let calls = demo("calls");
+    // Long enough to outlast the attach (BPF load and verification take
+    // up to a second on a loaded machine with a debug build).
     let mut child = Command::new(&calls)
-        .arg("400")
+        .arg("2000")
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start calls");
@@ -181,7 +183,7 @@ fn probes_attach_to_a_running_process() {
     assert_no_loss(&r);
     let pr = probe(&r, "process_request");
     let n = pr["calls"].as_u64().expect("calls");
-    assert!((50..400).contains(&n), "attached mid-run: {pr}");
+    assert!((50..2000).contains(&n), "attached mid-run: {pr}");
     // Every fifth id fails: errors are a fifth of the calls, give or take
     // the call under way at each end.
     let errors = pr["errors"].as_u64().expect("errors");
