@@ -662,9 +662,7 @@ mod tests {
     #[test]
     fn skipped_records_are_reported() {
         let mut t = probed_trace();
-        assert!(!text(&t, &Options::default())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .contains("SKIPPED"));
+        assert!(!text(&t, &Options::default()).unwrap().contains("SKIPPED"));
         t.skipped = vec![
             crate::trace::Damage {
                 offset: 42,
@@ -675,7 +673,7 @@ mod tests {
                 reason: "unknown record type 8".into(),
             },
         ];
-        let out = text(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        let out = text(&t, &Options::default()).unwrap();
         assert!(
             out.contains(
                 "SKIPPED   2 record(s) this version cannot read, the first at byte 42: \
