@@ -17,6 +17,8 @@
 mod cmd;
 mod event;
 mod model;
+// The recorder owns all the unsafe code (BPF maps, ptrace, the launch).
+#[allow(unsafe_code)]
 mod recorder;
 mod trace;
 mod ui;

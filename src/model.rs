@@ -62,27 +62,6 @@ pub fn site_in(sites: &[StackId], stack: Option<StackId>) -> Option<StackId> {
 /// The keys of [`Timeline::parse_filter`], for its messages.
 pub const FILTER_KEYS: &str = "kind, tid, func, call, addr";
 
-/// `pattern` matches all of `name`, each `*` standing for any run of
-/// characters.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for m in middle {
-        match rest.find(m) {
-            Some(at) => rest = &rest[at + m.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
-
 /// The default memory budget of a recording held in memory.
 pub const DEFAULT_MEMORY: usize = 1 << 30;
 
@@ -435,7 +414,7 @@ impl Timeline {
     /// A filter from `kind=free,realloc tid=42 func=drop_conn addr=0x…
     /// call=parse_*` (terms separated by spaces; all must hold). `func`
     /// matches stacks with a function containing the text; `call` the
-    /// Call and Return events of the probed functions named (`*` globs).
+    /// Call and Return events of the probed functions named (`*` and `?` globs).
     pub fn parse_filter(&self, spec: &str) -> Result<Filter, String> {
         let mut f = Filter::default();
         for term in spec.split_whitespace() {
@@ -466,7 +445,7 @@ impl Timeline {
                     let p: crate::util::hash::FxSet<ProbeId> = self
                         .probes
                         .iter()
-                        .filter(|p| glob_match(val, &p.func))
+                        .filter(|p| crate::util::glob_match(val, &p.func))
                         .map(|p| p.id)
                         .collect();
                     if p.is_empty() {

@@ -44,6 +44,7 @@ mod bpf {
         clippy::all,
         clippy::pedantic,
         clippy::unwrap_used,
+        clippy::undocumented_unsafe_blocks,
         unused_imports,
         dead_code
     )]

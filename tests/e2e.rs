@@ -7,6 +7,7 @@ mod e2e {
     pub mod crash;
     pub mod diagnosis;
     pub mod heap;
+    pub mod launch;
     pub mod probes;
     pub mod stacks;
     pub mod support;

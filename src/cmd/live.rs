@@ -89,7 +89,7 @@ impl Feed for LiveFeed<'_> {
 /// `tm-tui PID`, `tm-tui -- CMD`, `tm-tui demo NAME`: record and show.
 /// Returns the launched target's status (as `record` does).
 pub fn live(args: LiveArgs) -> Result<i32> {
-    session::install_sigint();
+    session::install_sigint()?;
     // A launched program's output would garble the UI and its input would
     // steal our keys: it gets /dev/null and a log file instead.
     let (stdio, log) = match &args.target {

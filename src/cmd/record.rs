@@ -30,7 +30,7 @@ pub struct RecordArgs {
 }
 
 pub fn run(args: RecordArgs) -> Result<i32> {
-    session::install_sigint();
+    session::install_sigint()?;
     let mut session = session::start(
         &args.target,
         args.ringbuf_bytes,

@@ -662,9 +662,7 @@ mod tests {
     #[test]
     fn skipped_records_are_reported() {
         let mut t = probed_trace();
-        assert!(!text(&t, &Options::default())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .contains("SKIPPED"));
+        assert!(!text(&t, &Options::default()).unwrap().contains("SKIPPED"));
         t.skipped = vec![
             crate::trace::Damage {
                 offset: 42,
@@ -675,7 +673,7 @@ mod tests {
                 reason: "unknown record type 8".into(),
             },
         ];
-        let out = text(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        let out = text(&t, &Options::default()).unwrap();
         assert!(
             out.contains(
                 "SKIPPED   2 record(s) this version cannot read, the first at byte 42: \
@@ -688,7 +686,7 @@ mod tests {
     #[test]
     fn calls_returns_and_syscalls_as_text() {
         let t = probed_trace();
-        let out = text(&t, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        let out = text(&t, &Options::default()).unwrap();
         // Lines with their runs of spaces made one (columns vary).
         let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
         let line = |needle: &str| {
@@ -723,8 +721,8 @@ mod tests {
 
     /// The document as a `Value`, to index by field name.
     fn json_value(t: &Trace, opts: &Options) -> Value {
-        let r = json(t, opts).unwrap_or_else(|e| panic!("{e:#}"));
-        serde_json::to_value(r).unwrap_or_else(|e| panic!("{e}"))
+        let r = json(t, opts).unwrap();
+        serde_json::to_value(r).unwrap()
     }
 
     #[test]
@@ -819,8 +817,8 @@ mod tests {
     /// `report --json` of the snapshot recording, as the command prints it
     /// (serialized straight from the structs, so their field order shows).
     fn snap_json(opts: &Options) -> String {
-        let r = json(&snap_trace(), opts).unwrap_or_else(|e| panic!("{e:#}"));
-        serde_json::to_string_pretty(&r).unwrap_or_else(|e| panic!("{e}"))
+        let r = json(&snap_trace(), opts).unwrap();
+        serde_json::to_string_pretty(&r).unwrap()
     }
 
     /// Renaming, dropping or reordering a field of the JSON fails here.

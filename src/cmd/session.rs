@@ -4,9 +4,11 @@
 //! file; and the teardown.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::event::{EventKind, ExitStatus, Families, Family, Meta, Probe};
 use crate::model::Timeline;
@@ -43,18 +45,17 @@ pub enum ProbeMode {
     Bare,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Set by SIGINT and SIGTERM once [`install_sigint`] ran.
+static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
-pub fn install_sigint() {
-    // SAFETY: the handler only stores to an atomic (async-signal-safe).
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+/// SIGINT and SIGTERM end the recording (as the user quitting would)
+/// instead of tm-tui.
+pub fn install_sigint() -> Result<()> {
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&INTERRUPTED))
+            .with_context(|| format!("cannot handle signal {sig}"))?;
     }
+    Ok(())
 }
 
 pub fn interrupted() -> bool {
@@ -62,8 +63,7 @@ pub fn interrupted() -> bool {
 }
 
 pub fn require_root() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         bail!("tm-tui needs root to load eBPF programs (CAP_BPF, CAP_PERFMON): run it with sudo");
     }
     Ok(())

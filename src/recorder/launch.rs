@@ -1,5 +1,5 @@
-//! Launch mode: start a program stopped, so probes are attached before it
-//! runs its first instruction, then let it go.
+//! Launch mode: start a program held before its exec, so probes are
+//! attached before it runs its first instruction, then let it go.
 //!
 //! The child is also ptrace-seized with PTRACE_O_TRACEEXIT: it stops at the
 //! start of its exit while its address space still exists, so the recorder
@@ -7,15 +7,23 @@
 //! program is often gone before its records are read). Signals are passed
 //! through unchanged.
 
-use std::ffi::CString;
-use std::io;
+use std::ffi::{CString, OsStr};
+use std::io::{self, PipeWriter, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{self, getpid, Pid};
 
 use crate::event::ExitStatus;
 
@@ -27,7 +35,7 @@ pub struct ExitHold {
     pub drained: Sender<()>,
 }
 
-/// A launched child, stopped before exec until [`Child::resume`].
+/// A launched child, held before exec until [`Child::resume`].
 pub struct Child {
     pub pid: u32,
     go: Sender<bool>,
@@ -65,9 +73,9 @@ pub fn resolve_program(prog: &str) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("cannot run {prog}: command not found in PATH"))
 }
 
-/// Fork `argv` stopped before exec'ing `exe` (from [`resolve_program`]).
-/// All ptrace calls must come from the thread that seized the child, so
-/// one thread owns it for its lifetime.
+/// Start `argv` from `exe` (from [`resolve_program`]), held before its
+/// exec until [`Child::resume`]. All ptrace calls must come from the
+/// thread that seized the child, so one thread owns it for its lifetime.
 pub fn spawn_stopped(exe: &Path, argv: &[String], stdio: Option<Stdio>) -> Result<Child> {
     let c_exe = CString::new(exe.as_os_str().as_bytes()).context("program path has a NUL byte")?;
     let c_args: Vec<CString> = argv
@@ -86,16 +94,16 @@ pub fn spawn_stopped(exe: &Path, argv: &[String], stdio: Option<Stdio>) -> Resul
     thread::Builder::new()
         .name("tm-launch".into())
         .spawn(move || {
-            let pid = match fork_stopped(&c_exe, &c_args, stdio.as_ref()) {
-                Ok(p) => p,
+            let held = match spawn_held(c_exe, c_args, stdio) {
+                Ok(h) => h,
                 Err(e) => {
                     let _ = pid_tx.send(Err(e));
                     return;
                 }
             };
-            let _ = pid_tx.send(Ok(pid as u32));
+            let _ = pid_tx.send(Ok(held.pid.as_raw() as u32));
             supervise(
-                pid,
+                held,
                 &exe2,
                 &go_rx,
                 &started_tx,
@@ -129,55 +137,119 @@ pub struct Stdio {
     pub output: std::fs::File,
 }
 
-/// Fork; the child stops itself, then execs. Returns once it is stopped
-/// and seized.
-fn fork_stopped(exe: &CString, args: &[CString], stdio: Option<&Stdio>) -> Result<i32> {
-    use std::os::fd::AsRawFd;
-    let fds = stdio.map(|s| (s.stdin.as_raw_fd(), s.output.as_raw_fd()));
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    // SAFETY: between fork and exec the child only calls async-signal-safe
-    // functions (raise, execv, _exit) on memory prepared before the fork.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error()).context("fork failed");
+/// A forked child held before its exec, seized by the calling thread.
+struct Held {
+    pid: Pid,
+    /// One byte lets it exec.
+    go: PipeWriter,
+}
+
+/// Forks with `Command` (its stdio redirected, its signal mask and
+/// dispositions reset as std does) a child that tells its pid and waits in
+/// `pre_exec` for the byte that lets it exec; seizes it meanwhile, so it
+/// is traced from its exec on.
+///
+/// The exec is the closure's own, and `Command::spawn` runs on a thread
+/// of its own, because spawn returns only once the child has exec'd (or
+/// died) and, after a failed exec, reaps the child itself: it would race
+/// this thread, the tracer, for the child's stops and status. Here the
+/// child never returns to std after its pid is told: std sees its pipe
+/// close at the exec (or the `_exit`) and returns without waiting.
+fn spawn_held(exe: CString, args: Vec<CString>, stdio: Option<Stdio>) -> Result<Held> {
+    let mut cmd = Command::new(OsStr::from_bytes(exe.as_bytes()));
+    if let Some(s) = stdio {
+        let stderr = s
+            .output
+            .try_clone()
+            .context("cannot duplicate the output file")?;
+        cmd.stdin(s.stdin).stdout(s.output).stderr(stderr);
     }
-    if pid == 0 {
-        // SAFETY: see above; the pointers stay valid until exec or _exit,
-        // and dup2 is async-signal-safe on descriptors opened before fork.
-        unsafe {
-            if let Some((input, output)) = fds {
-                libc::dup2(input, 0);
-                libc::dup2(output, 1);
-                libc::dup2(output, 2);
+    let (mut pid_r, pid_w) = io::pipe().context("cannot create a pipe")?;
+    let (go_r, go) = io::pipe().context("cannot create a pipe")?;
+    let go_fd = go.as_raw_fd();
+    // execv's argv as addresses (the closure must be Send and Sync): of
+    // the strings in `args`, which the closure owns, and the final NULL.
+    let argv: Vec<usize> = args
+        .iter()
+        .map(|a| a.as_ptr() as usize)
+        .chain([0])
+        .collect();
+    let hold = move || -> io::Result<()> {
+        let _own = &args;
+        // Its copy of the go pipe's writer: the read below ends at EOF if
+        // tm-tui dies first.
+        let _ = unistd::close(go_fd);
+        let pid = getpid().as_raw().to_ne_bytes();
+        if unistd::write(&pid_w, &pid)? != pid.len() {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut byte = [0u8];
+        loop {
+            match unistd::read(&go_r, &mut byte) {
+                Ok(1) => break,
+                Err(Errno::EINTR) => {}
+                _ => break,
             }
-            libc::raise(libc::SIGSTOP);
-            libc::execv(exe.as_ptr(), argv.as_ptr());
-            libc::_exit(127);
         }
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child to stop.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
-    if r != pid || !libc::WIFSTOPPED(status) {
-        bail!("the launched program did not stop as expected");
-    }
-    let opts = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC;
-    // SAFETY: seizing our own stopped child; no memory is passed.
-    if unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, opts as libc::c_long) } != 0 {
-        let e = io::Error::last_os_error();
-        // SAFETY: killing and reaping our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, &mut status, 0);
+        if byte[0] == 1 {
+            // SAFETY: a NUL-terminated path and a NULL-terminated array of
+            // NUL-terminated strings, all owned by this closure.
+            unsafe { libc::execv(exe.as_ptr(), argv.as_ptr().cast()) };
         }
+        // SAFETY: _exit is async-signal-safe; nothing of std's is left to
+        // run in this child.
+        unsafe { libc::_exit(127) }
+    };
+    // SAFETY: between fork and exec the child runs only `hold`: close,
+    // getpid, write, read and execv on memory prepared before the fork, no
+    // allocation and no lock (async-signal-safe).
+    unsafe { cmd.pre_exec(hold) };
+    let spawner = thread::Builder::new()
+        .name("tm-spawn".into())
+        // The child is not waited for here: the launcher thread reaps it.
+        .spawn(move || cmd.spawn().map(drop))
+        .context("cannot start the spawner thread")?;
+    let mut pid = [0u8; 4];
+    if pid_r.read_exact(&mut pid).is_err() {
+        // The child never said its pid (the pipe closed with the command,
+        // once spawn returned): spawn says why.
+        let e = match spawner.join() {
+            Ok(Err(e)) => anyhow!(e),
+            _ => anyhow!("the launched program did not start"),
+        };
+        return Err(e.context("cannot start the program"));
+    }
+    let pid = Pid::from_raw(i32::from_ne_bytes(pid));
+    let opts = ptrace::Options::PTRACE_O_TRACEEXIT | ptrace::Options::PTRACE_O_TRACEEXEC;
+    if let Err(e) = ptrace::seize(pid, opts) {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
         return Err(e).context("cannot ptrace the launched program");
     }
-    Ok(pid)
+    Ok(Held { pid, go })
+}
+
+/// `waitpid(pid, __WALL)`, the raw status: nix's `WaitStatus` cannot hold
+/// a real-time signal, which the target may get and must be passed on.
+fn wait_raw(pid: Pid) -> io::Result<libc::c_int> {
+    let mut status = 0;
+    // SAFETY: waiting for our own (traced) child into a status we own.
+    if unsafe { libc::waitpid(pid.as_raw(), &mut status, libc::__WALL) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(status)
+}
+
+/// `ptrace(request, pid, 0, data)` for the requests nix lacks
+/// (PTRACE_LISTEN) or restricts (PTRACE_CONT with any signal number).
+fn ptrace_raw(request: libc::c_uint, pid: Pid, data: libc::c_long) {
+    // SAFETY: CONT and LISTEN on our tracee in a ptrace stop: no memory is
+    // passed (addr is 0, data a signal number).
+    unsafe { libc::ptrace(request, pid.as_raw(), 0, data) };
 }
 
 fn supervise(
-    pid: i32,
+    mut held: Held,
     exe: &Path,
     go: &Receiver<bool>,
     started: &Sender<Result<()>>,
@@ -185,35 +257,26 @@ fn supervise(
     exiting: &Sender<()>,
     drained: &Receiver<()>,
 ) {
-    let run = go.recv().unwrap_or(false);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid, if run { libc::SIGCONT } else { libc::SIGKILL }) };
+    let pid = held.pid;
+    if go.recv().unwrap_or(false) {
+        let _ = held.go.write_all(&[1]);
+    } else {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
     let mut execed = false;
     // The entry breakpoint: (address, the word it replaced).
     let mut entry: Option<(u64, libc::c_long)> = None;
-    let mut status = 0;
     loop {
-        // SAFETY: waiting for our own (traced) child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        if r < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
-        }
+        let status = match wait_raw(pid) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            let s = if libc::WIFSIGNALED(status) {
-                ExitStatus::Signal {
-                    signo: libc::WTERMSIG(status),
-                    core: libc::WCOREDUMP(status),
-                }
-            } else {
-                ExitStatus::Code(libc::WEXITSTATUS(status))
-            };
             if !execed {
                 let _ = started.send(Err(anyhow!("cannot execute {}", exe.display())));
             }
-            let _ = done.send(s);
+            let _ = done.send(decode_exit(status));
             return;
         }
         if !libc::WIFSTOPPED(status) {
@@ -232,18 +295,16 @@ fn supervise(
             }
             // Maps are readable until we let it go: have the recorder drain
             // now. Bounded, so a stuck consumer cannot hang the target.
-            libc::PTRACE_EVENT_EXIT if execed && exiting.try_send(()).is_ok() => {
+            libc::PTRACE_EVENT_EXIT if exiting.try_send(()).is_ok() => {
                 let _ = drained.recv_timeout(Duration::from_secs(5));
             }
-            libc::PTRACE_EVENT_STOP if execed => {
-                // Group-stop (SIGSTOP, SIGTSTP): stay stopped as untraced.
-                // SAFETY: our tracee, in a ptrace stop.
-                unsafe { libc::ptrace(libc::PTRACE_LISTEN, pid, 0, 0) };
+            // Group-stop (SIGSTOP, SIGTSTP): stay stopped as untraced. The
+            // same event with SIGTRAP is the SIGCONT that ended it: run on
+            // (PTRACE_CONT below).
+            libc::PTRACE_EVENT_STOP if libc::WSTOPSIG(status) != libc::SIGTRAP => {
+                ptrace_raw(libc::PTRACE_LISTEN, pid, 0);
                 continue;
             }
-            // Before exec this is the stop it put itself in: we want it to
-            // run now (PTRACE_CONT below).
-            libc::PTRACE_EVENT_STOP => {}
             0 if libc::WSTOPSIG(status) == libc::SIGTRAP
                 && entry.is_some_and(|(at, _)| at_breakpoint(pid, at)) =>
             {
@@ -255,65 +316,53 @@ fn supervise(
                     let _ = drained.recv_timeout(Duration::from_secs(5));
                 }
             }
-            0 => {
-                let sig = libc::WSTOPSIG(status);
-                // The SIGSTOP it sent itself before exec is spent.
-                if sig != libc::SIGSTOP || execed {
-                    inject = sig;
-                }
-            }
+            // A signal: passed on.
+            0 => inject = libc::WSTOPSIG(status),
             _ => {}
         }
-        // SAFETY: our tracee, in a ptrace stop; passes the signal on.
-        unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, inject as libc::c_long) };
+        ptrace_raw(libc::PTRACE_CONT, pid, inject.into());
+    }
+}
+
+/// How a child ended, from its wait status.
+fn decode_exit(status: libc::c_int) -> ExitStatus {
+    if libc::WIFSIGNALED(status) {
+        ExitStatus::Signal {
+            signo: libc::WTERMSIG(status),
+            core: libc::WCOREDUMP(status),
+        }
+    } else {
+        ExitStatus::Code(libc::WEXITSTATUS(status))
     }
 }
 
 /// The program's entry point (AT_ENTRY of its auxiliary vector), with an
 /// int3 written over its first byte; the replaced word to restore it.
-fn break_at_entry(pid: i32) -> Option<(u64, libc::c_long)> {
+fn break_at_entry(pid: Pid) -> Option<(u64, libc::c_long)> {
     let auxv = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
     let at = auxv.chunks_exact(16).find_map(|kv| {
         let k = u64::from_ne_bytes(kv[..8].try_into().ok()?);
         let v = u64::from_ne_bytes(kv[8..].try_into().ok()?);
         (k == libc::AT_ENTRY).then_some(v)
     })?;
-    // SAFETY: peek and poke of our tracee's text while it is in a ptrace
-    // stop; errno tells a failed peek from a word of -1.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let word = libc::ptrace(libc::PTRACE_PEEKTEXT, pid, at as usize, 0);
-        if word == -1 && *libc::__errno_location() != 0 {
-            return None;
-        }
-        let trap = (word & !0xff) | 0xcc;
-        if libc::ptrace(libc::PTRACE_POKETEXT, pid, at as usize, trap) != 0 {
-            return None;
-        }
-        Some((at, word))
-    }
+    let addr = at as ptrace::AddressType;
+    let word = ptrace::read(pid, addr).ok()?;
+    let trap = (word & !0xff) | 0xcc;
+    ptrace::write(pid, addr, trap).ok()?;
+    Some((at, word))
 }
 
 /// Whether the tracee stopped on the entry breakpoint at `at`.
-fn at_breakpoint(pid: i32, at: u64) -> bool {
-    // SAFETY: reading our stopped tracee's registers into a struct we own.
-    unsafe {
-        let mut regs: libc::user_regs_struct = std::mem::zeroed();
-        libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs as *mut _ as usize) == 0
-            && regs.rip == at + 1
-    }
+fn at_breakpoint(pid: Pid, at: u64) -> bool {
+    ptrace::getregs(pid).is_ok_and(|r| r.rip == at + 1)
 }
 
 /// Put the entry's first word back and restart it at its first byte.
-fn leave_breakpoint(pid: i32, at: u64, word: libc::c_long) {
-    // SAFETY: as in `break_at_entry` and `at_breakpoint`.
-    unsafe {
-        libc::ptrace(libc::PTRACE_POKETEXT, pid, at as usize, word);
-        let mut regs: libc::user_regs_struct = std::mem::zeroed();
-        if libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs as *mut _ as usize) == 0 {
-            regs.rip = at;
-            libc::ptrace(libc::PTRACE_SETREGS, pid, 0, &regs as *const _ as usize);
-        }
+fn leave_breakpoint(pid: Pid, at: u64, word: libc::c_long) {
+    let _ = ptrace::write(pid, at as ptrace::AddressType, word);
+    if let Ok(mut regs) = ptrace::getregs(pid) {
+        regs.rip = at;
+        let _ = ptrace::setregs(pid, regs);
     }
 }
 
@@ -323,7 +372,7 @@ impl Child {
         self.hold.take()
     }
 
-    /// Let the stopped child exec; fails if exec failed.
+    /// Let the held child exec; fails if exec failed.
     pub fn resume(&mut self) -> Result<()> {
         let _ = self.go.send(true);
         match self.started.recv() {
@@ -351,9 +400,9 @@ impl Child {
         if self.status.is_some() {
             return;
         }
-        // SAFETY: signalling our own child, which only the launcher thread
-        // reaps (after this call, or it is a zombie): the pid is not reused.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        // Our own child, which only the launcher thread reaps (after this
+        // call, or it is a zombie): the pid is not reused.
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
     }
 
     /// Kill a child that never got to run (attaching failed).

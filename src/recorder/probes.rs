@@ -21,6 +21,7 @@ use blazesym::inspect::Inspector;
 use blazesym::SymType;
 
 use crate::event::{Probe, ValueType};
+use crate::util::glob_match;
 
 /// Arguments shown for a probe without a signature.
 pub const DEFAULT_ARGS: usize = 3;
@@ -201,30 +202,6 @@ fn parse_type(s: &str, arg: bool) -> Result<ValueType, String> {
         return Ok(ValueType::Ptr);
     }
     Ok(t)
-}
-
-/// `*` and `?` globs, byte-wise.
-pub fn glob_match(pat: &str, s: &str) -> bool {
-    let (p, s) = (pat.as_bytes(), s.as_bytes());
-    let (mut pi, mut si) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == b'*')
 }
 
 /// A demangled name without its parameter list (`ns::f(int) const` →
@@ -487,31 +464,13 @@ fn suggestion<'a>(name: &str, funcs: impl Iterator<Item = &'a Func>) -> Option<S
         .map(|(_, n)| n.to_string())
 }
 
-/// Edits (insert, delete, substitute, swap two neighbours) from a to b.
+/// Edits (insert, delete, substitute, swap two neighbours) from a to b;
+/// `usize::MAX` without counting when the lengths differ by more than two.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len().abs_diff(b.len()) > 2 {
+    if a.chars().count().abs_diff(b.chars().count()) > 2 {
         return usize::MAX;
     }
-    let w = b.len() + 1;
-    let mut d = vec![0usize; (a.len() + 1) * w];
-    for (j, v) in d.iter_mut().enumerate().take(w) {
-        *v = j;
-    }
-    for i in 1..=a.len() {
-        d[i * w] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[(i - 1) * w + j] + 1)
-                .min(d[i * w + j - 1] + 1)
-                .min(d[(i - 1) * w + j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[(i - 2) * w + j - 2] + 1);
-            }
-            d[i * w + j] = v;
-        }
-    }
-    d[a.len() * w + b.len()]
+    strsim::osa_distance(a, b)
 }
 
 #[cfg(test)]
@@ -569,16 +528,6 @@ mod tests {
             assert!(err.contains(why), "{spec}: {err}");
             assert!(err.starts_with(&format!("invalid probe '{spec}'")), "{err}");
         }
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("parse_*", "parse_request"));
-        assert!(glob_match("*_req*", "parse_request"));
-        assert!(glob_match("p?rse", "parse"));
-        assert!(!glob_match("parse_*", "xparse_request"));
-        assert!(glob_match("*", ""));
-        assert!(!glob_match("a*b", "acbx"));
     }
 
     #[test]

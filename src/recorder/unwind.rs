@@ -655,6 +655,8 @@ mod tests {
         static IN_COMPARE: RefCell<Option<Capture>> = const { RefCell::new(None) };
     }
 
+    /// # Safety
+    /// `a` and `b` point to i32s: qsort's elements.
     unsafe extern "C" fn compare(a: *const libc::c_void, b: *const libc::c_void) -> libc::c_int {
         let regs = capture_regs!();
         IN_COMPARE.with(|c| {

@@ -112,6 +112,28 @@ fn program_that_cannot_run() {
 }
 
 #[test]
+fn program_whose_exec_fails() {
+    if !bpf_or_skip("exec_fails") {
+        return;
+    }
+    // Open for writing, the program passes every check but its exec fails
+    // (ETXTBSY).
+    let prog = tmp().join("busy_true");
+    let _ = std::fs::remove_file(&prog);
+    std::fs::copy("/bin/true", &prog).expect("copy /bin/true");
+    let _writer = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&prog)
+        .expect("open for writing");
+    let prog = prog.to_str().expect("utf8");
+    one_line_error(
+        &tm(&["record", "-o", "/dev/null", "--", prog]),
+        1,
+        "cannot execute",
+    );
+}
+
+#[test]
 fn pid_that_exits_while_attaching() {
     if !bpf_or_skip("exits_while_attaching") {
         return;

@@ -16,8 +16,7 @@ pub fn tmp() -> PathBuf {
 /// Whether this test can use BPF. Without it the test is skipped, unless
 /// TM_REQUIRE_BPF=1, where that is a failure.
 pub fn bpf_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = nix::unistd::geteuid().is_root();
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
     if root && btf {
         return true;
