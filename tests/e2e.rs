@@ -6,6 +6,7 @@ mod e2e {
     pub mod bad_input;
     pub mod crash;
     pub mod diagnosis;
+    pub mod field;
     pub mod heap;
     pub mod launch;
     pub mod probes;
