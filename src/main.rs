@@ -6,7 +6,8 @@
 //! - `util` — shared rules: hashing, system libraries, the trampoline.
 //! - `recorder` — loads the BPF tracer (bpf/), attaches, polls the ring
 //!   buffer and decodes C records into events (all unsafe code); probe
-//!   specs, allocator discovery, launch, maps, unwinding, symbols.
+//!   specs, allocator discovery, launch, maps, the unwind tables the
+//!   tracer walks stacks with (cfi, tables), signal unwinding, symbols.
 //! - `model` — the timeline: heap state and analysis over events, and
 //!   their one text rendering (`model::present`); no I/O, no terminal.
 //! - `trace` — the append-only `.tmt` file.
