@@ -155,8 +155,8 @@ static __always_inline bool is_uretprobe_trampoline(__u64 addr)
 /*
  * Unwind tables, compiled by user space from each module's DWARF CFI
  * (struct tm_cfi_row, sorted by pc within a module), and per process its
- * executable mappings with the row range of each. User space sizes the
- * row array before load and writes it through mmap.
+ * executable mappings with the row range of each. User space writes the
+ * arrays through mmap.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -333,6 +333,17 @@ static __always_inline long read_word(struct walk *w, __u64 *out, __u64 addr)
 	return bpf_probe_read_user(out, sizeof(*out), (void *)addr);
 }
 
+/* The mapping of `pc`: the last frame's when it holds it (the next
+ * frame is often in the same module), else searched. */
+static __always_inline struct tm_cfi_map *map_of(struct walk *w, __u64 pc)
+{
+	struct tm_cfi_map *m = w->last;
+
+	if (m && pc >= m->start && pc < m->end)
+		return m;
+	return w->proc ? find_map(w->proc, pc) : 0;
+}
+
 /* One step from the frame in `w` to its caller, whose return address is
  * appended to the stack: 0 to go on, 1 when the walk ends (w->end says
  * how). A bpf_loop callback: the verifier checks it once, not per frame. */
@@ -351,9 +362,7 @@ static long walk_step(__u64 i, struct walk *w)
 	if (w->at_entry) {
 		cfa = w->sp + 8;
 	} else {
-		m = w->last;
-		if (!m || pc < m->start || pc >= m->end)
-			m = find_map(proc, pc);
+		m = map_of(w, pc);
 		if (!m) {
 			w->end = TM_END_NOT_CODE;
 			return 1;
@@ -424,9 +433,7 @@ static long walk_step(__u64 i, struct walk *w)
 		w->end = w->is_ret || w->at_entry ? TM_END_COMPLETE : TM_END_BAD_FRAME;
 		return 1;
 	}
-	m = w->last;
-	if (!m || ra - 1 < m->start || ra - 1 >= m->end)
-		m = find_map(proc, ra - 1);
+	m = map_of(w, ra - 1);
 	if (!m) {
 		w->end = TM_END_NOT_CODE;
 		return 1;

@@ -409,7 +409,8 @@ fn setup<'obj>(
         &skel.maps.cfi_procs,
     )?;
     if !cfg.await_exec {
-        sync_tables(&mut tables, &MapsCache::new(pid));
+        let maps = MapsCache::new(pid);
+        tables.sync(pid, maps.entries());
     }
     if std::env::var_os("TM_DEBUG").is_some() {
         eprintln!(
@@ -707,12 +708,6 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// The tables for the process behind `maps`; notes of modules without
-/// unwind info wait in `tables.notes` for the decoder to send.
-fn sync_tables(tables: &mut tables::Tables, maps: &MapsCache) {
-    tables.sync(maps.pid(), maps.entries());
-}
-
 /// Decoding state shared by the ring buffer callback.
 struct Decoder<'a> {
     stacks_map: &'a libbpf_rs::MapMut<'a>,
@@ -752,7 +747,8 @@ impl Decoder<'_> {
         if self.awaiting_exec {
             return;
         }
-        sync_tables(&mut self.tables, &self.maps);
+        // Notes of modules without unwind info are sent from here.
+        self.tables.sync(self.maps.pid(), self.maps.entries());
         for n in self.tables.notes.drain(..) {
             let _ = self.tx.send(Msg::Note(n));
         }
@@ -815,7 +811,7 @@ impl Decoder<'_> {
             }),
             Rec::Io => match plain::from_bytes::<types::tm_io_rec>(data) {
                 Ok(r) => {
-                    let stack = self.stack(tid, r.stack);
+                    let stack = self.stack(r.stack);
                     self.fds.decode(
                         r.nr,
                         r.ret,
@@ -832,7 +828,7 @@ impl Decoder<'_> {
                 .map(|r| EventKind::OffCpu {
                     dur_ns: r.dur,
                     preempted: r.preempted != 0,
-                    stack: self.stack(tid, r.stack),
+                    stack: self.stack(r.stack),
                 }),
             Rec::Fork => {
                 plain::from_bytes::<types::tm_fork_rec>(data)
@@ -890,7 +886,7 @@ impl Decoder<'_> {
     /// stand for; the kernel table holds a stack only until it is read
     /// here (the id is kept on this side), so it never fills with stacks
     /// already seen, however long the recording.
-    fn stack(&mut self, _tid: u32, key: u64) -> Option<u32> {
+    fn stack(&mut self, key: u64) -> Option<u32> {
         if key == 0 {
             return None;
         }
@@ -921,7 +917,7 @@ impl Decoder<'_> {
     fn heap(&mut self, data: &[u8]) -> Option<EventKind> {
         let r = *plain::from_bytes::<types::tm_heap_rec>(data).ok()?;
         let func = alloc_fn(r.r#fn)?;
-        let stack = self.stack(r.h.tid, r.stack);
+        let stack = self.stack(r.stack);
         Some(match func {
             AllocFn::Free => EventKind::Free { ptr: r.ptr, stack },
             AllocFn::Realloc | AllocFn::Reallocarray => EventKind::Realloc {
@@ -1031,7 +1027,7 @@ impl Decoder<'_> {
             };
             open.push((r.sp, real));
         }
-        call.stack = self.stack(tid, r.stack);
+        call.stack = self.stack(r.stack);
         Some(EventKind::Call(Box::new(call)))
     }
 
