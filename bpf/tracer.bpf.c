@@ -184,61 +184,119 @@ struct {
 /* Stacks by how they ended: [enum tm_stack_end]. */
 __u64 stack_ends[TM_END_MAX] = {};
 
-/* A binary search for the last element <= key in [lo, hi), one step per
- * bpf_loop iteration: the verifier sees a step once with unknown bounds,
- * where an open loop's exact bounds made it explore every path. */
-struct search {
-	struct tm_cfi_proc *proc; /* NULL: search the rows */
-	__u64 key;
+/*
+ * The walk's scalars live in per-CPU map memory, not on the BPF stack: the
+ * verifier does not carry values loaded from a map across the steps of a
+ * loop, so the frame loop and the binary searches verify in one pass each.
+ * On the stack, every flag and bound it could pin down (the copy's length,
+ * is_ret, a search's lo and hi) split its states per value, and Linux
+ * 6.18.44 needed 650,000 instructions (2 s) to verify one program, or gave
+ * up at the million on an open search loop.
+ */
+struct walk_vars {
+	__u64 ip, sp, bp;
+	/* The top of the stack, copied once: [copy_lo, copy_lo + copy_len). */
+	__u64 copy_lo, copy_len;
+	__u32 bp_ok;
+	/* ip is a return address: the call is the byte before. */
+	__u32 is_ret;
+	/* ip is a function's first instruction: CFA = rsp + 8, by the ABI. */
+	__u32 at_entry;
+	__u32 end; /* enum tm_stack_end */
+	/* 1 + the index of the last frame's mapping (the next frame is often
+	 * in it too); 0 for none. */
+	__u32 last;
+	/* A binary search for the last element <= key in [lo, hi). */
 	__u32 lo, hi;
+	__u64 key;
 };
 
-static long search_step(__u64 i, struct search *s)
+/* Words of user stack copied at once at the start of a walk: one read
+ * instead of one per frame (each costs ~50 ns) for the frames near the top. */
+#define TM_STACK_COPY 1024
+
+struct walk_scratch {
+	struct walk_vars v;
+	__u8 copy[TM_STACK_COPY];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct walk_scratch);
+} walk_scratch SEC(".maps");
+
+/* What the loop callbacks get: pointers only (the verifier keeps their
+ * types across steps, and they do not split its states). */
+struct walk {
+	struct tm_stack *st;
+	struct tm_cfi_proc *proc;
+	struct walk_scratch *ws;
+};
+
+/* One step of the search over a process's mappings (by start). */
+static long map_search_step(__u64 i, struct walk *w)
 {
-	__u32 mid;
-	__u64 v;
+	struct walk_vars *v = &w->ws->v;
+	__u32 lo = v->lo, hi = v->hi, mid;
 
-	if (s->lo >= s->hi)
+	if (lo >= hi)
 		return 1;
-	mid = s->lo + (s->hi - s->lo) / 2;
-	if (s->proc) {
-		v = s->proc->maps[mid & (TM_CFI_MAPS - 1)].start;
-	} else {
-		struct tm_cfi_row *r = bpf_map_lookup_elem(&cfi_rows, &mid);
-
-		if (!r)
-			return 1;
-		v = r->pc;
-	}
-	if (v <= s->key)
-		s->lo = mid + 1;
+	mid = lo + (hi - lo) / 2;
+	if (w->proc->maps[mid & (TM_CFI_MAPS - 1)].start <= v->key)
+		v->lo = mid + 1;
 	else
-		s->hi = mid;
+		v->hi = mid;
 	return 0;
 }
 
-/* The executable mapping of `pc`, or NULL. */
-static __always_inline struct tm_cfi_map *find_map(struct tm_cfi_proc *p, __u64 pc)
+/* One step of the search over a module's rows (by pc). */
+static long row_search_step(__u64 i, struct walk *w)
 {
-	struct search s = { .proc = p, .key = pc, .lo = 0, .hi = p->n };
-	struct tm_cfi_map *m;
+	struct walk_vars *v = &w->ws->v;
+	__u32 lo = v->lo, hi = v->hi, mid;
+	struct tm_cfi_row *r;
 
-	if (s.hi > TM_CFI_MAPS)
-		s.hi = TM_CFI_MAPS;
-	bpf_loop(TM_CFI_MAP_STEPS, (void *)search_step, &s, 0);
+	if (lo >= hi)
+		return 1;
+	mid = lo + (hi - lo) / 2;
+	r = bpf_map_lookup_elem(&cfi_rows, &mid);
+	if (!r)
+		return 1;
+	if (r->pc <= v->key)
+		v->lo = mid + 1;
+	else
+		v->hi = mid;
+	return 0;
+}
+
+/* The index of the executable mapping of `pc`, or -1. */
+static __always_inline int find_map(struct walk *w, __u64 pc)
+{
+	struct walk_vars *v = &w->ws->v;
+	struct tm_cfi_map *m;
+	__u32 n = w->proc->n, at;
+
+	v->key = pc;
+	v->lo = 0;
+	v->hi = n > TM_CFI_MAPS ? TM_CFI_MAPS : n;
+	bpf_loop(TM_CFI_MAP_STEPS, (void *)map_search_step, w, 0);
 	/* lo is the first mapping starting above pc. */
-	if (s.lo == 0 || s.lo < s.hi)
-		return 0;
-	m = &p->maps[(s.lo - 1) & (TM_CFI_MAPS - 1)];
-	return pc < m->end ? m : 0;
+	if (v->lo == 0 || v->lo < v->hi)
+		return -1;
+	at = (v->lo - 1) & (TM_CFI_MAPS - 1);
+	m = &w->proc->maps[at];
+	return pc < m->end ? (int)at : -1;
 }
 
 /* The row of mapping `m` covering row pc `rel`, or NULL. */
-static __always_inline struct tm_cfi_row *find_row(struct tm_cfi_map *m, __u32 rel)
+static __always_inline struct tm_cfi_row *find_row(struct walk *w, struct tm_cfi_map *m,
+						   __u32 rel)
 {
+	struct walk_vars *v = &w->ws->v;
 	__u32 lo = m->lo, hi = m->hi, page = rel >> 12, at;
 	struct tm_cfi_page *pg;
-	struct search s;
 
 	/* Narrow [lo, hi) to the rows that can cover rel's page. */
 	if (page < m->npg) {
@@ -249,19 +307,15 @@ static __always_inline struct tm_cfi_row *find_row(struct tm_cfi_map *m, __u32 r
 			hi = m->lo + pg->last + 1;
 		}
 	}
-	s.proc = 0;
-	s.key = rel;
-	s.lo = lo;
-	s.hi = hi;
-
-	for (int i = 0; i < TM_CFI_ROW_STEPS; i++)
-		if (search_step(i, &s))
-			break;
+	v->key = rel;
+	v->lo = lo;
+	v->hi = hi;
+	bpf_loop(TM_CFI_ROW_STEPS, (void *)row_search_step, w, 0);
 	/* Before every candidate (below the module's first row), or the
 	 * search did not finish: no row. */
-	if (s.lo == lo || s.lo < s.hi)
+	if (v->lo == lo || v->lo < v->hi)
 		return 0;
-	at = s.lo - 1;
+	at = v->lo - 1;
 	return bpf_map_lookup_elem(&cfi_rows, &at);
 }
 
@@ -283,52 +337,15 @@ static __always_inline __u64 real_return(__u64 slot)
 	return 0;
 }
 
-/* One walk: the registers of the frame being unwound. */
-struct walk {
-	struct tm_stack *st;
-	struct tm_cfi_proc *proc;
-	__u64 ip, sp, bp;
-	bool bp_ok;
-	/* ip is a return address: the call is the byte before. */
-	bool is_ret;
-	/* ip is a function's first instruction: CFA = rsp + 8, by the ABI. */
-	bool at_entry;
-	enum tm_stack_end end;
-	/* The mapping of the last frame: the next one is often in it too. */
-	struct tm_cfi_map *last;
-	/* The top of the stack, copied once: [copy_lo, copy_lo + copy_len). */
-	__u64 copy_lo;
-	__u32 copy_len;
-};
-
-/* Words of user stack copied at once at the start of a walk: one read
- * instead of one per frame (each costs ~50 ns) for the frames near the top. */
-#define TM_STACK_COPY 1024
-
-struct stack_copy {
-	__u8 b[TM_STACK_COPY];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct stack_copy);
-} stack_copy SEC(".maps");
-
 /* A word of user stack at `addr`: from the copy when it holds it. */
 static __always_inline long read_word(struct walk *w, __u64 *out, __u64 addr)
 {
-	__u64 off = addr - w->copy_lo;
+	struct walk_vars *v = &w->ws->v;
+	__u64 off = addr - v->copy_lo;
 
-	if (addr >= w->copy_lo && off + 8 <= w->copy_len && off + 8 <= TM_STACK_COPY) {
-		__u32 zero = 0;
-		struct stack_copy *c = bpf_map_lookup_elem(&stack_copy, &zero);
-
-		if (c) {
-			*out = *(__u64 *)&c->b[off & (TM_STACK_COPY - 8)];
-			return 0;
-		}
+	if (addr >= v->copy_lo && off + 8 <= v->copy_len && off + 8 <= TM_STACK_COPY) {
+		*out = *(__u64 *)&w->ws->copy[off & (TM_STACK_COPY - 8)];
+		return 0;
 	}
 	return bpf_probe_read_user(out, sizeof(*out), (void *)addr);
 }
@@ -337,121 +354,126 @@ static __always_inline long read_word(struct walk *w, __u64 *out, __u64 addr)
  * frame is often in the same module), else searched. */
 static __always_inline struct tm_cfi_map *map_of(struct walk *w, __u64 pc)
 {
-	struct tm_cfi_map *m = w->last;
+	struct walk_vars *v = &w->ws->v;
+	struct tm_cfi_map *m;
+	int at;
 
-	if (m && pc >= m->start && pc < m->end)
-		return m;
-	return w->proc ? find_map(w->proc, pc) : 0;
+	if (v->last) {
+		m = &w->proc->maps[(v->last - 1) & (TM_CFI_MAPS - 1)];
+		if (pc >= m->start && pc < m->end)
+			return m;
+	}
+	at = find_map(w, pc);
+	if (at < 0)
+		return 0;
+	v->last = at + 1;
+	return &w->proc->maps[at & (TM_CFI_MAPS - 1)];
 }
 
 /* One step from the frame in `w` to its caller, whose return address is
- * appended to the stack: 0 to go on, 1 when the walk ends (w->end says
+ * appended to the stack: 0 to go on, 1 when the walk ends (v->end says
  * how). A bpf_loop callback: the verifier checks it once, not per frame. */
 static long walk_step(__u64 i, struct walk *w)
 {
+	struct walk_vars *v = &w->ws->v;
 	struct tm_stack *st = w->st;
-	struct tm_cfi_proc *proc = w->proc;
-	__u64 pc = w->is_ret ? w->ip - 1 : w->ip, cfa, ra = 0, bp = w->bp;
-	bool bp_ok = w->bp_ok;
+	__u64 pc = v->is_ret ? v->ip - 1 : v->ip, cfa, ra = 0, bp = v->bp;
+	__u32 bp_ok = v->bp_ok;
 	struct tm_cfi_map *m;
 	struct tm_cfi_row *row;
 	__u32 n;
 
-	if (!st || !proc)
-		return 1;
-	if (w->at_entry) {
-		cfa = w->sp + 8;
+	if (v->at_entry) {
+		cfa = v->sp + 8;
 	} else {
 		m = map_of(w, pc);
 		if (!m) {
-			w->end = TM_END_NOT_CODE;
+			v->end = TM_END_NOT_CODE;
 			return 1;
 		}
 		if (m->lo == m->hi) {
 			/* No CFI: follow the frame pointer if it points up
 			 * the stack, nearby. */
-			if (!bp_ok || bp <= w->sp || bp - w->sp > (8 << 20)) {
-				w->end = TM_END_NO_INFO;
+			if (!bp_ok || bp <= v->sp || bp - v->sp > (8 << 20)) {
+				v->end = TM_END_NO_INFO;
 				return 1;
 			}
 			cfa = bp + 16;
 			if (read_word(w, &bp, cfa - 16)) {
-				w->end = TM_END_UNREADABLE;
+				v->end = TM_END_UNREADABLE;
 				return 1;
 			}
 		} else {
-			row = find_row(m, (__u32)(pc - m->start + m->adj));
+			row = find_row(w, m, (__u32)(pc - m->start + m->adj));
 			if (!row) {
-				w->end = TM_END_NO_INFO;
+				v->end = TM_END_NO_INFO;
 				return 1;
 			}
 			switch (row->cfa) {
 			case TM_CFA_RSP:
-				cfa = w->sp + row->off;
+				cfa = v->sp + row->off;
 				break;
 			case TM_CFA_RBP:
 				if (!bp_ok) {
-					w->end = TM_END_UNSUPPORTED;
+					v->end = TM_END_UNSUPPORTED;
 					return 1;
 				}
 				cfa = bp + row->off;
 				break;
 			case TM_CFA_PLT:
-				cfa = w->sp + 8 + ((w->ip & 15) >= row->off ? 8 : 0);
+				cfa = v->sp + 8 + ((v->ip & 15) >= row->off ? 8 : 0);
 				break;
 			case TM_CFA_END:
-				w->end = TM_END_COMPLETE;
+				v->end = TM_END_COMPLETE;
 				return 1;
 			default:
-				w->end = TM_END_NO_INFO;
+				v->end = TM_END_NO_INFO;
 				return 1;
 			}
 			if (row->rbp == -128) {
-				bp_ok = false;
+				bp_ok = 0;
 			} else if (row->rbp) {
 				if (read_word(w, &bp, cfa + 8 * (__s64)row->rbp)) {
-					w->end = TM_END_UNREADABLE;
+					v->end = TM_END_UNREADABLE;
 					return 1;
 				}
-				bp_ok = true;
+				bp_ok = 1;
 			}
 		}
 	}
 	/* The caller's frame lies above: anything else is a loop or garbage. */
-	if (cfa < w->sp + 8 || cfa - w->sp > (8 << 20)) {
-		w->end = TM_END_BAD_FRAME;
+	if (cfa < v->sp + 8 || cfa - v->sp > (8 << 20)) {
+		v->end = TM_END_BAD_FRAME;
 		return 1;
 	}
 	if (read_word(w, &ra, cfa - 8)) {
-		w->end = TM_END_UNREADABLE;
+		v->end = TM_END_UNREADABLE;
 		return 1;
 	}
 	if (is_uretprobe_trampoline(ra))
 		ra = real_return(cfa - 8);
 	if (!ra) {
 		/* A zero return address ends the outermost frame. */
-		w->end = w->is_ret || w->at_entry ? TM_END_COMPLETE : TM_END_BAD_FRAME;
+		v->end = v->is_ret || v->at_entry ? TM_END_COMPLETE : TM_END_BAD_FRAME;
 		return 1;
 	}
-	m = map_of(w, ra - 1);
-	if (!m) {
-		w->end = TM_END_NOT_CODE;
+	if (!map_of(w, ra - 1)) {
+		v->end = TM_END_NOT_CODE;
 		return 1;
 	}
-	w->last = m;
 	n = st->nr;
 	if (n >= TM_MAX_FRAMES) {
-		w->end = TM_END_DEPTH;
+		v->end = TM_END_DEPTH;
 		return 1;
 	}
 	st->ips[n] = ra;
 	st->nr = n + 1;
-	w->ip = ra;
-	w->sp = cfa;
-	w->bp = bp;
-	w->bp_ok = bp_ok;
-	w->is_ret = true;
-	w->at_entry = false;
+	v->ip = ra;
+	v->sp = cfa;
+	v->bp = bp;
+	v->bp_ok = bp_ok;
+	v->is_ret = 1;
+	v->at_entry = 0;
 	return 0;
 }
 
@@ -466,52 +488,53 @@ static __always_inline __u64 intern_stack(struct tm_stack *st);
 __attribute__((noinline)) __u64 walk_stack(__u64 ip, __u64 sp, __u64 bp, __u32 at_entry)
 {
 	__u32 zero = 0, tgid = targ_tgid;
-	struct tm_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);
 	struct walk w = {};
+	struct walk_vars *v;
 
-	if (!st)
+	w.st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	w.ws = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!w.st || !w.ws)
 		return 0;
-	st->nr = 0;
-	st->end = TM_END_COMPLETE;
-	w.st = st;
-	w.proc = bpf_map_lookup_elem(&cfi_procs, &tgid);
-	w.ip = ip;
-	w.sp = sp;
-	w.bp = bp;
-	w.bp_ok = true;
-	w.at_entry = at_entry;
+	w.st->nr = 0;
+	w.st->end = TM_END_COMPLETE;
 	if (!at_entry) {
-		st->ips[0] = ip;
-		st->nr = 1;
+		w.st->ips[0] = ip;
+		w.st->nr = 1;
 	}
+	w.proc = bpf_map_lookup_elem(&cfi_procs, &tgid);
 	if (!w.proc) {
 		/* No tables yet (user space is still reading the maps): the
 		 * caller at a function's entry is certain, nothing more is. */
-		if (at_entry && !bpf_probe_read_user(&st->ips[0], sizeof(__u64), (void *)sp))
-			st->nr = 1;
-		st->end = TM_END_NO_TABLE;
+		if (at_entry && !bpf_probe_read_user(&w.st->ips[0], sizeof(__u64), (void *)sp))
+			w.st->nr = 1;
+		w.st->end = TM_END_NO_TABLE;
 	} else {
-		struct stack_copy *c = bpf_map_lookup_elem(&stack_copy, &zero);
-
+		v = &w.ws->v;
+		v->ip = ip;
+		v->sp = sp;
+		v->bp = bp;
+		v->bp_ok = 1;
+		v->is_ret = 0;
+		v->at_entry = at_entry;
+		v->last = 0;
+		v->end = TM_END_DEPTH;
 		/* The copy ends at the stack's top: try smaller ones. */
-		if (c) {
-			if (!bpf_probe_read_user(c->b, TM_STACK_COPY, (void *)sp))
-				w.copy_len = TM_STACK_COPY;
-			else if (!bpf_probe_read_user(c->b, TM_STACK_COPY / 4, (void *)sp))
-				w.copy_len = TM_STACK_COPY / 4;
-			w.copy_lo = sp;
-		}
-		w.end = TM_END_DEPTH;
+		v->copy_lo = sp;
+		v->copy_len = 0;
+		if (!bpf_probe_read_user(w.ws->copy, TM_STACK_COPY, (void *)sp))
+			v->copy_len = TM_STACK_COPY;
+		else if (!bpf_probe_read_user(w.ws->copy, TM_STACK_COPY / 4, (void *)sp))
+			v->copy_len = TM_STACK_COPY / 4;
 		bpf_loop(TM_MAX_FRAMES, (void *)walk_step, &w, 0);
-		st->end = w.end;
+		w.st->end = v->end;
 	}
-	if (st->end < TM_END_MAX)
-		__sync_fetch_and_add(&stack_ends[st->end], 1);
-	if (!st->nr) {
+	if (w.st->end < TM_END_MAX)
+		__sync_fetch_and_add(&stack_ends[w.st->end], 1);
+	if (!w.st->nr) {
 		__sync_fetch_and_add(&stack_errors, 1);
 		return 0;
 	}
-	return intern_stack(st);
+	return intern_stack(w.st);
 }
 
 /* The stack of the allocator or probed function being entered. */
