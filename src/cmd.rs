@@ -11,7 +11,11 @@ pub mod session;
 
 use anyhow::{bail, Result};
 
+use std::collections::HashSet;
+
+use crate::event::ModuleId;
 use crate::model::Timeline;
+use crate::recorder::symbols::Symbols;
 use crate::trace::Trace;
 
 /// The UI needs a terminal on both ends.
@@ -51,4 +55,37 @@ pub fn timeline_of(t: &Trace, memory_budget: usize) -> Timeline {
         tl.set_exit(s);
     }
     tl
+}
+
+/// A trace file to show: read, and the frames the recording machine could
+/// not name (a stripped module without its debug info there) named if this
+/// machine has the debug info, found by the build-id the trace recorded.
+pub fn read_and_name(path: &std::path::Path) -> Result<Trace> {
+    let mut t = crate::trace::read_trace(path)?;
+    if let Some(sym) = symbols_for_unnamed(&t) {
+        for s in &mut t.stacks {
+            sym.symbolize(&mut s.frames);
+        }
+    }
+    Ok(t)
+}
+
+/// `None` when no frame lacks a name.
+fn symbols_for_unnamed(t: &Trace) -> Option<Symbols> {
+    let unnamed: HashSet<ModuleId> = t
+        .stacks
+        .iter()
+        .flat_map(|s| &s.frames)
+        .filter(|f| f.func.is_none())
+        .filter_map(|f| f.module)
+        .collect();
+    if unnamed.is_empty() {
+        return None;
+    }
+    let mut sym = Symbols::new();
+    for m in t.modules.iter().filter(|m| unnamed.contains(&m.id)) {
+        // Said when it was recorded; nothing new to say.
+        let _note = sym.add_module(m, None);
+    }
+    Some(sym)
 }

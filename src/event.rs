@@ -811,7 +811,26 @@ pub fn sys_result(ret: i64) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Module {
     pub id: ModuleId,
+    /// The path as the target sees it (in its own mount namespace).
     pub path: String,
+    /// The GNU build-id note in hex: finds the module's separate debug
+    /// info (`/usr/lib/debug/.build-id`, debuginfod) wherever the trace is
+    /// opened. `None` for files without one (and traces before version 4).
+    pub build_id: Option<String>,
+    /// (file offset, vaddr, size in the file) of each PT_LOAD: turns the
+    /// frames' file offsets into the addresses a separate debug file is
+    /// keyed by (its own program headers keep no file offsets).
+    pub segments: Vec<[u64; 3]>,
+}
+
+impl Module {
+    /// The ELF virtual address of a file offset, if a segment holds it.
+    pub fn vaddr_of(&self, offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|[o, _, n]| (*o..o + n).contains(&offset))
+            .map(|[o, v, _]| offset - o + v)
+    }
 }
 
 #[derive(Serialize, Deserialize)]

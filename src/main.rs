@@ -302,7 +302,7 @@ fn run(cli: Cli) -> Result<i32> {
             memory,
             filter,
         } => {
-            let t = trace::read_trace(&file)?;
+            let t = cmd::read_and_name(&file)?;
             let opts = report::Options {
                 at,
                 window,

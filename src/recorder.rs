@@ -154,7 +154,9 @@ const STR_LEN: usize = types::tm_limit::TM_CALL_STR_LEN.0 as usize;
 /// always sent before the first event that refers to it.
 #[derive(Debug)]
 pub enum Msg {
-    Module(Module),
+    /// A module, with its file opened through the target while it is
+    /// alive (for symbolizing after it is gone).
+    Module(Module, Option<std::fs::File>),
     Stack(Stack),
     Events(Vec<Event>),
     /// Cumulative loss counters, sent whenever they change.
@@ -274,8 +276,22 @@ impl Drop for Recorder {
 /// of being printed over the user's terminal.
 static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// `TM_DEBUG=verifier`: how much work the verifier did on each program.
+fn verifier_stats() -> bool {
+    std::env::var_os("TM_DEBUG").is_some_and(|v| v == "verifier")
+}
+
 fn libbpf_print(level: PrintLevel, msg: String) {
     if level == PrintLevel::Debug {
+        if verifier_stats() && msg.contains("processed ") {
+            let prog = msg.split('\'').nth(1).unwrap_or("?");
+            for l in msg
+                .lines()
+                .filter(|l| l.contains("processed ") || l.contains("verification time"))
+            {
+                eprintln!("tm-tui: debug: {prog}: {l}");
+            }
+        }
         return;
     }
     if let Ok(mut log) = LIBBPF_LOG.lock() {
@@ -307,7 +323,12 @@ fn run(
     ready: Sender<Result<()>>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
-    libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
+    let level = if verifier_stats() {
+        PrintLevel::Debug
+    } else {
+        PrintLevel::Info
+    };
+    libbpf_rs::set_print(Some((level, libbpf_print)));
     let mut storage = MaybeUninit::uninit();
     let attached = setup(&cfg, &mut storage);
     let (mut skel, _links, tables) = match attached {
@@ -389,6 +410,13 @@ fn setup<'obj>(
         .iter()
         .any(|f| cfg.families.has(*f));
     progs.tm_sys_exit_fam.set_autoload(syscalls_on);
+    if verifier_stats() {
+        // The kernel's statistics per program (BPF_LOG_STATS), printed
+        // by libbpf_print once each is loaded.
+        for mut p in open.open_object_mut().progs_mut() {
+            p.set_log_level(4);
+        }
+    }
     let t0 = Instant::now();
     let skel = open.load().map_err(|e| {
         anyhow!(

@@ -12,7 +12,7 @@
 //!
 //! The order of the fields and variants of the types in [`crate::event`] is
 //! the format: a new event kind or record type goes last, and
-//! `tests/data/every-kind-v3.tmt` fails when anything else moves. A record
+//! `tests/data/every-kind-v4.tmt` fails when anything else moves. A record
 //! whose frame is intact but whose payload this version cannot decode (an
 //! event kind or record type of a newer tm-tui) is skipped and reported in
 //! [`Trace::skipped`]; reading goes on at the next record.
@@ -31,9 +31,10 @@ use strum::{EnumCount, FromRepr, IntoStaticStr};
 use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack};
 
 pub const MAGIC: [u8; 8] = *b"TMTRACE\0";
-/// 3: payloads derived (postcard); 2 added probes, calls, system calls and
-/// off-CPU events. Files of versions 1 and 2 read as before.
-pub const FORMAT_VERSION: u16 = 3;
+/// 4: modules carry their build-id; 3: payloads derived (postcard); 2 added
+/// probes, calls, system calls and off-CPU events. Files of earlier
+/// versions read as before.
+pub const FORMAT_VERSION: u16 = 4;
 const HEADER_LEN: u64 = 12;
 /// Tag + length before the payload.
 const FRAME_HEAD: usize = 5;
@@ -442,10 +443,17 @@ impl<R: Read> Records<R> {
         let Some(tag) = Tag::from_repr(tag) else {
             return Ok(Next::Skipped(format!("unknown record type {tag}")));
         };
-        let decoded = if self.version < 3 {
-            v2::decode(tag, &self.payload).map_err(str::to_string)
-        } else {
-            decode(tag, &self.payload)
+        let decoded = match self.version {
+            ..=2 => v2::decode(tag, &self.payload).map_err(str::to_string),
+            3 if tag == Tag::Module => from_payload::<ModuleV3>(&self.payload).map(|m| {
+                Record::Module(Module {
+                    id: m.id,
+                    path: m.path,
+                    build_id: None,
+                    segments: Vec::new(),
+                })
+            }),
+            _ => decode(tag, &self.payload),
         };
         Ok(match decoded {
             Ok(rec) => Next::Record(rec),
@@ -454,7 +462,14 @@ impl<R: Read> Records<R> {
     }
 }
 
-/// One record's payload in version 3.
+/// A module as version 3 wrote it: no build-id yet.
+#[derive(Deserialize)]
+struct ModuleV3 {
+    id: crate::event::ModuleId,
+    path: String,
+}
+
+/// One record's payload in the current version.
 fn decode(tag: Tag, payload: &[u8]) -> Result<Record, String> {
     Ok(match tag {
         Tag::Meta => Record::Meta(from_payload(payload)?),
@@ -803,10 +818,14 @@ mod tests {
             Module {
                 id: 0,
                 path: "/usr/bin/target".into(),
+                build_id: None,
+                segments: Vec::new(),
             },
             Module {
                 id: 1,
                 path: "/usr/lib/libc.so.6".into(),
+                build_id: None,
+                segments: Vec::new(),
             },
         ];
         let stacks = [
@@ -950,7 +969,8 @@ mod tests {
     }
 
     /// What `tests/data/every-kind-v*.tmt` hold: every record type, every
-    /// event kind (version 1: the kinds it had, and its shorter records).
+    /// event kind (version 1: the kinds it had, and its shorter records;
+    /// before 4, modules without build-ids).
     fn fixture(version: u16) -> Trace {
         let v1 = version == 1;
         let mut meta = meta();
@@ -980,10 +1000,19 @@ mod tests {
                 Module {
                     id: 0,
                     path: "/usr/bin/target".into(),
+                    build_id: (version >= 4)
+                        .then(|| "a50d6825e71f1473372299161f75fe50e80452de".into()),
+                    segments: if version >= 4 {
+                        vec![[0, 0, 0x3000], [0x3000, 0x4000, 0x1000]]
+                    } else {
+                        Vec::new()
+                    },
                 },
                 Module {
                     id: 1,
                     path: "/usr/lib/libc.so.6".into(),
+                    build_id: None,
+                    segments: Vec::new(),
                 },
             ],
             stacks: vec![
@@ -1018,7 +1047,7 @@ mod tests {
     #[test]
     fn old_versions_still_read() -> anyhow::Result<()> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-        for v in [1u16, 2] {
+        for v in [1u16, 2, 3] {
             let path = dir.join(format!("every-kind-v{v}.tmt"));
             let bytes = std::fs::read(&path)?;
             assert_eq!(bytes.get(8..10), Some(&v.to_le_bytes()[..]), "version {v}");
@@ -1058,7 +1087,7 @@ mod tests {
     /// `TM_BLESS=1 cargo test` rewrites the file.
     #[test]
     fn every_kind_encodes_as_the_checked_in_file() -> anyhow::Result<()> {
-        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v3.tmt");
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v4.tmt");
         let f = TempFile::new("golden");
         write_fixture(&f.0, &fixture(FORMAT_VERSION))?;
         let bytes = std::fs::read(&f.0)?;
@@ -1097,6 +1126,8 @@ mod tests {
         w.write_module(&Module {
             id: 0,
             path: "/bin/x".into(),
+            build_id: None,
+            segments: Vec::new(),
         })?;
         ends.push(w.bytes_written());
         w.write_stack(&stack(0))?;
@@ -1352,7 +1383,7 @@ mod tests {
         assert!(
             err.as_deref()
                 .is_some_and(|e| e
-                    .ends_with("trace format version 7 is newer than this tm-tui supports (3)")),
+                    .ends_with("trace format version 7 is newer than this tm-tui supports (4)")),
             "{err:?}"
         );
         Ok(())

@@ -12,5 +12,6 @@ mod e2e {
     pub mod probes;
     pub mod stacks;
     pub mod support;
+    pub mod symbols;
     pub mod ui;
 }

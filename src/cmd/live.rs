@@ -19,7 +19,7 @@ use crate::ui::{input_thread, run, Feed, Replay, TermGuard};
 
 /// `tm-tui open FILE`: the UI over a saved recording.
 pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
-    let t = crate::trace::read_trace(file)?;
+    let t = crate::cmd::read_and_name(file)?;
     // The file first: a bad file is an error even without a terminal.
     require_tty()?;
     let tl = crate::cmd::timeline_of(&t, memory);

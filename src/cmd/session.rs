@@ -303,9 +303,9 @@ impl Ingest {
                     self.notes.push(n);
                 }
             }
-            Msg::Module(m) => {
-                if let Some(n) = self.symbols.add_module(&m) {
-                    self.notes.push(n);
+            Msg::Module(m, file) => {
+                if let Some(n) = self.symbols.add_module(&m, file) {
+                    self.notes.push(n.note());
                 }
                 if let Some(w) = &mut self.writer {
                     w.write_module(&m)?;

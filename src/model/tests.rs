@@ -29,6 +29,8 @@ impl Rec {
         tl.add_module(Module {
             id: 0,
             path: "/srv/app".into(),
+            build_id: None,
+            segments: Vec::new(),
         });
         Rec { tl, t: 0 }
     }
@@ -534,6 +536,8 @@ fn survivor_recording() -> (Rec, Vec<Event>) {
     r.tl.add_module(Module {
         id: 0,
         path: "/srv/app".into(),
+        build_id: None,
+        segments: Vec::new(),
     });
     let mut evs = Vec::new();
     let s = r.alloc(0x9000_0000, 100, "make");

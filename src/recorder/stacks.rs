@@ -3,12 +3,14 @@
 //! is alive, and announced to the consumer before the first event using it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Sender;
 
 use crate::event::{Frame, Module, ModuleId, Stack, StackEnd, StackId};
-use crate::recorder::maps::MapsCache;
+use crate::recorder::maps::{MapEntry, MapsCache};
+use crate::recorder::symbols::ElfInfo;
 
 use super::Msg;
 
@@ -85,21 +87,31 @@ impl StackTable {
         tx: &Sender<Msg>,
     ) -> Frame {
         let lookup_addr = if is_ip { addr } else { addr.saturating_sub(1) };
-        let Some((path, offset)) = maps
+        let pid = maps.pid();
+        let Some((m, offset)) = maps
             .lookup(lookup_addr)
-            .and_then(|m| m.path.clone().map(|p| (p, m.file_offset(lookup_addr))))
+            .filter(|m| m.path.is_some())
+            .map(|m| (m.clone(), m.file_offset(lookup_addr)))
         else {
             return Frame {
                 addr,
                 ..Frame::default()
             };
         };
+        let path = m.path.clone().unwrap_or_default();
         let next = self.modules.len() as ModuleId;
         let module = *self.modules.entry(path.clone()).or_insert_with(|| {
-            let _ = tx.send(Msg::Module(Module {
-                id: next,
-                path: path.to_string_lossy().into_owned(),
-            }));
+            let file = open_mapped(pid, &m);
+            let info = file.as_ref().and_then(ElfInfo::read).unwrap_or_default();
+            let _ = tx.send(Msg::Module(
+                Module {
+                    id: next,
+                    path: path.to_string_lossy().into_owned(),
+                    build_id: info.build_id,
+                    segments: info.segments,
+                },
+                file,
+            ));
             next
         });
         Frame {
@@ -109,4 +121,18 @@ impl StackTable {
             ..Frame::default()
         }
     }
+}
+
+/// The file a mapping maps, as the target sees it: through
+/// /proc/PID/map_files (the very file, also when it was deleted or lives
+/// in another mount namespace), else through the target's root.
+fn open_mapped(pid: u32, m: &MapEntry) -> Option<File> {
+    File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+        .or_else(|_| {
+            let p = m.path.as_deref().unwrap_or(Path::new("/"));
+            File::open(
+                Path::new(&format!("/proc/{pid}/root")).join(p.strip_prefix("/").unwrap_or(p)),
+            )
+        })
+        .ok()
 }

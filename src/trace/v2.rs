@@ -70,6 +70,8 @@ pub(super) fn decode(tag: Tag, payload: &[u8]) -> DecResult<Record> {
         Tag::Module => Record::Module(Module {
             id: d.u32()?,
             path: d.string()?,
+            build_id: None,
+            segments: Vec::new(),
         }),
         Tag::Stack => Record::Stack(d.stack()?),
         Tag::Event => Record::Event(d.event()?),

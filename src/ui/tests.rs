@@ -41,6 +41,8 @@ fn recording() -> Timeline {
     tl.add_module(Module {
         id: 0,
         path: "/opt/demo/uaf".into(),
+        build_id: None,
+        segments: Vec::new(),
     });
     let stacks: [(&str, u32); 5] = [
         ("parse_request", 19),
