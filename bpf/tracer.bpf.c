@@ -227,6 +227,45 @@ struct {
 	__type(value, struct walk_scratch);
 } walk_scratch SEC(".maps");
 
+/*
+ * The rule for a pc, once found, cached per CPU: the same call paths are
+ * walked over and over, and a hit costs one array slot where a miss costs
+ * two binary searches. Keyed by pc and the process list's generation, so
+ * a remapped module is never unwound with an old rule; `check` mixes the
+ * whole entry, so one torn by a walk that preempted another on this CPU
+ * is a miss, not a wrong rule.
+ */
+#define TM_ROW_CACHE 4096
+
+enum row_kind {
+	ROW_CFI = 1, /* the rule is `row` */
+	ROW_FP,	     /* in a mapping without CFI: frame pointers */
+	ROW_NONE,    /* in a mapping, but no row covers it */
+};
+
+struct row_cache_entry {
+	__u64 pc;
+	__u64 row; /* a struct tm_cfi_row */
+	__u64 check;
+	__u32 gen;
+	__u32 kind;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TM_ROW_CACHE);
+	__type(key, __u32);
+	__type(value, struct row_cache_entry);
+} row_cache SEC(".maps");
+
+static __always_inline __u64 row_check(__u64 pc, __u64 row, __u32 gen, __u32 kind)
+{
+	__u64 h = (pc ^ 0x9e3779b97f4a7c15ULL) * 0xff51afd7ed558ccdULL;
+
+	h = (h ^ row) * 0xc4ceb9fe1a85ec53ULL;
+	return h ^ ((__u64)gen << 32 | kind);
+}
+
 /* What the loop callbacks get: pointers only (the verifier keeps their
  * types across steps, and they do not split its states). */
 struct walk {
@@ -234,6 +273,7 @@ struct walk {
 	struct tm_cfi_proc *proc;
 	struct walk_scratch *ws;
 };
+
 
 /* One step of the search over a process's mappings (by start). */
 static long map_search_step(__u64 i, struct walk *w)
@@ -370,75 +410,118 @@ static __always_inline struct tm_cfi_map *map_of(struct walk *w, __u64 pc)
 	return &w->proc->maps[at & (TM_CFI_MAPS - 1)];
 }
 
-/* One step from the frame in `w` to its caller, whose return address is
- * appended to the stack: 0 to go on, 1 when the walk ends (v->end says
- * how). A bpf_loop callback: the verifier checks it once, not per frame. */
+/* How to unwind the frame at `pc`: from the cache, else from the tables
+ * (and then cached). 0 when `pc` is in no executable mapping. */
+static __always_inline __u32 rule_of(struct walk *w, __u64 pc, __u64 *row)
+{
+	__u32 idx = (__u32)((pc * 0x9e3779b97f4a7c15ULL) >> 52) & (TM_ROW_CACHE - 1);
+	struct row_cache_entry *e = bpf_map_lookup_elem(&row_cache, &idx);
+	__u32 gen = w->proc->gen, kind;
+	struct tm_cfi_map *m;
+	struct tm_cfi_row *r;
+
+	if (e && e->pc == pc && e->gen == gen && e->check == row_check(pc, e->row, gen, e->kind)) {
+		*row = e->row;
+		return e->kind;
+	}
+	m = map_of(w, pc);
+	if (!m)
+		return 0;
+	*row = 0;
+	if (m->lo == m->hi) {
+		kind = ROW_FP;
+	} else {
+		r = find_row(w, m, (__u32)(pc - m->start + m->adj));
+		kind = r ? ROW_CFI : ROW_NONE;
+		if (r)
+			*row = *(__u64 *)r;
+	}
+	if (e) {
+		e->pc = pc;
+		e->row = *row;
+		e->gen = gen;
+		e->kind = kind;
+		e->check = row_check(pc, *row, gen, kind);
+	}
+	return kind;
+}
+
+/* One step: the frame at v->ip (a return address when v->is_ret, which
+ * is appended once it is known to be code) to its caller: 0 to go on, 1
+ * when the walk ends (v->end says how). A bpf_loop callback: the verifier
+ * checks it once, not per frame. */
 static long walk_step(__u64 i, struct walk *w)
 {
 	struct walk_vars *v = &w->ws->v;
 	struct tm_stack *st = w->st;
-	__u64 pc = v->is_ret ? v->ip - 1 : v->ip, cfa, ra = 0, bp = v->bp;
-	__u32 bp_ok = v->bp_ok;
-	struct tm_cfi_map *m;
-	struct tm_cfi_row *row;
-	__u32 n;
+	__u64 pc = v->is_ret ? v->ip - 1 : v->ip, cfa, ra = 0, bp = v->bp, bits = 0;
+	struct tm_cfi_row row;
+	__u32 bp_ok = v->bp_ok, kind = ROW_CFI, n;
 
-	if (v->at_entry) {
-		cfa = v->sp + 8;
-	} else {
-		m = map_of(w, pc);
-		if (!m) {
+	if (!v->at_entry) {
+		kind = rule_of(w, pc, &bits);
+		if (!kind) {
 			v->end = TM_END_NOT_CODE;
 			return 1;
 		}
-		if (m->lo == m->hi) {
-			/* No CFI: follow the frame pointer if it points up
-			 * the stack, nearby. */
-			if (!bp_ok || bp <= v->sp || bp - v->sp > (8 << 20)) {
-				v->end = TM_END_NO_INFO;
+	}
+	if (v->is_ret) {
+		n = st->nr;
+		if (n >= TM_MAX_FRAMES) {
+			v->end = TM_END_DEPTH;
+			return 1;
+		}
+		st->ips[n] = v->ip;
+		st->nr = n + 1;
+	}
+	__builtin_memcpy(&row, &bits, sizeof(row));
+	if (v->at_entry) {
+		cfa = v->sp + 8;
+	} else if (kind == ROW_FP) {
+		/* No CFI: follow the frame pointer if it points up the stack,
+		 * nearby. */
+		if (!bp_ok || bp <= v->sp || bp - v->sp > (8 << 20)) {
+			v->end = TM_END_NO_INFO;
+			return 1;
+		}
+		cfa = bp + 16;
+		if (read_word(w, &bp, cfa - 16)) {
+			v->end = TM_END_UNREADABLE;
+			return 1;
+		}
+	} else if (kind != ROW_CFI) {
+		v->end = TM_END_NO_INFO;
+		return 1;
+	} else {
+		switch (row.cfa) {
+		case TM_CFA_RSP:
+			cfa = v->sp + row.off;
+			break;
+		case TM_CFA_RBP:
+			if (!bp_ok) {
+				v->end = TM_END_UNSUPPORTED;
 				return 1;
 			}
-			cfa = bp + 16;
-			if (read_word(w, &bp, cfa - 16)) {
+			cfa = bp + row.off;
+			break;
+		case TM_CFA_PLT:
+			cfa = v->sp + 8 + ((v->ip & 15) >= row.off ? 8 : 0);
+			break;
+		case TM_CFA_END:
+			v->end = TM_END_COMPLETE;
+			return 1;
+		default:
+			v->end = TM_END_NO_INFO;
+			return 1;
+		}
+		if (row.rbp == -128) {
+			bp_ok = 0;
+		} else if (row.rbp) {
+			if (read_word(w, &bp, cfa + 8 * (__s64)row.rbp)) {
 				v->end = TM_END_UNREADABLE;
 				return 1;
 			}
-		} else {
-			row = find_row(w, m, (__u32)(pc - m->start + m->adj));
-			if (!row) {
-				v->end = TM_END_NO_INFO;
-				return 1;
-			}
-			switch (row->cfa) {
-			case TM_CFA_RSP:
-				cfa = v->sp + row->off;
-				break;
-			case TM_CFA_RBP:
-				if (!bp_ok) {
-					v->end = TM_END_UNSUPPORTED;
-					return 1;
-				}
-				cfa = bp + row->off;
-				break;
-			case TM_CFA_PLT:
-				cfa = v->sp + 8 + ((v->ip & 15) >= row->off ? 8 : 0);
-				break;
-			case TM_CFA_END:
-				v->end = TM_END_COMPLETE;
-				return 1;
-			default:
-				v->end = TM_END_NO_INFO;
-				return 1;
-			}
-			if (row->rbp == -128) {
-				bp_ok = 0;
-			} else if (row->rbp) {
-				if (read_word(w, &bp, cfa + 8 * (__s64)row->rbp)) {
-					v->end = TM_END_UNREADABLE;
-					return 1;
-				}
-				bp_ok = 1;
-			}
+			bp_ok = 1;
 		}
 	}
 	/* The caller's frame lies above: anything else is a loop or garbage. */
@@ -457,17 +540,6 @@ static long walk_step(__u64 i, struct walk *w)
 		v->end = v->is_ret || v->at_entry ? TM_END_COMPLETE : TM_END_BAD_FRAME;
 		return 1;
 	}
-	if (!map_of(w, ra - 1)) {
-		v->end = TM_END_NOT_CODE;
-		return 1;
-	}
-	n = st->nr;
-	if (n >= TM_MAX_FRAMES) {
-		v->end = TM_END_DEPTH;
-		return 1;
-	}
-	st->ips[n] = ra;
-	st->nr = n + 1;
 	v->ip = ra;
 	v->sp = cfa;
 	v->bp = bp;
@@ -525,7 +597,8 @@ __attribute__((noinline)) __u64 walk_stack(__u64 ip, __u64 sp, __u64 bp, __u32 a
 			v->copy_len = TM_STACK_COPY;
 		else if (!bpf_probe_read_user(w.ws->copy, TM_STACK_COPY / 4, (void *)sp))
 			v->copy_len = TM_STACK_COPY / 4;
-		bpf_loop(TM_MAX_FRAMES, (void *)walk_step, &w, 0);
+		/* One step more than frames: a step appends the frame before it. */
+		bpf_loop(TM_MAX_FRAMES + 1, (void *)walk_step, &w, 0);
 		w.st->end = v->end;
 	}
 	if (w.st->end < TM_END_MAX)

@@ -276,7 +276,9 @@ struct tm_cfi_map {
 /* A process's executable mappings, sorted by start; replaced whole. */
 struct tm_cfi_proc {
 	__u32 n;
-	__u32 _pad;
+	/* Changes with every update of any process's list: rules the tracer
+	 * cached under another generation are not used. */
+	__u32 gen;
 	struct tm_cfi_map maps[TM_CFI_MAPS];
 };
 

@@ -133,6 +133,9 @@ pub struct Tables {
     modules: HashMap<Key, Result<Loaded, String>>,
     /// The list last written, to skip rewriting an unchanged one.
     last: Vec<(u64, u64, u64, u32, u32, u32, u32)>,
+    /// The generation of the list last written: the tracer's cached rules
+    /// of other generations are not used.
+    gen: u32,
     /// Modules without usable CFI, to be told once each.
     pub notes: Vec<String>,
 }
@@ -150,6 +153,7 @@ impl Tables {
             cache: Cache::new(),
             modules: HashMap::new(),
             last: Vec::new(),
+            gen: 0,
             notes: Vec::new(),
         })
     }
@@ -231,8 +235,10 @@ impl Tables {
             .map(|m| (m.start, m.end, m.adj, m.lo, m.hi, m.pg, m.npg))
             .collect();
         if key != self.last {
+            self.gen = self.gen.wrapping_add(1).max(1);
             let mut proc = types::tm_cfi_proc {
                 n: list.len() as u32,
+                gen: self.gen,
                 ..Default::default()
             };
             proc.maps[..list.len()].copy_from_slice(&list);
