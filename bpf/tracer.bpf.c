@@ -69,12 +69,35 @@ struct inflight {
 	__u32 depth; /* nested allocator calls inside this one (not recorded) */
 };
 
+/* Stack keys a thread interned lately: known to be in the stacks map or
+ * already read by user space (which never forgets a key), so the map
+ * need not be asked again. A small ring, newest overwriting oldest. */
+#define TM_KNOWN_STACKS 8
+
+/*
+ * What the tracer keeps per thread of the target, in task-local storage:
+ * found from the task in a few loads where a hash map costs a lookup, an
+ * update and a delete per call; freed by the kernel with the thread.
+ */
+struct thread_state {
+	struct inflight in;
+	__u32 in_live; /* `in` holds a call under way */
+	__u32 known_next;
+	__u64 known[TM_KNOWN_STACKS];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct inflight);
-} inflight SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct thread_state);
+} threads SEC(".maps");
+
+static __always_inline struct thread_state *thread_state(bool create)
+{
+	return bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
 
 struct sys_args {
 	__u64 nr;
@@ -628,6 +651,7 @@ static __always_inline __u64 capture_syscall_stack(void *ctx, struct pt_regs *re
 static __always_inline __u64 intern_stack(struct tm_stack *st)
 {
 	__u64 h = 0xcbf29ce484222325ULL;
+	struct thread_state *ts;
 
 	for (int i = 0; i < TM_MAX_FRAMES; i++) {
 		if (i >= st->nr)
@@ -638,6 +662,12 @@ static __always_inline __u64 intern_stack(struct tm_stack *st)
 	h = (h ^ st->end) * 0x100000001b3ULL;
 	if (h == 0)
 		h = 1;
+	ts = thread_state(false);
+	if (ts) {
+		for (int i = 0; i < TM_KNOWN_STACKS; i++)
+			if (ts->known[i] == h)
+				return h;
+	}
 	if (!bpf_map_lookup_elem(&stacks, &h)) {
 		long err = bpf_map_update_elem(&stacks, &h, st, BPF_NOEXIST);
 
@@ -645,6 +675,10 @@ static __always_inline __u64 intern_stack(struct tm_stack *st)
 			count_lost(TM_LOST_STACK_TABLE, TM_K_HEAP);
 			return 0;
 		}
+	}
+	if (ts) {
+		ts->known[ts->known_next & (TM_KNOWN_STACKS - 1)] = h;
+		ts->known_next++;
 	}
 	return h;
 }
@@ -667,13 +701,19 @@ static __always_inline bool inflight_alive(struct inflight *cur)
 static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
 				       __u64 a1, __u64 a2)
 {
+	struct thread_state *ts;
 	struct inflight *cur, in = {};
 	__u32 tid;
 
 	if (bare || !is_target(&tid))
 		return 0;
-	cur = bpf_map_lookup_elem(&inflight, &tid);
-	if (cur) {
+	ts = thread_state(true);
+	if (!ts) {
+		count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
+		return 0;
+	}
+	cur = &ts->in;
+	if (ts->in_live) {
 		/* realloc(NULL, n) calls malloc, reallocarray tail-calls realloc:
 		 * the outermost call is the one the program made. */
 		__u64 sp = PT_REGS_SP(ctx), ret_addr = 0;
@@ -705,13 +745,14 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
 	in.a1 = a1;
 	in.a2 = a2;
 	in.stack = capture_entry_stack(ctx);
-	if (bpf_map_update_elem(&inflight, &tid, &in, BPF_ANY))
-		count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
+	ts->in = in;
+	ts->in_live = 1;
 	return 0;
 }
 
 static __always_inline int alloc_exit(struct pt_regs *ctx)
 {
+	struct thread_state *ts;
 	struct tm_heap_rec *r;
 	struct inflight *in;
 	__u64 ret = PT_REGS_RC(ctx);
@@ -719,9 +760,10 @@ static __always_inline int alloc_exit(struct pt_regs *ctx)
 
 	if (bare || !is_target(&tid))
 		return 0;
-	in = bpf_map_lookup_elem(&inflight, &tid);
-	if (!in)
+	ts = thread_state(false);
+	if (!ts || !ts->in_live)
 		return 0;
+	in = &ts->in;
 	if (in->depth) {
 		in->depth--;
 		return 0;
@@ -729,7 +771,7 @@ static __always_inline int alloc_exit(struct pt_regs *ctx)
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_HEAP);
-		bpf_map_delete_elem(&inflight, &tid);
+		ts->in_live = 0;
 		return 0;
 	}
 	r->h.kind = TM_K_HEAP;
@@ -771,7 +813,7 @@ static __always_inline int alloc_exit(struct pt_regs *ctx)
 		r->size = in->a0;
 		break;
 	}
-	bpf_map_delete_elem(&inflight, &tid);
+	ts->in_live = 0;
 	bpf_ringbuf_submit(r, wakeup_flags());
 	return 0;
 }
@@ -837,6 +879,7 @@ int BPF_URETPROBE(tm_alloc_ret)
  */
 static __always_inline int free_enter(struct pt_regs *ctx, __u64 ptr)
 {
+	struct thread_state *ts;
 	struct tm_heap_rec *r;
 	struct inflight *in;
 	__u64 sp = PT_REGS_SP(ctx);
@@ -852,15 +895,16 @@ static __always_inline int free_enter(struct pt_regs *ctx, __u64 ptr)
 		return 0;
 	/* realloc(p, 0) frees through free(): realloc's record says it. A
 	 * stale in-flight entry (not below us on the stack) does not count. */
-	in = bpf_map_lookup_elem(&inflight, &tid);
-	if (in && sp < in->sp) {
+	ts = thread_state(false);
+	in = ts && ts->in_live ? &ts->in : 0;
+	if (ts && in && sp < in->sp) {
 		__u64 ret_addr = 0;
 
 		if (!inflight_alive(in)) {
 			/* Its return was never probed: its event is lost, and
 			 * this free is not inside it. */
 			count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
-			bpf_map_delete_elem(&inflight, &tid);
+			ts->in_live = 0;
 			goto record;
 		}
 		/* From the program's own code, not from inside realloc: a
@@ -1230,8 +1274,8 @@ int BPF_PROG(tm_exit, struct task_struct *p)
 
 	if (!is_target(&tid))
 		return 0;
-	/* A thread that dies inside the allocator leaves no return. */
-	bpf_map_delete_elem(&inflight, &tid);
+	/* A thread that dies inside the allocator leaves no return: its
+	 * state goes with the task. */
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_EXIT);
