@@ -1100,7 +1100,7 @@ int BPF_PROG(tm_sys_enter, struct pt_regs *regs, long id)
 
 	if (!is_target(&tid))
 		return 0;
-	if (!is_mm_syscall(id) && !traced_syscall(id, regs))
+	if (!traced_syscall(id, regs))
 		return 0;
 	a.nr = id;
 	a.ts = bpf_ktime_get_ns();
@@ -1115,7 +1115,8 @@ int BPF_PROG(tm_sys_enter, struct pt_regs *regs, long id)
 	return 0;
 }
 
-/* The io/net/lock families' returns: loaded only when one is on (its
+/* The io/net/lock families' entries (above) and returns: loaded only when
+ * one is on (they run on every system call of every process, and the
  * stack capture costs the verifier time at every start). */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(tm_sys_exit_fam, struct pt_regs *regs, long ret)
@@ -1126,41 +1127,51 @@ int BPF_PROG(tm_sys_exit_fam, struct pt_regs *regs, long ret)
 	if (!is_target(&tid))
 		return 0;
 	a = bpf_map_lookup_elem(&sys_inflight, &tid);
-	if (!a || is_mm_syscall(a->nr))
+	if (!a)
 		return 0;
 	return io_exit(ctx, regs, a, tid, ret);
 }
 
+/*
+ * The memory-map system calls, from their return alone: the number is in
+ * orig_ax and the arguments are still in the saved registers. No entry
+ * program for them: a program on every system call's entry would also run
+ * on each uretprobe return (Linux 6.11+ returns from a uretprobe through a
+ * system call of its own), for nothing. (fexit on the four syscall
+ * functions would be cheaper still, but kernel lockdown refuses BPF
+ * trampolines on these machines: EPERM.)
+ */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(tm_sys_exit, struct pt_regs *regs, long ret)
 {
 	struct tm_syscall_rec *r;
-	struct sys_args *a;
 	__u32 tid;
+	long nr;
 
 	if (!is_target(&tid))
 		return 0;
-	a = bpf_map_lookup_elem(&sys_inflight, &tid);
-	if (!a)
+	nr = BPF_CORE_READ(regs, orig_ax);
+	if (!is_mm_syscall(nr))
 		return 0;
-	if (!is_mm_syscall(a->nr))
-		return 0; /* tm_sys_exit_fam's */
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_SYSCALL);
-		bpf_map_delete_elem(&sys_inflight, &tid);
 		return 0;
 	}
 	r->h.kind = TM_K_SYSCALL;
 	r->h.tid = tid;
 	r->h.ts = bpf_ktime_get_ns();
-	r->nr = a->nr;
+	r->nr = nr;
 	r->ret = ret;
-	__builtin_memcpy(r->args, a->args, sizeof(r->args));
-	bpf_map_delete_elem(&sys_inflight, &tid);
+	r->args[0] = BPF_CORE_READ(regs, di);
+	r->args[1] = BPF_CORE_READ(regs, si);
+	r->args[2] = BPF_CORE_READ(regs, dx);
+	r->args[3] = BPF_CORE_READ(regs, r10);
+	r->args[4] = BPF_CORE_READ(regs, r8);
+	r->args[5] = BPF_CORE_READ(regs, r9);
 	/* New code mapped (a library loading): wake user space now so it reads
 	 * /proc/PID/maps while the target is alive to be read. */
-	bpf_ringbuf_submit(r, (r->nr == TM_NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */)) ?
+	bpf_ringbuf_submit(r, (nr == TM_NR_MMAP && (r->args[2] & 4 /* PROT_EXEC */)) ?
 				      BPF_RB_FORCE_WAKEUP :
 				      wakeup_flags());
 	return 0;

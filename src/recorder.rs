@@ -409,6 +409,7 @@ fn setup<'obj>(
     let syscalls_on = [Family::Io, Family::Net, Family::Lock]
         .iter()
         .any(|f| cfg.families.has(*f));
+    progs.tm_sys_enter.set_autoload(syscalls_on);
     progs.tm_sys_exit_fam.set_autoload(syscalls_on);
     if verifier_stats() {
         // The kernel's statistics per program (BPF_LOG_STATS), printed
@@ -457,12 +458,15 @@ fn setup<'obj>(
         links.extend(attach_calls(&skel, pid, &cfg.probes, multi)?);
     }
     if syscalls_on {
-        links.push(
-            skel.progs
-                .tm_sys_exit_fam
-                .attach()
-                .context("failed to attach to the sys_exit tracepoint")?,
-        );
+        for (name, prog) in [
+            ("sys_enter", &skel.progs.tm_sys_enter),
+            ("sys_exit", &skel.progs.tm_sys_exit_fam),
+        ] {
+            links.push(
+                prog.attach()
+                    .with_context(|| format!("failed to attach to the {name} tracepoint"))?,
+            );
+        }
     }
     if cfg.families.has(Family::Sched) {
         links.push(
@@ -473,7 +477,6 @@ fn setup<'obj>(
         );
     }
     for (name, prog) in [
-        ("sys_enter", &skel.progs.tm_sys_enter),
         ("sys_exit", &skel.progs.tm_sys_exit),
         ("signal_deliver", &skel.progs.tm_signal_deliver),
         ("sched_process_fork", &skel.progs.tm_fork),
