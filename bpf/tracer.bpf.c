@@ -204,8 +204,6 @@ struct {
 	__type(value, struct tm_cfi_proc);
 } cfi_procs SEC(".maps");
 
-/* Stacks by how they ended: [enum tm_stack_end]. */
-__u64 stack_ends[TM_END_MAX] = {};
 
 /*
  * The walk's scalars live in per-CPU map memory, not on the BPF stack: the
@@ -624,8 +622,6 @@ __attribute__((noinline)) __u64 walk_stack(__u64 ip, __u64 sp, __u64 bp, __u32 a
 		bpf_loop(TM_MAX_FRAMES + 1, (void *)walk_step, &w, 0);
 		w.st->end = v->end;
 	}
-	if (w.st->end < TM_END_MAX)
-		__sync_fetch_and_add(&stack_ends[w.st->end], 1);
 	if (!w.st->nr) {
 		__sync_fetch_and_add(&stack_errors, 1);
 		return 0;
