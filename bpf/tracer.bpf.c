@@ -942,14 +942,41 @@ int BPF_UPROBE(tm_free, __u64 ptr)
  * kernel then detaches all of them after a single grace period instead of
  * one per probe (1.8 s at the end of every recording with ~17 links).
  */
+/*
+ * A register by the placement's number (src/recorder/place.rs, REGS): the
+ * probe may sit past the entry, where an argument was copied to another
+ * register before its own was reused. The cookie carries fn in its low
+ * byte, then the register of each of the first three arguments.
+ */
+static __always_inline __u64 reg_arg(struct pt_regs *ctx, __u64 r)
+{
+	/* Loaded one by one: the verifier refuses a computed offset into the
+	 * context. */
+	__u64 regs[15] = {
+		ctx->di, ctx->si, ctx->dx, ctx->cx, ctx->r8, ctx->r9, ctx->ax, ctx->bx,
+		ctx->bp, ctx->r10, ctx->r11, ctx->r12, ctx->r13, ctx->r14, ctx->r15,
+	};
+
+	r &= 0xff;
+	return r < 15 ? regs[r] : 0;
+}
+
 SEC("uprobe.multi")
 int tm_alloc_multi(struct pt_regs *ctx)
 {
-	__u64 fn = bpf_get_attach_cookie(ctx);
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u32 fn = cookie & 0xff;
+	__u64 a0 = PT_REGS_PARM1(ctx), a1 = PT_REGS_PARM2(ctx), a2 = PT_REGS_PARM3(ctx);
 
+	/* rdi, rsi, rdx: 0, 1, 2. Anything else was moved. */
+	if ((cookie >> 8 & 0xffffff) != 0x020100) {
+		a0 = reg_arg(ctx, cookie >> 8);
+		a1 = reg_arg(ctx, cookie >> 16);
+		a2 = reg_arg(ctx, cookie >> 24);
+	}
 	if (fn == TM_FN_FREE)
-		return free_enter(ctx, PT_REGS_PARM1(ctx));
-	return alloc_enter(ctx, fn, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx));
+		return free_enter(ctx, a0);
+	return alloc_enter(ctx, fn, a0, a1, a2);
 }
 
 SEC("uretprobe.multi")

@@ -8,6 +8,7 @@ pub mod discover;
 mod fds;
 pub mod launch;
 pub mod maps;
+mod place;
 pub mod probes;
 mod stacks;
 pub mod symbols;
@@ -522,11 +523,11 @@ fn attach_multi(
         .iter()
         .filter(|p| p.func != AllocFn::Free)
         .collect();
+    // The return probe where the entry probe is: at the entry it would be
+    // single-stepped there (the stack pointer is as at entry at both, so
+    // [rsp] is the return address it replaces).
     let ret = UprobeMultiOpts {
-        offsets: with_ret
-            .iter()
-            .map(|p| (p.offset - p.skipped) as usize)
-            .collect(),
+        offsets: with_ret.iter().map(|p| p.offset as usize).collect(),
         retprobe: true,
         ..Default::default()
     };
@@ -535,7 +536,10 @@ fn attach_multi(
         cookies: alloc
             .probes
             .iter()
-            .map(|p| u64::from(tm_fn(p.func).0))
+            .map(|p| {
+                let [a0, a1, a2] = p.args.map(u64::from);
+                u64::from(tm_fn(p.func).0) | a0 << 8 | a1 << 16 | a2 << 24
+            })
             .collect(),
         ..Default::default()
     };
@@ -668,17 +672,30 @@ fn attach_each(
     alloc: &discover::Allocator,
 ) -> Result<Vec<Link>> {
     let mut links = Vec::new();
-    for probe in alloc.probes.iter().filter(|p| p.func != AllocFn::Free) {
+    // These programs read the arguments from their own registers: a
+    // placement that found one moved goes back to the entry.
+    let probes: Vec<discover::Probe> = alloc
+        .probes
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            if p.args != [0, 1, 2] {
+                p.at_entry();
+            }
+            p
+        })
+        .collect();
+    for probe in probes.iter().filter(|p| p.func != AllocFn::Free) {
         links.push(attach_uprobe(
             &skel.progs.tm_alloc_ret,
             pid,
             &alloc.open_path,
-            probe.offset - probe.skipped,
+            probe.offset,
             true,
             probe.name,
         )?);
     }
-    for probe in &alloc.probes {
+    for probe in &probes {
         let prog = match probe.func {
             AllocFn::Malloc => &skel.progs.tm_malloc,
             AllocFn::Calloc => &skel.progs.tm_calloc,

@@ -3,6 +3,7 @@
 //! root and BPF; with TM_REQUIRE_BPF=1 (as in CI) a missing BPF fails them.
 
 mod e2e {
+    pub mod allocators;
     pub mod bad_input;
     pub mod crash;
     pub mod diagnosis;

@@ -18,6 +18,38 @@ use crate::cmd::session::{require_root, ProbeMode, Target};
 use crate::event::EventKind;
 use crate::trace::read_trace;
 
+/// Allocator libraries the churner is also linked with, where present.
+const ALLOCATORS: [(&str, &str); 4] = [
+    ("jemalloc", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+    (
+        "tcmalloc",
+        "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    ),
+    ("mimalloc", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
+    ("static glibc", "-static"),
+];
+
+/// Where each allocator probe sits: "malloc +7" past its entry, "+0
+/// stepped" where the kernel single-steps it.
+fn placements(bin: &str) -> String {
+    match crate::recorder::discover::for_program(std::path::Path::new(bin)) {
+        Ok(a) => a
+            .probes
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} +{}{}",
+                    p.name,
+                    p.skipped,
+                    if p.stepped.is_some() { " stepped" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => format!("({e})"),
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -68,10 +100,10 @@ fn untraced_run(bin: &str, pairs: u64) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Medians of one churner's runs: untraced, recorded, recorded with free
-/// probed at entry, bare traps.
+/// Medians of one churner's runs: untraced, recorded, recorded with every
+/// probe at its function's entry, bare traps.
 struct Churner {
-    name: &'static str,
+    name: String,
     bin: String,
     base: Vec<f64>,
     traced: Vec<f64>,
@@ -84,15 +116,23 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
     let runs = runs.max(1);
     let demo = demo::find("threads")?;
     let mut churners = Vec::new();
-    for (name, flavor) in [
-        ("-O0, frame pointers", demo::Flavor::Lab),
-        ("-O2, no frame pointers", demo::Flavor::Distro),
-    ] {
+    let mut flavors = vec![
+        ("-O0, frame pointers".to_string(), demo::Flavor::Lab),
+        ("-O2, no frame pointers".to_string(), demo::Flavor::Distro),
+    ];
+    // The allocators Debian ships, where installed (apt install
+    // libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0), and glibc linked
+    // statically (libc6-dev): -O2, no frame pointers, linked with each.
+    for (tag, lib) in ALLOCATORS {
+        if lib.starts_with('-') || std::path::Path::new(lib).exists() {
+            flavors.push((format!("-O2, {tag}"), demo::Flavor::Linked { lib, tag }));
+        }
+    }
+    for (name, flavor) in flavors {
+        let bin = demo::build_as(demo, None, flavor)?;
         churners.push(Churner {
             name,
-            bin: demo::build_as(demo, None, flavor)?
-                .to_string_lossy()
-                .into_owned(),
+            bin: bin.to_string_lossy().into_owned(),
             base: Vec::new(),
             traced: Vec::new(),
             naive: Vec::new(),
@@ -110,7 +150,7 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
             events = ev;
             lost += l;
             c.naive
-                .push(traced_run(&c.bin, pairs, ProbeMode::FreeAtEntry)?.0);
+                .push(traced_run(&c.bin, pairs, ProbeMode::AtEntry)?.0);
             c.bare.push(traced_run(&c.bin, pairs, ProbeMode::Bare)?.0);
         }
     }
@@ -124,6 +164,7 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
         );
         let per_pair = |x: f64| (x - b) / pairs as f64 * 1e6;
         println!("churner built {}:", c.name);
+        println!("  probes at: {}", placements(&c.bin));
         println!(
             "  untraced                       {b:8.3} s  {:7.3} µs/pair",
             b / pairs as f64 * 1e6
@@ -134,13 +175,13 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
             z / b
         );
         println!(
-            "  recorded (free past NULL test) {t:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced, {:.2}x the bare traps)",
+            "  recorded (probes placed)      {t:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced, {:.2}x the bare traps)",
             per_pair(t),
             t / b,
             per_pair(t) / per_pair(z).max(1e-9)
         );
         println!(
-            "  recorded (free at entry)       {n:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
+            "  recorded (probes at entry)    {n:8.3} s  +{:6.3} µs/pair  ({:.1}x untraced)",
             per_pair(n),
             n / b
         );

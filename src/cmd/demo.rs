@@ -82,6 +82,12 @@ pub enum Flavor {
     Lab,
     /// As distributions build: -O2, no frame pointers.
     Distro,
+    /// As `Distro`, linked with the allocator library at this path
+    /// (jemalloc, tcmalloc, mimalloc), named after it: `tag`.
+    Linked {
+        lib: &'static str,
+        tag: &'static str,
+    },
 }
 
 /// Compile the demo into `dir` (default: a per-user cache directory) and
@@ -110,14 +116,21 @@ pub fn build_as(demo: &Demo, dir: Option<PathBuf>, flavor: Flavor) -> Result<Pat
     lock.lock()
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let src = dir.join(demo.file);
-    let (bin, flags): (_, &[&str]) = match flavor {
+    let (bin, flags, lib): (_, &[&str], _) = match flavor {
         Flavor::Lab => (
             dir.join(demo.name),
             &["-g", "-O0", "-fno-omit-frame-pointer"],
+            None,
         ),
         Flavor::Distro => (
             dir.join(format!("{}-O2", demo.name)),
             &["-g", "-O2", "-fomit-frame-pointer"],
+            None,
+        ),
+        Flavor::Linked { lib, tag } => (
+            dir.join(format!("{}-O2-{tag}", demo.name)),
+            &["-g", "-O2", "-fomit-frame-pointer"],
+            Some(lib),
         ),
     };
     // Fresh: the source is this one and the binary was built after it was
@@ -139,6 +152,7 @@ pub fn build_as(demo: &Demo, dir: Option<PathBuf>, flavor: Flavor) -> Result<Pat
         .args(["-pthread", "-o"])
         .arg(&tmp)
         .arg(&src)
+        .args(lib)
         .output()
         .with_context(|| {
             format!("cannot run the C compiler '{cc}' to build the demo (install gcc)")

@@ -12,6 +12,7 @@ use blazesym::inspect::Inspector;
 
 use crate::event::AllocFn;
 use crate::recorder::maps::read_maps;
+use crate::recorder::place;
 use crate::recorder::probes::ModuleFile;
 
 /// One uprobe to attach: the entry of an allocator function.
@@ -23,8 +24,24 @@ pub struct Probe {
     pub name: &'static str,
     /// File offset of the probed instruction.
     pub offset: u64,
-    /// Bytes skipped from the function's entry (see [`entry_skip`]).
+    /// Bytes from the function's entry to the probed instruction, the
+    /// first the kernel emulates (see [`super::place`]); the return probe
+    /// goes there too.
     pub skipped: u64,
+    /// Where the first three arguments are at the probe (indices into
+    /// [`super::place::REGS`]): the tracer reads them there.
+    pub args: [u8; 3],
+    /// Why the probe sits on a single-stepped instruction, if it does.
+    pub stepped: Option<String>,
+}
+
+impl Probe {
+    /// Back to the function's entry, arguments in their own registers.
+    pub fn at_entry(&mut self) {
+        self.offset -= self.skipped;
+        self.skipped = 0;
+        self.args = [0, 1, 2];
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -204,16 +221,18 @@ fn probes_in(inspector: &Inspector, path: &Path) -> Result<Option<Vec<Probe>>> {
             continue;
         }
         by_offset.insert(entry, probes.len());
-        let skipped = if *func == AllocFn::Free {
-            read_at(path, entry, 16).map_or(0, |code| entry_skip(&code))
-        } else {
-            0
-        };
+        // The code from the entry, and the whole function (capped) to
+        // look for branches back into what the probe skips.
+        let body = sym.size.and_then(|n| read_at(path, entry, n.min(64 << 10)));
+        let head = read_at(path, entry, 128).unwrap_or_default();
+        let placed = place::place(&head, sym.addr, nargs(*func), body.as_deref());
         probes.push(Probe {
             func: *func,
             name,
-            offset: entry + skipped,
-            skipped,
+            offset: entry + placed.skipped,
+            skipped: placed.skipped,
+            args: placed.args,
+            stepped: placed.stepped,
         });
     }
     let has = |f: AllocFn| probes.iter().any(|p| p.func == f);
@@ -224,32 +243,22 @@ fn probes_in(inspector: &Inspector, path: &Path) -> Result<Option<Vec<Probe>>> {
     }
 }
 
+/// Up to `len` bytes at `offset` (fewer at the end of the file).
 fn read_at(path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(path).ok()?;
     f.seek(SeekFrom::Start(offset)).ok()?;
-    let mut buf = vec![0; len];
-    f.read_exact(&mut buf).ok()?;
+    let mut buf = Vec::with_capacity(len);
+    f.take(len as u64).read_to_end(&mut buf).ok()?;
     Some(buf)
 }
 
-/// How many bytes of `free`'s entry to skip so the probe lands on an
-/// instruction the kernel emulates. glibc's free starts with
-/// `test %rdi,%rdi; je <return>`: both are single-stepped out of line
-/// (~9.5 µs a hit here) while the `push` after them is emulated (~0.5 µs).
-/// Skipping them loses only free(NULL), a no-op, and leaves %rdi and
-/// [%rsp] as they were at entry.
-pub fn entry_skip(code: &[u8]) -> u64 {
-    let is_push = |c: &[u8]| matches!(c, [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..]);
-    let after_test = match code {
-        [0x48, 0x85, 0xff, 0x0f, 0x84, _, _, _, _, ..] => 9,
-        [0x48, 0x85, 0xff, 0x74, _, ..] => 5,
-        _ => return 0,
-    };
-    if code.get(after_test..).is_some_and(is_push) {
-        after_test as u64
-    } else {
-        0
+/// The arguments of an allocator function.
+fn nargs(f: AllocFn) -> usize {
+    match f {
+        AllocFn::Malloc | AllocFn::Valloc | AllocFn::Pvalloc | AllocFn::Free => 1,
+        AllocFn::Calloc | AllocFn::Realloc | AllocFn::Memalign => 2,
+        AllocFn::Reallocarray | AllocFn::PosixMemalign => 3,
     }
 }
 
@@ -282,17 +291,24 @@ pub fn elf_interp(data: &[u8]) -> Result<Option<String>> {
 mod tests {
     use super::*;
 
+    /// Debian's glibc: free past its NULL test (on the je), the others on
+    /// an emulated instruction too, every argument in its own register.
     #[test]
-    fn skips_glibc_free_null_test() {
-        // glibc 2.36: test %rdi,%rdi; je rel32; push %rbp
-        let code = [0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0, 0, 0, 0x55, 0x48];
-        assert_eq!(entry_skip(&code), 9);
-        let short = [0x48, 0x85, 0xff, 0x74, 0x10, 0x41, 0x54];
-        assert_eq!(entry_skip(&short), 5);
-        // Not followed by a push: probing mid-function would gain nothing.
-        let other = [0x48, 0x85, 0xff, 0x74, 0x10, 0x48, 0x8b];
-        assert_eq!(entry_skip(&other), 0);
-        assert_eq!(entry_skip(&[0x41, 0x54, 0x55]), 0);
+    fn places_glibc_probes_on_emulated_instructions() {
+        let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+        let Ok(Some(probes)) = probes_in(&Inspector::new(), libc) else {
+            panic!("glibc's allocator");
+        };
+        let free = probes
+            .iter()
+            .find(|p| p.func == AllocFn::Free)
+            .expect("free");
+        assert_eq!((free.skipped, free.args[0]), (3, 0), "{free:?}");
+        // reallocarray's `mul` overwrites an argument before its jump to
+        // realloc (which is probed): the one left on its entry.
+        for p in probes.iter().filter(|p| p.func != AllocFn::Reallocarray) {
+            assert!(p.stepped.is_none(), "{p:?}");
+        }
     }
 
     #[test]
