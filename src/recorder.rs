@@ -332,7 +332,7 @@ fn run(
     libbpf_rs::set_print(Some((level, libbpf_print)));
     let mut storage = MaybeUninit::uninit();
     let attached = setup(&cfg, &mut storage);
-    let (mut skel, _links, tables) = match attached {
+    let (mut skel, links, tables) = match attached {
         Ok(v) => v,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -347,7 +347,7 @@ fn run(
         .bss_data
         .as_deref_mut()
         .map(|b| b as *mut types::bss);
-    poll_loop(&cfg, &skel, &tx, &stop, bss, tables)
+    poll_loop(&cfg, &skel, links, &tx, &stop, bss, tables)
 }
 
 fn setup<'obj>(
@@ -1166,9 +1166,55 @@ fn debug_probe_hits(skel: &bpf::TracerSkel<'_>) {
     }
 }
 
+/// Records taken from the ring buffer between two looks at the stop flag:
+/// a flood cannot keep the loop from seeing it.
+const CONSUME_STEP: usize = 4096;
+
+/// Waits up to `timeout` for the ring buffer to signal data, without
+/// consuming (libbpf's poll would drain all there is in one go). A signal
+/// interrupting the wait is a timeout.
+fn wait_ring(rb: &libbpf_rs::RingBuffer<'_>, timeout: Duration) {
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: epoll_wait writes at most one event into `ev`, which lives
+    // across the call; the fd is the ring buffer's own epoll instance.
+    unsafe {
+        libc::epoll_wait(rb.epoll_fd(), &raw mut ev, 1, timeout.as_millis() as i32);
+    }
+}
+
+/// Takes up to `n` records; an interrupted call is retried.
+fn consume_n(rb: &libbpf_rs::RingBuffer<'_>, n: usize) -> Result<usize> {
+    loop {
+        let got = rb.consume_raw_n(n);
+        if got >= 0 {
+            return Ok(got as usize);
+        }
+        if got != -libc::EINTR {
+            bail!(
+                "ring buffer consume failed: {}",
+                std::io::Error::from_raw_os_error(-got)
+            );
+        }
+    }
+}
+
+/// Drops the links newest first: every entry probe goes before its return
+/// probe (they were attached the other way round), or calls entered
+/// after their return probe went would count as lost.
+fn detach(links: &mut Vec<Link>) {
+    while links.pop().is_some() {}
+}
+
+/// Everything left in the ring buffer.
+fn drain(rb: &libbpf_rs::RingBuffer<'_>) -> Result<()> {
+    while consume_n(rb, CONSUME_STEP)? == CONSUME_STEP {}
+    Ok(())
+}
+
 fn poll_loop(
     cfg: &Config,
     skel: &bpf::TracerSkel<'_>,
+    mut links: Vec<Link>,
     tx: &Sender<Msg>,
     stop: &AtomicBool,
     bss: Option<*mut types::bss>,
@@ -1210,23 +1256,33 @@ fn poll_loop(
     let mut last_lost = Lost::default();
     let mut last_check = Instant::now();
     let end = loop {
-        // Records are submitted without wakeups below a fill threshold, so
-        // poll on a short timer and drain whatever is there.
-        rb.poll(Duration::from_millis(10))
-            .context("ring buffer poll failed")?;
-        rb.consume().context("ring buffer consume failed")?;
+        // Records are submitted without wakeups below a fill threshold:
+        // take what is there in steps, and wait on a short timer when the
+        // buffer is empty.
+        if consume_n(&rb, CONSUME_STEP)? < CONSUME_STEP {
+            wait_ring(&rb, Duration::from_millis(10));
+        }
+        if stop.load(Ordering::Relaxed) && !links.is_empty() {
+            // Release the target first: with the probes gone it runs at
+            // full speed while what it already produced is read.
+            let t0 = Instant::now();
+            detach(&mut links);
+            if std::env::var_os("TM_DEBUG").is_some() {
+                eprintln!("tm-tui: debug: probes detached in {:?}", t0.elapsed());
+            }
+        }
         if let Some(hold) = &cfg.exit_hold {
             if hold.exiting.try_recv().is_ok() {
                 // The target is stopped (at its entry, libraries mapped, or
                 // in its exit, maps still readable): decode everything it
                 // produced, and bring the unwind tables up to date.
-                rb.consume().context("ring buffer consume failed")?;
+                drain(&rb)?;
                 {
                     let mut d = decoder.borrow_mut();
                     d.maps.refresh();
                     d.sync_code();
                 }
-                rb.consume().context("ring buffer consume failed")?;
+                drain(&rb)?;
                 let _ = hold.drained.send(());
             }
         }
@@ -1249,7 +1305,8 @@ fn poll_loop(
             // Records reserved on other CPUs just before the exit may not
             // be committed yet: give them a moment, then drain.
             thread::sleep(Duration::from_millis(20));
-            rb.consume().context("ring buffer consume failed")?;
+            detach(&mut links);
+            drain(&rb)?;
             let mut d = decoder.borrow_mut();
             d.flush();
             let lost = read_lost(skel, &d);

@@ -202,3 +202,74 @@ fn one_link_per_probe_records_the_same() {
     // 300 records of 64 bytes leak, plus stdout's 4 KiB buffer (a pipe).
     assert_eq!(counts[0].2, Some(300 * 64 + 4096));
 }
+
+/// Ctrl-C releases the target at once: the probes are detached before the
+/// backlog is read, so a program that runs for a minute under tracing
+/// finishes at its own speed, and tm-tui ends soon after, with nothing
+/// lost.
+#[test]
+fn stop_releases_the_target_at_once() {
+    if !bpf_or_skip("release") {
+        return;
+    }
+    let churner = demo("threads");
+    // 20 M pairs: well under a second untraced, over a minute traced.
+    let mut target = Command::new(&churner)
+        .args(["1", "20000000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the churner");
+    let trace = tmp().join("release.tmt");
+    let mut rec = Command::new(bin())
+        .arg("record")
+        .arg(target.id().to_string())
+        .arg("-o")
+        .arg(&trace)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tm-tui record PID");
+    // Recording for a while (and the target not done yet).
+    sleep(Duration::from_millis(1500));
+    assert!(
+        target.try_wait().expect("poll").is_none(),
+        "the churner ended untraced: too fast a machine for this test"
+    );
+    let t0 = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rec.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let mut target_done = None;
+    let mut rec_done = None;
+    while (target_done.is_none() || rec_done.is_none()) && t0.elapsed() < Duration::from_secs(30) {
+        if target_done.is_none() && target.try_wait().expect("poll").is_some() {
+            target_done = Some(t0.elapsed());
+        }
+        if rec_done.is_none() && rec.try_wait().expect("poll").is_some() {
+            rec_done = Some(t0.elapsed());
+        }
+        sleep(Duration::from_millis(10));
+    }
+    let out = rec.wait_with_output().expect("tm-tui output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The rest of 20 M pairs untraced (< 1 s) plus the detach.
+    let target_done = target_done.expect("the churner finished");
+    assert!(
+        target_done < Duration::from_secs(3),
+        "the target finished {target_done:?} after SIGINT: {err}"
+    );
+    let rec_done = rec_done.expect("tm-tui finished");
+    assert!(
+        rec_done < Duration::from_secs(3),
+        "tm-tui ended {rec_done:?} after SIGINT: {err}"
+    );
+    assert!(err.contains("stopped by user"), "{err}");
+    let r = report_json(&trace, &[]);
+    assert_no_loss(&r);
+    assert!(
+        r["heap"]["allocs"].as_u64().unwrap_or(0) > 1000,
+        "{}",
+        r["heap"]
+    );
+}
