@@ -19,7 +19,7 @@ use crate::util::hash::FxMap;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -219,7 +219,19 @@ impl Config {
 /// A running recorder thread.
 pub struct Recorder {
     stop: Arc<AtomicBool>,
+    backlog: Arc<Backlog>,
     thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// How far the recorder's consumer is behind, for the status line: what
+/// waits in the kernel's ring buffer, and how many events were handed to
+/// the channel (the consumer counts what it took).
+#[derive(Debug, Default)]
+pub struct Backlog {
+    /// Bytes unread in the ring buffer at the recorder's last look.
+    pub ring_bytes: AtomicU64,
+    /// Events sent on the channel so far.
+    pub sent: AtomicU64,
 }
 
 impl Recorder {
@@ -230,14 +242,17 @@ impl Recorder {
         let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
+        let backlog = Arc::new(Backlog::default());
+        let backlog2 = Arc::clone(&backlog);
         let thread = thread::Builder::new()
             .name("tm-recorder".into())
-            .spawn(move || run(cfg, tx, ready_tx, stop2))
+            .spawn(move || run(cfg, tx, ready_tx, stop2, backlog2))
             .context("cannot start the recorder thread")?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok((
                 Recorder {
                     stop,
+                    backlog,
                     thread: Some(thread),
                 },
                 rx,
@@ -251,6 +266,10 @@ impl Recorder {
                 _ => Err(anyhow!("the recorder thread died while attaching")),
             },
         }
+    }
+
+    pub fn backlog(&self) -> Arc<Backlog> {
+        Arc::clone(&self.backlog)
     }
 
     /// Ask the recorder to drain what is pending and end.
@@ -323,6 +342,7 @@ fn run(
     tx: Sender<Msg>,
     ready: Sender<Result<()>>,
     stop: Arc<AtomicBool>,
+    backlog: Arc<Backlog>,
 ) -> Result<()> {
     let level = if verifier_stats() {
         PrintLevel::Debug
@@ -347,7 +367,7 @@ fn run(
         .bss_data
         .as_deref_mut()
         .map(|b| b as *mut types::bss);
-    poll_loop(&cfg, &skel, links, &tx, &stop, bss, tables)
+    poll_loop(&cfg, &skel, links, &tx, &stop, &backlog, bss, tables)
 }
 
 fn setup<'obj>(
@@ -759,6 +779,8 @@ pub fn process_alive(pid: u32) -> bool {
 /// Decoding state shared by the ring buffer callback.
 struct Decoder<'a> {
     stacks_map: &'a libbpf_rs::MapMut<'a>,
+    /// Events handed to the channel (the status line's backlog).
+    sent: &'a AtomicU64,
     /// The tracer's .bss (mmapped), for the code-range globals.
     bss: Option<*mut types::bss>,
     /// The program's text as last written.
@@ -1118,7 +1140,9 @@ impl Decoder<'_> {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
         let n = batch.len() as u64;
         match self.tx.try_send(Msg::Events(batch)) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.sent.fetch_add(n, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_)) => self.channel_lost += n,
             Err(TrySendError::Disconnected(_)) => {}
         }
@@ -1182,6 +1206,21 @@ fn wait_ring(rb: &libbpf_rs::RingBuffer<'_>, timeout: Duration) {
     }
 }
 
+/// Bytes the ring buffer holds unread.
+fn ring_unread(rb: &libbpf_rs::RingBuffer<'_>) -> u64 {
+    use libbpf_rs::AsRawLibbpf;
+    // SAFETY: the ring_buffer pointer is valid while `rb` lives, and it has
+    // one ring (index 0); ring__avail_data_size only reads its positions.
+    unsafe {
+        let ring = libbpf_rs::libbpf_sys::ring_buffer__ring(rb.as_libbpf_object().as_ptr(), 0);
+        if ring.is_null() {
+            0
+        } else {
+            libbpf_rs::libbpf_sys::ring__avail_data_size(ring) as u64
+        }
+    }
+}
+
 /// Takes up to `n` records; an interrupted call is retried.
 fn consume_n(rb: &libbpf_rs::RingBuffer<'_>, n: usize) -> Result<usize> {
     loop {
@@ -1217,11 +1256,13 @@ fn poll_loop(
     mut links: Vec<Link>,
     tx: &Sender<Msg>,
     stop: &AtomicBool,
+    backlog: &Backlog,
     bss: Option<*mut types::bss>,
     tables: tables::Tables,
 ) -> Result<()> {
     let decoder = RefCell::new(Decoder {
         stacks_map: &skel.maps.stacks,
+        sent: &backlog.sent,
         bss,
         code_range: (0, 0),
         tables,
@@ -1259,7 +1300,12 @@ fn poll_loop(
         // Records are submitted without wakeups below a fill threshold:
         // take what is there in steps, and wait on a short timer when the
         // buffer is empty.
-        if consume_n(&rb, CONSUME_STEP)? < CONSUME_STEP {
+        let drained = consume_n(&rb, CONSUME_STEP)? < CONSUME_STEP;
+        backlog.ring_bytes.store(
+            if drained { 0 } else { ring_unread(&rb) },
+            Ordering::Relaxed,
+        );
+        if drained {
             wait_ring(&rb, Duration::from_millis(10));
         }
         if stop.load(Ordering::Relaxed) && !links.is_empty() {

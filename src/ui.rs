@@ -96,6 +96,18 @@ pub fn on_input(app: &mut App, input: Input, width: u16) {
     }
 }
 
+/// How far a live view is behind what the target is doing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Events recorded but not in the timeline yet (on their way from
+    /// the recorder).
+    pub queued: u64,
+    /// Bytes of records still in the kernel's ring buffer.
+    pub ring_bytes: u64,
+    /// Now minus the newest event shown, while anything is queued.
+    pub behind_ns: u64,
+}
+
 /// A live recording as the UI sees it: updates that arrive on a channel
 /// and that the feed applies to the timeline. The UI never sees the
 /// recorder or the trace file behind them.
@@ -111,6 +123,8 @@ pub trait Feed {
     /// Called on every tick (nothing arrived for a while); `true` asks the
     /// UI to quit (a SIGINT or SIGTERM from outside).
     fn tick(&mut self) -> bool;
+    /// How far `tl` is behind the recording.
+    fn lag(&self, tl: &Timeline) -> Lag;
 }
 
 /// No live recording: a saved one, or a test.
@@ -129,6 +143,9 @@ impl Feed for Replay {
         match *self {}
     }
     fn tick(&mut self) -> bool {
+        match *self {}
+    }
+    fn lag(&self, _: &Timeline) -> Lag {
         match *self {}
     }
 }
@@ -188,6 +205,7 @@ pub fn run<B: Backend, F: Feed>(
                         }
                     }
                     app.after_ingest();
+                    app.lag = if end.is_some() { Lag::default() } else { feed.lag(&app.tl) };
                     if end.is_some() {
                         app.ended = true;
                         if app.mode == Mode::Live {
@@ -209,6 +227,9 @@ pub fn run<B: Backend, F: Feed>(
                 // SIGINT/SIGTERM from outside (Ctrl-C inside is a key).
                 if live.as_mut().is_some_and(|f| f.tick()) {
                     app.quit = true;
+                }
+                if let (Some(f), None) = (live.as_ref(), &end) {
+                    app.lag = f.lag(&app.tl);
                 }
             },
         }

@@ -11,11 +11,11 @@ use crossterm::event::EnableMouseCapture;
 use crate::cmd::require_tty;
 use crate::cmd::session::{self, Ingest, Target, Tracing};
 use crate::model::Timeline;
-use crate::recorder::{EndReason, Msg};
+use crate::recorder::{now_mono_ns, EndReason, Msg};
 use crate::trace::TraceWriter;
 use crate::ui::app::{App, Mode};
 use crate::ui::view::Theme;
-use crate::ui::{input_thread, run, Feed, Replay, TermGuard};
+use crate::ui::{input_thread, run, Feed, Lag, Replay, TermGuard};
 
 /// `tm-tui open FILE`: the UI over a saved recording.
 pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
@@ -62,6 +62,9 @@ pub struct LiveArgs {
 struct LiveFeed<'a> {
     rx: &'a Receiver<Msg>,
     ing: &'a mut Ingest,
+    backlog: std::sync::Arc<crate::recorder::Backlog>,
+    /// Events taken from the channel.
+    taken: u64,
 }
 
 impl Feed for LiveFeed<'_> {
@@ -73,6 +76,9 @@ impl Feed for LiveFeed<'_> {
     }
 
     fn apply(&mut self, tl: &mut Timeline, m: Msg) -> Result<Option<EndReason>> {
+        if let Msg::Events(b) = &m {
+            self.taken += b.len() as u64;
+        }
         self.ing.handle(tl, m)
     }
 
@@ -83,6 +89,30 @@ impl Feed for LiveFeed<'_> {
     fn tick(&mut self) -> bool {
         self.ing.idle();
         session::interrupted()
+    }
+
+    fn lag(&self, tl: &Timeline) -> Lag {
+        use std::sync::atomic::Ordering;
+        let queued = self
+            .backlog
+            .sent
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.taken);
+        let ring_bytes = self.backlog.ring_bytes.load(Ordering::Relaxed);
+        let newest = tl
+            .store()
+            .end()
+            .checked_sub(1)
+            .and_then(|i| tl.store().ts(i));
+        let behind_ns = match newest {
+            Some(t) if queued > 0 || ring_bytes > 0 => now_mono_ns().saturating_sub(t),
+            _ => 0,
+        };
+        Lag {
+            queued,
+            ring_bytes,
+            behind_ns,
+        }
     }
 }
 
@@ -133,6 +163,8 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         let mut feed = LiveFeed {
             rx: &session.rx,
             ing: &mut ing,
+            backlog: session.recorder.backlog(),
+            taken: 0,
         };
         run(
             &mut terminal,

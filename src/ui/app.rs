@@ -102,6 +102,8 @@ pub struct App {
     pub quit: bool,
     /// Events per second, measured by the live loop.
     pub rate: f64,
+    /// How far the live view is behind the recording.
+    pub lag: crate::ui::Lag,
     /// The target is gone (live mode): nothing more will arrive.
     pub ended: bool,
     /// Rows the event list showed last time (a "screen" for PgUp/PgDn).
@@ -149,6 +151,7 @@ impl App {
             message: None,
             quit: false,
             rate: 0.0,
+            lag: crate::ui::Lag::default(),
             ended: false,
             page: Cell::new(10),
             blocks: Vec::new(),
