@@ -367,7 +367,7 @@ fn run(
         .bss_data
         .as_deref_mut()
         .map(|b| b as *mut types::bss);
-    poll_loop(&cfg, &skel, links, &tx, &stop, &backlog, bss, tables)
+    poll_loop(&cfg, &skel, (links, tables), &tx, &stop, &backlog, bss)
 }
 
 fn setup<'obj>(
@@ -1253,12 +1253,11 @@ fn drain(rb: &libbpf_rs::RingBuffer<'_>) -> Result<()> {
 fn poll_loop(
     cfg: &Config,
     skel: &bpf::TracerSkel<'_>,
-    mut links: Vec<Link>,
+    (mut links, tables): (Vec<Link>, tables::Tables),
     tx: &Sender<Msg>,
     stop: &AtomicBool,
     backlog: &Backlog,
     bss: Option<*mut types::bss>,
-    tables: tables::Tables,
 ) -> Result<()> {
     let decoder = RefCell::new(Decoder {
         stacks_map: &skel.maps.stacks,
