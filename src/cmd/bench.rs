@@ -109,6 +109,54 @@ struct Churner {
     traced: Vec<f64>,
     naive: Vec<f64>,
     bare: Vec<f64>,
+    /// The churn's own seconds untraced, and under bpftrace (if it ran).
+    base_self: Vec<f64>,
+    peer: Vec<f64>,
+}
+
+/// The churn's own seconds, written by the churner to `file`.
+fn churn_secs(file: &std::path::Path) -> Option<f64> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// The churner's own time untraced and under bpftrace recording what
+/// memleak does (every live block with its user stack in a map, freed
+/// blocks deleted) for the allocator at `lib`: `None` where bpftrace is
+/// missing or refuses the script.
+fn peer_runs(bin: &str, pairs: u64, lib: &str) -> Option<(f64, f64)> {
+    let file = std::env::temp_dir().join("tm-tui-bench-churn-secs");
+    let _ = std::fs::remove_file(&file);
+    let args = [
+        "1".to_string(),
+        pairs.to_string(),
+        file.display().to_string(),
+    ];
+    let st = Command::new(bin)
+        .args(&args)
+        .stdout(Stdio::null())
+        .status()
+        .ok()?;
+    let base = st.success().then(|| churn_secs(&file)).flatten()?;
+    let _ = std::fs::remove_file(&file);
+    let script = format!(
+        "uprobe:{lib}:malloc /pid == cpid/ {{ @sz[tid] = arg0; }}
+         uretprobe:{lib}:malloc /pid == cpid && @sz[tid]/ {{ @live_sz[retval] = @sz[tid]; @live_st[retval] = ustack; delete(@sz[tid]); }}
+         uprobe:{lib}:free /pid == cpid/ {{ delete(@live_sz[arg0]); delete(@live_st[arg0]); }}"
+    );
+    let st = Command::new("bpftrace")
+        .args([
+            "-q",
+            "-e",
+            &script,
+            "-c",
+            &format!("{bin} {}", args.join(" ")),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    let peer = st.success().then(|| churn_secs(&file)).flatten()?;
+    Some((base, peer))
 }
 
 pub fn run(pairs: u64, runs: usize) -> Result<i32> {
@@ -137,6 +185,8 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
             traced: Vec::new(),
             naive: Vec::new(),
             bare: Vec::new(),
+            base_self: Vec::new(),
+            peer: Vec::new(),
         });
     }
     let mut events = 0;
@@ -152,6 +202,12 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
             c.naive
                 .push(traced_run(&c.bin, pairs, ProbeMode::AtEntry)?.0);
             c.bare.push(traced_run(&c.bin, pairs, ProbeMode::Bare)?.0);
+            let lib = crate::recorder::discover::for_program(std::path::Path::new(&c.bin))
+                .map(|a| a.path.display().to_string());
+            if let Some((b, p)) = lib.ok().and_then(|l| peer_runs(&c.bin, pairs, &l)) {
+                c.base_self.push(b);
+                c.peer.push(p);
+            }
         }
     }
     println!("tm-tui bench: {pairs} malloc+free pairs, 1 thread, median of {runs} runs");
@@ -189,6 +245,15 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
             "  tm-tui's own work (recorded - bare): {:.3} µs/pair",
             per_pair(t) - per_pair(z)
         );
+        if c.peer.is_empty() {
+            println!("  bpftrace (memleak's shape): not available or refused the script");
+        } else {
+            let p = (median(c.peer) - median(c.base_self)) / pairs as f64 * 1e6;
+            println!(
+                "  bpftrace, memleak's shape (ustack into a map, no events out): +{p:6.3} µs/pair ({:.2}x tm-tui recorded)",
+                p / per_pair(t).max(1e-9)
+            );
+        }
     }
     println!("  events per recorded run {events}, lost in all runs {lost}");
     Ok(0)
