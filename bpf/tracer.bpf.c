@@ -44,9 +44,13 @@ struct {
  * User stacks keyed by a 64-bit hash of their frames. The kernel's stack
  * map hashes into max_entries buckets and refuses (or overwrites) on a
  * bucket collision; a 64-bit key makes collisions practically impossible.
+ * Least recently used entries make room: user space reads a stack once,
+ * soon after it is first put here, and keeps it; a stack user space
+ * deleted and a walk put back stays until evicted, so a plain hash filled
+ * up over a long recording.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 32768);
 	__type(key, __u64);
 	__type(value, struct tm_stack);
@@ -237,6 +241,11 @@ struct walk_vars {
 #define TM_STACK_COPY 1024
 
 struct walk_scratch {
+	/* A walk is under way on this CPU: a program that preempted it (a
+	 * uprobe of another thread, sched_switch of this one) must not reuse
+	 * the scratch under it. Plain loads and stores: whoever sees it set
+	 * runs on this CPU while the owner is preempted, never beside it. */
+	__u32 busy;
 	struct walk_vars v;
 	__u8 copy[TM_STACK_COPY];
 };
@@ -581,6 +590,7 @@ static __always_inline __u64 intern_stack(struct tm_stack *st);
 __attribute__((noinline)) __u64 walk_stack(__u64 ip, __u64 sp, __u64 bp, __u32 at_entry)
 {
 	__u32 zero = 0, tgid = targ_tgid;
+	__u64 h;
 	struct walk w = {};
 	struct walk_vars *v;
 
@@ -588,6 +598,12 @@ __attribute__((noinline)) __u64 walk_stack(__u64 ip, __u64 sp, __u64 bp, __u32 a
 	w.ws = bpf_map_lookup_elem(&walk_scratch, &zero);
 	if (!w.st || !w.ws)
 		return 0;
+	if (w.ws->busy) {
+		/* Counted as an event without its stack. */
+		__sync_fetch_and_add(&stack_errors, 1);
+		return 0;
+	}
+	w.ws->busy = 1;
 	w.st->nr = 0;
 	w.st->end = TM_END_COMPLETE;
 	if (!at_entry) {
@@ -623,10 +639,13 @@ __attribute__((noinline)) __u64 walk_stack(__u64 ip, __u64 sp, __u64 bp, __u32 a
 		w.st->end = v->end;
 	}
 	if (!w.st->nr) {
+		w.ws->busy = 0;
 		__sync_fetch_and_add(&stack_errors, 1);
 		return 0;
 	}
-	return intern_stack(w.st);
+	h = intern_stack(w.st);
+	w.ws->busy = 0;
+	return h;
 }
 
 /* The stack of the allocator or probed function being entered. */

@@ -221,9 +221,9 @@ fn probes_in(inspector: &Inspector, path: &Path) -> Result<Option<Vec<Probe>>> {
             continue;
         }
         by_offset.insert(entry, probes.len());
-        // The code from the entry, and the whole function (capped) to
-        // look for branches back into what the probe skips.
-        let body = sym.size.and_then(|n| read_at(path, entry, n.min(64 << 10)));
+        // The code from the entry, and the whole function (up to 1 MiB)
+        // to look for branches back into what the probe skips.
+        let body = sym.size.and_then(|n| read_at(path, entry, n.min(1 << 20)));
         let head = read_at(path, entry, 128).unwrap_or_default();
         let placed = place::place(&head, sym.addr, nargs(*func), body.as_deref());
         probes.push(Probe {

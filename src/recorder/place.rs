@@ -13,7 +13,9 @@
 //! pointer alone, so `[rsp]` is still the return address (the uretprobe
 //! goes at the same place) and the caller is found by the entry rule, and
 //! (4) each argument is still in a register: its own, or a copy made by a
-//! `mov` between registers.
+//! `mov` between registers, and (5) rbp is as at entry (a frame-pointer
+//! walk from the probe starts with it). Branches from a function's
+//! `.cold` part are not looked at.
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess,
@@ -21,8 +23,8 @@ use iced_x86::{
 };
 
 /// The System V argument registers, and the others an argument may be
-/// copied to, in the order of the tracer's register numbers
-/// (`bpf/tracer.h`, `enum tm_reg`).
+/// copied to, in the order of the tracer's register numbers (`reg_arg` in
+/// `bpf/tracer.bpf.c` lists them in the same order).
 pub const REGS: [Register; 15] = [
     Register::RDI,
     Register::RSI,
@@ -82,9 +84,9 @@ fn emulated(bytes: &[u8]) -> bool {
 
 /// The placement for a function whose machine code (from its entry) is
 /// `code`, at address `ip`, taking `nargs` arguments (at most 3 are
-/// tracked). `body` is the whole function when its size is known: any
-/// branch in it to the skipped instructions or the probe keeps the probe at
-/// the entry.
+/// tracked). `body` is the whole function (`None` when its size is
+/// unknown: then the probe stays at the entry); any branch in it to the
+/// skipped instructions or the probe keeps the probe at the entry.
 pub fn place(code: &[u8], ip: u64, nargs: usize, body: Option<&[u8]>) -> Placement {
     let nargs = nargs.min(3);
     // For each argument, the registers that hold it (bit i: REGS[i]).
@@ -106,12 +108,15 @@ pub fn place(code: &[u8], ip: u64, nargs: usize, body: Option<&[u8]>) -> Placeme
             if at == 0 {
                 return Placement::entry(None);
             }
-            if let Some(b) = body {
-                if branches_into(b, ip, ip + 1..=insn.ip()) {
-                    return Placement::entry(Some(
-                        "a branch inside the function leads past its entry".into(),
-                    ));
-                }
+            // Without the function's extent there is no knowing what
+            // jumps back to the probe: it stays at the entry.
+            let Some(b) = body else {
+                return Placement::entry(Some("its size is unknown".into()));
+            };
+            if branches_into(b, ip, ip + 1..=insn.ip()) {
+                return Placement::entry(Some(
+                    "a branch inside the function leads past its entry".into(),
+                ));
             }
             let mut args = [0u8, 1, 2];
             for (i, a) in args.iter_mut().enumerate().take(nargs) {
@@ -153,9 +158,11 @@ pub fn place(code: &[u8], ip: u64, nargs: usize, body: Option<&[u8]>) -> Placeme
                 continue;
             }
             let r = used.register().full_register();
-            if r == Register::RSP {
+            // rsp: [rsp] must still be the return address; rbp: the walk
+            // from the probe takes it for the caller's frame pointer.
+            if r == Register::RSP || r == Register::RBP {
                 return Placement::entry(Some(format!(
-                    "it moves the stack pointer before any instruction the kernel emulates (+{at})"
+                    "it changes {r:?} before any instruction the kernel emulates (+{at})"
                 )));
             }
             let Some(bit) = REGS.iter().position(|&x| x == r) else {
@@ -239,7 +246,7 @@ mod tests {
 
     #[test]
     fn glibc_free_past_its_null_test() {
-        let p = place(GLIBC_FREE, 0x1000, 1, None);
+        let p = place(GLIBC_FREE, 0x1000, 1, Some(GLIBC_FREE));
         assert_eq!(p.skipped, 3, "{p:?}");
         assert_eq!(p.args[0], 0);
         assert!(p.stepped.is_none());
@@ -247,19 +254,19 @@ mod tests {
 
     #[test]
     fn jemalloc_malloc_at_its_first_jump() {
-        let p = place(JEMALLOC_MALLOC, 0x1000, 1, None);
+        let p = place(JEMALLOC_MALLOC, 0x1000, 1, Some(JEMALLOC_MALLOC));
         assert_eq!((p.skipped, p.args[0]), (7, 0), "{p:?}");
     }
 
     #[test]
     fn jemalloc_free_past_ten_plain_instructions() {
-        let p = place(JEMALLOC_FREE, 0x1000, 1, None);
+        let p = place(JEMALLOC_FREE, 0x1000, 1, Some(JEMALLOC_FREE));
         assert_eq!((p.skipped, p.args[0]), (48, 0), "{p:?}");
     }
 
     #[test]
     fn an_argument_moved_to_another_register_is_read_there() {
-        let p = place(MIMALLOC_MALLOC, 0x1000, 1, None);
+        let p = place(MIMALLOC_MALLOC, 0x1000, 1, Some(MIMALLOC_MALLOC));
         // rdi was overwritten after its copy to rsi.
         assert_eq!((p.skipped, p.args[0]), (21, 1), "{p:?}");
     }
@@ -287,7 +294,18 @@ mod tests {
         // sub $8,%rsp; je
         let p = place(&[0x48, 0x83, 0xec, 0x08, 0x74, 0x02], 0x1000, 1, None);
         assert_eq!(p.skipped, 0);
-        assert!(p.stepped.is_some_and(|w| w.contains("stack pointer")));
+        assert!(p.stepped.is_some_and(|w| w.contains("RSP")));
+    }
+
+    #[test]
+    fn a_frame_pointer_change_or_an_unknown_size_keeps_the_entry() {
+        // mov %rsp,%rbp; je
+        let code = [0x48, 0x89, 0xe5, 0x74, 0x02];
+        let p = place(&code, 0x1000, 1, Some(&code));
+        assert!(p.stepped.is_some_and(|w| w.contains("RBP")));
+        // test %rdi,%rdi; je: fine, but not without the body.
+        let p = place(&GLIBC_FREE[..9], 0x1000, 1, None);
+        assert!(p.stepped.is_some_and(|w| w.contains("size is unknown")));
     }
 
     #[test]
