@@ -62,7 +62,7 @@ pub fn timeline_of(t: &Trace, memory_budget: usize) -> Timeline {
 /// machine has the debug info, found by the build-id the trace recorded.
 pub fn read_and_name(path: &std::path::Path) -> Result<Trace> {
     let mut t = crate::trace::read_trace(path)?;
-    if let Some(sym) = symbols_for_unnamed(&t) {
+    if let Some(mut sym) = symbols_for_unnamed(&t) {
         for s in &mut t.stacks {
             sym.symbolize(&mut s.frames);
         }
@@ -70,13 +70,13 @@ pub fn read_and_name(path: &std::path::Path) -> Result<Trace> {
     Ok(t)
 }
 
-/// `None` when no frame lacks a name.
+/// `None` when every frame has its file and line.
 fn symbols_for_unnamed(t: &Trace) -> Option<Symbols> {
     let unnamed: HashSet<ModuleId> = t
         .stacks
         .iter()
         .flat_map(|s| &s.frames)
-        .filter(|f| f.func.is_none())
+        .filter(|f| f.file.is_none())
         .filter_map(|f| f.module)
         .collect();
     if unnamed.is_empty() {
@@ -84,8 +84,10 @@ fn symbols_for_unnamed(t: &Trace) -> Option<Symbols> {
     }
     let mut sym = Symbols::new();
     for m in t.modules.iter().filter(|m| unnamed.contains(&m.id)) {
-        // Said when it was recorded; nothing new to say.
-        let _note = sym.add_module(m, None);
+        sym.add_module(m, None);
     }
+    // Said when it was recorded: nothing new to say here.
+    sym.wait_pending();
+    let _ = sym.take_notes(true);
     Some(sym)
 }

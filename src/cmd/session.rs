@@ -330,9 +330,8 @@ impl Ingest {
                 }
             }
             Msg::Module(m, file) => {
-                if let Some(n) = self.symbols.add_module(&m, file) {
-                    self.notes.push(n.note());
-                }
+                self.symbols.add_module(&m, file);
+                self.take_symbol_notes(false);
                 if let Some(w) = &mut self.writer {
                     w.write_module(&m)?;
                 }
@@ -340,6 +339,7 @@ impl Ingest {
             }
             Msg::Stack(mut s) => {
                 self.symbols.symbolize(&mut s.frames);
+                self.take_symbol_notes(false);
                 if let Some(w) = &mut self.writer {
                     w.write_stack(&s)?;
                 }
@@ -368,6 +368,15 @@ impl Ingest {
         Ok(None)
     }
 
+    fn take_symbol_notes(&mut self, ending: bool) {
+        for n in self.symbols.take_notes(ending) {
+            let n = n.note();
+            if !self.notes.contains(&n) {
+                self.notes.push(n);
+            }
+        }
+    }
+
     /// Nothing arrived for a while: flush the file at most once a second.
     pub fn idle(&mut self) {
         if let Some(w) = &mut self.writer {
@@ -378,6 +387,7 @@ impl Ingest {
     /// Ends the trace file; returns its size in bytes.
     pub fn finish(&mut self, tl: &mut Timeline, status: Option<ExitStatus>) -> Result<u64> {
         tl.set_end_ns(Some(now_mono_ns()));
+        self.take_symbol_notes(true);
         if let Some(s) = status {
             self.exit_status = Some(s);
         }

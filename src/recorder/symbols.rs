@@ -76,16 +76,16 @@ fn build_id_of(path: &Path) -> Option<String> {
     ElfInfo::read(&File::open(path).ok()?)?.build_id
 }
 
-/// A separate debug file for a module with build-id `build_id` (and the
-/// debuglink name `link`, whose file sat at `path`): the build-id
-/// directories, then the debuglink's places (GDB's order), each checked to
-/// carry the same build-id; then debuginfod, when DEBUGINFOD_URLS is set.
-/// `Err` says why debuginfod gave nothing, when it was asked.
-pub fn find_debug_file(
+/// A separate debug file on this machine for a module with build-id
+/// `build_id` (and the debuglink name `link`, whose file sat at `path`):
+/// the build-id directories, the debuginfod client's cache, then the
+/// debuglink's places (GDB's order), each checked to carry the same
+/// build-id.
+pub fn find_local_debug(
     build_id: Option<&str>,
     link: Option<&str>,
     path: &Path,
-) -> Result<Option<PathBuf>, String> {
+) -> Option<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(id) = build_id.filter(|id| id.len() > 2) {
         for d in DEBUG_DIRS {
@@ -94,6 +94,12 @@ pub fn find_debug_file(
                 &id[..2],
                 &id[2..]
             )));
+        }
+    }
+    if let Some(id) = build_id {
+        // What debuginfod-find (here or by gdb) fetched before.
+        if let Some(dir) = debuginfod_cache() {
+            candidates.push(dir.join(id).join("debuginfo"));
         }
     }
     if let (Some(link), Some(dir)) = (link, path.parent()) {
@@ -107,27 +113,32 @@ pub fn find_debug_file(
             );
         }
     }
-    for c in candidates {
-        if c != path
-            && c.is_file()
-            && (build_id.is_none() || build_id_of(&c).as_deref() == build_id)
-        {
-            return Ok(Some(c));
-        }
+    candidates.into_iter().find(|c| {
+        c != path && c.is_file() && (build_id.is_none() || build_id_of(c).as_deref() == build_id)
+    })
+}
+
+/// The debuginfod client's cache, as elfutils places it.
+fn debuginfod_cache() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("DEBUGINFOD_CACHE_PATH").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
     }
-    match build_id {
-        Some(id) => debuginfod(id),
-        None => Ok(None),
-    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("debuginfod_client"))
+}
+
+/// Whether debuginfod is to be asked: DEBUGINFOD_URLS is set, as the
+/// elfutils and gdb clients decide.
+fn debuginfod_on() -> bool {
+    std::env::var_os("DEBUGINFOD_URLS").is_some_and(|u| !u.is_empty())
 }
 
 /// `debuginfod-find debuginfo ID` (elfutils): it honours DEBUGINFOD_URLS,
-/// DEBUGINFOD_TIMEOUT and friends and keeps the cache gdb shares. Asked
-/// only when DEBUGINFOD_URLS is set, as the elfutils and gdb clients do.
+/// DEBUGINFOD_TIMEOUT and friends and keeps the cache gdb shares.
 fn debuginfod(build_id: &str) -> Result<Option<PathBuf>, String> {
-    if std::env::var_os("DEBUGINFOD_URLS").is_none_or(|u| u.is_empty()) {
-        return Ok(None);
-    }
     let mut cmd = Command::new("debuginfod-find");
     cmd.args(["debuginfo", build_id])
         .stdin(Stdio::null())
@@ -161,9 +172,20 @@ struct SymSource {
     debug_of: Option<Module>,
 }
 
+/// A module whose debug info debuginfod is fetching, on a thread of its
+/// own: symbolizing never waits for a download (a live recording would
+/// stall and its ring buffer fill).
+struct Pending {
+    module: Module,
+    done: crossbeam_channel::Receiver<Result<Option<PathBuf>, String>>,
+}
+
 pub struct Symbols {
     inner: Symbolizer,
     modules: HashMap<ModuleId, SymSource>,
+    pending: Vec<Pending>,
+    /// Modules found without symbols since the last [`Symbols::take_notes`].
+    notes: Vec<NoSymbols>,
     /// Module files opened through the target (its mount namespace, its
     /// deleted files): kept open so symbolizing works after it is gone.
     _open: Vec<File>,
@@ -184,19 +206,22 @@ impl Symbols {
                 .enable_inlined_fns(true)
                 .build(),
             modules: HashMap::new(),
+            pending: Vec::new(),
+            notes: Vec::new(),
             _open: Vec::new(),
         }
     }
 
     /// Takes a module, and its file as the target had it mapped (`None`:
     /// found by its path, as when a trace is opened later, used only if
-    /// its build-id is the recorded one). `Some` when no symbols can be
-    /// found for it.
-    pub fn add_module(&mut self, m: &Module, file: Option<File>) -> Option<NoSymbols> {
+    /// its build-id is the recorded one). A module that turns out to have
+    /// no symbols is told by [`Symbols::take_notes`].
+    pub fn add_module(&mut self, m: &Module, file: Option<File>) {
+        let given = file.is_some();
         let (path, info) = match file {
             Some(f) => {
                 let info = ElfInfo::read(&f);
-                // SAFETY-free fd path: the file stays open in `_open`.
+                // The file stays open in `_open`: its fd names it.
                 let p = PathBuf::from(format!(
                     "/proc/self/fd/{}",
                     std::os::fd::AsRawFd::as_raw_fd(&f)
@@ -219,67 +244,147 @@ impl Symbols {
                 }
             }
         };
-        let own = info.as_ref().is_some_and(|i| i.own_symbols);
-        if let (true, Some(p)) = (own, &path) {
-            self.modules.insert(
-                m.id,
-                SymSource {
-                    path: p.clone(),
-                    debug_of: None,
-                },
-            );
-            return None;
+        let own = |p: PathBuf| SymSource {
+            path: p,
+            debug_of: None,
+        };
+        if info.as_ref().is_some_and(|i| i.own_symbols) || (given && info.is_none()) {
+            // Named by itself, or not an ELF file we can read (nothing to
+            // advise about).
+            if let Some(p) = path {
+                self.modules.insert(m.id, own(p));
+            }
+            return;
         }
         let build_id = m
             .build_id
             .clone()
             .or_else(|| info.as_ref()?.build_id.clone());
         let link = info.as_ref().and_then(|i| i.debuglink.clone());
-        let found = find_debug_file(build_id.as_deref(), link.as_deref(), Path::new(&m.path));
         let mut m = m.clone();
         if m.segments.is_empty() {
             m.segments = info.map(|i| i.segments).unwrap_or_default();
         }
-        match found {
-            Ok(Some(debug)) if !m.segments.is_empty() => {
-                self.modules.insert(
-                    m.id,
-                    SymSource {
-                        path: debug,
-                        debug_of: Some(m),
-                    },
-                );
-                None
+        if m.segments.is_empty() {
+            return;
+        }
+        if let Some(debug) =
+            find_local_debug(build_id.as_deref(), link.as_deref(), Path::new(&m.path))
+        {
+            self.modules.insert(
+                m.id,
+                SymSource {
+                    path: debug,
+                    debug_of: Some(m),
+                },
+            );
+            return;
+        }
+        if let Some(p) = path {
+            // Its exported symbols (.dynsym) name some frames meanwhile.
+            self.modules.insert(m.id, own(p));
+        }
+        match build_id {
+            Some(id) if debuginfod_on() => {
+                let (tx, done) = crossbeam_channel::bounded(1);
+                let spawned = std::thread::Builder::new()
+                    .name("tm-debuginfod".into())
+                    .spawn(move || {
+                        let _ = tx.send(debuginfod(&id));
+                    });
+                match spawned {
+                    Ok(_) => self.pending.push(Pending { module: m, done }),
+                    Err(e) => self.notes.push(NoSymbols {
+                        path: m.path,
+                        debuginfod_said: Some(format!("debuginfod could not be asked: {e}")),
+                    }),
+                }
             }
-            why => {
-                if let Some(p) = path {
-                    // Its exported symbols (.dynsym) still name some frames.
+            _ => self.notes.push(NoSymbols {
+                path: m.path,
+                debuginfod_said: None,
+            }),
+        }
+    }
+
+    /// Takes the debug files debuginfod has brought since (all of them,
+    /// waiting, when `wait`).
+    fn poll_pending(&mut self, wait: bool) {
+        let mut still = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let got = if wait {
+                p.done.recv().ok()
+            } else {
+                match p.done.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(crossbeam_channel::TryRecvError::Empty) => {
+                        still.push(p);
+                        continue;
+                    }
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => None,
+                }
+            };
+            match got {
+                Some(Ok(Some(debug))) => {
                     self.modules.insert(
-                        m.id,
+                        p.module.id,
                         SymSource {
-                            path: p,
-                            debug_of: None,
+                            path: debug,
+                            debug_of: Some(p.module),
                         },
                     );
                 }
-                Some(NoSymbols {
-                    path: m.path.clone(),
-                    debuginfod_said: why.err(),
-                })
+                Some(Ok(None)) => self.notes.push(NoSymbols {
+                    path: p.module.path,
+                    debuginfod_said: Some("the debuginfod servers gave no file".into()),
+                }),
+                Some(Err(why)) => self.notes.push(NoSymbols {
+                    path: p.module.path,
+                    debuginfod_said: Some(why),
+                }),
+                None => {}
             }
         }
+        self.pending = still;
+    }
+
+    /// Waits for every debuginfod download under way (for `report` and
+    /// `open`, which name what they show once).
+    pub fn wait_pending(&mut self) {
+        self.poll_pending(true);
+    }
+
+    /// Modules found without symbols since the last call; `ending`: also
+    /// those whose debug info is still on its way (said so).
+    pub fn take_notes(&mut self, ending: bool) -> Vec<NoSymbols> {
+        self.poll_pending(false);
+        if ending {
+            for p in std::mem::take(&mut self.pending) {
+                self.notes.push(NoSymbols {
+                    path: p.module.path,
+                    debuginfod_said: Some(
+                        "its debug info was still downloading (debuginfod) when the recording ended; \
+                         `tm-tui report` and `open` name its frames once it is in the cache"
+                            .into(),
+                    ),
+                });
+            }
+        }
+        std::mem::take(&mut self.notes)
     }
 
     /// Fill in function, file and line of `frames`, one blazesym call per
     /// module; where the compiler inlined calls at a frame's address, the
     /// inlined functions become frames of their own before it (marked
     /// `inlined`, same address), innermost first as the stack is. Frames of
-    /// unreadable modules stay module+offset; frames already named are left
-    /// as they are.
-    pub fn symbolize(&self, frames: &mut Vec<Frame>) {
+    /// unreadable modules stay module+offset; frames with a file and line
+    /// already are left as they are (one named by an exported symbol alone
+    /// is looked up again: debug info may have come since).
+    pub fn symbolize(&mut self, frames: &mut Vec<Frame>) {
+        self.poll_pending(false);
         let mut by_module: HashMap<ModuleId, Vec<usize>> = HashMap::new();
         for (i, f) in frames.iter().enumerate() {
-            if let (Some(m), None) = (f.module, &f.func) {
+            if let (Some(m), None) = (f.module, &f.file) {
                 by_module.entry(m).or_default().push(i);
             }
         }

@@ -189,20 +189,41 @@ fn a_stripped_program_is_named_from_debuginfod_by_its_build_id() {
     let without = order_stack(&report_json(&bare, &[]));
     assert!(!without.iter().any(|f| f == "fill_order"), "{without:?}");
 
-    // With the server: the recording names the static functions, lines
-    // included, and says nothing about missing symbols.
+    // With the server: debug info is fetched in the background while the
+    // program runs (a recording never waits on a download), and nothing is
+    // said to be missing. The recording names what came after it arrived;
+    // the report names everything, from debuginfod's cache alone (no
+    // server asked: DEBUGINFOD_URLS unset), lines included.
+    let long = [prog.to_str().expect("utf8"), "300"];
     let named = tmp().join("stripped-named.tmt");
     let cache_env = cache.to_str().expect("utf8");
     let out = record_with(
         &named,
         &[],
-        &cmd,
+        &long,
         &[("DEBUGINFOD_URLS", &url), ("XDG_CACHE_HOME", cache_env)],
     );
     assert_exit(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("no symbols for"), "{err}");
-    let r = report_json(&named, &[]);
+    let report = |trace: &Path, env: &[(&str, &str)]| -> Value {
+        let mut c = Command::new(bin());
+        c.args(["report", "--json"]).arg(trace);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("report");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let r = report(
+        &named,
+        &[("DEBUGINFOD_URLS", ""), ("XDG_CACHE_HOME", cache_env)],
+    );
     let with = order_stack(&r);
     assert_eq!(
         with.get(..3),
@@ -222,19 +243,31 @@ fn a_stripped_program_is_named_from_debuginfod_by_its_build_id() {
         .find(|e| e["kind"] == "alloc" && e["size"] == 333)
         .expect("allocation");
     assert_eq!(ev["stack"][0]["line"], 10, "{ev}");
+    // The recording itself named the stacks it met after the download
+    // (free's: the allocation's was met before).
+    let last = String::from_utf8_lossy(
+        &Command::new(bin())
+            .args(["report"])
+            .arg(&named)
+            .env("DEBUGINFOD_URLS", "")
+            .env("XDG_CACHE_HOME", tmp().join("no-such-cache"))
+            .output()
+            .expect("report")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        last.contains("FREE") && last.contains("settle_orders (stripped_worker.c:21)"),
+        "{last}"
+    );
 
     // The trace recorded without names carries the build-id: opened where
     // the debug info can be had, its frames are named.
     let _ = std::fs::remove_dir_all(&cache);
-    let out = Command::new(bin())
-        .args(["report", "--json"])
-        .arg(&bare)
-        .env("DEBUGINFOD_URLS", &url)
-        .env("XDG_CACHE_HOME", cache_env)
-        .output()
-        .expect("report");
-    assert!(out.status.success());
-    let later: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let later = report(
+        &bare,
+        &[("DEBUGINFOD_URLS", &url), ("XDG_CACHE_HOME", cache_env)],
+    );
     assert_eq!(order_stack(&later).get(..3), with.get(..3));
 }
 
