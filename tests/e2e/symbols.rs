@@ -152,15 +152,34 @@ fn debuginfod(dir: &Path, build_id: &str, cache: &Path) -> (Server, String) {
     (server, url)
 }
 
-/// The function names of the 333-byte allocation's stack.
-fn order_stack(r: &Value) -> Vec<String> {
-    let ev = r["window"]
+/// The 333-byte allocation (fill_order's).
+fn order_alloc(r: &Value) -> &Value {
+    r["window"]
         .as_array()
         .expect("window")
         .iter()
         .find(|e| e["kind"] == "alloc" && e["size"] == 333)
-        .expect("an allocation of fill_order");
-    funcs(&ev["stack"])
+        .expect("an allocation of fill_order")
+}
+
+/// The function names of the 333-byte allocation's stack.
+fn order_stack(r: &Value) -> Vec<String> {
+    funcs(&order_alloc(r)["stack"])
+}
+
+/// fill_order ← settle_orders ← main, innermost first.
+fn assert_order_path(stack: &[String]) {
+    assert_eq!(
+        stack.get(..3),
+        Some(
+            &[
+                "fill_order".to_string(),
+                "settle_orders".into(),
+                "main".into()
+            ][..]
+        ),
+        "{stack:?}"
+    );
 }
 
 #[test]
@@ -225,23 +244,8 @@ fn a_stripped_program_is_named_from_debuginfod_by_its_build_id() {
         &[("DEBUGINFOD_URLS", ""), ("XDG_CACHE_HOME", cache_env)],
     );
     let with = order_stack(&r);
-    assert_eq!(
-        with.get(..3),
-        Some(
-            &[
-                "fill_order".to_string(),
-                "settle_orders".into(),
-                "main".into()
-            ][..]
-        ),
-        "{with:?}"
-    );
-    let ev = r["window"]
-        .as_array()
-        .expect("window")
-        .iter()
-        .find(|e| e["kind"] == "alloc" && e["size"] == 333)
-        .expect("allocation");
+    assert_order_path(&with);
+    let ev = order_alloc(&r);
     assert_eq!(ev["stack"][0]["line"], 10, "{ev}");
     // The recording itself named the stacks it met after the download
     // (free's: the allocation's was met before).
@@ -326,16 +330,5 @@ fn a_program_in_another_mount_namespace_is_unwound_and_named() {
     assert_exit(&out, 0);
     let r = report_json(&trace, &[]);
     assert_no_loss(&r);
-    let stack = order_stack(&r);
-    assert_eq!(
-        stack.get(..3),
-        Some(
-            &[
-                "fill_order".to_string(),
-                "settle_orders".into(),
-                "main".into()
-            ][..]
-        ),
-        "{stack:?}"
-    );
+    assert_order_path(&order_stack(&r));
 }
