@@ -205,6 +205,12 @@ pub fn start(
         }
     };
     if let Some(c) = child.as_mut() {
+        if interrupted() {
+            // Ctrl-C (or SIGTERM) while attaching: the program never ran,
+            // and does not run now.
+            c.kill();
+            bail!("interrupted before the program started");
+        }
         c.resume()?;
     }
     let warnings: Vec<String> = warning.into_iter().chain(stepped).collect();

@@ -176,6 +176,13 @@ fn spawn_held(exe: CString, args: Vec<CString>, stdio: Option<Stdio>) -> Result<
         .collect();
     let hold = move || -> io::Result<()> {
         let _own = &args;
+        // tm-tui's own handlers (a flag set in memory this copy does not
+        // share) would swallow a Ctrl-C meant for the program while it
+        // waits here: back to the defaults the program would have had.
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            // SAFETY: signal() with SIG_DFL is async-signal-safe.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
         // Its copy of the go pipe's writer: the read below ends at EOF if
         // tm-tui dies first.
         let _ = unistd::close(go_fd);

@@ -80,3 +80,55 @@ fn real_time_signals_reach_the_program() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("got 34\ndone"), "{stdout}");
 }
+
+/// Ctrl-C in the terminal (SIGINT to the whole process group) while tm-tui
+/// is still attaching: tm-tui ends at once and so does the program, which
+/// never runs on untraced (it used to wait in tm-tui's own signal handler,
+/// inherited across the fork, and run to its end).
+#[test]
+fn ctrl_c_while_attaching_ends_both_at_once() {
+    use std::os::unix::process::CommandExt;
+    if !bpf_or_skip("ctrl_c_attaching") {
+        return;
+    }
+    let churner = demo("threads");
+    for delay_ms in [5u64, 40, 120] {
+        let trace = tmp().join("ctrl-c.tmt");
+        let mut rec = Command::new(bin())
+            .arg("record")
+            .arg("-o")
+            .arg(&trace)
+            .arg("--")
+            .arg(&churner)
+            .args(["1", "200000000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("run tm-tui record");
+        sleep(Duration::from_millis(delay_ms));
+        let group = Pid::from_raw(-(rec.id() as i32));
+        kill(group, Signal::SIGINT).expect("SIGINT to the group");
+        let t0 = Instant::now();
+        while rec.try_wait().expect("poll").is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "tm-tui still running 5 s after Ctrl-C at +{delay_ms} ms"
+            );
+            sleep(Duration::from_millis(10));
+        }
+        let out = rec.wait_with_output().expect("output");
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "Ctrl-C at +{delay_ms} ms: {:?}",
+            out.status
+        );
+        // Nothing of the group is left: not the program, stopped or not.
+        sleep(Duration::from_millis(100));
+        assert!(
+            kill(group, None).is_err(),
+            "a process of the group outlived tm-tui (Ctrl-C at +{delay_ms} ms)"
+        );
+    }
+}
