@@ -272,7 +272,8 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         Span::raw(if tl.meta().families.has(crate::event::Family::Alloc) {
             format!(
                 "  heap {} {} ({})",
-                if app.mode == Mode::Live {
+                // Frozen while the target runs on: the heap is still now's.
+                if app.mode == Mode::Live || (app.mode == Mode::Frozen && !app.ended) {
                     "now"
                 } else {
                     "at end"
