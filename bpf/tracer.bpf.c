@@ -167,6 +167,14 @@ static __always_inline __u64 wakeup_flags(void)
  */
 __u64 code_exe_lo = 0, code_exe_hi = 0;
 
+/*
+ * Set by user space once every allocator probe is attached, cleared
+ * before any is detached: a link's probes go in and out one by one,
+ * milliseconds apart, and the heap is only consistent if every allocator
+ * function is recorded over the same window.
+ */
+__u32 armed = 0;
+
 static __always_inline bool in_program_text(__u64 addr)
 {
 	return addr >= code_exe_lo && addr < code_exe_hi;
@@ -720,7 +728,7 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
 	struct inflight *cur, in = {};
 	__u32 tid;
 
-	if (bare || !is_target(&tid))
+	if (bare || !armed || !is_target(&tid))
 		return 0;
 	ts = thread_state(true);
 	if (!ts) {
@@ -773,7 +781,7 @@ static __always_inline int alloc_exit(struct pt_regs *ctx)
 	__u64 ret = PT_REGS_RC(ctx);
 	__u32 tid;
 
-	if (bare || !is_target(&tid))
+	if (bare || !armed || !is_target(&tid))
 		return 0;
 	ts = thread_state(false);
 	if (!ts || !ts->in_live)
@@ -901,7 +909,7 @@ static __always_inline int free_enter(struct pt_regs *ctx, __u64 ptr)
 	__u32 tid;
 	bool target;
 
-	if (bare)
+	if (bare || !armed)
 		return 0;
 	target = is_target(&tid);
 	if (debug)

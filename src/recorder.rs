@@ -440,7 +440,7 @@ fn setup<'obj>(
         }
     }
     let t0 = Instant::now();
-    let skel = open.load().map_err(|e| {
+    let mut skel = open.load().map_err(|e| {
         anyhow!(
             "failed to load the BPF tracer: {e}{}",
             match libbpf_log_tail() {
@@ -512,6 +512,10 @@ fn setup<'obj>(
     if !process_alive(pid) {
         bail!("process {pid} exited while tm-tui was attaching");
     }
+    // Every probe is in: the allocator is recorded from now on, all of it.
+    if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+        bss.armed = 1;
+    }
     Ok((skel, links, tables))
 }
 
@@ -551,17 +555,23 @@ fn attach_multi(
         retprobe: true,
         ..Default::default()
     };
-    let entry = UprobeMultiOpts {
-        offsets: alloc.probes.iter().map(|p| p.offset as usize).collect(),
-        cookies: alloc
+    let entries = |frees: bool| {
+        let these: Vec<&discover::Probe> = alloc
             .probes
             .iter()
-            .map(|p| {
-                let [a0, a1, a2] = p.args.map(u64::from);
-                u64::from(tm_fn(p.func).0) | a0 << 8 | a1 << 16 | a2 << 24
-            })
-            .collect(),
-        ..Default::default()
+            .filter(|p| (p.func == AllocFn::Free) == frees)
+            .collect();
+        UprobeMultiOpts {
+            offsets: these.iter().map(|p| p.offset as usize).collect(),
+            cookies: these
+                .iter()
+                .map(|p| {
+                    let [a0, a1, a2] = p.args.map(u64::from);
+                    u64::from(tm_fn(p.func).0) | a0 << 8 | a1 << 16 | a2 << 24
+                })
+                .collect(),
+            ..Default::default()
+        }
     };
     let attach = |prog: &libbpf_rs::ProgramMut<'_>, opts: UprobeMultiOpts, what: &str| {
         prog.attach_uprobe_multi_with_opts(pid as i32, &alloc.open_path, "", opts)
@@ -576,9 +586,16 @@ fn attach_multi(
                 }
             })
     };
+    // A link's probes go in (and out) one by one, milliseconds apart on a
+    // busy target. free goes in before the allocating functions and out
+    // after them (links are dropped newest first): every block allocated
+    // while recording has its free seen, and a free of a block allocated
+    // before is reported as such; the other way round, a block allocated
+    // and freed inside the gap would look leaked.
     Ok(vec![
         attach(&skel.progs.tm_alloc_ret_multi, ret, "return")?,
-        attach(&skel.progs.tm_alloc_multi, entry, "entry")?,
+        attach(&skel.progs.tm_alloc_multi, entries(true), "free")?,
+        attach(&skel.progs.tm_alloc_multi, entries(false), "entry")?,
     ])
 }
 
@@ -715,7 +732,12 @@ fn attach_each(
             probe.name,
         )?);
     }
-    for probe in &probes {
+    // free first (see attach_multi); links are dropped newest first.
+    let frees_first = probes
+        .iter()
+        .filter(|p| p.func == AllocFn::Free)
+        .chain(probes.iter().filter(|p| p.func != AllocFn::Free));
+    for probe in frees_first {
         let prog = match probe.func {
             AllocFn::Malloc => &skel.progs.tm_malloc,
             AllocFn::Calloc => &skel.progs.tm_calloc,
@@ -1237,10 +1259,17 @@ fn consume_n(rb: &libbpf_rs::RingBuffer<'_>, n: usize) -> Result<usize> {
     }
 }
 
-/// Drops the links newest first: every entry probe goes before its return
-/// probe (they were attached the other way round), or calls entered
-/// after their return probe went would count as lost.
-fn detach(links: &mut Vec<Link>) {
+/// The allocator stops being recorded everywhere at once (`armed`), then
+/// the links go, newest first: every entry probe before its return probe
+/// (they were attached the other way round), or calls entered after their
+/// return probe went would count as lost.
+fn detach(links: &mut Vec<Link>, bss: Option<*mut types::bss>) {
+    if let Some(bss) = bss {
+        // SAFETY: `bss` points into the skeleton's mmapped .bss, valid
+        // while the skeleton lives (it outlives the poll loop); a 4-byte
+        // aligned store the BPF programs read.
+        unsafe { std::ptr::write_volatile(&raw mut (*bss).armed, 0) };
+    }
     while links.pop().is_some() {}
 }
 
@@ -1311,7 +1340,7 @@ fn poll_loop(
             // Release the target first: with the probes gone it runs at
             // full speed while what it already produced is read.
             let t0 = Instant::now();
-            detach(&mut links);
+            detach(&mut links, bss);
             if std::env::var_os("TM_DEBUG").is_some() {
                 eprintln!("tm-tui: debug: probes detached in {:?}", t0.elapsed());
             }
@@ -1350,7 +1379,7 @@ fn poll_loop(
             // Records reserved on other CPUs just before the exit may not
             // be committed yet: give them a moment, then drain.
             thread::sleep(Duration::from_millis(20));
-            detach(&mut links);
+            detach(&mut links, bss);
             drain(&rb)?;
             let mut d = decoder.borrow_mut();
             d.flush();
