@@ -224,6 +224,10 @@ pub fn start(
     })
 }
 
+/// How long a launched program has to end after Ctrl-C or SIGTERM before
+/// tm-tui ends without it.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 impl Session {
     /// Ends the recording and finishes the trace file. When it has not
     /// ended by itself (the user quit), a launched program still running
@@ -251,7 +255,21 @@ impl Session {
         self.recorder.join()?;
         let mut status = ing.exit_status;
         if let Some(c) = self.child.as_mut() {
-            status = c.wait().ok().or(status);
+            status = if interrupted() {
+                // Ctrl-C or SIGTERM: the program got the same Ctrl-C (its
+                // process group) and may take a moment to shut down; one
+                // that ignores it is not killed but released, unrecorded.
+                let s = c.wait_for(STOP_GRACE);
+                if s.is_none() {
+                    eprintln!(
+                        "tm-tui: the program (pid {}) did not end within {STOP_GRACE:?} of the signal; it runs on, no longer recorded",
+                        c.pid
+                    );
+                }
+                s.or(status)
+            } else {
+                c.wait().ok().or(status)
+            };
         }
         let written = ing.finish(tl, status)?;
         Ok((status, written))

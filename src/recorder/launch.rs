@@ -401,6 +401,14 @@ impl Child {
         Ok(s)
     }
 
+    /// Wait for the child to end, at most `limit`; `None` if it runs on.
+    pub fn wait_for(&mut self, limit: std::time::Duration) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.done.recv_timeout(limit).ok();
+        }
+        self.status
+    }
+
     /// End a running child (the user quit before it ended): SIGKILL. Its
     /// status still comes from [`Self::wait`].
     pub fn terminate(&mut self) {

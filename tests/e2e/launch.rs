@@ -132,3 +132,66 @@ fn ctrl_c_while_attaching_ends_both_at_once() {
         );
     }
 }
+
+/// A launched program that ignores Ctrl-C: tm-tui ends anyway (after a
+/// short grace), says so, and leaves the program running, not stopped.
+#[test]
+fn ctrl_c_ends_the_recording_of_a_program_that_ignores_it() {
+    use std::os::unix::process::CommandExt;
+    if !bpf_or_skip("ctrl_c_ignored") {
+        return;
+    }
+    let prog = compile(
+        "gcc",
+        "ignores_sigint",
+        "c",
+        "#include <signal.h>\n#include <stdlib.h>\n#include <unistd.h>\nstatic void *volatile sink;\nint main(void) { signal(SIGINT, SIG_IGN); for (;;) { void *p = malloc(100); sink = p; free(p); usleep(100); } }\n",
+        &["-O2"],
+    );
+    let trace = tmp().join("ignores.tmt");
+    // To a file: the program inherits tm-tui's stderr and outlives it, so
+    // a pipe would never reach its end.
+    let log = tmp().join("ignores.log");
+    let mut rec = Command::new(bin())
+        .arg("record")
+        .arg("-o")
+        .arg(&trace)
+        .arg("--")
+        .arg(&prog)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .process_group(0)
+        .spawn()
+        .expect("run tm-tui record");
+    sleep(Duration::from_millis(1000));
+    kill(Pid::from_raw(-(rec.id() as i32)), Signal::SIGINT).expect("SIGINT to the group");
+    let t0 = Instant::now();
+    while rec.try_wait().expect("poll").is_none() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = kill(Pid::from_raw(-(rec.id() as i32)), Signal::SIGKILL);
+            panic!("tm-tui still running 10 s after Ctrl-C");
+        }
+        sleep(Duration::from_millis(20));
+    }
+    let err = std::fs::read_to_string(&log).expect("tm-tui's stderr");
+    let pid = err
+        .split("recording pid ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse::<i32>().ok())
+        .expect("the program's pid");
+    sleep(Duration::from_millis(200));
+    let st = state(pid);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    assert!(err.contains("runs on, no longer recorded"), "{err}");
+    assert!(
+        matches!(st, Some('R' | 'S')),
+        "the program is {st:?}, not running on: {err}"
+    );
+    let r = report_json(&trace, &[]);
+    assert!(
+        r["heap"]["allocs"].as_u64().unwrap_or(0) > 100,
+        "{}",
+        r["heap"]
+    );
+}
