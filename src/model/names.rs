@@ -10,21 +10,24 @@ use crate::util::is_system_path;
 use crate::event::{find_stack, Frame, Module, Stack, StackId};
 
 /// The frame a user cares about: the first outside system libraries with
-/// source info (their code), else the first with a name, else the first.
+/// source info (their code), else the first outside them at all (a
+/// stripped program's own frame, `prog+0x1234`, says more than the libc
+/// line that called its main), else the first with source info, else the
+/// first with a name, else the first.
 pub fn top_user_frame(
     stack: &Stack,
     module_path: impl Fn(u32) -> Option<String>,
 ) -> Option<&Frame> {
     let user = |f: &&Frame| {
-        !f.module
+        f.module
             .and_then(&module_path)
-            .is_some_and(|p| is_system_path(&p))
+            .is_some_and(|p| !is_system_path(&p))
     };
-    stack
-        .frames
-        .iter()
-        .filter(user)
+    let mut users = stack.frames.iter().filter(user);
+    let first_user = users.clone().next();
+    users
         .find(|f| f.file.is_some() && f.func.is_some())
+        .or(first_user)
         .or_else(|| {
             stack
                 .frames
