@@ -1336,15 +1336,6 @@ fn poll_loop(
         if drained {
             wait_ring(&rb, Duration::from_millis(10));
         }
-        if stop.load(Ordering::Relaxed) && !links.is_empty() {
-            // Release the target first: with the probes gone it runs at
-            // full speed while what it already produced is read.
-            let t0 = Instant::now();
-            detach(&mut links, bss);
-            if std::env::var_os("TM_DEBUG").is_some() {
-                eprintln!("tm-tui: debug: probes detached in {:?}", t0.elapsed());
-            }
-        }
         if let Some(hold) = &cfg.exit_hold {
             if hold.exiting.try_recv().is_ok() {
                 // The target is stopped (at its entry, libraries mapped, or
@@ -1376,10 +1367,16 @@ fn poll_loop(
             last_lost = lost;
         }
         if exited || stopping || gone {
-            // Records reserved on other CPUs just before the exit may not
-            // be committed yet: give them a moment, then drain.
-            thread::sleep(Duration::from_millis(20));
+            // Release the target first: with the probes gone it runs at
+            // full speed while what it already produced is read. Records
+            // reserved on other CPUs just before may not be committed yet:
+            // give them a moment, then drain.
+            let t0 = Instant::now();
             detach(&mut links, bss);
+            if std::env::var_os("TM_DEBUG").is_some() {
+                eprintln!("tm-tui: debug: probes detached in {:?}", t0.elapsed());
+            }
+            thread::sleep(Duration::from_millis(20));
             drain(&rb)?;
             let mut d = decoder.borrow_mut();
             d.flush();
