@@ -26,4 +26,4 @@ for _ in $(seq 1 "$N"); do
 done
 tmux capture-pane -p -t "$s" | head -1
 tmux send-keys -t "$s" q
-printf '%s\n' "${lat[@]}" | sort -n | awk '{a[NR]=$1} END {print "key to screen (ms): median", a[int(NR/2)+1], "p90", a[int(NR*0.9)], "max", a[NR], "n", NR}'
+printf '%s\n' "${lat[@]}" | sort -n | awk '{a[NR]=$1} END {print "key to screen (ms): median", a[int(NR/2)+1], "p90", a[int(NR*0.9)], "p99", a[int(NR*0.99)], "max", a[NR], "n", NR}'

@@ -65,6 +65,9 @@ pub const FILTER_KEYS: &str = "kind, tid, func, call, addr";
 /// The default memory budget of a recording held in memory.
 pub const DEFAULT_MEMORY: usize = 1 << 30;
 
+/// Steps along an address's chain the UI takes per frame at most.
+const HISTORY_CAP: usize = 1024;
+
 pub struct Timeline {
     meta: Meta,
     modules: Vec<Module>,
@@ -399,6 +402,18 @@ impl Timeline {
             h.lives = history::covering(&self.store, &self.heap, addr);
         }
         h
+    }
+
+    /// Heap event `c` (at block-start address `addr`) in its block's
+    /// life, at a bounded cost whatever the address's reuse.
+    pub fn around(&self, addr: u64, c: Idx) -> history::Around {
+        history::around(&self.store, &self.heap, addr, c, HISTORY_CAP)
+    }
+
+    /// The event that ended the block allocated at `alloc`, if held.
+    pub fn end_of(&self, alloc: Idx) -> Option<Idx> {
+        let ptr = self.heap.block(&self.store, alloc)?.ptr;
+        history::end_of(&self.store, ptr, alloc)
     }
 
     /// Outstanding blocks by allocation stack, as of the latest event.

@@ -34,6 +34,8 @@ pub enum Input {
 /// How long the loop waits before redrawing without input (live rate,
 /// clock).
 const TICK: Duration = Duration::from_millis(100);
+/// The shortest time between two frames drawn for ingest alone.
+const FRAME: Duration = Duration::from_millis(33);
 /// Events counted against the filter between two frames.
 pub const COUNT_SLICE: u64 = 400_000;
 /// Recorder messages taken per loop turn before drawing (so a flood of
@@ -164,17 +166,33 @@ pub fn run<B: Backend, F: Feed>(
     let never = crossbeam_channel::never();
     let mut end = None;
     let mut rate_mark = (Instant::now(), app.tl.store().end());
+    // Input is drawn at once; ingest and ticks at most once a FRAME, so a
+    // flood of events costs no more frames than a quiet recording.
+    let (mut dirty, mut urgent) = (true, true);
+    let mut last_draw = Instant::now();
+    let mut size = terminal.size().map_err(|e| anyhow!("cannot size the terminal: {e}"))?;
     while !app.quit {
-        // A few ms a frame at most: the UI never waits on a count.
-        app.count_matches(COUNT_SLICE);
-        let size = terminal
-            .draw(|f| view::render(app, f, theme))
-            .map_err(|e| anyhow!("cannot draw: {e}"))?
-            .area;
+        if dirty && (urgent || last_draw.elapsed() >= FRAME) {
+            // A few ms a frame at most: the UI never waits on a count.
+            app.count_matches(COUNT_SLICE);
+            let area = terminal
+                .draw(|f| view::render(app, f, theme))
+                .map_err(|e| anyhow!("cannot draw: {e}"))?
+                .area;
+            size = ratatui::layout::Size::new(area.width, area.height);
+            last_draw = Instant::now();
+            (dirty, urgent) = (false, false);
+        }
         let rx = match (&live, end.is_some()) {
             (Some(f), false) => f.updates().clone(),
             _ => never.clone(),
         };
+        let wait = if dirty {
+            FRAME.saturating_sub(last_draw.elapsed())
+        } else {
+            Duration::from_secs(3600)
+        };
+        dirty = true;
         select! {
             recv(input) -> i => match i {
                 Ok(Input::Key(k))
@@ -184,7 +202,10 @@ pub fn run<B: Backend, F: Feed>(
                     // Ctrl-L: repaint everything (something wrote over us).
                     terminal.clear().map_err(|e| anyhow!("cannot clear: {e}"))?;
                 }
-                Ok(i) => on_input(app, i, size.width),
+                Ok(i) => {
+                    on_input(app, i, size.width);
+                    urgent = true;
+                }
                 Err(_) => app.quit = true,
             },
             recv(rx) -> m => {
@@ -232,6 +253,7 @@ pub fn run<B: Backend, F: Feed>(
                     app.lag = f.lag(&app.tl);
                 }
             },
+            default(wait) => {},
         }
         app.refresh();
     }

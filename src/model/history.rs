@@ -30,38 +30,60 @@ pub struct History {
     pub truncated: bool,
 }
 
-/// The events at the block-start address `addr`, oldest first.
-fn chain(store: &EventStore, addr: u64) -> (Vec<Idx>, bool) {
+/// The events at the block-start address `addr` up to `from` (the last
+/// one when `None`), oldest first, at most `cap` of them: (events, the
+/// chain reaches back past the held recording, the cap cut it).
+fn chain(store: &EventStore, addr: u64, from: Option<Idx>, cap: usize) -> (Vec<Idx>, bool, bool) {
     let mut out = Vec::new();
-    let mut cur = store.addr_info(addr).map(|a| a.last);
+    let mut cur = from.or_else(|| store.addr_info(addr).map(|a| a.last));
     let mut truncated = false;
     while let Some(i) = cur {
         if !store.contains(i) {
             truncated = true;
             break;
         }
+        if out.len() == cap {
+            out.reverse();
+            return (out, truncated, true);
+        }
         out.push(i);
         cur = store.prev_at(i, addr);
     }
     out.reverse();
-    (out, truncated)
+    (out, truncated, false)
 }
 
 /// The life of every block that started at `addr`.
 pub fn at_start(store: &EventStore, heap: &HeapIndex, addr: u64) -> History {
-    let (events, truncated) = chain(store, addr);
+    let (events, truncated, _) = chain(store, addr, None, usize::MAX);
+    lives(store, heap, addr, &events, truncated, true)
+}
+
+/// Lives from a run of the address's events (oldest first); `from_start`:
+/// the run begins at the held recording's start (a survivor may be live).
+fn lives(
+    store: &EventStore,
+    heap: &HeapIndex,
+    addr: u64,
+    events: &[Idx],
+    truncated: bool,
+    from_start: bool,
+) -> History {
     let mut h = History {
         addr,
         truncated,
         ..History::default()
     };
     // A block allocated before the held recording and still needed.
-    let mut cur: Option<Life> = heap.survivors().find(|b| b.ptr == addr).map(|b| Life {
-        block: *b,
-        end: None,
-        extra_frees: Vec::new(),
-    });
-    for i in events {
+    let mut cur: Option<Life> = heap
+        .survivors()
+        .find(|b| from_start && b.ptr == addr)
+        .map(|b| Life {
+            block: *b,
+            end: None,
+            extra_frees: Vec::new(),
+        });
+    for &i in events {
         let Some(op) = store.heap_op(i) else { continue };
         let (ends, starts) = (op.ends() == Some(addr), op.starts() == Some(addr));
         if ends {
@@ -89,6 +111,75 @@ pub fn at_start(store: &EventStore, heap: &HeapIndex, addr: u64) -> History {
     }
     h.lives.extend(cur);
     h
+}
+
+/// Event `c` at block-start address `addr` in its block's life, found
+/// with at most `cap` steps each way along the address's chain (an
+/// address reused millions of times costs no more than one used once).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Around {
+    /// The life `c` belongs to (its alloc, its end or an extra free);
+    /// its `end` is known only up to `c`.
+    pub life: Option<Life>,
+    /// `c` frees a block already freed.
+    pub double_free: bool,
+    /// 1-based: the how-many-th block at `addr` in the held recording
+    /// (`None`: more than `cap` events before `c`).
+    pub nth: Option<usize>,
+    /// Blocks at `addr` in the held recording (`None`: more than `cap`
+    /// events).
+    pub of: Option<usize>,
+}
+
+pub fn around(store: &EventStore, heap: &HeapIndex, addr: u64, c: Idx, cap: usize) -> Around {
+    let (events, truncated, capped) = chain(store, addr, Some(c), cap);
+    let h = lives(store, heap, addr, &events, truncated, !capped);
+    let k = h
+        .lives
+        .iter()
+        .position(|l| l.block.alloc == c || l.end == Some(c) || l.extra_frees.contains(&c));
+    let mut a = Around {
+        double_free: h.lives.iter().any(|l| l.extra_frees.contains(&c)),
+        life: k.map(|k| h.lives[k].clone()),
+        ..Around::default()
+    };
+    if capped {
+        return a;
+    }
+    a.nth = k.map(|k| k + 1);
+    // Blocks started after c: walk back from the address's last event.
+    let mut later = 0;
+    let mut cur = store.addr_info(addr).map(|i| i.last);
+    let mut steps = 0;
+    while let Some(i) = cur.filter(|&i| i > c) {
+        steps += 1;
+        if steps > cap {
+            return a;
+        }
+        if store.heap_op(i).is_some_and(|op| op.starts() == Some(addr)) {
+            later += 1;
+        }
+        cur = store.prev_at(i, addr);
+    }
+    a.of = Some(h.lives.len() + later);
+    a
+}
+
+/// The event that ended the block allocated at `alloc` (at `addr`), if
+/// one is held: walks back from the address's last event to `alloc`.
+pub fn end_of(store: &EventStore, addr: u64, alloc: Idx) -> Option<Idx> {
+    let mut end = None;
+    let mut cur = store.addr_info(addr).map(|i| i.last);
+    while let Some(i) = cur.filter(|&i| i > alloc) {
+        match store.heap_op(i) {
+            // A later block at the address: what ended ours is before it.
+            Some(op) if op.starts() == Some(addr) => end = None,
+            Some(op) if op.ends() == Some(addr) => end = Some(i),
+            _ => {}
+        }
+        cur = store.prev_at(i, addr);
+    }
+    end
 }
 
 /// Every block that covered `addr` (started at or below it and reached

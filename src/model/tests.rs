@@ -335,6 +335,41 @@ fn block_history_across_reuse_and_realloc() {
 }
 
 #[test]
+fn around_an_event_agrees_with_the_whole_history_and_stays_bounded() {
+    let mut r = Rec::new();
+    // One address reused 50 times, a double free in the middle.
+    let mut evs = Vec::new();
+    for k in 0..50 {
+        let a = r.alloc(0x100, 8 + k, "a");
+        let f = r.free(0x100, "f");
+        evs.push((a, f));
+        if k == 20 {
+            let d = r.free(0x100, "again");
+            let around = r.tl.around(0x100, d);
+            assert!(around.double_free);
+            assert_eq!(around.life.as_ref().map(|l| l.block.alloc), Some(a));
+        }
+    }
+    for (k, &(a, f)) in evs.iter().enumerate() {
+        let x = r.tl.around(0x100, a);
+        assert_eq!((x.nth, x.of), (Some(k + 1), Some(50)));
+        assert!(!x.double_free);
+        let y = r.tl.around(0x100, f);
+        assert_eq!(y.life.map(|l| l.block.alloc), Some(a));
+        assert_eq!(r.tl.end_of(a), Some(f));
+    }
+    // Capped: the life is still found, the counts are not claimed.
+    let (a, f) = evs[40];
+    let x = history::around(&r.tl.store, &r.tl.heap, 0x100, f, 3);
+    assert_eq!(x.life.map(|l| l.block.alloc), Some(a));
+    assert_eq!((x.nth, x.of), (None, None));
+    let x = history::around(&r.tl.store, &r.tl.heap, 0x100, evs[48].0, 8);
+    assert_eq!((x.nth, x.of), (None, None));
+    let x = history::around(&r.tl.store, &r.tl.heap, 0x100, evs[0].0, 500);
+    assert_eq!((x.nth, x.of), (Some(1), Some(50)));
+}
+
+#[test]
 fn leaks_group_by_stack_and_flag_only_growth() {
     let mut r = Rec::new();
     let leak = r.stack("remember_request", 7);

@@ -405,13 +405,9 @@ impl App {
             _ => self.selected_op().and_then(|(c, op)| match op {
                 HeapOp::Alloc { .. } => Some(c),
                 HeapOp::Realloc { ptr, .. } if ptr != 0 => Some(c),
-                HeapOp::Free { ptr } | HeapOp::Realloc { old: ptr, .. } => self
-                    .tl
-                    .block_history(ptr)
-                    .lives
-                    .iter()
-                    .find(|l| l.end == Some(c) || l.extra_frees.contains(&c))
-                    .map(|l| l.block.alloc),
+                HeapOp::Free { ptr } | HeapOp::Realloc { old: ptr, .. } => {
+                    self.tl.around(ptr, c).life.map(|l| l.block.alloc)
+                }
             }),
         };
         match target {
@@ -437,17 +433,7 @@ impl App {
             self.message = Some("select an allocation first".into());
             return;
         };
-        let Some(ptr) = self.tl.heap().block(self.tl.store(), alloc).map(|b| b.ptr) else {
-            return;
-        };
-        let end = self
-            .tl
-            .block_history(ptr)
-            .lives
-            .iter()
-            .find(|l| l.block.alloc == alloc)
-            .and_then(|l| l.end);
-        match end {
+        match self.tl.end_of(alloc) {
             Some(i) => self.goto(i),
             None => self.message = Some("still live: never freed in the recording".into()),
         }

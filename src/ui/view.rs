@@ -895,21 +895,20 @@ fn render_stack(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                     | crate::model::store::HeapOp::Realloc { ptr, .. } => ptr,
                 };
                 if ptr != 0 {
-                    let h = app.tl.block_history(ptr);
-                    let n = h.lives.len();
-                    let k = h.lives.iter().position(|l| {
-                        l.block.alloc == c || l.end == Some(c) || l.extra_frees.contains(&c)
-                    });
-                    let extra = h.lives.iter().any(|l| l.extra_frees.contains(&c));
-                    lines.push(Line::from(match (k, extra) {
+                    let a = app.tl.around(ptr, c);
+                    lines.push(Line::from(match (&a.life, a.double_free) {
                         (Some(_), true) => Span::styled(
                             format!("{ptr:#x}: DOUBLE FREE of an already freed block"),
                             theme.alert(),
                         ),
-                        (Some(k), false) => Span::raw(format!(
-                            "{ptr:#x}: block #{} of {n} that lived here  (a/f: its alloc/free)",
-                            k + 1
-                        )),
+                        (Some(_), false) => Span::raw(match (a.nth, a.of) {
+                            (Some(k), Some(n)) => format!(
+                                "{ptr:#x}: block #{k} of {n} that lived here  (a/f: its alloc/free)"
+                            ),
+                            _ => format!(
+                                "{ptr:#x}: one of the many blocks that lived here  (a/f: its alloc/free)"
+                            ),
+                        }),
                         (None, _) => Span::raw(format!("{ptr:#x}: no recorded block here")),
                     }));
                 }
