@@ -17,6 +17,9 @@ pub type ModuleId = u32;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub ts: u64,
+    /// The process (tgid) the event belongs to: the recording's root or a
+    /// child it followed.
+    pub pid: u32,
     pub tid: u32,
     pub kind: EventKind,
 }
@@ -643,6 +646,26 @@ pub struct SignalInfo {
     /// The thread's stack at delivery, unwound through `.eh_frame`.
     #[serde(with = "opt_id")]
     pub stack: Option<StackId>,
+    /// Who sent it, for a signal a process sent (si_code ≤ 0: kill,
+    /// tkill, tgkill, sigqueue); `None` for one the kernel raised.
+    pub sender: Option<SignalSender>,
+    /// The general registers at delivery, x86-64 order rax rbx rcx rdx
+    /// rsi rdi rbp rsp r8–r15 rip (17); empty when not read.
+    pub regs: Vec<u64>,
+    /// The instruction bytes at `ip` (up to 16); empty when unreadable.
+    pub insn: Vec<u8>,
+    /// What the program said as it aborted (glibc's `__abort_msg`, e.g.
+    /// "malloc(): corrupted top size"), when read.
+    pub message: Option<String>,
+}
+
+/// The process that sent a signal.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SignalSender {
+    pub pid: u32,
+    pub uid: u32,
+    /// Its command name (`comm`), when known.
+    pub comm: String,
 }
 
 impl SignalInfo {
@@ -1026,7 +1049,7 @@ pub struct Meta {
 
 /// An optional id in the trace file as `id + 1`, 0 for `None`: one varint
 /// where serde's `Option` takes a tag byte and the id.
-mod opt_id {
+pub(crate) mod opt_id {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(id: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {

@@ -967,7 +967,8 @@ impl Decoder<'_> {
         if self.awaiting_exec && !matches!(kind, EventKind::Exec { .. }) {
             return;
         }
-        self.batch.push(Event { ts, tid, kind });
+        let pid = self.maps.pid();
+        self.batch.push(Event { ts, pid, tid, kind });
         if self.batch.len() >= BATCH {
             self.flush();
         }
@@ -1152,6 +1153,10 @@ impl Decoder<'_> {
             ip: r.ip,
             sp: r.sp,
             stack,
+            sender: None,
+            regs: Vec::new(),
+            insn: Vec::new(),
+            message: None,
         })))
     }
 

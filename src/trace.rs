@@ -12,12 +12,13 @@
 //!
 //! The order of the fields and variants of the types in [`crate::event`] is
 //! the format: a new event kind or record type goes last, and
-//! `tests/data/every-kind-v4.tmt` fails when anything else moves. A record
+//! `tests/data/every-kind-v5.tmt` fails when anything else moves. A record
 //! whose frame is intact but whose payload this version cannot decode (an
 //! event kind or record type of a newer tm-tui) is skipped and reported in
 //! [`Trace::skipped`]; reading goes on at the next record.
 
 mod v2;
+mod v4;
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -31,10 +32,12 @@ use strum::{EnumCount, FromRepr, IntoStaticStr};
 use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack};
 
 pub const MAGIC: [u8; 8] = *b"TMTRACE\0";
-/// 4: modules carry their build-id; 3: payloads derived (postcard); 2 added
+/// 5: events carry their process id (children are followed), signals
+/// their sender, registers, instruction bytes and abort message; 4:
+/// modules carry their build-id; 3: payloads derived (postcard); 2 added
 /// probes, calls, system calls and off-CPU events. Files of earlier
 /// versions read as before.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 const HEADER_LEN: u64 = 12;
 /// Tag + length before the payload.
 const FRAME_HEAD: usize = 5;
@@ -275,6 +278,7 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
         offset: HEADER_LEN,
         start: HEADER_LEN,
         payload: Vec::new(),
+        root_pid: 0,
     };
     let meta = match records.next()? {
         Next::Record(Record::Meta(m)) => m,
@@ -405,6 +409,9 @@ struct Records<R> {
     /// Offset of the record last returned (or found damaged).
     start: u64,
     payload: Vec<u8>,
+    /// The recording's root process (from its Meta record): the process
+    /// of every event before version 5.
+    root_pid: u32,
 }
 
 impl<R: Read> Records<R> {
@@ -453,8 +460,22 @@ impl<R: Read> Records<R> {
                     segments: Vec::new(),
                 })
             }),
+            3 | 4 if tag == Tag::Event => from_payload::<v4::EventV4>(&self.payload)
+                .map(|e| Record::Event(e.upgrade(self.root_pid)))
+                .map_err(|e| newer_kind(&self.payload, 4).unwrap_or(e)),
             _ => decode(tag, &self.payload),
         };
+        let decoded = decoded.map(|r| match r {
+            Record::Meta(m) => {
+                self.root_pid = m.pid;
+                Record::Meta(m)
+            }
+            Record::Event(mut e) if self.version <= 2 => {
+                e.pid = self.root_pid;
+                Record::Event(e)
+            }
+            r => r,
+        });
         Ok(match decoded {
             Ok(rec) => Next::Record(rec),
             Err(why) => Next::Skipped(format!("undecodable {} record ({why})", tag.name())),
@@ -477,7 +498,7 @@ fn decode(tag: Tag, payload: &[u8]) -> Result<Record, String> {
         Tag::Probe => Record::Probe(from_payload(payload)?),
         Tag::Stack => Record::Stack(from_payload(payload)?),
         Tag::Event => {
-            Record::Event(from_payload(payload).map_err(|e| newer_kind(payload).unwrap_or(e))?)
+            Record::Event(from_payload(payload).map_err(|e| newer_kind(payload, 5).unwrap_or(e))?)
         }
         Tag::Lost => Record::Lost(from_payload(payload)?),
         Tag::End => Record::End(from_payload(payload)?),
@@ -499,9 +520,14 @@ fn from_payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> 
 
 /// "unknown event kind N" when an undecodable event's kind is past the
 /// last this version knows: written by a newer tm-tui.
-fn newer_kind(payload: &[u8]) -> Option<String> {
-    // An event's derived encoding starts with ts, tid and the kind's index.
-    let ((_ts, _tid, kind), _) = postcard::take_from_bytes::<(u64, u32, u32)>(payload).ok()?;
+fn newer_kind(payload: &[u8], version: u16) -> Option<String> {
+    // An event's derived encoding starts with ts, pid (since version 5),
+    // tid and the kind's index.
+    let kind = if version >= 5 {
+        postcard::take_from_bytes::<(u64, u32, u32, u32)>(payload).ok()?.0 .3
+    } else {
+        postcard::take_from_bytes::<(u64, u32, u32)>(payload).ok()?.0 .2
+    };
     let known = u32::try_from(EventKind::COUNT).ok()?;
     (kind >= known).then(|| format!("unknown event kind {kind}"))
 }
@@ -549,6 +575,7 @@ mod tests {
     fn ev(ts: u64, kind: EventKind) -> Event {
         Event {
             ts,
+            pid: 4242,
             tid: 4243,
             kind,
         }
@@ -564,6 +591,14 @@ mod tests {
             ip: 0x5555_5555_1234,
             sp: 0x7ffe_ffff_ff00,
             stack: Some(7),
+            sender: Some(crate::event::SignalSender {
+                pid: 31337,
+                uid: 1000,
+                comm: "kïll".into(),
+            }),
+            regs: (0..17).map(|r| u64::MAX - r).collect(),
+            insn: vec![0x48, 0x8b, 0x07],
+            message: Some("malloc(): corrupted top size".into()),
         }
     }
 
@@ -930,6 +965,7 @@ mod tests {
         let before = w.bytes_written();
         w.write_event(&Event {
             ts: 86_400_000_000_000 * 30, // a month of uptime
+            pid: 123_456,
             tid: 123_456,
             kind: EventKind::Alloc {
                 func: AllocFn::Malloc,
@@ -980,6 +1016,21 @@ mod tests {
         }
         let events: Vec<Event> = every_kind()
             .into_iter()
+            .map(|mut e| {
+                if version < 5 {
+                    // Only the root process, signals as they were.
+                    if let EventKind::Signal(s) = &mut e.kind {
+                        s.sender = None;
+                        s.regs.clear();
+                        s.insn.clear();
+                        s.message = None;
+                    }
+                } else if e.ts == 9 {
+                    // A child's event.
+                    e.pid = 4300;
+                }
+                e
+            })
             .filter(|e| {
                 !v1 || !matches!(
                     e.kind,
@@ -1047,7 +1098,7 @@ mod tests {
     #[test]
     fn old_versions_still_read() -> anyhow::Result<()> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-        for v in [1u16, 2, 3] {
+        for v in [1u16, 2, 3, 4] {
             let path = dir.join(format!("every-kind-v{v}.tmt"));
             let bytes = std::fs::read(&path)?;
             assert_eq!(bytes.get(8..10), Some(&v.to_le_bytes()[..]), "version {v}");
@@ -1087,7 +1138,7 @@ mod tests {
     /// `TM_BLESS=1 cargo test` rewrites the file.
     #[test]
     fn every_kind_encodes_as_the_checked_in_file() -> anyhow::Result<()> {
-        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v4.tmt");
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v5.tmt");
         let f = TempFile::new("golden");
         write_fixture(&f.0, &fixture(FORMAT_VERSION))?;
         let bytes = std::fs::read(&f.0)?;
@@ -1239,8 +1290,9 @@ mod tests {
     /// with a payload this version cannot know the shape of).
     fn newer_event() -> Vec<u8> {
         let mut p = Vec::new();
-        // ts 1, tid 1, then the kind's index as a varint (< 128: one byte).
-        p.extend_from_slice(&[1, 1, EventKind::COUNT as u8]);
+        // ts 1, pid 1, tid 1, then the kind's index as a varint (< 128:
+        // one byte).
+        p.extend_from_slice(&[1, 1, 1, EventKind::COUNT as u8]);
         p.extend_from_slice(&[0x2a, 0xff, 0x01]);
         frame(Tag::Event as u8, &p)
     }
@@ -1301,8 +1353,8 @@ mod tests {
         let last = ends.last().copied().unwrap_or_default();
         // An event cut inside its varint, then an alloc with an allocator
         // function past the last, then a Lost record with a trailing byte.
-        bytes.extend(frame(Tag::Event as u8, &[1, 1, 200]));
-        bytes.extend(frame(Tag::Event as u8, &[1, 1, 0, 100, 16, 16, 0]));
+        bytes.extend(frame(Tag::Event as u8, &[1, 1, 1, 200]));
+        bytes.extend(frame(Tag::Event as u8, &[1, 1, 1, 0, 100, 16, 16, 0]));
         bytes.extend(frame(Tag::Lost as u8, &[0, 0, 0, 0, 0, 0, 9]));
         std::fs::write(&f.0, &bytes)?;
         let t = read_trace(&f.0)?;
@@ -1315,11 +1367,11 @@ mod tests {
                     "undecodable Event record (Hit the end of buffer, expected more data)"
                 ),
                 (
-                    last + 12,
+                    last + 13,
                     "undecodable Event record (a value out of range or a variant this version \
                      does not know)"
                 ),
-                (last + 28, "undecodable Lost record (trailing bytes)"),
+                (last + 30, "undecodable Lost record (trailing bytes)"),
             ]
         );
         assert!(t.end.is_some());
@@ -1383,7 +1435,7 @@ mod tests {
         assert!(
             err.as_deref()
                 .is_some_and(|e| e
-                    .ends_with("trace format version 7 is newer than this tm-tui supports (4)")),
+                    .ends_with("trace format version 7 is newer than this tm-tui supports (5)")),
             "{err:?}"
         );
         Ok(())

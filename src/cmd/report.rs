@@ -628,7 +628,12 @@ mod tests {
             .zip(gaps)
             .map(|(kind, g)| {
                 ts += g * MS;
-                Event { ts, tid: 7, kind }
+                Event {
+                    ts,
+                    pid: 7,
+                    tid: 7,
+                    kind,
+                }
             })
             .collect();
         Trace {

@@ -450,6 +450,7 @@ mod tests {
     fn ev(kind: EventKind) -> Event {
         Event {
             ts: 1,
+            pid: 1,
             tid: 1,
             kind,
         }

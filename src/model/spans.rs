@@ -532,6 +532,7 @@ mod tests {
                 i,
                 &Event {
                     ts: self.ts,
+                    pid: tid,
                     tid,
                     kind,
                 },

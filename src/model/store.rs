@@ -211,10 +211,11 @@ pub struct EventStore {
     chunks: VecDeque<Chunk>,
     /// Total events ever pushed; the next event's number.
     end: Idx,
-    threads: Vec<u32>,
-    thread_ix: FxMap<u32, u16>,
-    /// Events whose tid did not fit the thread table.
-    tid_overflow: FxMap<Idx, u32>,
+    /// (tid, pid) of each thread index.
+    threads: Vec<(u32, u32)>,
+    thread_ix: FxMap<(u32, u32), u16>,
+    /// Events whose thread did not fit the thread table: (tid, pid).
+    tid_overflow: FxMap<Idx, (u32, u32)>,
     big_sizes: FxMap<Idx, u64>,
     others: VecDeque<(Idx, EventKind)>,
     reallocs: VecDeque<ReallocOld>,
@@ -273,7 +274,7 @@ impl EventStore {
             rel = self.last_rel;
         }
         self.last_rel = rel;
-        let tid = self.thread(e.tid, idx);
+        let tid = self.thread(e.tid, e.pid, idx);
         let (code, addr, size, stack) = match &e.kind {
             EventKind::Alloc {
                 func,
@@ -381,18 +382,18 @@ impl EventStore {
         }
     }
 
-    fn thread(&mut self, tid: u32, idx: Idx) -> u16 {
-        if let Some(&t) = self.thread_ix.get(&tid) {
+    fn thread(&mut self, tid: u32, pid: u32, idx: Idx) -> u16 {
+        if let Some(&t) = self.thread_ix.get(&(tid, pid)) {
             return t;
         }
         match u16::try_from(self.threads.len()) {
             Ok(t) if t != MANY_TIDS => {
-                self.threads.push(tid);
-                self.thread_ix.insert(tid, t);
+                self.threads.push((tid, pid));
+                self.thread_ix.insert((tid, pid), t);
                 t
             }
             _ => {
-                self.tid_overflow.insert(idx, tid);
+                self.tid_overflow.insert(idx, (tid, pid));
                 MANY_TIDS
             }
         }
@@ -434,7 +435,16 @@ impl EventStore {
         self.tid_of(i, self.row(i)?.tid)
     }
 
+    /// The process event `i` belongs to.
+    pub fn pid(&self, i: Idx) -> Option<u32> {
+        self.thread_of(i, self.row(i)?.tid).map(|(_, p)| p)
+    }
+
     fn tid_of(&self, i: Idx, t: u16) -> Option<u32> {
+        self.thread_of(i, t).map(|(t, _)| t)
+    }
+
+    fn thread_of(&self, i: Idx, t: u16) -> Option<(u32, u32)> {
         match t {
             MANY_TIDS => self.tid_overflow.get(&i).copied(),
             t => self.threads.get(usize::from(t)).copied(),
@@ -647,7 +657,8 @@ impl EventStore {
             }
             _ => self.other(i)?.clone(),
         };
-        Some(Event { ts, tid, kind })
+        let pid = self.pid(i)?;
+        Some(Event { ts, pid, tid, kind })
     }
 
     /// The previous event at the block-start address `addr` before event
@@ -847,7 +858,12 @@ mod tests {
     use super::*;
 
     fn ev(ts: u64, tid: u32, kind: EventKind) -> Event {
-        Event { ts, tid, kind }
+        Event {
+            ts,
+            pid: tid,
+            tid,
+            kind,
+        }
     }
 
     fn alloc(ptr: u64, size: u64) -> EventKind {

@@ -58,6 +58,7 @@ impl Rec {
         self.t += MS;
         self.tl.push(&Event {
             ts: self.t,
+            pid: tid,
             tid,
             kind,
         })
@@ -94,6 +95,10 @@ impl Rec {
                 ip: 0x1234,
                 sp: 0x7ffd_0000_0000,
                 stack,
+                sender: None,
+                regs: Vec::new(),
+                insn: Vec::new(),
+                message: None,
             })),
         )
     }
@@ -270,6 +275,10 @@ fn stack_overflow_near_the_stack_pointer() {
             ip: 0x1000,
             sp,
             stack,
+            sender: None,
+            regs: Vec::new(),
+            insn: Vec::new(),
+            message: None,
         })),
     );
     let d = r.diagnosis();
@@ -467,6 +476,7 @@ fn random_events(rng: &mut Rng, n: usize) -> Vec<Event> {
         };
         out.push(Event {
             ts,
+            pid: 1,
             tid: 1 + rng.below(3) as u32,
             kind,
         });
@@ -684,6 +694,10 @@ fn sigill_at_the_uretprobe_trampoline_blames_the_probe() {
             ip: 0x7fff_ffff_e00d,
             sp: 0x7ffd_0000_0f00,
             stack,
+            sender: None,
+            regs: Vec::new(),
+            insn: Vec::new(),
+            message: None,
         })),
     );
     let d = r.diagnosis();

@@ -296,6 +296,10 @@ impl Dec<'_> {
                 ip: self.u64()?,
                 sp: self.u64()?,
                 stack: self.opt_id()?,
+                sender: None,
+                regs: Vec::new(),
+                insn: Vec::new(),
+                message: None,
             })),
             kind::SPAWN => EventKind::Spawn {
                 child: self.u32()?,
@@ -362,7 +366,13 @@ impl Dec<'_> {
             },
             _ => return Err("unknown event kind"),
         };
-        Ok(Event { ts, tid, kind })
+        // The process is the recording's root: the reader fills it in.
+        Ok(Event {
+            ts,
+            pid: 0,
+            tid,
+            kind,
+        })
     }
 }
 

@@ -92,6 +92,10 @@ fn recording() -> Timeline {
             ip: 0x5555_0000_1022,
             sp: 0x7ffd_0000_0000,
             stack: Some(3),
+            sender: None,
+            regs: Vec::new(),
+            insn: Vec::new(),
+            message: None,
         })),
         EventKind::ProcessExit {
             status: ExitStatus::Signal {
@@ -103,6 +107,7 @@ fn recording() -> Timeline {
     for (i, kind) in kinds.into_iter().enumerate() {
         tl.push(&Event {
             ts: T0 + 1_000_000 * (i as u64 + 1),
+            pid: 4242,
             tid: 4242,
             kind,
         });
@@ -448,11 +453,16 @@ fn probed() -> Timeline {
             ip: 0x5555_0000_1022,
             sp: 0x6d00,
             stack: None,
+            sender: None,
+            regs: Vec::new(),
+            insn: Vec::new(),
+            message: None,
         })),
     ];
     for (i, kind) in kinds.into_iter().enumerate() {
         tl.push(&Event {
             ts: T0 + 1_000_000 * (i as u64 + 1),
+            pid: 77,
             tid: 77,
             kind,
         });

@@ -123,6 +123,7 @@ impl Synth {
         };
         Event {
             ts: self.ts,
+            pid: 1000,
             tid,
             kind,
         }
@@ -233,7 +234,12 @@ fn calls(events: u64, queries: usize) {
                 ret_addr: 0x40_1000,
             }))
         };
-        batch.push(Event { ts, tid, kind });
+        batch.push(Event {
+            ts,
+            pid: 1000,
+            tid,
+            kind,
+        });
     }
     let rss0 = rss_bytes();
     let t0 = Instant::now();

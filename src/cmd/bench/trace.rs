@@ -36,7 +36,12 @@ fn calls(n: u64) -> Vec<Event> {
                     sp: sp + 8,
                 }
             };
-            Event { ts, tid, kind }
+            Event {
+                ts,
+                pid: 1000,
+                tid,
+                kind,
+            }
         })
         .collect()
 }
