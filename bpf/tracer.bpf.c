@@ -14,6 +14,9 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile __u32 targ_tgid = 0;
+/* Follow the target's child processes: a fork adds the child to `procs`
+ * (user space holds it under ptrace until its probes are attached). */
+const volatile bool follow = false;
 /* tm-tui bench: the allocator probes return at once, to measure the
  * kernel's trap cost alone (dead code otherwise: the verifier drops it). */
 const volatile bool bare = false;
@@ -140,12 +143,25 @@ enum tm_cfa _tm_cfa = 0;
 enum tm_cfi_limit _tm_cfi_limit = 0;
 enum tm_stack_end _tm_stack_end = 0;
 
+/* The processes followed besides the root (tgid → 1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TM_MAX_PROCS);
+	__type(key, __u32);
+	__type(value, __u32);
+} procs SEC(".maps");
+
+static __always_inline bool followed(__u32 tgid)
+{
+	return tgid == targ_tgid || (follow && bpf_map_lookup_elem(&procs, &tgid));
+}
+
 static __always_inline bool is_target(__u32 *tid)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
 	*tid = (__u32)id;
-	return (id >> 32) == targ_tgid;
+	return followed(id >> 32);
 }
 
 static __always_inline void count_lost(enum tm_loss why, enum tm_kind kind)
@@ -211,7 +227,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, TM_MAX_PROCS);
 	__type(key, __u32);
 	__type(value, struct tm_cfi_proc);
 } cfi_procs SEC(".maps");
@@ -597,7 +613,7 @@ static __always_inline __u64 intern_stack(struct tm_stack *st);
  */
 __attribute__((noinline)) __u64 walk_stack(__u64 ip, __u64 sp, __u64 bp, __u32 at_entry)
 {
-	__u32 zero = 0, tgid = targ_tgid;
+	__u32 zero = 0, tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 h;
 	struct walk w = {};
 	struct walk_vars *v;
@@ -673,7 +689,9 @@ static __always_inline __u64 capture_syscall_stack(void *ctx, struct pt_regs *re
 /* A captured stack into the stacks map, keyed by a hash of its frames. */
 static __always_inline __u64 intern_stack(struct tm_stack *st)
 {
-	__u64 h = 0xcbf29ce484222325ULL;
+	/* The same addresses mean other code in another process's image: the
+	 * process is part of the key. */
+	__u64 h = 0xcbf29ce484222325ULL ^ (bpf_get_current_pid_tgid() >> 32);
 	struct thread_state *ts;
 
 	for (int i = 0; i < TM_MAX_FRAMES; i++) {
@@ -1285,9 +1303,25 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(tm_fork, struct task_struct *parent, struct task_struct *child)
 {
 	struct tm_fork_rec *r;
+	__u32 ptgid = BPF_CORE_READ(parent, tgid), ctgid = BPF_CORE_READ(child, tgid);
 
-	if (BPF_CORE_READ(parent, tgid) != targ_tgid)
+	if (!followed(ptgid))
 		return 0;
+	if (ctgid != ptgid) {
+		struct tm_cfi_proc *tables;
+		__u32 one = 1;
+
+		if (!follow)
+			goto record;
+		/* Followed from its first instruction: the same mappings as
+		 * its parent, so the same unwind tables until it execs. */
+		if (bpf_map_update_elem(&procs, &ctgid, &one, BPF_ANY))
+			goto record;
+		tables = bpf_map_lookup_elem(&cfi_procs, &ptgid);
+		if (tables)
+			bpf_map_update_elem(&cfi_procs, &ctgid, tables, BPF_ANY);
+	}
+record:
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_FORK);
@@ -1297,7 +1331,7 @@ int BPF_PROG(tm_fork, struct task_struct *parent, struct task_struct *child)
 	r->h.tid = BPF_CORE_READ(parent, pid);
 	r->h.ts = bpf_ktime_get_ns();
 	r->child = BPF_CORE_READ(child, pid);
-	r->is_thread = BPF_CORE_READ(child, tgid) == targ_tgid;
+	r->is_thread = ctgid == ptgid;
 	bpf_ringbuf_submit(r, wakeup_flags());
 	return 0;
 }
@@ -1311,8 +1345,15 @@ int BPF_PROG(tm_exec, struct task_struct *p, pid_t old_pid,
 
 	if (!is_target(&tid))
 		return 0;
-	code_exe_lo = BPF_CORE_READ(p, mm, start_code);
-	code_exe_hi = BPF_CORE_READ(p, mm, end_code);
+	if (BPF_CORE_READ(p, tgid) == targ_tgid) {
+		code_exe_lo = BPF_CORE_READ(p, mm, start_code);
+		code_exe_hi = BPF_CORE_READ(p, mm, end_code);
+	} else {
+		/* A child's new image: its parent's tables no longer apply. */
+		__u32 tgid = BPF_CORE_READ(p, tgid);
+
+		bpf_map_delete_elem(&cfi_procs, &tgid);
+	}
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_EXEC);
@@ -1348,6 +1389,12 @@ int BPF_PROG(tm_exit, struct task_struct *p)
 	r->exit_code = BPF_CORE_READ(p, exit_code);
 	r->group_exit_code = BPF_CORE_READ(p, signal, group_exit_code);
 	r->group_dead = BPF_CORE_READ(p, signal, live.counter) == 0;
+	if (r->group_dead && BPF_CORE_READ(p, tgid) != targ_tgid) {
+		/* A followed child is gone: its pid may be reused. */
+		__u32 tgid = BPF_CORE_READ(p, tgid);
+
+		bpf_map_delete_elem(&procs, &tgid);
+	}
 	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
@@ -1499,10 +1546,12 @@ int BPF_PROG(tm_sched_switch, bool preempt, struct task_struct *prev,
 {
 	__u64 now;
 
-	if (prev->tgid != targ_tgid && next->tgid != targ_tgid)
+	bool p_on = followed(prev->tgid), n_on = followed(next->tgid);
+
+	if (!p_on && !n_on)
 		return 0;
 	now = bpf_ktime_get_ns();
-	if (prev->tgid == targ_tgid) {
+	if (p_on) {
 		struct offcpu o = { .ts = now, .preempted = preempt };
 		__u32 tid = prev->pid;
 
@@ -1512,7 +1561,7 @@ int BPF_PROG(tm_sched_switch, bool preempt, struct task_struct *prev,
 			o.stack = capture_syscall_stack(ctx, (struct pt_regs *)bpf_task_pt_regs(prev));
 		bpf_map_update_elem(&offcpu_since, &tid, &o, BPF_ANY);
 	}
-	if (next->tgid == targ_tgid) {
+	if (n_on) {
 		__u32 tid = next->pid;
 		struct offcpu *o = bpf_map_lookup_elem(&offcpu_since, &tid);
 		struct tm_offcpu_rec *r;

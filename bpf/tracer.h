@@ -19,6 +19,8 @@ enum tm_limit {
 	TM_CALL_STR_LEN = 96,
 	/* Path or socket address an io record carries. */
 	TM_IO_DATA = 128,
+	/* Processes followed at once (the root and its descendants). */
+	TM_MAX_PROCS = 1024,
 };
 
 enum tm_kind {

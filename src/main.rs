@@ -94,11 +94,17 @@ struct TraceArgs {
     #[arg(long = "trace", value_name = "FAMILIES", default_value = "alloc",
           value_parser = event::Families::parse)]
     families: event::Families,
+    /// Record only the target process, not the children it forks (by
+    /// default each child is followed from its first instruction, and
+    /// through exec; tm-tui then ptraces the target).
+    #[arg(long)]
+    no_follow: bool,
 }
 
 impl TraceArgs {
     fn tracing(self) -> session::Tracing {
         session::Tracing {
+            follow: !self.no_follow,
             families: self.families,
             probes: self.probes.into_iter().chain(self.probe_entries).collect(),
         }

@@ -35,6 +35,7 @@ use crate::event::{
     AllocFn, Arg, CallInfo, Event, EventKind, ExitStatus, Families, Family, LossReason, Lost,
     Module, SignalInfo, Stack, StackEnd, ValueType,
 };
+use crate::recorder::launch::HoldWhy;
 use crate::recorder::maps::MapsCache;
 use crate::recorder::unwind::{Regs, Unwinder};
 use discover::Allocator;
@@ -190,8 +191,11 @@ pub struct Config {
     /// The target was launched stopped before exec: ignore what the child
     /// does until it has become the program (execve).
     pub await_exec: bool,
-    /// Launched targets stop in their exit until the recorder has drained.
+    /// The tracer thread's holds (a launched target's entry and exit,
+    /// followed children's forks and execs).
     pub exit_hold: Option<launch::ExitHold>,
+    /// Follow child processes (the tracer thread holds each at its fork).
+    pub follow: bool,
     /// The allocator probes return at once (the bench's trap-cost baseline).
     pub bare_probes: bool,
     /// Event families: without `alloc` no allocator probe is attached.
@@ -209,6 +213,7 @@ impl Config {
             channel_batches: 4096,
             await_exec: false,
             exit_hold: None,
+            follow: false,
             bare_probes: false,
             families: Families::default(),
             probes: Vec::new(),
@@ -352,7 +357,7 @@ fn run(
     libbpf_rs::set_print(Some((level, libbpf_print)));
     let mut storage = MaybeUninit::uninit();
     let attached = setup(&cfg, &mut storage);
-    let (mut skel, links, tables) = match attached {
+    let (mut skel, links, root_links, tables) = match attached {
         Ok(v) => v,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -367,13 +372,13 @@ fn run(
         .bss_data
         .as_deref_mut()
         .map(|b| b as *mut types::bss);
-    poll_loop(&cfg, &skel, (links, tables), &tx, &stop, &backlog, bss)
+    poll_loop(&cfg, &skel, (links, root_links, tables), &tx, &stop, &backlog, bss)
 }
 
 fn setup<'obj>(
     cfg: &Config,
     storage: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
-) -> Result<(bpf::TracerSkel<'obj>, Vec<Link>, tables::Tables)> {
+) -> Result<(bpf::TracerSkel<'obj>, Vec<Link>, Vec<Link>, tables::Tables)> {
     let pid = cfg.pid;
     let mut open = bpf::TracerSkelBuilder::default()
         .open(storage)
@@ -384,6 +389,7 @@ fn setup<'obj>(
         .as_deref_mut()
         .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
     rodata.targ_tgid = pid;
+    rodata.follow = cfg.follow;
     rodata.bare = cfg.bare_probes;
     rodata.debug = std::env::var_os("TM_DEBUG").is_some();
     rodata.families = u32::from(cfg.families.0);
@@ -470,14 +476,7 @@ fn setup<'obj>(
         );
     }
     let mut links = Vec::new();
-    match &cfg.allocator {
-        Some(alloc) if multi => links.extend(attach_multi(&skel, pid, alloc)?),
-        Some(alloc) => links.extend(attach_each(&skel, pid, alloc)?),
-        None => {}
-    }
-    if calls_on {
-        links.extend(attach_calls(&skel, pid, &cfg.probes, multi)?);
-    }
+    let root_links = attach_process(&skel, pid, cfg.allocator.as_ref(), &cfg.probes)?;
     if syscalls_on {
         for (name, prog) in [
             ("sys_enter", &skel.progs.tm_sys_enter),
@@ -516,7 +515,27 @@ fn setup<'obj>(
     if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
         bss.armed = 1;
     }
-    Ok((skel, links, tables))
+    Ok((skel, links, root_links, tables))
+}
+
+/// The uprobes of one process: its allocator's and the function probes.
+fn attach_process(
+    skel: &bpf::TracerSkel<'_>,
+    pid: u32,
+    allocator: Option<&Allocator>,
+    probes: &[crate::recorder::probes::Resolved],
+) -> Result<Vec<Link>> {
+    let multi = uprobe_multi_supported();
+    let mut links = Vec::new();
+    match allocator {
+        Some(alloc) if multi => links.extend(attach_multi(skel, pid, alloc)?),
+        Some(alloc) => links.extend(attach_each(skel, pid, alloc)?),
+        None => {}
+    }
+    if !probes.is_empty() {
+        links.extend(attach_calls(skel, pid, probes, multi)?);
+    }
+    Ok(links)
 }
 
 /// uprobe_multi links (Linux 6.6+, with cookies and pid filtering).
@@ -798,8 +817,39 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// What the decoder keeps per followed process; the current one's lives in
+/// the decoder's own fields (swapped in by [`Decoder::switch_to`]).
+struct Proc {
+    maps: MapsCache,
+    fds: fds::FdTable,
+}
+
+impl Proc {
+    fn new(pid: u32) -> Self {
+        let mut fds = fds::FdTable::new(pid);
+        fds.seed();
+        Proc {
+            maps: MapsCache::new(pid),
+            fds,
+        }
+    }
+}
+
 /// Decoding state shared by the ring buffer callback.
 struct Decoder<'a> {
+    /// The recording's first process.
+    root: u32,
+    /// The process whose state is in `maps` and `fds`.
+    cur: u32,
+    /// The other processes' state.
+    procs: FxMap<u32, Proc>,
+    /// Process of every thread not the root's (threads of followed
+    /// children, children's main threads).
+    tids: FxMap<u32, u32>,
+    /// Followed processes not ended yet (the root included).
+    alive: crate::util::hash::FxSet<u32>,
+    /// Children are followed.
+    follow: bool,
     stacks_map: &'a libbpf_rs::MapMut<'a>,
     /// Events handed to the channel (the status line's backlog).
     sent: &'a AtomicU64,
@@ -836,13 +886,17 @@ impl Decoder<'_> {
     fn sync_code(&mut self) {
         // A launched program before its exec is still a copy of tm-tui:
         // its maps would overwrite the ranges the tracer sets at exec.
-        if self.awaiting_exec {
+        if self.awaiting_exec && self.cur == self.root {
             return;
         }
         // Notes of modules without unwind info are sent from here.
         self.tables.sync(self.maps.pid(), self.maps.entries());
         for n in self.tables.notes.drain(..) {
             let _ = self.tx.send(Msg::Note(n));
+        }
+        // The program-text range is the root's.
+        if self.cur != self.root {
+            return;
         }
         let exe = format!("/proc/{}/exe", self.maps.pid());
         let exe = std::fs::read_link(exe).ok();
@@ -872,12 +926,43 @@ impl Decoder<'_> {
         self.code_range = (lo, hi);
     }
 
+    /// Make `pid`'s state the current one.
+    fn switch_to(&mut self, pid: u32) {
+        if pid == self.cur {
+            return;
+        }
+        let next = self.procs.remove(&pid).unwrap_or_else(|| Proc::new(pid));
+        let prev = Proc {
+            maps: std::mem::replace(&mut self.maps, next.maps),
+            fds: std::mem::replace(&mut self.fds, next.fds),
+        };
+        self.procs.insert(self.cur, prev);
+        self.cur = pid;
+    }
+
+    /// The process of thread `tid`.
+    fn pid_of(&self, tid: u32) -> u32 {
+        self.tids.get(&tid).copied().unwrap_or(self.root)
+    }
+
+    /// A followed child appeared (fork): fresh state read from it.
+    fn new_process(&mut self, pid: u32) {
+        self.tids.insert(pid, pid);
+        self.alive.insert(pid);
+        if pid == self.cur {
+            self.switch_to(self.root);
+        }
+        self.procs.insert(pid, Proc::new(pid));
+    }
+
     fn handle(&mut self, data: &[u8]) {
         let Ok(hdr) = plain::from_bytes::<types::tm_hdr>(data) else {
             self.undecodable += 1;
             return;
         };
         let (kind, tid, ts) = (hdr.kind, hdr.tid, hdr.ts);
+        let pid = self.pid_of(tid);
+        self.switch_to(pid);
         let Some(kind) = Rec::from_repr(kind.0) else {
             self.undecodable += 1;
             return;
@@ -922,21 +1007,31 @@ impl Decoder<'_> {
                     preempted: r.preempted != 0,
                     stack: self.stack(r.stack),
                 }),
-            Rec::Fork => {
-                plain::from_bytes::<types::tm_fork_rec>(data)
-                    .ok()
-                    .map(|r| EventKind::Spawn {
-                        child: r.child,
-                        thread: r.is_thread != 0,
-                    })
-            }
+            Rec::Fork => plain::from_bytes::<types::tm_fork_rec>(data).ok().map(|r| {
+                if r.is_thread != 0 {
+                    if pid != self.root {
+                        self.tids.insert(r.child, pid);
+                    }
+                } else if self.follow {
+                    self.new_process(r.child);
+                }
+                EventKind::Spawn {
+                    child: r.child,
+                    thread: r.is_thread != 0,
+                }
+            }),
             Rec::Exec => plain::from_bytes::<types::tm_exec_rec>(data).ok().map(|r| {
                 let bytes = c_bytes(&r.filename);
                 // A new image: nothing of the old mappings is valid (the
                 // tracer reset its code ranges at the exec too).
                 self.maps = MapsCache::new(self.maps.pid());
                 self.open_calls.clear();
-                self.awaiting_exec = false;
+                if pid == self.root {
+                    self.awaiting_exec = false;
+                } else {
+                    // The tracer dropped the old image's tables.
+                    self.tables.forget(pid);
+                }
                 self.code_range = Default::default();
                 self.sync_code();
                 EventKind::Exec {
@@ -945,8 +1040,16 @@ impl Decoder<'_> {
             }),
             Rec::Exit => plain::from_bytes::<types::tm_exit_rec>(data).ok().map(|r| {
                 self.open_calls.remove(&tid);
+                if tid != pid {
+                    self.tids.remove(&tid);
+                }
                 if r.group_dead != 0 {
-                    self.exited = true;
+                    self.alive.remove(&pid);
+                    if pid != self.root {
+                        self.tids.remove(&pid);
+                        self.tables.forget(pid);
+                    }
+                    self.exited = self.alive.is_empty();
                     let code = if r.group_exit_code != 0 {
                         r.group_exit_code
                     } else {
@@ -967,7 +1070,6 @@ impl Decoder<'_> {
         if self.awaiting_exec && !matches!(kind, EventKind::Exec { .. }) {
             return;
         }
-        let pid = self.maps.pid();
         self.batch.push(Event { ts, pid, tid, kind });
         if self.batch.len() >= BATCH {
             self.flush();
@@ -1268,13 +1370,22 @@ fn consume_n(rb: &libbpf_rs::RingBuffer<'_>, n: usize) -> Result<usize> {
 /// the links go, newest first: every entry probe before its return probe
 /// (they were attached the other way round), or calls entered after their
 /// return probe went would count as lost.
-fn detach(links: &mut Vec<Link>, bss: Option<*mut types::bss>) {
+fn detach(
+    links: &mut Vec<Link>,
+    root: &mut Vec<Link>,
+    children: &mut FxMap<u32, Vec<Link>>,
+    bss: Option<*mut types::bss>,
+) {
     if let Some(bss) = bss {
         // SAFETY: `bss` points into the skeleton's mmapped .bss, valid
         // while the skeleton lives (it outlives the poll loop); a 4-byte
         // aligned store the BPF programs read.
         unsafe { std::ptr::write_volatile(&raw mut (*bss).armed, 0) };
     }
+    for (_, mut l) in children.drain() {
+        while l.pop().is_some() {}
+    }
+    while root.pop().is_some() {}
     while links.pop().is_some() {}
 }
 
@@ -1287,7 +1398,7 @@ fn drain(rb: &libbpf_rs::RingBuffer<'_>) -> Result<()> {
 fn poll_loop(
     cfg: &Config,
     skel: &bpf::TracerSkel<'_>,
-    (mut links, tables): (Vec<Link>, tables::Tables),
+    (mut links, root_links, tables): (Vec<Link>, Vec<Link>, tables::Tables),
     tx: &Sender<Msg>,
     stop: &AtomicBool,
     backlog: &Backlog,
@@ -1302,6 +1413,12 @@ fn poll_loop(
         tx,
         table: StackTable::default(),
         maps: MapsCache::new(cfg.pid),
+        root: cfg.pid,
+        cur: cfg.pid,
+        procs: FxMap::default(),
+        tids: FxMap::default(),
+        alive: [cfg.pid].into_iter().collect(),
+        follow: cfg.follow,
         unwinder: Unwinder::new(),
         batch: Vec::with_capacity(BATCH),
         awaiting_exec: cfg.await_exec,
@@ -1329,6 +1446,12 @@ fn poll_loop(
 
     let mut last_lost = Lost::default();
     let mut last_check = Instant::now();
+    // Per process: its uprobe links and the allocator they probe (the
+    // root's from setup).
+    let mut root_links = root_links;
+    let mut plinks: FxMap<u32, Vec<Link>> = FxMap::default();
+    let mut allocs: FxMap<u32, Option<Allocator>> = FxMap::default();
+    allocs.insert(cfg.pid, cfg.allocator.clone());
     let end = loop {
         // Records are submitted without wakeups below a fill threshold:
         // take what is there in steps, and wait on a short timer when the
@@ -1341,19 +1464,79 @@ fn poll_loop(
         if drained {
             wait_ring(&rb, Duration::from_millis(10));
         }
-        if let Some(hold) = &cfg.exit_hold {
-            if hold.exiting.try_recv().is_ok() {
-                // The target is stopped (at its entry, libraries mapped, or
-                // in its exit, maps still readable): decode everything it
-                // produced, and bring the unwind tables up to date.
+        if let Some(h) = &cfg.exit_hold {
+            while let Ok(hold) = h.holds.try_recv() {
+                // The tracee is stopped: decode everything it produced
+                // first (its fork or exec record included).
                 drain(&rb)?;
                 {
                     let mut d = decoder.borrow_mut();
-                    d.maps.refresh();
-                    d.sync_code();
+                    let pid = hold.pid;
+                    match hold.why {
+                        HoldWhy::Fork { parent } => {
+                            if !d.alive.contains(&pid) {
+                                d.new_process(pid);
+                            }
+                            d.tables.inherit(parent, pid);
+                            let alloc = allocs.get(&parent).cloned().flatten();
+                            let probes = if parent == cfg.pid { &cfg.probes[..] } else { &[] };
+                            match attach_process(skel, pid, alloc.as_ref(), probes) {
+                                Ok(l) => {
+                                    plinks.insert(pid, l);
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Msg::Note(format!(
+                                        "child {pid} is recorded without its allocator: {e:#}"
+                                    )));
+                                }
+                            }
+                            allocs.insert(pid, alloc);
+                        }
+                        HoldWhy::Exec => {
+                            // The old image's probes go; the new image's
+                            // allocator is found and probed before it runs.
+                            if pid == cfg.pid {
+                                root_links.clear();
+                            }
+                            plinks.remove(&pid);
+                            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+                            let alloc = match (&exe, cfg.allocator.is_some()) {
+                                (Some(exe), true) => match discover::for_program(exe) {
+                                    Ok(a) => Some(a),
+                                    Err(e) => {
+                                        let _ = tx.send(Msg::Note(format!(
+                                            "pid {pid} exec'd {}: its heap is not recorded: {e:#}",
+                                            exe.display()
+                                        )));
+                                        None
+                                    }
+                                },
+                                _ => None,
+                            };
+                            match attach_process(skel, pid, alloc.as_ref(), &[]) {
+                                Ok(l) => {
+                                    plinks.insert(pid, l);
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Msg::Note(format!(
+                                        "pid {pid} exec'd: its allocator could not be probed: {e:#}"
+                                    )));
+                                }
+                            }
+                            allocs.insert(pid, alloc);
+                        }
+                        HoldWhy::Entry | HoldWhy::Exit => {
+                            // At its entry (libraries mapped) or in its exit
+                            // (maps still readable): bring the unwind tables
+                            // up to date.
+                            d.switch_to(pid);
+                            d.maps.refresh();
+                            d.sync_code();
+                        }
+                    }
                 }
                 drain(&rb)?;
-                let _ = hold.drained.send(());
+                let _ = hold.done.send(());
             }
         }
         let (exited, lost) = {
@@ -1377,7 +1560,7 @@ fn poll_loop(
             // reserved on other CPUs just before may not be committed yet:
             // give them a moment, then drain.
             let t0 = Instant::now();
-            detach(&mut links, bss);
+            detach(&mut links, &mut root_links, &mut plinks, bss);
             if std::env::var_os("TM_DEBUG").is_some() {
                 eprintln!("tm-tui: debug: probes detached in {:?}", t0.elapsed());
             }

@@ -29,6 +29,8 @@ pub enum Target {
 #[derive(Clone, Debug, Default)]
 pub struct Tracing {
     pub families: Families,
+    /// Follow child processes (fork, vfork, exec).
+    pub follow: bool,
     /// `--probe` specs, resolved when the target's modules are known.
     pub probes: Vec<crate::recorder::probes::Spec>,
 }
@@ -111,6 +113,9 @@ pub struct Session {
     pub probes: Vec<Probe>,
     /// Said before the recording starts (also shown by the UI).
     pub warnings: Vec<String>,
+    /// Ends the attached target's follower thread (its tracees are
+    /// released as it ends).
+    follower_stop: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -154,7 +159,7 @@ pub fn start(
             let allocator = alloc_on.then(|| discover::for_program(&exe)).transpose()?;
             let (resolved, warning) =
                 resolve_probes(&tracing.probes, || discover::modules_of_program(&exe))?;
-            let child = launch::spawn_stopped(&exe, argv, stdio)?;
+            let child = launch::spawn_stopped(&exe, argv, stdio, tracing.follow)?;
             (
                 child.pid,
                 argv.join(" "),
@@ -192,12 +197,27 @@ pub fn start(
     cfg.bare_probes = probes == ProbeMode::Bare;
     cfg.await_exec = child.is_some();
     cfg.exit_hold = child.as_mut().and_then(Child::take_exit_hold);
+    cfg.follow = tracing.follow;
+    let follower_stop = Arc::new(AtomicBool::new(false));
+    let mut follow_warning = None;
+    if tracing.follow && child.is_none() {
+        // Attached: seize the target's threads to hold its children at
+        // their fork (released when the recording ends).
+        match launch::follow_attached(pid, Arc::clone(&follower_stop)) {
+            Ok(h) => cfg.exit_hold = Some(h),
+            Err(e) => {
+                cfg.follow = false;
+                follow_warning = Some(format!("children are not followed: {e:#}"));
+            }
+        }
+    }
     cfg.families = tracing.families;
     let probe_table: Vec<Probe> = resolved.iter().map(|r| r.probe.clone()).collect();
     cfg.probes = resolved;
     let (recorder, rx) = match Recorder::start(cfg) {
         Ok(v) => v,
         Err(e) => {
+            follower_stop.store(true, Ordering::Relaxed);
             if let Some(c) = child.as_mut() {
                 c.kill();
             }
@@ -213,7 +233,11 @@ pub fn start(
         }
         c.resume()?;
     }
-    let warnings: Vec<String> = warning.into_iter().chain(stepped).collect();
+    let warnings: Vec<String> = warning
+        .into_iter()
+        .chain(stepped)
+        .chain(follow_warning)
+        .collect();
     Ok(Session {
         meta,
         recorder,
@@ -221,6 +245,7 @@ pub fn start(
         child,
         probes: probe_table,
         warnings,
+        follower_stop,
     })
 }
 
@@ -253,6 +278,7 @@ impl Session {
             }
         }
         self.recorder.join()?;
+        self.follower_stop.store(true, Ordering::Relaxed);
         let mut status = ing.exit_status;
         if let Some(c) = self.child.as_mut() {
             status = if interrupted() {

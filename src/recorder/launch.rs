@@ -1,11 +1,15 @@
 //! Launch mode: start a program held before its exec, so probes are
-//! attached before it runs its first instruction, then let it go.
+//! attached before it runs its first instruction, then let it go; and the
+//! tracer thread of both modes, which follows children.
 //!
-//! The child is also ptrace-seized with PTRACE_O_TRACEEXIT: it stops at the
+//! The child is ptrace-seized with PTRACE_O_TRACEEXIT: it stops at the
 //! start of its exit while its address space still exists, so the recorder
 //! can read /proc/PID/maps and normalize the last stacks (a short-lived
-//! program is often gone before its records are read). Signals are passed
-//! through unchanged.
+//! program is often gone before its records are read). With children
+//! followed, every thread is a tracee (PTRACE_O_TRACECLONE) and a fork's
+//! child starts stopped: the recorder attaches its probes before it runs
+//! its first instruction; an exec stops until the new image's allocator is
+//! probed. Signals are passed through unchanged.
 
 use std::ffi::{CString, OsStr};
 use std::io::{self, PipeWriter, Read, Write};
@@ -27,13 +31,36 @@ use nix::unistd::{self, getpid, Pid};
 
 use crate::event::ExitStatus;
 
-/// The recorder's side of the exit hold: a message on `exiting` says the
-/// target is stopped in its exit with maps readable; the recorder drains
-/// and answers on `drained`.
-pub struct ExitHold {
-    pub exiting: Receiver<()>,
-    pub drained: Sender<()>,
+/// Why a tracee is held for the recorder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldWhy {
+    /// At the program's entry point, libraries mapped: load their tables.
+    Entry,
+    /// In its exit, maps still readable: drain what it produced.
+    Exit,
+    /// A new child process, stopped before its first instruction: attach
+    /// its probes.
+    Fork { parent: u32 },
+    /// Just after an exec (the new image mapped, the loader not run yet):
+    /// probe the new image's allocator.
+    Exec,
 }
+
+/// A tracee held until the recorder answers on `done` (bounded: a stuck
+/// recorder cannot hang the target).
+pub struct Hold {
+    pub pid: u32,
+    pub why: HoldWhy,
+    pub done: Sender<()>,
+}
+
+/// The recorder's side of the tracer thread: its holds.
+pub struct ExitHold {
+    pub holds: Receiver<Hold>,
+}
+
+/// How long a tracee waits for the recorder at most.
+const HOLD_LIMIT: Duration = Duration::from_secs(5);
 
 /// A launched child, held before exec until [`Child::resume`].
 pub struct Child {
@@ -76,7 +103,12 @@ pub fn resolve_program(prog: &str) -> Result<PathBuf> {
 /// Start `argv` from `exe` (from [`resolve_program`]), held before its
 /// exec until [`Child::resume`]. All ptrace calls must come from the
 /// thread that seized the child, so one thread owns it for its lifetime.
-pub fn spawn_stopped(exe: &Path, argv: &[String], stdio: Option<Stdio>) -> Result<Child> {
+pub fn spawn_stopped(
+    exe: &Path,
+    argv: &[String],
+    stdio: Option<Stdio>,
+    follow: bool,
+) -> Result<Child> {
     let c_exe = CString::new(exe.as_os_str().as_bytes()).context("program path has a NUL byte")?;
     let c_args: Vec<CString> = argv
         .iter()
@@ -88,13 +120,12 @@ pub fn spawn_stopped(exe: &Path, argv: &[String], stdio: Option<Stdio>) -> Resul
     let (go_tx, go_rx) = bounded::<bool>(1);
     let (started_tx, started_rx) = bounded::<Result<()>>(1);
     let (done_tx, done_rx) = bounded::<ExitStatus>(1);
-    let (exiting_tx, exiting_rx) = bounded::<()>(1);
-    let (drained_tx, drained_rx) = bounded::<()>(1);
+    let (holds_tx, holds_rx) = bounded::<Hold>(16);
     let exe2 = exe.to_path_buf();
     thread::Builder::new()
         .name("tm-launch".into())
         .spawn(move || {
-            let held = match spawn_held(c_exe, c_args, stdio) {
+            let held = match spawn_held(c_exe, c_args, stdio, follow) {
                 Ok(h) => h,
                 Err(e) => {
                     let _ = pid_tx.send(Err(e));
@@ -102,15 +133,7 @@ pub fn spawn_stopped(exe: &Path, argv: &[String], stdio: Option<Stdio>) -> Resul
                 }
             };
             let _ = pid_tx.send(Ok(held.pid.as_raw() as u32));
-            supervise(
-                held,
-                &exe2,
-                &go_rx,
-                &started_tx,
-                &done_tx,
-                &exiting_tx,
-                &drained_rx,
-            );
+            supervise(held, &exe2, &go_rx, &started_tx, &done_tx, &holds_tx, follow);
         })
         .context("cannot start the launcher thread")?;
     let pid = pid_rx
@@ -122,10 +145,7 @@ pub fn spawn_stopped(exe: &Path, argv: &[String], stdio: Option<Stdio>) -> Resul
         started: started_rx,
         done: done_rx,
         status: None,
-        hold: Some(ExitHold {
-            exiting: exiting_rx,
-            drained: drained_tx,
-        }),
+        hold: Some(ExitHold { holds: holds_rx }),
     })
 }
 
@@ -155,7 +175,12 @@ struct Held {
 /// this thread, the tracer, for the child's stops and status. Here the
 /// child never returns to std after its pid is told: std sees its pipe
 /// close at the exec (or the `_exit`) and returns without waiting.
-fn spawn_held(exe: CString, args: Vec<CString>, stdio: Option<Stdio>) -> Result<Held> {
+fn spawn_held(
+    exe: CString,
+    args: Vec<CString>,
+    stdio: Option<Stdio>,
+    follow: bool,
+) -> Result<Held> {
     let mut cmd = Command::new(OsStr::from_bytes(exe.as_bytes()));
     if let Some(s) = stdio {
         let stderr = s
@@ -227,24 +252,12 @@ fn spawn_held(exe: CString, args: Vec<CString>, stdio: Option<Stdio>) -> Result<
         return Err(e.context("cannot start the program"));
     }
     let pid = Pid::from_raw(i32::from_ne_bytes(pid));
-    let opts = ptrace::Options::PTRACE_O_TRACEEXIT | ptrace::Options::PTRACE_O_TRACEEXEC;
-    if let Err(e) = ptrace::seize(pid, opts) {
+    if let Err(e) = ptrace::seize(pid, options(follow)) {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         return Err(e).context("cannot ptrace the launched program");
     }
     Ok(Held { pid, go })
-}
-
-/// `waitpid(pid, __WALL)`, the raw status: nix's `WaitStatus` cannot hold
-/// a real-time signal, which the target may get and must be passed on.
-fn wait_raw(pid: Pid) -> io::Result<libc::c_int> {
-    let mut status = 0;
-    // SAFETY: waiting for our own (traced) child into a status we own.
-    if unsafe { libc::waitpid(pid.as_raw(), &mut status, libc::__WALL) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(status)
 }
 
 /// `ptrace(request, pid, 0, data)` for the requests nix lacks
@@ -255,14 +268,183 @@ fn ptrace_raw(request: libc::c_uint, pid: Pid, data: libc::c_long) {
     unsafe { libc::ptrace(request, pid.as_raw(), 0, data) };
 }
 
+/// The ptrace options of every tracee.
+fn options(follow: bool) -> ptrace::Options {
+    use ptrace::Options as O;
+    let base = O::PTRACE_O_TRACEEXIT | O::PTRACE_O_TRACEEXEC;
+    if follow {
+        base | O::PTRACE_O_TRACEFORK | O::PTRACE_O_TRACEVFORK | O::PTRACE_O_TRACECLONE
+    } else {
+        base
+    }
+}
+
+/// Hold a tracee for the recorder until it answers (or the limit).
+fn hold(holds: &Sender<Hold>, pid: u32, why: HoldWhy) {
+    let (done, wait) = bounded(1);
+    if holds.send_timeout(Hold { pid, why, done }, HOLD_LIMIT).is_ok() {
+        let _ = wait.recv_timeout(HOLD_LIMIT);
+    }
+}
+
+/// The thread group of a task, and its parent process, from /proc.
+fn tgid_ppid(tid: Pid) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    Some((field("Tgid:")?, field("PPid:")?))
+}
+
+/// Every tracee of the tracer thread: by tid, its process and (once its
+/// process exec'd) the entry breakpoint to stop at.
+#[derive(Default)]
+struct Tracees {
+    tasks: std::collections::HashMap<i32, u32>,
+    /// Per process: the entry breakpoint (address, the word it replaced).
+    entries: std::collections::HashMap<u32, (u64, libc::c_long)>,
+    /// Children announced by a fork event whose first stop is still to
+    /// come: child → parent process.
+    forked: std::collections::HashMap<i32, u32>,
+}
+
+/// What one wait of the tracer loop saw, for its caller.
+enum Seen {
+    /// A tracee's process (`pid`) ended with `status` (its last task).
+    Ended { pid: u32, status: ExitStatus },
+    /// The root's exec (launch mode's first): `entry` was set.
+    RootExec,
+    Nothing,
+}
+
+impl Tracees {
+    /// Handle one stop or end of task `tid` (raw wait status). `root`: the
+    /// recording's first process.
+    fn on_wait(&mut self, tid: Pid, status: libc::c_int, root: u32, holds: &Sender<Hold>) -> Seen {
+        let t = tid.as_raw();
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            return match self.tasks.remove(&t) {
+                // The leader's end is the process's (it is reaped last).
+                Some(pid) if pid == t as u32 => {
+                    self.tasks.retain(|_, p| *p != pid);
+                    self.entries.remove(&pid);
+                    Seen::Ended {
+                        pid,
+                        status: decode_exit(status),
+                    }
+                }
+                _ => Seen::Nothing,
+            };
+        }
+        if !libc::WIFSTOPPED(status) {
+            return Seen::Nothing;
+        }
+        let event = (status >> 16) & 0xff;
+        let mut seen = Seen::Nothing;
+        let pid = match self.tasks.get(&t) {
+            Some(&p) => p,
+            None => {
+                // A new task's first stop (auto-attached at fork or clone;
+                // it may come before the event that announces it).
+                let (tgid, ppid) = tgid_ppid(tid).unwrap_or((t as u32, 0));
+                self.tasks.insert(t, tgid);
+                if tgid == t as u32 && tgid != root {
+                    let parent = self.forked.remove(&t).unwrap_or(ppid);
+                    hold(holds, tgid, HoldWhy::Fork { parent });
+                }
+                // Whatever the stop was, its only job was to start.
+                ptrace_raw(libc::PTRACE_CONT, tid, 0);
+                return Seen::Nothing;
+            }
+        };
+        let mut inject = 0;
+        match event {
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
+                if let Ok(child) = ptrace::getevent(tid) {
+                    if !self.tasks.contains_key(&(child as i32)) {
+                        self.forked.insert(child as i32, pid);
+                    }
+                }
+            }
+            libc::PTRACE_EVENT_CLONE => {}
+            libc::PTRACE_EVENT_EXEC => {
+                // A non-leader's exec takes the leader's tid: the old one is
+                // gone.
+                if let Ok(old) = ptrace::getevent(tid) {
+                    if old as i32 != t {
+                        self.tasks.remove(&(old as i32));
+                    }
+                }
+                self.tasks.retain(|task, p| *p != pid || *task == t);
+                if pid != root || self.entries.contains_key(&u32::MAX) {
+                    hold(holds, pid, HoldWhy::Exec);
+                } else {
+                    seen = Seen::RootExec;
+                    // Marks the root's first exec as seen.
+                    self.entries.insert(u32::MAX, (0, 0));
+                }
+                // Stop again at the program's entry point, once the dynamic
+                // loader has mapped its libraries: the recorder loads their
+                // unwind tables before the program runs.
+                if let Some(e) = break_at_entry(tid) {
+                    self.entries.insert(pid, e);
+                }
+            }
+            // Maps are readable until we let it go: have the recorder drain
+            // now (the leader's exit: the process's last look).
+            libc::PTRACE_EVENT_EXIT if t as u32 == pid => hold(holds, pid, HoldWhy::Exit),
+            libc::PTRACE_EVENT_EXIT => {}
+            // Group-stop (SIGSTOP, SIGTSTP): stay stopped as untraced. The
+            // same event with SIGTRAP is the SIGCONT that ended it: run on
+            // (PTRACE_CONT below).
+            libc::PTRACE_EVENT_STOP if libc::WSTOPSIG(status) != libc::SIGTRAP => {
+                ptrace_raw(libc::PTRACE_LISTEN, tid, 0);
+                return seen;
+            }
+            0 if libc::WSTOPSIG(status) == libc::SIGTRAP
+                && self
+                    .entries
+                    .get(&pid)
+                    .is_some_and(|(at, _)| at_breakpoint(tid, *at)) =>
+            {
+                if let Some((at, word)) = self.entries.remove(&pid) {
+                    leave_breakpoint(tid, at, word);
+                }
+                hold(holds, pid, HoldWhy::Entry);
+            }
+            // A signal: passed on.
+            0 => inject = libc::WSTOPSIG(status),
+            _ => {}
+        }
+        ptrace_raw(libc::PTRACE_CONT, tid, inject.into());
+        seen
+    }
+}
+
+/// `waitpid(-1, __WALL | __WNOTHREAD)`: any tracee of this thread (never
+/// a child another thread of tm-tui started), with `WNOHANG` when `poll`.
+fn wait_any(poll: bool) -> io::Result<Option<(Pid, libc::c_int)>> {
+    let mut status = 0;
+    let flags = libc::__WALL | libc::__WNOTHREAD | if poll { libc::WNOHANG } else { 0 };
+    // SAFETY: waiting for our own tracees into a status we own.
+    match unsafe { libc::waitpid(-1, &mut status, flags) } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        t => Ok(Some((Pid::from_raw(t), status))),
+    }
+}
+
 fn supervise(
     mut held: Held,
     exe: &Path,
     go: &Receiver<bool>,
     started: &Sender<Result<()>>,
     done: &Sender<ExitStatus>,
-    exiting: &Sender<()>,
-    drained: &Receiver<()>,
+    holds: &Sender<Hold>,
+    _follow: bool,
 ) {
     let pid = held.pid;
     if go.recv().unwrap_or(false) {
@@ -270,65 +452,114 @@ fn supervise(
     } else {
         let _ = kill(pid, Signal::SIGKILL);
     }
+    let root = pid.as_raw() as u32;
+    let mut t = Tracees::default();
+    t.tasks.insert(pid.as_raw(), root);
     let mut execed = false;
-    // The entry breakpoint: (address, the word it replaced).
-    let mut entry: Option<(u64, libc::c_long)> = None;
     loop {
-        let status = match wait_raw(pid) {
-            Ok(s) => s,
+        let (tid, status) = match wait_any(false) {
+            Ok(Some(s)) => s,
+            Ok(None) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // No tracee left.
             Err(_) => break,
         };
-        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            if !execed {
-                let _ = started.send(Err(anyhow!("cannot execute {}", exe.display())));
-            }
-            let _ = done.send(decode_exit(status));
-            return;
-        }
-        if !libc::WIFSTOPPED(status) {
-            continue;
-        }
-        let event = (status >> 16) & 0xff;
-        let mut inject = 0;
-        match event {
-            libc::PTRACE_EVENT_EXEC => {
+        match t.on_wait(tid, status, root, holds) {
+            Seen::RootExec => {
                 execed = true;
-                // Stop again at the program's entry point, once the
-                // dynamic loader has mapped its libraries: the recorder
-                // loads their unwind tables before the program runs.
-                entry = break_at_entry(pid);
                 let _ = started.send(Ok(()));
             }
-            // Maps are readable until we let it go: have the recorder drain
-            // now. Bounded, so a stuck consumer cannot hang the target.
-            libc::PTRACE_EVENT_EXIT if exiting.try_send(()).is_ok() => {
-                let _ = drained.recv_timeout(Duration::from_secs(5));
-            }
-            // Group-stop (SIGSTOP, SIGTSTP): stay stopped as untraced. The
-            // same event with SIGTRAP is the SIGCONT that ended it: run on
-            // (PTRACE_CONT below).
-            libc::PTRACE_EVENT_STOP if libc::WSTOPSIG(status) != libc::SIGTRAP => {
-                ptrace_raw(libc::PTRACE_LISTEN, pid, 0);
-                continue;
-            }
-            0 if libc::WSTOPSIG(status) == libc::SIGTRAP
-                && entry.is_some_and(|(at, _)| at_breakpoint(pid, at)) =>
-            {
-                if let Some((at, word)) = entry.take() {
-                    leave_breakpoint(pid, at, word);
+            Seen::Ended { pid, status } if pid == root => {
+                if !execed {
+                    let _ = started.send(Err(anyhow!("cannot execute {}", exe.display())));
                 }
-                // Bounded, as the exit hold: the program runs on anyway.
-                if exiting.try_send(()).is_ok() {
-                    let _ = drained.recv_timeout(Duration::from_secs(5));
-                }
+                let _ = done.send(status);
             }
-            // A signal: passed on.
-            0 => inject = libc::WSTOPSIG(status),
             _ => {}
         }
-        ptrace_raw(libc::PTRACE_CONT, pid, inject.into());
     }
+}
+
+/// Follows an attached process's children: seizes every thread of `pid`
+/// (with fork, vfork, clone and exec events) on a thread of its own, which
+/// holds each new child until its probes are attached. The tracees are
+/// released (detached by the kernel) when the thread ends, on `stop`.
+pub fn follow_attached(
+    pid: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<ExitHold> {
+    let (holds_tx, holds_rx) = bounded::<Hold>(16);
+    let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
+    thread::Builder::new()
+        .name("tm-follow".into())
+        .spawn(move || {
+            let mut t = Tracees::default();
+            // Threads started while seizing: list again until none is new.
+            loop {
+                let mut new = 0;
+                let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow!("cannot list the threads of {pid}: {e}")));
+                        return;
+                    }
+                };
+                for e in tasks.flatten() {
+                    let Some(tid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
+                    else {
+                        continue;
+                    };
+                    if t.tasks.contains_key(&tid) {
+                        continue;
+                    }
+                    match ptrace::seize(Pid::from_raw(tid), options(true)) {
+                        Ok(()) => {
+                            t.tasks.insert(tid, pid);
+                            new += 1;
+                        }
+                        // Gone meanwhile: fine.
+                        Err(Errno::ESRCH) => {}
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(anyhow!(
+                                "cannot ptrace thread {tid} of {pid} to follow its children: {e} \
+                                 (another debugger? --no-follow records without)"
+                            )));
+                            return;
+                        }
+                    }
+                }
+                if new == 0 {
+                    break;
+                }
+            }
+            // Marks the root's exec as not the launch's first.
+            t.entries.insert(u32::MAX, (0, 0));
+            let _ = ready_tx.send(Ok(()));
+            let mut idle = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match wait_any(true) {
+                    Ok(Some((tid, status))) => {
+                        idle = Duration::ZERO;
+                        t.on_wait(tid, status, pid, &holds_tx);
+                    }
+                    Ok(None) => {
+                        // Nothing stopped: look again soon (a fork's child
+                        // waits for this loop).
+                        idle = (idle + Duration::from_micros(200)).min(Duration::from_millis(2));
+                        thread::sleep(idle);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            // Returning detaches every tracee (the kernel restarts those in
+            // a ptrace stop).
+        })
+        .context("cannot start the follower thread")?;
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow!("the follower thread died"))??;
+    Ok(ExitHold { holds: holds_rx })
 }
 
 /// How a child ended, from its wait status.

@@ -131,8 +131,9 @@ pub struct Tables {
     pages: Arena<types::tm_cfi_page>,
     cache: Cache,
     modules: HashMap<Key, Result<Loaded, String>>,
-    /// The list last written, to skip rewriting an unchanged one.
-    last: Vec<(u64, u64, u64, u32, u32, u32, u32)>,
+    /// Per process: the list last written (to skip rewriting an
+    /// unchanged one) and the modules it uses.
+    last: HashMap<u32, (Vec<(u64, u64, u64, u32, u32, u32, u32)>, Vec<Key>)>,
     /// The generation of the list last written: the tracer's cached rules
     /// of other generations are not used.
     gen: u32,
@@ -152,7 +153,7 @@ impl Tables {
             pages: Arena::new(pages)?,
             cache: Cache::new(),
             modules: HashMap::new(),
-            last: Vec::new(),
+            last: HashMap::new(),
             gen: 0,
             notes: Vec::new(),
         })
@@ -234,7 +235,9 @@ impl Tables {
             .iter()
             .map(|m| (m.start, m.end, m.adj, m.lo, m.hi, m.pg, m.npg))
             .collect();
-        if key != self.last {
+        let prev = self.last.entry(pid).or_default();
+        prev.1 = used;
+        if key != prev.0 {
             self.gen = self.gen.wrapping_add(1).max(1);
             let mut proc = types::tm_cfi_proc {
                 n: list.len() as u32,
@@ -255,14 +258,35 @@ impl Tables {
                 .update(&pid.to_ne_bytes(), bytes, MapFlags::ANY)
                 .is_ok()
             {
-                self.last = key;
+                prev.0 = key;
             }
         }
-        // Modules gone from the maps: their ranges are reused later.
+        self.release_unused();
+    }
+
+    /// A process is gone (or its image replaced and not yet synced): its
+    /// list leaves the tracer, and modules no other process maps go.
+    pub fn forget(&mut self, pid: u32) {
+        if self.last.remove(&pid).is_some() {
+            let _ = self.procs.delete(&pid.to_ne_bytes());
+            self.release_unused();
+        }
+    }
+
+    /// The tracer copied the parent's list to a forked child (same
+    /// mappings): the child uses the same modules until it syncs.
+    pub fn inherit(&mut self, parent: u32, child: u32) {
+        if let Some(p) = self.last.get(&parent).cloned() {
+            self.last.insert(child, p);
+        }
+    }
+
+    fn release_unused(&mut self) {
+        // Modules no process maps any more: their ranges are reused later.
         let gone: Vec<Key> = self
             .modules
             .keys()
-            .filter(|k| !used.contains(k))
+            .filter(|k| !self.last.values().any(|(_, used)| used.contains(k)))
             .cloned()
             .collect();
         for k in gone {

@@ -99,6 +99,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
         (
             "probe work (3 args, stack)",
             Tracing {
+                follow: true,
                 families: only(None),
                 probes: probe("work")?,
             },
@@ -106,6 +107,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
         (
             "probe work(str, int) (+ a string)",
             Tracing {
+                follow: true,
                 families: only(None),
                 probes: probe("work(str, int)")?,
             },
@@ -115,6 +117,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
         (
             "no family (mmap & co filtered)",
             Tracing {
+                follow: true,
                 families: only(None),
                 probes: Vec::new(),
             },
@@ -122,6 +125,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
         (
             "--trace io",
             Tracing {
+                follow: true,
                 families: only(Some(Family::Io)),
                 probes: Vec::new(),
             },
