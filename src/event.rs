@@ -141,6 +141,20 @@ pub enum EventKind {
         #[serde(with = "opt_id")]
         stack: Option<StackId>,
     },
+    /// Made by the model at a fork, never recorded: a block live in the
+    /// parent (allocated at `stack`) that the child has from its first
+    /// instruction.
+    Inherit {
+        ptr: u64,
+        size: u64,
+        #[serde(with = "opt_id")]
+        stack: Option<StackId>,
+    },
+    /// Made by the model at an exec, never recorded: a block of the old
+    /// image, gone with it (the new image starts with an empty heap).
+    Discard {
+        ptr: u64,
+    },
 }
 
 /// What an event is, as filters select it, counts count it and the JSON
@@ -169,6 +183,8 @@ pub enum Kind {
     Net,
     Lock,
     Sched,
+    Inherit,
+    Discard,
 }
 
 impl Kind {
@@ -214,6 +230,8 @@ impl Kind {
             Kind::Net => "NET",
             Kind::Lock => "LOCK",
             Kind::Sched => "SCHED",
+            Kind::Inherit => "INHERIT",
+            Kind::Discard => "DISCARD",
         }
     }
 }
@@ -242,6 +260,8 @@ impl EventKind {
                 Family::Alloc | Family::Io | Family::Sched => Kind::Io,
             },
             EventKind::OffCpu { .. } => Kind::Sched,
+            EventKind::Inherit { .. } => Kind::Inherit,
+            EventKind::Discard { .. } => Kind::Discard,
         }
     }
 
@@ -252,6 +272,7 @@ impl EventKind {
             EventKind::Alloc { stack, .. }
             | EventKind::Free { stack, .. }
             | EventKind::Realloc { stack, .. }
+            | EventKind::Inherit { stack, .. }
             | EventKind::OffCpu { stack, .. } => *stack,
             EventKind::Signal(s) => s.stack,
             EventKind::Call(c) => c.stack,
@@ -264,6 +285,7 @@ impl EventKind {
             | EventKind::Exec { .. }
             | EventKind::ThreadExit { .. }
             | EventKind::ProcessExit { .. }
+            | EventKind::Discard { .. }
             | EventKind::Return { .. } => None,
         }
     }
@@ -274,7 +296,9 @@ impl EventKind {
         match self {
             EventKind::Alloc { ptr, .. }
             | EventKind::Free { ptr, .. }
-            | EventKind::Realloc { ptr, .. } => *ptr,
+            | EventKind::Realloc { ptr, .. }
+            | EventKind::Inherit { ptr, .. }
+            | EventKind::Discard { ptr } => *ptr,
             EventKind::Mmap { ret, .. } => u64::try_from(*ret).unwrap_or(0),
             EventKind::Munmap { addr, .. } => *addr,
             EventKind::Mremap { old, .. } => *old,

@@ -60,10 +60,63 @@ pub fn site_in(sites: &[StackId], stack: Option<StackId>) -> Option<StackId> {
 }
 
 /// The keys of [`Timeline::parse_filter`], for its messages.
-pub const FILTER_KEYS: &str = "kind, tid, func, call, addr";
+pub const FILTER_KEYS: &str = "kind, tid, pid, func, call, addr";
 
 /// The default memory budget of a recording held in memory.
 pub const DEFAULT_MEMORY: usize = 1 << 30;
+
+/// A followed child's heap addresses carry its process number in these
+/// high bits (user addresses stay below 2^47), so the blocks of processes
+/// sharing an address space layout (a fork) never meet in the model.
+pub const TAG_SHIFT: u32 = 48;
+
+/// An address as the program saw it (its process number removed).
+pub fn untag(a: u64) -> u64 {
+    a & ((1 << TAG_SHIFT) - 1)
+}
+
+/// `e` with its heap addresses tagged for process `tag`.
+fn tag_event(e: &Event, tag: u64) -> Event {
+    let t = |a: u64| {
+        if a == 0 {
+            0
+        } else {
+            untag(a) | tag << TAG_SHIFT
+        }
+    };
+    let kind = match &e.kind {
+        EventKind::Alloc {
+            func,
+            ptr,
+            size,
+            stack,
+        } => EventKind::Alloc {
+            func: *func,
+            ptr: t(*ptr),
+            size: *size,
+            stack: *stack,
+        },
+        EventKind::Free { ptr, stack } => EventKind::Free {
+            ptr: t(*ptr),
+            stack: *stack,
+        },
+        EventKind::Realloc {
+            func,
+            old,
+            ptr,
+            size,
+            stack,
+        } => EventKind::Realloc {
+            func: *func,
+            old: t(*old),
+            ptr: t(*ptr),
+            size: *size,
+            stack: *stack,
+        },
+        other => other.clone(),
+    };
+    Event { kind, ..*e }
+}
 
 /// Steps along an address's chain the UI takes per frame at most.
 const HISTORY_CAP: usize = 1024;
@@ -101,7 +154,49 @@ pub struct Timeline {
     end_ns: Option<u64>,
     memory_budget: usize,
     last_signal: Option<(Idx, i32)>,
+    /// The root (index 0), then each child followed, in order of birth;
+    /// a process's index is the tag of its heap addresses.
+    processes: Vec<Process>,
+    /// The index of each live pid's process.
+    proc_of: crate::util::hash::FxMap<u32, usize>,
+    /// The events the model made (inherited and discarded blocks), in
+    /// order: the others are the recording's, one for one.
+    made: Vec<Idx>,
 }
+
+/// A process of the recording: the root or a child it followed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    /// The process it was forked from (none for the root).
+    pub ppid: Option<u32>,
+    /// Its command (the last image it exec'd, else its parent's).
+    pub command: String,
+    /// CLOCK_MONOTONIC of its fork (the recording's start for the root).
+    pub start_ns: u64,
+    pub exit: Option<ExitStatus>,
+    /// Its fatal signal.
+    pub crash: Option<Idx>,
+    pub heap: ProcHeap,
+    last_signal: Option<(Idx, i32)>,
+}
+
+/// One process's heap: calls of its allocator, what is live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcHeap {
+    pub allocs: u64,
+    pub frees: u64,
+    pub alloc_bytes: u64,
+    pub live_blocks: u64,
+    pub live_bytes: u64,
+    /// Blocks it had from its parent at its fork.
+    pub inherited: u64,
+    /// Blocks gone with an exec of it.
+    pub discarded: u64,
+}
+
+/// The most processes a recording tells apart (the tag's 16 bits).
+const MAX_PROCESSES: usize = 1 << (64 - TAG_SHIFT);
 
 /// The traced system calls of one kind, over the whole recording.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -160,7 +255,6 @@ impl Timeline {
     /// are always kept).
     pub fn with_budget(meta: Meta, memory_budget: usize) -> Self {
         Timeline {
-            meta,
             modules: Vec::new(),
             stacks: Vec::new(),
             sites: Vec::new(),
@@ -180,7 +274,31 @@ impl Timeline {
             end_ns: None,
             memory_budget,
             last_signal: None,
+            processes: vec![Process {
+                pid: meta.pid,
+                command: meta.command.clone(),
+                start_ns: meta.start_mono_ns,
+                ..Process::default()
+            }],
+            proc_of: [(meta.pid, 0)].into_iter().collect(),
+            made: Vec::new(),
+            meta,
         }
+    }
+
+    /// The events the model made (inherited, discarded blocks), in order.
+    pub fn made(&self) -> &[Idx] {
+        &self.made
+    }
+
+    /// The root process, then each child followed, in order of birth.
+    pub fn processes(&self) -> &[Process] {
+        &self.processes
+    }
+
+    /// The tag of `pid`'s heap addresses (0: the root's, or unknown).
+    pub fn tag_of(&self, pid: u32) -> u64 {
+        self.proc_of.get(&pid).map_or(0, |&p| p as u64)
     }
 
     pub fn meta(&self) -> &Meta {
@@ -303,24 +421,167 @@ impl Timeline {
         site_in(&self.sites, stack)
     }
 
-    /// Takes one event: O(1) amortized.
+    /// Takes one event: O(1) amortized (a fork or an exec also takes the
+    /// blocks the child inherits or the image loses).
     pub fn push(&mut self, e: &Event) -> Idx {
+        let p = match self.proc_of.get(&e.pid) {
+            Some(&p) => p,
+            // A child not announced by a fork (its fork was lost): its own
+            // process all the same.
+            None => self.new_process(e.pid, None, e.ts),
+        };
+        if let EventKind::Exec { filename } = &e.kind {
+            // The old image's heap is gone with it.
+            for b in self.heap.now_of(&self.store, p as u64) {
+                self.push_one(
+                    &Event {
+                        ts: e.ts,
+                        pid: e.pid,
+                        tid: e.tid,
+                        kind: EventKind::Discard { ptr: b.ptr },
+                    },
+                    p,
+                );
+            }
+            self.processes[p].command = filename.clone();
+        }
+        let tagged;
+        let heap = matches!(
+            e.kind,
+            EventKind::Alloc { .. } | EventKind::Free { .. } | EventKind::Realloc { .. }
+        );
+        let e = if p != 0 && heap {
+            tagged = tag_event(e, p as u64);
+            &tagged
+        } else {
+            e
+        };
+        let idx = self.push_one(e, p);
+        if let EventKind::Spawn {
+            child,
+            thread: false,
+        } = e.kind
+        {
+            let c = self.new_process(child, Some(e.pid), e.ts);
+            // The child starts with its parent's live blocks as its own.
+            for b in self.heap.now_of(&self.store, p as u64) {
+                self.push_one(
+                    &Event {
+                        ts: e.ts,
+                        pid: child,
+                        tid: child,
+                        kind: EventKind::Inherit {
+                            ptr: untag(b.ptr) | (c as u64) << TAG_SHIFT,
+                            size: b.size,
+                            stack: b.stack,
+                        },
+                    },
+                    c,
+                );
+            }
+        }
+        idx
+    }
+
+    /// A new process (`pid`'s old one, if any, is over): its index.
+    fn new_process(&mut self, pid: u32, ppid: Option<u32>, ts: u64) -> usize {
+        if self.processes.len() >= MAX_PROCESSES {
+            // Out of tags: the last one is shared from here on.
+            let p = MAX_PROCESSES - 1;
+            self.proc_of.insert(pid, p);
+            return p;
+        }
+        let command = ppid
+            .and_then(|pp| self.proc_of.get(&pp))
+            .map(|&i| self.processes[i].command.clone())
+            .unwrap_or_default();
+        self.processes.push(Process {
+            pid,
+            ppid,
+            command,
+            start_ns: ts,
+            ..Process::default()
+        });
+        let p = self.processes.len() - 1;
+        self.proc_of.insert(pid, p);
+        p
+    }
+
+    /// Takes one event of process `p` (its addresses tagged).
+    fn push_one(&mut self, e: &Event, p: usize) -> Idx {
         if self.store.end().is_multiple_of(CHUNK as u64) && self.store.end() > 0 {
             self.enforce_budget();
         }
         let idx = self.store.push(e);
         let ch = self.heap.on_event(&self.store, idx);
+        {
+            let synthetic = matches!(
+                e.kind,
+                EventKind::Inherit { .. } | EventKind::Discard { .. }
+            );
+            if synthetic {
+                self.made.push(idx);
+            }
+            let tag = |ptr: u64| (ptr >> TAG_SHIFT) as usize;
+            if let Some(b) = ch.born {
+                if let Some(h) = self.processes.get_mut(tag(b.ptr)).map(|p| &mut p.heap) {
+                    h.live_blocks += 1;
+                    h.live_bytes += b.size;
+                    if synthetic {
+                        h.inherited += 1;
+                    } else {
+                        h.allocs += 1;
+                        h.alloc_bytes += b.size;
+                    }
+                }
+            }
+            for end in ch.ended.iter().flatten() {
+                if let Some(h) = self
+                    .processes
+                    .get_mut(tag(end.block.ptr))
+                    .map(|p| &mut p.heap)
+                {
+                    h.live_blocks = h.live_blocks.saturating_sub(1);
+                    h.live_bytes = h.live_bytes.saturating_sub(end.block.size);
+                    if synthetic {
+                        h.discarded += 1;
+                    } else if end.freed {
+                        h.frees += 1;
+                    }
+                }
+            }
+        }
         self.leaks.on_change(&ch, e.ts, &self.sites);
         self.spans.on_event(idx, e, &self.probes);
         self.by_kind[e.kind.kind() as usize] += 1;
         match &e.kind {
             EventKind::Signal(s) => {
-                self.last_signal = Some((idx, s.signo));
-                if !s.handled && self.crash.is_none() {
-                    self.crash = Some(idx);
+                if p == 0 {
+                    self.last_signal = Some((idx, s.signo));
+                }
+                let pr = &mut self.processes[p];
+                pr.last_signal = Some((idx, s.signo));
+                if !s.handled {
+                    pr.crash = pr.crash.or(Some(idx));
+                    self.crash = self.crash.or(Some(idx));
                 }
             }
-            EventKind::ProcessExit { status } => self.set_exit(*status),
+            EventKind::ProcessExit { status } => {
+                let pr = &mut self.processes[p];
+                pr.exit = Some(*status);
+                // A handled signal that still killed it is its crash.
+                if let (None, ExitStatus::Signal { signo, .. }, Some((i, s))) =
+                    (pr.crash, *status, pr.last_signal)
+                {
+                    if s == signo {
+                        pr.crash = Some(i);
+                        self.crash = self.crash.or(Some(i));
+                    }
+                }
+                if p == 0 {
+                    self.set_exit(*status);
+                }
+            }
             EventKind::Sys(s) => {
                 let t = &mut self.sys[s.call as usize];
                 t.count += 1;
@@ -426,6 +687,18 @@ impl Timeline {
         diagnose::diagnose(self, self.crash?)
     }
 
+    /// The diagnosis of the fatal signal at event `i` (a child's crash).
+    pub fn diagnosis_at(&self, i: Idx) -> Option<Diagnosis> {
+        diagnose::diagnose(self, i)
+    }
+
+    /// Process `p`'s live blocks now, by allocation site (its leaks when it
+    /// has ended).
+    pub fn live_sites_of(&self, p: usize) -> Vec<SiteGroup> {
+        let blocks = self.heap.now_of(&self.store, p as u64);
+        group_by_site(&blocks, &self.sites)
+    }
+
     /// A filter from `kind=free,realloc tid=42 func=drop_conn addr=0x…
     /// call=parse_*` (terms separated by spaces; all must hold). `func`
     /// matches stacks with a function containing the text; `call` the
@@ -448,6 +721,9 @@ impl Timeline {
                 }
                 "tid" => {
                     f.tid = Some(val.parse().map_err(|_| format!("invalid tid '{val}'"))?);
+                }
+                "pid" => {
+                    f.pid = Some(val.parse().map_err(|_| format!("invalid pid '{val}'"))?);
                 }
                 "addr" => {
                     let hex = val.trim_start_matches("0x");

@@ -372,7 +372,15 @@ fn run(
         .bss_data
         .as_deref_mut()
         .map(|b| b as *mut types::bss);
-    poll_loop(&cfg, &skel, (links, root_links, tables), &tx, &stop, &backlog, bss)
+    poll_loop(
+        &cfg,
+        &skel,
+        (links, root_links, tables),
+        &tx,
+        &stop,
+        &backlog,
+        bss,
+    )
 }
 
 fn setup<'obj>(
@@ -1479,7 +1487,11 @@ fn poll_loop(
                             }
                             d.tables.inherit(parent, pid);
                             let alloc = allocs.get(&parent).cloned().flatten();
-                            let probes = if parent == cfg.pid { &cfg.probes[..] } else { &[] };
+                            let probes = if parent == cfg.pid {
+                                &cfg.probes[..]
+                            } else {
+                                &[]
+                            };
                             match attach_process(skel, pid, alloc.as_ref(), probes) {
                                 Ok(l) => {
                                     plinks.insert(pid, l);

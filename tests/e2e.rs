@@ -5,6 +5,7 @@
 mod e2e {
     pub mod allocators;
     pub mod bad_input;
+    pub mod children;
     pub mod crash;
     pub mod diagnosis;
     pub mod field;

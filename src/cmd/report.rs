@@ -108,11 +108,7 @@ pub fn crash_block(tl: &Timeline, crash: Idx, ev: &Event, before: &[(Idx, Event)
     };
     let start = tl.meta().start_mono_ns;
     let module_path = crate::model::names::module_path(tl.modules());
-    let _ = writeln!(
-        out,
-        "{}",
-        crash_headline(s, tl.meta().pid, ev.tid, ev.ts, start)
-    );
+    let _ = writeln!(out, "{}", crash_headline(s, ev.pid, ev.tid, ev.ts, start));
     match stack_of(tl.stacks(), s.stack) {
         Some(st) => {
             for line in stack_lines(st, &module_path) {
@@ -140,6 +136,9 @@ pub fn crash_block(tl: &Timeline, crash: Idx, ev: &Event, before: &[(Idx, Event)
 /// `main → process_request(42) → parse_body`: the calls (outermost
 /// first) with the arguments of their Call events when held.
 pub struct Summary {
+    /// The events in the timeline's numbering: the recording's, with the
+    /// blocks the model made at forks and execs among them.
+    pub events: Vec<Event>,
     pub by_kind: BTreeMap<&'static str, u64>,
     /// The crash, as an index into the trace's events.
     pub crash: Option<usize>,
@@ -154,7 +153,24 @@ pub fn summarize(t: &Trace, memory: usize) -> Summary {
         .map(|k| (k.name(), tl.kind_count(k)))
         .filter(|(_, n)| *n > 0)
         .collect();
+    // The recording's events, with the model's own at their numbers.
+    let mut events = Vec::with_capacity(t.events.len() + tl.made().len());
+    let mut recorded = t.events.iter();
+    let mut made = tl.made().iter().peekable();
+    for i in 0..tl.store().end() {
+        if made.next_if(|&&m| m == i).is_some() {
+            if let Some(e) = tl.store().get(i) {
+                events.push(e);
+                continue;
+            }
+        }
+        match recorded.next() {
+            Some(e) => events.push(e.clone()),
+            None => break,
+        }
+    }
     Summary {
+        events,
         by_kind,
         crash: tl.crash().and_then(|c| usize::try_from(c).ok()),
         end_ns: tl.end_time(),
@@ -178,10 +194,10 @@ fn window(t: &Trace, sum: &Summary, opts: &Options) -> Result<Shown> {
     let start = t.meta.start_mono_ns;
     let at = match (opts.at, sum.crash) {
         (Some(d), _) => start + d.as_nanos() as u64,
-        (None, Some(i)) => t.events[i].ts,
+        (None, Some(i)) => sum.events[i].ts,
         (None, None) => sum.end_ns,
     };
-    let upto = t.events.partition_point(|e| e.ts <= at);
+    let upto = sum.events.partition_point(|e| e.ts <= at);
     let upto = match sum.crash {
         Some(c) if opts.at.is_none() => c,
         _ => upto,
@@ -198,7 +214,7 @@ fn window(t: &Trace, sum: &Summary, opts: &Options) -> Result<Shown> {
     Ok(match opts.window {
         Some(w) => {
             let from_ts = at.saturating_sub(w.as_nanos() as u64);
-            let from = t.events.partition_point(|e| e.ts < from_ts);
+            let from = sum.events.partition_point(|e| e.ts < from_ts);
             Shown {
                 at,
                 idx: (from..upto).filter(keep).collect(),
@@ -292,6 +308,45 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
     if let Some(status) = t.end.as_ref().and_then(|e| e.status) {
         let _ = writeln!(out, "exit      {status}");
     }
+    let procs = sum.tl.processes();
+    if procs.len() > 1 {
+        let _ = writeln!(
+            out,
+            "processes {} (the root and the children it forked, followed)",
+            procs.len()
+        );
+        for (p, pr) in procs.iter().enumerate() {
+            let h = &pr.heap;
+            let _ = writeln!(
+                out,
+                "  pid {:<7} {:<12} {:<24} {} allocs, {} frees, {} live blocks ({} bytes) at {}{}{}",
+                pr.pid,
+                pr.ppid.map_or("root".to_string(), |pp| format!("ppid {pp}")),
+                pr.exit.map_or("running at the end".to_string(), |s| s.to_string()),
+                h.allocs,
+                h.frees,
+                h.live_blocks,
+                h.live_bytes,
+                if pr.exit.is_some() { "its exit" } else { "the end" },
+                if h.inherited > 0 {
+                    format!(", {} inherited at fork", h.inherited)
+                } else {
+                    String::new()
+                },
+                if h.discarded > 0 {
+                    format!(", {} dropped by exec", h.discarded)
+                } else {
+                    String::new()
+                },
+            );
+            let _ = p;
+            if let Some(c) = pr.crash {
+                if let Some(d) = sum.tl.diagnosis_at(c) {
+                    let _ = writeln!(out, "            crashed: {}", d.summary);
+                }
+            }
+        }
+    }
     if let Some(d) = &t.damage {
         let _ = writeln!(
             out,
@@ -314,11 +369,11 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
     let events: Vec<(Idx, Event)> = shown
         .idx
         .iter()
-        .map(|&i| (i as Idx, t.events[i].clone()))
+        .map(|&i| (i as Idx, sum.events[i].clone()))
         .collect();
     match sum.crash {
         Some(c) if opts.at.is_none() => {
-            out.push_str(&crash_block(&sum.tl, c as Idx, &t.events[c], &events));
+            out.push_str(&crash_block(&sum.tl, c as Idx, &sum.events[c], &events));
             if let Some(d) = sum.tl.diagnosis() {
                 let _ = writeln!(out);
                 out.push_str(&d.text(&sum.tl));

@@ -12,7 +12,7 @@ use crate::model::history;
 use crate::model::names::{module_path, stack_lines};
 use crate::model::store::LiveBlock;
 use crate::model::store::{HeapOp, Idx};
-use crate::model::Timeline;
+use crate::model::{untag, Timeline};
 
 /// Faults below this are NULL (or near-NULL) dereferences.
 pub const NULL_LIMIT: u64 = 64 * 1024;
@@ -236,7 +236,8 @@ fn free_rule(tl: &Timeline, crash: Idx, tid: u32, sig: &SignalInfo) -> Option<Di
             ));
         }
         let summary = format!(
-            "double free of {ptr:#x}, a {}-byte block allocated at {}: freed at {}, then again at {}{}",
+            "double free of {:#x}, a {}-byte block allocated at {}: freed at {}, then again at {}{}",
+            untag(ptr),
             b.size,
             at(tl, b.stack),
             first
@@ -251,7 +252,7 @@ fn free_rule(tl: &Timeline, crash: Idx, tid: u32, sig: &SignalInfo) -> Option<Di
         return Some(Diagnosis {
             kind: DiagKind::DoubleFree,
             summary,
-            block: Some((b.ptr, b.size)),
+            block: Some((untag(b.ptr), b.size)),
             offset: Some(0),
             alloc: Some(alloc_site(tl, &b)),
             free: first,
@@ -278,12 +279,13 @@ fn free_rule(tl: &Timeline, crash: Idx, tid: u32, sig: &SignalInfo) -> Option<Di
             };
             (
                 format!(
-                    "invalid free of {ptr:#x}: {off} bytes inside a {}-byte block allocated at {}{state}; called at {}",
+                    "invalid free of {:#x}: {off} bytes inside a {}-byte block allocated at {}{state}; called at {}",
+                    untag(ptr),
                     l.block.size,
                     at(tl, l.block.stack),
                     at(tl, second.stack)
                 ),
-                Some((l.block.ptr, l.block.size)),
+                Some((untag(l.block.ptr), l.block.size)),
                 i64::try_from(off).ok(),
                 Some(alloc_site(tl, &l.block)),
                 l.end.filter(|&e| e < fi).and_then(|e| site(tl, e)),
@@ -299,7 +301,8 @@ fn free_rule(tl: &Timeline, crash: Idx, tid: u32, sig: &SignalInfo) -> Option<Di
             }
             (
                 format!(
-                    "invalid free of {ptr:#x}: the allocator never returned this address in the recording; called at {}",
+                    "invalid free of {:#x}: the allocator never returned this address in the recording; called at {}",
+                    untag(ptr),
                     at(tl, second.stack)
                 ),
                 None,
@@ -324,6 +327,9 @@ fn free_rule(tl: &Timeline, crash: Idx, tid: u32, sig: &SignalInfo) -> Option<Di
 
 fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagnosis {
     let a = sig.addr;
+    // The heap of the crashing process: its addresses carry its tag.
+    let tag = tl.store.pid(crash).map_or(0, |p| tl.tag_of(p));
+    let ta = untag(a) | tag << crate::model::TAG_SHIFT;
     let head = format!("{} at {a:#x}", signal_name(sig.signo));
     let mut d = Diagnosis {
         kind: DiagKind::Unknown,
@@ -347,18 +353,18 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
     }
     let live = tl.heap.at(&tl.store, crash).unwrap_or_default();
     let live_allocs: crate::util::hash::FxSet<Idx> = live.iter().map(|b| b.alloc).collect();
-    let lives: Vec<history::Life> = history::covering(&tl.store, &tl.heap, a)
+    let lives: Vec<history::Life> = history::covering(&tl.store, &tl.heap, ta)
         .into_iter()
         .filter(|l| l.block.alloc < crash)
         .collect();
     if let Some(l) = lives.iter().find(|l| live_allocs.contains(&l.block.alloc)) {
-        let off = a - l.block.ptr;
+        let off = ta - l.block.ptr;
         d.summary = format!(
             "{head} is {off} bytes inside a live {}-byte block allocated at {}: the memory was unmapped or protected behind the allocator",
             l.block.size,
             at(tl, l.block.stack)
         );
-        d.block = Some((l.block.ptr, l.block.size));
+        d.block = Some((untag(l.block.ptr), l.block.size));
         d.offset = i64::try_from(off).ok();
         d.alloc = Some(alloc_site(tl, &l.block));
         if lives.iter().any(|o| o.end.is_some_and(|e| e < crash)) {
@@ -378,7 +384,7 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
         .find_map(|l| l.end.filter(|&e| e < crash).map(|e| (l, e)))
         .filter(|(l, _)| !reused(l.block.ptr))
     {
-        let off = a - l.block.ptr;
+        let off = ta - l.block.ptr;
         let free = site(tl, end);
         let ago = free
             .as_ref()
@@ -391,7 +397,7 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
             at(tl, l.block.stack),
             at(tl, tl.store.stack(end)),
         );
-        d.block = Some((l.block.ptr, l.block.size));
+        d.block = Some((untag(l.block.ptr), l.block.size));
         d.offset = i64::try_from(off).ok();
         d.alloc = Some(alloc_site(tl, &l.block));
         d.free = free;

@@ -226,6 +226,21 @@ impl HeapIndex {
         store.block(alloc)
     }
 
+    /// Blocks live now in the process whose addresses carry `tag`
+    /// (see [`crate::model::TAG_SHIFT`]).
+    pub fn now_of(&self, store: &EventStore, tag: u64) -> Vec<LiveBlock> {
+        let mut idx: Vec<Idx> = self
+            .live
+            .iter()
+            .filter(|(&p, _)| p >> crate::model::TAG_SHIFT == tag)
+            .map(|(_, &i)| i)
+            .collect();
+        idx.sort_unstable();
+        let mut out = Vec::with_capacity(idx.len());
+        self.materialize(store, &idx, |b| out.push(b));
+        out
+    }
+
     /// Blocks live now.
     pub fn now(&self, store: &EventStore) -> Vec<LiveBlock> {
         let mut idx: Vec<Idx> = self.live.values().copied().collect();
@@ -261,6 +276,17 @@ impl HeapIndex {
             // Neither ended nor started anything: a failed allocation.
             None if ends.is_none() => self.totals.failed += 1,
             None => {}
+        }
+        // A block a child inherits, or one gone with an exec: live or not,
+        // but no call of the allocator.
+        match store.kind(idx) {
+            Some(crate::event::Kind::Inherit) => {
+                let t = &mut self.totals;
+                t.allocs -= 1;
+                t.alloc_bytes -= ch.born.map_or(0, |b| b.size);
+            }
+            Some(crate::event::Kind::Discard) if ch.ended[0].is_some() => self.totals.frees -= 1,
+            _ => {}
         }
         ch
     }

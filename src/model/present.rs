@@ -9,7 +9,7 @@ use crate::event::{ProbeId, SysCall, SysInfo};
 pub use crate::model::diagnose::fmt_ns;
 use crate::model::spans::Span;
 use crate::model::store::Idx;
-use crate::model::Timeline;
+use crate::model::{untag, Timeline};
 
 /// `+1.250000s`: a time from the start of the recording.
 pub fn rel(ts: u64, start: u64) -> String {
@@ -179,7 +179,7 @@ pub fn columns(tl: &Timeline, i: Idx, e: &Event) -> Cols {
         EventKind::Alloc {
             func, ptr, size, ..
         } => (
-            format!("{ptr:#x}"),
+            format!("{:#x}", untag(*ptr)),
             size.to_string(),
             "size",
             if *func == AllocFn::Malloc {
@@ -188,12 +188,24 @@ pub fn columns(tl: &Timeline, i: Idx, e: &Event) -> Cols {
                 func.name().to_string()
             },
         ),
-        EventKind::Free { ptr, .. } => (format!("{ptr:#x}"), none(), "", none()),
+        EventKind::Free { ptr, .. } => (format!("{:#x}", untag(*ptr)), none(), "", none()),
         EventKind::Realloc { old, ptr, size, .. } => (
-            format!("{ptr:#x}"),
+            format!("{:#x}", untag(*ptr)),
             size.to_string(),
             "size",
-            format!("from {old:#x}"),
+            format!("from {:#x}", untag(*old)),
+        ),
+        EventKind::Inherit { ptr, size, .. } => (
+            format!("{:#x}", untag(*ptr)),
+            size.to_string(),
+            "size",
+            "from the parent".to_string(),
+        ),
+        EventKind::Discard { ptr } => (
+            format!("{:#x}", untag(*ptr)),
+            none(),
+            "",
+            "gone with exec".to_string(),
         ),
         EventKind::Mmap { ret, len, prot, .. } => (
             format!("{ret:#x}"),
@@ -221,7 +233,14 @@ pub fn columns(tl: &Timeline, i: Idx, e: &Event) -> Cols {
             "",
             signal_name(s.signo).to_string(),
         ),
-        EventKind::Spawn { child, .. } => (none(), none(), "", format!("tid {child}")),
+        EventKind::Spawn {
+            child,
+            thread: true,
+        } => (none(), none(), "", format!("tid {child}")),
+        EventKind::Spawn {
+            child,
+            thread: false,
+        } => (none(), none(), "", format!("pid {child}")),
         EventKind::Exec { filename } => (none(), none(), "", filename.clone()),
         EventKind::ThreadExit { code } => (none(), none(), "", format!("code {code}")),
         EventKind::ProcessExit { status } => (none(), none(), "", status.to_string()),

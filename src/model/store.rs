@@ -43,12 +43,21 @@ mod code {
     /// and `link` = the low and high halves of the return value, `stack`
     /// = the probe (half of a call-heavy recording's events).
     pub const RETURN: u8 = 11;
+    /// Made by the model: a block a forked child has from its parent.
+    pub const INHERIT: u8 = 12;
+    /// Made by the model: a block gone with its image at an exec.
+    pub const DISCARD: u8 = 13;
     /// Anything else: the event is kept whole in the side table.
     pub const OTHER: u8 = 16;
 
     /// Allocator events: rows that start or end blocks.
     pub fn is_heap(c: u8) -> bool {
-        c <= REALLOCARRAY
+        c <= REALLOCARRAY || c == INHERIT || c == DISCARD
+    }
+
+    /// Heap rows that end a block without starting one.
+    pub fn is_end(c: u8) -> bool {
+        c == FREE || c == DISCARD
     }
 }
 
@@ -76,6 +85,8 @@ pub struct Filter {
     /// Bit set of [`Kind`]s; 0 = all kinds.
     pub kinds: u32,
     pub tid: Option<u32>,
+    /// Only the events of this process.
+    pub pid: Option<u32>,
     /// Heap events on this address or whose new block covers it; other
     /// events whose main address (mapping, fault) equals it.
     pub addr: Option<u64>,
@@ -283,6 +294,8 @@ impl EventStore {
                 stack,
             } => (code::ALLOC + *func as u8, *ptr, *size, *stack),
             EventKind::Free { ptr, stack } => (code::FREE, *ptr, 0, *stack),
+            EventKind::Inherit { ptr, size, stack } => (code::INHERIT, *ptr, *size, *stack),
+            EventKind::Discard { ptr } => (code::DISCARD, *ptr, 0, None),
             EventKind::Realloc {
                 func,
                 ptr,
@@ -322,7 +335,7 @@ impl EventStore {
                 }
             }
             if addr != 0 {
-                let block = if code == code::FREE { 0 } else { size };
+                let block = if code::is_end(code) { 0 } else { size };
                 if let Some(prev) = self.touch(addr, block, idx) {
                     link = u32::try_from(idx - prev).unwrap_or(FAR);
                 }
@@ -473,6 +486,8 @@ impl EventStore {
             code::FREE => Kind::Free,
             code::REALLOC | code::REALLOCARRAY => Kind::Realloc,
             code::RETURN => Kind::Return,
+            code::INHERIT => Kind::Inherit,
+            code::DISCARD => Kind::Discard,
             _ => self.other(i)?.kind(),
         })
     }
@@ -510,7 +525,7 @@ impl EventStore {
     }
 
     fn block_of(&self, i: Idx, r: Row) -> Option<LiveBlock> {
-        if r.code() == code::FREE || !code::is_heap(r.code()) {
+        if code::is_end(r.code()) || !code::is_heap(r.code()) {
             return None;
         }
         Some(LiveBlock {
@@ -563,7 +578,7 @@ impl EventStore {
                 let code = r.code();
                 let op = match code {
                     c if !code::is_heap(c) => continue,
-                    code::FREE => HeapOp::Free { ptr: r.addr },
+                    c if code::is_end(c) => HeapOp::Free { ptr: r.addr },
                     code::REALLOC | code::REALLOCARRAY => {
                         while self.reallocs.get(rx).is_some_and(|x| x.idx < i) {
                             rx += 1;
@@ -608,9 +623,13 @@ impl EventStore {
                 ptr,
                 size: self.size(i)?,
             },
-            code::FREE => HeapOp::Free { ptr },
+            code::FREE | code::DISCARD => HeapOp::Free { ptr },
             code::REALLOC | code::REALLOCARRAY => HeapOp::Realloc {
                 old: self.realloc_old(i).map_or(0, |r| r.old),
+                ptr,
+                size: self.size(i)?,
+            },
+            code::INHERIT => HeapOp::Alloc {
                 ptr,
                 size: self.size(i)?,
             },
@@ -635,6 +654,12 @@ impl EventStore {
                 ptr: self.addr(i)?,
                 stack,
             },
+            code::INHERIT => EventKind::Inherit {
+                ptr: self.addr(i)?,
+                size: self.size(i)?,
+                stack,
+            },
+            code::DISCARD => EventKind::Discard { ptr: self.addr(i)? },
             code::REALLOC | code::REALLOCARRAY => EventKind::Realloc {
                 func: if code == code::REALLOC {
                     AllocFn::Realloc
@@ -771,6 +796,11 @@ impl EventStore {
                 return false;
             }
         }
+        if let Some(p) = f.pid {
+            if self.pid(i) != Some(p) {
+                return false;
+            }
+        }
         if let Some(s) = &f.stacks {
             let by_stack = self.stack(i).is_some_and(|id| s.contains(&id));
             let by_probe = self.probe(i).is_some_and(|p| f.stack_probes.contains(&p));
@@ -796,7 +826,7 @@ impl EventStore {
                         .is_some_and(|b| b.ptr == start && a - start < b.size)
             };
             let hit = match code {
-                code::FREE => ptr == a || ended_covers(ptr),
+                c if code::is_end(c) => ptr == a || ended_covers(ptr),
                 c if !code::is_heap(c) => ptr == a,
                 _ => {
                     let size = self.size(i).unwrap_or(0);

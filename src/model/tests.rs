@@ -58,7 +58,7 @@ impl Rec {
         self.t += MS;
         self.tl.push(&Event {
             ts: self.t,
-            pid: tid,
+            pid: 1,
             tid,
             kind,
         })
@@ -476,7 +476,7 @@ fn random_events(rng: &mut Rng, n: usize) -> Vec<Event> {
         };
         out.push(Event {
             ts,
-            pid: 1,
+            pid: 0,
             tid: 1 + rng.below(3) as u32,
             kind,
         });

@@ -133,7 +133,15 @@ pub fn spawn_stopped(
                 }
             };
             let _ = pid_tx.send(Ok(held.pid.as_raw() as u32));
-            supervise(held, &exe2, &go_rx, &started_tx, &done_tx, &holds_tx, follow);
+            supervise(
+                held,
+                &exe2,
+                &go_rx,
+                &started_tx,
+                &done_tx,
+                &holds_tx,
+                follow,
+            );
         })
         .context("cannot start the launcher thread")?;
     let pid = pid_rx
@@ -282,7 +290,10 @@ fn options(follow: bool) -> ptrace::Options {
 /// Hold a tracee for the recorder until it answers (or the limit).
 fn hold(holds: &Sender<Hold>, pid: u32, why: HoldWhy) {
     let (done, wait) = bounded(1);
-    if holds.send_timeout(Hold { pid, why, done }, HOLD_LIMIT).is_ok() {
+    if holds
+        .send_timeout(Hold { pid, why, done }, HOLD_LIMIT)
+        .is_ok()
+    {
         let _ = wait.recv_timeout(HOLD_LIMIT);
     }
 }
@@ -314,7 +325,10 @@ struct Tracees {
 /// What one wait of the tracer loop saw, for its caller.
 enum Seen {
     /// A tracee's process (`pid`) ended with `status` (its last task).
-    Ended { pid: u32, status: ExitStatus },
+    Ended {
+        pid: u32,
+        status: ExitStatus,
+    },
     /// The root's exec (launch mode's first): `entry` was set.
     RootExec,
     Nothing,
@@ -500,7 +514,8 @@ pub fn follow_attached(
                 let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
                     Ok(d) => d,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow!("cannot list the threads of {pid}: {e}")));
+                        let _ =
+                            ready_tx.send(Err(anyhow!("cannot list the threads of {pid}: {e}")));
                         return;
                     }
                 };

@@ -125,6 +125,9 @@ impl<T> Drop for Arena<T> {
     }
 }
 
+/// What a written map entry is compared by: start, end, adj, rows, pages.
+type MapKey = (u64, u64, u64, u32, u32, u32, u32);
+
 pub struct Tables {
     procs: libbpf_rs::MapHandle,
     rows: Arena<types::tm_cfi_row>,
@@ -133,7 +136,7 @@ pub struct Tables {
     modules: HashMap<Key, Result<Loaded, String>>,
     /// Per process: the list last written (to skip rewriting an
     /// unchanged one) and the modules it uses.
-    last: HashMap<u32, (Vec<(u64, u64, u64, u32, u32, u32, u32)>, Vec<Key>)>,
+    last: HashMap<u32, (Vec<MapKey>, Vec<Key>)>,
     /// The generation of the list last written: the tracer's cached rules
     /// of other generations are not used.
     gen: u32,

@@ -46,8 +46,8 @@ impl Theme {
 
     fn kind(self, k: Kind) -> Style {
         match k {
-            Kind::Alloc => self.fg(Color::Green),
-            Kind::Free => self.fg(Color::Blue),
+            Kind::Alloc | Kind::Inherit => self.fg(Color::Green),
+            Kind::Free | Kind::Discard => self.fg(Color::Blue),
             Kind::Realloc => self.fg(Color::Cyan),
             Kind::Mmap | Kind::Munmap | Kind::Mremap | Kind::Brk => self.fg(Color::Magenta),
             Kind::Signal => self.alert(),
@@ -267,6 +267,10 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             }
         )),
         Span::styled(format!("  lost {lost}"), lost_style),
+        Span::raw(match tl.processes().len() {
+            1 => String::new(),
+            n => format!("  {n} procs"),
+        }),
         lag_span(app, theme),
         cost_span(app),
         Span::raw(if tl.meta().families.has(crate::event::Family::Alloc) {
@@ -556,13 +560,17 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             let mut r = Row::new(vec![
                 Cell::from(mark),
                 Cell::from(ts),
-                Cell::from(
-                    app.tl
-                        .store()
-                        .tid(i)
-                        .map(|t| t.to_string())
-                        .unwrap_or_default(),
-                ),
+                Cell::from({
+                    // A child's thread names its process too.
+                    let s = app.tl.store();
+                    match (s.tid(i), s.pid(i)) {
+                        (Some(t), Some(p)) if p != app.tl.meta().pid && p != t => {
+                            format!("{p}/{t}")
+                        }
+                        (Some(t), _) => t.to_string(),
+                        _ => String::new(),
+                    }
+                }),
                 Cell::from(Span::styled(label, theme.kind(kind))),
                 Cell::from(addr),
                 Cell::from(size),
@@ -938,7 +946,7 @@ fn render_hints(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             // The filter did not parse: say why, next to what was typed.
             Some(m) => Span::styled(format!("{buf}█   {m}"), theme.fg(Color::Yellow)),
             None => Span::raw(format!(
-                "{buf}█   kind=free,call,io… tid=N func=NAME call=NAME addr=0x…  Enter apply  Esc cancel"
+                "{buf}█   kind=free,call,io… tid=N pid=N func=NAME call=NAME addr=0x…  Enter apply  Esc cancel"
             )),
         };
         Line::from(vec![
@@ -968,7 +976,7 @@ const HELP: &[(&str, &str)] = &[
     ("Home / End", "first / last event (End: follow)"),
     ("c", "the crash and its diagnosis"),
     ("space", "freeze / follow (live)"),
-    ("/", "filter kind= tid= func= call= addr="),
+    ("/", "filter kind pid tid func call addr"),
     ("", "kinds: alloc call return io net lock"),
     ("n / N", "next / previous match"),
     ("a / f", "allocation / free of the block"),

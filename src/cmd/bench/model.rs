@@ -123,7 +123,7 @@ impl Synth {
         };
         Event {
             ts: self.ts,
-            pid: 1000,
+            pid: 0,
             tid,
             kind,
         }
@@ -236,7 +236,7 @@ fn calls(events: u64, queries: usize) {
         };
         batch.push(Event {
             ts,
-            pid: 1000,
+            pid: 0,
             tid,
             kind,
         });

@@ -38,7 +38,7 @@ fn calls(n: u64) -> Vec<Event> {
             };
             Event {
                 ts,
-                pid: 1000,
+                pid: 0,
                 tid,
                 kind,
             }

@@ -39,6 +39,9 @@ pub struct Report {
     heap: Heap,
     leaks: Vec<Leak>,
     probes: Vec<Probe>,
+    /// The root process first, then each child followed (the top-level
+    /// fields are the root's and the recording's).
+    processes: Vec<Process>,
     retention: Retention,
     schema_version: u32,
     start_wall: String,
@@ -47,6 +50,48 @@ pub struct Report {
     window: Vec<WindowEvent>,
     /// Only with an explicit window (`--window`).
     window_live: Option<Vec<LiveGroup>>,
+}
+
+#[derive(Serialize)]
+pub struct Process {
+    command: String,
+    crash: Option<Crash>,
+    exit: Option<Exit>,
+    heap: ProcessHeap,
+    /// Live at the end of the recording (or at its exit), by site.
+    leaks: Vec<ProcessLeak>,
+    pid: u32,
+    ppid: Option<u32>,
+    start_ns: u64,
+}
+
+#[derive(Serialize)]
+pub struct ProcessHeap {
+    alloc_bytes: u64,
+    allocs: u64,
+    discarded_blocks: u64,
+    frees: u64,
+    inherited_blocks: u64,
+    live_blocks: u64,
+    live_bytes: u64,
+}
+
+#[derive(Serialize)]
+pub struct ProcessLeak {
+    blocks: u64,
+    bytes: u64,
+    site: Option<String>,
+    stack: Vec<Frame>,
+}
+
+fn exit_json(s: ExitStatus) -> Exit {
+    match s {
+        ExitStatus::Code(code) => Exit::Code { code },
+        ExitStatus::Signal { signo, core } => Exit::Signal {
+            core,
+            signal: signal_name(signo),
+        },
+    }
 }
 
 #[derive(Serialize)]
@@ -461,7 +506,43 @@ impl Report {
             window: shown
                 .idx
                 .iter()
-                .map(|&i| WindowEvent::of(i as Idx, t, &sum.tl))
+                .map(|&i| WindowEvent::of(i as Idx, t, &sum.events, &sum.tl))
+                .collect(),
+            processes: sum
+                .tl
+                .processes()
+                .iter()
+                .enumerate()
+                .map(|(p, pr)| Process {
+                    command: pr.command.clone(),
+                    crash: pr
+                        .crash
+                        .and_then(|c| Crash::at(t, &sum, usize::try_from(c).ok()?)),
+                    exit: pr.exit.map(exit_json),
+                    heap: ProcessHeap {
+                        alloc_bytes: pr.heap.alloc_bytes,
+                        allocs: pr.heap.allocs,
+                        discarded_blocks: pr.heap.discarded,
+                        frees: pr.heap.frees,
+                        inherited_blocks: pr.heap.inherited,
+                        live_blocks: pr.heap.live_blocks,
+                        live_bytes: pr.heap.live_bytes,
+                    },
+                    leaks: sum
+                        .tl
+                        .live_sites_of(p)
+                        .iter()
+                        .map(|g| ProcessLeak {
+                            blocks: g.blocks,
+                            bytes: g.bytes,
+                            site: sum.tl.site(g.stack),
+                            stack: timeline_stack(&sum.tl, g.stack, t),
+                        })
+                        .collect(),
+                    pid: pr.pid,
+                    ppid: pr.ppid,
+                    start_ns: pr.start_ns.saturating_sub(start),
+                })
                 .collect(),
             window_live: shown.range.map(|(from, upto)| {
                 window_live(&sum, from, upto)
@@ -480,13 +561,21 @@ impl Report {
 
 impl Crash {
     fn of(t: &Trace, sum: &Summary) -> Option<Crash> {
-        let e = &t.events[sum.crash?];
+        Crash::at(t, sum, sum.crash?)
+    }
+
+    /// The fatal signal at event `i` (of any process).
+    fn at(t: &Trace, sum: &Summary, i: usize) -> Option<Crash> {
+        let e = &sum.events[i];
         let EventKind::Signal(s) = &e.kind else {
             return None;
         };
         Some(Crash {
             addr: format!("{:#x}", s.addr),
-            diagnosis: sum.tl.diagnosis().map(|d| Diagnosis::of(&d, &sum.tl, t)),
+            diagnosis: sum
+                .tl
+                .diagnosis_at(i as Idx)
+                .map(|d| Diagnosis::of(&d, &sum.tl, t)),
             si_code: si_code_name(s.signo, s.code),
             signal: signal_name(s.signo),
             signo: s.signo,
@@ -604,8 +693,8 @@ fn syscalls(tl: &Timeline) -> Vec<SysTotal> {
 
 impl WindowEvent {
     /// Event number `i` of the trace (and of `tl`'s recording).
-    fn of(i: Idx, t: &Trace, tl: &Timeline) -> WindowEvent {
-        let e = &t.events[i as usize];
+    fn of(i: Idx, t: &Trace, events: &[crate::event::Event], tl: &Timeline) -> WindowEvent {
+        let e = &events[i as usize];
         let module_path = |id: u32| {
             t.modules
                 .iter()
@@ -707,12 +796,14 @@ impl WindowEvent {
             | EventKind::Spawn { .. }
             | EventKind::Exec { .. }
             | EventKind::ThreadExit { .. }
+            | EventKind::Inherit { .. }
+            | EventKind::Discard { .. }
             | EventKind::ProcessExit { .. }) => {
                 let (addr, size) = match k {
-                    EventKind::Alloc { ptr, size, .. } | EventKind::Realloc { ptr, size, .. } => {
-                        (Some(*ptr), Some(*size))
-                    }
-                    EventKind::Free { ptr, .. } => (Some(*ptr), None),
+                    EventKind::Alloc { ptr, size, .. }
+                    | EventKind::Realloc { ptr, size, .. }
+                    | EventKind::Inherit { ptr, size, .. } => (Some(*ptr), Some(*size)),
+                    EventKind::Free { ptr, .. } | EventKind::Discard { ptr } => (Some(*ptr), None),
                     EventKind::Mmap { ret, len, .. } => (u64::try_from(*ret).ok(), Some(*len)),
                     EventKind::Munmap { addr, len, .. } => (Some(*addr), Some(*len)),
                     EventKind::Signal(s) => (Some(s.addr), None),
@@ -728,7 +819,7 @@ impl WindowEvent {
                     | EventKind::OffCpu { .. } => (None, None),
                 };
                 WindowEvent::Plain(PlainEvent {
-                    addr: addr.map(|a| format!("{a:#x}")),
+                    addr: addr.map(|a| format!("{:#x}", crate::model::untag(a))),
                     file,
                     func,
                     kind,

@@ -1,0 +1,238 @@
+//! Children followed: every forked child is recorded from its first
+//! instruction with its parent's live blocks as its own, each process's
+//! heap at its exit equals valgrind's (--trace-children=yes), a child's
+//! crash is diagnosed as the root's would be, and an exec drops the old
+//! image's heap and probes the new image's allocator.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::support::*;
+
+/// A parent keeps one block (inherited by each child) and forks three
+/// children one after the other; each churns, leaks one block, and the
+/// third crashes on a NULL dereference.
+const FORK_TREE: &str = r#"
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+static char *keep;
+
+__attribute__((noinline)) char *child_leak(int n)
+{
+	char *p = malloc(100 + n);
+	memset(p, 'x', 100 + n);
+	return p;
+}
+
+__attribute__((noinline)) void child_work(int i)
+{
+	for (int k = 0; k < 10; k++)
+		free(malloc(64));
+	child_leak(i);
+	if (i == 2) {
+		volatile int *bad = (int *)16;
+		*bad = 1; /* CRASH */
+	}
+}
+
+int main(void)
+{
+	keep = malloc(4000);
+	for (int i = 0; i < 3; i++) {
+		pid_t c = fork();
+		if (c == 0) {
+			child_work(i);
+			exit(0);
+		}
+		int st;
+		waitpid(c, &st, 0);
+	}
+	free(malloc(10));
+	return 0;
+}
+"#;
+
+/// valgrind's "in use at exit" (bytes, blocks) of each process, in the
+/// order the processes ended.
+fn valgrind_per_process(cmd: &[&str]) -> Vec<(u64, u64)> {
+    let out = Command::new("valgrind")
+        .args([
+            "--run-libc-freeres=no",
+            "--run-cxx-freeres=no",
+            "--leak-check=no",
+            "--trace-children=yes",
+        ])
+        .args(cmd)
+        .output()
+        .expect("valgrind is installed (.ci/run installs it)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .filter_map(|l| l.split("in use at exit:").nth(1))
+        .map(|rest| {
+            let n: Vec<u64> = rest
+                .split(|c: char| !c.is_ascii_digit() && c != ',')
+                .filter_map(|w| w.replace(',', "").parse().ok())
+                .collect();
+            (n[0], n[1])
+        })
+        .collect()
+}
+
+fn processes(r: &Value) -> &Vec<Value> {
+    r["processes"].as_array().expect("processes")
+}
+
+#[test]
+fn fork_tree_each_process_equals_valgrind() {
+    if !bpf_or_skip("fork_tree") {
+        return;
+    }
+    let prog = compile("cc", "forktree", "c", FORK_TREE, &["-O0", "-g"]);
+    let cmd = [prog.to_str().expect("utf8")];
+    let trace = tmp().join("forktree.tmt");
+    let out = record_launch(&trace, &cmd);
+    // The root exits 0; its crashing child does not make it fail.
+    assert_exit(&out, 0);
+    let r = report_json(&trace, &[]);
+    assert_no_loss(&r);
+    let ps = processes(&r);
+    assert_eq!(ps.len(), 4, "the root and three children: {ps:#?}");
+    let root = ps[0]["pid"].as_u64().expect("pid");
+    assert_eq!(root, r["target"]["pid"].as_u64().expect("target pid"));
+    assert!(ps[0]["ppid"].is_null());
+    for c in &ps[1..] {
+        assert_eq!(c["ppid"].as_u64(), Some(root), "forked by the root");
+        assert_eq!(c["heap"]["inherited_blocks"], 1, "the parent's block");
+        // Ten churned pairs and one leak: all recorded, in the child.
+        assert_eq!(c["heap"]["allocs"], 11, "{c:#}");
+        assert_eq!(c["heap"]["frees"], 10, "{c:#}");
+        let sites: Vec<&str> = c["leaks"]
+            .as_array()
+            .expect("leaks")
+            .iter()
+            .filter_map(|l| l["site"].as_str())
+            .collect();
+        assert!(
+            sites.iter().any(|s| s.starts_with("child_leak")),
+            "{sites:?}"
+        );
+        assert!(sites.iter().any(|s| s.starts_with("main")), "{sites:?}");
+    }
+    // The third child crashed: diagnosed in its own process.
+    let crash = &ps[3]["crash"];
+    assert_eq!(crash["signal"], "SIGSEGV", "{crash:#}");
+    assert_eq!(crash["diagnosis"]["kind"], "null-deref");
+    assert_eq!(
+        funcs(&crash["stack"]).first().map(String::as_str),
+        Some("child_work")
+    );
+    assert_eq!(ps[3]["exit"]["signal"], "SIGSEGV");
+    assert!(ps[0]["crash"].is_null());
+    assert_eq!(ps[0]["exit"]["code"], 0);
+    // valgrind, following children too: each process's heap at its exit.
+    let vg = valgrind_per_process(&cmd);
+    assert_eq!(vg.len(), 4, "valgrind's summaries: {vg:?}");
+    // The children end first, in fork order; the root last.
+    let order = [&ps[1], &ps[2], &ps[3], &ps[0]];
+    for (p, (bytes, blocks)) in order.iter().zip(&vg) {
+        assert_eq!(
+            (
+                p["heap"]["live_bytes"].as_u64(),
+                p["heap"]["live_blocks"].as_u64()
+            ),
+            (Some(*bytes), Some(*blocks)),
+            "pid {} vs valgrind",
+            p["pid"]
+        );
+    }
+}
+
+/// Before its exec the program leaks three blocks; it then becomes a
+/// program linked with jemalloc that leaks five.
+const EXECS: &str = r#"
+#include <stdlib.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+	for (int i = 0; i < 3; i++)
+		malloc(50 + i);
+	execl(argv[1], argv[1], (char *)0);
+	return 127;
+}
+"#;
+
+const JEMALLOC_LEAKS: &str = r#"
+#include <stdlib.h>
+
+static void *volatile keep[5];
+
+__attribute__((noinline)) void new_image_leak(void)
+{
+	for (int i = 0; i < 5; i++)
+		keep[i] = malloc(1000 + i);
+	for (int i = 0; i < 20; i++)
+		free(malloc(32));
+}
+
+int main(void)
+{
+	new_image_leak();
+	return 0;
+}
+"#;
+
+#[test]
+fn exec_drops_the_old_heap_and_probes_the_new_allocator() {
+    if !bpf_or_skip("exec_new_allocator") {
+        return;
+    }
+    let jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+    assert!(
+        std::path::Path::new(jemalloc).exists(),
+        "{jemalloc} (libjemalloc2, .ci/run installs it)"
+    );
+    let after = compile(
+        "cc",
+        "jemalloc_leaks",
+        "c",
+        JEMALLOC_LEAKS,
+        &["-O2", "-g", jemalloc],
+    );
+    let before = compile("cc", "execs", "c", EXECS, &["-O0", "-g"]);
+    let cmd = [
+        before.to_str().expect("utf8"),
+        after.to_str().expect("utf8"),
+    ];
+    let trace = tmp().join("execs.tmt");
+    let out = record_launch(&trace, &cmd);
+    assert_exit(&out, 0);
+    let r = report_json(&trace, &[]);
+    assert_no_loss(&r);
+    let ps = processes(&r);
+    assert_eq!(ps.len(), 1, "an exec is the same process");
+    let h = &ps[0]["heap"];
+    // The three pre-exec blocks are gone with the old image, not leaked.
+    assert_eq!(h["discarded_blocks"], 3, "{h:#}");
+    let leaks = ps[0]["leaks"].as_array().expect("leaks");
+    let in_new: u64 = leaks
+        .iter()
+        .filter(|l| funcs(&l["stack"]).iter().any(|f| f == "new_image_leak"))
+        .map(|l| l["blocks"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        in_new, 5,
+        "jemalloc's blocks, probed after the exec: {leaks:#?}"
+    );
+    assert!(
+        !leaks.iter().any(|l| funcs(&l["stack"])
+            .iter()
+            .any(|f| f == "main" && l["site"].as_str().is_some_and(|s| s.contains("execs.c")))),
+        "nothing of the old image is live: {leaks:#?}"
+    );
+    assert_eq!(r["heap"]["live_blocks"], h["live_blocks"]);
+}
