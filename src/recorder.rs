@@ -10,6 +10,7 @@ pub mod launch;
 pub mod maps;
 mod place;
 pub mod probes;
+pub mod scan;
 mod stacks;
 pub mod symbols;
 mod tables;
