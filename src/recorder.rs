@@ -166,6 +166,10 @@ pub enum Msg {
     /// Something the user should know once (a module without unwind
     /// info): said at the end of a recording.
     Note(String),
+    /// The target is held in its exit and every event it produced was
+    /// sent: scan its memory for leak kinds now, then answer the request
+    /// (the target is let go after that, or after a bound).
+    LeakScan(scan::Request),
     /// The recording is over; nothing follows.
     End(EndReason),
 }
@@ -193,6 +197,9 @@ pub struct Config {
     pub await_exec: bool,
     /// Launched targets stop in their exit until the recorder has drained.
     pub exit_hold: Option<launch::ExitHold>,
+    /// While a launched target is held in its exit, have its memory
+    /// scanned for leak kinds ([`Msg::LeakScan`]).
+    pub exit_scan: bool,
     /// The allocator probes return at once (the bench's trap-cost baseline).
     pub bare_probes: bool,
     /// Event families: without `alloc` no allocator probe is attached.
@@ -210,6 +217,7 @@ impl Config {
             channel_batches: 4096,
             await_exec: false,
             exit_hold: None,
+            exit_scan: false,
             bare_probes: false,
             families: Families::default(),
             probes: Vec::new(),
@@ -1343,7 +1351,8 @@ fn poll_loop(
             wait_ring(&rb, Duration::from_millis(10));
         }
         if let Some(hold) = &cfg.exit_hold {
-            if hold.exiting.try_recv().is_ok() {
+            if let Ok(at) = hold.exiting.try_recv() {
+                let since = Instant::now();
                 // The target is stopped (at its entry, libraries mapped, or
                 // in its exit, maps still readable): decode everything it
                 // produced, and bring the unwind tables up to date.
@@ -1354,6 +1363,9 @@ fn poll_loop(
                     d.sync_code();
                 }
                 drain(&rb)?;
+                if let (launch::Hold::Exit { regs }, true) = (at, cfg.exit_scan) {
+                    exit_scan(cfg.pid, regs, since, &decoder, tx);
+                }
                 let _ = hold.drained.send(());
             }
         }
@@ -1402,6 +1414,30 @@ fn poll_loop(
     };
     let _ = tx.send(Msg::End(end));
     Ok(())
+}
+
+/// Has the consumer scan the target held in its exit, once every event
+/// it produced is on the channel; waits for the answer (bounded: the
+/// launcher lets the target go after its own bound anyway).
+fn exit_scan(
+    pid: u32,
+    regs: Vec<u64>,
+    since: Instant,
+    decoder: &RefCell<Decoder<'_>>,
+    tx: &Sender<Msg>,
+) {
+    decoder.borrow_mut().flush();
+    let (done, answered) = bounded(1);
+    let req = scan::Request {
+        pid,
+        regs: vec![regs],
+        trigger: crate::event::ScanTrigger::Exit,
+        since,
+        done: Some(done),
+    };
+    if tx.send(Msg::LeakScan(req)).is_ok() {
+        let _ = answered.recv_timeout(Duration::from_secs(25));
+    }
 }
 
 /// The bytes of a C `char` array up to its NUL (or its end).

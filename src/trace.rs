@@ -29,7 +29,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use strum::{EnumCount, FromRepr, IntoStaticStr};
 
-use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack};
+use crate::event::{Event, EventKind, ExitStatus, LeakScan, Lost, Meta, Module, Probe, Stack};
 
 pub const MAGIC: [u8; 8] = *b"TMTRACE\0";
 /// 5: events carry their process id (children are followed), signals
@@ -59,6 +59,8 @@ enum Tag {
     Lost = 5,
     End = 6,
     Probe = 7,
+    /// A leak scan's kinds of the blocks live after the events before it.
+    LeakScan = 8,
 }
 
 impl Tag {
@@ -103,6 +105,8 @@ pub struct Trace {
     /// newer tm-tui's event kind or record type): left out, and the records
     /// after them read.
     pub skipped: Vec<Damage>,
+    /// Leak scans, with the number of events before each in the file.
+    pub leak_scans: Vec<(u64, LeakScan)>,
 }
 
 // ---------------------------------------------------------------------------
@@ -160,6 +164,11 @@ impl TraceWriter {
     /// Records a snapshot of the cumulative loss counters.
     pub fn write_lost(&mut self, l: &Lost) -> anyhow::Result<()> {
         self.record(Tag::Lost, l)
+    }
+
+    /// Records a leak scan of the blocks live after the events written.
+    pub fn write_leak_scan(&mut self, l: &LeakScan) -> anyhow::Result<()> {
+        self.record(Tag::LeakScan, l)
     }
 
     /// Marks the recording as finished, and flushes.
@@ -302,6 +311,7 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
         end: None,
         damage: None,
         skipped: Vec::new(),
+        leak_scans: Vec::new(),
     };
     loop {
         let reason = match records.next()? {
@@ -342,6 +352,10 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
                 trace.end = Some(e);
                 continue;
             }
+            Next::Record(Record::LeakScan(l)) => {
+                trace.leak_scans.push((trace.events.len() as u64, l));
+                continue;
+            }
         };
         trace.damage = Some(Damage {
             offset: records.start,
@@ -374,6 +388,7 @@ enum Record {
     Event(Event),
     Lost(Lost),
     End(End),
+    LeakScan(LeakScan),
 }
 
 impl Record {
@@ -386,6 +401,7 @@ impl Record {
             Record::Event(_) => Tag::Event,
             Record::Lost(_) => Tag::Lost,
             Record::End(_) => Tag::End,
+            Record::LeakScan(_) => Tag::LeakScan,
         }
     }
 }
@@ -502,6 +518,7 @@ fn decode(tag: Tag, payload: &[u8]) -> Result<Record, String> {
         }
         Tag::Lost => Record::Lost(from_payload(payload)?),
         Tag::End => Record::End(from_payload(payload)?),
+        Tag::LeakScan => Record::LeakScan(from_payload(payload)?),
     })
 }
 
@@ -1097,6 +1114,7 @@ mod tests {
             }),
             damage: None,
             skipped: Vec::new(),
+            leak_scans: Vec::new(),
         }
     }
 

@@ -192,6 +192,9 @@ pub fn start(
     cfg.bare_probes = probes == ProbeMode::Bare;
     cfg.await_exec = child.is_some();
     cfg.exit_hold = child.as_mut().and_then(Child::take_exit_hold);
+    // Held in its exit, a launched target's memory is scanned for leak
+    // kinds (it costs the scan's time at its exit, nothing before).
+    cfg.exit_scan = alloc_on;
     cfg.families = tracing.families;
     let probe_table: Vec<Probe> = resolved.iter().map(|r| r.probe.clone()).collect();
     cfg.probes = resolved;
@@ -387,9 +390,34 @@ impl Ingest {
                 }
                 tl.note_lost(l);
             }
+            Msg::LeakScan(req) => {
+                self.leak_scan(tl, &req)?;
+                if let Some(done) = &req.done {
+                    let _ = done.send(());
+                }
+            }
             Msg::End(reason) => return Ok(Some(reason)),
         }
         Ok(None)
+    }
+
+    /// Scans the stopped target for the kinds of the blocks live now, into
+    /// the trace file and the timeline; a scan that fails is a note.
+    pub fn leak_scan(
+        &mut self,
+        tl: &mut Timeline,
+        req: &crate::recorder::scan::Request,
+    ) -> Result<()> {
+        match crate::cmd::leakscan::run(tl, req) {
+            Ok(scan) => {
+                if let Some(w) = &mut self.writer {
+                    w.write_leak_scan(&scan)?;
+                }
+                tl.add_leak_scan(scan);
+            }
+            Err(e) => self.notes.push(format!("no leak scan: {e:#}")),
+        }
+        Ok(())
     }
 
     fn take_symbol_notes(&mut self, ending: bool) {

@@ -28,12 +28,29 @@ use nix::unistd::{self, getpid, Pid};
 use crate::event::ExitStatus;
 
 /// The recorder's side of the exit hold: a message on `exiting` says the
-/// target is stopped in its exit with maps readable; the recorder drains
-/// and answers on `drained`.
+/// target is stopped (at its entry, or in its exit with maps readable);
+/// the recorder drains and answers on `drained`.
 pub struct ExitHold {
-    pub exiting: Receiver<()>,
+    pub exiting: Receiver<Hold>,
     pub drained: Sender<()>,
 }
+
+/// Where a held target is stopped.
+#[derive(Debug)]
+pub enum Hold {
+    Entry,
+    /// In its exit, its memory still there: the stopped thread's general
+    /// registers (see [`crate::recorder::scan::gp_regs`]), for a leak scan.
+    Exit {
+        regs: Vec<u64>,
+    },
+}
+
+/// How long the target waits at its entry for the recorder, and in its
+/// exit for the recorder and a leak scan: bounded, so a stuck consumer
+/// cannot hang it.
+const ENTRY_HOLD: Duration = Duration::from_secs(5);
+const EXIT_HOLD: Duration = Duration::from_secs(30);
 
 /// A launched child, held before exec until [`Child::resume`].
 pub struct Child {
@@ -88,7 +105,7 @@ pub fn spawn_stopped(exe: &Path, argv: &[String], stdio: Option<Stdio>) -> Resul
     let (go_tx, go_rx) = bounded::<bool>(1);
     let (started_tx, started_rx) = bounded::<Result<()>>(1);
     let (done_tx, done_rx) = bounded::<ExitStatus>(1);
-    let (exiting_tx, exiting_rx) = bounded::<()>(1);
+    let (exiting_tx, exiting_rx) = bounded::<Hold>(1);
     let (drained_tx, drained_rx) = bounded::<()>(1);
     let exe2 = exe.to_path_buf();
     thread::Builder::new()
@@ -261,7 +278,7 @@ fn supervise(
     go: &Receiver<bool>,
     started: &Sender<Result<()>>,
     done: &Sender<ExitStatus>,
-    exiting: &Sender<()>,
+    exiting: &Sender<Hold>,
     drained: &Receiver<()>,
 ) {
     let pid = held.pid;
@@ -302,8 +319,13 @@ fn supervise(
             }
             // Maps are readable until we let it go: have the recorder drain
             // now. Bounded, so a stuck consumer cannot hang the target.
-            libc::PTRACE_EVENT_EXIT if exiting.try_send(()).is_ok() => {
-                let _ = drained.recv_timeout(Duration::from_secs(5));
+            libc::PTRACE_EVENT_EXIT => {
+                let regs = ptrace::getregs(pid)
+                    .map(|r| crate::recorder::scan::gp_regs(&r))
+                    .unwrap_or_default();
+                if exiting.try_send(Hold::Exit { regs }).is_ok() {
+                    let _ = drained.recv_timeout(EXIT_HOLD);
+                }
             }
             // Group-stop (SIGSTOP, SIGTSTP): stay stopped as untraced. The
             // same event with SIGTRAP is the SIGCONT that ended it: run on
@@ -319,8 +341,8 @@ fn supervise(
                     leave_breakpoint(pid, at, word);
                 }
                 // Bounded, as the exit hold: the program runs on anyway.
-                if exiting.try_send(()).is_ok() {
-                    let _ = drained.recv_timeout(Duration::from_secs(5));
+                if exiting.try_send(Hold::Entry).is_ok() {
+                    let _ = drained.recv_timeout(ENTRY_HOLD);
                 }
             }
             // A signal: passed on.

@@ -45,6 +45,12 @@ pub trait Memory {
     /// Fills `buf` from `addr`; returns how many bytes were read (short at
     /// unreadable memory).
     fn read_at(&mut self, addr: u64, buf: &mut [u8]) -> usize;
+
+    /// Whether the page at `addr`, which could not be read, was never
+    /// written (not in memory, not swapped out): it holds no pointer.
+    fn untouched(&mut self, _addr: u64) -> bool {
+        false
+    }
 }
 
 /// A range of memory whose words are roots.
@@ -145,8 +151,11 @@ impl<M: Memory> Marker<'_, M> {
             read += got as u64;
             if got < n {
                 // Unreadable from here: skip to the next page.
-                let skip = ((at + got as u64) | 0xfff) + 1;
-                self.out.unreadable += skip.min(end) - (at + got as u64);
+                let bad = at + got as u64;
+                let skip = (bad | 0xfff) + 1;
+                if !self.mem.untouched(bad) {
+                    self.out.unreadable += skip.min(end) - bad;
+                }
                 at = skip;
             } else {
                 at += n as u64;
@@ -334,6 +343,7 @@ pub fn roots(
 /// call each).
 pub struct ProcMem {
     file: File,
+    pagemap: Option<File>,
     maps: Vec<(u64, u64)>,
     cache: HashMap<u64, Vec<u8>>,
     cached: usize,
@@ -348,6 +358,7 @@ impl ProcMem {
         let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;
         Ok(ProcMem {
             file,
+            pagemap: File::open(format!("/proc/{pid}/pagemap")).ok(),
             maps: maps
                 .iter()
                 .filter(|m| m.read)
@@ -358,13 +369,15 @@ impl ProcMem {
         })
     }
 
-    /// The piece holding `addr`, read once.
+    /// The piece holding `addr`, read once: the part of its 1 MiB of
+    /// address space inside its mapping (keyed by where it starts, as
+    /// mappings may share a MiB). A page that cannot be read ends it.
     fn piece(&mut self, addr: u64) -> Option<(u64, &[u8])> {
+        let i = self.maps.partition_point(|m| m.1 <= addr);
+        let &(ms, me) = self.maps.get(i).filter(|m| m.0 <= addr)?;
         let key = addr / CHUNK as u64;
-        if !self.cache.contains_key(&key) {
-            let i = self.maps.partition_point(|m| m.1 <= addr);
-            let &(ms, me) = self.maps.get(i).filter(|m| m.0 <= addr)?;
-            let from = (key * CHUNK as u64).max(ms);
+        let from = (key * CHUNK as u64).max(ms);
+        if !self.cache.contains_key(&from) {
             let to = ((key + 1) * CHUNK as u64).min(me);
             let mut v = vec![0u8; (to - from) as usize];
             let mut got = 0;
@@ -380,20 +393,45 @@ impl ProcMem {
                 self.cached = 0;
             }
             self.cached += v.len();
-            // Keyed by piece, holding [from, from + len): `from` is the
-            // piece's start or the mapping's.
-            let mut keyed = Vec::with_capacity(8 + v.len());
-            keyed.extend_from_slice(&from.to_ne_bytes());
-            keyed.extend_from_slice(&v);
-            self.cache.insert(key, keyed);
+            self.cache.insert(from, v);
         }
-        let v = self.cache.get(&key)?;
-        let from = u64::from_ne_bytes(v.get(..8)?.try_into().ok()?);
-        Some((from, &v[8..]))
+        Some((from, self.cache.get(&from)?))
+    }
+
+    /// Reads past a page that ended a piece, uncached.
+    fn direct(&mut self, addr: u64, buf: &mut [u8]) -> usize {
+        let i = self.maps.partition_point(|m| m.1 <= addr);
+        let Some(&(_, me)) = self.maps.get(i).filter(|m| m.0 <= addr) else {
+            return 0;
+        };
+        let n = buf.len().min((me - addr) as usize);
+        let mut got = 0;
+        while got < n {
+            match self.file.read_at(&mut buf[got..n], addr + got as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => got += k,
+            }
+        }
+        got
     }
 }
 
 impl Memory for ProcMem {
+    /// /proc/PID/pagemap: neither in memory nor swapped out. A read that
+    /// fails on such a page (none seen so far) loses no pointer.
+    fn untouched(&mut self, addr: u64) -> bool {
+        const PRESENT: u64 = 1 << 63;
+        const SWAPPED: u64 = 1 << 62;
+        let Some(pm) = &self.pagemap else {
+            return false;
+        };
+        let mut e = [0u8; 8];
+        match pm.read_at(&mut e, (addr >> 12) * 8) {
+            Ok(8) => u64::from_ne_bytes(e) & (PRESENT | SWAPPED) == 0,
+            _ => false,
+        }
+    }
+
     fn read_at(&mut self, addr: u64, buf: &mut [u8]) -> usize {
         let mut done = 0;
         while done < buf.len() {
@@ -401,21 +439,48 @@ impl Memory for ProcMem {
             let Some((from, data)) = self.piece(at) else {
                 break;
             };
-            let Some(src) = data
-                .get((at.saturating_sub(from)) as usize..)
-                .filter(|_| at >= from)
-            else {
-                break;
-            };
-            if src.is_empty() {
+            let off = (at - from) as usize;
+            let n = data.len().saturating_sub(off).min(buf.len() - done);
+            if n > 0 {
+                buf[done..done + n].copy_from_slice(&data[off..off + n]);
+                done += n;
+                continue;
+            }
+            // Past a page its piece could not read: read alone, uncached.
+            let want = (buf.len() - done).min(CHUNK);
+            let k = self.direct(at, &mut buf[done..done + want]);
+            done += k;
+            if k < want {
                 break;
             }
-            let n = src.len().min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&src[..n]);
-            done += n;
         }
         done
     }
+}
+
+/// The general registers of a stopped thread, as roots: rax, rbx, rcx,
+/// rdx, rsi, rdi, rbp, rsp, r8 to r15 (the stack pointer at [`SP_INDEX`]).
+pub fn gp_regs(r: &libc::user_regs_struct) -> Vec<u64> {
+    vec![
+        r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12,
+        r.r13, r.r14, r.r15,
+    ]
+}
+
+pub const SP_INDEX: usize = 7;
+
+/// A stopped target to scan, for whoever owns the model (it knows the
+/// live blocks): answered on `done` once scanned, and only then is the
+/// target let go.
+#[derive(Debug)]
+pub struct Request {
+    pub pid: u32,
+    /// Each stopped thread's [`gp_regs`].
+    pub regs: Vec<Vec<u64>>,
+    pub trigger: crate::event::ScanTrigger,
+    /// When the target stopped.
+    pub since: std::time::Instant,
+    pub done: Option<crossbeam_channel::Sender<()>>,
 }
 
 /// The outcome of [`scan`].
@@ -649,6 +714,50 @@ mod tests {
         m.set(DATA, a + 16);
         let out = classify(&mut m, &[(a, 24)], &[prog, libc], &[], true);
         assert_eq!(out.kinds, [PossiblyLost]);
+    }
+
+    #[test]
+    fn proc_mem_reads_mappings_sharing_a_mib_and_stops_at_holes() {
+        // Two anonymous mappings in the same MiB with a hole between them.
+        // SAFETY: fresh private anonymous mappings, unmapped below.
+        let (a, hole) = unsafe {
+            let len = 3 * 4096;
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            let hole = (p as u64) + 4096;
+            libc::munmap(hole as *mut libc::c_void, 4096);
+            (p as *mut u64, hole)
+        };
+        // SAFETY: inside the mappings just made.
+        unsafe {
+            *a = 0x1111;
+            *((hole + 4096) as *mut u64) = 0x2222;
+        }
+        let pid = std::process::id();
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let maps = parse_maps(&text);
+        let mut mem = ProcMem::open(pid, &maps).unwrap();
+        let mut w = [0u8; 8];
+        assert_eq!(mem.read_at(hole + 4096, &mut w), 8);
+        assert_eq!(u64::from_ne_bytes(w), 0x2222);
+        assert_eq!(mem.read_at(a as u64, &mut w), 8);
+        assert_eq!(u64::from_ne_bytes(w), 0x1111);
+        // A read across the hole stops at it.
+        let mut big = vec![0u8; 8192];
+        assert_eq!(mem.read_at(a as u64, &mut big), 4096);
+        assert_eq!(mem.read_at(hole, &mut w), 0);
+        // SAFETY: the two pages left of the mapping.
+        unsafe {
+            libc::munmap(a.cast(), 4096);
+            libc::munmap((hole + 4096) as *mut libc::c_void, 4096);
+        }
     }
 
     #[test]
