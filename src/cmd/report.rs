@@ -405,6 +405,13 @@ fn leak_summary_text(out: &mut String, sum: &Summary) {
     for c in &s.caveats {
         let _ = writeln!(out, "  caveat: {c}");
     }
+    if k.unmatched > 0 {
+        let _ = writeln!(
+            out,
+            "  caveat: {} scanned blocks were not live in the recording (a damaged or cut trace?)",
+            k.unmatched
+        );
+    }
 }
 
 /// How a group's blocks were found by the last leak scan: `  definitely

@@ -110,8 +110,4 @@ impl LeakKinds {
     pub fn last(&self) -> Option<&KindsAt> {
         self.last.as_ref()
     }
-
-    pub fn bytes(&self) -> usize {
-        self.pages.len() * 24 + self.last.as_ref().map_or(0, |k| k.by_alloc.capacity() * 24)
-    }
 }

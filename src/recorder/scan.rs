@@ -486,7 +486,6 @@ pub struct Request {
 /// The outcome of [`scan`].
 pub struct Scanned {
     pub classified: Classified,
-    pub roots: usize,
 }
 
 /// Scans the stopped process `pid`: its mappings now, its `blocks` (ptr,
@@ -519,10 +518,7 @@ pub fn scan(
     let words: Vec<u64> = regs.iter().flatten().copied().collect();
     let glibc = allocator.contains("libc.so");
     let classified = classify(&mut mem, blocks, &roots, &words, glibc);
-    Ok(Scanned {
-        classified,
-        roots: roots.len(),
-    })
+    Ok(Scanned { classified })
 }
 
 #[cfg(test)]

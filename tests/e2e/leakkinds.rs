@@ -1,0 +1,233 @@
+//! Leak kinds (definitely, indirectly, possibly lost, still reachable) of a
+//! launched program's blocks, scanned at its exit, against valgrind's
+//! memcheck on the same binary: its LEAK SUMMARY and its loss records.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::support::*;
+
+/// One block of each kind, and the cases that trip a native scanner.
+const SOURCE: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct node { struct node *child; char pad[40]; };
+
+void *reachable;          /* a global start pointer */
+char *interior;           /* a global pointer into the middle of a block */
+struct node *ring;        /* a start pointer to a list of two */
+
+__attribute__((noinline)) static void make(void) {
+    void *p = malloc(100);                          /* LOST_OVERWRITTEN */
+    memset(p, 1, 100);
+    p = malloc(48);                                 /* LOST_SECOND */
+    memset(p, 2, 48);
+    p = NULL;
+    struct node *parent = malloc(sizeof *parent);   /* LOST_PARENT */
+    parent->child = malloc(sizeof *parent->child);  /* INDIRECT_CHILD */
+    parent->child->child = malloc(sizeof *parent);  /* INDIRECT_GRANDCHILD */
+    parent->child->child->child = NULL;
+    parent = NULL;
+    reachable = malloc(200);                        /* REACHABLE_GLOBAL */
+    memset(reachable, 0, 200);
+    char *q = malloc(64);                           /* POSSIBLE_INTERIOR */
+    memset(q, 3, 64);
+    interior = q + 24;
+    q = NULL;
+    /* A block reached only from a possibly lost one is possibly lost. */
+    ((struct node *)(interior - 24))->child = malloc(16); /* POSSIBLE_CHILD */
+    ring = malloc(sizeof *ring);                    /* REACHABLE_RING */
+    ring->child = malloc(sizeof *ring);             /* REACHABLE_RING_CHILD */
+    ring->child->child = ring;
+}
+
+/* Old frames above the stack pointer at exit keep whatever make() left
+   there, natively and under valgrind, but what valgrind's own malloc
+   leaves differs from glibc's: clear them, as valgrind's manual advises
+   for exact results. */
+__attribute__((noinline)) static void scrub(void) {
+    volatile char buf[16384];
+    memset((char *)buf, 0, sizeof buf);
+}
+
+int main(void) {
+    make();
+    scrub();
+    printf("%p\n", reachable);     /* stdio's buffer: still reachable */
+    /* The last block before glibc's top chunk, filling its chunk: the
+       main arena's top pointer (in libc's data) points into its last word. */
+    void *last = malloc(24);                        /* LOST_BEFORE_TOP */
+    memset(last, 4, 24);
+    last = NULL;
+    scrub();
+    return 0;
+}
+"#;
+
+/// (kind, blocks, bytes) per kind, from valgrind's LEAK SUMMARY.
+fn summary(err: &str) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for kind in [
+        "definitely lost",
+        "indirectly lost",
+        "possibly lost",
+        "still reachable",
+    ] {
+        let line = err
+            .lines()
+            .skip_while(|l| !l.contains("LEAK SUMMARY"))
+            .find(|l| l.contains(&format!("{kind}:")))
+            .unwrap_or_else(|| panic!("no '{kind}' in valgrind's summary:\n{err}"));
+        let n = numbers(line.split_once(':').map_or("", |x| x.1));
+        out.insert(kind.replace(' ', "_"), (n[1], n[0]));
+    }
+    out
+}
+
+fn numbers(s: &str) -> Vec<u64> {
+    s.split(|c: char| !c.is_ascii_digit() && c != ',')
+        .filter_map(|w| w.replace(',', "").parse().ok())
+        .collect()
+}
+
+/// valgrind's loss records by (source line of the allocation in the test
+/// program, kind): (blocks, bytes). "80 (48 direct, 32 indirect) bytes in
+/// 1 blocks are definitely lost": the direct bytes are the block's own.
+fn loss_records(err: &str, file: &str) -> BTreeMap<(u64, String), (u64, u64)> {
+    let lines: Vec<&str> = err.lines().collect();
+    let mut out = BTreeMap::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some((head, rest)) = l.split_once(" blocks are ") else {
+            continue;
+        };
+        let Some(kind) = [
+            "definitely lost",
+            "indirectly lost",
+            "possibly lost",
+            "still reachable",
+        ]
+        .into_iter()
+        .find(|k| rest.starts_with(k)) else {
+            continue;
+        };
+        let head = head.split("==").last().unwrap_or(head);
+        let n = numbers(head);
+        // bytes [(direct, indirect)] in blocks
+        let (bytes, blocks) = if head.contains("direct") {
+            (n[1], n[3])
+        } else {
+            (n[0], n[1])
+        };
+        let line = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.contains(" at ") || l.contains(" by "))
+            .find_map(|l| {
+                let (_, loc) = l.rsplit_once(&format!("({file}:"))?;
+                loc.trim_end_matches(')').parse::<u64>().ok()
+            })
+            .unwrap_or_else(|| panic!("loss record without a frame in {file}: {l}"));
+        let e = out.entry((line, kind.replace(' ', "_"))).or_insert((0, 0));
+        e.0 += blocks;
+        e.1 += bytes;
+    }
+    out
+}
+
+/// tm-tui's leak groups the same way: by the first frame in `file`.
+fn tm_records(r: &Value, file: &str) -> BTreeMap<(u64, String), (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for leak in r["leaks"].as_array().expect("leaks") {
+        let line = leak["stack"]
+            .as_array()
+            .expect("stack")
+            .iter()
+            .find(|f| f["file"].as_str().is_some_and(|p| p.ends_with(file)))
+            .and_then(|f| f["line"].as_u64())
+            .unwrap_or_else(|| panic!("leak without a frame in {file}: {leak}"));
+        for (kind, t) in leak["kinds"].as_object().expect("kinds") {
+            let e = out.entry((line, kind.clone())).or_insert((0, 0));
+            e.0 += t["blocks"].as_u64().expect("blocks");
+            e.1 += t["bytes"].as_u64().expect("bytes");
+        }
+    }
+    out
+}
+
+fn kinds_equal_valgrind(opt: &str) {
+    let name = format!("leakkinds{opt}");
+    let prog = compile("cc", &name, "c", SOURCE, &["-g", opt]);
+    let cmd = [prog.to_str().expect("utf8")];
+    let trace = tmp().join(format!("{name}.tmt"));
+    let out = record_launch(&trace, &cmd);
+    assert_exit(&out, 0);
+    let r = report_json(&trace, &[]);
+    assert_no_loss(&r);
+    let s = &r["leak_summary"];
+    assert!(s.is_object(), "no leak scan in the trace: {r}");
+    assert_eq!(s["trigger"], "exit");
+    assert_eq!(s["caveats"], serde_json::json!([]), "caveats: {s}");
+
+    let vg = Command::new("valgrind")
+        .args([
+            "--leak-check=full",
+            "--show-leak-kinds=all",
+            "--run-libc-freeres=no",
+            "--run-cxx-freeres=no",
+        ])
+        .args(cmd)
+        .output()
+        .expect("valgrind is installed (.ci/run installs it)");
+    let err = String::from_utf8_lossy(&vg.stderr);
+    let want = summary(&err);
+    for (kind, (blocks, bytes)) in &want {
+        assert_eq!(
+            (s[kind]["blocks"].as_u64(), s[kind]["bytes"].as_u64()),
+            (Some(*blocks), Some(*bytes)),
+            "{opt}: {kind} (blocks, bytes) vs valgrind's\n{err}"
+        );
+    }
+    // Every kind occurs, so the comparison above compares something.
+    assert!(want.values().all(|&(b, _)| b > 0), "{want:?}");
+
+    let file = format!("{name}.c");
+    assert_eq!(
+        tm_records(&r, &file),
+        loss_records(&err, &file),
+        "{opt}: by allocation line and kind, tm-tui (left) vs valgrind (right)"
+    );
+
+    // The text report of the file says the same.
+    let text = Command::new(bin())
+        .arg("report")
+        .arg(&trace)
+        .output()
+        .expect("run tm-tui report");
+    let text = String::from_utf8_lossy(&text.stdout);
+    let (blocks, bytes) = want["definitely_lost"];
+    assert!(
+        text.contains(&format!(
+            "definitely lost: {bytes} bytes in {blocks} blocks"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn leak_kinds_equal_valgrind_at_o0() {
+    if !bpf_or_skip("leak_kinds_o0") {
+        return;
+    }
+    kinds_equal_valgrind("-O0");
+}
+
+#[test]
+fn leak_kinds_equal_valgrind_at_o2() {
+    if !bpf_or_skip("leak_kinds_o2") {
+        return;
+    }
+    kinds_equal_valgrind("-O2");
+}
