@@ -432,8 +432,7 @@ impl Timeline {
     /// A leak scan of the blocks live now (the target stopped after the
     /// last event held).
     pub fn add_leak_scan(&mut self, scan: crate::event::LeakScan) {
-        let at = self.store.end();
-        self.kinds.add(scan, &self.heap, &self.store, at);
+        self.kinds.add(scan, &self.heap, &self.store);
     }
 
     /// The last leak scan, if one was made.

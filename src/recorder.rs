@@ -8,6 +8,7 @@ pub mod discover;
 mod fds;
 pub mod launch;
 pub mod maps;
+pub mod pause;
 mod place;
 pub mod probes;
 pub mod scan;

@@ -25,6 +25,11 @@ pub fn run(tl: &Timeline, req: &Request) -> Result<LeakScan> {
             "{lost} events were lost before the scan: the live blocks it classified are not exactly the target's"
         ));
     }
+    if !tl.meta().launched {
+        caveats.push(
+            "attached: only blocks allocated since the attach are known and classified; one pointed to only from an older block counts as lost".into(),
+        );
+    }
     let running = running_threads(req.pid);
     let allocator = &tl.meta().allocator;
     let out = scan::scan(
@@ -39,7 +44,7 @@ pub fn run(tl: &Timeline, req: &Request) -> Result<LeakScan> {
     if req.trigger == ScanTrigger::Exit && !held(req.pid) {
         caveats.push("the target left its exit hold while it was scanned: its memory may have been read as it went".into());
     }
-    if running > 0 {
+    if running > 0 && req.trigger == ScanTrigger::Exit {
         caveats.push(format!(
             "{running} other threads were still running: their stacks were read whole and their registers not"
         ));

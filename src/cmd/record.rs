@@ -12,7 +12,7 @@ use crate::cmd::report;
 use crate::cmd::session::{self, ProbeMode, Target, Tracing};
 use crate::event::{Family, Probe};
 use crate::model::Timeline;
-use crate::recorder::{now_mono_ns, EndReason};
+use crate::recorder::{now_mono_ns, pause, EndReason};
 use crate::trace::TraceWriter;
 
 pub struct RecordArgs {
@@ -27,6 +27,8 @@ pub struct RecordArgs {
     /// a full report follows anyway).
     pub print_crash: bool,
     pub tracing: Tracing,
+    /// Attached: pause the target at the end to scan it for leak kinds.
+    pub leak_check: bool,
 }
 
 pub fn run(args: RecordArgs) -> Result<i32> {
@@ -59,8 +61,23 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         eprintln!("tm-tui: {}", probes_line(tl.probes()));
     }
     let mut crashed = false;
+    let attached = session.child.is_none();
+    if args.leak_check && !attached {
+        eprintln!("tm-tui: note: --leak-check is for attached processes; a launched program is scanned at its exit anyway");
+    }
+    // Paused before the recorder stops, so every event the target made
+    // before the pause is in the model when its memory is read.
+    let mut paused: Option<pause::Paused> = None;
+    let mut pause_tried = false;
     let end = loop {
         if session::interrupted() {
+            if args.leak_check && attached && !pause_tried {
+                pause_tried = true;
+                match pause::pause(meta.pid) {
+                    Ok(p) => paused = Some(p),
+                    Err(e) => eprintln!("tm-tui: no leak scan: {e:#}"),
+                }
+            }
             session.recorder.stop();
         }
         let msg = match session.rx.recv_timeout(Duration::from_millis(100)) {
@@ -81,6 +98,20 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             }
         }
     };
+    if let Some(p) = paused {
+        ing.leak_scan(&mut tl, &p.request())?;
+        let took = p.resume();
+        eprintln!(
+            "tm-tui: pid {} was paused {} to scan its memory for leaks, and runs on",
+            meta.pid,
+            crate::model::diagnose::fmt_ns(took.as_nanos() as u64)
+        );
+    } else if args.leak_check && attached && !pause_tried {
+        eprintln!(
+            "tm-tui: no leak scan: pid {} ended before the recording was stopped",
+            meta.pid
+        );
+    }
     // A launched child ends with us (Ctrl-C reaches its process group too).
     let launched = session.child.is_some();
     let (exit_status, written) = session.finish(&mut ing, &mut tl, true)?;
@@ -115,6 +146,16 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         args.output.display(),
         written / 1024
     );
+    if let Some(k) = tl.leak_scan() {
+        use strum::IntoEnumIterator;
+        let kinds: Vec<String> = crate::event::LeakKind::iter()
+            .map(|kind| {
+                let t = k.total(kind);
+                format!("{} {} B in {} blocks", kind.words(), t.bytes, t.blocks)
+            })
+            .collect();
+        eprintln!("tm-tui: leak scan: {}", kinds.join(", "));
+    }
     Ok(match (launched, exit_status) {
         (true, Some(s)) => s.shell_code(),
         _ => 0,

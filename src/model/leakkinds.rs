@@ -36,8 +36,6 @@ pub type ByKind = [Total; LeakKind::COUNT];
 pub struct KindsAt {
     /// The scan as recorded, without its block list.
     pub scan: LeakScan,
-    /// Events held when it was taken (the blocks live then).
-    pub at: Idx,
     /// valgrind's LEAK SUMMARY.
     pub summary: ByKind,
     /// The kind of each block the scan saw, by its allocation event.
@@ -75,8 +73,8 @@ impl LeakKinds {
         a <= b && self.pages.range(a..=b).next().is_some()
     }
 
-    /// Takes a scan of the blocks live now (`at`: events held).
-    pub fn add(&mut self, scan: LeakScan, heap: &HeapIndex, store: &EventStore, at: Idx) {
+    /// Takes a scan of the blocks live now.
+    pub fn add(&mut self, scan: LeakScan, heap: &HeapIndex, store: &EventStore) {
         let live: FxMap<u64, (Idx, u64)> = heap
             .now(store)
             .iter()
@@ -100,7 +98,6 @@ impl LeakKinds {
         };
         self.last = Some(KindsAt {
             scan,
-            at,
             summary,
             by_alloc,
             unmatched,

@@ -315,7 +315,9 @@ pub fn roots(
         }
         let i = blocks.partition_point(|b| b.0 < m.start);
         let has_block = blocks.get(i).is_some_and(|b| b.0 < m.end);
-        if has_block || held_blocks(m.start, m.end) {
+        // The brk heap is malloc's even when no block seen is in it (an
+        // attached target's blocks from before the attach).
+        if has_block || m.name == "[heap]" || held_blocks(m.start, m.end) {
             continue;
         }
         let start = sps

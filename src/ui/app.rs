@@ -73,6 +73,23 @@ pub struct SiteRow {
     /// From the live leak analysis (as of the newest event).
     pub growth: f64,
     pub suspected: bool,
+    /// The worst kind the last leak scan gave its blocks.
+    pub kind: Option<crate::event::LeakKind>,
+}
+
+impl SiteRow {
+    /// The flag before its site: how the leak scan found its blocks
+    /// (valgrind's words, shortened), else `LEAK? ` when it only grew.
+    pub fn flag(&self) -> &'static str {
+        use crate::event::LeakKind;
+        match self.kind {
+            Some(LeakKind::DefinitelyLost) => "LOST ",
+            Some(LeakKind::IndirectlyLost) => "LOST(ind) ",
+            Some(LeakKind::PossiblyLost) => "LOST? ",
+            _ if self.suspected => "LEAK? ",
+            _ => "",
+        }
+    }
 }
 
 pub struct App {
@@ -114,7 +131,10 @@ pub struct App {
     blocks_at: Option<Idx>,
     diagnosis: Option<(Idx, Option<Diagnosis>)>,
     /// Growth and suspicion per allocation stack, as of `.0` events.
-    leaks: (Idx, crate::util::hash::FxMap<Option<StackId>, (f64, bool)>),
+    leaks: (
+        Idx,
+        crate::util::hash::FxMap<Option<StackId>, (f64, bool, Option<crate::event::LeakKind>)>,
+    ),
 }
 
 /// Nice time steps for `[` / `]`: the largest not above a tenth of the
@@ -211,7 +231,7 @@ impl App {
                 self.tl
                     .leak_groups()
                     .into_iter()
-                    .map(|g| (g.stack, (g.growth_bytes_per_s, g.suspected)))
+                    .map(|g| (g.stack, (g.growth_bytes_per_s, g.suspected, g.kind())))
                     .collect(),
             );
         }
@@ -221,7 +241,8 @@ impl App {
             .group_by_site(&self.blocks)
             .into_iter()
             .map(|g| {
-                let (growth, suspected) = leaks.get(&g.stack).copied().unwrap_or((0.0, false));
+                let (growth, suspected, kind) =
+                    leaks.get(&g.stack).copied().unwrap_or((0.0, false, None));
                 SiteRow {
                     stack: g.stack,
                     blocks: g.blocks,
@@ -229,6 +250,7 @@ impl App {
                     oldest_ts: g.oldest_ts,
                     growth,
                     suspected,
+                    kind,
                 }
             })
             .collect();

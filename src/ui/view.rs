@@ -711,11 +711,12 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 .skip(first)
                 .take(rows_n)
                 .map(|(i, s)| {
+                    let flag = s.flag();
                     let site = fit(
                         &app.tl.site(s.stack).unwrap_or_else(|| "?".into()),
-                        site_w.saturating_sub(if s.suspected { 6 } else { 0 }),
+                        site_w.saturating_sub(flag.chars().count()),
                     );
-                    let style = if s.suspected {
+                    let style = if !flag.is_empty() {
                         theme.alert()
                     } else {
                         Style::default()
@@ -725,10 +726,7 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                         Cell::from(s.blocks.to_string()),
                         Cell::from(fmt_ns(now.saturating_sub(s.oldest_ts))),
                         Cell::from(growth(s.growth)),
-                        Cell::from(Span::styled(
-                            format!("{}{site}", if s.suspected { "LEAK? " } else { "" }),
-                            style,
-                        )),
+                        Cell::from(Span::styled(format!("{flag}{site}"), style)),
                     ])
                     .style(sel_style(i))
                 })
