@@ -171,6 +171,9 @@ pub enum Msg {
     /// sent: scan its memory for leak kinds now, then answer the request
     /// (the target is let go after that, or after a bound).
     LeakScan(scan::Request),
+    /// Everything in the ring buffer when [`Recorder::sync`] was called
+    /// was sent before this.
+    Synced,
     /// The recording is over; nothing follows.
     End(EndReason),
 }
@@ -242,6 +245,8 @@ pub struct Backlog {
     pub ring_bytes: AtomicU64,
     /// Events sent on the channel so far.
     pub sent: AtomicU64,
+    /// [`Recorder::sync`] asked for a [`Msg::Synced`].
+    sync: AtomicBool,
 }
 
 impl Recorder {
@@ -280,6 +285,13 @@ impl Recorder {
 
     pub fn backlog(&self) -> Arc<Backlog> {
         Arc::clone(&self.backlog)
+    }
+
+    /// Ask the recorder to send everything it has, then [`Msg::Synced`]:
+    /// once the target is stopped (every record it made is committed),
+    /// what follows is all it did.
+    pub fn sync(&self) {
+        self.backlog.sync.store(true, Ordering::Relaxed);
     }
 
     /// Ask the recorder to drain what is pending and end.
@@ -1350,6 +1362,11 @@ fn poll_loop(
         );
         if drained {
             wait_ring(&rb, Duration::from_millis(10));
+        }
+        if backlog.sync.swap(false, Ordering::Relaxed) {
+            drain(&rb)?;
+            decoder.borrow_mut().flush();
+            let _ = tx.send(Msg::Synced);
         }
         if let Some(hold) = &cfg.exit_hold {
             if let Ok(at) = hold.exiting.try_recv() {

@@ -65,20 +65,27 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     if args.leak_check && !attached {
         eprintln!("tm-tui: note: --leak-check is for attached processes; a launched program is scanned at its exit anyway");
     }
-    // Paused before the recorder stops, so every event the target made
-    // before the pause is in the model when its memory is read.
+    // The target is paused, then the recorder sends all it had (every
+    // event made before the pause), then its memory is read and it runs
+    // on; only then does the recording stop (detaching probes is slow).
     let mut paused: Option<pause::Paused> = None;
     let mut pause_tried = false;
     let end = loop {
-        if session::interrupted() {
+        if session::interrupted() && paused.is_none() {
             if args.leak_check && attached && !pause_tried {
                 pause_tried = true;
                 match pause::pause(meta.pid) {
-                    Ok(p) => paused = Some(p),
+                    Ok(p) => {
+                        paused = Some(p);
+                        ing.synced = 0;
+                        session.recorder.sync();
+                    }
                     Err(e) => eprintln!("tm-tui: no leak scan: {e:#}"),
                 }
             }
-            session.recorder.stop();
+            if paused.is_none() {
+                session.recorder.stop();
+            }
         }
         let msg = match session.rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => m,
@@ -91,6 +98,12 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         if let Some(reason) = ing.handle(&mut tl, msg)? {
             break reason;
         }
+        if ing.synced > 0 {
+            if let Some(p) = paused.take() {
+                scan_paused(&mut ing, &mut tl, p)?;
+                session.recorder.stop();
+            }
+        }
         if let (Some(c), false) = (tl.crash(), crashed) {
             crashed = true;
             if args.print_crash {
@@ -99,13 +112,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
     };
     if let Some(p) = paused {
-        ing.leak_scan(&mut tl, &p.request())?;
-        let took = p.resume();
-        eprintln!(
-            "tm-tui: pid {} was paused {} to scan its memory for leaks, and runs on",
-            meta.pid,
-            crate::model::diagnose::fmt_ns(took.as_nanos() as u64)
-        );
+        // The recording ended before the recorder synced (the target
+        // exited meanwhile): the model has all there was.
+        scan_paused(&mut ing, &mut tl, p)?;
     } else if args.leak_check && attached && !pause_tried {
         eprintln!(
             "tm-tui: no leak scan: pid {} ended before the recording was stopped",
@@ -160,6 +169,18 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         (true, Some(s)) => s.shell_code(),
         _ => 0,
     })
+}
+
+/// Scans the paused target, lets it go and says for how long it stopped.
+fn scan_paused(ing: &mut session::Ingest, tl: &mut Timeline, p: pause::Paused) -> Result<()> {
+    let r = ing.leak_scan(tl, &p.request());
+    let pid = p.pid;
+    let took = p.resume();
+    eprintln!(
+        "tm-tui: pid {pid} was paused {} to scan its memory for leaks, and runs on",
+        crate::model::diagnose::fmt_ns(took.as_nanos() as u64)
+    );
+    r
 }
 
 /// `probing 3 functions: f (prog), g (libx.so.1), …` (the first 8).

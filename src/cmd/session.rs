@@ -322,6 +322,8 @@ pub struct Ingest {
     writer: Option<TraceWriter>,
     symbols: Symbols,
     pub exit_status: Option<ExitStatus>,
+    /// [`Msg::Synced`] markers received.
+    pub synced: u64,
     /// What the user should know once: modules without unwind info or
     /// symbols, from the recorder and the symbolizer.
     pub notes: Vec<String>,
@@ -333,6 +335,7 @@ impl Ingest {
             writer,
             symbols: Symbols::new(),
             exit_status: None,
+            synced: 0,
             notes: Vec::new(),
         }
     }
@@ -396,6 +399,7 @@ impl Ingest {
                     let _ = done.send(());
                 }
             }
+            Msg::Synced => self.synced += 1,
             Msg::End(reason) => return Ok(Some(reason)),
         }
         Ok(None)

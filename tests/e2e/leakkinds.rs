@@ -231,3 +231,111 @@ fn leak_kinds_equal_valgrind_at_o2() {
     }
     kinds_equal_valgrind("-O2");
 }
+
+/// Blocks of each kind made a second after the start (once tm-tui is
+/// attached); with an argument it then waits for ever, without one it
+/// exits (valgrind's run).
+const ATTACH_SOURCE: &str = r#"
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+struct node { struct node *child; char pad[40]; };
+void *reachable;
+char *interior;
+__attribute__((noinline)) static void make(void) {
+    void *p = malloc(100);
+    memset(p, 1, 100);
+    p = NULL;
+    struct node *parent = malloc(sizeof *parent);
+    parent->child = malloc(sizeof *parent->child);
+    parent->child->child = NULL;
+    parent = NULL;
+    reachable = malloc(200);
+    memset(reachable, 0, 200);
+    char *q = malloc(64);
+    memset(q, 3, 64);
+    interior = q + 24;
+    q = NULL;
+}
+__attribute__((noinline)) static void scrub(void) {
+    volatile char buf[16384];
+    memset((char *)buf, 0, sizeof buf);
+}
+int main(int argc, char **argv) {
+    if (argc > 1)
+        sleep(1);
+    make();
+    scrub();
+    if (argc > 1)
+        for (;;)
+            pause();
+    return 0;
+}
+"#;
+
+#[test]
+fn attached_leak_check_pauses_scans_and_resumes() {
+    if !bpf_or_skip("attached_leak_check") {
+        return;
+    }
+    let prog = compile("cc", "leakattach", "c", ATTACH_SOURCE, &["-g", "-O0"]);
+    let mut target = Command::new(&prog)
+        .arg("wait")
+        .spawn()
+        .expect("start the target");
+    let pid = target.id();
+    let trace = tmp().join("leakattach.tmt");
+    let rec = Command::new(bin())
+        .args(["record", "-o"])
+        .arg(&trace)
+        .args(["--leak-check", &pid.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tm-tui record");
+    // The target makes its blocks 1 s after its start.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rec.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT tm-tui");
+    let out = rec.wait_with_output().expect("tm-tui record ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_exit(&out, 0);
+    // Let go, running (sleeping in pause()), not stopped.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("target alive");
+    let state = stat.rsplit_once(") ").map(|x| &x.1[..1]);
+    let _ = target.kill();
+    let _ = target.wait();
+    assert_eq!(state, Some("S"), "target state after the scan: {stat}");
+    let paused = stderr
+        .lines()
+        .find(|l| l.contains("was paused"))
+        .unwrap_or_else(|| panic!("no pause reported: {stderr}"));
+    eprintln!("{paused}");
+
+    let r = report_json(&trace, &[]);
+    let s = &r["leak_summary"];
+    assert_eq!(s["trigger"], "paused", "{r}");
+    assert!(s["paused_ns"].as_u64().unwrap_or(0) > 0);
+    let vg = Command::new("valgrind")
+        .args([
+            "--leak-check=full",
+            "--show-leak-kinds=all",
+            "--run-libc-freeres=no",
+            "--run-cxx-freeres=no",
+        ])
+        .arg(&prog)
+        .output()
+        .expect("valgrind is installed (.ci/run installs it)");
+    let err = String::from_utf8_lossy(&vg.stderr);
+    let want = summary(&err);
+    assert!(want.values().all(|&(b, _)| b > 0), "{want:?}");
+    for (kind, (blocks, bytes)) in &want {
+        assert_eq!(
+            (s[kind]["blocks"].as_u64(), s[kind]["bytes"].as_u64()),
+            (Some(*blocks), Some(*bytes)),
+            "attached: {kind} (blocks, bytes) vs valgrind's\n{err}"
+        );
+    }
+}
