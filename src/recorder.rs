@@ -249,6 +249,13 @@ pub struct Backlog {
     sync: AtomicBool,
 }
 
+impl Backlog {
+    /// As [`Recorder::sync`], for who holds only the backlog.
+    pub fn request_sync(&self) {
+        self.sync.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Recorder {
     /// Load and attach; returns once every probe is attached (so the
     /// caller may then let a stopped target run) or attaching failed.
@@ -291,7 +298,7 @@ impl Recorder {
     /// once the target is stopped (every record it made is committed),
     /// what follows is all it did.
     pub fn sync(&self) {
-        self.backlog.sync.store(true, Ordering::Relaxed);
+        self.backlog.request_sync();
     }
 
     /// Ask the recorder to drain what is pending and end.

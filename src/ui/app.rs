@@ -117,6 +117,8 @@ pub struct App {
     /// A one-line notice (errors of the last key, "no crash", …).
     pub message: Option<String>,
     pub quit: bool,
+    /// `L` asked for a leak scan (the live loop hands it to its feed).
+    pub leak_scan: bool,
     /// Events per second, measured by the live loop.
     pub rate: f64,
     /// How far the live view is behind the recording.
@@ -131,11 +133,11 @@ pub struct App {
     blocks_at: Option<Idx>,
     diagnosis: Option<(Idx, Option<Diagnosis>)>,
     /// Growth and suspicion per allocation stack, as of `.0` events.
-    leaks: (
-        Idx,
-        crate::util::hash::FxMap<Option<StackId>, (f64, bool, Option<crate::event::LeakKind>)>,
-    ),
+    leaks: (Idx, crate::util::hash::FxMap<Option<StackId>, SiteLeak>),
 }
+
+/// A site's growth, suspicion and leak-scan kind.
+type SiteLeak = (f64, bool, Option<crate::event::LeakKind>);
 
 /// Nice time steps for `[` / `]`: the largest not above a tenth of the
 /// visible span.
@@ -170,6 +172,7 @@ impl App {
             help: false,
             message: None,
             quit: false,
+            leak_scan: false,
             rate: 0.0,
             lag: crate::ui::Lag::default(),
             ended: false,
@@ -621,6 +624,7 @@ impl App {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => self.quit = true,
             KeyCode::Char('?') => self.help = true,
+            KeyCode::Char('L') => self.leak_scan = true,
             KeyCode::Up | KeyCode::Down if self.pane == Pane::Heap => {
                 let n = self.heap_rows();
                 if k.code == KeyCode::Up {

@@ -977,6 +977,7 @@ const HELP: &[(&str, &str)] = &[
     ("g / s", "heap by block or site / sort"),
     ("+ / -", "zoom the bar around the cursor"),
     ("click on the bar", "go to that moment"),
+    ("L", "leak kinds now (attached: pauses it)"),
     ("Ctrl-L", "repaint the screen"),
     ("q, Ctrl-C", "quit"),
 ];
