@@ -1388,8 +1388,12 @@ fn poll_loop(
                     d.sync_code();
                 }
                 drain(&rb)?;
-                if let (launch::Hold::Exit { regs }, true) = (at, cfg.exit_scan) {
-                    exit_scan(cfg.pid, regs, since, &decoder, tx);
+                // A child killed before it became the program (Ctrl-C while
+                // attaching) has nothing to scan, and its killer waits for
+                // it instead of taking messages.
+                let ran = !decoder.borrow().awaiting_exec;
+                if let (launch::Hold::Exit { regs }, true) = (at, cfg.exit_scan && ran) {
+                    exit_scan(cfg.pid, regs, since, &decoder, tx, stop);
                 }
                 let _ = hold.drained.send(());
             }
@@ -1450,6 +1454,7 @@ fn exit_scan(
     since: Instant,
     decoder: &RefCell<Decoder<'_>>,
     tx: &Sender<Msg>,
+    stop: &AtomicBool,
 ) {
     decoder.borrow_mut().flush();
     let (done, answered) = bounded(1);
@@ -1461,7 +1466,16 @@ fn exit_scan(
         done: Some(done),
     };
     if tx.send(Msg::LeakScan(req)).is_ok() {
-        let _ = answered.recv_timeout(Duration::from_secs(25));
+        // Until answered, or asked to stop while the consumer does not
+        // answer (it may be waiting for the target).
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(25) {
+            match answered.recv_timeout(Duration::from_millis(50)) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                    if !stop.load(Ordering::Relaxed) => {}
+                _ => break,
+            }
+        }
     }
 }
 
