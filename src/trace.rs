@@ -1183,6 +1183,45 @@ mod tests {
         Ok(())
     }
 
+    /// A leak scan reads back where it was written (after the events it
+    /// classified); its bytes are pinned here, as the golden file pins the
+    /// other records' (the field order is the format).
+    #[test]
+    fn leak_scans_read_back_in_place() -> anyhow::Result<()> {
+        use crate::event::{LeakKind, LeakScan, ScanTrigger, ScannedBlock};
+        let t = fixture(FORMAT_VERSION);
+        let scan = LeakScan {
+            pid: 7,
+            ts: 300,
+            trigger: ScanTrigger::Paused,
+            paused_ns: 2,
+            root_bytes: 4096,
+            block_bytes: 64,
+            caveats: vec!["c".into()],
+            blocks: vec![ScannedBlock {
+                ptr: 0x10,
+                size: 24,
+                kind: LeakKind::IndirectlyLost,
+            }],
+        };
+        assert_eq!(
+            postcard::to_allocvec(&scan)?,
+            [7, 172, 2, 1, 2, 128, 32, 64, 1, 1, b'c', 1, 16, 24, 1]
+        );
+        let f = TempFile::new("leakscan");
+        let mut w = TraceWriter::create(&f.0, &t.meta)?;
+        w.write_event(&t.events[0])?;
+        w.write_leak_scan(&scan)?;
+        w.write_event(&t.events[1])?;
+        w.flush()?;
+        drop(w);
+        let back = read_trace(&f.0)?;
+        assert_eq!(back.leak_scans, [(1, scan)]);
+        assert_eq!(back.events.len(), 2);
+        assert!(back.skipped.is_empty());
+        Ok(())
+    }
+
     /// The fixtures hold one event of every kind: a new kind must be added
     /// to `every_kind` (and the golden file blessed).
     #[test]
