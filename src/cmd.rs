@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod leakscan;
 pub mod live;
 pub mod record;
 pub mod report;
@@ -40,14 +41,21 @@ pub fn timeline_of(t: &Trace, memory_budget: usize) -> Timeline {
         tl.add_probe(p.clone());
     }
     let mut marks = t.lost_marks.iter().peekable();
+    let mut scans = t.leak_scans.iter().peekable();
     for (i, e) in t.events.iter().enumerate() {
         while let Some((_, l)) = marks.next_if(|(at, _)| *at <= i as u64) {
             tl.note_lost(l.clone());
+        }
+        while let Some((_, s)) = scans.next_if(|(at, _)| *at <= i as u64) {
+            tl.add_leak_scan(s.clone());
         }
         tl.push(e);
     }
     for (_, l) in marks {
         tl.note_lost(l.clone());
+    }
+    for (_, s) in scans {
+        tl.add_leak_scan(s.clone());
     }
     tl.set_lost(t.lost.clone());
     tl.set_end_ns(t.end.as_ref().map(|e| e.end_mono_ns));

@@ -1071,6 +1071,96 @@ pub struct Meta {
     pub families: Families,
 }
 
+/// How a block live at a leak scan was reached, in valgrind memcheck's
+/// terms. The order is the format (and the report's, worst first).
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    EnumCount,
+    EnumIter,
+    IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum LeakKind {
+    /// No pointer to its start or inside it was found from the roots, nor
+    /// from other lost blocks.
+    DefinitelyLost,
+    /// Pointed to only from lost blocks (a lost structure's children).
+    IndirectlyLost,
+    /// Reached, but somewhere along every chain only through a pointer
+    /// into its middle.
+    PossiblyLost,
+    /// A chain of pointers to block starts leads to it from a root.
+    StillReachable,
+}
+
+impl LeakKind {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// As valgrind's LEAK SUMMARY words it.
+    pub fn words(self) -> &'static str {
+        match self {
+            LeakKind::DefinitelyLost => "definitely lost",
+            LeakKind::IndirectlyLost => "indirectly lost",
+            LeakKind::PossiblyLost => "possibly lost",
+            LeakKind::StillReachable => "still reachable",
+        }
+    }
+
+    pub fn is_lost(self) -> bool {
+        self != LeakKind::StillReachable
+    }
+}
+
+/// What started a leak scan.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum ScanTrigger {
+    /// A launched target held in its exit.
+    Exit,
+    /// An attached target paused for it (the UI's key, `--leak-check`).
+    Paused,
+}
+
+/// A scan of the target's memory for pointers to its live blocks: the
+/// kind of each block live when it ran (a trace record of its own).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LeakScan {
+    pub pid: u32,
+    /// CLOCK_MONOTONIC when the memory was read.
+    pub ts: u64,
+    pub trigger: ScanTrigger,
+    /// How long the target was stopped for it (attach mode), or held
+    /// for it in its exit.
+    pub paused_ns: u64,
+    /// Bytes of roots (data, bss, stacks, other anonymous memory) and of
+    /// live blocks read.
+    pub root_bytes: u64,
+    pub block_bytes: u64,
+    /// What makes the kinds less than exact (events lost before the scan,
+    /// memory that could not be read); empty when nothing does.
+    pub caveats: Vec<String>,
+    /// Every block live at the scan, by address.
+    pub blocks: Vec<ScannedBlock>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScannedBlock {
+    pub ptr: u64,
+    pub size: u64,
+    pub kind: LeakKind,
+}
+
 /// An optional id in the trace file as `id + 1`, 0 for `None`: one varint
 /// where serde's `Option` takes a tag byte and the id.
 pub(crate) mod opt_id {

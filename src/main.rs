@@ -127,6 +127,12 @@ enum Cmd {
         memory: usize,
         #[command(flatten)]
         tracing: TraceArgs,
+        /// Attached (PID): when the recording stops (Ctrl-C), pause the
+        /// process (every thread, with ptrace) to scan its memory for leak
+        /// kinds, then let it run on; the pause is printed. A launched
+        /// program is scanned at its exit without this.
+        #[arg(long)]
+        leak_check: bool,
         /// Program and arguments to launch and record from its first instruction.
         #[arg(last = true)]
         command: Vec<String>,
@@ -283,6 +289,7 @@ fn run(cli: Cli) -> Result<i32> {
             memory,
             command,
             tracing,
+            leak_check,
         } => {
             let target = match (pid, command.is_empty()) {
                 (Some(p), true) => session::Target::Pid(p),
@@ -298,6 +305,7 @@ fn run(cli: Cli) -> Result<i32> {
                 memory,
                 print_crash: true,
                 tracing: tracing.tracing(),
+                leak_check,
             })
         }
         Cmd::Report {
@@ -398,6 +406,7 @@ fn run(cli: Cli) -> Result<i32> {
                 probes: session::ProbeMode::Normal,
                 memory: model::DEFAULT_MEMORY,
                 print_crash: false,
+                leak_check: false,
                 tracing: tracing.tracing(),
             })?;
             let t = trace::read_trace(&output)?;

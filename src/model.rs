@@ -14,6 +14,7 @@
 pub mod diagnose;
 pub mod heap;
 pub mod history;
+pub mod leakkinds;
 pub mod leaks;
 pub mod names;
 pub mod present;
@@ -26,6 +27,7 @@ use crate::event::{
 
 use diagnose::Diagnosis;
 use heap::HeapIndex;
+use leakkinds::{KindsAt, LeakKinds};
 use leaks::{LeakGroup, Leaks};
 use names::Names;
 use spans::{Span, Spans};
@@ -136,6 +138,7 @@ pub struct Timeline {
     store: EventStore,
     heap: HeapIndex,
     leaks: Leaks,
+    kinds: LeakKinds,
     names: Names,
     /// Calls of probed functions, as spans.
     spans: Spans,
@@ -263,6 +266,7 @@ impl Timeline {
             store: EventStore::new(),
             heap: HeapIndex::default(),
             leaks: Leaks::default(),
+            kinds: LeakKinds::default(),
             names: Names::default(),
             spans: Spans::default(),
             lost: Lost::default(),
@@ -552,6 +556,9 @@ impl Timeline {
             }
         }
         self.leaks.on_change(&ch, e.ts, &self.sites);
+        if let Some(b) = ch.born {
+            self.kinds.on_block(b.ptr);
+        }
         self.spans.on_event(idx, e, &self.probes);
         self.by_kind[e.kind.kind() as usize] += 1;
         match &e.kind {
@@ -679,7 +686,25 @@ impl Timeline {
 
     /// Outstanding blocks by allocation stack, as of the latest event.
     pub fn leak_groups(&self) -> Vec<LeakGroup> {
-        self.leaks.groups(&self.heap, &self.store, &self.sites)
+        self.leaks
+            .groups(&self.heap, &self.store, &self.sites, self.kinds.last())
+    }
+
+    /// A leak scan of the blocks live now (the target stopped after the
+    /// last event held).
+    pub fn add_leak_scan(&mut self, scan: crate::event::LeakScan) {
+        self.kinds.add(scan, &self.heap, &self.store);
+    }
+
+    /// The last leak scan, if one was made.
+    pub fn leak_scan(&self) -> Option<&KindsAt> {
+        self.kinds.last()
+    }
+
+    /// Whether a heap block ever started in `[start, end)` (a mapping
+    /// that held one is the allocator's, not a leak scan's root).
+    pub fn held_blocks(&self, start: u64, end: u64) -> bool {
+        self.kinds.held_blocks(start, end)
     }
 
     /// The crash explained, if there was one.

@@ -8,8 +8,10 @@ pub mod discover;
 mod fds;
 pub mod launch;
 pub mod maps;
+pub mod pause;
 mod place;
 pub mod probes;
+pub mod scan;
 mod stacks;
 pub mod symbols;
 mod tables;
@@ -166,6 +168,13 @@ pub enum Msg {
     /// Something the user should know once (a module without unwind
     /// info): said at the end of a recording.
     Note(String),
+    /// The target is held in its exit and every event it produced was
+    /// sent: scan its memory for leak kinds now, then answer the request
+    /// (the target is let go after that, or after a bound).
+    LeakScan(scan::Request),
+    /// Everything in the ring buffer when [`Recorder::sync`] was called
+    /// was sent before this.
+    Synced,
     /// The recording is over; nothing follows.
     End(EndReason),
 }
@@ -196,6 +205,9 @@ pub struct Config {
     pub exit_hold: Option<launch::ExitHold>,
     /// Follow child processes (the tracer thread holds each at its fork).
     pub follow: bool,
+    /// While a launched target is held in its exit, have its memory
+    /// scanned for leak kinds ([`Msg::LeakScan`]).
+    pub exit_scan: bool,
     /// The allocator probes return at once (the bench's trap-cost baseline).
     pub bare_probes: bool,
     /// Event families: without `alloc` no allocator probe is attached.
@@ -214,6 +226,7 @@ impl Config {
             await_exec: false,
             exit_hold: None,
             follow: false,
+            exit_scan: false,
             bare_probes: false,
             families: Families::default(),
             probes: Vec::new(),
@@ -237,6 +250,15 @@ pub struct Backlog {
     pub ring_bytes: AtomicU64,
     /// Events sent on the channel so far.
     pub sent: AtomicU64,
+    /// [`Recorder::sync`] asked for a [`Msg::Synced`].
+    sync: AtomicBool,
+}
+
+impl Backlog {
+    /// As [`Recorder::sync`], for who holds only the backlog.
+    pub fn request_sync(&self) {
+        self.sync.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Recorder {
@@ -275,6 +297,13 @@ impl Recorder {
 
     pub fn backlog(&self) -> Arc<Backlog> {
         Arc::clone(&self.backlog)
+    }
+
+    /// Ask the recorder to send everything it has, then [`Msg::Synced`]:
+    /// once the target is stopped (every record it made is committed),
+    /// what follows is all it did.
+    pub fn sync(&self) {
+        self.backlog.request_sync();
     }
 
     /// Ask the recorder to drain what is pending and end.
@@ -1472,16 +1501,22 @@ fn poll_loop(
         if drained {
             wait_ring(&rb, Duration::from_millis(10));
         }
+        if backlog.sync.swap(false, Ordering::Relaxed) {
+            drain(&rb)?;
+            decoder.borrow_mut().flush();
+            let _ = tx.send(Msg::Synced);
+        }
         if let Some(h) = &cfg.exit_hold {
             while let Ok(hold) = h.holds.try_recv() {
+                let since = Instant::now();
                 // The tracee is stopped: decode everything it produced
                 // first (its fork or exec record included).
                 drain(&rb)?;
                 {
                     let mut d = decoder.borrow_mut();
                     let pid = hold.pid;
-                    match hold.why {
-                        HoldWhy::Fork { parent } => {
+                    match &hold.why {
+                        &HoldWhy::Fork { parent } => {
                             if !d.alive.contains(&pid) {
                                 d.new_process(pid);
                             }
@@ -1537,7 +1572,7 @@ fn poll_loop(
                             }
                             allocs.insert(pid, alloc);
                         }
-                        HoldWhy::Entry | HoldWhy::Exit => {
+                        HoldWhy::Entry | HoldWhy::Exit { .. } => {
                             // At its entry (libraries mapped) or in its exit
                             // (maps still readable): bring the unwind tables
                             // up to date.
@@ -1548,6 +1583,16 @@ fn poll_loop(
                     }
                 }
                 drain(&rb)?;
+                // A child killed before it became the program (Ctrl-C while
+                // attaching) has nothing to scan, and its killer waits for
+                // it instead of taking messages. Only the root is scanned
+                // (the model's leak kinds are the root's).
+                let ran = !decoder.borrow().awaiting_exec;
+                if let HoldWhy::Exit { regs } = &hold.why {
+                    if cfg.exit_scan && ran && hold.pid == cfg.pid {
+                        exit_scan(cfg.pid, regs.clone(), since, &decoder, tx, stop);
+                    }
+                }
                 let _ = hold.done.send(());
             }
         }
@@ -1596,6 +1641,40 @@ fn poll_loop(
     };
     let _ = tx.send(Msg::End(end));
     Ok(())
+}
+
+/// Has the consumer scan the target held in its exit, once every event
+/// it produced is on the channel; waits for the answer (bounded: the
+/// launcher lets the target go after its own bound anyway).
+fn exit_scan(
+    pid: u32,
+    regs: Vec<u64>,
+    since: Instant,
+    decoder: &RefCell<Decoder<'_>>,
+    tx: &Sender<Msg>,
+    stop: &AtomicBool,
+) {
+    decoder.borrow_mut().flush();
+    let (done, answered) = bounded(1);
+    let req = scan::Request {
+        pid,
+        regs: vec![regs],
+        trigger: crate::event::ScanTrigger::Exit,
+        since,
+        done: Some(done),
+    };
+    if tx.send(Msg::LeakScan(req)).is_ok() {
+        // Until answered, or asked to stop while the consumer does not
+        // answer (it may be waiting for the target).
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(25) {
+            match answered.recv_timeout(Duration::from_millis(50)) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                    if !stop.load(Ordering::Relaxed) => {}
+                _ => break,
+            }
+        }
+    }
 }
 
 /// The bytes of a C `char` array up to its NUL (or its end).

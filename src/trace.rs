@@ -29,7 +29,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use strum::{EnumCount, FromRepr, IntoStaticStr};
 
-use crate::event::{Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, Stack};
+use crate::event::{Event, EventKind, ExitStatus, LeakScan, Lost, Meta, Module, Probe, Stack};
 
 pub const MAGIC: [u8; 8] = *b"TMTRACE\0";
 /// 5: events carry their process id (children are followed), signals
@@ -59,6 +59,8 @@ enum Tag {
     Lost = 5,
     End = 6,
     Probe = 7,
+    /// A leak scan's kinds of the blocks live after the events before it.
+    LeakScan = 8,
 }
 
 impl Tag {
@@ -103,6 +105,8 @@ pub struct Trace {
     /// newer tm-tui's event kind or record type): left out, and the records
     /// after them read.
     pub skipped: Vec<Damage>,
+    /// Leak scans, with the number of events before each in the file.
+    pub leak_scans: Vec<(u64, LeakScan)>,
 }
 
 // ---------------------------------------------------------------------------
@@ -160,6 +164,11 @@ impl TraceWriter {
     /// Records a snapshot of the cumulative loss counters.
     pub fn write_lost(&mut self, l: &Lost) -> anyhow::Result<()> {
         self.record(Tag::Lost, l)
+    }
+
+    /// Records a leak scan of the blocks live after the events written.
+    pub fn write_leak_scan(&mut self, l: &LeakScan) -> anyhow::Result<()> {
+        self.record(Tag::LeakScan, l)
     }
 
     /// Marks the recording as finished, and flushes.
@@ -302,6 +311,7 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
         end: None,
         damage: None,
         skipped: Vec::new(),
+        leak_scans: Vec::new(),
     };
     loop {
         let reason = match records.next()? {
@@ -342,6 +352,10 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
                 trace.end = Some(e);
                 continue;
             }
+            Next::Record(Record::LeakScan(l)) => {
+                trace.leak_scans.push((trace.events.len() as u64, l));
+                continue;
+            }
         };
         trace.damage = Some(Damage {
             offset: records.start,
@@ -374,6 +388,7 @@ enum Record {
     Event(Event),
     Lost(Lost),
     End(End),
+    LeakScan(LeakScan),
 }
 
 impl Record {
@@ -386,6 +401,7 @@ impl Record {
             Record::Event(_) => Tag::Event,
             Record::Lost(_) => Tag::Lost,
             Record::End(_) => Tag::End,
+            Record::LeakScan(_) => Tag::LeakScan,
         }
     }
 }
@@ -502,6 +518,7 @@ fn decode(tag: Tag, payload: &[u8]) -> Result<Record, String> {
         }
         Tag::Lost => Record::Lost(from_payload(payload)?),
         Tag::End => Record::End(from_payload(payload)?),
+        Tag::LeakScan => Record::LeakScan(from_payload(payload)?),
     })
 }
 
@@ -1113,6 +1130,7 @@ mod tests {
             }),
             damage: None,
             skipped: Vec::new(),
+            leak_scans: Vec::new(),
         }
     }
 
@@ -1178,6 +1196,45 @@ mod tests {
             bytes.len()
         );
         assert_eq!(read_trace(&golden)?, fixture(FORMAT_VERSION));
+        Ok(())
+    }
+
+    /// A leak scan reads back where it was written (after the events it
+    /// classified); its bytes are pinned here, as the golden file pins the
+    /// other records' (the field order is the format).
+    #[test]
+    fn leak_scans_read_back_in_place() -> anyhow::Result<()> {
+        use crate::event::{LeakKind, LeakScan, ScanTrigger, ScannedBlock};
+        let t = fixture(FORMAT_VERSION);
+        let scan = LeakScan {
+            pid: 7,
+            ts: 300,
+            trigger: ScanTrigger::Paused,
+            paused_ns: 2,
+            root_bytes: 4096,
+            block_bytes: 64,
+            caveats: vec!["c".into()],
+            blocks: vec![ScannedBlock {
+                ptr: 0x10,
+                size: 24,
+                kind: LeakKind::IndirectlyLost,
+            }],
+        };
+        assert_eq!(
+            postcard::to_allocvec(&scan)?,
+            [7, 172, 2, 1, 2, 128, 32, 64, 1, 1, b'c', 1, 16, 24, 1]
+        );
+        let f = TempFile::new("leakscan");
+        let mut w = TraceWriter::create(&f.0, &t.meta)?;
+        w.write_event(&t.events[0])?;
+        w.write_leak_scan(&scan)?;
+        w.write_event(&t.events[1])?;
+        w.flush()?;
+        drop(w);
+        let back = read_trace(&f.0)?;
+        assert_eq!(back.leak_scans, [(1, scan)]);
+        assert_eq!(back.events.len(), 2);
+        assert!(back.skipped.is_empty());
         Ok(())
     }
 

@@ -127,6 +127,15 @@ pub trait Feed {
     fn tick(&mut self) -> bool;
     /// How far `tl` is behind the recording.
     fn lag(&self, tl: &Timeline) -> Lag;
+    /// The user asked for a leak scan now; what to tell them at once.
+    fn leak_scan(&mut self) -> String {
+        "no live target to scan".into()
+    }
+    /// A notice for the user once something the feed did finished (the
+    /// leak scan's result).
+    fn take_message(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// No live recording: a saved one, or a test.
@@ -206,6 +215,12 @@ pub fn run<B: Backend, F: Feed>(
                 }
                 Ok(i) => {
                     on_input(app, i, size.width);
+                    if std::mem::take(&mut app.leak_scan) {
+                        app.message = Some(match (live.as_mut(), &end) {
+                            (Some(f), None) => f.leak_scan(),
+                            _ => "the recording is over: nothing left to scan".into(),
+                        });
+                    }
                     urgent = true;
                 }
                 Err(_) => app.quit = true,
@@ -226,6 +241,9 @@ pub fn run<B: Backend, F: Feed>(
                                 next = if n < DRAIN { rx.try_recv().ok() } else { None };
                             }
                         }
+                    }
+                    if let Some(m) = feed.take_message() {
+                        app.message = Some(m);
                     }
                     app.after_ingest();
                     app.lag = if end.is_some() { Lag::default() } else { feed.lag(&app.tl) };

@@ -11,6 +11,7 @@ mod e2e {
     pub mod field;
     pub mod heap;
     pub mod launch;
+    pub mod leakkinds;
     pub mod probes;
     pub mod stacks;
     pub mod support;

@@ -65,6 +65,13 @@ struct LiveFeed<'a> {
     backlog: std::sync::Arc<crate::recorder::Backlog>,
     /// Events taken from the channel.
     taken: u64,
+    pid: u32,
+    /// Launched targets are traced by the launcher thread (and scanned at
+    /// their exit); only an attached one can be paused from here.
+    attached: bool,
+    /// Paused for a leak scan, waiting for the recorder's sync.
+    paused: Option<crate::recorder::pause::Paused>,
+    message: Option<String>,
 }
 
 impl Feed for LiveFeed<'_> {
@@ -79,7 +86,63 @@ impl Feed for LiveFeed<'_> {
         if let Msg::Events(b) = &m {
             self.taken += b.len() as u64;
         }
-        self.ing.handle(tl, m)
+        let end = self.ing.handle(tl, m)?;
+        if self.ing.synced > 0 || end.is_some() {
+            if let Some(p) = self.paused.take() {
+                let r = self.ing.leak_scan(tl, &p.request());
+                let took = p.resume();
+                r?;
+                self.message = Some(match tl.leak_scan() {
+                    Some(k) => {
+                        use crate::event::LeakKind as K;
+                        let t = |kind| k.total(kind);
+                        format!(
+                            "leak scan (pid {} paused {}): definitely lost {} B in {}, indirectly {} B in {}, possibly {} B in {}, reachable {} B in {}",
+                            self.pid,
+                            crate::model::diagnose::fmt_ns(took.as_nanos() as u64),
+                            t(K::DefinitelyLost).bytes,
+                            t(K::DefinitelyLost).blocks,
+                            t(K::IndirectlyLost).bytes,
+                            t(K::IndirectlyLost).blocks,
+                            t(K::PossiblyLost).bytes,
+                            t(K::PossiblyLost).blocks,
+                            t(K::StillReachable).bytes,
+                            t(K::StillReachable).blocks,
+                        )
+                    }
+                    None => self
+                        .ing
+                        .notes
+                        .last()
+                        .cloned()
+                        .unwrap_or_else(|| "the leak scan failed".into()),
+                });
+            }
+        }
+        Ok(end)
+    }
+
+    fn leak_scan(&mut self) -> String {
+        if !self.attached {
+            return "a launched program is scanned for leak kinds at its exit (report shows them)"
+                .into();
+        }
+        if self.paused.is_some() {
+            return "a leak scan is under way".into();
+        }
+        match crate::recorder::pause::pause(self.pid) {
+            Ok(p) => {
+                self.paused = Some(p);
+                self.ing.synced = 0;
+                self.backlog.request_sync();
+                format!("pid {} paused for a leak scan…", self.pid)
+            }
+            Err(e) => format!("no leak scan: {e:#}"),
+        }
+    }
+
+    fn take_message(&mut self) -> Option<String> {
+        self.message.take()
     }
 
     fn gone(&mut self) -> EndReason {
@@ -165,6 +228,10 @@ pub fn live(args: LiveArgs) -> Result<i32> {
             ing: &mut ing,
             backlog: session.recorder.backlog(),
             taken: 0,
+            pid: session.meta.pid,
+            attached: !launched,
+            paused: None,
+            message: None,
         };
         run(
             &mut terminal,

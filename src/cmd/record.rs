@@ -12,7 +12,7 @@ use crate::cmd::report;
 use crate::cmd::session::{self, ProbeMode, Target, Tracing};
 use crate::event::{Family, Probe};
 use crate::model::Timeline;
-use crate::recorder::{now_mono_ns, EndReason};
+use crate::recorder::{now_mono_ns, pause, EndReason};
 use crate::trace::TraceWriter;
 
 pub struct RecordArgs {
@@ -27,10 +27,17 @@ pub struct RecordArgs {
     /// a full report follows anyway).
     pub print_crash: bool,
     pub tracing: Tracing,
+    /// Attached: pause the target at the end to scan it for leak kinds.
+    pub leak_check: bool,
 }
 
-pub fn run(args: RecordArgs) -> Result<i32> {
+pub fn run(mut args: RecordArgs) -> Result<i32> {
     session::install_sigint()?;
+    if args.leak_check && matches!(args.target, Target::Pid(_)) && args.tracing.follow {
+        // The pause for the scan ptraces the target: the follower cannot.
+        eprintln!("tm-tui: note: --leak-check records the attached process alone (children are not followed)");
+        args.tracing.follow = false;
+    }
     let mut session = session::start(
         &args.target,
         args.ringbuf_bytes,
@@ -59,9 +66,31 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         eprintln!("tm-tui: {}", probes_line(tl.probes()));
     }
     let mut crashed = false;
+    let attached = session.child.is_none();
+    if args.leak_check && !attached {
+        eprintln!("tm-tui: note: --leak-check is for attached processes; a launched program is scanned at its exit anyway");
+    }
+    // The target is paused, then the recorder sends all it had (every
+    // event made before the pause), then its memory is read and it runs
+    // on; only then does the recording stop (detaching probes is slow).
+    let mut paused: Option<pause::Paused> = None;
+    let mut pause_tried = false;
     let end = loop {
-        if session::interrupted() {
-            session.recorder.stop();
+        if session::interrupted() && paused.is_none() {
+            if args.leak_check && attached && !pause_tried {
+                pause_tried = true;
+                match pause::pause(meta.pid) {
+                    Ok(p) => {
+                        paused = Some(p);
+                        ing.synced = 0;
+                        session.recorder.sync();
+                    }
+                    Err(e) => eprintln!("tm-tui: no leak scan: {e:#}"),
+                }
+            }
+            if paused.is_none() {
+                session.recorder.stop();
+            }
         }
         let msg = match session.rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => m,
@@ -74,6 +103,12 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         if let Some(reason) = ing.handle(&mut tl, msg)? {
             break reason;
         }
+        if ing.synced > 0 {
+            if let Some(p) = paused.take() {
+                scan_paused(&mut ing, &mut tl, p)?;
+                session.recorder.stop();
+            }
+        }
         if let (Some(c), false) = (tl.crash(), crashed) {
             crashed = true;
             if args.print_crash {
@@ -81,6 +116,16 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             }
         }
     };
+    if let Some(p) = paused {
+        // The recording ended before the recorder synced (the target
+        // exited meanwhile): the model has all there was.
+        scan_paused(&mut ing, &mut tl, p)?;
+    } else if args.leak_check && attached && !pause_tried {
+        eprintln!(
+            "tm-tui: no leak scan: pid {} ended before the recording was stopped",
+            meta.pid
+        );
+    }
     // A launched child ends with us (Ctrl-C reaches its process group too).
     let launched = session.child.is_some();
     let (exit_status, written) = session.finish(&mut ing, &mut tl, true)?;
@@ -115,10 +160,32 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         args.output.display(),
         written / 1024
     );
+    if let Some(k) = tl.leak_scan() {
+        use strum::IntoEnumIterator;
+        let kinds: Vec<String> = crate::event::LeakKind::iter()
+            .map(|kind| {
+                let t = k.total(kind);
+                format!("{} {} B in {} blocks", kind.words(), t.bytes, t.blocks)
+            })
+            .collect();
+        eprintln!("tm-tui: leak scan: {}", kinds.join(", "));
+    }
     Ok(match (launched, exit_status) {
         (true, Some(s)) => s.shell_code(),
         _ => 0,
     })
+}
+
+/// Scans the paused target, lets it go and says for how long it stopped.
+fn scan_paused(ing: &mut session::Ingest, tl: &mut Timeline, p: pause::Paused) -> Result<()> {
+    let r = ing.leak_scan(tl, &p.request());
+    let pid = p.pid;
+    let took = p.resume();
+    eprintln!(
+        "tm-tui: pid {pid} was paused {} to scan its memory for leaks, and runs on",
+        crate::model::diagnose::fmt_ns(took.as_nanos() as u64)
+    );
+    r
 }
 
 /// `probing 3 functions: f (prog), g (libx.so.1), …` (the first 8).

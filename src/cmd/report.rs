@@ -424,7 +424,73 @@ fn window_live_text(out: &mut String, sum: &Summary, from: usize, upto: usize) {
     }
 }
 
+/// valgrind's LEAK SUMMARY from the last leak scan.
+fn leak_summary_text(out: &mut String, sum: &Summary) {
+    use strum::IntoEnumIterator;
+    let Some(k) = sum.tl.leak_scan() else {
+        return;
+    };
+    let s = &k.scan;
+    let _ = writeln!(
+        out,
+        "\nLEAK SUMMARY (memory of pid {} scanned {}, {} of roots and {} of blocks read; target {} {}):",
+        s.pid,
+        match s.trigger {
+            crate::event::ScanTrigger::Exit => "at its exit",
+            crate::event::ScanTrigger::Paused => "while paused",
+        },
+        crate::model::present::bytes(s.root_bytes),
+        crate::model::present::bytes(s.block_bytes),
+        match s.trigger {
+            crate::event::ScanTrigger::Exit => "held",
+            crate::event::ScanTrigger::Paused => "paused",
+        },
+        crate::model::diagnose::fmt_ns(s.paused_ns),
+    );
+    for kind in crate::event::LeakKind::iter() {
+        let t = k.total(kind);
+        let _ = writeln!(
+            out,
+            "  {:>15}: {} bytes in {} blocks",
+            kind.words(),
+            t.bytes,
+            t.blocks
+        );
+    }
+    for c in &s.caveats {
+        let _ = writeln!(out, "  caveat: {c}");
+    }
+    if k.unmatched > 0 {
+        let _ = writeln!(
+            out,
+            "  caveat: {} scanned blocks were not live in the recording (a damaged or cut trace?)",
+            k.unmatched
+        );
+    }
+}
+
+/// How a group's blocks were found by the last leak scan: `  definitely
+/// lost` or `  2 definitely lost, 1 still reachable`; empty without one.
+fn kinds_text(g: &crate::model::leaks::LeakGroup) -> String {
+    use strum::IntoEnumIterator;
+    let present: Vec<_> = crate::event::LeakKind::iter()
+        .filter(|k| g.by_kind[*k as usize].blocks > 0)
+        .collect();
+    match present.as_slice() {
+        [] => String::new(),
+        [k] if g.by_kind[*k as usize].blocks == g.blocks => format!("  {}", k.words()),
+        ks => format!(
+            "  {}",
+            ks.iter()
+                .map(|k| format!("{} {}", g.by_kind[*k as usize].blocks, k.words()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 fn leaks_text(out: &mut String, sum: &Summary) {
+    leak_summary_text(out, sum);
     let groups = sum.tl.leak_groups();
     if groups.is_empty() {
         return;
@@ -439,7 +505,7 @@ fn leaks_text(out: &mut String, sum: &Summary) {
     for g in groups.iter().take(TEXT_LEAKS) {
         let _ = writeln!(
             out,
-            "  {:>10} B in {:>6} blocks  oldest {:>9} ago  {:>+10.0} B/s  {}{}",
+            "  {:>10} B in {:>6} blocks  oldest {:>9} ago  {:>+10.0} B/s  {}{}{}",
             g.bytes,
             g.blocks,
             crate::model::diagnose::fmt_ns(end.saturating_sub(g.oldest_ts)),
@@ -447,6 +513,7 @@ fn leaks_text(out: &mut String, sum: &Summary) {
             sum.tl
                 .site(g.stack)
                 .unwrap_or_else(|| "(no stack)".to_string()),
+            kinds_text(g),
             if g.suspected { "  SUSPECTED LEAK" } else { "" }
         );
     }
@@ -716,6 +783,7 @@ mod tests {
             end: None,
             damage: None,
             skipped: Vec::new(),
+            leak_scans: Vec::new(),
         }
     }
 

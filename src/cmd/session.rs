@@ -211,6 +211,9 @@ pub fn start(
             }
         }
     }
+    // Held in its exit, a launched target's memory is scanned for leak
+    // kinds (it costs the scan's time at its exit, nothing before).
+    cfg.exit_scan = alloc_on;
     cfg.families = tracing.families;
     let probe_table: Vec<Probe> = resolved.iter().map(|r| r.probe.clone()).collect();
     cfg.probes = resolved;
@@ -345,6 +348,8 @@ pub struct Ingest {
     writer: Option<TraceWriter>,
     symbols: Symbols,
     pub exit_status: Option<ExitStatus>,
+    /// [`Msg::Synced`] markers received.
+    pub synced: u64,
     /// What the user should know once: modules without unwind info or
     /// symbols, from the recorder and the symbolizer.
     pub notes: Vec<String>,
@@ -356,6 +361,7 @@ impl Ingest {
             writer,
             symbols: Symbols::new(),
             exit_status: None,
+            synced: 0,
             notes: Vec::new(),
         }
     }
@@ -413,9 +419,35 @@ impl Ingest {
                 }
                 tl.note_lost(l);
             }
+            Msg::LeakScan(req) => {
+                self.leak_scan(tl, &req)?;
+                if let Some(done) = &req.done {
+                    let _ = done.send(());
+                }
+            }
+            Msg::Synced => self.synced += 1,
             Msg::End(reason) => return Ok(Some(reason)),
         }
         Ok(None)
+    }
+
+    /// Scans the stopped target for the kinds of the blocks live now, into
+    /// the trace file and the timeline; a scan that fails is a note.
+    pub fn leak_scan(
+        &mut self,
+        tl: &mut Timeline,
+        req: &crate::recorder::scan::Request,
+    ) -> Result<()> {
+        match crate::cmd::leakscan::run(tl, req) {
+            Ok(scan) => {
+                if let Some(w) = &mut self.writer {
+                    w.write_leak_scan(&scan)?;
+                }
+                tl.add_leak_scan(scan);
+            }
+            Err(e) => self.notes.push(format!("no leak scan: {e:#}")),
+        }
+        Ok(())
     }
 
     fn take_symbol_notes(&mut self, ending: bool) {

@@ -5,8 +5,10 @@
 
 use std::collections::VecDeque;
 
+use crate::event::LeakKind;
 use crate::event::StackId;
 use crate::model::heap::{Change, HeapIndex};
+use crate::model::leakkinds::{ByKind, KindsAt};
 use crate::model::site_in;
 use crate::model::store::EventStore;
 use crate::util::hash::FxMap;
@@ -80,6 +82,17 @@ pub struct LeakGroup {
     /// Outstanding bytes only grew over the window (≥ 3 allocations,
     /// no free).
     pub suspected: bool,
+    /// Its blocks by the kind the last leak scan gave them (blocks born
+    /// since are in none).
+    pub by_kind: ByKind,
+}
+
+impl LeakGroup {
+    /// The worst kind among its blocks, if a scan saw any of them.
+    pub fn kind(&self) -> Option<LeakKind> {
+        use strum::IntoEnumIterator;
+        LeakKind::iter().find(|k| self.by_kind[*k as usize].blocks > 0)
+    }
 }
 
 pub struct Leaks {
@@ -132,11 +145,17 @@ impl Leaks {
         heap: &HeapIndex,
         store: &EventStore,
         sites: &[StackId],
+        kinds: Option<&KindsAt>,
     ) -> Vec<LeakGroup> {
-        let mut oldest: FxMap<Option<StackId>, u64> = FxMap::default();
+        let mut oldest: FxMap<Option<StackId>, (u64, ByKind)> = FxMap::default();
         for b in heap.now(store) {
-            let o = oldest.entry(site_in(sites, b.stack)).or_insert(b.ts);
-            *o = (*o).min(b.ts);
+            let o = oldest
+                .entry(site_in(sites, b.stack))
+                .or_insert((b.ts, ByKind::default()));
+            o.0 = o.0.min(b.ts);
+            if let Some(k) = kinds.and_then(|k| k.kind(b.alloc)) {
+                o.1[k as usize].add(b.size);
+            }
         }
         let now = self.now;
         let from = now
@@ -159,13 +178,14 @@ impl Leaks {
                     stack: *stack,
                     blocks: g.blocks,
                     bytes: g.bytes,
-                    oldest_ts: oldest.get(stack).copied().unwrap_or(now),
+                    oldest_ts: oldest.get(stack).map_or(now, |o| o.0),
                     allocs: g.allocs,
                     frees: g.frees,
                     growth_bytes_per_s: growth,
                     suspected: !freed_in_window
                         && g.allocs - allocs0 >= MIN_SUSPECT_ALLOCS
                         && g.bytes > bytes0,
+                    by_kind: oldest.get(stack).map_or_else(ByKind::default, |o| o.1),
                 }
             })
             .collect();

@@ -32,12 +32,14 @@ use nix::unistd::{self, getpid, Pid};
 use crate::event::ExitStatus;
 
 /// Why a tracee is held for the recorder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HoldWhy {
     /// At the program's entry point, libraries mapped: load their tables.
     Entry,
-    /// In its exit, maps still readable: drain what it produced.
-    Exit,
+    /// In its exit, maps and memory still there: drain what it produced;
+    /// the leader's general registers (see
+    /// [`crate::recorder::scan::gp_regs`]), for a leak scan.
+    Exit { regs: Vec<u64> },
     /// A new child process, stopped before its first instruction: attach
     /// its probes.
     Fork { parent: u32 },
@@ -59,8 +61,10 @@ pub struct ExitHold {
     pub holds: Receiver<Hold>,
 }
 
-/// How long a tracee waits for the recorder at most.
+/// How long a tracee waits for the recorder at most; in its exit, for the
+/// recorder and a leak scan.
 const HOLD_LIMIT: Duration = Duration::from_secs(5);
+const EXIT_HOLD: Duration = Duration::from_secs(30);
 
 /// A launched child, held before exec until [`Child::resume`].
 pub struct Child {
@@ -289,12 +293,17 @@ fn options(follow: bool) -> ptrace::Options {
 
 /// Hold a tracee for the recorder until it answers (or the limit).
 fn hold(holds: &Sender<Hold>, pid: u32, why: HoldWhy) {
+    let limit = if matches!(why, HoldWhy::Exit { .. }) {
+        EXIT_HOLD
+    } else {
+        HOLD_LIMIT
+    };
     let (done, wait) = bounded(1);
     if holds
         .send_timeout(Hold { pid, why, done }, HOLD_LIMIT)
         .is_ok()
     {
-        let _ = wait.recv_timeout(HOLD_LIMIT);
+        let _ = wait.recv_timeout(limit);
     }
 }
 
@@ -409,7 +418,12 @@ impl Tracees {
             }
             // Maps are readable until we let it go: have the recorder drain
             // now (the leader's exit: the process's last look).
-            libc::PTRACE_EVENT_EXIT if t as u32 == pid => hold(holds, pid, HoldWhy::Exit),
+            libc::PTRACE_EVENT_EXIT if t as u32 == pid => {
+                let regs = ptrace::getregs(tid)
+                    .map(|r| crate::recorder::scan::gp_regs(&r))
+                    .unwrap_or_default();
+                hold(holds, pid, HoldWhy::Exit { regs });
+            }
             libc::PTRACE_EVENT_EXIT => {}
             // Group-stop (SIGSTOP, SIGTSTP): stay stopped as untraced. The
             // same event with SIGTRAP is the SIGCONT that ended it: run on

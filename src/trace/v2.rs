@@ -88,6 +88,8 @@ pub(super) fn decode(tag: Tag, payload: &[u8]) -> DecResult<Record> {
             end_mono_ns: d.u64()?,
             status: d.opt_status()?,
         }),
+        // Written only since version 5.
+        Tag::LeakScan => return Err("a leak scan record in a version 1 or 2 file"),
     };
     if !d.buf.is_empty() {
         return Err("trailing bytes");

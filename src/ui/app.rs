@@ -73,6 +73,23 @@ pub struct SiteRow {
     /// From the live leak analysis (as of the newest event).
     pub growth: f64,
     pub suspected: bool,
+    /// The worst kind the last leak scan gave its blocks.
+    pub kind: Option<crate::event::LeakKind>,
+}
+
+impl SiteRow {
+    /// The flag before its site: how the leak scan found its blocks
+    /// (valgrind's words, shortened), else `LEAK? ` when it only grew.
+    pub fn flag(&self) -> &'static str {
+        use crate::event::LeakKind;
+        match self.kind {
+            Some(LeakKind::DefinitelyLost) => "LOST ",
+            Some(LeakKind::IndirectlyLost) => "LOST(ind) ",
+            Some(LeakKind::PossiblyLost) => "LOST? ",
+            _ if self.suspected => "LEAK? ",
+            _ => "",
+        }
+    }
 }
 
 pub struct App {
@@ -100,6 +117,8 @@ pub struct App {
     /// A one-line notice (errors of the last key, "no crash", …).
     pub message: Option<String>,
     pub quit: bool,
+    /// `L` asked for a leak scan (the live loop hands it to its feed).
+    pub leak_scan: bool,
     /// Events per second, measured by the live loop.
     pub rate: f64,
     /// How far the live view is behind the recording.
@@ -114,8 +133,11 @@ pub struct App {
     blocks_at: Option<Idx>,
     diagnosis: Option<(Idx, Option<Diagnosis>)>,
     /// Growth and suspicion per allocation stack, as of `.0` events.
-    leaks: (Idx, crate::util::hash::FxMap<Option<StackId>, (f64, bool)>),
+    leaks: (Idx, crate::util::hash::FxMap<Option<StackId>, SiteLeak>),
 }
+
+/// A site's growth, suspicion and leak-scan kind.
+type SiteLeak = (f64, bool, Option<crate::event::LeakKind>);
 
 /// Nice time steps for `[` / `]`: the largest not above a tenth of the
 /// visible span.
@@ -150,6 +172,7 @@ impl App {
             help: false,
             message: None,
             quit: false,
+            leak_scan: false,
             rate: 0.0,
             lag: crate::ui::Lag::default(),
             ended: false,
@@ -211,7 +234,7 @@ impl App {
                 self.tl
                     .leak_groups()
                     .into_iter()
-                    .map(|g| (g.stack, (g.growth_bytes_per_s, g.suspected)))
+                    .map(|g| (g.stack, (g.growth_bytes_per_s, g.suspected, g.kind())))
                     .collect(),
             );
         }
@@ -221,7 +244,8 @@ impl App {
             .group_by_site(&self.blocks)
             .into_iter()
             .map(|g| {
-                let (growth, suspected) = leaks.get(&g.stack).copied().unwrap_or((0.0, false));
+                let (growth, suspected, kind) =
+                    leaks.get(&g.stack).copied().unwrap_or((0.0, false, None));
                 SiteRow {
                     stack: g.stack,
                     blocks: g.blocks,
@@ -229,6 +253,7 @@ impl App {
                     oldest_ts: g.oldest_ts,
                     growth,
                     suspected,
+                    kind,
                 }
             })
             .collect();
@@ -599,6 +624,7 @@ impl App {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => self.quit = true,
             KeyCode::Char('?') => self.help = true,
+            KeyCode::Char('L') => self.leak_scan = true,
             KeyCode::Up | KeyCode::Down if self.pane == Pane::Heap => {
                 let n = self.heap_rows();
                 if k.code == KeyCode::Up {

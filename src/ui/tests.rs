@@ -577,3 +577,48 @@ fn call_filter_selects_calls_and_returns_of_matching_probes() {
     press(&mut app, &[KeyCode::Char('n')]);
     assert_eq!(app.cursor, Some(3));
 }
+
+#[test]
+fn a_leak_scan_flags_the_heap_sites_with_its_kinds() {
+    use crate::event::{LeakKind, LeakScan, ScanTrigger, ScannedBlock};
+    let mut tl = recording();
+    let scan = |kinds: [LeakKind; 2]| LeakScan {
+        pid: 4242,
+        ts: T0 + 20_000_000,
+        trigger: ScanTrigger::Exit,
+        paused_ns: 1_000_000,
+        root_bytes: 4096,
+        block_bytes: 128,
+        caveats: Vec::new(),
+        blocks: vec![
+            ScannedBlock {
+                ptr: 0x3000,
+                size: 64,
+                kind: kinds[0],
+            },
+            ScannedBlock {
+                ptr: 0x4000,
+                size: 64,
+                kind: kinds[1],
+            },
+        ],
+    };
+    tl.add_leak_scan(scan([LeakKind::StillReachable, LeakKind::StillReachable]));
+    let mut app = App::new(tl, Mode::Replay);
+    press(&mut app, &[KeyCode::Char('g')]);
+    app.refresh();
+    // Reachable only: no flag (nor the growth-only guess).
+    assert_eq!(app.sites()[0].kind, Some(LeakKind::StillReachable));
+    let s = text(&screen(&app, 100, 24, COLOR));
+    assert!(!s.contains("LOST"), "{s}");
+
+    let mut tl = recording();
+    tl.add_leak_scan(scan([LeakKind::StillReachable, LeakKind::DefinitelyLost]));
+    let mut app = App::new(tl, Mode::Replay);
+    press(&mut app, &[KeyCode::Char('g')]);
+    app.refresh();
+    // The worst kind of the site's blocks.
+    assert_eq!(app.sites()[0].kind, Some(LeakKind::DefinitelyLost));
+    let s = text(&screen(&app, 100, 24, COLOR));
+    assert!(s.contains("LOST remember"), "{s}");
+}

@@ -719,11 +719,12 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 .skip(first)
                 .take(rows_n)
                 .map(|(i, s)| {
+                    let flag = s.flag();
                     let site = fit(
                         &app.tl.site(s.stack).unwrap_or_else(|| "?".into()),
-                        site_w.saturating_sub(if s.suspected { 6 } else { 0 }),
+                        site_w.saturating_sub(flag.chars().count()),
                     );
-                    let style = if s.suspected {
+                    let style = if !flag.is_empty() {
                         theme.alert()
                     } else {
                         Style::default()
@@ -733,10 +734,7 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                         Cell::from(s.blocks.to_string()),
                         Cell::from(fmt_ns(now.saturating_sub(s.oldest_ts))),
                         Cell::from(growth(s.growth)),
-                        Cell::from(Span::styled(
-                            format!("{}{site}", if s.suspected { "LEAK? " } else { "" }),
-                            style,
-                        )),
+                        Cell::from(Span::styled(format!("{flag}{site}"), style)),
                     ])
                     .style(sel_style(i))
                 })
@@ -987,6 +985,7 @@ const HELP: &[(&str, &str)] = &[
     ("g / s", "heap by block or site / sort"),
     ("+ / -", "zoom the bar around the cursor"),
     ("click on the bar", "go to that moment"),
+    ("L", "leak kinds now (attached: pauses it)"),
     ("Ctrl-L", "repaint the screen"),
     ("q, Ctrl-C", "quit"),
 ];

@@ -37,6 +37,8 @@ pub struct Report {
     exit: Option<Exit>,
     families: Vec<&'static str>,
     heap: Heap,
+    /// valgrind's LEAK SUMMARY from the last leak scan; null without one.
+    leak_summary: Option<LeakSummary>,
     leaks: Vec<Leak>,
     probes: Vec<Probe>,
     /// The root process first, then each child followed (the top-level
@@ -195,6 +197,43 @@ pub struct Frame {
     truncated_after: Option<String>,
 }
 
+/// Blocks and bytes.
+#[derive(Serialize)]
+pub struct KindTotal {
+    blocks: u64,
+    bytes: u64,
+}
+
+impl From<crate::model::leakkinds::Total> for KindTotal {
+    fn from(t: crate::model::leakkinds::Total) -> Self {
+        KindTotal {
+            blocks: t.blocks,
+            bytes: t.bytes,
+        }
+    }
+}
+
+/// A scan of the target's memory for pointers to its live blocks.
+#[derive(Serialize)]
+pub struct LeakSummary {
+    /// Bytes of live blocks read.
+    block_bytes: u64,
+    /// What makes the kinds less than exact; empty when nothing does.
+    caveats: Vec<String>,
+    definitely_lost: KindTotal,
+    indirectly_lost: KindTotal,
+    /// How long the target was stopped for it.
+    paused_ns: u64,
+    pid: u32,
+    possibly_lost: KindTotal,
+    /// Bytes of roots read (data, bss, stacks, other anonymous memory).
+    root_bytes: u64,
+    still_reachable: KindTotal,
+    time_ns: u64,
+    /// "exit" (a launched target held in its exit) or "paused".
+    trigger: &'static str,
+}
+
 /// The blocks live at the end from one allocation stack.
 #[derive(Serialize)]
 pub struct Leak {
@@ -203,6 +242,11 @@ pub struct Leak {
     bytes: u64,
     frees: u64,
     growth_bytes_per_s: f64,
+    /// The worst kind the last leak scan gave its blocks; null without a
+    /// scan (or for blocks born after it).
+    kind: Option<&'static str>,
+    /// Its blocks by kind (the kinds found only).
+    kinds: BTreeMap<&'static str, KindTotal>,
     oldest_age_ns: u64,
     oldest_ns: u64,
     site: Option<String>,
@@ -472,6 +516,22 @@ impl Report {
                 live_bytes: heap.totals.live_bytes,
                 unknown_frees: heap.totals.unknown_frees,
             },
+            leak_summary: sum.tl.leak_scan().map(|k| {
+                use crate::event::LeakKind as K;
+                LeakSummary {
+                    block_bytes: k.scan.block_bytes,
+                    caveats: k.scan.caveats.clone(),
+                    definitely_lost: k.total(K::DefinitelyLost).into(),
+                    indirectly_lost: k.total(K::IndirectlyLost).into(),
+                    paused_ns: k.scan.paused_ns,
+                    pid: k.scan.pid,
+                    possibly_lost: k.total(K::PossiblyLost).into(),
+                    root_bytes: k.scan.root_bytes,
+                    still_reachable: k.total(K::StillReachable).into(),
+                    time_ns: k.scan.ts.saturating_sub(start),
+                    trigger: k.scan.trigger.into(),
+                }
+            }),
             leaks: sum
                 .tl
                 .leak_groups()
@@ -482,6 +542,14 @@ impl Report {
                     bytes: g.bytes,
                     frees: g.frees,
                     growth_bytes_per_s: g.growth_bytes_per_s,
+                    kind: g.kind().map(crate::event::LeakKind::name),
+                    kinds: {
+                        use strum::IntoEnumIterator;
+                        crate::event::LeakKind::iter()
+                            .filter(|k| g.by_kind[*k as usize].blocks > 0)
+                            .map(|k| (k.name(), g.by_kind[k as usize].into()))
+                            .collect()
+                    },
                     oldest_age_ns: sum.end_ns.saturating_sub(g.oldest_ts),
                     oldest_ns: g.oldest_ts.saturating_sub(start),
                     site: sum.tl.site(g.stack),
