@@ -99,12 +99,17 @@ struct TraceArgs {
     /// through exec; tm-tui then ptraces the target).
     #[arg(long)]
     no_follow: bool,
+    /// Attached: record the target's child processes already running too
+    /// (nginx's workers, a prefork server's children), from now on.
+    #[arg(long, conflicts_with = "no_follow")]
+    children: bool,
 }
 
 impl TraceArgs {
     fn tracing(self) -> session::Tracing {
         session::Tracing {
             follow: !self.no_follow,
+            children: self.children,
             families: self.families,
             probes: self.probes.into_iter().chain(self.probe_entries).collect(),
         }

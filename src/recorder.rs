@@ -205,6 +205,9 @@ pub struct Config {
     pub exit_hold: Option<launch::ExitHold>,
     /// Follow child processes (the tracer thread holds each at its fork).
     pub follow: bool,
+    /// Attached: child processes already running to record too
+    /// (pid, ppid), parents first.
+    pub adopt: Vec<(u32, u32)>,
     /// While a launched target is held in its exit, have its memory
     /// scanned for leak kinds ([`Msg::LeakScan`]).
     pub exit_scan: bool,
@@ -226,6 +229,7 @@ impl Config {
             await_exec: false,
             exit_hold: None,
             follow: false,
+            adopt: Vec::new(),
             exit_scan: false,
             bare_probes: false,
             families: Families::default(),
@@ -1489,6 +1493,44 @@ fn poll_loop(
     let mut plinks: FxMap<u32, Vec<Link>> = FxMap::default();
     let mut allocs: FxMap<u32, Option<Allocator>> = FxMap::default();
     allocs.insert(cfg.pid, cfg.allocator.clone());
+    // Children already running (--children): followed from now on, with
+    // their own allocator and unwind tables.
+    for &(pid, _) in &cfg.adopt {
+        let one = 1u32.to_ne_bytes();
+        if skel
+            .maps
+            .procs
+            .update(&pid.to_ne_bytes(), &one, MapFlags::ANY)
+            .is_err()
+        {
+            let _ = tx.send(Msg::Note(format!(
+                "child {pid} is not recorded: too many processes"
+            )));
+            continue;
+        }
+        let alloc = if cfg.allocator.is_some() {
+            discover::for_pid(pid).ok()
+        } else {
+            None
+        };
+        {
+            let mut d = decoder.borrow_mut();
+            d.new_process(pid);
+            d.switch_to(pid);
+            d.sync_code();
+        }
+        match attach_process(skel, pid, alloc.as_ref(), &[]) {
+            Ok(l) => {
+                plinks.insert(pid, l);
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Note(format!(
+                    "child {pid} is recorded without its allocator: {e:#}"
+                )));
+            }
+        }
+        allocs.insert(pid, alloc);
+    }
     let end = loop {
         // Records are submitted without wakeups below a fill threshold:
         // take what is there in steps, and wait on a short timer when the

@@ -321,7 +321,12 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
                 out,
                 "  pid {:<7} {:<12} {:<24} {} allocs, {} frees, {} live blocks ({} bytes) at {}{}{}",
                 pr.pid,
-                pr.ppid.map_or("root".to_string(), |pp| format!("ppid {pp}")),
+                match (p, pr.ppid) {
+                    (0, _) => "root".to_string(),
+                    (_, Some(pp)) => format!("ppid {pp}"),
+                    // Already running when recording began (--children).
+                    (_, None) => "was running".to_string(),
+                },
                 pr.exit.map_or("running at the end".to_string(), |s| s.to_string()),
                 h.allocs,
                 h.frees,
@@ -339,7 +344,6 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
                     String::new()
                 },
             );
-            let _ = p;
             if let Some(c) = pr.crash {
                 if let Some(d) = sum.tl.diagnosis_at(c) {
                     let _ = writeln!(out, "            crashed: {}", d.summary);

@@ -31,6 +31,8 @@ pub struct Tracing {
     pub families: Families,
     /// Follow child processes (fork, vfork, exec).
     pub follow: bool,
+    /// Attached: include the child processes already running.
+    pub children: bool,
     /// `--probe` specs, resolved when the target's modules are known.
     pub probes: Vec<crate::recorder::probes::Spec>,
 }
@@ -69,6 +71,41 @@ pub fn require_root() -> Result<()> {
         bail!("tm-tui needs root to load eBPF programs (CAP_BPF, CAP_PERFMON): run it with sudo");
     }
     Ok(())
+}
+
+/// The processes descended from `pid` now, parents before children:
+/// (pid, ppid).
+pub fn descendants(pid: u32) -> Vec<(u32, u32)> {
+    let mut ppid_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // Field 4 (ppid), after the parenthesized command name.
+            if let Some(pp) = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split(' ').nth(1))
+                .and_then(|f| f.parse::<u32>().ok())
+            {
+                ppid_of.push((p, pp));
+            }
+        }
+    }
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(p, pp) in &ppid_of {
+            if pp == parent && !out.iter().any(|(q, _)| *q == p) {
+                out.push((p, pp));
+                frontier.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// The command line of a running process, or why it cannot be traced.
@@ -200,10 +237,30 @@ pub fn start(
     cfg.follow = tracing.follow;
     let follower_stop = Arc::new(AtomicBool::new(false));
     let mut follow_warning = None;
+    let mut follow_warning_children = None;
+    let running = if child.is_none() {
+        descendants(pid)
+    } else {
+        Vec::new()
+    };
+    if !running.is_empty() && !(tracing.children && tracing.follow) {
+        let pids: Vec<String> = running.iter().take(8).map(|(p, _)| p.to_string()).collect();
+        follow_warning_children = Some(format!(
+            "pid {pid} has {} child process(es) already running (pid {}{}): they are not recorded; --children includes them",
+            running.len(),
+            pids.join(", "),
+            if running.len() > 8 { ", …" } else { "" }
+        ));
+    }
+    if tracing.follow && tracing.children {
+        cfg.adopt = running.clone();
+    }
     if tracing.follow && child.is_none() {
-        // Attached: seize the target's threads to hold its children at
-        // their fork (released when the recording ends).
-        match launch::follow_attached(pid, Arc::clone(&follower_stop)) {
+        // Attached: seize the target's threads (and its adopted children's)
+        // to hold its children at their fork (released when the recording
+        // ends).
+        let adopt: Vec<u32> = cfg.adopt.iter().map(|(p, _)| *p).collect();
+        match launch::follow_attached(pid, &adopt, Arc::clone(&follower_stop)) {
             Ok(h) => cfg.exit_hold = Some(h),
             Err(e) => {
                 cfg.follow = false;
@@ -240,6 +297,7 @@ pub fn start(
         .into_iter()
         .chain(stepped)
         .chain(follow_warning)
+        .chain(follow_warning_children)
         .collect();
     Ok(Session {
         meta,

@@ -514,51 +514,58 @@ fn supervise(
 /// released (detached by the kernel) when the thread ends, on `stop`.
 pub fn follow_attached(
     pid: u32,
+    adopt: &[u32],
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<ExitHold> {
+    let adopt = adopt.to_vec();
     let (holds_tx, holds_rx) = bounded::<Hold>(16);
     let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
     thread::Builder::new()
         .name("tm-follow".into())
         .spawn(move || {
             let mut t = Tracees::default();
-            // Threads started while seizing: list again until none is new.
-            loop {
-                let mut new = 0;
-                let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let _ =
-                            ready_tx.send(Err(anyhow!("cannot list the threads of {pid}: {e}")));
-                        return;
-                    }
-                };
-                for e in tasks.flatten() {
-                    let Some(tid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
-                    else {
-                        continue;
-                    };
-                    if t.tasks.contains_key(&tid) {
-                        continue;
-                    }
-                    match ptrace::seize(Pid::from_raw(tid), options(true)) {
-                        Ok(()) => {
-                            t.tasks.insert(tid, pid);
-                            new += 1;
-                        }
-                        // Gone meanwhile: fine.
-                        Err(Errno::ESRCH) => {}
+            // The target's threads (and its adopted children's); threads
+            // started while seizing: list again until none is new.
+            for (i, proc_pid) in std::iter::once(pid).chain(adopt).enumerate() {
+                loop {
+                    let mut new = 0;
+                    let tasks = match std::fs::read_dir(format!("/proc/{proc_pid}/task")) {
+                        Ok(d) => d,
+                        // An adopted child gone meanwhile: fine.
+                        Err(_) if i > 0 => break,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(anyhow!(
-                                "cannot ptrace thread {tid} of {pid} to follow its children: {e} \
-                                 (another debugger? --no-follow records without)"
-                            )));
+                            let _ = ready_tx
+                                .send(Err(anyhow!("cannot list the threads of {proc_pid}: {e}")));
                             return;
                         }
+                    };
+                    for e in tasks.flatten() {
+                        let Some(tid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
+                        else {
+                            continue;
+                        };
+                        if t.tasks.contains_key(&tid) {
+                            continue;
+                        }
+                        match ptrace::seize(Pid::from_raw(tid), options(true)) {
+                            Ok(()) => {
+                                t.tasks.insert(tid, proc_pid);
+                                new += 1;
+                            }
+                            // Gone meanwhile: fine.
+                            Err(Errno::ESRCH) => {}
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(anyhow!(
+                                    "cannot ptrace thread {tid} of {proc_pid} to follow its children: {e} \
+                                     (another debugger? --no-follow records without)"
+                                )));
+                                return;
+                            }
+                        }
                     }
-                }
-                if new == 0 {
-                    break;
+                    if new == 0 {
+                        break;
+                    }
                 }
             }
             // Marks the root's exec as not the launch's first.

@@ -236,3 +236,108 @@ fn exec_drops_the_old_heap_and_probes_the_new_allocator() {
     );
     assert_eq!(r["heap"]["live_blocks"], h["live_blocks"]);
 }
+
+/// A server-like parent: one worker already running when tm-tui attaches,
+/// a second forked a second later; each worker allocates and frees 64-byte
+/// blocks, the second exactly 100.
+const PREFORK: &str = r#"
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+__attribute__((noinline)) void old_worker(void)
+{
+	for (int i = 0; i < 150; i++) {
+		free(malloc(64));
+		usleep(10000);
+	}
+}
+
+__attribute__((noinline)) void new_worker(void)
+{
+	for (int i = 0; i < 100; i++)
+		free(malloc(64));
+}
+
+int main(void)
+{
+	if (fork() == 0) {
+		old_worker();
+		_exit(0);
+	}
+	sleep(1);
+	if (fork() == 0) {
+		new_worker();
+		_exit(0);
+	}
+	while (wait(0) > 0)
+		;
+	return 0;
+}
+"#;
+
+#[test]
+fn attached_children_old_and_new() {
+    if !bpf_or_skip("attached_children") {
+        return;
+    }
+    let prog = compile("cc", "prefork", "c", PREFORK, &["-O0", "-g"]);
+    let mut target = Command::new(&prog).spawn().expect("start prefork");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let trace = tmp().join("prefork.tmt");
+    let out = Command::new(bin())
+        .args(["record", "--children", "-o"])
+        .arg(&trace)
+        .arg(target.id().to_string())
+        .output()
+        .expect("run tm-tui record --children PID");
+    assert!(target.wait().expect("wait target").success());
+    assert_exit(&out, 0);
+    let r = report_json(&trace, &[]);
+    assert_no_loss(&r);
+    let ps = processes(&r);
+    assert_eq!(
+        ps.len(),
+        3,
+        "the root, the running worker, the new one: {ps:#?}"
+    );
+    let root = u64::from(target.id());
+    // The worker already running: recorded from the attach on.
+    assert!(ps[1]["ppid"].is_null(), "{:#}", ps[1]);
+    let old = ps[1]["heap"]["allocs"].as_u64().expect("allocs");
+    assert!(old > 20, "the running worker's allocations: {old}");
+    // The worker forked while recording: from its first instruction.
+    assert_eq!(ps[2]["ppid"].as_u64(), Some(root));
+    assert_eq!(ps[2]["heap"]["allocs"], 100, "{:#}", ps[2]);
+    assert_eq!(ps[2]["heap"]["frees"], 100);
+    assert_eq!(ps[2]["exit"]["code"], 0);
+}
+
+#[test]
+fn attached_without_children_says_so() {
+    if !bpf_or_skip("attached_children_note") {
+        return;
+    }
+    let prog = compile("cc", "prefork2", "c", PREFORK, &["-O0", "-g"]);
+    let mut target = Command::new(&prog).spawn().expect("start prefork");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let trace = tmp().join("prefork2.tmt");
+    let out = Command::new(bin())
+        .args(["record", "-o"])
+        .arg(&trace)
+        .arg(target.id().to_string())
+        .output()
+        .expect("run tm-tui record PID");
+    assert!(target.wait().expect("wait target").success());
+    assert_exit(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1 child process(es) already running") && err.contains("--children"),
+        "{err}"
+    );
+    // The new worker is followed all the same; the old one is not.
+    let r = report_json(&trace, &[]);
+    let ps = processes(&r);
+    assert_eq!(ps.len(), 2, "{ps:#?}");
+    assert_eq!(ps[1]["heap"]["allocs"], 100);
+}

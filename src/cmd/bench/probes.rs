@@ -101,6 +101,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
             "probe work (3 args, stack)",
             Tracing {
                 follow: true,
+                children: false,
                 families: only(None),
                 probes: probe("work")?,
             },
@@ -109,6 +110,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
             "probe work(str, int) (+ a string)",
             Tracing {
                 follow: true,
+                children: false,
                 families: only(None),
                 probes: probe("work(str, int)")?,
             },
@@ -119,6 +121,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
             "no family (mmap & co filtered)",
             Tracing {
                 follow: true,
+                children: false,
                 families: only(None),
                 probes: Vec::new(),
             },
@@ -127,6 +130,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
             "--trace io",
             Tracing {
                 follow: true,
+                children: false,
                 families: only(Some(Family::Io)),
                 probes: Vec::new(),
             },
