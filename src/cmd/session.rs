@@ -243,7 +243,7 @@ pub fn start(
     } else {
         Vec::new()
     };
-    if !running.is_empty() && !(tracing.children && tracing.follow) {
+    if !(running.is_empty() || tracing.children && tracing.follow) {
         let pids: Vec<String> = running.iter().take(8).map(|(p, _)| p.to_string()).collect();
         follow_warning_children = Some(format!(
             "pid {pid} has {} child process(es) already running (pid {}{}): they are not recorded; --children includes them",
