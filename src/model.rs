@@ -16,6 +16,7 @@ pub mod heap;
 pub mod history;
 pub mod leaks;
 pub mod names;
+pub mod operand;
 pub mod present;
 pub mod spans;
 pub mod store;
