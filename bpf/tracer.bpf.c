@@ -1375,6 +1375,21 @@ int BPF_PROG(tm_signal_deliver, int sig, struct kernel_siginfo *info,
 							     (void *)(msgp + 4));
 	}
 
+	/* Return probes under way (the allocator's uretprobe when the signal
+	 * comes from inside malloc): their trampolines stand on the stack
+	 * where user space unwinds, so it needs the real return addresses. */
+	r->nrets = 0;
+	{
+		struct return_instance *ri = BPF_CORE_READ(task, utask, return_instances);
+
+		for (int i = 0; i < TM_SIG_RETS && ri; i++) {
+			r->rets[i][0] = BPF_CORE_READ(ri, stack);
+			r->rets[i][1] = BPF_CORE_READ(ri, orig_ret_vaddr);
+			r->nrets = i + 1;
+			ri = BPF_CORE_READ(ri, next);
+		}
+	}
+
 	/* The stack may end closer than the full copy: try smaller reads. */
 	r->copy_len = 0;
 	if (!bpf_probe_read_user(r->copy, TM_SIG_STACK_COPY, (void *)sp))

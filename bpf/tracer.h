@@ -25,6 +25,7 @@ enum tm_limit {
 	TM_SIG_INSN = 16,
 	TM_SIG_MSG = 256,
 	TM_COMM_LEN = 16,
+	TM_SIG_RETS = 16, /* pending return probes a signal record carries */
 };
 
 enum tm_kind {
@@ -153,7 +154,12 @@ struct tm_signal_rec {
 	__u64 regs[TM_SIG_REGS];
 	__u8 insn[TM_SIG_INSN];
 	__s32 msg_len; /* > 0: msg holds glibc's abort message (with NUL) */
+	__u32 nrets;   /* pending return probes of the thread, in rets */
+	/* Each: the stack slot a uretprobe's trampoline took over and the
+	 * return address it stands for (an allocator call under way). */
+	__u64 rets[TM_SIG_RETS][2];
 	__u32 copy_len;
+	__u32 _pad2;
 	char msg[TM_SIG_MSG];
 	__u8 copy[TM_SIG_STACK_COPY]; /* raw user stack from sp up */
 };

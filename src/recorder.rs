@@ -1167,7 +1167,11 @@ impl Decoder<'_> {
             bp: r.bp,
         };
         self.maps.refresh();
-        let open = self.open_calls.get(&r.h.tid).cloned().unwrap_or_default();
+        let mut open = self.open_calls.get(&r.h.tid).cloned().unwrap_or_default();
+        // The kernel's pending return probes of the thread (the allocator's
+        // included, which open_calls does not track).
+        let nrets = (r.nrets as usize).min(r.rets.len());
+        open.extend(r.rets[..nrets].iter().map(|[slot, ra]| (*slot, *ra)));
         let real_return = |slot: u64| open.iter().find(|(sp, _)| *sp == slot).map(|(_, ra)| *ra);
         let mut addrs =
             self.unwinder
