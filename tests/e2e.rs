@@ -11,6 +11,7 @@ mod e2e {
     pub mod heap;
     pub mod launch;
     pub mod probes;
+    pub mod signals;
     pub mod stacks;
     pub mod support;
     pub mod symbols;

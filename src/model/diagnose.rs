@@ -205,7 +205,7 @@ fn sender_text(s: Option<&SignalSender>, own_pid: u32) -> String {
             } else {
                 ""
             };
-            format!("pid {} ({comm}{own}), uid {}", s.pid, s.uid)
+            format!("pid {} ({comm}{own}, uid {})", s.pid, s.uid)
         }
         None => "a process (the recording does not say which)".to_string(),
     }
