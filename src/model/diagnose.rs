@@ -762,18 +762,25 @@ fn corruption_rule(
     m: &str,
     access: &Site,
 ) -> Option<Diagnosis> {
-    const HEAP_WORDS: [&str; 9] = [
-        "malloc",
-        "free(",
-        "realloc",
-        "corrupt",
-        "double free",
-        "munmap_chunk",
-        "tcache",
-        "chunk",
-        "invalid next size",
+    // How glibc's malloc_printerr messages begin (2.26 to 2.41); an
+    // assert() message begins with the program's name instead.
+    const GLIBC_HEAP: [&str; 14] = [
+        "malloc(): ",
+        "malloc_consolidate(): ",
+        "free(): ",
+        "_int_free(): ",
+        "realloc(): ",
+        "double free or corruption",
+        "corrupted size vs. prev_size",
+        "corrupted double-linked list",
+        "munmap_chunk(): ",
+        "mremap_chunk(): ",
+        "tcache_thread_shutdown(): ",
+        "malloc_check_get_size: ",
+        "memalign(): ",
+        "_int_realloc(): ",
     ];
-    if !HEAP_WORDS.iter().any(|w| m.contains(w)) {
+    if !GLIBC_HEAP.iter().any(|w| m.starts_with(w)) {
         return None;
     }
     let live = tl.heap.at(&tl.store, crash).unwrap_or_default();

@@ -776,7 +776,8 @@ impl WindowEvent {
                     EventKind::Free { ptr, .. } => (Some(*ptr), None),
                     EventKind::Mmap { ret, len, .. } => (u64::try_from(*ret).ok(), Some(*len)),
                     EventKind::Munmap { addr, len, .. } => (Some(*addr), Some(*len)),
-                    EventKind::Signal(s) => (Some(s.addr), None),
+                    // A sent signal's si_addr slot holds the sender's pid.
+                    EventKind::Signal(s) => (s.fault_addr(), None),
                     EventKind::Mremap { .. }
                     | EventKind::Brk { .. }
                     | EventKind::Spawn { .. }
