@@ -158,7 +158,12 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
         stack: sig.stack,
     };
     if sig.code <= 0 {
-        let own = sig.sender.as_ref().is_some_and(|s| s.pid == ev.pid);
+        // Recordings before trace format 5 have no sender: their SIGABRT
+        // is abort()'s, as it was read then.
+        let own = match &sig.sender {
+            Some(s) => s.pid == ev.pid,
+            None => sig.signo == SIGABRT,
+        };
         // A handler that caught a fault and raised it again: the cause is
         // the caught fault.
         if own {
