@@ -356,3 +356,46 @@ fn glibc_corrupted_top_size_names_the_overflowing_block() {
     let text = report_text(&trace);
     assert!(text.contains("DIAGNOSIS  heap-corruption"), "{text}");
 }
+
+const NEXTSIZE: &str = r#"#include <stdlib.h>
+#include <string.h>
+int main(void) {
+	void *fill[7];
+	for (int i = 0; i < 7; i++)
+		fill[i] = malloc(40);
+	char *a = malloc(40); /* the overflowing block */
+	char *b = malloc(40);
+	for (int i = 0; i < 7; i++)
+		free(fill[i]); /* the tcache bin is full: a's free checks more */
+	memset(a, 'y', 56); /* over b's size field */
+	free(a); /* the aborting free */
+	free(b);
+	return 0;
+}
+"#;
+
+#[test]
+fn glibc_invalid_next_size_names_the_freed_block_that_overflowed() {
+    if !bpf_or_skip("invalid_next_size") {
+        return;
+    }
+    // -O0: at -O1 gcc drops the malloc/free pairs of `fill`.
+    let prog = compile("gcc", "nextsize", "c", NEXTSIZE, &["-g", "-O0", "-w"]);
+    let trace = tmp().join("nextsize.tmt");
+    let out = record_launch(&trace, &[prog.to_str().expect("utf8")]);
+    assert_exit(&out, 134);
+    let r = report_json(&trace, &[]);
+    let d = &r["crash"]["diagnosis"];
+    assert_eq!(d["kind"], "heap-corruption", "{d}");
+    let m = d["message"].as_str().expect("message");
+    assert!(m.starts_with("free(): invalid next size"), "{m}");
+    assert_eq!(d["block"]["size"], 40, "{d}");
+    assert_eq!(
+        frame_line(&d["alloc_stack"], "main"),
+        Some(line(NEXTSIZE, "the overflowing block"))
+    );
+    assert_eq!(
+        frame_line(&d["free_stack"], "main"),
+        Some(line(NEXTSIZE, "the aborting free"))
+    );
+}
