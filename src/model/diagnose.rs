@@ -850,6 +850,13 @@ fn corruption_rule(
                      has no brk calls to bound the main arena)"
                 .to_string(),
         });
+        if !tl.meta.launched {
+            d.notes.push(
+                "tm-tui attached to a running process: blocks allocated before the recording \
+                 are unknown, and one of them could lie above this block"
+                    .to_string(),
+            );
+        }
         // A freed chunk glibc kept (tcache, fastbins) can sit between.
         let mut freed_above = 0u64;
         tl.store.heap_ops(tl.store.first()..crash, |_, op| {
