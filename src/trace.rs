@@ -524,15 +524,9 @@ fn newer_kind(payload: &[u8], version: u16) -> Option<String> {
     // An event's derived encoding starts with ts, pid (since version 5),
     // tid and the kind's index.
     let kind = if version >= 5 {
-        postcard::take_from_bytes::<(u64, u32, u32, u32)>(payload)
-            .ok()?
-            .0
-             .3
+        postcard::take_from_bytes::<(u64, u32, u32, u32)>(payload).ok()?.0 .3
     } else {
-        postcard::take_from_bytes::<(u64, u32, u32)>(payload)
-            .ok()?
-            .0
-             .2
+        postcard::take_from_bytes::<(u64, u32, u32)>(payload).ok()?.0 .2
     };
     let known = u32::try_from(EventKind::COUNT).ok()?;
     (kind >= known).then(|| format!("unknown event kind {kind}"))

@@ -170,9 +170,7 @@ pub fn run<B: Backend, F: Feed>(
     // flood of events costs no more frames than a quiet recording.
     let (mut dirty, mut urgent) = (true, true);
     let mut last_draw = Instant::now();
-    let mut size = terminal
-        .size()
-        .map_err(|e| anyhow!("cannot size the terminal: {e}"))?;
+    let mut size = terminal.size().map_err(|e| anyhow!("cannot size the terminal: {e}"))?;
     while !app.quit {
         if dirty && (urgent || last_draw.elapsed() >= FRAME) {
             // A few ms a frame at most: the UI never waits on a count.
