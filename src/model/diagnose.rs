@@ -875,19 +875,35 @@ fn corruption_rule(
         }
         return Some(d);
     }
-    // The messages of free(): the chunk being freed is the last free of
-    // this thread, which (free_rule found) was of a live block.
+    // The messages of free(): the chunk being freed is the free this
+    // thread made last (recorded at entry, so the one that aborted), of a
+    // live block (else free_rule would have spoken). Other messages (the
+    // bins' lists checked inside malloc) name no chunk tm-tui can find.
+    const FREE_PATH: [&str; 4] = [
+        "free(): ",
+        "double free or corruption",
+        "munmap_chunk(): ",
+        "_int_free(): ",
+    ];
     let lo = crash.saturating_sub(FREE_LOOKBACK).max(tl.store.first());
-    let freed = (lo..crash).rev().find_map(|i| {
-        if tl.store.tid(i) != Some(tid) {
-            return None;
-        }
-        match tl.store.heap_op(i)? {
-            HeapOp::Free { ptr } => Some((i, ptr)),
-            HeapOp::Realloc { old, .. } if old != 0 => Some((i, old)),
-            _ => None,
-        }
-    });
+    let freed = FREE_PATH
+        .iter()
+        .any(|w| m.starts_with(w))
+        .then(|| {
+            (lo..crash).rev().find_map(|i| {
+                if tl.store.tid(i) != Some(tid) {
+                    return None;
+                }
+                // The thread's last heap event, whatever it is.
+                Some(match tl.store.heap_op(i)? {
+                    HeapOp::Free { ptr } => Some((i, ptr)),
+                    HeapOp::Realloc { old, .. } if old != 0 => Some((i, old)),
+                    _ => None,
+                })
+            })
+        })
+        .flatten()
+        .flatten();
     let before_crash = tl
         .heap
         .at(&tl.store, freed.map_or(crash, |(i, _)| i))
@@ -895,8 +911,8 @@ fn corruption_rule(
     let block = freed.and_then(|(_, p)| before_crash.iter().find(|b| b.ptr == p).cloned());
     let (Some((fi, _)), Some(p)) = (freed, block) else {
         d.summary = format!(
-            "{head}: the allocator's bookkeeping was overwritten; the message does not name \
-             the chunk and no free of a live block precedes it on this thread"
+            "{head}: the allocator's bookkeeping was overwritten; tm-tui cannot tell from the \
+             message and the recording which chunk"
         );
         return Some(d);
     };

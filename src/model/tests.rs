@@ -1001,3 +1001,23 @@ fn corrupted_top_size_names_the_highest_live_block() {
     assert_eq!(d.kind, DiagKind::Unknown);
     assert!(d.summary.contains("Assertion `x' failed"), "{}", d.summary);
 }
+
+#[test]
+fn a_malloc_list_check_names_no_chunk_an_earlier_free_is_not_blamed() {
+    let mut r = Rec::new();
+    r.alloc(0x5000, 40, "a");
+    r.free(0x5000, "drop_a");
+    r.alloc(0x6000, 40, "b");
+    let mut s = signal(6, -6, 1, false);
+    s.sender = Some(crate::event::SignalSender {
+        pid: 1,
+        uid: 0,
+        comm: "app".into(),
+    });
+    s.message = Some("malloc(): unsorted double linked list corrupted".into());
+    r.push(1, EventKind::Signal(Box::new(s)));
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::HeapCorruption);
+    assert_eq!(d.block, None);
+    assert!(d.summary.contains("cannot tell"), "{}", d.summary);
+}
