@@ -123,6 +123,7 @@ struct {
 struct tm_heap_rec _tm_heap_rec = {};
 struct tm_syscall_rec _tm_syscall_rec = {};
 struct tm_signal_rec _tm_signal_rec = {};
+struct tm_sig_sender _tm_sig_sender = {};
 struct tm_fork_rec _tm_fork_rec = {};
 struct tm_exec_rec _tm_exec_rec = {};
 struct tm_exit_rec _tm_exit_rec = {};
@@ -1252,6 +1253,52 @@ static __always_inline bool fatal_class(int sig)
 	       sig == 11 || sig == 31;
 }
 
+/* Senders of fatal-class signals to traced processes (see tm_sig_sender). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct tm_sig_sender);
+} sig_senders SEC(".maps");
+
+/*
+ * Where glibc's `__abort_msg` (a `struct abort_msg_s *`) is in each traced
+ * process, by tgid: set by user space from libc's dynamic symbols and load
+ * address. abort() after a heap-corruption check (malloc_printerr) or a
+ * failed assert() leaves its message there before raising SIGABRT.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} abort_msgs SEC(".maps");
+
+/*
+ * A signal generated for a traced process: runs in the sender's context
+ * (for kill, tkill, tgkill, sigqueue), the only moment its comm is at
+ * hand; signal_deliver, in the receiver, only has si_pid.
+ */
+SEC("tp_btf/signal_generate")
+int BPF_PROG(tm_signal_generate, int sig, struct kernel_siginfo *info,
+	     struct task_struct *task, int group, int result)
+{
+	struct tm_sig_sender s = {};
+	__u64 key;
+	__u32 tgid;
+
+	if (!fatal_class(sig))
+		return 0;
+	tgid = BPF_CORE_READ(task, tgid);
+	if (!followed(tgid))
+		return 0;
+	s.pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(s.comm, sizeof(s.comm));
+	key = (__u64)tgid << 8 | (sig & 0xff);
+	bpf_map_update_elem(&sig_senders, &key, &s, BPF_ANY);
+	return 0;
+}
+
 SEC("tp_btf/signal_deliver")
 int BPF_PROG(tm_signal_deliver, int sig, struct kernel_siginfo *info,
 	     struct k_sigaction *ka)
@@ -1259,11 +1306,13 @@ int BPF_PROG(tm_signal_deliver, int sig, struct kernel_siginfo *info,
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct tm_signal_rec *r;
 	struct pt_regs *regs;
-	__u32 tid;
-	__u64 sp;
+	__u64 sp, ip, key, *abort_at, msgp;
+	struct tm_sig_sender *snd;
+	__u32 tid, tgid;
 
 	if (!is_target(&tid) || !fatal_class(sig))
 		return 0;
+	tgid = bpf_get_current_pid_tgid() >> 32;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_SIGNAL);
@@ -1278,12 +1327,86 @@ int BPF_PROG(tm_signal_deliver, int sig, struct kernel_siginfo *info,
 	r->addr = (__u64)BPF_CORE_READ(info, _sifields._sigfault._addr);
 	r->handled = BPF_CORE_READ(ka, sa.sa_handler) != 0;
 
+	/* Sent by a process: si_pid/si_uid share si_addr's slot. */
+	r->sender_pid = 0;
+	r->sender_uid = 0;
+	r->sender_known = 0;
+	__builtin_memset(r->sender_comm, 0, sizeof(r->sender_comm));
+	if (r->code <= 0) {
+		r->sender_pid = BPF_CORE_READ(info, _sifields._kill._pid);
+		r->sender_uid = BPF_CORE_READ(info, _sifields._kill._uid);
+		key = (__u64)tgid << 8 | (sig & 0xff);
+		snd = bpf_map_lookup_elem(&sig_senders, &key);
+		if (snd && snd->pid == r->sender_pid) {
+			__builtin_memcpy(r->sender_comm, snd->comm, sizeof(r->sender_comm));
+			r->sender_known = 1;
+		}
+	}
+
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	r->ip = BPF_CORE_READ(regs, ip);
+	ip = BPF_CORE_READ(regs, ip);
+	r->ip = ip;
 	sp = BPF_CORE_READ(regs, sp);
 	r->sp = sp;
 	r->bp = BPF_CORE_READ(regs, bp);
 	r->stack = 0;
+	r->regs[0] = BPF_CORE_READ(regs, ax);
+	r->regs[1] = BPF_CORE_READ(regs, bx);
+	r->regs[2] = BPF_CORE_READ(regs, cx);
+	r->regs[3] = BPF_CORE_READ(regs, dx);
+	r->regs[4] = BPF_CORE_READ(regs, si);
+	r->regs[5] = BPF_CORE_READ(regs, di);
+	r->regs[6] = r->bp;
+	r->regs[7] = sp;
+	r->regs[8] = BPF_CORE_READ(regs, r8);
+	r->regs[9] = BPF_CORE_READ(regs, r9);
+	r->regs[10] = BPF_CORE_READ(regs, r10);
+	r->regs[11] = BPF_CORE_READ(regs, r11);
+	r->regs[12] = BPF_CORE_READ(regs, r12);
+	r->regs[13] = BPF_CORE_READ(regs, r13);
+	r->regs[14] = BPF_CORE_READ(regs, r14);
+	r->regs[15] = BPF_CORE_READ(regs, r15);
+	r->regs[16] = ip;
+
+	/* The faulting instruction (a fault leaves ip on it); it may end a
+	 * readable page: then byte by byte up to the first unreadable one. */
+	r->insn_len = 0;
+	if (!bpf_probe_read_user(r->insn, TM_SIG_INSN, (void *)ip)) {
+		r->insn_len = TM_SIG_INSN;
+	} else {
+		for (int i = 0; i < TM_SIG_INSN; i++) {
+			if (bpf_probe_read_user(&r->insn[i], 1, (void *)(ip + i)))
+				break;
+			r->insn_len = i + 1;
+		}
+	}
+
+	/* glibc's abort message, set just before abort() raised this. */
+	r->msg_len = 0;
+	r->msg[0] = 0;
+	if (sig == 6) {
+		abort_at = bpf_map_lookup_elem(&abort_msgs, &tgid);
+		if (abort_at && !bpf_probe_read_user(&msgp, sizeof(msgp), (void *)*abort_at) &&
+		    msgp)
+			/* struct abort_msg_s { unsigned int size; char msg[]; } */
+			r->msg_len = bpf_probe_read_user_str(r->msg, sizeof(r->msg),
+							     (void *)(msgp + 4));
+	}
+
+	/* Return probes under way (the allocator's uretprobe when the signal
+	 * comes from inside malloc): their trampolines stand on the stack
+	 * where user space unwinds, so it needs the real return addresses. */
+	r->nrets = 0;
+	{
+		struct return_instance *ri = BPF_CORE_READ(task, utask, return_instances);
+
+		for (int i = 0; i < TM_SIG_RETS && ri; i++) {
+			r->rets[i][0] = BPF_CORE_READ(ri, stack);
+			r->rets[i][1] = BPF_CORE_READ(ri, orig_ret_vaddr);
+			r->nrets = i + 1;
+			ri = BPF_CORE_READ(ri, next);
+		}
+	}
 
 	/* The stack may end closer than the full copy: try smaller reads. */
 	r->copy_len = 0;

@@ -21,6 +21,13 @@ enum tm_limit {
 	TM_IO_DATA = 128,
 	/* Processes followed at once (the root and its descendants). */
 	TM_MAX_PROCS = 1024,
+	/* A fatal signal's general registers (rax rbx rcx rdx rsi rdi rbp rsp
+	 * r8-r15 rip), the instruction bytes at ip, the abort message. */
+	TM_SIG_REGS = 17,
+	TM_SIG_INSN = 16,
+	TM_SIG_MSG = 256,
+	TM_COMM_LEN = 16,
+	TM_SIG_RETS = 16, /* pending return probes a signal record carries */
 };
 
 enum tm_kind {
@@ -139,9 +146,32 @@ struct tm_signal_rec {
 	__u64 sp;
 	__u64 bp;
 	__u64 stack; /* frame-pointer stack, key in the stacks map */
+	/* si_code <= 0 (kill, tkill, sigqueue): si_pid and si_uid, and the
+	 * sender's comm when signal_generate saw that process send it. */
+	__u32 sender_pid;
+	__u32 sender_uid;
+	__u32 sender_known; /* sender_comm is the sender's */
+	__u32 insn_len;	    /* bytes of insn read at ip */
+	char sender_comm[TM_COMM_LEN];
+	__u64 regs[TM_SIG_REGS];
+	__u8 insn[TM_SIG_INSN];
+	__s32 msg_len; /* > 0: msg holds glibc's abort message (with NUL) */
+	__u32 nrets;   /* pending return probes of the thread, in rets */
+	/* Each: the stack slot a uretprobe's trampoline took over and the
+	 * return address it stands for (an allocator call under way). */
+	__u64 rets[TM_SIG_RETS][2];
 	__u32 copy_len;
-	__u32 _pad;
+	__u32 _pad2;
+	char msg[TM_SIG_MSG];
 	__u8 copy[TM_SIG_STACK_COPY]; /* raw user stack from sp up */
+};
+
+/* Who sent a signal to a traced process, seen by signal_generate in the
+ * sender's context; keyed by the receiver's tgid << 8 | signo. */
+struct tm_sig_sender {
+	__u32 pid; /* the sender's tgid, as si_pid */
+	__u32 _pad;
+	char comm[TM_COMM_LEN];
 };
 
 struct tm_fork_rec {

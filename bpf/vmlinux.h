@@ -137,7 +137,13 @@ struct __sifields_sigfault {
 	void *_addr;
 } __attribute__((preserve_access_index));
 
+struct __sifields_kill {
+	int _pid;
+	unsigned int _uid;
+} __attribute__((preserve_access_index));
+
 union __sifields {
+	struct __sifields_kill _kill;
 	struct __sifields_sigfault _sigfault;
 } __attribute__((preserve_access_index));
 

@@ -696,9 +696,10 @@ impl SignalInfo {
     /// `si_addr` when it is a fault address: a fault the kernel raised
     /// (SIGSEGV, SIGBUS, SIGILL, SIGFPE with si_code > 0). For a signal
     /// sent by a process (abort's SIGABRT) the field holds the sender's
-    /// pid.
+    /// pid; with SI_KERNEL (x86's general protection) it is 0, no address.
     pub fn fault_addr(&self) -> Option<u64> {
-        (matches!(self.signo, 4 | 7 | 8 | 11) && self.code > 0).then_some(self.addr)
+        (matches!(self.signo, 4 | 7 | 8 | 11) && self.code > 0 && self.code != 128)
+            .then_some(self.addr)
     }
 }
 

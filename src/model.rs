@@ -17,6 +17,7 @@ pub mod history;
 pub mod leakkinds;
 pub mod leaks;
 pub mod names;
+pub mod operand;
 pub mod present;
 pub mod spans;
 pub mod store;

@@ -3,6 +3,7 @@
 //! batches over a bounded channel. The only place with unsafe code and
 //! the only place that sees C types.
 
+mod abortmsg;
 mod cfi;
 pub mod discover;
 mod fds;
@@ -35,7 +36,7 @@ use libbpf_rs::{
 
 use crate::event::{
     AllocFn, Arg, CallInfo, Event, EventKind, ExitStatus, Families, Family, LossReason, Lost,
-    Module, SignalInfo, Stack, StackEnd, ValueType,
+    Module, SignalInfo, SignalSender, Stack, StackEnd, ValueType,
 };
 use crate::recorder::launch::HoldWhy;
 use crate::recorder::maps::MapsCache;
@@ -539,6 +540,7 @@ fn setup<'obj>(
     }
     for (name, prog) in [
         ("sys_exit", &skel.progs.tm_sys_exit),
+        ("signal_generate", &skel.progs.tm_signal_generate),
         ("signal_deliver", &skel.progs.tm_signal_deliver),
         ("sched_process_fork", &skel.progs.tm_fork),
         ("sched_process_exec", &skel.progs.tm_exec),
@@ -892,6 +894,10 @@ struct Decoder<'a> {
     /// Children are followed.
     follow: bool,
     stacks_map: &'a libbpf_rs::MapMut<'a>,
+    /// tgid → address of glibc's `__abort_msg` in it (see abortmsg.rs).
+    abort_msgs: &'a libbpf_rs::MapMut<'a>,
+    /// The libc whose `__abort_msg` the tracer was told of, per tgid.
+    abort_libc: Option<(u32, std::path::PathBuf)>,
     /// Events handed to the channel (the status line's backlog).
     sent: &'a AtomicU64,
     /// The tracer's .bss (mmapped), for the code-range globals.
@@ -935,6 +941,7 @@ impl Decoder<'_> {
         for n in self.tables.notes.drain(..) {
             let _ = self.tx.send(Msg::Note(n));
         }
+        self.sync_abort_msg();
         // The program-text range is the root's.
         if self.cur != self.root {
             return;
@@ -994,6 +1001,30 @@ impl Decoder<'_> {
             self.switch_to(self.root);
         }
         self.procs.insert(pid, Proc::new(pid));
+    }
+
+    /// Tells the tracer where glibc's abort message is in the target, once
+    /// its libc is mapped (again after an exec).
+    fn sync_abort_msg(&mut self) {
+        let pid = self.maps.pid();
+        let Some((libc, at)) = abortmsg::locate(self.maps.entries()) else {
+            return;
+        };
+        if self
+            .abort_libc
+            .as_ref()
+            .is_some_and(|(p, l)| *p == pid && *l == libc)
+        {
+            return;
+        }
+        // Without it an abort's message is missing, nothing else.
+        if self
+            .abort_msgs
+            .update(&pid.to_ne_bytes(), &at.to_ne_bytes(), MapFlags::ANY)
+            .is_ok()
+        {
+            self.abort_libc = Some((pid, libc));
+        }
     }
 
     fn handle(&mut self, data: &[u8]) {
@@ -1066,6 +1097,9 @@ impl Decoder<'_> {
                 // A new image: nothing of the old mappings is valid (the
                 // tracer reset its code ranges at the exec too).
                 self.maps = MapsCache::new(self.maps.pid());
+                // The old image's address means nothing in the new one.
+                let _ = self.abort_msgs.delete(&self.maps.pid().to_ne_bytes());
+                self.abort_libc = None;
                 self.open_calls.clear();
                 if pid == self.root {
                     self.awaiting_exec = false;
@@ -1276,7 +1310,11 @@ impl Decoder<'_> {
             bp: r.bp,
         };
         self.maps.refresh();
-        let open = self.open_calls.get(&r.h.tid).cloned().unwrap_or_default();
+        let mut open = self.open_calls.get(&r.h.tid).cloned().unwrap_or_default();
+        // The kernel's pending return probes of the thread (the allocator's
+        // included, which open_calls does not track).
+        let nrets = (r.nrets as usize).min(r.rets.len());
+        open.extend(r.rets[..nrets].iter().map(|[slot, ra]| (*slot, *ra)));
         let real_return = |slot: u64| open.iter().find(|(sp, _)| *sp == slot).map(|(_, ra)| *ra);
         let mut addrs =
             self.unwinder
@@ -1287,6 +1325,29 @@ impl Decoder<'_> {
         let stack = self
             .table
             .intern_addrs(&addrs, true, &mut self.maps, self.tx);
+        // si_code <= 0: sent by a process (kill, tkill, sigqueue). Its comm
+        // comes from signal_generate (in the sender's context); failing
+        // that, /proc now, while a sender like a shell is likely alive.
+        let sender = (r.code <= 0).then(|| {
+            let comm = if r.sender_known != 0 {
+                String::from_utf8_lossy(&c_bytes(&r.sender_comm)).into_owned()
+            } else {
+                std::fs::read_to_string(format!("/proc/{}/comm", r.sender_pid))
+                    .map(|c| c.trim_end().to_string())
+                    .unwrap_or_default()
+            };
+            SignalSender {
+                pid: r.sender_pid,
+                uid: r.sender_uid,
+                comm,
+            }
+        });
+        let insn_len = (r.insn_len as usize).min(r.insn.len());
+        let message = (r.msg_len > 0).then(|| {
+            let n = (r.msg_len as usize).min(r.msg.len());
+            let bytes = c_bytes(&r.msg[..n]);
+            String::from_utf8_lossy(&bytes).trim_end().to_string()
+        });
         Some(EventKind::Signal(Box::new(SignalInfo {
             signo: r.sig,
             code: r.code,
@@ -1296,10 +1357,10 @@ impl Decoder<'_> {
             ip: r.ip,
             sp: r.sp,
             stack,
-            sender: None,
-            regs: Vec::new(),
-            insn: Vec::new(),
-            message: None,
+            sender,
+            regs: r.regs.to_vec(),
+            insn: r.insn[..insn_len].to_vec(),
+            message,
         })))
     }
 
@@ -1447,6 +1508,8 @@ fn poll_loop(
 ) -> Result<()> {
     let decoder = RefCell::new(Decoder {
         stacks_map: &skel.maps.stacks,
+        abort_msgs: &skel.maps.abort_msgs,
+        abort_libc: None,
         sent: &backlog.sent,
         bss,
         code_range: (0, 0),

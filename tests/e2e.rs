@@ -13,6 +13,7 @@ mod e2e {
     pub mod launch;
     pub mod leakkinds;
     pub mod probes;
+    pub mod signals;
     pub mod stacks;
     pub mod support;
     pub mod symbols;

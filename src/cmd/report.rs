@@ -58,8 +58,15 @@ fn stack_of(stacks: &[Stack], id: Option<StackId>) -> Option<&Stack> {
 
 pub fn crash_headline(s: &SignalInfo, pid: u32, tid: u32, ts: u64, start: u64) -> String {
     let d = ts.saturating_sub(start);
+    let from = match (&s.sender, s.code <= 0) {
+        (Some(snd), true) if snd.comm.is_empty() => format!(", from pid {}", snd.pid),
+        (Some(snd), true) => format!(", from pid {} ({})", snd.pid, snd.comm),
+        // x86's general protection: the kernel gives no address.
+        _ if s.signo == 11 && s.code == 128 => ": general protection, no address".to_string(),
+        _ => String::new(),
+    };
     format!(
-        "CRASH  {} ({}{})  pid {pid} tid {tid}  at +{}.{:03}s",
+        "CRASH  {} ({}{}{from})  pid {pid} tid {tid}  at +{}.{:03}s",
         signal_name(s.signo),
         s.fault_addr()
             .map(|a| format!("address {a:#x}, "))

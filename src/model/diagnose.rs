@@ -7,9 +7,10 @@
 
 use std::fmt::Write as _;
 
-use crate::event::{si_code_name, signal_name, EventKind, SignalInfo, StackId};
+use crate::event::{si_code_name, signal_name, EventKind, SignalInfo, SignalSender, StackId};
 use crate::model::history;
 use crate::model::names::{module_path, stack_lines};
+use crate::model::operand::{self, Operand};
 use crate::model::store::LiveBlock;
 use crate::model::store::{HeapOp, Idx};
 use crate::model::{untag, Timeline};
@@ -30,6 +31,11 @@ const SIGILL: i32 = 4;
 const SIGABRT: i32 = 6;
 const SIGBUS: i32 = 7;
 const SIGSEGV: i32 = 11;
+/// si_code of a fault the kernel raised without a cause code: on x86 a
+/// general-protection fault (a non-canonical address, among others).
+const SI_KERNEL: i32 = 128;
+/// glibc's default mmap threshold: smaller blocks come from an arena.
+const MMAP_THRESHOLD: u64 = 128 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumIter, strum::IntoStaticStr)]
 #[strum(serialize_all = "kebab-case")]
@@ -42,6 +48,13 @@ pub enum DiagKind {
     StackOverflow,
     /// tm-tui's own return probe killed the program (see README).
     ProbeReturn,
+    /// A process sent the signal (kill, tkill, sigqueue): no fault.
+    SentSignal,
+    /// A general-protection fault: an address the CPU refused (a
+    /// non-canonical value, often text written over a pointer).
+    WildPointer,
+    /// The allocator found its metadata overwritten and aborted.
+    HeapCorruption,
     Unknown,
 }
 
@@ -78,6 +91,21 @@ pub struct Diagnosis {
     pub access: Option<Site>,
     /// Further evidence, one fact a line.
     pub notes: Vec<String>,
+    pub extra: Extra,
+}
+
+/// Evidence some verdicts carry besides the block and its sites.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Extra {
+    /// Who sent the signal (sent-signal).
+    pub sender: Option<SignalSender>,
+    /// The fatal delivery, when the cause is an earlier delivery that the
+    /// program's handler caught and re-raised (`access` is that earlier one).
+    pub reraised: Option<Site>,
+    /// The faulting instruction's memory operand (wild-pointer).
+    pub operand: Option<Operand>,
+    /// What the program said as it aborted (glibc's abort message).
+    pub message: Option<String>,
 }
 
 fn site(tl: &Timeline, i: Idx) -> Option<Site> {
@@ -129,6 +157,165 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
         tid: ev.tid,
         stack: sig.stack,
     };
+    if sig.code <= 0 {
+        // Recordings before trace format 5 have no sender: their SIGABRT
+        // is abort()'s, as it was read then.
+        let own = match &sig.sender {
+            Some(s) => s.pid == ev.pid,
+            None => sig.signo == SIGABRT,
+        };
+        // A handler that caught a fault and raised it again: the cause is
+        // the caught fault.
+        if own {
+            if let Some(first) = caught_fault(tl, crash, ev.pid, ev.tid) {
+                if let Some(mut d) = diagnose_signal(tl, first) {
+                    reraised(tl, &mut d, first, &access, sig);
+                    return Some(d);
+                }
+            }
+        }
+        // abort() raises its own SIGABRT: the allocator's checks and
+        // assert() are told apart by what happened before.
+        if !(own && sig.signo == SIGABRT) {
+            return Some(sent_rule(tl, sig, access));
+        }
+    }
+    diagnose_signal(tl, crash)
+}
+
+/// The method a sent signal's si_code names.
+fn send_call(code: i32) -> String {
+    match code {
+        0 => "kill()".to_string(),
+        -6 => "tkill()/tgkill()".to_string(),
+        -1 => "sigqueue()".to_string(),
+        -2 => "a POSIX timer".to_string(),
+        -3 => "a message queue notification".to_string(),
+        -4 => "asynchronous I/O completion".to_string(),
+        -5 => "queued SIGIO".to_string(),
+        c => format!("si_code {c}"),
+    }
+}
+
+fn sender_text(s: Option<&SignalSender>, own_pid: u32) -> String {
+    match s {
+        Some(s) => {
+            let comm = if s.comm.is_empty() {
+                "command unknown".to_string()
+            } else {
+                s.comm.clone()
+            };
+            let own = if s.pid == own_pid {
+                ", the process itself"
+            } else {
+                ""
+            };
+            format!("pid {} ({comm}{own}, uid {})", s.pid, s.uid)
+        }
+        None => "a process (the recording does not say which)".to_string(),
+    }
+}
+
+/// A signal a process sent: there is no fault address, so no address rule
+/// applies; what the target was doing is its stack.
+fn sent_rule(tl: &Timeline, sig: &SignalInfo, access: Site) -> Diagnosis {
+    let pid = access
+        .idx
+        .and_then(|i| tl.store.pid(i))
+        .unwrap_or(tl.meta.pid);
+    let mut notes = vec![format!(
+        "no fault: the signal did not come from the program's own memory access ({}), so the \
+         fault-address rules do not apply",
+        si_code_name(sig.signo, sig.code)
+    )];
+    if sig.handled {
+        notes.push("the program had a handler installed for it".to_string());
+    }
+    Diagnosis {
+        kind: DiagKind::SentSignal,
+        summary: format!(
+            "{} sent by {} with {}; the target was in {}",
+            signal_name(sig.signo),
+            sender_text(sig.sender.as_ref(), pid),
+            send_call(sig.code),
+            at(tl, sig.stack)
+        ),
+        block: None,
+        offset: None,
+        alloc: None,
+        free: None,
+        access: Some(access),
+        notes,
+        extra: Extra {
+            sender: sig.sender.clone(),
+            ..Extra::default()
+        },
+    }
+}
+
+/// The last fault the kernel raised in process `pid` before `crash` that
+/// the program's handler caught (on thread `tid` if there is one there).
+fn caught_fault(tl: &Timeline, crash: Idx, pid: u32, tid: u32) -> Option<Idx> {
+    let caught: Vec<Idx> = tl
+        .store
+        .others()
+        .rev()
+        .filter(|(i, k)| {
+            *i < crash
+                && tl.store.pid(*i) == Some(pid)
+                && matches!(k, EventKind::Signal(s) if s.handled && s.code > 0)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    caught
+        .iter()
+        .copied()
+        .find(|&i| tl.store.tid(i) == Some(tid))
+        .or_else(|| caught.first().copied())
+}
+
+/// `d` explains the caught fault `first`; the handler re-raised it as
+/// the fatal `last`.
+fn reraised(tl: &Timeline, d: &mut Diagnosis, first: Idx, last: &Site, sig: &SignalInfo) {
+    let start = tl.meta.start_mono_ns;
+    let first_ts = tl.store.ts(first).unwrap_or(start);
+    let first_tid = tl.store.tid(first).unwrap_or(last.tid);
+    let first_sig = match tl.store.get(first).map(|e| e.kind) {
+        Some(EventKind::Signal(s)) => signal_name(s.signo),
+        _ => "the fault",
+    };
+    d.summary = format!(
+        "{} (caught by the program's {first_sig} handler, which then raised {} itself)",
+        d.summary,
+        signal_name(sig.signo)
+    );
+    d.notes.insert(
+        0,
+        format!(
+            "the first delivery (tid {first_tid} at +{}) went to the program's handler, which \
+             raised {} with {} at +{} (tid {}): that one killed the process; the cause is the first",
+            fmt_ns(first_ts.saturating_sub(start)),
+            signal_name(sig.signo),
+            send_call(sig.code),
+            fmt_ns(last.ts.saturating_sub(start)),
+            last.tid
+        ),
+    );
+    d.extra.reraised = Some(last.clone());
+}
+
+/// The rules for the signal at `crash` as the kernel delivered it.
+fn diagnose_signal(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
+    let ev = tl.store.get(crash)?;
+    let EventKind::Signal(sig) = &ev.kind else {
+        return None;
+    };
+    let access = Site {
+        idx: Some(crash),
+        ts: ev.ts,
+        tid: ev.tid,
+        stack: sig.stack,
+    };
     // Crashed inside the allocator's free path: glibc aborts on a bad free,
     // and a wild pointer can fault in free itself.
     let in_free = tl.stack(sig.stack).is_some_and(|s| {
@@ -138,9 +325,23 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
             .any(|f| f.func.as_deref().is_some_and(is_free_frame))
     });
     if sig.signo == SIGABRT || (in_free && sig.signo != SIGILL) {
-        if let Some(d) = free_rule(tl, crash, ev.tid, sig) {
+        if let Some(mut d) = free_rule(tl, crash, ev.tid, sig) {
+            if let Some(m) = &sig.message {
+                d.notes.insert(0, format!("the allocator said: \"{m}\""));
+                d.extra.message = Some(m.clone());
+            }
             return Some(d);
         }
+    }
+    if sig.signo == SIGABRT {
+        if let Some(m) = &sig.message {
+            if let Some(d) = corruption_rule(tl, crash, ev.tid, sig, m, &access) {
+                return Some(d);
+            }
+        }
+    }
+    if sig.signo == SIGSEGV && sig.code == SI_KERNEL && sig.addr == 0 {
+        return Some(wild_rule(tl, crash, sig, access));
     }
     if matches!(sig.signo, SIGSEGV | SIGBUS) {
         return Some(addr_rule(tl, crash, sig, access));
@@ -170,6 +371,7 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
             free: None,
             access: Some(access),
             notes: Vec::new(),
+            extra: Extra::default(),
         });
     }
     let unwinding = tl.stack(sig.stack).is_some_and(|s| {
@@ -190,18 +392,30 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
     }
     Some(Diagnosis {
         kind: DiagKind::Unknown,
-        summary: format!(
-            "{} ({}) in {}",
-            signal_name(sig.signo),
-            si_code_name(sig.signo, sig.code),
-            at(tl, sig.stack)
-        ),
+        summary: match &sig.message {
+            Some(m) => format!(
+                "{} ({}) in {}: the program aborted saying \"{m}\"",
+                signal_name(sig.signo),
+                si_code_name(sig.signo, sig.code),
+                at(tl, sig.stack)
+            ),
+            None => format!(
+                "{} ({}) in {}",
+                signal_name(sig.signo),
+                si_code_name(sig.signo, sig.code),
+                at(tl, sig.stack)
+            ),
+        },
         block: None,
         offset: None,
         alloc: None,
         free: None,
         access: Some(access),
         notes,
+        extra: Extra {
+            message: sig.message.clone(),
+            ..Extra::default()
+        },
     })
 }
 
@@ -258,6 +472,7 @@ fn free_rule(tl: &Timeline, crash: Idx, tid: u32, sig: &SignalInfo) -> Option<Di
             free: first,
             access: Some(second),
             notes,
+            extra: Extra::default(),
         });
     }
     if !h.stray_frees.contains(&fi) {
@@ -322,6 +537,7 @@ fn free_rule(tl: &Timeline, crash: Idx, tid: u32, sig: &SignalInfo) -> Option<Di
         free,
         access: Some(second),
         notes,
+        extra: Extra::default(),
     })
 }
 
@@ -340,6 +556,7 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
         free: None,
         access: Some(access.clone()),
         notes: Vec::new(),
+        extra: Extra::default(),
     };
     let where_ = at(tl, sig.stack);
     if a < NULL_LIMIT {
@@ -513,6 +730,369 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
     d
 }
 
+/// glibc's chunk size for a request of `size` bytes (x86-64): the request
+/// plus the 8-byte size field, rounded up to 16, at least 32.
+fn chunk_size(size: u64) -> u64 {
+    (size.saturating_add(8 + 15) & !15).max(32)
+}
+
+/// Bytes a block can hold before its chunk ends: its request rounded up
+/// by glibc; the next chunk's size field follows at once.
+fn usable(size: u64) -> u64 {
+    chunk_size(size) - 8
+}
+
+fn block_text(tl: &Timeline, b: &LiveBlock) -> String {
+    format!(
+        "the {}-byte block {:#x} allocated at {}",
+        b.size,
+        b.ptr,
+        at(tl, b.stack)
+    )
+}
+
+/// The main arena's extent, from the program's brk calls (`None` when the
+/// recording has none).
+fn brk_range(tl: &Timeline, before: Idx) -> Option<(u64, u64)> {
+    let rets = tl.store.others().filter_map(|(i, k)| match k {
+        EventKind::Brk { ret, .. } if i < before && *ret > 0 => Some(*ret as u64),
+        _ => None,
+    });
+    let (lo, hi) = rets.fold((u64::MAX, 0), |(lo, hi), r| (lo.min(r), hi.max(r)));
+    (hi > 0).then_some((lo, hi))
+}
+
+/// SIGABRT after glibc's heap checks ("malloc(): corrupted top size",
+/// "free(): invalid next size (fast)", …): its message says which header
+/// was bad; the blocks around it say whose overflow reaches there.
+fn corruption_rule(
+    tl: &Timeline,
+    crash: Idx,
+    tid: u32,
+    sig: &SignalInfo,
+    m: &str,
+    access: &Site,
+) -> Option<Diagnosis> {
+    // How glibc's malloc_printerr messages begin (2.26 to 2.41); an
+    // assert() message begins with the program's name instead.
+    const GLIBC_HEAP: [&str; 14] = [
+        "malloc(): ",
+        "malloc_consolidate(): ",
+        "free(): ",
+        "_int_free(): ",
+        "realloc(): ",
+        "double free or corruption",
+        "corrupted size vs. prev_size",
+        "corrupted double-linked list",
+        "munmap_chunk(): ",
+        "mremap_chunk(): ",
+        "tcache_thread_shutdown(): ",
+        "malloc_check_get_size: ",
+        "memalign(): ",
+        "_int_realloc(): ",
+    ];
+    if !GLIBC_HEAP.iter().any(|w| m.starts_with(w)) {
+        return None;
+    }
+    let live = tl.heap.at(&tl.store, crash).unwrap_or_default();
+    let mut d = Diagnosis {
+        kind: DiagKind::HeapCorruption,
+        summary: String::new(),
+        block: None,
+        offset: None,
+        alloc: None,
+        free: None,
+        access: Some(access.clone()),
+        notes: vec![format!(
+            "glibc checked its own bookkeeping (the chunk headers beside the blocks), found it \
+             overwritten and aborted saying \"{m}\""
+        )],
+        extra: Extra {
+            message: Some(m.to_string()),
+            ..Extra::default()
+        },
+    };
+    let head = format!(
+        "heap corruption: glibc aborted with \"{m}\" in {}",
+        at(tl, sig.stack)
+    );
+    let set_block = |d: &mut Diagnosis, b: &LiveBlock| {
+        d.block = Some((b.ptr, b.size));
+        d.alloc = Some(alloc_site(tl, b));
+    };
+    if m.contains("corrupted top size") {
+        // The top chunk (the arena's unused end) starts where the chunk
+        // of the block carved last from it ends.
+        let range = brk_range(tl, crash);
+        let in_arena = |p: u64| range.is_none_or(|(lo, hi)| lo <= p && p < hi);
+        let last = live
+            .iter()
+            .filter(|b| b.size < MMAP_THRESHOLD && in_arena(b.ptr))
+            .max_by_key(|b| b.ptr);
+        let Some(b) = last else {
+            d.summary = format!(
+                "{head}: the size of the top chunk (the arena's free end) was overwritten; no \
+                 live block of the recording lies below it"
+            );
+            return Some(d);
+        };
+        let top_size_at = b.ptr + usable(b.size);
+        d.summary = format!(
+            "{head}: the top chunk's size field (the arena's free end, at {top_size_at:#x}) was \
+             overwritten; the block just before the top chunk is {}: writing past its end \
+             (byte {} on) overwrites that field",
+            block_text(tl, b),
+            usable(b.size)
+        );
+        set_block(&mut d, b);
+        d.offset = i64::try_from(top_size_at - b.ptr).ok();
+        d.notes.push(match range {
+            Some((lo, hi)) => format!(
+                "it is the highest live block of the main arena [{lo:#x}, {hi:#x}) at the abort; \
+                 its chunk ends at {:#x}, where the top chunk's header begins",
+                b.ptr - 16 + chunk_size(b.size)
+            ),
+            None => "it is the highest live block below 128 KiB at the abort (the recording \
+                     has no brk calls to bound the main arena)"
+                .to_string(),
+        });
+        if !tl.meta.launched {
+            d.notes.push(
+                "tm-tui attached to a running process: blocks allocated before the recording \
+                 are unknown, and one of them could lie above this block"
+                    .to_string(),
+            );
+        }
+        // A freed chunk glibc kept (tcache, fastbins) can sit between.
+        let mut freed_above = 0u64;
+        tl.store.heap_ops(tl.store.first()..crash, |_, op| {
+            if let HeapOp::Alloc { ptr, size } = op {
+                if ptr > b.ptr && size < MMAP_THRESHOLD && in_arena(ptr) {
+                    freed_above += 1;
+                }
+            }
+        });
+        if freed_above > 0 {
+            d.notes.push(format!(
+                "{freed_above} block(s) above it were allocated and freed earlier: if glibc kept \
+                 one of their chunks (tcache, fastbins) it, not this block, borders the top \
+                 chunk, and a write after its free would be the cause"
+            ));
+        }
+        return Some(d);
+    }
+    // The messages of free(): the chunk being freed is the free this
+    // thread made last (recorded at entry, so the one that aborted), of a
+    // live block (else free_rule would have spoken). Other messages (the
+    // bins' lists checked inside malloc) name no chunk tm-tui can find.
+    const FREE_PATH: [&str; 4] = [
+        "free(): ",
+        "double free or corruption",
+        "munmap_chunk(): ",
+        "_int_free(): ",
+    ];
+    let lo = crash.saturating_sub(FREE_LOOKBACK).max(tl.store.first());
+    let freed = FREE_PATH
+        .iter()
+        .any(|w| m.starts_with(w))
+        .then(|| {
+            (lo..crash).rev().find_map(|i| {
+                if tl.store.tid(i) != Some(tid) {
+                    return None;
+                }
+                // The thread's last heap event, whatever it is.
+                Some(match tl.store.heap_op(i)? {
+                    HeapOp::Free { ptr } => Some((i, ptr)),
+                    HeapOp::Realloc { old, .. } if old != 0 => Some((i, old)),
+                    _ => None,
+                })
+            })
+        })
+        .flatten()
+        .flatten();
+    let before_crash = tl
+        .heap
+        .at(&tl.store, freed.map_or(crash, |(i, _)| i))
+        .unwrap_or_default();
+    let block = freed.and_then(|(_, p)| before_crash.iter().find(|b| b.ptr == p).cloned());
+    let (Some((fi, _)), Some(p)) = (freed, block) else {
+        d.summary = format!(
+            "{head}: the allocator's bookkeeping was overwritten; tm-tui cannot tell from the \
+             message and the recording which chunk"
+        );
+        return Some(d);
+    };
+    d.free = site(tl, fi);
+    let next_header = m.contains("invalid next size") || m.contains("(!prev)");
+    if next_header {
+        d.summary = format!(
+            "{head}: freeing {}, glibc found the header of the chunk after it overwritten: \
+             writing past its end (byte {} on) reaches that header",
+            block_text(tl, &p),
+            usable(p.size)
+        );
+        set_block(&mut d, &p);
+        d.offset = i64::try_from(usable(p.size)).ok();
+        return Some(d);
+    }
+    let prev = before_crash
+        .iter()
+        .filter(|b| b.ptr < p.ptr && b.size < MMAP_THRESHOLD)
+        .max_by_key(|b| b.ptr)
+        .filter(|b| b.ptr - 16 + chunk_size(b.size) == p.ptr - 16);
+    match prev {
+        Some(q) => {
+            d.summary = format!(
+                "{head}: freeing {}, glibc found its own chunk header (the 16 bytes before it) \
+                 invalid; the block just before it is {}: writing past its end (byte {} on) \
+                 overwrites that header",
+                block_text(tl, &p),
+                block_text(tl, q),
+                usable(q.size)
+            );
+            set_block(&mut d, q);
+            d.offset = i64::try_from(usable(q.size)).ok();
+            d.notes.push(format!(
+                "the block being freed: {:#x} ({} bytes) allocated at {}",
+                p.ptr,
+                p.size,
+                at(tl, p.stack)
+            ));
+        }
+        None => {
+            d.summary = format!(
+                "{head}: freeing {}, glibc found its chunk header (the 16 bytes before it) \
+                 invalid; no live block of the recording ends right before it",
+                block_text(tl, &p)
+            );
+            set_block(&mut d, &p);
+        }
+    }
+    Some(d)
+}
+
+/// SIGSEGV with SI_KERNEL and no address: a general-protection fault. The
+/// faulting instruction and the saved registers say what it tried.
+fn wild_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagnosis {
+    let where_ = at(tl, sig.stack);
+    let op = operand::decode(sig.ip, &sig.insn, &sig.regs);
+    let mut notes = vec![
+        "the kernel reported a general-protection fault (si_code SI_KERNEL, address 0): it gives \
+         no fault address, so tm-tui decoded the faulting instruction with the registers saved \
+         at the fault"
+            .to_string(),
+    ];
+    let summary = match &op {
+        Some(o) => {
+            let tried = match o.addr {
+                Some(a) if operand::non_canonical(a) => format!(
+                    "the address it tried, {a:#x}, is non-canonical (bits 63-47 not all equal), \
+                     which the CPU refuses"
+                ),
+                Some(a) => format!(
+                    "the address it tried, {a:#x}, is canonical: the fault comes from something \
+                     else than the address's form (an alignment rule, a privileged instruction)"
+                ),
+                None => "its address uses a segment base (fs/gs) that was not saved".to_string(),
+            };
+            let val = o
+                .reg
+                .map(|(r, v)| {
+                    let text = operand::as_text(v)
+                        .map(|t| format!(", the bytes of the text \"{t}\""))
+                        .unwrap_or_default();
+                    format!("; {r} = {v:#x}{text}")
+                })
+                .unwrap_or_default();
+            if o.reg.is_some_and(|(_, v)| operand::as_text(v).is_some()) {
+                notes.push(
+                    "a pointer holding text: something wrote a string over the memory the \
+                     pointer was loaded from (a buffer overflow in a neighbouring block, a \
+                     use-after-free)"
+                        .to_string(),
+                );
+            }
+            format!(
+                "wild pointer: SIGSEGV at `{}` in {where_}: {tried}{val}",
+                o.text
+            )
+        }
+        None => format!(
+            "wild pointer: SIGSEGV (general-protection fault, no address) in {where_}: the \
+             faulting instruction {}",
+            if sig.insn.is_empty() {
+                "was not recorded"
+            } else {
+                "has no memory operand tm-tui can decode"
+            }
+        ),
+    };
+    let mut d = Diagnosis {
+        kind: DiagKind::WildPointer,
+        summary,
+        block: None,
+        offset: None,
+        alloc: None,
+        free: None,
+        access: Some(access),
+        notes,
+        extra: Extra {
+            operand: op.clone(),
+            ..Extra::default()
+        },
+    };
+    // Where the bad value may have come from: heap blocks the other
+    // registers point into (the pointer loaded from one of them, a
+    // neighbour's overflow overwriting it).
+    let live = tl.heap.at(&tl.store, crash).unwrap_or_default();
+    let bad = op.as_ref().and_then(|o| o.reg).map(|(r, _)| r);
+    let mut seen = Vec::new();
+    for (i, &v) in sig.regs.iter().enumerate().take(16) {
+        let name = operand::REG_NAMES[i];
+        if name == "rsp" || Some(name) == bad {
+            continue;
+        }
+        let Some(b) = live.iter().find(|b| b.ptr <= v && v < b.ptr + b.size) else {
+            continue;
+        };
+        if seen.contains(&b.ptr) {
+            continue;
+        }
+        seen.push(b.ptr);
+        d.notes.push(format!(
+            "{name} = {v:#x} points {} bytes into {}: the bad value may have been loaded from it",
+            v - b.ptr,
+            block_text(tl, b)
+        ));
+        if d.block.is_none() {
+            d.block = Some((b.ptr, b.size));
+            d.offset = i64::try_from(v - b.ptr).ok();
+            d.alloc = Some(alloc_site(tl, b));
+        }
+        let prev = live
+            .iter()
+            .filter(|p| p.ptr < b.ptr && p.size < MMAP_THRESHOLD)
+            .max_by_key(|p| p.ptr)
+            .filter(|p| p.ptr - 16 + chunk_size(p.size) == b.ptr - 16);
+        if let Some(p) = prev {
+            d.notes.push(format!(
+                "the block just before it in memory is {}: writing past its end (byte {} on) \
+                 overwrites that block's chunk header, then its bytes",
+                block_text(tl, p),
+                usable(p.size)
+            ));
+        }
+    }
+    if seen.is_empty() && !sig.regs.is_empty() {
+        d.notes.push(
+            "no saved register points into a live heap block: the recording does not show \
+             where the bad value was loaded from"
+                .to_string(),
+        );
+    }
+    d
+}
+
 impl Diagnosis {
     /// The ASan-style text: verdict, summary, then each stack of evidence.
     pub fn text(&self, tl: &Timeline) -> String {
@@ -521,15 +1101,17 @@ impl Diagnosis {
         let _ = writeln!(out, "  {}", self.summary);
         let start = tl.meta.start_mono_ns;
         let access_label = match self.kind {
+            // The crash block shows the fatal delivery; this is the cause.
+            _ if self.extra.reraised.is_some() => "first delivered (caught by the handler)",
             DiagKind::DoubleFree => "freed again",
             DiagKind::InvalidFree => "invalid free",
             DiagKind::UseAfterFree | DiagKind::OutOfBounds => "access",
             _ => "crash",
         };
-        let first_free = if self.kind == DiagKind::DoubleFree {
-            "first freed"
-        } else {
-            "freed"
+        let first_free = match self.kind {
+            DiagKind::DoubleFree => "first freed",
+            DiagKind::HeapCorruption => "the free that aborted",
+            _ => "freed",
         };
         let mp = module_path(&tl.modules);
         for (label, s) in [

@@ -231,7 +231,20 @@ pub fn columns(tl: &Timeline, i: Idx, e: &Event) -> Cols {
                 .unwrap_or_default(),
             none(),
             "",
-            signal_name(s.signo).to_string(),
+            match &s.sender {
+                Some(snd) if s.code <= 0 && !snd.comm.is_empty() => {
+                    format!(
+                        "{} from pid {} ({})",
+                        signal_name(s.signo),
+                        snd.pid,
+                        snd.comm
+                    )
+                }
+                Some(snd) if s.code <= 0 => {
+                    format!("{} from pid {}", signal_name(s.signo), snd.pid)
+                }
+                _ => signal_name(s.signo).to_string(),
+            },
         ),
         EventKind::Spawn {
             child,

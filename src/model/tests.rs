@@ -796,7 +796,7 @@ fn diagnosis_names_are_the_stable_ones() {
     assert_eq!(
         names.join(" "),
         "use-after-free double-free invalid-free null-deref out-of-bounds stack-overflow \
-         probe-return unknown"
+         probe-return sent-signal wild-pointer heap-corruption unknown"
     );
 }
 
@@ -834,4 +834,190 @@ fn sites_are_symbolized_call_paths_not_stack_ids() {
             .collect::<Vec<_>>(),
         vec![(a, 3), (c, 1)]
     );
+}
+
+/// A signal of thread 1 with every field given.
+fn signal(signo: i32, code: i32, addr: u64, handled: bool) -> SignalInfo {
+    SignalInfo {
+        signo,
+        code,
+        errno: 0,
+        addr,
+        handled,
+        ip: 0x1000,
+        sp: 0x7ffd_0000_0000,
+        stack: None,
+        sender: None,
+        regs: Vec::new(),
+        insn: Vec::new(),
+        message: None,
+    }
+}
+
+#[test]
+fn a_sent_signal_names_its_sender_and_no_address() {
+    let mut r = Rec::new();
+    r.alloc(0x5000, 64, "setup");
+    let mut s = signal(11, 0, 0x336d, false);
+    s.sender = Some(crate::event::SignalSender {
+        pid: 0x336d,
+        uid: 1000,
+        comm: "bash".into(),
+    });
+    s.stack = r.stack("serve", 40);
+    r.push(1, EventKind::Signal(Box::new(s)));
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::SentSignal);
+    assert!(
+        d.summary
+            .starts_with("SIGSEGV sent by pid 13165 (bash, uid 1000) with kill()"),
+        "{}",
+        d.summary
+    );
+    assert!(!d.summary.contains("NULL"), "{}", d.summary);
+    assert_eq!(d.block, None);
+    // tkill and sigqueue are named as such; an unknown sender is said.
+    let mut r = Rec::new();
+    r.push(1, EventKind::Signal(Box::new(signal(11, -1, 7, false))));
+    let d = r.diagnosis();
+    assert!(d.summary.contains("sigqueue()"), "{}", d.summary);
+    assert!(d.summary.contains("does not say which"), "{}", d.summary);
+}
+
+#[test]
+fn a_reraised_fault_is_diagnosed_by_the_caught_delivery() {
+    let mut r = Rec::new();
+    let mut first = signal(11, 1, 0x10, true);
+    first.stack = r.stack("parse", 12);
+    let f = r.push(1, EventKind::Signal(Box::new(first)));
+    r.alloc(0x5000, 64, "log_crash");
+    let mut last = signal(11, -6, 1, false);
+    last.sender = Some(crate::event::SignalSender {
+        pid: 1,
+        uid: 0,
+        comm: "app".into(),
+    });
+    let l = r.push(1, EventKind::Signal(Box::new(last)));
+    assert_eq!(r.tl.crash(), Some(l));
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::NullDeref);
+    assert!(d.summary.contains("16 bytes past NULL"), "{}", d.summary);
+    assert_eq!(d.access.as_ref().and_then(|s| s.idx), Some(f));
+    assert_eq!(d.extra.reraised.as_ref().and_then(|s| s.idx), Some(l));
+    // Sent by another process, a handled fault before is not its cause.
+    let mut r = Rec::new();
+    r.push(1, EventKind::Signal(Box::new(signal(11, 1, 0x10, true))));
+    let mut last = signal(11, 0, 99, false);
+    last.sender = Some(crate::event::SignalSender {
+        pid: 99,
+        uid: 0,
+        comm: "sh".into(),
+    });
+    r.push(1, EventKind::Signal(Box::new(last)));
+    assert_eq!(r.diagnosis().kind, DiagKind::SentSignal);
+}
+
+#[test]
+fn a_general_protection_fault_decodes_the_operand_and_names_blocks() {
+    let mut r = Rec::new();
+    r.alloc(0x5000, 24, "read_name");
+    r.alloc(0x5020, 16, "new_item");
+    let mut s = signal(11, 128, 0, false);
+    // add rax, [rdi+0x8] with rdi = "AAAAAAAA", rbx -> the item block
+    s.insn = vec![0x48, 0x03, 0x47, 0x08];
+    s.regs = vec![0; 17];
+    s.regs[5] = 0x4141_4141_4141_4141;
+    s.regs[1] = 0x5020;
+    r.push(1, EventKind::Signal(Box::new(s)));
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::WildPointer);
+    assert!(d.summary.contains("0x4141414141414149"), "{}", d.summary);
+    assert!(d.summary.contains("non-canonical"), "{}", d.summary);
+    assert!(d.summary.contains("\"AAAAAAAA\""), "{}", d.summary);
+    assert_eq!(d.block, Some((0x5020, 16)));
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.contains("just before it") && n.contains("24-byte block 0x5000")),
+        "{:#?}",
+        d.notes
+    );
+    // Without instruction bytes it says so, and never calls it NULL.
+    let mut r = Rec::new();
+    r.push(1, EventKind::Signal(Box::new(signal(11, 128, 0, false))));
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::WildPointer);
+    assert!(d.summary.contains("was not recorded"), "{}", d.summary);
+}
+
+#[test]
+fn corrupted_top_size_names_the_highest_live_block() {
+    let mut r = Rec::new();
+    r.push(
+        1,
+        EventKind::Brk {
+            req: 0,
+            ret: 0x5000,
+        },
+    );
+    r.push(
+        1,
+        EventKind::Brk {
+            req: 0x26000,
+            ret: 0x26000,
+        },
+    );
+    r.alloc(0x52a0, 100, "keep");
+    r.alloc(0x5310, 40, "make_label");
+    let mut s = signal(6, -6, 1, false);
+    s.sender = Some(crate::event::SignalSender {
+        pid: 1,
+        uid: 0,
+        comm: "app".into(),
+    });
+    s.message = Some("malloc(): corrupted top size".into());
+    r.push(1, EventKind::Signal(Box::new(s)));
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::HeapCorruption);
+    assert_eq!(d.block, Some((0x5310, 40)));
+    // 40 bytes asked, a 48-byte chunk: top's size field at +40.
+    assert_eq!(d.offset, Some(40));
+    assert_eq!(site_func(&r.tl, &d.alloc), "make_label (app.c:10)");
+    assert_eq!(
+        d.extra.message.as_deref(),
+        Some("malloc(): corrupted top size")
+    );
+    // An assert()'s message is said, not called heap corruption.
+    let mut r = Rec::new();
+    let mut s = signal(6, -6, 1, false);
+    s.sender = Some(crate::event::SignalSender {
+        pid: 1,
+        uid: 0,
+        comm: "app".into(),
+    });
+    s.message = Some("app: app.c:3: main: Assertion `x' failed.".into());
+    r.push(1, EventKind::Signal(Box::new(s)));
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::Unknown);
+    assert!(d.summary.contains("Assertion `x' failed"), "{}", d.summary);
+}
+
+#[test]
+fn a_malloc_list_check_names_no_chunk_an_earlier_free_is_not_blamed() {
+    let mut r = Rec::new();
+    r.alloc(0x5000, 40, "a");
+    r.free(0x5000, "drop_a");
+    r.alloc(0x6000, 40, "b");
+    let mut s = signal(6, -6, 1, false);
+    s.sender = Some(crate::event::SignalSender {
+        pid: 1,
+        uid: 0,
+        comm: "app".into(),
+    });
+    s.message = Some("malloc(): unsorted double linked list corrupted".into());
+    r.push(1, EventKind::Signal(Box::new(s)));
+    let d = r.diagnosis();
+    assert_eq!(d.kind, DiagKind::HeapCorruption);
+    assert_eq!(d.block, None);
+    assert!(d.summary.contains("cannot tell"), "{}", d.summary);
 }

@@ -768,8 +768,13 @@ fn diagnosis_lines(app: &App, d: &Diagnosis, theme: Theme) -> Vec<Line<'static>>
     }
     let mp = module_path(app.tl.modules());
     let start = app.tl.meta().start_mono_ns;
+    let access = if d.extra.reraised.is_some() {
+        "first delivered (caught by the handler)"
+    } else {
+        "access / crash"
+    };
     for (label, s) in [
-        ("access / crash", &d.access),
+        (access, &d.access),
         ("freed", &d.free),
         ("allocated", &d.alloc),
     ] {

@@ -142,6 +142,12 @@ pub struct Heap {
 pub struct Crash {
     addr: String,
     diagnosis: Option<Diagnosis>,
+    /// What the program said as it aborted (glibc's abort message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    /// Who sent the signal (si_code ≤ 0: kill, tkill, sigqueue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender: Option<Sender>,
     si_code: String,
     signal: &'static str,
     signo: i32,
@@ -160,9 +166,51 @@ pub struct Diagnosis {
     free: Option<Site>,
     free_stack: Option<Vec<Frame>>,
     kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
     notes: Vec<String>,
     offset: Option<i64>,
+    /// wild-pointer: the faulting instruction's memory operand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operand: Option<Operand>,
+    /// The fatal delivery when the cause (`access`) is an earlier one the
+    /// program's handler caught and raised again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reraised: Option<Site>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender: Option<Sender>,
     summary: String,
+}
+
+#[derive(Serialize)]
+pub struct Sender {
+    comm: Option<String>,
+    pid: u32,
+    uid: u32,
+}
+
+impl Sender {
+    fn of(s: &crate::event::SignalSender) -> Sender {
+        Sender {
+            comm: (!s.comm.is_empty()).then(|| s.comm.clone()),
+            pid: s.pid,
+            uid: s.uid,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Operand {
+    /// The address the operand computes to (null: depends on fs/gs).
+    addr: Option<String>,
+    non_canonical: Option<bool>,
+    /// The base (else index) register and its value.
+    register: Option<&'static str>,
+    /// `mov [rax+0x8]`.
+    text: String,
+    value: Option<String>,
+    /// The register's value as text, when all its bytes are printable.
+    value_text: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -644,6 +692,8 @@ impl Crash {
                 .tl
                 .diagnosis_at(i as Idx)
                 .map(|d| Diagnosis::of(&d, &sum.tl, t)),
+            message: s.message.clone(),
+            sender: s.sender.as_ref().filter(|_| s.code <= 0).map(Sender::of),
             si_code: si_code_name(s.signo, s.code),
             signal: signal_name(s.signo),
             signo: s.signo,
@@ -676,8 +726,19 @@ impl Diagnosis {
             free: site(&d.free),
             free_stack: stack(&d.free),
             kind: d.kind.name(),
+            message: d.extra.message.clone(),
             notes: d.notes.clone(),
             offset: d.offset,
+            operand: d.extra.operand.as_ref().map(|o| Operand {
+                addr: o.addr.map(|a| format!("{a:#x}")),
+                non_canonical: o.addr.map(crate::model::operand::non_canonical),
+                register: o.reg.map(|(r, _)| r),
+                text: o.text.clone(),
+                value: o.reg.map(|(_, v)| format!("{v:#x}")),
+                value_text: o.reg.and_then(|(_, v)| crate::model::operand::as_text(v)),
+            }),
+            reraised: site(&d.extra.reraised),
+            sender: d.extra.sender.as_ref().map(Sender::of),
             summary: d.summary.clone(),
         }
     }
@@ -874,7 +935,8 @@ impl WindowEvent {
                     EventKind::Free { ptr, .. } | EventKind::Discard { ptr } => (Some(*ptr), None),
                     EventKind::Mmap { ret, len, .. } => (u64::try_from(*ret).ok(), Some(*len)),
                     EventKind::Munmap { addr, len, .. } => (Some(*addr), Some(*len)),
-                    EventKind::Signal(s) => (Some(s.addr), None),
+                    // A sent signal's si_addr slot holds the sender's pid.
+                    EventKind::Signal(s) => (s.fault_addr(), None),
                     EventKind::Mremap { .. }
                     | EventKind::Brk { .. }
                     | EventKind::Spawn { .. }
