@@ -1030,6 +1030,45 @@ impl Lost {
         self.ringbuf + self.inflight + self.channel + self.undecodable
     }
 
+    /// Events kept without their stack (the stack table was full, or the
+    /// walk could not run).
+    pub fn stacks(&self) -> u64 {
+        self.stack_table + self.stackless
+    }
+
+    /// Every loss, by reason: "0", or "12 events (ringbuf_full 12), 40
+    /// stacks (stack_table_full 40)".
+    pub fn summary(&self) -> String {
+        let reasons = |rs: &[LossReason]| -> Vec<String> {
+            rs.iter()
+                .filter(|r| self.get(**r) > 0)
+                .map(|r| format!("{} {}", r.name(), self.get(*r)))
+                .collect()
+        };
+        let mut parts = Vec::new();
+        if self.events() > 0 {
+            let r = reasons(&[
+                LossReason::RingBuffer,
+                LossReason::Inflight,
+                LossReason::Channel,
+                LossReason::Undecodable,
+            ]);
+            parts.push(format!("{} events ({})", self.events(), r.join(", ")));
+        }
+        if self.stacks() > 0 {
+            let mut r = reasons(&[LossReason::StackTable]);
+            if self.stackless > 0 {
+                r.push(format!("walk_busy {}", self.stackless));
+            }
+            parts.push(format!("{} stacks ({})", self.stacks(), r.join(", ")));
+        }
+        if parts.is_empty() {
+            "0".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     pub fn get(&self, r: LossReason) -> u64 {
         match r {
             LossReason::RingBuffer => self.ringbuf,
@@ -1184,6 +1223,31 @@ pub(crate) mod opt_id {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stack losses are losses too: the summary names every reason.
+    #[test]
+    fn loss_summary_names_every_reason() {
+        assert_eq!(Lost::default().summary(), "0");
+        let l = Lost {
+            ringbuf: 12,
+            stack_table: 40,
+            stackless: 2,
+            ..Lost::default()
+        };
+        assert_eq!(
+            l.summary(),
+            "12 events (ringbuf_full 12), 42 stacks (stack_table_full 40, walk_busy 2)"
+        );
+        let only_stacks = Lost {
+            stack_table: 43467,
+            ..Lost::default()
+        };
+        assert_eq!(only_stacks.events(), 0);
+        assert_eq!(
+            only_stacks.summary(),
+            "43467 stacks (stack_table_full 43467)"
+        );
+    }
 
     /// The names are part of the JSON schema and the command line: the
     /// derived ones must stay what they were when written by hand.

@@ -138,6 +138,11 @@ enum Cmd {
         /// program is scanned at its exit without this.
         #[arg(long)]
         leak_check: bool,
+        /// Attached (PID): exit with the process's status when it ended
+        /// while recorded (128 + the signal when killed, as a shell says);
+        /// a launched program's status is always tm-tui's.
+        #[arg(long)]
+        exit_status: bool,
         /// Program and arguments to launch and record from its first instruction.
         #[arg(last = true)]
         command: Vec<String>,
@@ -295,6 +300,7 @@ fn run(cli: Cli) -> Result<i32> {
             command,
             tracing,
             leak_check,
+            exit_status,
         } => {
             let target = match (pid, command.is_empty()) {
                 (Some(p), true) => session::Target::Pid(p),
@@ -311,6 +317,7 @@ fn run(cli: Cli) -> Result<i32> {
                 print_crash: true,
                 tracing: tracing.tracing(),
                 leak_check,
+                exit_status,
             })
         }
         Cmd::Report {
@@ -387,15 +394,15 @@ fn run(cli: Cli) -> Result<i32> {
             if ui {
                 let mut argv = vec![bin.display().to_string()];
                 argv.extend(demo.args.iter().map(|a| a.to_string()));
-                // The demo's crash is its point: success is having shown it.
-                let _target_status = cmd::live::live(cmd::live::LiveArgs {
+                // Exits as the demo program did (139 for the UAF's SIGSEGV),
+                // as `record` does.
+                return cmd::live::live(cmd::live::LiveArgs {
                     target: session::Target::Command(argv),
                     output,
                     ringbuf_bytes: tracing.ringbuf,
                     memory: model::DEFAULT_MEMORY,
                     tracing: tracing.clone().tracing(),
-                })?;
-                return Ok(0);
+                });
             }
             let output = output.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("tm-tui-demo-{}.tmt", demo.name))
@@ -403,8 +410,7 @@ fn run(cli: Cli) -> Result<i32> {
             eprintln!("tm-tui: demo '{}': {}", demo.name, demo.about);
             let mut argv = vec![bin.display().to_string()];
             argv.extend(demo.args.iter().map(|a| a.to_string()));
-            // The demo's crash is its point: success is having recorded it.
-            let _target_status = record::run(record::RecordArgs {
+            let status = record::run(record::RecordArgs {
                 target: session::Target::Command(argv),
                 output: output.clone(),
                 ringbuf_bytes: tracing.ringbuf,
@@ -412,12 +418,13 @@ fn run(cli: Cli) -> Result<i32> {
                 memory: model::DEFAULT_MEMORY,
                 print_crash: false,
                 leak_check: false,
+                exit_status: false,
                 tracing: tracing.tracing(),
             })?;
             let t = trace::read_trace(&output)?;
             println!("\n{}", report::text(&t, &report::Options::default())?);
             eprintln!("tm-tui: trace kept in {}", output.display());
-            Ok(0)
+            Ok(status)
         }
     }
 }

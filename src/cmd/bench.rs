@@ -66,6 +66,7 @@ fn traced_run(bin: &str, pairs: u64, probes: ProbeMode) -> Result<(f64, u64, u64
         memory: crate::model::DEFAULT_MEMORY,
         print_crash: true,
         leak_check: false,
+        exit_status: false,
         tracing: Default::default(),
     })?;
     let t = read_trace(&out)?;

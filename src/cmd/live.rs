@@ -187,24 +187,51 @@ pub fn live(args: LiveArgs) -> Result<i32> {
     // steal our keys: it gets /dev/null and a log file instead.
     let (stdio, log) = match &args.target {
         Target::Command(_) => {
-            let log = std::env::temp_dir().join(format!("tm-tui-{}.out", std::process::id()));
+            // Named for the program's pid once it has one (renamed below);
+            // created new, readable by its owner only.
+            let log = std::env::temp_dir().join(format!("tm-tui-{}.starting", std::process::id()));
+            let output = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&log)
+                    .with_context(|| format!("cannot create {}", log.display()))?
+            };
             let stdio = crate::recorder::launch::Stdio {
                 stdin: std::fs::File::open("/dev/null").context("cannot open /dev/null")?,
-                output: std::fs::File::create(&log)
-                    .with_context(|| format!("cannot create {}", log.display()))?,
+                output,
             };
             (Some(stdio), Some(log))
         }
         Target::Pid(_) => (None, None),
     };
     // Attach before the terminal changes: errors print as plain lines.
-    let mut session = session::start(
+    let session = session::start(
         &args.target,
         args.ringbuf_bytes,
         session::ProbeMode::Normal,
         stdio,
         &args.tracing,
-    )?;
+    );
+    let mut session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(l) = &log {
+                let _ = std::fs::remove_file(l);
+            }
+            return Err(e);
+        }
+    };
+    // The program's output file, named for its pid.
+    let log = log.map(|l| {
+        let named = std::env::temp_dir().join(format!("tm-tui-{}.out", session.meta.pid));
+        match std::fs::rename(&l, &named) {
+            Ok(()) => named,
+            Err(_) => l,
+        }
+    });
     let writer = match &args.output {
         Some(p) => Some(TraceWriter::create(p, &session.meta)?),
         None => None,

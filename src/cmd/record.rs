@@ -29,6 +29,8 @@ pub struct RecordArgs {
     pub tracing: Tracing,
     /// Attached: pause the target at the end to scan it for leak kinds.
     pub leak_check: bool,
+    /// Attached: exit with the target's status, when it ended.
+    pub exit_status: bool,
 }
 
 pub fn run(mut args: RecordArgs) -> Result<i32> {
@@ -137,8 +139,8 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     eprintln!(
         "tm-tui: {} events in {secs:.3}s, lost {}{}; {}; {}; trace {} ({} KiB)",
         tl.store().end(),
-        lost.events(),
-        if lost.events() > 0 {
+        lost.summary(),
+        if lost.events() + lost.stacks() > 0 {
             " (see tm-tui report)"
         } else {
             ""
@@ -170,7 +172,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
             .collect();
         eprintln!("tm-tui: leak scan: {}", kinds.join(", "));
     }
-    Ok(match (launched, exit_status) {
+    Ok(match (launched || args.exit_status, exit_status) {
         (true, Some(s)) => s.shell_code(),
         _ => 0,
     })

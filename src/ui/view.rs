@@ -235,8 +235,14 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             theme.fg(Color::Cyan).add_modifier(Modifier::BOLD),
         ),
     };
-    let lost = tl.lost().events();
-    let lost_style = if lost > 0 {
+    let l = tl.lost();
+    // Events and stacks: every loss counts; the reasons are in the report.
+    let lost = match (l.events(), l.stacks()) {
+        (0, 0) => "0".to_string(),
+        (e, 0) => e.to_string(),
+        (e, s) => format!("{e} (+{s} stacks)"),
+    };
+    let lost_style = if l.events() + l.stacks() > 0 {
         theme.alert()
     } else {
         Style::default()

@@ -111,3 +111,42 @@ fn double_free_abort_is_unwound_through_glibc() {
         Some(line_of("double_free.c", "\tfree(s->name);"))
     );
 }
+
+/// The demo exits as its program did (the UAF's SIGSEGV: 139), and an
+/// attached recording with --exit-status exits with the process's status.
+#[test]
+fn demo_and_attached_exit_with_the_targets_status() {
+    if !bpf_or_skip("exit_status") {
+        return;
+    }
+    let trace = tmp().join("demo-uaf.tmt");
+    let out = std::process::Command::new(bin())
+        .args(["demo", "uaf", "--no-ui", "-o"])
+        .arg(&trace)
+        .output()
+        .expect("run tm-tui demo uaf --no-ui");
+    assert_exit(&out, 139);
+    // Attached: a program that sleeps, then exits 7.
+    let prog = compile(
+        "cc",
+        "exit7",
+        "c",
+        "#include <unistd.h>\nint main(void) { sleep(1); return 7; }\n",
+        &["-O0"],
+    );
+    let mut target = std::process::Command::new(&prog)
+        .spawn()
+        .expect("start exit7");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let trace = tmp().join("exit7.tmt");
+    let out = std::process::Command::new(bin())
+        .args(["record", "--exit-status", "-o"])
+        .arg(&trace)
+        .arg(target.id().to_string())
+        .output()
+        .expect("run tm-tui record --exit-status PID");
+    assert_eq!(target.wait().expect("wait").code(), Some(7));
+    assert_exit(&out, 7);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("target exited with code 7"), "{err}");
+}

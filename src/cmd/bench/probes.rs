@@ -48,6 +48,7 @@ fn traced(bin: &str, mode: &str, n: u64, tracing: Tracing) -> Result<(f64, u64, 
         memory: crate::model::DEFAULT_MEMORY,
         print_crash: true,
         leak_check: false,
+        exit_status: false,
         tracing,
     })?;
     let t = read_trace(&trace)?;
