@@ -1484,8 +1484,14 @@ fn detach(
         // aligned store the BPF programs read.
         unsafe { std::ptr::write_volatile(&raw mut (*bss).armed, 0) };
     }
-    for (_, mut l) in children.drain() {
-        while l.pop().is_some() {}
+    // Each child's links in a thread of their own: their grace periods
+    // overlap instead of adding up.
+    let hs: Vec<_> = children
+        .drain()
+        .map(|(_, l)| thread::spawn(move || drop(l)))
+        .collect();
+    for h in hs {
+        let _ = h.join();
     }
     while root.pop().is_some() {}
     while links.pop().is_some() {}
@@ -1548,12 +1554,33 @@ fn poll_loop(
         .build()
         .context("failed to set up the ring buffer")?;
 
+    // A held tracee waits for this loop: its eventfd wakes the wait on
+    // the ring buffer.
+    if let Some(h) = &cfg.exit_hold {
+        use std::os::fd::AsRawFd;
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: u64::MAX,
+        };
+        // SAFETY: adds a valid fd we keep open (the Arc in cfg) to the ring
+        // buffer's epoll instance, which only our own epoll_wait reads
+        // (records are taken with consume, never with libbpf's poll).
+        unsafe {
+            libc::epoll_ctl(
+                rb.epoll_fd(),
+                libc::EPOLL_CTL_ADD,
+                h.wake.as_raw_fd(),
+                &raw mut ev,
+            );
+        }
+    }
     let mut last_lost = Lost::default();
     let mut last_check = Instant::now();
     // Per process: its uprobe links and the allocator they probe (the
     // root's from setup).
     let mut root_links = root_links;
     let mut plinks: FxMap<u32, Vec<Link>> = FxMap::default();
+    let mut droppers: Vec<JoinHandle<()>> = Vec::new();
     let mut allocs: FxMap<u32, Option<Allocator>> = FxMap::default();
     allocs.insert(cfg.pid, cfg.allocator.clone());
     // Children already running (--children): followed from now on, with
@@ -1612,6 +1639,8 @@ fn poll_loop(
             let _ = tx.send(Msg::Synced);
         }
         if let Some(h) = &cfg.exit_hold {
+            let mut count = [0u8; 8];
+            let _ = nix::unistd::read(&*h.wake, &mut count);
             while let Ok(hold) = h.holds.try_recv() {
                 let since = Instant::now();
                 // The tracee is stopped: decode everything it produced
@@ -1632,7 +1661,16 @@ fn poll_loop(
                             } else {
                                 &[]
                             };
-                            match attach_process(skel, pid, alloc.as_ref(), probes) {
+                            let t0 = Instant::now();
+                            let attached = attach_process(skel, pid, alloc.as_ref(), probes);
+                            if std::env::var_os("TM_DEBUG").is_some() {
+                                eprintln!(
+                                    "tm-tui: debug: child {pid} probed in {:?} (held {:?})",
+                                    t0.elapsed(),
+                                    since.elapsed()
+                                );
+                            }
+                            match attached {
                                 Ok(l) => {
                                     plinks.insert(pid, l);
                                 }
@@ -1701,6 +1739,22 @@ fn poll_loop(
                 let _ = hold.done.send(());
             }
         }
+        // A child that ended: its probes go, off this thread (each link
+        // waits a grace period, ~10-200 ms, that would stall the reading).
+        {
+            let d = decoder.borrow();
+            let dead: Vec<u32> = plinks
+                .keys()
+                .copied()
+                .filter(|p| !d.alive.contains(p))
+                .collect();
+            for p in dead {
+                if let Some(l) = plinks.remove(&p) {
+                    droppers.push(thread::spawn(move || drop(l)));
+                }
+            }
+            droppers.retain(|h| !h.is_finished());
+        }
         let (exited, lost) = {
             let mut d = decoder.borrow_mut();
             d.flush();
@@ -1723,6 +1777,9 @@ fn poll_loop(
             // give them a moment, then drain.
             let t0 = Instant::now();
             detach(&mut links, &mut root_links, &mut plinks, bss);
+            for h in droppers.drain(..) {
+                let _ = h.join();
+            }
             if std::env::var_os("TM_DEBUG").is_some() {
                 eprintln!("tm-tui: debug: probes detached in {:?}", t0.elapsed());
             }

@@ -56,9 +56,39 @@ pub struct Hold {
     pub done: Sender<()>,
 }
 
-/// The recorder's side of the tracer thread: its holds.
+/// The recorder's side of the tracer thread: its holds, and an eventfd
+/// written after each (the recorder waits on it with the ring buffer, so
+/// a held child is answered at once).
 pub struct ExitHold {
     pub holds: Receiver<Hold>,
+    pub wake: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+/// The tracer thread's side: where holds go, and the eventfd to write.
+#[derive(Clone)]
+pub struct Holds {
+    tx: Sender<Hold>,
+    wake: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+/// A channel of holds and its eventfd.
+fn holds_channel() -> Result<(Holds, ExitHold)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd returns a new fd we own (or -1, checked).
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("cannot create an eventfd");
+    }
+    // SAFETY: fd is valid and owned by nothing else.
+    let wake = std::sync::Arc::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    let (tx, rx) = bounded::<Hold>(16);
+    Ok((
+        Holds {
+            tx,
+            wake: std::sync::Arc::clone(&wake),
+        },
+        ExitHold { holds: rx, wake },
+    ))
 }
 
 /// How long a tracee waits for the recorder at most; in its exit, for the
@@ -124,7 +154,7 @@ pub fn spawn_stopped(
     let (go_tx, go_rx) = bounded::<bool>(1);
     let (started_tx, started_rx) = bounded::<Result<()>>(1);
     let (done_tx, done_rx) = bounded::<ExitStatus>(1);
-    let (holds_tx, holds_rx) = bounded::<Hold>(16);
+    let (holds_tx, exit_hold) = holds_channel()?;
     let exe2 = exe.to_path_buf();
     thread::Builder::new()
         .name("tm-launch".into())
@@ -157,7 +187,7 @@ pub fn spawn_stopped(
         started: started_rx,
         done: done_rx,
         status: None,
-        hold: Some(ExitHold { holds: holds_rx }),
+        hold: Some(exit_hold),
     })
 }
 
@@ -292,7 +322,7 @@ fn options(follow: bool) -> ptrace::Options {
 }
 
 /// Hold a tracee for the recorder until it answers (or the limit).
-fn hold(holds: &Sender<Hold>, pid: u32, why: HoldWhy) {
+fn hold(holds: &Holds, pid: u32, why: HoldWhy) {
     let limit = if matches!(why, HoldWhy::Exit { .. }) {
         EXIT_HOLD
     } else {
@@ -300,9 +330,12 @@ fn hold(holds: &Sender<Hold>, pid: u32, why: HoldWhy) {
     };
     let (done, wait) = bounded(1);
     if holds
+        .tx
         .send_timeout(Hold { pid, why, done }, HOLD_LIMIT)
         .is_ok()
     {
+        let one = 1u64.to_ne_bytes();
+        let _ = unistd::write(&*holds.wake, &one);
         let _ = wait.recv_timeout(limit);
     }
 }
@@ -346,7 +379,7 @@ enum Seen {
 impl Tracees {
     /// Handle one stop or end of task `tid` (raw wait status). `root`: the
     /// recording's first process.
-    fn on_wait(&mut self, tid: Pid, status: libc::c_int, root: u32, holds: &Sender<Hold>) -> Seen {
+    fn on_wait(&mut self, tid: Pid, status: libc::c_int, root: u32, holds: &Holds) -> Seen {
         let t = tid.as_raw();
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             return match self.tasks.remove(&t) {
@@ -471,7 +504,7 @@ fn supervise(
     go: &Receiver<bool>,
     started: &Sender<Result<()>>,
     done: &Sender<ExitStatus>,
-    holds: &Sender<Hold>,
+    holds: &Holds,
     _follow: bool,
 ) {
     let pid = held.pid;
@@ -518,7 +551,7 @@ pub fn follow_attached(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<ExitHold> {
     let adopt = adopt.to_vec();
-    let (holds_tx, holds_rx) = bounded::<Hold>(16);
+    let (holds_tx, exit_hold) = holds_channel()?;
     let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
     thread::Builder::new()
         .name("tm-follow".into())
@@ -595,7 +628,7 @@ pub fn follow_attached(
     ready_rx
         .recv()
         .map_err(|_| anyhow!("the follower thread died"))??;
-    Ok(ExitHold { holds: holds_rx })
+    Ok(exit_hold)
 }
 
 /// How a child ended, from its wait status.
