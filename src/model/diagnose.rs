@@ -694,13 +694,23 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
         "{head} ({}): not in any heap block of the recording; in {where_}",
         si_code_name(sig.signo, sig.code)
     );
-    let below = live.iter().filter(|b| b.ptr <= a).max_by_key(|b| b.ptr);
-    let above = live.iter().filter(|b| b.ptr > a).min_by_key(|b| b.ptr);
+    // The crashing process's blocks only (a child's carry its tag).
+    let mine = |b: &&LiveBlock| b.ptr >> crate::model::TAG_SHIFT == tag;
+    let below = live
+        .iter()
+        .filter(mine)
+        .filter(|b| b.ptr <= ta)
+        .max_by_key(|b| b.ptr);
+    let above = live
+        .iter()
+        .filter(mine)
+        .filter(|b| b.ptr > ta)
+        .min_by_key(|b| b.ptr);
     for (b, dir) in [(below, "below"), (above, "above")] {
         if let Some(b) = b {
             d.notes.push(format!(
                 "nearest live block {dir}: {:#x} ({} bytes) allocated at {}",
-                b.ptr,
+                untag(b.ptr),
                 b.size,
                 at(tl, b.stack)
             ));
@@ -732,6 +742,23 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
 
 /// glibc's chunk size for a request of `size` bytes (x86-64): the request
 /// plus the 8-byte size field, rounded up to 16, at least 32.
+/// The live blocks of the crashing process just before `crash`, with the
+/// addresses it used (a child's tag removed): what registers and glibc's
+/// chunk headers are compared with.
+fn process_live(tl: &Timeline, crash: Idx) -> Vec<LiveBlock> {
+    let tag = tl.store.pid(crash).map_or(0, |p| tl.tag_of(p));
+    tl.heap
+        .at(&tl.store, crash)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| b.ptr >> crate::model::TAG_SHIFT == tag)
+        .map(|b| LiveBlock {
+            ptr: untag(b.ptr),
+            ..b
+        })
+        .collect()
+}
+
 fn chunk_size(size: u64) -> u64 {
     (size.saturating_add(8 + 15) & !15).max(32)
 }
@@ -794,7 +821,7 @@ fn corruption_rule(
     if !GLIBC_HEAP.iter().any(|w| m.starts_with(w)) {
         return None;
     }
-    let live = tl.heap.at(&tl.store, crash).unwrap_or_default();
+    let live = process_live(tl, crash);
     let mut d = Diagnosis {
         kind: DiagKind::HeapCorruption,
         summary: String::new(),
@@ -1044,7 +1071,7 @@ fn wild_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
     // Where the bad value may have come from: heap blocks the other
     // registers point into (the pointer loaded from one of them, a
     // neighbour's overflow overwriting it).
-    let live = tl.heap.at(&tl.store, crash).unwrap_or_default();
+    let live = process_live(tl, crash);
     let bad = op.as_ref().and_then(|o| o.reg).map(|(r, _)| r);
     let mut seen = Vec::new();
     for (i, &v) in sig.regs.iter().enumerate().take(16) {

@@ -683,7 +683,7 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 .take(rows_n)
                 .map(|(i, b)| {
                     Row::new(vec![
-                        Cell::from(format!("{:#x}", b.ptr)),
+                        Cell::from(format!("{:#x}", crate::model::untag(b.ptr))),
                         Cell::from(b.size.to_string()),
                         Cell::from(fmt_ns(now.saturating_sub(b.ts))),
                         Cell::from(fit(
@@ -699,7 +699,7 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 .iter()
                 .skip(first)
                 .take(rows_n)
-                .map(|b| format!("{:#x}", b.ptr).len())
+                .map(|b| format!("{:#x}", crate::model::untag(b.ptr)).len())
                 .max()
                 .unwrap_or(7)
                 .max(7) as u16;
@@ -915,18 +915,20 @@ fn render_stack(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                     let a = app.tl.around(ptr, c);
                     lines.push(Line::from(match (&a.life, a.double_free) {
                         (Some(_), true) => Span::styled(
-                            format!("{ptr:#x}: DOUBLE FREE of an already freed block"),
+                            format!("{:#x}: DOUBLE FREE of an already freed block", crate::model::untag(ptr)),
                             theme.alert(),
                         ),
                         (Some(_), false) => Span::raw(match (a.nth, a.of) {
                             (Some(k), Some(n)) => format!(
-                                "{ptr:#x}: block #{k} of {n} that lived here  (a/f: its alloc/free)"
+                                "{:#x}: block #{k} of {n} that lived here  (a/f: its alloc/free)",
+                                crate::model::untag(ptr)
                             ),
                             _ => format!(
-                                "{ptr:#x}: one of the many blocks that lived here  (a/f: its alloc/free)"
+                                "{:#x}: one of the many blocks that lived here  (a/f: its alloc/free)",
+                                crate::model::untag(ptr)
                             ),
                         }),
-                        (None, _) => Span::raw(format!("{ptr:#x}: no recorded block here")),
+                        (None, _) => Span::raw(format!("{:#x}: no recorded block here", crate::model::untag(ptr))),
                     }));
                 }
             }
