@@ -687,7 +687,20 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                         Cell::from(b.size.to_string()),
                         Cell::from(fmt_ns(now.saturating_sub(b.ts))),
                         Cell::from(fit(
-                            &app.tl.site(b.stack).unwrap_or_else(|| "?".into()),
+                            &{
+                                let site = app.tl.site(b.stack).unwrap_or_else(|| "?".into());
+                                // A child's block names its process.
+                                match app
+                                    .tl
+                                    .processes()
+                                    .get((b.ptr >> crate::model::TAG_SHIFT) as usize)
+                                {
+                                    Some(p) if b.ptr >> crate::model::TAG_SHIFT != 0 => {
+                                        format!("[pid {}] {site}", p.pid)
+                                    }
+                                    _ => site,
+                                }
+                            },
                             site_w,
                         )),
                     ])
