@@ -561,6 +561,28 @@ fn setup<'obj>(
     Ok((skel, links, root_links, tables))
 }
 
+/// Keeps a followed process's links and allocator; says when its probes
+/// could not be attached (`what`: how it is recorded then).
+fn track_process(
+    plinks: &mut FxMap<u32, Vec<Link>>,
+    allocs: &mut FxMap<u32, Option<Allocator>>,
+    pid: u32,
+    alloc: Option<Allocator>,
+    attached: Result<Vec<Link>>,
+    tx: &Sender<Msg>,
+    what: &str,
+) {
+    match attached {
+        Ok(l) => {
+            plinks.insert(pid, l);
+        }
+        Err(e) => {
+            let _ = tx.send(Msg::Note(format!("{what}: {e:#}")));
+        }
+    }
+    allocs.insert(pid, alloc);
+}
+
 /// The uprobes of one process: its allocator's and the function probes.
 fn attach_process(
     skel: &bpf::TracerSkel<'_>,
@@ -1609,17 +1631,16 @@ fn poll_loop(
             d.switch_to(pid);
             d.sync_code();
         }
-        match attach_process(skel, pid, alloc.as_ref(), &[]) {
-            Ok(l) => {
-                plinks.insert(pid, l);
-            }
-            Err(e) => {
-                let _ = tx.send(Msg::Note(format!(
-                    "child {pid} is recorded without its allocator: {e:#}"
-                )));
-            }
-        }
-        allocs.insert(pid, alloc);
+        let attached = attach_process(skel, pid, alloc.as_ref(), &[]);
+        track_process(
+            &mut plinks,
+            &mut allocs,
+            pid,
+            alloc,
+            attached,
+            tx,
+            &format!("child {pid} is recorded without its allocator"),
+        );
     }
     let end = loop {
         // Records are submitted without wakeups below a fill threshold:
@@ -1670,17 +1691,15 @@ fn poll_loop(
                                     since.elapsed()
                                 );
                             }
-                            match attached {
-                                Ok(l) => {
-                                    plinks.insert(pid, l);
-                                }
-                                Err(e) => {
-                                    let _ = tx.send(Msg::Note(format!(
-                                        "child {pid} is recorded without its allocator: {e:#}"
-                                    )));
-                                }
-                            }
-                            allocs.insert(pid, alloc);
+                            track_process(
+                                &mut plinks,
+                                &mut allocs,
+                                pid,
+                                alloc,
+                                attached,
+                                tx,
+                                &format!("child {pid} is recorded without its allocator"),
+                            );
                         }
                         HoldWhy::Exec => {
                             // The old image's probes go; the new image's
@@ -1703,17 +1722,16 @@ fn poll_loop(
                                 },
                                 _ => None,
                             };
-                            match attach_process(skel, pid, alloc.as_ref(), &[]) {
-                                Ok(l) => {
-                                    plinks.insert(pid, l);
-                                }
-                                Err(e) => {
-                                    let _ = tx.send(Msg::Note(format!(
-                                        "pid {pid} exec'd: its allocator could not be probed: {e:#}"
-                                    )));
-                                }
-                            }
-                            allocs.insert(pid, alloc);
+                            let attached = attach_process(skel, pid, alloc.as_ref(), &[]);
+                            track_process(
+                                &mut plinks,
+                                &mut allocs,
+                                pid,
+                                alloc,
+                                attached,
+                                tx,
+                                &format!("pid {pid} exec'd: its allocator could not be probed"),
+                            );
                         }
                         HoldWhy::Entry | HoldWhy::Exit { .. } => {
                             // At its entry (libraries mapped) or in its exit
