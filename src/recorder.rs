@@ -1779,8 +1779,11 @@ fn poll_loop(
             (d.exited, read_lost(skel, &d))
         };
         let stopping = stop.load(Ordering::Relaxed);
-        let gone =
-            !exited && last_check.elapsed() > Duration::from_millis(100) && !process_alive(cfg.pid);
+        // Gone without an exit record: no followed process is left (the
+        // root may have ended before its children).
+        let gone = !exited
+            && last_check.elapsed() > Duration::from_millis(100)
+            && !decoder.borrow().alive.iter().any(|&p| process_alive(p));
         if last_check.elapsed() > Duration::from_millis(100) {
             last_check = Instant::now();
         }

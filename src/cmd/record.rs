@@ -170,7 +170,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
                 format!("{} {} B in {} blocks", kind.words(), t.bytes, t.blocks)
             })
             .collect();
-        eprintln!("tm-tui: leak scan: {}", kinds.join(", "));
+        eprintln!("tm-tui: leak scan of pid {}: {}", k.scan.pid, kinds.join(", "));
     }
     Ok(match (launched || args.exit_status, exit_status) {
         (true, Some(s)) => s.shell_code(),
