@@ -148,8 +148,8 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         if meta.families.has(Family::Alloc) {
             format!(
                 "heap at end: {} live blocks, {} bytes",
-                tl.heap().live_blocks(),
-                tl.heap().live_bytes()
+                tl.processes()[0].heap.live_blocks,
+                tl.processes()[0].heap.live_bytes
             )
         } else {
             "heap not traced (no alloc in --trace)".to_string()
@@ -170,7 +170,11 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
                 format!("{} {} B in {} blocks", kind.words(), t.bytes, t.blocks)
             })
             .collect();
-        eprintln!("tm-tui: leak scan of pid {}: {}", k.scan.pid, kinds.join(", "));
+        eprintln!(
+            "tm-tui: leak scan of pid {}: {}",
+            k.scan.pid,
+            kinds.join(", ")
+        );
     }
     Ok(match (launched || args.exit_status, exit_status) {
         (true, Some(s)) => s.shell_code(),

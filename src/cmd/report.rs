@@ -296,13 +296,15 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
         }
     );
     let h = &sum.tl.heap().totals;
+    // The root process's; each child's is in the processes section.
+    let root = &sum.tl.processes()[0].heap;
     let _ = writeln!(
         out,
         "heap      {} allocs, {} frees; at end {} live blocks, {} bytes{}",
-        h.allocs,
-        h.frees,
-        sum.tl.heap().live_blocks(),
-        h.live_bytes,
+        root.allocs,
+        root.frees,
+        root.live_blocks,
+        root.live_bytes,
         if h.unknown_frees > 0 {
             format!(
                 "  ({} frees of blocks not allocated in the recording)",

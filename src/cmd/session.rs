@@ -465,8 +465,11 @@ impl Ingest {
                         w.write_event(&e)?;
                     }
                     tl.push(&e);
+                    // The root's exit is the target's (a child's is its own).
                     if let EventKind::ProcessExit { status } = &e.kind {
-                        self.exit_status = Some(*status);
+                        if e.pid == tl.meta().pid {
+                            self.exit_status = Some(*status);
+                        }
                     }
                 }
                 self.idle();

@@ -341,3 +341,34 @@ fn attached_without_children_says_so() {
     assert_eq!(ps.len(), 2, "{ps:#?}");
     assert_eq!(ps[1]["heap"]["allocs"], 100);
 }
+
+/// A child's exit is its own: stopped while the root still runs, tm-tui
+/// does not take the child's status for the target's.
+#[test]
+fn a_childs_exit_status_is_not_the_targets() {
+    if !bpf_or_skip("child_exit_status") {
+        return;
+    }
+    let trace = tmp().join("child-exit.tmt");
+    let child = Command::new(bin())
+        .args(["record", "-o"])
+        .arg(&trace)
+        .args(["--", "/bin/sh", "-c", "(exit 7); sleep 4"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tm-tui record");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SIGINT to tm-tui alone: the root (sleep) runs on, unrecorded.
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().expect("wait tm-tui");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("exited with code 7"), "{err}");
+    assert_ne!(out.status.code(), Some(7), "{err}");
+    let r = report_json(&trace, &[]);
+    assert_ne!(r["exit"]["code"], 7, "{:#}", r["exit"]);
+    let ps = processes(&r);
+    assert!(ps.len() >= 2, "{ps:#?}");
+    assert_eq!(ps[1]["exit"]["code"], 7, "the child's own exit");
+}

@@ -556,13 +556,17 @@ impl Report {
                 },
             }),
             families: t.meta.families.names(),
-            heap: Heap {
-                allocs: heap.totals.allocs,
-                failed_allocs: heap.totals.failed,
-                frees: heap.totals.frees,
-                live_blocks: heap.live_blocks(),
-                live_bytes: heap.totals.live_bytes,
-                unknown_frees: heap.totals.unknown_frees,
+            // The root process's (its children's are in `processes`).
+            heap: {
+                let root = &sum.tl.processes()[0].heap;
+                Heap {
+                    allocs: root.allocs,
+                    failed_allocs: heap.totals.failed,
+                    frees: root.frees,
+                    live_blocks: root.live_blocks,
+                    live_bytes: root.live_bytes,
+                    unknown_frees: heap.totals.unknown_frees,
+                }
             },
             leak_summary: sum.tl.leak_scan().map(|k| {
                 use crate::event::LeakKind as K;
