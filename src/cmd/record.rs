@@ -178,6 +178,9 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     }
     Ok(match (launched || args.exit_status, exit_status) {
         (true, Some(s)) => s.shell_code(),
+        // Ctrl-C before the launched program's end was known: as a shell
+        // says of an interrupted command.
+        (true, None) if session::interrupted() => 130,
         _ => 0,
     })
 }

@@ -12,8 +12,7 @@ use anyhow::{anyhow, Result};
 use strum::IntoEnumIterator;
 
 use crate::event::{
-    si_code_name, signal_name, Event, EventKind, Kind, LossReason, ProbeId, SignalInfo, Stack,
-    StackId, SysCall,
+    si_code_name, signal_name, Event, EventKind, Kind, ProbeId, SignalInfo, Stack, StackId, SysCall,
 };
 pub use crate::model::names::{frame_label, stack_lines, top_user_frame};
 use crate::model::present::{self, call_path_text, fmt_ns, probe_name, rel};
@@ -277,22 +276,13 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
             sum.tl.store().dropped
         );
     }
-    let lost: Vec<String> = LossReason::iter()
-        .filter(|r| t.lost.get(*r) > 0)
-        .map(|r| format!("{} {}", r.name(), t.lost.get(r)))
-        .collect();
+    // Every loss by reason, as the record summary says it.
     let _ = writeln!(
         out,
-        "lost      {}{}",
-        if lost.is_empty() {
-            "none".to_string()
-        } else {
-            lost.join(", ")
-        },
-        if t.lost.stackless > 0 {
-            format!("  ({} events without stack)", t.lost.stackless)
-        } else {
-            String::new()
+        "lost      {}",
+        match t.lost.summary().as_str() {
+            "0" => "none".to_string(),
+            s => s.to_string(),
         }
     );
     let h = &sum.tl.heap().totals;
