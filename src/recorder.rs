@@ -561,6 +561,24 @@ fn setup<'obj>(
     Ok((skel, links, root_links, tables))
 }
 
+/// Whether two allocators are one file probed at the same places (its
+/// links serve both images).
+fn same_allocator(a: Option<&Allocator>, b: Option<&Allocator>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            id(&a.open_path).is_some()
+                && id(&a.open_path) == id(&b.open_path)
+                && a.probes
+                    .iter()
+                    .map(|p| (p.func, p.offset, p.args))
+                    .eq(b.probes.iter().map(|p| (p.func, p.offset, p.args)))
+        }
+        _ => false,
+    }
+}
+
 /// Keeps a followed process's links and allocator; says when its probes
 /// could not be attached (`what`: how it is recorded then).
 fn track_process(
@@ -1702,12 +1720,8 @@ fn poll_loop(
                             );
                         }
                         HoldWhy::Exec => {
-                            // The old image's probes go; the new image's
-                            // allocator is found and probed before it runs.
-                            if pid == cfg.pid {
-                                root_links.clear();
-                            }
-                            plinks.remove(&pid);
+                            // The new image's allocator is found and probed
+                            // before it runs.
                             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
                             let alloc = match (&exe, cfg.allocator.is_some()) {
                                 (Some(exe), true) => match discover::for_program(exe) {
@@ -1722,16 +1736,28 @@ fn poll_loop(
                                 },
                                 _ => None,
                             };
-                            let attached = attach_process(skel, pid, alloc.as_ref(), &[]);
-                            track_process(
-                                &mut plinks,
-                                &mut allocs,
-                                pid,
-                                alloc,
-                                attached,
-                                tx,
-                                &format!("pid {pid} exec'd: its allocator could not be probed"),
-                            );
+                            // The same allocator file probed at the same
+                            // places (glibc before and after, the common
+                            // case): the links stay, they filter by process
+                            // and the new image maps the same file. Dropping
+                            // a link waits a grace period (~150 ms).
+                            let kept = allocs.get(&pid).and_then(Option::as_ref);
+                            if !same_allocator(kept, alloc.as_ref()) {
+                                if pid == cfg.pid {
+                                    root_links.clear();
+                                }
+                                plinks.remove(&pid);
+                                let attached = attach_process(skel, pid, alloc.as_ref(), &[]);
+                                track_process(
+                                    &mut plinks,
+                                    &mut allocs,
+                                    pid,
+                                    alloc,
+                                    attached,
+                                    tx,
+                                    &format!("pid {pid} exec'd: its allocator could not be probed"),
+                                );
+                            }
                         }
                         HoldWhy::Entry | HoldWhy::Exit { .. } => {
                             // At its entry (libraries mapped) or in its exit

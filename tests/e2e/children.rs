@@ -372,3 +372,41 @@ fn a_childs_exit_status_is_not_the_targets() {
     assert!(ps.len() >= 2, "{ps:#?}");
     assert_eq!(ps[1]["exit"]["code"], 7, "the child's own exit");
 }
+
+/// An exec into a program with the same allocator keeps its probes (no
+/// hold while links are swapped), and nothing is counted twice: the new
+/// image's heap at its exit equals valgrind's.
+#[test]
+fn exec_with_the_same_allocator_counts_once() {
+    if !bpf_or_skip("exec_same_allocator") {
+        return;
+    }
+    let prog = compile(
+        "cc",
+        "churn_exec",
+        "c",
+        "#include <stdlib.h>\nstatic void *volatile keep[3];\nint main(void) {\n\tfor (int i = 0; i < 50; i++)\n\t\tfree(malloc(100));\n\tfor (int i = 0; i < 3; i++)\n\t\tkeep[i] = malloc(64);\n\treturn 0;\n}\n",
+        &["-O0"],
+    );
+    let p = prog.to_str().expect("utf8");
+    let trace = tmp().join("exec-same.tmt");
+    // sh forks, and the child execs the program.
+    let out = record_launch(&trace, &["/bin/sh", "-c", &format!("{p}; exit 0")]);
+    assert_exit(&out, 0);
+    let r = report_json(&trace, &[]);
+    assert_no_loss(&r);
+    let ps = processes(&r);
+    let child = ps
+        .iter()
+        .find(|x| {
+            x["command"]
+                .as_str()
+                .is_some_and(|c| c.ends_with("churn_exec"))
+        })
+        .unwrap_or_else(|| panic!("the exec'd child: {ps:#?}"));
+    let vg = valgrind(&[p]);
+    assert_eq!(child["heap"]["live_blocks"].as_u64(), Some(vg.blocks));
+    assert_eq!(child["heap"]["live_bytes"].as_u64(), Some(vg.bytes));
+    // Its 50 frees once each (a kept and a new link would count 100).
+    assert_eq!(child["heap"]["frees"].as_u64(), Some(vg.frees));
+}
