@@ -579,26 +579,75 @@ fn same_allocator(a: Option<&Allocator>, b: Option<&Allocator>) -> bool {
     }
 }
 
-/// Keeps a followed process's links and allocator; says when its probes
-/// could not be attached (`what`: how it is recorded then).
-fn track_process(
-    plinks: &mut FxMap<u32, Vec<Link>>,
-    allocs: &mut FxMap<u32, Option<Allocator>>,
-    pid: u32,
-    alloc: Option<Allocator>,
-    attached: Result<Vec<Link>>,
-    tx: &Sender<Msg>,
-    what: &str,
-) {
-    match attached {
-        Ok(l) => {
-            plinks.insert(pid, l);
+/// Dropped newest first: an entry probe before the return probe it
+/// needs (they were attached the other way round).
+fn drop_links(mut links: Vec<Link>) {
+    while links.pop().is_some() {}
+}
+
+/// The uprobes of each followed process (the root's too) and the
+/// allocator they probe.
+#[derive(Default)]
+struct Probed {
+    links: FxMap<u32, Vec<Link>>,
+    allocs: FxMap<u32, Option<Allocator>>,
+    /// Threads dropping the links of processes that ended.
+    droppers: Vec<JoinHandle<()>>,
+}
+
+impl Probed {
+    /// Attaches `pid`'s probes and keeps them; says when they could not be
+    /// attached (`what`: how it is recorded then).
+    fn probe(
+        &mut self,
+        skel: &bpf::TracerSkel<'_>,
+        pid: u32,
+        alloc: Option<Allocator>,
+        probes: &[crate::recorder::probes::Resolved],
+        tx: &Sender<Msg>,
+        what: &str,
+    ) {
+        match attach_process(skel, pid, alloc.as_ref(), probes) {
+            Ok(l) => {
+                self.links.insert(pid, l);
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Note(format!("{what}: {e:#}")));
+            }
         }
-        Err(e) => {
-            let _ = tx.send(Msg::Note(format!("{what}: {e:#}")));
+        self.allocs.insert(pid, alloc);
+    }
+
+    /// The probes of processes no longer alive go, off the reading thread
+    /// (each link waits a grace period, ~10–200 ms).
+    fn release_ended(&mut self, alive: &crate::util::hash::FxSet<u32>) {
+        let ended: Vec<u32> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|p| !alive.contains(p))
+            .collect();
+        for p in ended {
+            if let Some(l) = self.links.remove(&p) {
+                self.droppers.push(thread::spawn(move || drop_links(l)));
+            }
+        }
+        self.droppers.retain(|h| !h.is_finished());
+    }
+
+    /// Every link, each process's on a thread of its own: their grace
+    /// periods overlap instead of adding up.
+    fn release_all(&mut self) {
+        let hs: Vec<_> = self
+            .links
+            .drain()
+            .map(|(_, l)| thread::spawn(move || drop_links(l)))
+            .chain(self.droppers.drain(..))
+            .collect();
+        for h in hs {
+            let _ = h.join();
         }
     }
-    allocs.insert(pid, alloc);
 }
 
 /// The uprobes of one process: its allocator's and the function probes.
@@ -1512,28 +1561,14 @@ fn consume_n(rb: &libbpf_rs::RingBuffer<'_>, n: usize) -> Result<usize> {
 /// the links go, newest first: every entry probe before its return probe
 /// (they were attached the other way round), or calls entered after their
 /// return probe went would count as lost.
-fn detach(
-    links: &mut Vec<Link>,
-    root: &mut Vec<Link>,
-    children: &mut FxMap<u32, Vec<Link>>,
-    bss: Option<*mut types::bss>,
-) {
+fn detach(links: &mut Vec<Link>, probed: &mut Probed, bss: Option<*mut types::bss>) {
     if let Some(bss) = bss {
         // SAFETY: `bss` points into the skeleton's mmapped .bss, valid
         // while the skeleton lives (it outlives the poll loop); a 4-byte
         // aligned store the BPF programs read.
         unsafe { std::ptr::write_volatile(&raw mut (*bss).armed, 0) };
     }
-    // Each child's links in a thread of their own: their grace periods
-    // overlap instead of adding up.
-    let hs: Vec<_> = children
-        .drain()
-        .map(|(_, l)| thread::spawn(move || drop(l)))
-        .collect();
-    for h in hs {
-        let _ = h.join();
-    }
-    while root.pop().is_some() {}
+    probed.release_all();
     while links.pop().is_some() {}
 }
 
@@ -1618,11 +1653,9 @@ fn poll_loop(
     let mut last_check = Instant::now();
     // Per process: its uprobe links and the allocator they probe (the
     // root's from setup).
-    let mut root_links = root_links;
-    let mut plinks: FxMap<u32, Vec<Link>> = FxMap::default();
-    let mut droppers: Vec<JoinHandle<()>> = Vec::new();
-    let mut allocs: FxMap<u32, Option<Allocator>> = FxMap::default();
-    allocs.insert(cfg.pid, cfg.allocator.clone());
+    let mut probed = Probed::default();
+    probed.links.insert(cfg.pid, root_links);
+    probed.allocs.insert(cfg.pid, cfg.allocator.clone());
     // Children already running (--children): followed from now on, with
     // their own allocator and unwind tables.
     for &(pid, _) in &cfg.adopt {
@@ -1649,13 +1682,11 @@ fn poll_loop(
             d.switch_to(pid);
             d.sync_code();
         }
-        let attached = attach_process(skel, pid, alloc.as_ref(), &[]);
-        track_process(
-            &mut plinks,
-            &mut allocs,
+        probed.probe(
+            skel,
             pid,
             alloc,
-            attached,
+            &[],
             tx,
             &format!("child {pid} is recorded without its allocator"),
         );
@@ -1694,14 +1725,21 @@ fn poll_loop(
                                 d.new_process(pid);
                             }
                             d.tables.inherit(parent, pid);
-                            let alloc = allocs.get(&parent).cloned().flatten();
+                            let alloc = probed.allocs.get(&parent).cloned().flatten();
                             let probes = if parent == cfg.pid {
                                 &cfg.probes[..]
                             } else {
                                 &[]
                             };
                             let t0 = Instant::now();
-                            let attached = attach_process(skel, pid, alloc.as_ref(), probes);
+                            probed.probe(
+                                skel,
+                                pid,
+                                alloc,
+                                probes,
+                                tx,
+                                &format!("child {pid} is recorded without its allocator"),
+                            );
                             if std::env::var_os("TM_DEBUG").is_some() {
                                 eprintln!(
                                     "tm-tui: debug: child {pid} probed in {:?} (held {:?})",
@@ -1709,15 +1747,6 @@ fn poll_loop(
                                     since.elapsed()
                                 );
                             }
-                            track_process(
-                                &mut plinks,
-                                &mut allocs,
-                                pid,
-                                alloc,
-                                attached,
-                                tx,
-                                &format!("child {pid} is recorded without its allocator"),
-                            );
                         }
                         HoldWhy::Exec => {
                             // The new image's allocator is found and probed
@@ -1741,19 +1770,18 @@ fn poll_loop(
                             // case): the links stay, they filter by process
                             // and the new image maps the same file. Dropping
                             // a link waits a grace period (~150 ms).
-                            let kept = allocs.get(&pid).and_then(Option::as_ref);
+                            let kept = probed.allocs.get(&pid).and_then(Option::as_ref);
                             if !same_allocator(kept, alloc.as_ref()) {
-                                if pid == cfg.pid {
-                                    root_links.clear();
+                                // Now, before it runs: an old link would
+                                // fire in the new image too.
+                                if let Some(l) = probed.links.remove(&pid) {
+                                    drop_links(l);
                                 }
-                                plinks.remove(&pid);
-                                let attached = attach_process(skel, pid, alloc.as_ref(), &[]);
-                                track_process(
-                                    &mut plinks,
-                                    &mut allocs,
+                                probed.probe(
+                                    skel,
                                     pid,
                                     alloc,
-                                    attached,
+                                    &[],
                                     tx,
                                     &format!("pid {pid} exec'd: its allocator could not be probed"),
                                 );
@@ -1783,22 +1811,7 @@ fn poll_loop(
                 let _ = hold.done.send(());
             }
         }
-        // A child that ended: its probes go, off this thread (each link
-        // waits a grace period, ~10-200 ms, that would stall the reading).
-        {
-            let d = decoder.borrow();
-            let dead: Vec<u32> = plinks
-                .keys()
-                .copied()
-                .filter(|p| !d.alive.contains(p))
-                .collect();
-            for p in dead {
-                if let Some(l) = plinks.remove(&p) {
-                    droppers.push(thread::spawn(move || drop(l)));
-                }
-            }
-            droppers.retain(|h| !h.is_finished());
-        }
+        probed.release_ended(&decoder.borrow().alive);
         let (exited, lost) = {
             let mut d = decoder.borrow_mut();
             d.flush();
@@ -1823,10 +1836,7 @@ fn poll_loop(
             // reserved on other CPUs just before may not be committed yet:
             // give them a moment, then drain.
             let t0 = Instant::now();
-            detach(&mut links, &mut root_links, &mut plinks, bss);
-            for h in droppers.drain(..) {
-                let _ = h.join();
-            }
+            detach(&mut links, &mut probed, bss);
             if std::env::var_os("TM_DEBUG").is_some() {
                 eprintln!("tm-tui: debug: probes detached in {:?}", t0.elapsed());
             }

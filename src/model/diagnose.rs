@@ -145,18 +145,26 @@ fn is_free_frame(name: &str) -> bool {
     name.contains("free") || name.contains("realloc") || name == "malloc_printerr"
 }
 
-/// The crash at event `crash`, explained.
-pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
-    let ev = tl.store.get(crash)?;
+/// The signal event `i`, its signal, and where it hit.
+fn signal_at(tl: &Timeline, i: Idx) -> Option<(crate::event::Event, Box<SignalInfo>, Site)> {
+    let ev = tl.store.get(i)?;
     let EventKind::Signal(sig) = &ev.kind else {
         return None;
     };
+    let sig = sig.clone();
     let access = Site {
-        idx: Some(crash),
+        idx: Some(i),
         ts: ev.ts,
         tid: ev.tid,
         stack: sig.stack,
     };
+    Some((ev, sig, access))
+}
+
+/// The crash at event `crash`, explained.
+pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
+    let (ev, sig, access) = signal_at(tl, crash)?;
+    let sig = &*sig;
     if sig.code <= 0 {
         // Recordings before trace format 5 have no sender: their SIGABRT
         // is abort()'s, as it was read then.
@@ -306,16 +314,8 @@ fn reraised(tl: &Timeline, d: &mut Diagnosis, first: Idx, last: &Site, sig: &Sig
 
 /// The rules for the signal at `crash` as the kernel delivered it.
 fn diagnose_signal(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
-    let ev = tl.store.get(crash)?;
-    let EventKind::Signal(sig) = &ev.kind else {
-        return None;
-    };
-    let access = Site {
-        idx: Some(crash),
-        ts: ev.ts,
-        tid: ev.tid,
-        stack: sig.stack,
-    };
+    let (ev, sig, access) = signal_at(tl, crash)?;
+    let sig = &*sig;
     // Crashed inside the allocator's free path: glibc aborts on a bad free,
     // and a wild pointer can fault in free itself.
     let in_free = tl.stack(sig.stack).is_some_and(|s| {
