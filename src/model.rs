@@ -526,6 +526,7 @@ impl Timeline {
             );
             if synthetic {
                 self.made.push(idx);
+                self.heap.not_a_call(&ch);
             }
             let tag = |ptr: u64| (ptr >> TAG_SHIFT) as usize;
             if let Some(b) = ch.born {

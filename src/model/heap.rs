@@ -226,6 +226,19 @@ impl HeapIndex {
         store.block(alloc)
     }
 
+    /// `ch` came from a block the model made at a fork (born) or took at
+    /// an exec (ended): live or not, but no call of the allocator.
+    pub fn not_a_call(&mut self, ch: &Change) {
+        let t = &mut self.totals;
+        if let Some(b) = ch.born {
+            t.allocs -= 1;
+            t.alloc_bytes -= b.size;
+        }
+        if ch.ended[0].is_some() {
+            t.frees -= 1;
+        }
+    }
+
     /// Blocks live now in the process whose addresses carry `tag`
     /// (see [`crate::model::TAG_SHIFT`]).
     pub fn now_of(&self, store: &EventStore, tag: u64) -> Vec<LiveBlock> {
@@ -276,17 +289,6 @@ impl HeapIndex {
             // Neither ended nor started anything: a failed allocation.
             None if ends.is_none() => self.totals.failed += 1,
             None => {}
-        }
-        // A block a child inherits, or one gone with an exec: live or not,
-        // but no call of the allocator.
-        match store.kind(idx) {
-            Some(crate::event::Kind::Inherit) => {
-                let t = &mut self.totals;
-                t.allocs -= 1;
-                t.alloc_bytes -= ch.born.map_or(0, |b| b.size);
-            }
-            Some(crate::event::Kind::Discard) if ch.ended[0].is_some() => self.totals.frees -= 1,
-            _ => {}
         }
         ch
     }
