@@ -30,10 +30,32 @@ const volatile __u64 uretprobe_page = 0x7fffffffe000ULL;
 /* Wake the consumer only once this much is waiting; it polls on a timer. */
 const volatile __u64 wakeup_bytes = 1 << 20;
 
+/*
+ * Watchpoints (see enum tm_watch_limit). Slots a free may claim for its
+ * block's first word, slots an allocation may claim for the bytes past
+ * its end (bit masks); the least time between two claims of each sort
+ * (the budget); whether a tracer stops the claiming thread to arm before
+ * it runs on (the signal is sent only then); glibc: a freed chunk that
+ * was mmapped goes back to the kernel and is not watched.
+ */
+const volatile __u32 watch_uaf_slots = 0;
+const volatile __u32 watch_ovf_slots = 0;
+const volatile __u64 watch_interval_ns = 10000000;
+const volatile bool watch_stop = false;
+const volatile bool watch_glibc = false;
+
 /* Loss counters, read by user space: [enum tm_loss][enum tm_kind]. */
 __u64 lost[TM_LOST_MAX][TM_K_MAX] = {};
 /* Events whose stack could not be walked at all (kept, without stack). */
 __u64 stack_errors = 0;
+/* Watchpoint counters: claims [kind], allocator's own accesses ignored,
+ * hits of no armed slot, findings reported. */
+__u64 watch_claims[5] = {};
+__u64 watch_ignored = 0;
+__u64 watch_stray = 0;
+__u64 watch_reports = 0;
+__u64 watch_last_uaf = 0, watch_last_ovf = 0;
+
 /* Hits of the free probe: [0] any process, [1] the target. A diagnostic
  * for "the kernel never ran the probe" vs "the probe filtered it out". */
 __u64 free_hits[2] = {};
@@ -91,6 +113,11 @@ struct thread_state {
 	__u32 in_live; /* `in` holds a call under way */
 	__u32 known_next;
 	__u64 known[TM_KNOWN_STACKS];
+	/* The last free's return-address slot and the address in it (kept
+	 * while watching): the thread is inside that free while its stack
+	 * still holds them below its stack pointer. */
+	__u64 free_slot;
+	__u64 free_ret;
 };
 
 struct {
@@ -143,6 +170,12 @@ enum tm_family _tm_family = 0;
 enum tm_cfa _tm_cfa = 0;
 enum tm_cfi_limit _tm_cfi_limit = 0;
 enum tm_stack_end _tm_stack_end = 0;
+enum tm_watch_limit _tm_watch_limit = 0;
+enum tm_watch_state _tm_watch_state = 0;
+enum tm_watch_kind _tm_watch_kind = 0;
+enum tm_watch_rw _tm_watch_rw = 0;
+struct tm_watch _tm_watch = {};
+struct tm_watch_rec _tm_watch_rec = {};
 
 /* The processes followed besides the root (tgid → 1). */
 struct {
@@ -740,6 +773,330 @@ static __always_inline bool inflight_alive(struct inflight *cur)
 	return is_uretprobe_trampoline(slot);
 }
 
+/* ---- Watchpoints ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TM_WATCH_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tm_watch);
+} watches SEC(".maps");
+
+/* Threads stopped by the tracer's signal, not yet armed: the tracer
+ * suppresses exactly these deliveries (tid → 1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} watch_signalled SEC(".maps");
+
+static __always_inline bool watching(void)
+{
+	return watch_uaf_slots | watch_ovf_slots;
+}
+
+/* Tell user space a slot's breakpoints can go (the slot is released). */
+static __always_inline void watch_released(__u32 slot, struct tm_watch *w, __u32 tid)
+{
+	struct tm_watch_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r)
+		return; /* the next claim moves the breakpoints anyway */
+	__builtin_memset(r, 0, sizeof(*r));
+	r->h.kind = TM_K_WATCH;
+	r->h.tid = tid;
+	r->h.ts = bpf_ktime_get_ns();
+	r->slot = slot;
+	r->kind = w->kind;
+	r->gen = w->gen;
+	r->addr = w->addr;
+	r->len = w->len;
+	r->write = 2; /* released */
+	r->block = w->block;
+	bpf_ringbuf_submit(r, 0);
+}
+
+struct watch_release_ctx {
+	__u32 tgid, tid;
+	__u64 lo, hi;	/* release slots whose watched bytes overlap [lo, hi) */
+	__u64 block;	/* or (nonzero) whose block this is (overflow kinds) */
+};
+
+static long watch_release_step(__u64 i, struct watch_release_ctx *c)
+{
+	__u32 slot = i;
+	struct tm_watch *w = bpf_map_lookup_elem(&watches, &slot);
+
+	if (!w || w->state != TM_WS_ARMED || w->tgid != c->tgid || w->kind == TM_WK_EXPLICIT)
+		return 0;
+	if (c->block ? (w->block == c->block && w->kind != TM_WK_UAF) :
+		       (w->addr < c->hi && c->lo < w->addr + w->len)) {
+		if (__sync_val_compare_and_swap(&w->state, TM_WS_ARMED, TM_WS_RELEASED) ==
+		    TM_WS_ARMED)
+			watch_released(slot, w, c->tid);
+	}
+	return 0;
+}
+
+/* The allocator handed out [lo, hi) (or is freeing `block`): no watch there
+ * is a finding any more. */
+static __always_inline void watch_release(__u32 tid, __u64 lo, __u64 hi, __u64 block)
+{
+	struct watch_release_ctx c = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.tid = tid,
+		.lo = lo,
+		.hi = hi,
+		.block = block,
+	};
+
+	bpf_loop(TM_WATCH_SLOTS, (void *)watch_release_step, &c, 0);
+}
+
+struct watch_claim_ctx {
+	__u32 mask;
+	__u32 best;
+	__u64 oldest;
+	__u32 kind;
+	__u32 _pad;
+};
+
+/* The slot to claim: a free one of the mask, else the one of this kind
+ * armed longest ago (watching rotates over the most recent). */
+static long watch_pick_step(__u64 i, struct watch_claim_ctx *c)
+{
+	__u32 slot = i;
+	struct tm_watch *w;
+
+	if (!(c->mask & (1u << slot)))
+		return 0;
+	w = bpf_map_lookup_elem(&watches, &slot);
+	if (!w)
+		return 0;
+	if (w->state == TM_WS_FREE || w->state == TM_WS_RELEASED) {
+		c->best = slot;
+		c->oldest = 0;
+		return 1;
+	}
+	if (c->kind && w->state == TM_WS_ARMED && w->kind == c->kind && w->claimed_ns < c->oldest) {
+		c->best = slot;
+		c->oldest = w->claimed_ns;
+	}
+	return 0;
+}
+
+/* Claim a slot for [addr, addr + len) of `block` and have the thread stop
+ * for the tracer to arm it. */
+static __always_inline void watch_claim(__u32 kind, __u32 steal, __u32 mask, __u64 addr,
+					__u32 len, __u32 type, __u64 block, __u64 size, __u32 tid,
+					__u64 now)
+{
+	/* steal: the kind of armed slot that may be taken (0: none). */
+	struct watch_claim_ctx c = { .mask = mask, .best = TM_WATCH_SLOTS, .oldest = ~0ULL,
+				     .kind = steal };
+	struct tm_watch *w;
+	__u32 slot, one = 1;
+	__u64 old;
+	__u64 snap = 0;
+
+	bpf_loop(TM_WATCH_SLOTS, (void *)watch_pick_step, &c, 0);
+	slot = c.best;
+	if (slot >= TM_WATCH_SLOTS)
+		return;
+	w = bpf_map_lookup_elem(&watches, &slot);
+	if (!w)
+		return;
+	old = w->state;
+	if (old == TM_WS_CLAIMED || __sync_val_compare_and_swap(&w->state, old, TM_WS_CLAIMED) != old)
+		return; /* another CPU took it */
+	bpf_probe_read_user(&snap, sizeof(snap), (void *)addr);
+	if (len < 8)
+		snap &= (1ULL << (len * 8)) - 1;
+	w->kind = kind;
+	w->tgid = bpf_get_current_pid_tgid() >> 32;
+	w->tid = tid;
+	w->addr = addr;
+	w->len = len;
+	w->type = type;
+	w->block = block;
+	w->size = size;
+	w->snap = snap;
+	w->gen++;
+	w->claimed_ns = now;
+	w->hits = 0;
+	__sync_fetch_and_add(&watch_claims[kind & 3], 1);
+	w->state = TM_WS_ARMED;
+	bpf_map_update_elem(&watch_signalled, &tid, &one, BPF_ANY);
+	bpf_send_signal_thread(TM_WATCH_SIGNAL);
+}
+
+/* The budget: at most one claim of a sort per watch_interval_ns. */
+static __always_inline bool watch_due(__u64 *last, __u64 now)
+{
+	__u64 prev = *last;
+
+	if (now - prev < watch_interval_ns)
+		return false;
+	return __sync_val_compare_and_swap(last, prev, now) == prev;
+}
+
+/* At free(ptr): the block's overflow watches go; the thread's free is
+ * remembered (its accesses inside are the allocator's); maybe watch the
+ * block's first word from now on. */
+static __always_inline void watch_on_free(struct pt_regs *ctx, __u32 tid, __u64 ptr)
+{
+	struct thread_state *ts = thread_state(true);
+	__u64 sp = PT_REGS_SP(ctx), now, hdr = 0;
+
+	if (ts) {
+		ts->free_slot = sp;
+		bpf_probe_read_user(&ts->free_ret, sizeof(__u64), (void *)sp);
+	}
+	watch_release(tid, 0, 0, ptr);
+	if (!watch_uaf_slots || !ts)
+		return;
+	now = bpf_ktime_get_ns();
+	if (watch_glibc) {
+		/* A chunk mmapped on its own goes back to the kernel (whatever is
+		 * mapped there next is not this block). */
+		bpf_probe_read_user(&hdr, sizeof(hdr), (void *)(ptr - 8));
+		if (hdr & 2)
+			return;
+	}
+	if (ptr & 7 || !watch_due(&watch_last_uaf, now))
+		return;
+	watch_claim(TM_WK_UAF, TM_WK_UAF, watch_uaf_slots, ptr, 8, TM_WATCH_RW, ptr, 0, tid, now);
+}
+
+/* An allocation returned [ptr, ptr + size): watches on those bytes go;
+ * maybe watch the bytes just past its end. */
+static __always_inline void watch_on_alloc(__u32 tid, __u64 ptr, __u64 size)
+{
+	__u64 end = ptr + size, now;
+	__u32 len;
+
+	if (!ptr)
+		return;
+	watch_release(tid, ptr, end ? end : ptr + 1, 0);
+	if (!watch_ovf_slots || !size)
+		return;
+	now = bpf_ktime_get_ns();
+	if (!watch_due(&watch_last_ovf, now))
+		return;
+	/* The widest aligned breakpoint starting right at the end. */
+	len = !(end & 7) ? 8 : !(end & 3) ? 4 : !(end & 1) ? 2 : 1;
+	watch_claim(TM_WK_OVERFLOW, TM_WK_OVERFLOW, watch_ovf_slots, end, len, TM_WATCH_W, ptr,
+		    size, tid, now);
+	/* glibc: the chunk's size word just before the block is the
+	 * allocator's alone while the block lives (a write there is an
+	 * underflow); a free slot only, never one taken from another block. */
+	if (watch_glibc && !(ptr & 7))
+		watch_claim(TM_WK_UNDERFLOW, 0, watch_ovf_slots, ptr - 8, 8, TM_WATCH_W, ptr, size,
+			    tid, now);
+}
+
+/* Inside an allocator call (its own bookkeeping in a freed block, calloc
+ * zeroing, realloc copying): not the program's access. */
+static __always_inline bool allocator_busy(struct thread_state *ts, __u64 sp)
+{
+	__u64 ret = 0;
+
+	if (ts->in_live && sp < ts->in.sp)
+		return true;
+	if (ts->free_slot && sp <= ts->free_slot) {
+		bpf_probe_read_user(&ret, sizeof(ret), (void *)ts->free_slot);
+		if (ret == ts->free_ret)
+			return true;
+	}
+	return false;
+}
+
+struct watch_find_ctx {
+	__u64 addr;
+	__u32 tgid;
+	__u32 slot;
+};
+
+static long watch_find_step(__u64 i, struct watch_find_ctx *c)
+{
+	__u32 slot = i;
+	struct tm_watch *w = bpf_map_lookup_elem(&watches, &slot);
+
+	if (w && w->state == TM_WS_ARMED && w->addr == c->addr && w->tgid == c->tgid) {
+		c->slot = slot;
+		return 1;
+	}
+	return 0;
+}
+
+/* A hit of a watchpoint (a data breakpoint traps after the access). */
+SEC("perf_event")
+int tm_watch_hit(struct bpf_perf_event_data *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid(), value = 0, gen, sp = ctx->regs.sp;
+	struct watch_find_ctx c = { .addr = ctx->addr, .tgid = id >> 32, .slot = TM_WATCH_SLOTS };
+	struct thread_state *ts;
+	struct tm_watch_rec *r;
+	struct tm_watch *w;
+	__u32 len, write;
+	__u64 before;
+
+	bpf_loop(TM_WATCH_SLOTS, (void *)watch_find_step, &c, 0);
+	if (c.slot >= TM_WATCH_SLOTS) {
+		__sync_fetch_and_add(&watch_stray, 1);
+		return 0;
+	}
+	w = bpf_map_lookup_elem(&watches, &c.slot);
+	if (!w)
+		return 0;
+	gen = w->gen;
+	len = w->len & 15;
+	bpf_probe_read_user(&value, sizeof(value), (void *)c.addr);
+	if (len < 8)
+		value &= (1ULL << (len * 8)) - 1;
+	ts = thread_state(false);
+	if (ts && allocator_busy(ts, sp)) {
+		w->snap = value;
+		__sync_fetch_and_add(&watch_ignored, 1);
+		return 0;
+	}
+	write = w->type == TM_WATCH_W || value != w->snap;
+	before = w->snap;
+	w->snap = value;
+	if (w->hits >= TM_WATCH_REPORTS)
+		return 0;
+	w->hits++;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_lost(TM_LOST_RINGBUF, TM_K_WATCH);
+		return 0;
+	}
+	r->h.kind = TM_K_WATCH;
+	r->h.tid = (__u32)id;
+	r->h.ts = bpf_ktime_get_ns();
+	r->slot = c.slot;
+	r->kind = w->kind;
+	r->gen = gen;
+	r->addr = c.addr;
+	r->len = len;
+	r->write = write;
+	r->block = w->block;
+	r->size = w->size;
+	r->ip = ctx->regs.ip;
+	r->value = value;
+	r->before = before;
+	r->stack = walk_stack(ctx->regs.ip, sp, ctx->regs.bp, false);
+	if (w->gen != gen) {
+		/* Claimed again meanwhile: this hit's slot data is not sure. */
+		bpf_ringbuf_discard(r, 0);
+		return 0;
+	}
+	__sync_fetch_and_add(&watch_reports, 1);
+	bpf_ringbuf_submit(r, wakeup_flags());
+	return 0;
+}
+
 static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
 				       __u64 a1, __u64 a2)
 {
@@ -781,6 +1138,8 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u32 fn, __u64 a0,
 		 * instead of being folded into it forever. */
 		count_lost(TM_LOST_INFLIGHT, TM_K_HEAP);
 	}
+	if (watching() && (fn == TM_FN_REALLOC || fn == TM_FN_REALLOCARRAY) && a0)
+		watch_release(tid, 0, 0, a0);
 	in.sp = PT_REGS_SP(ctx);
 	in.fn = fn;
 	in.a0 = a0;
@@ -797,7 +1156,7 @@ static __always_inline int alloc_exit(struct pt_regs *ctx)
 	struct thread_state *ts;
 	struct tm_heap_rec *r;
 	struct inflight *in;
-	__u64 ret = PT_REGS_RC(ctx);
+	__u64 ret = PT_REGS_RC(ctx), size;
 	__u32 tid;
 
 	if (bare || !armed || !is_target(&tid))
@@ -856,7 +1215,11 @@ static __always_inline int alloc_exit(struct pt_regs *ctx)
 		break;
 	}
 	ts->in_live = 0;
+	ret = r->ptr;
+	size = r->size;
 	bpf_ringbuf_submit(r, wakeup_flags());
+	if (watching())
+		watch_on_alloc(tid, ret, size);
 	return 0;
 }
 
@@ -973,6 +1336,8 @@ record:
 	r->align = 0;
 	r->stack = capture_entry_stack(ctx);
 	bpf_ringbuf_submit(r, wakeup_flags());
+	if (watching())
+		watch_on_free(ctx, tid, ptr);
 	return 0;
 }
 

@@ -41,7 +41,8 @@ enum tm_kind {
 	TM_K_RET = 8,	 /* return of a probed function */
 	TM_K_IO = 9,	 /* an io/net/lock system call, on return */
 	TM_K_OFFCPU = 10, /* a target thread back on a CPU (sched) */
-	TM_K_MAX = 11,
+	TM_K_WATCH = 11,  /* a watched address was accessed (a finding) */
+	TM_K_MAX = 12,
 };
 
 /* Event families beyond the allocator, bits of the `families` rodata. */
@@ -231,6 +232,75 @@ struct tm_offcpu_rec {
 	__u64 stack; /* user stack when it left the CPU */
 	__u32 preempted; /* switched out while runnable */
 	__u32 _pad;
+};
+
+/*
+ * Hardware watchpoints (x86 has four debug registers, so four slots; each
+ * slot is one perf breakpoint event per thread, moved in place by user
+ * space). A slot is claimed by the tracer at a sampled free (the freed
+ * block's first word) or allocation (the bytes just past its end), which
+ * stops the thread with TM_WATCH_SIGNAL; the tracer thread, which ptraces
+ * it, moves the slot's breakpoints there and resumes it, the signal
+ * suppressed. The allocator handing the block out again (or freeing it)
+ * releases the slot, at once, in the tracer.
+ */
+enum tm_watch_limit {
+	TM_WATCH_SLOTS = 4,
+	TM_WATCH_SIGNAL = 23, /* SIGURG: ignored by default if nobody intercepts it */
+	TM_WATCH_REPORTS = 4, /* hits reported per arming (the first few) */
+};
+
+enum tm_watch_state {
+	TM_WS_FREE = 0,
+	TM_WS_CLAIMED = 1,  /* being filled by the tracer (never armed like this) */
+	TM_WS_ARMED = 2,    /* filled: user space arms it when the thread stops */
+	TM_WS_RELEASED = 3, /* the block was handed out again or freed */
+};
+
+enum tm_watch_kind {
+	TM_WK_UAF = 1,       /* a freed block's first word */
+	TM_WK_OVERFLOW = 2,  /* the bytes just past a live block's end */
+	TM_WK_UNDERFLOW = 3, /* the allocator header just before a live block */
+	TM_WK_EXPLICIT = 4,  /* --watch-addr / --watch-var */
+};
+
+/* bp_type of the breakpoint (HW_BREAKPOINT_W or HW_BREAKPOINT_RW). */
+enum tm_watch_rw {
+	TM_WATCH_W = 2,
+	TM_WATCH_RW = 3,
+};
+
+struct tm_watch {
+	__u64 state; /* enum tm_watch_state (64 bits: compared and swapped) */
+	__u32 kind;  /* enum tm_watch_kind */
+	__u32 tgid;
+	__u32 tid;  /* the thread that claimed it, stopped for arming */
+	__u32 len;  /* the breakpoint: [addr, addr + len), aligned to len */
+	__u64 addr;
+	__u32 type; /* enum tm_watch_rw */
+	__u32 hits; /* reports sent for this arming */
+	__u64 block; /* the block's start and requested size (0: unknown) */
+	__u64 size;
+	__u64 snap; /* the watched bytes as last seen (a read leaves them) */
+	__u64 gen;  /* bumped at each claim */
+	__u64 claimed_ns;
+};
+
+/* An access to a watched slot that was not the allocator's own. */
+struct tm_watch_rec {
+	struct tm_hdr h;
+	__u32 slot;
+	__u32 kind; /* enum tm_watch_kind */
+	__u64 gen;
+	__u64 addr; /* the breakpoint hit: [addr, addr + len) */
+	__u32 len;
+	__u32 write; /* the bytes changed (a write); 0: left as they were */
+	__u64 block;
+	__u64 size;
+	__u64 ip; /* the instruction after the access (a data breakpoint traps after) */
+	__u64 stack;
+	__u64 value; /* the watched bytes after the access */
+	__u64 before; /* and before it, as last seen */
 };
 
 /*

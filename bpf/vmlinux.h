@@ -78,6 +78,13 @@ typedef struct {
 	int counter;
 } atomic_t;
 
+/* A perf event program's context (bpf_user_pt_regs_t is pt_regs on x86). */
+struct bpf_perf_event_data {
+	struct pt_regs regs;
+	__u64 sample_period;
+	__u64 addr;
+};
+
 struct signal_struct {
 	atomic_t live;
 	int group_exit_code;

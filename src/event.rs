@@ -155,6 +155,68 @@ pub enum EventKind {
     Discard {
         ptr: u64,
     },
+    /// A watched address was accessed by the program (not by the
+    /// allocator): a freed block's word, the bytes past a block's end, or
+    /// an address the user asked to watch.
+    Watch(Box<WatchHit>),
+}
+
+impl WatchHit {
+    /// The bytes of `[addr, addr + len)` the access changed, as offsets
+    /// from `addr`: where a write landed (empty: a read, or a write of
+    /// the value already there).
+    pub fn changed(&self) -> std::ops::Range<u32> {
+        let diff = self.value ^ self.before;
+        let len = self.len.min(8);
+        let bytes: Vec<u32> = (0..len)
+            .filter(|b| diff >> (b * 8) & 0xff != 0)
+            .collect();
+        match (bytes.first(), bytes.last()) {
+            (Some(&a), Some(&b)) => a..b + 1,
+            _ => 0..0,
+        }
+    }
+}
+
+/// What a watchpoint was watching.
+#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, IntoStaticStr)]
+#[strum(serialize_all = "kebab-case")]
+pub enum WatchWhat {
+    /// A word of a freed block: an access is a use after free.
+    Freed,
+    /// The bytes just past a live block's end: a write is an overflow.
+    PastEnd,
+    /// The bytes just before a live block's start: a write is an underflow.
+    BeforeStart,
+    /// An address the user asked to watch (`--watch-addr`, `--watch-var`).
+    Asked,
+}
+
+/// One access to a watched address, as the breakpoint saw it.
+#[derive(Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchHit {
+    pub what: WatchWhat,
+    /// The watched bytes `[addr, addr + len)` (the access touched some).
+    pub addr: u64,
+    pub len: u32,
+    /// The bytes changed (a write); a write of the value already there
+    /// reads as a read.
+    pub write: bool,
+    /// The block watched (its start; 0 for an asked address) and its size
+    /// as allocated (0: the recorder did not know it).
+    pub block: u64,
+    pub size: u64,
+    /// The instruction after the access (a data breakpoint traps after it).
+    pub ip: u64,
+    /// The watched bytes after the access, and before it (as last seen):
+    /// the bytes that changed say where a write landed.
+    pub value: u64,
+    pub before: u64,
+    /// The accessing thread's stack; frame 0 is `ip`.
+    #[serde(with = "opt_id")]
+    pub stack: Option<StackId>,
 }
 
 /// What an event is, as filters select it, counts count it and the JSON
@@ -185,6 +247,7 @@ pub enum Kind {
     Sched,
     Inherit,
     Discard,
+    Watch,
 }
 
 impl Kind {
@@ -232,6 +295,7 @@ impl Kind {
             Kind::Sched => "SCHED",
             Kind::Inherit => "INHERIT",
             Kind::Discard => "DISCARD",
+            Kind::Watch => "WATCH",
         }
     }
 }
@@ -262,6 +326,7 @@ impl EventKind {
             EventKind::OffCpu { .. } => Kind::Sched,
             EventKind::Inherit { .. } => Kind::Inherit,
             EventKind::Discard { .. } => Kind::Discard,
+            EventKind::Watch(_) => Kind::Watch,
         }
     }
 
@@ -277,6 +342,7 @@ impl EventKind {
             EventKind::Signal(s) => s.stack,
             EventKind::Call(c) => c.stack,
             EventKind::Sys(s) => s.stack,
+            EventKind::Watch(w) => w.stack,
             EventKind::Mmap { .. }
             | EventKind::Munmap { .. }
             | EventKind::Mremap { .. }
@@ -304,6 +370,7 @@ impl EventKind {
             EventKind::Mremap { old, .. } => *old,
             EventKind::Signal(s) => s.fault_addr().unwrap_or(0),
             EventKind::Sys(s) if s.call == SysCall::FutexWait => s.arg,
+            EventKind::Watch(w) => w.addr,
             EventKind::Sys(_)
             | EventKind::Brk { .. }
             | EventKind::Spawn { .. }
@@ -1109,6 +1176,8 @@ pub struct Meta {
     pub launched: bool,
     /// The event families recorded.
     pub families: Families,
+    /// Child processes were followed (format 6; earlier files: true).
+    pub follow: bool,
 }
 
 /// How a block live at a leak scan was reached, in valgrind memcheck's

@@ -103,11 +103,23 @@ struct TraceArgs {
     /// (nginx's workers, a prefork server's children), from now on.
     #[arg(long, conflicts_with = "no_follow")]
     children: bool,
+    /// Hardware watchpoints on a sample of freed blocks and block ends:
+    /// catches a use after free or an overflow that does not crash, as it
+    /// happens (on, the default; off). Needs children followed (the
+    /// tracer stops a thread for ~20 µs to arm one).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    watch: String,
+    /// Watchpoints armed per second at most, of each sort (freed blocks,
+    /// block ends): more catches more, at more cost.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100000))]
+    watch_rate: u32,
 }
 
 impl TraceArgs {
     fn tracing(self) -> session::Tracing {
         session::Tracing {
+            watch: (self.watch == "on").then_some(self.watch_rate),
             follow: !self.no_follow,
             children: self.children,
             families: self.families,

@@ -166,6 +166,18 @@ pub struct Timeline {
     /// The events the model made (inherited and discarded blocks), in
     /// order: the others are the recording's, one for one.
     made: Vec<Idx>,
+    /// Every watchpoint hit, in order.
+    watch_hits: Vec<Idx>,
+}
+
+/// A bug a watchpoint caught (see [`Timeline::findings`]).
+#[derive(Clone, Debug)]
+pub struct Finding {
+    /// The first access seen.
+    pub idx: Idx,
+    pub diagnosis: Diagnosis,
+    /// Further accesses of the same block seen after it.
+    pub more: usize,
 }
 
 /// A process of the recording: the root or a child it followed.
@@ -287,6 +299,7 @@ impl Timeline {
             }],
             proc_of: [(meta.pid, 0)].into_iter().collect(),
             made: Vec::new(),
+            watch_hits: Vec::new(),
             meta,
         }
     }
@@ -467,6 +480,10 @@ impl Timeline {
             thread: false,
         } = e.kind
         {
+            if !self.meta.follow {
+                // Not followed: nothing of the child is recorded.
+                return idx;
+            }
             let c = self.new_process(child, Some(e.pid), e.ts);
             // The child starts with its parent's live blocks as its own.
             for b in self.heap.now_of(&self.store, p as u64) {
@@ -518,6 +535,9 @@ impl Timeline {
             self.enforce_budget();
         }
         let idx = self.store.push(e);
+        if matches!(e.kind, EventKind::Watch(_)) {
+            self.watch_hits.push(idx);
+        }
         let ch = self.heap.on_event(&self.store, idx);
         {
             let synthetic = matches!(
@@ -717,6 +737,41 @@ impl Timeline {
     /// The diagnosis of the fatal signal at event `i` (a child's crash).
     pub fn diagnosis_at(&self, i: Idx) -> Option<Diagnosis> {
         diagnose::diagnose(self, i)
+    }
+
+    /// Watchpoint hits recorded (findings or not).
+    pub fn watch_hits(&self) -> usize {
+        self.watch_hits.len()
+    }
+
+    /// The bugs watchpoints caught, in order: one per block and kind (its
+    /// first access; the later ones counted). Hits that were not the
+    /// program's (the allocator's own work) are left out.
+    pub fn findings(&self) -> Vec<Finding> {
+        let mut out: Vec<Finding> = Vec::new();
+        let mut seen: crate::util::hash::FxMap<(u64, u64, diagnose::DiagKind), usize> =
+            Default::default();
+        for &i in &self.watch_hits {
+            let Some(d) = diagnose::diagnose(self, i) else {
+                continue;
+            };
+            let key = (
+                d.block.map_or(0, |b| b.0),
+                d.alloc.as_ref().map_or(0, |a| a.ts),
+                d.kind,
+            );
+            if let Some(&k) = seen.get(&key) {
+                out[k].more += 1;
+                continue;
+            }
+            seen.insert(key, out.len());
+            out.push(Finding {
+                idx: i,
+                diagnosis: d,
+                more: 0,
+            });
+        }
+        out
     }
 
     /// Process `p`'s live blocks now, by allocation site (its leaks when it

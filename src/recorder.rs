@@ -17,6 +17,7 @@ mod stacks;
 pub mod symbols;
 mod tables;
 pub mod unwind;
+pub mod watch;
 
 use crate::util::hash::FxMap;
 use std::cell::RefCell;
@@ -83,6 +84,10 @@ unsafe impl plain::Plain for types::tm_ret_rec {}
 unsafe impl plain::Plain for types::tm_io_rec {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::tm_offcpu_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_watch_rec {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tm_watch {}
 
 use strum::EnumCount as _;
 
@@ -111,6 +116,7 @@ enum Rec {
     Ret = types::tm_kind::TM_K_RET.0,
     Io = types::tm_kind::TM_K_IO.0,
     OffCpu = types::tm_kind::TM_K_OFFCPU.0,
+    Watch = types::tm_kind::TM_K_WATCH.0,
 }
 const _: () = assert!(
     <Rec as strum::EnumCount>::COUNT + 1 == types::tm_kind::TM_K_MAX.0 as usize,
@@ -218,6 +224,18 @@ pub struct Config {
     pub families: Families,
     /// Function probes, ids numbered from 0.
     pub probes: Vec<crate::recorder::probes::Resolved>,
+    /// Watchpoints on sampled frees and allocations (needs the tracer
+    /// thread, which stops the claiming threads).
+    pub watch: Option<WatchConfig>,
+}
+
+/// What watchpoints watch, and how often (see [`watch`]).
+#[derive(Clone)]
+pub struct WatchConfig {
+    /// Claims per second at most, of each sort (freed blocks, block ends).
+    pub rate: u32,
+    /// Where the tracer thread finds the watcher.
+    pub cell: watch::WatchCell,
 }
 
 impl Config {
@@ -235,6 +253,7 @@ impl Config {
             bare_probes: false,
             families: Families::default(),
             probes: Vec::new(),
+            watch: None,
         }
     }
 }
@@ -480,6 +499,26 @@ fn setup<'obj>(
         .any(|f| cfg.families.has(*f));
     progs.tm_sys_enter.set_autoload(syscalls_on);
     progs.tm_sys_exit_fam.set_autoload(syscalls_on);
+    let watch_on = alloc_on && cfg.watch.is_some();
+    progs.tm_watch_hit.set_autoload(watch_on);
+    if let Some(w) = cfg.watch.as_ref().filter(|_| watch_on) {
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+        // Two slots rotate over freed blocks, two over block ends.
+        rodata.watch_uaf_slots = 0b0011;
+        rodata.watch_ovf_slots = 0b1100;
+        rodata.watch_interval_ns = 1_000_000_000 / u64::from(w.rate.max(1));
+        rodata.watch_stop = true;
+        rodata.watch_glibc = cfg.allocator.as_ref().is_some_and(|a| {
+            a.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
+        });
+    }
     if verifier_stats() {
         // The kernel's statistics per program (BPF_LOG_STATS), printed
         // by libbpf_print once each is loaded.
@@ -497,6 +536,10 @@ fn setup<'obj>(
             }
         )
     })?;
+
+    if let Some(w) = cfg.watch.as_ref().filter(|_| watch_on) {
+        start_watcher(cfg, &skel, w)?;
+    }
 
     // Unwind tables before the first probe fires: every stack from the
     // start is walked with them (a launched program gets its own at exec).
@@ -982,6 +1025,8 @@ struct Decoder<'a> {
     alive: crate::util::hash::FxSet<u32>,
     /// Children are followed.
     follow: bool,
+    /// The watchpoints, told of released slots.
+    watcher: Option<Arc<watch::Watcher>>,
     stacks_map: &'a libbpf_rs::MapMut<'a>,
     /// tgid → address of glibc's `__abort_msg` in it (see abortmsg.rs).
     abort_msgs: &'a libbpf_rs::MapMut<'a>,
@@ -1128,6 +1173,9 @@ impl Decoder<'_> {
             self.undecodable += 1;
             return;
         };
+        if matches!(kind, Rec::Watch) && self.watch_release(data) {
+            return;
+        }
         let decoded = match kind {
             Rec::Heap => self.heap(data),
             Rec::Syscall => self.syscall(data),
@@ -1161,6 +1209,7 @@ impl Decoder<'_> {
                 }
                 Err(_) => None,
             },
+            Rec::Watch => self.watch(data),
             Rec::OffCpu => plain::from_bytes::<types::tm_offcpu_rec>(data)
                 .ok()
                 .map(|r| EventKind::OffCpu {
@@ -1238,6 +1287,44 @@ impl Decoder<'_> {
         if self.batch.len() >= BATCH {
             self.flush();
         }
+    }
+
+    /// A slot released (not an event): the watcher quiets its
+    /// breakpoints. False for a hit.
+    fn watch_release(&mut self, data: &[u8]) -> bool {
+        match plain::from_bytes::<types::tm_watch_rec>(data) {
+            Ok(r) if r.write == 2 => {
+                if let Some(w) = &self.watcher {
+                    w.on_release(r.slot as usize, r.gen);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A watchpoint's hit.
+    fn watch(&mut self, data: &[u8]) -> Option<EventKind> {
+        use crate::event::{WatchHit, WatchWhat};
+        let r = plain::from_bytes::<types::tm_watch_rec>(data).ok()?;
+        let what = match r.kind {
+            k if k == types::tm_watch_kind::TM_WK_UAF.0 => WatchWhat::Freed,
+            k if k == types::tm_watch_kind::TM_WK_OVERFLOW.0 => WatchWhat::PastEnd,
+            k if k == types::tm_watch_kind::TM_WK_UNDERFLOW.0 => WatchWhat::BeforeStart,
+            _ => WatchWhat::Asked,
+        };
+        Some(EventKind::Watch(Box::new(WatchHit {
+            what,
+            addr: r.addr,
+            len: r.len,
+            write: r.write != 0,
+            block: r.block,
+            size: r.size,
+            ip: r.ip,
+            value: r.value,
+            before: r.before,
+            stack: self.stack(r.stack),
+        })))
     }
 
     /// The id of the stack the tracer interned under `key`. The tracer's
@@ -1578,6 +1665,37 @@ fn drain(rb: &libbpf_rs::RingBuffer<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Makes the watcher the tracer thread arms slots with, and gives every
+/// thread of the target (and of children already followed) its
+/// breakpoints; threads started later get theirs at their first stop.
+fn start_watcher(cfg: &Config, skel: &bpf::TracerSkel<'_>, w: &WatchConfig) -> Result<()> {
+    use std::os::fd::AsFd;
+    let prog = skel
+        .progs
+        .tm_watch_hit
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot keep the watchpoint program")?;
+    let slots = libbpf_rs::MapHandle::try_from(&skel.maps.watches)
+        .context("cannot keep the watchpoint map")?;
+    let signalled = libbpf_rs::MapHandle::try_from(&skel.maps.watch_signalled)
+        .context("cannot keep the watchpoint map")?;
+    let watcher = w
+        .cell
+        .get_or_init(|| Arc::new(watch::Watcher::new(prog, slots, signalled)));
+    for pid in std::iter::once(cfg.pid).chain(cfg.adopt.iter().map(|(p, _)| *p)) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            if let Some(tid) = t.file_name().to_str().and_then(|n| n.parse().ok()) {
+                watcher.add_thread(tid, pid);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn poll_loop(
     cfg: &Config,
     skel: &bpf::TracerSkel<'_>,
@@ -1613,6 +1731,7 @@ fn poll_loop(
         probes: cfg.probes.iter().map(|p| p.probe.clone()).collect(),
         open_calls: FxMap::default(),
         fds: fds::FdTable::new(cfg.pid),
+        watcher: cfg.watch.as_ref().and_then(|w| w.cell.get().cloned()),
     });
     decoder.borrow_mut().sync_code();
     decoder.borrow_mut().fds.seed();

@@ -12,7 +12,7 @@
 //!
 //! The order of the fields and variants of the types in [`crate::event`] is
 //! the format: a new event kind or record type goes last, and
-//! `tests/data/every-kind-v5.tmt` fails when anything else moves. A record
+//! `tests/data/every-kind-v6.tmt` fails when anything else moves. A record
 //! whose frame is intact but whose payload this version cannot decode (an
 //! event kind or record type of a newer tm-tui) is skipped and reported in
 //! [`Trace::skipped`]; reading goes on at the next record.
@@ -32,12 +32,13 @@ use strum::{EnumCount, FromRepr, IntoStaticStr};
 use crate::event::{Event, EventKind, ExitStatus, LeakScan, Lost, Meta, Module, Probe, Stack};
 
 pub const MAGIC: [u8; 8] = *b"TMTRACE\0";
-/// 5: events carry their process id (children are followed), signals
+/// 6: watchpoint hits (a new event kind), and Meta says whether children
+/// were followed; 5: events carry their process id (children are followed), signals
 /// their sender, registers, instruction bytes and abort message; 4:
 /// modules carry their build-id; 3: payloads derived (postcard); 2 added
 /// probes, calls, system calls and off-CPU events. Files of earlier
 /// versions read as before.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 const HEADER_LEN: u64 = 12;
 /// Tag + length before the payload.
 const FRAME_HEAD: usize = 5;
@@ -479,6 +480,20 @@ impl<R: Read> Records<R> {
             3 | 4 if tag == Tag::Event => from_payload::<v4::EventV4>(&self.payload)
                 .map(|e| Record::Event(e.upgrade(self.root_pid)))
                 .map_err(|e| newer_kind(&self.payload, 4).unwrap_or(e)),
+            3..=5 if tag == Tag::Meta => from_payload::<MetaV5>(&self.payload).map(|m| {
+                Record::Meta(Meta {
+                    pid: m.pid,
+                    command: m.command,
+                    start_mono_ns: m.start_mono_ns,
+                    start_wall_ns: m.start_wall_ns,
+                    allocator: m.allocator,
+                    launched: m.launched,
+                    families: m.families,
+                    // Following was the default (and before 5 there
+                    // were no children to follow).
+                    follow: true,
+                })
+            }),
             _ => decode(tag, &self.payload),
         };
         let decoded = decoded.map(|r| match r {
@@ -499,6 +514,19 @@ impl<R: Read> Records<R> {
     }
 }
 
+/// Meta as versions 3 to 5 wrote it: not saying whether children were
+/// followed.
+#[derive(Deserialize)]
+struct MetaV5 {
+    pid: u32,
+    command: String,
+    start_mono_ns: u64,
+    start_wall_ns: u64,
+    allocator: String,
+    launched: bool,
+    families: crate::event::Families,
+}
+
 /// A module as version 3 wrote it: no build-id yet.
 #[derive(Deserialize)]
 struct ModuleV3 {
@@ -514,7 +542,7 @@ fn decode(tag: Tag, payload: &[u8]) -> Result<Record, String> {
         Tag::Probe => Record::Probe(from_payload(payload)?),
         Tag::Stack => Record::Stack(from_payload(payload)?),
         Tag::Event => {
-            Record::Event(from_payload(payload).map_err(|e| newer_kind(payload, 5).unwrap_or(e))?)
+            Record::Event(from_payload(payload).map_err(|e| newer_kind(payload, 6).unwrap_or(e))?)
         }
         Tag::Lost => Record::Lost(from_payload(payload)?),
         Tag::End => Record::End(from_payload(payload)?),
@@ -592,6 +620,7 @@ mod tests {
             allocator: "/usr/lib/libc.so.6".into(),
             launched: true,
             families: Families::parse("alloc,net,sched").unwrap_or_default(),
+            follow: false,
         }
     }
 
@@ -648,6 +677,21 @@ mod tests {
                 },
             ),
             ev(2, EventKind::Discard { ptr: u64::MAX }),
+            ev(
+                2,
+                EventKind::Watch(Box::new(crate::event::WatchHit {
+                    what: crate::event::WatchWhat::PastEnd,
+                    addr: 0x5555_0000_2000 + 77,
+                    len: 1,
+                    write: true,
+                    block: 0x5555_0000_2000,
+                    size: 77,
+                    ip: u64::MAX,
+                    value: 0x41,
+                    before: 0,
+                    stack: Some(2),
+                })),
+            ),
             ev(
                 2,
                 EventKind::Free {
@@ -1042,6 +1086,9 @@ mod tests {
     fn fixture(version: u16) -> Trace {
         let v1 = version == 1;
         let mut meta = meta();
+        if version < 6 {
+            meta.follow = true;
+        }
         if v1 {
             meta.launched = false;
             meta.families = Families::default();
@@ -1049,11 +1096,12 @@ mod tests {
         let events: Vec<Event> = every_kind()
             .into_iter()
             .filter(|e| {
-                version >= 5
+                (version >= 5
                     || !matches!(
                         e.kind,
                         EventKind::Inherit { .. } | EventKind::Discard { .. }
-                    )
+                    ))
+                    && (version >= 6 || !matches!(e.kind, EventKind::Watch(_)))
             })
             .map(|mut e| {
                 if version < 5 {
@@ -1138,7 +1186,7 @@ mod tests {
     #[test]
     fn old_versions_still_read() -> anyhow::Result<()> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-        for v in [1u16, 2, 3, 4] {
+        for v in [1u16, 2, 3, 4, 5] {
             let path = dir.join(format!("every-kind-v{v}.tmt"));
             let bytes = std::fs::read(&path)?;
             assert_eq!(bytes.get(8..10), Some(&v.to_le_bytes()[..]), "version {v}");
@@ -1178,7 +1226,7 @@ mod tests {
     /// `TM_BLESS=1 cargo test` rewrites the file.
     #[test]
     fn every_kind_encodes_as_the_checked_in_file() -> anyhow::Result<()> {
-        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v5.tmt");
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v6.tmt");
         let f = TempFile::new("golden");
         write_fixture(&f.0, &fixture(FORMAT_VERSION))?;
         let bytes = std::fs::read(&f.0)?;
@@ -1508,13 +1556,13 @@ mod tests {
     fn newer_version_is_an_error() -> anyhow::Result<()> {
         let f = TempFile::new("version");
         let (mut bytes, _) = sample(&f.0)?;
-        bytes[8..10].copy_from_slice(&7u16.to_le_bytes());
+        bytes[8..10].copy_from_slice(&8u16.to_le_bytes());
         std::fs::write(&f.0, &bytes)?;
         let err = read_trace(&f.0).err().map(|e| e.to_string());
         assert!(
             err.as_deref()
                 .is_some_and(|e| e
-                    .ends_with("trace format version 7 is newer than this tm-tui supports (5)")),
+                    .ends_with("trace format version 8 is newer than this tm-tui supports (6)")),
             "{err:?}"
         );
         Ok(())

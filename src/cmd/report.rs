@@ -392,10 +392,32 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
     if let Some((from, upto)) = shown.range {
         window_live_text(&mut out, &sum, from, upto);
     }
+    findings_text(&mut out, &sum.tl);
     leaks_text(&mut out, &sum);
     probes_text(&mut out, &sum.tl);
     syscalls_text(&mut out, &sum.tl);
     Ok(out)
+}
+
+/// What watchpoints caught: each finding's diagnosis, stacks included.
+fn findings_text(out: &mut String, tl: &Timeline) {
+    let findings = tl.findings();
+    if findings.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nFINDINGS  {} bug(s) caught by watchpoints (the program did not crash on them)",
+        findings.len()
+    );
+    for (n, f) in findings.iter().enumerate() {
+        let _ = writeln!(out);
+        let _ = write!(out, "#{} ", n + 1);
+        out.push_str(&f.diagnosis.text(tl));
+        if f.more > 0 {
+            let _ = writeln!(out, "  note: {} more access(es) of the block seen after this one", f.more);
+        }
+    }
 }
 
 /// Allocated in `[from, upto)` and still live at its end, by site.

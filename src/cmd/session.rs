@@ -15,7 +15,7 @@ use crate::model::Timeline;
 use crate::recorder::discover;
 use crate::recorder::launch::{self, Child};
 use crate::recorder::symbols::Symbols;
-use crate::recorder::{now_mono_ns, now_wall_ns, Config, EndReason, Msg, Recorder};
+use crate::recorder::{now_mono_ns, now_wall_ns, Config, EndReason, Msg, Recorder, WatchConfig};
 use crate::trace::TraceWriter;
 
 /// What to record.
@@ -35,6 +35,9 @@ pub struct Tracing {
     pub children: bool,
     /// `--probe` specs, resolved when the target's modules are known.
     pub probes: Vec<crate::recorder::probes::Spec>,
+    /// Watchpoints on sampled frees and block ends, at most this many
+    /// armed per second of each sort (`None`: off).
+    pub watch: Option<u32>,
 }
 
 /// How the allocator is probed. The other modes exist for `tm-tui bench`.
@@ -183,6 +186,14 @@ pub fn start(
     // Without the alloc family no allocator is looked for (a target
     // without malloc can still be traced).
     let alloc_on = tracing.families.has(Family::Alloc);
+    // Watchpoints need the tracer thread on every thread (followed).
+    let watch = tracing
+        .watch
+        .filter(|_| alloc_on && tracing.follow && probes == ProbeMode::Normal)
+        .map(|rate| WatchConfig {
+            rate,
+            cell: Arc::default(),
+        });
     let (pid, command, mut allocator, mut child, resolved, warning) = match target {
         Target::Pid(pid) => {
             let command = check_pid(*pid)?;
@@ -196,7 +207,13 @@ pub fn start(
             let allocator = alloc_on.then(|| discover::for_program(&exe)).transpose()?;
             let (resolved, warning) =
                 resolve_probes(&tracing.probes, || discover::modules_of_program(&exe))?;
-            let child = launch::spawn_stopped(&exe, argv, stdio, tracing.follow)?;
+            let child = launch::spawn_stopped(
+                &exe,
+                argv,
+                stdio,
+                tracing.follow,
+                watch.as_ref().map(|w| Arc::clone(&w.cell)),
+            )?;
             (
                 child.pid,
                 argv.join(" "),
@@ -212,7 +229,8 @@ pub fn start(
             p.at_entry();
         }
     }
-    let meta = Meta {
+    let mut meta = Meta {
+        follow: tracing.follow,
         families: tracing.families,
         pid,
         command,
@@ -235,6 +253,7 @@ pub fn start(
     cfg.await_exec = child.is_some();
     cfg.exit_hold = child.as_mut().and_then(Child::take_exit_hold);
     cfg.follow = tracing.follow;
+    cfg.watch = watch.clone();
     let follower_stop = Arc::new(AtomicBool::new(false));
     let mut follow_warning = None;
     let mut follow_warning_children = None;
@@ -260,10 +279,17 @@ pub fn start(
         // to hold its children at their fork (released when the recording
         // ends).
         let adopt: Vec<u32> = cfg.adopt.iter().map(|(p, _)| *p).collect();
-        match launch::follow_attached(pid, &adopt, Arc::clone(&follower_stop)) {
+        match launch::follow_attached(
+            pid,
+            &adopt,
+            Arc::clone(&follower_stop),
+            watch.as_ref().map(|w| Arc::clone(&w.cell)),
+        ) {
             Ok(h) => cfg.exit_hold = Some(h),
             Err(e) => {
                 cfg.follow = false;
+                meta.follow = false;
+                cfg.watch = None;
                 follow_warning = Some(format!("children are not followed: {e:#}"));
             }
         }

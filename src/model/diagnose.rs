@@ -37,7 +37,7 @@ const SI_KERNEL: i32 = 128;
 /// glibc's default mmap threshold: smaller blocks come from an arena.
 const MMAP_THRESHOLD: u64 = 128 * 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumIter, strum::IntoStaticStr)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::EnumIter, strum::IntoStaticStr)]
 #[strum(serialize_all = "kebab-case")]
 pub enum DiagKind {
     UseAfterFree,
@@ -55,6 +55,9 @@ pub enum DiagKind {
     WildPointer,
     /// The allocator found its metadata overwritten and aborted.
     HeapCorruption,
+    /// A watchpoint saw a write just past a live block's end (or just
+    /// before its start): no crash, caught as it happened.
+    HeapBufferOverflow,
     Unknown,
 }
 
@@ -161,8 +164,11 @@ fn signal_at(tl: &Timeline, i: Idx) -> Option<(crate::event::Event, Box<SignalIn
     Some((ev, sig, access))
 }
 
-/// The crash at event `crash`, explained.
+/// The crash (or watchpoint finding) at event `crash`, explained.
 pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
+    if let Some(EventKind::Watch(w)) = tl.store.get(crash).map(|e| e.kind) {
+        return watch_rule(tl, crash, &w);
+    }
     let (ev, sig, access) = signal_at(tl, crash)?;
     let sig = &*sig;
     if sig.code <= 0 {
@@ -189,6 +195,127 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
         }
     }
     diagnose_signal(tl, crash)
+}
+
+/// A stack whose every frame is in the allocator's own module, walked to
+/// its end: the allocator's internal work (glibc's tcache flushed at a
+/// thread's exit reads freed blocks), not the program's.
+fn allocator_only(tl: &Timeline, stack: Option<StackId>) -> bool {
+    let Some(st) = tl.stack(stack) else {
+        return false;
+    };
+    // By file name: the recorder and the maps may name it by another
+    // path (/lib and /usr/lib are one directory on a merged /usr).
+    let name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let alloc = name(&tl.meta.allocator);
+    !alloc.is_empty()
+        && st.end == crate::event::StackEnd::Complete
+        && !st.frames.is_empty()
+        && st.frames.iter().all(|f| {
+            f.module
+                .and_then(|m| tl.modules.iter().find(|x| x.id == m))
+                .is_some_and(|m| name(&m.path) == alloc)
+        })
+}
+
+/// A watchpoint's hit at `i`: a use after free or an overflow the program
+/// survived, with the block's allocation and free. `None` when it is not
+/// the program's bug (the allocator's own access, a block handed out
+/// again before the hit was seen).
+fn watch_rule(tl: &Timeline, i: Idx, w: &crate::event::WatchHit) -> Option<Diagnosis> {
+    use crate::event::WatchWhat;
+    let ev = tl.store.get(i)?;
+    if allocator_only(tl, w.stack) {
+        return None;
+    }
+    let tag = tl.tag_of(ev.pid);
+    let tagged = |a: u64| untag(a) | tag << crate::model::TAG_SHIFT;
+    let access = Site {
+        idx: Some(i),
+        ts: ev.ts,
+        tid: ev.tid,
+        stack: w.stack,
+    };
+    let how = if w.write { "WRITE" } else { "READ" };
+    let where_ = at(tl, w.stack);
+    let lives = history::at_start(&tl.store, &tl.heap, tagged(w.block)).lives;
+    let mut d = Diagnosis {
+        kind: DiagKind::UseAfterFree,
+        summary: String::new(),
+        block: None,
+        offset: None,
+        alloc: None,
+        free: None,
+        access: Some(access.clone()),
+        notes: Vec::new(),
+        extra: Extra::default(),
+    };
+    // Where in the watched bytes: the bytes a write changed, else all of
+    // them (a read, or a write of what was there, touched some of them).
+    let base = w.addr as i64 - w.block as i64;
+    let changed = w.changed();
+    let (lo, hi) = if changed.is_empty() {
+        (base, base + i64::from(w.len))
+    } else {
+        (base + i64::from(changed.start), base + i64::from(changed.end))
+    };
+    let span = if hi - lo == 1 {
+        format!("offset {lo}")
+    } else if changed.is_empty() {
+        format!("bytes [{lo}, {hi})")
+    } else {
+        format!("offsets {lo}..{}", hi - 1)
+    };
+    match w.what {
+        WatchWhat::Freed => {
+            // The last block at that start before the hit, ended before it.
+            let l = lives.iter().rev().find(|l| l.block.alloc < i)?;
+            let end = l.end.filter(|&e| e < i)?;
+            let free = site(tl, end)?;
+            d.summary = format!(
+                "use-after-free: {how} of {span} of a {}-byte block allocated at {} and freed at {} ({} before the access in {where_}); the program did not crash",
+                l.block.size,
+                at(tl, l.block.stack),
+                at(tl, free.stack),
+                fmt_ns(ev.ts.saturating_sub(free.ts)),
+            );
+            d.block = Some((untag(l.block.ptr), l.block.size));
+            d.alloc = Some(alloc_site(tl, &l.block));
+            d.free = Some(free);
+        }
+        WatchWhat::PastEnd | WatchWhat::BeforeStart => {
+            let l = lives
+                .iter()
+                .rev()
+                .find(|l| l.block.alloc < i && l.end.is_none_or(|e| e > i))?;
+            d.kind = DiagKind::HeapBufferOverflow;
+            let size = l.block.size as i64;
+            let rel = match (w.what == WatchWhat::PastEnd, changed.is_empty()) {
+                (true, false) => format!("{} bytes after the {size}-byte block", lo - size),
+                (true, true) => format!("just after the {size}-byte block"),
+                (false, false) => format!("{} bytes before the {size}-byte block", -hi),
+                (false, true) => format!("just before the {size}-byte block"),
+            };
+            d.summary = format!(
+                "heap-buffer-overflow: {how} of {span} ({rel}) allocated at {}, in {where_}; the program did not crash",
+                at(tl, l.block.stack),
+            );
+            d.block = Some((untag(l.block.ptr), l.block.size));
+            d.alloc = Some(alloc_site(tl, &l.block));
+        }
+        WatchWhat::Asked => return None,
+    }
+    d.offset = Some(lo);
+    d.notes.push(format!(
+        "seen by a hardware watchpoint on bytes [{base}, {}) of the block{}",
+        base + i64::from(w.len),
+        if changed.is_empty() && w.len > 1 {
+            " (the access touched some of them; which, the hardware does not say)"
+        } else {
+            ""
+        }
+    ));
+    Some(d)
 }
 
 /// The method a sent signal's si_code names.
@@ -1132,7 +1259,9 @@ impl Diagnosis {
             _ if self.extra.reraised.is_some() => "first delivered (caught by the handler)",
             DiagKind::DoubleFree => "freed again",
             DiagKind::InvalidFree => "invalid free",
-            DiagKind::UseAfterFree | DiagKind::OutOfBounds => "access",
+            DiagKind::UseAfterFree | DiagKind::OutOfBounds | DiagKind::HeapBufferOverflow => {
+                "access"
+            }
             _ => "crash",
         };
         let first_free = match self.kind {

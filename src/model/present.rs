@@ -207,6 +207,12 @@ pub fn columns(tl: &Timeline, i: Idx, e: &Event) -> Cols {
             "",
             "gone with exec".to_string(),
         ),
+        EventKind::Watch(w) => (
+            format!("{:#x}", w.addr),
+            w.len.to_string(),
+            "len",
+            watch_what(w),
+        ),
         EventKind::Mmap { ret, len, prot, .. } => (
             format!("{ret:#x}"),
             len.to_string(),
@@ -270,5 +276,29 @@ pub fn columns(tl: &Timeline, i: Idx, e: &Event) -> Cols {
         what,
         nest: String::new(),
         own: false,
+    }
+}
+
+/// A watchpoint hit in a few words: what was touched, how, where.
+pub fn watch_what(w: &crate::event::WatchHit) -> String {
+    use crate::event::WatchWhat;
+    let how = if w.write { "write" } else { "read" };
+    match w.what {
+        WatchWhat::Freed => format!(
+            "{how} of freed block {:#x} at +{}",
+            w.block,
+            w.addr.wrapping_sub(w.block)
+        ),
+        WatchWhat::PastEnd => format!(
+            "{how} past the end of block {:#x} (at +{})",
+            w.block,
+            w.addr.wrapping_sub(w.block)
+        ),
+        WatchWhat::BeforeStart => format!(
+            "{how} before the start of block {:#x} (at -{})",
+            w.block,
+            w.block.wrapping_sub(w.addr)
+        ),
+        WatchWhat::Asked => format!("{how} of watched {:#x}", w.addr),
     }
 }

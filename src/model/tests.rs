@@ -796,7 +796,7 @@ fn diagnosis_names_are_the_stable_ones() {
     assert_eq!(
         names.join(" "),
         "use-after-free double-free invalid-free null-deref out-of-bounds stack-overflow \
-         probe-return sent-signal wild-pointer heap-corruption unknown"
+         probe-return sent-signal wild-pointer heap-corruption heap-buffer-overflow unknown"
     );
 }
 

@@ -142,6 +142,7 @@ pub fn spawn_stopped(
     argv: &[String],
     stdio: Option<Stdio>,
     follow: bool,
+    watch: Option<crate::recorder::watch::WatchCell>,
 ) -> Result<Child> {
     let c_exe = CString::new(exe.as_os_str().as_bytes()).context("program path has a NUL byte")?;
     let c_args: Vec<CString> = argv
@@ -174,7 +175,7 @@ pub fn spawn_stopped(
                 &started_tx,
                 &done_tx,
                 &holds_tx,
-                follow,
+                watch,
             );
         })
         .context("cannot start the launcher thread")?;
@@ -362,6 +363,9 @@ struct Tracees {
     /// Children announced by a fork event whose first stop is still to
     /// come: child → parent process.
     forked: std::collections::HashMap<i32, u32>,
+    /// The watchpoints, once the recorder made them: each new task gets
+    /// its breakpoints at its first stop, a stop for arming arms.
+    watch: Option<crate::recorder::watch::WatchCell>,
 }
 
 /// What one wait of the tracer loop saw, for its caller.
@@ -379,13 +383,23 @@ enum Seen {
 impl Tracees {
     /// Handle one stop or end of task `tid` (raw wait status). `root`: the
     /// recording's first process.
+    fn watcher(&self) -> Option<&crate::recorder::watch::Watcher> {
+        self.watch.as_ref().and_then(|c| c.get()).map(|w| &**w)
+    }
+
     fn on_wait(&mut self, tid: Pid, status: libc::c_int, root: u32, holds: &Holds) -> Seen {
         let t = tid.as_raw();
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            if let Some(w) = self.watcher() {
+                w.remove_thread(t as u32);
+            }
             return match self.tasks.remove(&t) {
                 // The leader's end is the process's (it is reaped last).
                 Some(pid) if pid == t as u32 => {
                     self.tasks.retain(|_, p| *p != pid);
+                    if let Some(w) = self.watcher() {
+                        w.forget_process(pid);
+                    }
                     self.entries.remove(&pid);
                     Seen::Ended {
                         pid,
@@ -407,6 +421,9 @@ impl Tracees {
                 // it may come before the event that announces it).
                 let (tgid, ppid) = tgid_ppid(tid).unwrap_or((t as u32, 0));
                 self.tasks.insert(t, tgid);
+                if let Some(w) = self.watcher() {
+                    w.add_thread(t as u32, tgid);
+                }
                 if tgid == t as u32 && tgid != root {
                     let parent = self.forked.remove(&t).unwrap_or(ppid);
                     hold(holds, tgid, HoldWhy::Fork { parent });
@@ -435,6 +452,11 @@ impl Tracees {
                     }
                 }
                 self.tasks.retain(|task, p| *p != pid || *task == t);
+                // The old image's watched addresses mean nothing now.
+                if let Some(w) = self.watcher() {
+                    w.forget_process(pid);
+                    w.add_thread(t as u32, pid);
+                }
                 if pid != root || self.entries.contains_key(&u32::MAX) {
                     hold(holds, pid, HoldWhy::Exec);
                 } else {
@@ -476,6 +498,12 @@ impl Tracees {
                 }
                 hold(holds, pid, HoldWhy::Entry);
             }
+            // The tracer stopped the thread to arm a watchpoint: not the
+            // program's signal.
+            0 if libc::WSTOPSIG(status) == crate::recorder::watch::SIGNAL
+                && self
+                    .watcher()
+                    .is_some_and(|w| w.on_signal_stop(t as u32)) => {}
             // A signal: passed on.
             0 => inject = libc::WSTOPSIG(status),
             _ => {}
@@ -505,7 +533,7 @@ fn supervise(
     started: &Sender<Result<()>>,
     done: &Sender<ExitStatus>,
     holds: &Holds,
-    _follow: bool,
+    watch: Option<crate::recorder::watch::WatchCell>,
 ) {
     let pid = held.pid;
     if go.recv().unwrap_or(false) {
@@ -514,7 +542,10 @@ fn supervise(
         let _ = kill(pid, Signal::SIGKILL);
     }
     let root = pid.as_raw() as u32;
-    let mut t = Tracees::default();
+    let mut t = Tracees {
+        watch,
+        ..Tracees::default()
+    };
     t.tasks.insert(pid.as_raw(), root);
     let mut execed = false;
     loop {
@@ -549,6 +580,7 @@ pub fn follow_attached(
     pid: u32,
     adopt: &[u32],
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    watch: Option<crate::recorder::watch::WatchCell>,
 ) -> Result<ExitHold> {
     let adopt = adopt.to_vec();
     let (holds_tx, exit_hold) = holds_channel()?;
@@ -556,7 +588,10 @@ pub fn follow_attached(
     thread::Builder::new()
         .name("tm-follow".into())
         .spawn(move || {
-            let mut t = Tracees::default();
+            let mut t = Tracees {
+                watch,
+                ..Tracees::default()
+            };
             // The target's threads (and its adopted children's); threads
             // started while seizing: list again until none is new.
             for (i, proc_pid) in std::iter::once(pid).chain(adopt).enumerate() {

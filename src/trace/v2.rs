@@ -34,6 +34,7 @@ pub(super) fn decode(tag: Tag, payload: &[u8]) -> DecResult<Record> {
     let mut d = Dec { buf: payload };
     let rec = match tag {
         Tag::Meta => Record::Meta(Meta {
+            follow: true,
             pid: d.u32()?,
             command: d.string()?,
             start_mono_ns: d.u64()?,

@@ -50,7 +50,7 @@ impl Theme {
             Kind::Free | Kind::Discard => self.fg(Color::Blue),
             Kind::Realloc => self.fg(Color::Cyan),
             Kind::Mmap | Kind::Munmap | Kind::Mremap | Kind::Brk => self.fg(Color::Magenta),
-            Kind::Signal => self.alert(),
+            Kind::Signal | Kind::Watch => self.alert(),
             Kind::Call | Kind::Return => self.fg(Color::LightBlue),
             Kind::ThreadStart
             | Kind::ChildProcess

@@ -103,6 +103,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
             Tracing {
                 follow: true,
                 children: false,
+                watch: None,
                 families: only(None),
                 probes: probe("work")?,
             },
@@ -112,6 +113,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
             Tracing {
                 follow: true,
                 children: false,
+                watch: None,
                 families: only(None),
                 probes: probe("work(str, int)")?,
             },
@@ -123,6 +125,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
             Tracing {
                 follow: true,
                 children: false,
+                watch: None,
                 families: only(None),
                 probes: Vec::new(),
             },
@@ -132,6 +135,7 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
             Tracing {
                 follow: true,
                 children: false,
+                watch: None,
                 families: only(Some(Family::Io)),
                 probes: Vec::new(),
             },

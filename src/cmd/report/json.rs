@@ -36,6 +36,10 @@ pub struct Report {
     events: Events,
     exit: Option<Exit>,
     families: Vec<&'static str>,
+    /// Bugs watchpoints caught (the program did not crash on them), each
+    /// shaped like `crash.diagnosis`, plus `time_ns` and `more` (later
+    /// accesses of the same block).
+    findings: Vec<FindingJson>,
     heap: Heap,
     /// valgrind's LEAK SUMMARY from the last leak scan; null without one.
     leak_summary: Option<LeakSummary>,
@@ -180,6 +184,16 @@ pub struct Diagnosis {
     #[serde(skip_serializing_if = "Option::is_none")]
     sender: Option<Sender>,
     summary: String,
+}
+
+#[derive(Serialize)]
+pub struct FindingJson {
+    #[serde(flatten)]
+    diagnosis: Diagnosis,
+    more: usize,
+    pid: u32,
+    tid: u32,
+    time_ns: u64,
 }
 
 #[derive(Serialize)]
@@ -556,6 +570,21 @@ impl Report {
                 },
             }),
             families: t.meta.families.names(),
+            findings: sum
+                .tl
+                .findings()
+                .iter()
+                .filter_map(|f| {
+                    let e = sum.tl.store().get(f.idx)?;
+                    Some(FindingJson {
+                        diagnosis: Diagnosis::of(&f.diagnosis, &sum.tl, t),
+                        more: f.more,
+                        pid: e.pid,
+                        tid: e.tid,
+                        time_ns: e.ts.saturating_sub(t.meta.start_mono_ns),
+                    })
+                })
+                .collect(),
             // The root process's (its children's are in `processes`).
             heap: {
                 let root = &sum.tl.processes()[0].heap;
@@ -931,8 +960,10 @@ impl WindowEvent {
             | EventKind::ThreadExit { .. }
             | EventKind::Inherit { .. }
             | EventKind::Discard { .. }
+            | EventKind::Watch(_)
             | EventKind::ProcessExit { .. }) => {
                 let (addr, size) = match k {
+                    EventKind::Watch(w) => (Some(w.addr), Some(u64::from(w.len))),
                     EventKind::Alloc { ptr, size, .. }
                     | EventKind::Realloc { ptr, size, .. }
                     | EventKind::Inherit { ptr, size, .. } => (Some(*ptr), Some(*size)),

@@ -1,0 +1,310 @@
+//! Hardware watchpoints on the target's threads: four slots (x86's debug
+//! registers), each one perf breakpoint event per thread, all running the
+//! tracer's `tm_watch_hit` program on a hit.
+//!
+//! The tracer claims a slot at a sampled free or allocation (see
+//! `enum tm_watch_limit` in `bpf/tracer.h`) and signals the thread, which
+//! stops under ptrace before it runs on: the tracer thread calls
+//! [`Watcher::on_signal_stop`], which moves the slot's breakpoints to the
+//! claimed address on every thread of the process
+//! (`PERF_EVENT_IOC_MODIFY_ATTRIBUTES`, ~1 µs each) and has the signal
+//! suppressed. A release (the block handed out again, freed, the image
+//! replaced) comes back through the ring buffer and disables them.
+//!
+//! Breakpoints are per thread: every thread gets its four events at its
+//! first stop (the tracer thread sees each new one), before it runs.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::types;
+
+/// Where the tracer thread finds the watcher once the recorder made it
+/// (the tracer runs before the BPF object is loaded).
+pub type WatchCell = Arc<OnceLock<Arc<Watcher>>>;
+
+pub const SLOTS: usize = types::tm_watch_limit::TM_WATCH_SLOTS.0 as usize;
+/// The signal that stops a thread for arming (SIGURG: ignored by default,
+/// so a stop nobody intercepts does nothing).
+pub const SIGNAL: i32 = types::tm_watch_limit::TM_WATCH_SIGNAL.0 as i32;
+
+const PERF_TYPE_BREAKPOINT: u32 = 5;
+const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+const PERF_EVENT_IOC_MODIFY_ATTRIBUTES: libc::c_ulong = 0x4008_240b;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+/// `disabled`, `exclude_kernel`, `exclude_hv` (bits 0, 5, 6 of the flags
+/// word).
+const FLAG_DISABLED: u64 = 1;
+const FLAGS: u64 = 1 << 5 | 1 << 6;
+
+/// `struct perf_event_attr` up to PERF_ATTR_SIZE_VER7, the fields a
+/// breakpoint uses at their offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PerfAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    bp_addr: u64,
+    bp_len: u64,
+    rest: [u64; 7],
+}
+const _: () = assert!(std::mem::size_of::<PerfAttr>() == 128);
+
+/// The attributes of a slot's breakpoint: identical at creation and at
+/// every move but for the address, length, type and `disabled` (the
+/// kernel refuses a modification that changes anything else).
+fn attr(addr: u64, len: u32, bp_type: u32, enabled: bool) -> PerfAttr {
+    PerfAttr {
+        kind: PERF_TYPE_BREAKPOINT,
+        size: std::mem::size_of::<PerfAttr>() as u32,
+        sample_period: 1,
+        flags: FLAGS | if enabled { 0 } else { FLAG_DISABLED },
+        bp_type,
+        bp_addr: addr,
+        bp_len: len.into(),
+        ..PerfAttr::default()
+    }
+}
+
+/// Where an idle slot's breakpoint points (disabled, never hit).
+const IDLE: (u64, u32, u32) = (0x1000, 8, types::tm_watch_rw::TM_WATCH_W.0);
+
+fn perf_open(tid: u32) -> std::io::Result<OwnedFd> {
+    let (addr, len, t) = IDLE;
+    let a = attr(addr, len, t, false);
+    // SAFETY: a valid attr of the size it says; the fd returned is ours.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &a as *const PerfAttr,
+            tid as libc::pid_t,
+            -1 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn ioctl(fd: &OwnedFd, req: libc::c_ulong, arg: libc::c_ulong) -> std::io::Result<()> {
+    // SAFETY: a perf event fd and a request whose argument we own.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), req, arg) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn modify(fd: &OwnedFd, a: &PerfAttr) -> std::io::Result<()> {
+    ioctl(fd, PERF_EVENT_IOC_MODIFY_ATTRIBUTES, a as *const PerfAttr as libc::c_ulong)
+}
+
+/// One slot as armed on the threads of `pid`.
+#[derive(Clone, Copy, Debug)]
+struct Armed {
+    gen: u64,
+    pid: u32,
+    addr: u64,
+    len: u32,
+    bp_type: u32,
+}
+
+struct Thread {
+    pid: u32,
+    fds: Vec<OwnedFd>,
+}
+
+#[derive(Default)]
+struct Inner {
+    threads: HashMap<u32, Thread>,
+    armed: [Option<Armed>; SLOTS],
+}
+
+/// Counts for the status line and the record summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchStats {
+    /// Slots armed (at a thread's stop).
+    pub arms: u64,
+    /// Threads given their breakpoints, and those that could not be (no
+    /// debug register free: another debugger, or a perf error).
+    pub threads: u64,
+    pub threads_failed: u64,
+    /// Nanoseconds spent arming (the claiming threads' stops).
+    pub arm_ns: u64,
+}
+
+/// The watchpoints of a recording (see the module's text).
+pub struct Watcher {
+    prog: OwnedFd,
+    slots: MapHandle,
+    signalled: MapHandle,
+    inner: Mutex<Inner>,
+    arms: AtomicU64,
+    arm_ns: AtomicU64,
+    threads: AtomicU64,
+    threads_failed: AtomicU64,
+}
+
+impl Watcher {
+    pub fn new(prog: OwnedFd, slots: MapHandle, signalled: MapHandle) -> Watcher {
+        Watcher {
+            prog,
+            slots,
+            signalled,
+            inner: Mutex::new(Inner::default()),
+            arms: AtomicU64::new(0),
+            arm_ns: AtomicU64::new(0),
+            threads: AtomicU64::new(0),
+            threads_failed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> WatchStats {
+        WatchStats {
+            arms: self.arms.load(Ordering::Relaxed),
+            threads: self.threads.load(Ordering::Relaxed),
+            threads_failed: self.threads_failed.load(Ordering::Relaxed),
+            arm_ns: self.arm_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives thread `tid` of process `pid` its breakpoints (again: a no-op),
+    /// armed where its process's slots are.
+    pub fn add_thread(&self, tid: u32, pid: u32) {
+        let mut inner = self.lock();
+        if inner.threads.contains_key(&tid) {
+            return;
+        }
+        let mut fds = Vec::with_capacity(SLOTS);
+        for _ in 0..SLOTS {
+            match perf_open(tid).and_then(|fd| {
+                ioctl(&fd, PERF_EVENT_IOC_SET_BPF, self.prog.as_raw_fd() as libc::c_ulong)?;
+                Ok(fd)
+            }) {
+                Ok(fd) => fds.push(fd),
+                Err(_) => {
+                    self.threads_failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        for (slot, a) in inner.armed.iter().enumerate() {
+            if let Some(a) = a.filter(|a| a.pid == pid) {
+                let _ = modify(&fds[slot], &attr(a.addr, a.len, a.bp_type, true));
+            }
+        }
+        inner.threads.insert(tid, Thread { pid, fds });
+        self.threads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Thread `tid` is gone: its events go with it.
+    pub fn remove_thread(&self, tid: u32) {
+        self.lock().threads.remove(&tid);
+    }
+
+    /// Thread `tid` stopped with [`SIGNAL`]: arms the slots it claimed.
+    /// True when the stop was the tracer's (the signal is not the
+    /// program's and must not be delivered).
+    pub fn on_signal_stop(&self, tid: u32) -> bool {
+        let t0 = std::time::Instant::now();
+        if !matches!(self.signalled.lookup_and_delete(&tid.to_ne_bytes()), Ok(Some(_))) {
+            return false;
+        }
+        let mut inner = self.lock();
+        for slot in 0..SLOTS {
+            let Some(w) = self.slot(slot) else { continue };
+            if w.state != u64::from(types::tm_watch_state::TM_WS_ARMED.0) || w.tid != tid {
+                continue;
+            }
+            if inner.armed[slot].is_some_and(|a| a.gen == w.gen) {
+                continue;
+            }
+            let a = Armed {
+                gen: w.gen,
+                pid: w.tgid,
+                addr: w.addr,
+                len: w.len,
+                bp_type: w.r#type,
+            };
+            arm(&mut inner, slot, Some(a));
+            self.arms.fetch_add(1, Ordering::Relaxed);
+        }
+        self.arm_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// The tracer released `slot`'s arming `gen` (or a newer one replaced
+    /// it): its breakpoints go quiet.
+    pub fn on_release(&self, slot: usize, gen: u64) {
+        let mut inner = self.lock();
+        if slot < SLOTS && inner.armed[slot].is_some_and(|a| a.gen == gen) {
+            arm(&mut inner, slot, None);
+        }
+    }
+
+    /// Process `pid` exec'd or ended: none of its slots means anything.
+    pub fn forget_process(&self, pid: u32) {
+        let mut inner = self.lock();
+        for slot in 0..SLOTS {
+            if inner.armed[slot].is_some_and(|a| a.pid == pid) {
+                arm(&mut inner, slot, None);
+            }
+        }
+        inner.threads.retain(|_, t| t.pid != pid);
+    }
+
+    fn slot(&self, slot: usize) -> Option<types::tm_watch> {
+        let v = self
+            .slots
+            .lookup(&(slot as u32).to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        let mut w = types::tm_watch::default();
+        plain::copy_from_bytes(&mut w, &v).ok()?;
+        Some(w)
+    }
+}
+
+/// Moves `slot` to `to` on its process's threads (and off the threads of
+/// the process it was on before), or disables it (`None`).
+fn arm(inner: &mut Inner, slot: usize, to: Option<Armed>) {
+    let before = inner.armed[slot];
+    for t in inner.threads.values() {
+        let Some(fd) = t.fds.get(slot) else { continue };
+        match to {
+            Some(a) if a.pid == t.pid => {
+                let _ = modify(fd, &attr(a.addr, a.len, a.bp_type, true));
+            }
+            _ if before.is_some_and(|b| b.pid == t.pid) => {
+                let b = before.unwrap_or(Armed {
+                    gen: 0,
+                    pid: 0,
+                    addr: IDLE.0,
+                    len: IDLE.1,
+                    bp_type: IDLE.2,
+                });
+                let _ = modify(fd, &attr(b.addr, b.len, b.bp_type, false));
+            }
+            _ => {}
+        }
+    }
+    inner.armed[slot] = to;
+}
