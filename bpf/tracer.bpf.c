@@ -996,17 +996,39 @@ static __always_inline void watch_on_alloc(__u32 tid, __u64 ptr, __u64 size)
 			    tid, now);
 }
 
-/* Inside an allocator call (its own bookkeeping in a freed block, calloc
- * zeroing, realloc copying): not the program's access. */
-static __always_inline bool allocator_busy(struct thread_state *ts, __u64 sp)
+/* Inside a malloc-family call (its own bookkeeping in a freed block,
+ * calloc zeroing, realloc copying): not the program's access. */
+static __always_inline bool in_alloc_call(struct thread_state *ts, __u64 sp)
+{
+	return ts->in_live && sp < ts->in.sp;
+}
+
+/* Maybe inside the thread's last free: below its return-address slot,
+ * which still holds the address free returns to. A stale copy of that
+ * address left in a later, bigger frame looks the same: the walk of the
+ * stack decides (see free_in_stack). */
+static __always_inline bool maybe_in_free(struct thread_state *ts, __u64 sp)
 {
 	__u64 ret = 0;
 
-	if (ts->in_live && sp < ts->in.sp)
+	if (!ts->free_slot || sp > ts->free_slot)
+		return false;
+	bpf_probe_read_user(&ret, sizeof(ret), (void *)ts->free_slot);
+	return ret == ts->free_ret;
+}
+
+/* The stack just walked (the per-CPU scratch) returns through `ret`. */
+static __always_inline bool free_in_stack(__u64 ret)
+{
+	__u32 zero = 0;
+	struct tm_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+
+	if (!st)
 		return true;
-	if (ts->free_slot && sp <= ts->free_slot) {
-		bpf_probe_read_user(&ret, sizeof(ret), (void *)ts->free_slot);
-		if (ret == ts->free_ret)
+	for (int i = 1; i < TM_MAX_FRAMES; i++) {
+		if (i >= st->nr)
+			break;
+		if (st->ips[i] == ret)
 			return true;
 	}
 	return false;
@@ -1040,7 +1062,8 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 	struct tm_watch_rec *r;
 	struct tm_watch *w;
 	__u32 len, write;
-	__u64 before;
+	__u64 before, stack, free_ret;
+	bool in_free;
 
 	bpf_loop(TM_WATCH_SLOTS, (void *)watch_find_step, &c, 0);
 	if (c.slot >= TM_WATCH_SLOTS) {
@@ -1056,7 +1079,16 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 	if (len < 8)
 		value &= (1ULL << (len * 8)) - 1;
 	ts = thread_state(false);
-	if (ts && allocator_busy(ts, sp)) {
+	if (ts && in_alloc_call(ts, sp)) {
+		w->snap = value;
+		__sync_fetch_and_add(&watch_ignored, 1);
+		return 0;
+	}
+	in_free = ts && maybe_in_free(ts, sp);
+	free_ret = ts ? ts->free_ret : 0;
+	stack = walk_stack(ctx->regs.ip, sp, ctx->regs.bp, false);
+	/* No stack to tell: the slot says it is inside free (the safe side). */
+	if (in_free && (!stack || free_in_stack(free_ret))) {
 		w->snap = value;
 		__sync_fetch_and_add(&watch_ignored, 1);
 		return 0;
@@ -1086,7 +1118,7 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 	r->ip = ctx->regs.ip;
 	r->value = value;
 	r->before = before;
-	r->stack = walk_stack(ctx->regs.ip, sp, ctx->regs.bp, false);
+	r->stack = stack;
 	if (w->gen != gen) {
 		/* Claimed again meanwhile: this hit's slot data is not sure. */
 		bpf_ringbuf_discard(r, 0);

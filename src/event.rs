@@ -168,9 +168,7 @@ impl WatchHit {
     pub fn changed(&self) -> std::ops::Range<u32> {
         let diff = self.value ^ self.before;
         let len = self.len.min(8);
-        let bytes: Vec<u32> = (0..len)
-            .filter(|b| diff >> (b * 8) & 0xff != 0)
-            .collect();
+        let bytes: Vec<u32> = (0..len).filter(|b| diff >> (b * 8) & 0xff != 0).collect();
         match (bytes.first(), bytes.last()) {
             (Some(&a), Some(&b)) => a..b + 1,
             _ => 0..0,
@@ -179,8 +177,7 @@ impl WatchHit {
 }
 
 /// What a watchpoint was watching.
-#[derive(Serialize, Deserialize)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, IntoStaticStr)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, IntoStaticStr)]
 #[strum(serialize_all = "kebab-case")]
 pub enum WatchWhat {
     /// A word of a freed block: an access is a use after free.
@@ -194,8 +191,7 @@ pub enum WatchWhat {
 }
 
 /// One access to a watched address, as the breakpoint saw it.
-#[derive(Serialize, Deserialize)]
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct WatchHit {
     pub what: WatchWhat,
     /// The watched bytes `[addr, addr + len)` (the access touched some).

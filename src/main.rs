@@ -111,7 +111,7 @@ struct TraceArgs {
     watch: String,
     /// Watchpoints armed per second at most, of each sort (freed blocks,
     /// block ends): more catches more, at more cost.
-    #[arg(long, value_name = "N", default_value_t = 100,
+    #[arg(long, value_name = "N", default_value_t = session::DEFAULT_WATCH_RATE,
           value_parser = clap::value_parser!(u32).range(1..=100000))]
     watch_rate: u32,
 }

@@ -18,4 +18,5 @@ mod e2e {
     pub mod support;
     pub mod symbols;
     pub mod ui;
+    pub mod watch;
 }

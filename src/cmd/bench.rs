@@ -57,6 +57,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Seconds the target ran, from exec to exit, as the recording saw it.
 fn traced_run(bin: &str, pairs: u64, probes: ProbeMode) -> Result<(f64, u64, u64)> {
+    traced_with(bin, pairs, probes, Default::default())
+}
+
+/// As [`traced_run`], with `tracing`'s options (following, watchpoints).
+fn traced_with(
+    bin: &str,
+    pairs: u64,
+    probes: ProbeMode,
+    tracing: crate::cmd::session::Tracing,
+) -> Result<(f64, u64, u64)> {
     let out = std::env::temp_dir().join("tm-tui-bench.tmt");
     record::run(RecordArgs {
         target: Target::Command(vec![bin.to_string(), "1".into(), pairs.to_string()]),
@@ -67,7 +77,7 @@ fn traced_run(bin: &str, pairs: u64, probes: ProbeMode) -> Result<(f64, u64, u64
         print_crash: true,
         leak_check: false,
         exit_status: false,
-        tracing: Default::default(),
+        tracing,
     })?;
     let t = read_trace(&out)?;
     let _ = std::fs::remove_file(&out);
@@ -114,6 +124,10 @@ struct Churner {
     /// The churn's own seconds untraced, and under bpftrace (if it ran).
     base_self: Vec<f64>,
     peer: Vec<f64>,
+    /// Recorded with children followed, watchpoints off and on (the
+    /// default rate): what watching adds.
+    follow: Vec<f64>,
+    watch: Vec<f64>,
 }
 
 /// The churn's own seconds, written by the churner to `file`.
@@ -189,6 +203,8 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
             bare: Vec::new(),
             base_self: Vec::new(),
             peer: Vec::new(),
+            follow: Vec::new(),
+            watch: Vec::new(),
         });
     }
     let mut events = 0;
@@ -204,6 +220,22 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
             c.naive
                 .push(traced_run(&c.bin, pairs, ProbeMode::AtEntry)?.0);
             c.bare.push(traced_run(&c.bin, pairs, ProbeMode::Bare)?.0);
+            let followed = |watch| crate::cmd::session::Tracing {
+                follow: true,
+                watch,
+                ..Default::default()
+            };
+            c.follow
+                .push(traced_with(&c.bin, pairs, ProbeMode::Normal, followed(None))?.0);
+            c.watch.push(
+                traced_with(
+                    &c.bin,
+                    pairs,
+                    ProbeMode::Normal,
+                    followed(Some(crate::cmd::session::DEFAULT_WATCH_RATE)),
+                )?
+                .0,
+            );
             let lib = crate::recorder::discover::for_program(std::path::Path::new(&c.bin))
                 .map(|a| a.path.display().to_string());
             if let Some((b, p)) = lib.ok().and_then(|l| peer_runs(&c.bin, pairs, &l)) {
@@ -246,6 +278,12 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
         println!(
             "  tm-tui's own work (recorded - bare): {:.3} µs/pair",
             per_pair(t) - per_pair(z)
+        );
+        let (f, w) = (median(c.follow), median(c.watch));
+        println!(
+            "  recorded, followed, --watch off {f:8.3} s; watch on (default rate) {w:8.3} s: {:+.1}% ({:.3}x)",
+            (w / f - 1.0) * 100.0,
+            w / f
         );
         if c.peer.is_empty() {
             println!("  bpftrace (memleak's shape): not available or refused the script");

@@ -238,6 +238,7 @@ pub fn live(args: LiveArgs) -> Result<i32> {
     };
     let (mut ing, tl) = session.ingest(writer, args.memory)?;
     let mut app = App::new(tl, Mode::Live);
+    app.watcher = session.watcher.clone();
     if let Some(l) = &log {
         app.message = Some(format!("the program's output goes to {}", l.display()));
     }

@@ -415,7 +415,11 @@ fn findings_text(out: &mut String, tl: &Timeline) {
         let _ = write!(out, "#{} ", n + 1);
         out.push_str(&f.diagnosis.text(tl));
         if f.more > 0 {
-            let _ = writeln!(out, "  note: {} more access(es) of the block seen after this one", f.more);
+            let _ = writeln!(
+                out,
+                "  note: {} more access(es) of the block seen after this one",
+                f.more
+            );
         }
     }
 }

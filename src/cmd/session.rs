@@ -25,6 +25,36 @@ pub enum Target {
     Command(Vec<String>),
 }
 
+/// The allocator of a running process. A process started a moment ago
+/// may still be in the dynamic loader, its libraries not mapped yet: it is
+/// given up to a second to get there.
+fn allocator_of_pid(pid: u32) -> Result<discover::Allocator> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match discover::for_pid(pid) {
+            Ok(a) => return Ok(a),
+            Err(e) if std::time::Instant::now() < deadline && loading(pid) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Only the program and the dynamic loader are mapped: it is loading.
+fn loading(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| {
+        m.contains("/ld-linux")
+            && !m
+                .lines()
+                .any(|l| l.contains("/libc.so") || l.contains("/libc-"))
+    })
+}
+
+/// Watchpoints armed per second at most, of each sort, by default.
+pub const DEFAULT_WATCH_RATE: u32 = 100;
+
 /// What is traced beyond fatal signals and the process lifecycle.
 #[derive(Clone, Debug, Default)]
 pub struct Tracing {
@@ -156,6 +186,8 @@ pub struct Session {
     /// Ends the attached target's follower thread (its tracees are
     /// released as it ends).
     follower_stop: Arc<AtomicBool>,
+    /// The watchpoints (none with --watch off).
+    pub watcher: Option<crate::recorder::watch::WatchCell>,
 }
 
 impl Session {
@@ -197,7 +229,7 @@ pub fn start(
     let (pid, command, mut allocator, mut child, resolved, warning) = match target {
         Target::Pid(pid) => {
             let command = check_pid(*pid)?;
-            let allocator = alloc_on.then(|| discover::for_pid(*pid)).transpose()?;
+            let allocator = alloc_on.then(|| allocator_of_pid(*pid)).transpose()?;
             let (resolved, warning) =
                 resolve_probes(&tracing.probes, || discover::modules_of_pid(*pid))?;
             (*pid, command, allocator, None, resolved, warning)
@@ -333,6 +365,7 @@ pub fn start(
         probes: probe_table,
         warnings,
         follower_stop,
+        watcher: watch.map(|w| w.cell),
     })
 }
 

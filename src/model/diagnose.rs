@@ -257,7 +257,10 @@ fn watch_rule(tl: &Timeline, i: Idx, w: &crate::event::WatchHit) -> Option<Diagn
     let (lo, hi) = if changed.is_empty() {
         (base, base + i64::from(w.len))
     } else {
-        (base + i64::from(changed.start), base + i64::from(changed.end))
+        (
+            base + i64::from(changed.start),
+            base + i64::from(changed.end),
+        )
     };
     let span = if hi - lo == 1 {
         format!("offset {lo}")

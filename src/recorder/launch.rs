@@ -168,15 +168,7 @@ pub fn spawn_stopped(
                 }
             };
             let _ = pid_tx.send(Ok(held.pid.as_raw() as u32));
-            supervise(
-                held,
-                &exe2,
-                &go_rx,
-                &started_tx,
-                &done_tx,
-                &holds_tx,
-                watch,
-            );
+            supervise(held, &exe2, &go_rx, &started_tx, &done_tx, &holds_tx, watch);
         })
         .context("cannot start the launcher thread")?;
     let pid = pid_rx
@@ -501,9 +493,7 @@ impl Tracees {
             // The tracer stopped the thread to arm a watchpoint: not the
             // program's signal.
             0 if libc::WSTOPSIG(status) == crate::recorder::watch::SIGNAL
-                && self
-                    .watcher()
-                    .is_some_and(|w| w.on_signal_stop(t as u32)) => {}
+                && self.watcher().is_some_and(|w| w.on_signal_stop(t as u32)) => {}
             // A signal: passed on.
             0 => inject = libc::WSTOPSIG(status),
             _ => {}

@@ -110,7 +110,11 @@ fn ioctl(fd: &OwnedFd, req: libc::c_ulong, arg: libc::c_ulong) -> std::io::Resul
 }
 
 fn modify(fd: &OwnedFd, a: &PerfAttr) -> std::io::Result<()> {
-    ioctl(fd, PERF_EVENT_IOC_MODIFY_ATTRIBUTES, a as *const PerfAttr as libc::c_ulong)
+    ioctl(
+        fd,
+        PERF_EVENT_IOC_MODIFY_ATTRIBUTES,
+        a as *const PerfAttr as libc::c_ulong,
+    )
 }
 
 /// One slot as armed on the threads of `pid`.
@@ -196,7 +200,11 @@ impl Watcher {
         let mut fds = Vec::with_capacity(SLOTS);
         for _ in 0..SLOTS {
             match perf_open(tid).and_then(|fd| {
-                ioctl(&fd, PERF_EVENT_IOC_SET_BPF, self.prog.as_raw_fd() as libc::c_ulong)?;
+                ioctl(
+                    &fd,
+                    PERF_EVENT_IOC_SET_BPF,
+                    self.prog.as_raw_fd() as libc::c_ulong,
+                )?;
                 Ok(fd)
             }) {
                 Ok(fd) => fds.push(fd),
@@ -225,7 +233,10 @@ impl Watcher {
     /// program's and must not be delivered).
     pub fn on_signal_stop(&self, tid: u32) -> bool {
         let t0 = std::time::Instant::now();
-        if !matches!(self.signalled.lookup_and_delete(&tid.to_ne_bytes()), Ok(Some(_))) {
+        if !matches!(
+            self.signalled.lookup_and_delete(&tid.to_ne_bytes()),
+            Ok(Some(_))
+        ) {
             return false;
         }
         let mut inner = self.lock();

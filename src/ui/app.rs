@@ -132,6 +132,11 @@ pub struct App {
     sites: Vec<SiteRow>,
     blocks_at: Option<Idx>,
     diagnosis: Option<(Idx, Option<Diagnosis>)>,
+    /// The watchpoints' findings (first access of each), as of `.0`
+    /// watch hits.
+    findings: (usize, Vec<Idx>),
+    /// Live: the recorder's watchpoints (slots armed so far).
+    pub watcher: Option<crate::recorder::watch::WatchCell>,
     /// Growth and suspicion per allocation stack, as of `.0` events.
     leaks: (Idx, crate::util::hash::FxMap<Option<StackId>, SiteLeak>),
 }
@@ -181,6 +186,8 @@ impl App {
             sites: Vec::new(),
             blocks_at: None,
             diagnosis: None,
+            findings: (0, Vec::new()),
+            watcher: None,
             leaks: (Idx::MAX, Default::default()),
         };
         app.after_ingest();
@@ -195,6 +202,13 @@ impl App {
     /// Call after new events reached the timeline: follow them when live,
     /// freeze on a crash.
     pub fn after_ingest(&mut self) {
+        let before = self.findings.1.len();
+        let now = self.findings().len();
+        if now > before {
+            self.message = Some(format!(
+                "watchpoints caught {now} bug(s) the program survived: w to see"
+            ));
+        }
         let held = self.tl.store().held();
         if held.is_empty() {
             return;
@@ -260,6 +274,60 @@ impl App {
         self.sort_heap();
         if self.tl.crash() == Some(c) && self.diagnosis.as_ref().is_none_or(|(i, _)| *i != c) {
             self.diagnosis = Some((c, self.tl.diagnosis()));
+        }
+        // On a watchpoint's hit: its finding, if it is one.
+        if self.diagnosis.as_ref().is_none_or(|(i, _)| *i != c)
+            && self.tl.store().kind(c) == Some(crate::event::Kind::Watch)
+        {
+            self.diagnosis = Some((c, self.tl.diagnosis_at(c)));
+        }
+    }
+
+    /// The first access of each finding, in order (recomputed when new
+    /// watchpoint hits arrived).
+    pub fn findings(&mut self) -> &[Idx] {
+        let hits = self.tl.watch_hits();
+        if self.findings.0 != hits {
+            self.findings = (hits, self.tl.findings().iter().map(|f| f.idx).collect());
+        }
+        &self.findings.1
+    }
+
+    /// The findings as last computed (for drawing).
+    pub fn findings_seen(&self) -> &[Idx] {
+        &self.findings.1
+    }
+
+    /// `w` / `W`: the next / previous finding, its diagnosis shown.
+    fn jump_finding(&mut self, forward: bool) {
+        let cur = self.cursor.unwrap_or(0);
+        let f = self.findings().to_vec();
+        let to = if forward {
+            f.iter().copied().find(|&i| i > cur)
+        } else {
+            f.iter().rev().copied().find(|&i| i < cur)
+        };
+        // Past the last one, round to the first (and back).
+        let wrapped = if forward { f.first() } else { f.last() };
+        match (to, wrapped) {
+            (Some(i), _) => {
+                self.goto(i);
+                self.pane = Pane::Stack;
+                self.stack_scroll = 0;
+            }
+            (None, Some(&i)) => {
+                self.goto(i);
+                self.pane = Pane::Stack;
+                self.stack_scroll = 0;
+                self.message = Some(format!(
+                    "wrapped to the {} finding ({} in all)",
+                    if forward { "first" } else { "last" },
+                    f.len()
+                ));
+            }
+            (None, None) => {
+                self.message = Some("no finding: the watchpoints caught nothing".into());
+            }
         }
     }
 
@@ -682,6 +750,8 @@ impl App {
             KeyCode::Char('N') => self.find(false),
             KeyCode::Char('%') => self.jump_pair(),
             KeyCode::Char('a') => self.jump_alloc(),
+            KeyCode::Char('w') => self.jump_finding(true),
+            KeyCode::Char('W') => self.jump_finding(false),
             KeyCode::Char('f') => self.jump_free(),
             KeyCode::Tab => {
                 self.pane = match self.pane {

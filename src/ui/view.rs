@@ -200,6 +200,28 @@ fn lag_span(app: &App, theme: Theme) -> Span<'static> {
 }
 
 /// "probes ≈37% CPU": what recording costs the target, from the event rate.
+/// Findings of the watchpoints, and (live) how many were armed.
+fn watch_span(app: &App, theme: Theme) -> Span<'static> {
+    let armed = app
+        .watcher
+        .as_ref()
+        .and_then(|c| c.get())
+        .map(|w| w.stats().arms);
+    match (app.findings_seen().len(), armed) {
+        (0, None) => Span::raw(""),
+        (0, Some(a)) => Span::raw(format!("  watched {}", count(a))),
+        (n, a) => Span::styled(
+            format!(
+                "  {n} FINDING{}{} (w)",
+                if n == 1 { "" } else { "S" },
+                a.map(|a| format!(" of {} watched", count(a)))
+                    .unwrap_or_default()
+            ),
+            theme.alert(),
+        ),
+    }
+}
+
 fn cost_span(app: &App) -> Span<'static> {
     if app.mode != Mode::Live || app.rate <= 0.0 {
         return Span::raw("");
@@ -277,6 +299,7 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             1 => String::new(),
             n => format!("  {n} procs"),
         }),
+        watch_span(app, theme),
         lag_span(app, theme),
         cost_span(app),
         Span::raw(if tl.meta().families.has(crate::event::Family::Alloc) {
@@ -351,6 +374,12 @@ fn render_bar(app: &App, frame: &mut Frame, bar: Rect, axis: Rect, theme: Theme)
         .crash()
         .and_then(|c| app.tl.store().ts(c))
         .and_then(col);
+    // Each finding of the watchpoints, marked as the crash is.
+    let finding_cols: Vec<usize> = app
+        .findings_seen()
+        .iter()
+        .filter_map(|&i| app.tl.store().ts(i).and_then(col))
+        .collect();
     // Where events were lost: at the last event before each loss report.
     let held = app.tl.store().held();
     let loss_cols: Vec<usize> = app
@@ -373,6 +402,8 @@ fn render_bar(app: &App, frame: &mut Frame, bar: Rect, axis: Rect, theme: Theme)
                 Span::styled(ch, Style::default().add_modifier(Modifier::REVERSED))
             } else if Some(i) == crash_col {
                 Span::styled(ch, theme.alert())
+            } else if finding_cols.contains(&i) {
+                Span::styled("!".to_string(), theme.alert())
             } else {
                 Span::styled(ch, theme.fg(Color::Cyan))
             }
@@ -782,13 +813,18 @@ fn diagnosis_lines(app: &App, d: &Diagnosis, theme: Theme) -> Vec<Line<'static>>
         Line::from(Span::styled(d.kind.name().to_uppercase(), theme.alert())),
         Line::from(d.summary.clone()),
     ];
-    if let Some(c) = app.tl.crash() {
+    // The probed calls open at the crash (or the watched access).
+    if let Some(c) = app.cursor {
         lines.extend(call_lines(app, c, theme));
     }
     let mp = module_path(app.tl.modules());
     let start = app.tl.meta().start_mono_ns;
+    let on_watch =
+        app.cursor.and_then(|c| app.tl.store().kind(c)) == Some(crate::event::Kind::Watch);
     let access = if d.extra.reraised.is_some() {
         "first delivered (caught by the handler)"
+    } else if on_watch {
+        "access"
     } else {
         "access / crash"
     };
@@ -999,6 +1035,7 @@ const HELP: &[(&str, &str)] = &[
     ("[ / ]", "a time step back / on (bar / 10)"),
     ("Home / End", "first / last event (End: follow)"),
     ("c", "the crash and its diagnosis"),
+    ("w / W", "next / previous watchpoint finding"),
     ("space", "freeze / follow (live)"),
     ("/", "filter kind pid tid func call addr"),
     ("", "kinds: alloc call return io net lock"),
