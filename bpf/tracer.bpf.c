@@ -55,6 +55,12 @@ __u64 watch_ignored = 0;
 __u64 watch_stray = 0;
 __u64 watch_reports = 0;
 __u64 watch_last_uaf = 0, watch_last_ovf = 0;
+/* Bit per slot in TM_WS_ARMED: none, and the allocator probes skip the
+ * slots altogether. */
+__u64 watch_armed = 0;
+/* Hits of a breakpoint whose slot was released: the thread was stopped
+ * for the tracer to take it away. */
+__u64 watch_disarm_stops = 0;
 
 /* Hits of the free probe: [0] any process, [1] the target. A diagnostic
  * for "the kernel never ran the probe" vs "the probe filtered it out". */
@@ -833,8 +839,10 @@ static long watch_release_step(__u64 i, struct watch_release_ctx *c)
 	if (c->block ? (w->block == c->block && w->kind != TM_WK_UAF) :
 		       (w->addr < c->hi && c->lo < w->addr + w->len)) {
 		if (__sync_val_compare_and_swap(&w->state, TM_WS_ARMED, TM_WS_RELEASED) ==
-		    TM_WS_ARMED)
+		    TM_WS_ARMED) {
+			__sync_fetch_and_and(&watch_armed, ~(1ULL << slot));
 			watch_released(slot, w, c->tid);
+		}
 	}
 	return 0;
 }
@@ -843,7 +851,11 @@ static long watch_release_step(__u64 i, struct watch_release_ctx *c)
  * is a finding any more. */
 static __always_inline void watch_release(__u32 tid, __u64 lo, __u64 hi, __u64 block)
 {
-	struct watch_release_ctx c = {
+	struct watch_release_ctx c;
+
+	if (!watch_armed)
+		return;
+	c = (struct watch_release_ctx){
 		.tgid = bpf_get_current_pid_tgid() >> 32,
 		.tid = tid,
 		.lo = lo,
@@ -927,6 +939,7 @@ static __always_inline void watch_claim(__u32 kind, __u32 steal, __u32 mask, __u
 	w->hits = 0;
 	__sync_fetch_and_add(&watch_claims[kind & 3], 1);
 	w->state = TM_WS_ARMED;
+	__sync_fetch_and_or(&watch_armed, 1ULL << slot);
 	bpf_map_update_elem(&watch_signalled, &tid, &one, BPF_ANY);
 	bpf_send_signal_thread(TM_WATCH_SIGNAL);
 }
@@ -944,19 +957,30 @@ static __always_inline bool watch_due(__u64 *last, __u64 now)
 /* At free(ptr): the block's overflow watches go; the thread's free is
  * remembered (its accesses inside are the allocator's); maybe watch the
  * block's first word from now on. */
-static __always_inline void watch_on_free(struct pt_regs *ctx, __u32 tid, __u64 ptr)
+static __always_inline void watch_on_free(struct pt_regs *ctx, struct thread_state *ts,
+					  __u32 tid, __u64 ptr, __u64 now)
 {
-	struct thread_state *ts = thread_state(true);
-	__u64 sp = PT_REGS_SP(ctx), now, hdr = 0;
+	__u64 sp = PT_REGS_SP(ctx), hdr = 0;
+	__u32 zero = 0;
+	struct tm_stack *st;
 
+	if (!ts)
+		ts = thread_state(true);
 	if (ts) {
 		ts->free_slot = sp;
-		bpf_probe_read_user(&ts->free_ret, sizeof(__u64), (void *)sp);
+		/* The entry stack just walked begins with free's return address
+		 * ([sp]); read it from there when it did. */
+		st = bpf_map_lookup_elem(&stack_scratch, &zero);
+		if (st && st->nr)
+			ts->free_ret = st->ips[0];
+		else
+			bpf_probe_read_user(&ts->free_ret, sizeof(__u64), (void *)sp);
 	}
 	watch_release(tid, 0, 0, ptr);
 	if (!watch_uaf_slots || !ts)
 		return;
-	now = bpf_ktime_get_ns();
+	if (ptr & 7 || now - watch_last_uaf < watch_interval_ns)
+		return;
 	if (watch_glibc) {
 		/* A chunk mmapped on its own goes back to the kernel (whatever is
 		 * mapped there next is not this block). */
@@ -964,16 +988,16 @@ static __always_inline void watch_on_free(struct pt_regs *ctx, __u32 tid, __u64 
 		if (hdr & 2)
 			return;
 	}
-	if (ptr & 7 || !watch_due(&watch_last_uaf, now))
+	if (!watch_due(&watch_last_uaf, now))
 		return;
 	watch_claim(TM_WK_UAF, TM_WK_UAF, watch_uaf_slots, ptr, 8, TM_WATCH_RW, ptr, 0, tid, now);
 }
 
 /* An allocation returned [ptr, ptr + size): watches on those bytes go;
  * maybe watch the bytes just past its end. */
-static __always_inline void watch_on_alloc(__u32 tid, __u64 ptr, __u64 size)
+static __always_inline void watch_on_alloc(__u32 tid, __u64 ptr, __u64 size, __u64 now)
 {
-	__u64 end = ptr + size, now;
+	__u64 end = ptr + size;
 	__u32 len;
 
 	if (!ptr)
@@ -981,7 +1005,6 @@ static __always_inline void watch_on_alloc(__u32 tid, __u64 ptr, __u64 size)
 	watch_release(tid, ptr, end ? end : ptr + 1, 0);
 	if (!watch_ovf_slots || !size)
 		return;
-	now = bpf_ktime_get_ns();
 	if (!watch_due(&watch_last_ovf, now))
 		return;
 	/* The widest aligned breakpoint starting right at the end. */
@@ -1063,11 +1086,21 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 	struct tm_watch *w;
 	__u32 len, write;
 	__u64 before, stack, free_ret;
-	bool in_free;
+	bool in_free, asked;
 
 	bpf_loop(TM_WATCH_SLOTS, (void *)watch_find_step, &c, 0);
 	if (c.slot >= TM_WATCH_SLOTS) {
+		/* A breakpoint user space has not taken away yet (its slot was
+		 * released: the block is someone's again). Each hit costs a
+		 * trap: stop the thread once for the tracer to take it now. */
+		__u32 tid = (__u32)id, one = 1;
+
 		__sync_fetch_and_add(&watch_stray, 1);
+		if (watch_stop && !bpf_map_lookup_elem(&watch_signalled, &tid)) {
+			bpf_map_update_elem(&watch_signalled, &tid, &one, BPF_ANY);
+			__sync_fetch_and_add(&watch_disarm_stops, 1);
+			bpf_send_signal_thread(TM_WATCH_SIGNAL);
+		}
 		return 0;
 	}
 	w = bpf_map_lookup_elem(&watches, &c.slot);
@@ -1078,7 +1111,8 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 	bpf_probe_read_user(&value, sizeof(value), (void *)c.addr);
 	if (len < 8)
 		value &= (1ULL << (len * 8)) - 1;
-	ts = thread_state(false);
+	asked = w->kind == TM_WK_EXPLICIT;
+	ts = asked ? 0 : thread_state(false);
 	if (ts && in_alloc_call(ts, sp)) {
 		w->snap = value;
 		__sync_fetch_and_add(&watch_ignored, 1);
@@ -1096,7 +1130,8 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 	write = w->type == TM_WATCH_W || value != w->snap;
 	before = w->snap;
 	w->snap = value;
-	if (w->hits >= TM_WATCH_REPORTS)
+	/* An asked address reports every access, as gdb's watch does. */
+	if (!asked && w->hits >= TM_WATCH_REPORTS)
 		return 0;
 	w->hits++;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
@@ -1188,7 +1223,7 @@ static __always_inline int alloc_exit(struct pt_regs *ctx)
 	struct thread_state *ts;
 	struct tm_heap_rec *r;
 	struct inflight *in;
-	__u64 ret = PT_REGS_RC(ctx), size;
+	__u64 ret = PT_REGS_RC(ctx), size, now;
 	__u32 tid;
 
 	if (bare || !armed || !is_target(&tid))
@@ -1249,9 +1284,10 @@ static __always_inline int alloc_exit(struct pt_regs *ctx)
 	ts->in_live = 0;
 	ret = r->ptr;
 	size = r->size;
+	now = r->h.ts;
 	bpf_ringbuf_submit(r, wakeup_flags());
 	if (watching())
-		watch_on_alloc(tid, ret, size);
+		watch_on_alloc(tid, ret, size, now);
 	return 0;
 }
 
@@ -1319,7 +1355,7 @@ static __always_inline int free_enter(struct pt_regs *ctx, __u64 ptr)
 	struct thread_state *ts;
 	struct tm_heap_rec *r;
 	struct inflight *in;
-	__u64 sp = PT_REGS_SP(ctx);
+	__u64 sp = PT_REGS_SP(ctx), now;
 	__u32 tid;
 	bool target;
 
@@ -1367,9 +1403,10 @@ record:
 	r->size = 0;
 	r->align = 0;
 	r->stack = capture_entry_stack(ctx);
+	now = r->h.ts;
 	bpf_ringbuf_submit(r, wakeup_flags());
 	if (watching())
-		watch_on_free(ctx, tid, ptr);
+		watch_on_free(ctx, ts, tid, ptr, now);
 	return 0;
 }
 
@@ -1874,6 +1911,9 @@ int BPF_PROG(tm_exec, struct task_struct *p, pid_t old_pid,
 
 		bpf_map_delete_elem(&cfi_procs, &tgid);
 	}
+	/* The old image's watched blocks are gone with it. */
+	if (watching())
+		watch_release(tid, 0, ~0ULL, 0);
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_EXEC);

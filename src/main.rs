@@ -114,12 +114,24 @@ struct TraceArgs {
     #[arg(long, value_name = "N", default_value_t = session::DEFAULT_WATCH_RATE,
           value_parser = clap::value_parser!(u32).range(1..=100000))]
     watch_rate: u32,
+    /// Record every write to ADDR (LEN 1, 2, 4 or 8 bytes, default 8; rw:
+    /// reads too) with its stack, as gdb's watch does. Up to 4 addresses
+    /// and variables in all; each takes a debug register from sampling.
+    #[arg(long = "watch-addr", value_name = "ADDR[:LEN][:w|rw]",
+          value_parser = recorder::watch::parse_addr)]
+    watch_addrs: Vec<recorder::watch::Asked>,
+    /// As --watch-addr, for the global variable NAME of the target's
+    /// executable or libraries (its first 8 bytes at most).
+    #[arg(long = "watch-var", value_name = "NAME[:w|rw]")]
+    watch_vars: Vec<String>,
 }
 
 impl TraceArgs {
     fn tracing(self) -> session::Tracing {
         session::Tracing {
             watch: (self.watch == "on").then_some(self.watch_rate),
+            watch_addrs: self.watch_addrs,
+            watch_vars: self.watch_vars,
             follow: !self.no_follow,
             children: self.children,
             families: self.families,

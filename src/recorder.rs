@@ -232,8 +232,11 @@ pub struct Config {
 /// What watchpoints watch, and how often (see [`watch`]).
 #[derive(Clone)]
 pub struct WatchConfig {
-    /// Claims per second at most, of each sort (freed blocks, block ends).
-    pub rate: u32,
+    /// Claims per second at most, of each sort (freed blocks, block ends);
+    /// `None`: no sampled watchpoint.
+    pub rate: Option<u32>,
+    /// Addresses asked for, each a slot of its own (the last ones).
+    pub asked: Vec<watch::Asked>,
     /// Where the tracer thread finds the watcher.
     pub cell: watch::WatchCell,
 }
@@ -499,18 +502,26 @@ fn setup<'obj>(
         .any(|f| cfg.families.has(*f));
     progs.tm_sys_enter.set_autoload(syscalls_on);
     progs.tm_sys_exit_fam.set_autoload(syscalls_on);
-    let watch_on = alloc_on && cfg.watch.is_some();
+    let watch_on = cfg.watch.is_some();
     progs.tm_watch_hit.set_autoload(watch_on);
-    if let Some(w) = cfg.watch.as_ref().filter(|_| watch_on) {
+    if let Some((w, rate)) = cfg
+        .watch
+        .as_ref()
+        .and_then(|w| Some((w, w.rate?)))
+        .filter(|_| alloc_on)
+    {
         let rodata = open
             .maps
             .rodata_data
             .as_deref_mut()
             .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-        // Two slots rotate over freed blocks, two over block ends.
-        rodata.watch_uaf_slots = 0b0011;
-        rodata.watch_ovf_slots = 0b1100;
-        rodata.watch_interval_ns = 1_000_000_000 / u64::from(w.rate.max(1));
+        // The slots left by the asked addresses: half rotate over freed
+        // blocks, half over block ends (two and two without any asked).
+        let free = watch::SLOTS.saturating_sub(w.asked.len()) as u32;
+        let uaf = free.div_ceil(2);
+        rodata.watch_uaf_slots = (1 << uaf) - 1;
+        rodata.watch_ovf_slots = ((1 << free) - 1) & !((1 << uaf) - 1);
+        rodata.watch_interval_ns = 1_000_000_000 / u64::from(rate.max(1));
         rodata.watch_stop = true;
         rodata.watch_glibc = cfg.allocator.as_ref().is_some_and(|a| {
             a.path
@@ -1594,6 +1605,19 @@ fn debug_probe_hits(skel: &bpf::TracerSkel<'_>) {
             "tm-tui: debug: free probe ran {} times in other processes, {} in the target",
             hits[0], hits[1]
         );
+        // SAFETY: as above.
+        let (claims, ignored, stray, reports, disarms) = unsafe {
+            (
+                std::ptr::read_volatile(&raw const bss.watch_claims),
+                std::ptr::read_volatile(&raw const bss.watch_ignored),
+                std::ptr::read_volatile(&raw const bss.watch_stray),
+                std::ptr::read_volatile(&raw const bss.watch_reports),
+                std::ptr::read_volatile(&raw const bss.watch_disarm_stops),
+            )
+        };
+        eprintln!(
+            "tm-tui: debug: watchpoints: claims {claims:?} (by kind), allocator's hits ignored {ignored}, stray hits {stray} (stops to disarm {disarms}), reported {reports}"
+        );
     }
 }
 
@@ -1691,6 +1715,23 @@ fn start_watcher(cfg: &Config, skel: &bpf::TracerSkel<'_>, w: &WatchConfig) -> R
             if let Some(tid) = t.file_name().to_str().and_then(|n| n.parse().ok()) {
                 watcher.add_thread(tid, pid);
             }
+        }
+    }
+    // Attached: the asked addresses are there now (launched: at its entry).
+    if !cfg.await_exec {
+        arm_asked(cfg, watcher)?;
+    }
+    Ok(())
+}
+
+/// Arms each asked address in the root process, each in a slot of its
+/// own from the last one down.
+fn arm_asked(cfg: &Config, watcher: &watch::Watcher) -> Result<()> {
+    let Some(w) = &cfg.watch else { return Ok(()) };
+    for (i, a) in w.asked.iter().enumerate() {
+        let slot = watch::SLOTS - 1 - i;
+        if !watcher.arm_asked(slot, cfg.pid, a) {
+            bail!("cannot watch {}: its address in pid {} is not known (is its module mapped?)", a.text, cfg.pid);
         }
     }
     Ok(())
@@ -1913,6 +1954,15 @@ fn poll_loop(
                             d.switch_to(pid);
                             d.maps.refresh();
                             d.sync_code();
+                            // The launched program's asked addresses, now
+                            // that its modules are mapped.
+                            if hold.why == HoldWhy::Entry && pid == cfg.pid {
+                                if let Some(w) = d.watcher.clone() {
+                                    if let Err(e) = arm_asked(cfg, &w) {
+                                        let _ = tx.send(Msg::Note(format!("{e:#}")));
+                                    }
+                                }
+                            }
                         }
                     }
                 }

@@ -130,6 +130,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     }
     // A launched child ends with us (Ctrl-C reaches its process group too).
     let launched = session.child.is_some();
+    let watcher = session.watcher.clone();
     let (exit_status, written) = session.finish(&mut ing, &mut tl, true)?;
     for n in &ing.notes {
         eprintln!("tm-tui: note: {n}");
@@ -162,6 +163,25 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         args.output.display(),
         written / 1024
     );
+    if let Some(st) = watcher.as_ref().and_then(|c| c.get()).map(|w| w.stats()) {
+        let findings = tl.findings();
+        eprintln!(
+            "tm-tui: watchpoints: {} armed ({:.0} µs from claim to armed, the thread stopped), on {} thread(s){}; {} finding(s){}",
+            st.arms,
+            st.arm_ns as f64 / st.arms.max(1) as f64 / 1e3,
+            st.threads,
+            if st.threads_failed > 0 {
+                format!(", {} without (no debug register free)", st.threads_failed)
+            } else {
+                String::new()
+            },
+            findings.len(),
+            findings
+                .first()
+                .map(|f| format!(": {}", f.diagnosis.summary))
+                .unwrap_or_default()
+        );
+    }
     if let Some(k) = tl.leak_scan() {
         use strum::IntoEnumIterator;
         let kinds: Vec<String> = crate::event::LeakKind::iter()

@@ -68,6 +68,9 @@ pub struct Tracing {
     /// Watchpoints on sampled frees and block ends, at most this many
     /// armed per second of each sort (`None`: off).
     pub watch: Option<u32>,
+    /// Addresses and variables to watch for the whole recording.
+    pub watch_addrs: Vec<crate::recorder::watch::Asked>,
+    pub watch_vars: Vec<String>,
 }
 
 /// How the allocator is probed. The other modes exist for `tm-tui bench`.
@@ -218,14 +221,38 @@ pub fn start(
     // Without the alloc family no allocator is looked for (a target
     // without malloc can still be traced).
     let alloc_on = tracing.families.has(Family::Alloc);
-    // Watchpoints need the tracer thread on every thread (followed).
-    let watch = tracing
+    // Watchpoints need the tracer thread on every thread (followed): it
+    // gives each new thread its breakpoints and stops one to arm.
+    let asked_n = tracing.watch_addrs.len() + tracing.watch_vars.len();
+    if asked_n > crate::recorder::watch::SLOTS {
+        bail!(
+            "--watch-addr and --watch-var: {asked_n} asked, the hardware has {} debug registers",
+            crate::recorder::watch::SLOTS
+        );
+    }
+    if asked_n > 0 && !tracing.follow {
+        bail!("--watch-addr and --watch-var need children followed (drop --no-follow): the tracer gives each new thread its breakpoints");
+    }
+    let sampled = tracing
         .watch
-        .filter(|_| alloc_on && tracing.follow && probes == ProbeMode::Normal)
-        .map(|rate| WatchConfig {
-            rate,
-            cell: Arc::default(),
-        });
+        .filter(|_| alloc_on && tracing.follow && probes == ProbeMode::Normal);
+    let watch_modules = || match target {
+        Target::Pid(pid) => discover::modules_of_pid(*pid),
+        Target::Command(argv) => launch::resolve_program(argv.first().map_or("", String::as_str))
+            .and_then(|exe| discover::modules_of_program(&exe)),
+    };
+    let mut asked = tracing.watch_addrs.clone();
+    if !tracing.watch_vars.is_empty() {
+        let modules = watch_modules()?;
+        for v in &tracing.watch_vars {
+            asked.push(crate::recorder::watch::resolve_var(v, &modules)?);
+        }
+    }
+    let watch = (sampled.is_some() || !asked.is_empty()).then(|| WatchConfig {
+        rate: sampled,
+        asked,
+        cell: Arc::default(),
+    });
     let (pid, command, mut allocator, mut child, resolved, warning) = match target {
         Target::Pid(pid) => {
             let command = check_pid(*pid)?;

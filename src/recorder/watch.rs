@@ -15,6 +15,7 @@
 //! first stop (the tracer thread sees each new one), before it runs.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -147,7 +148,8 @@ pub struct WatchStats {
     /// debug register free: another debugger, or a perf error).
     pub threads: u64,
     pub threads_failed: u64,
-    /// Nanoseconds spent arming (the claiming threads' stops).
+    /// Nanoseconds from each claim to its slot armed (the claiming
+    /// thread stopped all along).
     pub arm_ns: u64,
 }
 
@@ -232,7 +234,6 @@ impl Watcher {
     /// True when the stop was the tracer's (the signal is not the
     /// program's and must not be delivered).
     pub fn on_signal_stop(&self, tid: u32) -> bool {
-        let t0 = std::time::Instant::now();
         if !matches!(
             self.signalled.lookup_and_delete(&tid.to_ne_bytes()),
             Ok(Some(_))
@@ -242,7 +243,14 @@ impl Watcher {
         let mut inner = self.lock();
         for slot in 0..SLOTS {
             let Some(w) = self.slot(slot) else { continue };
-            if w.state != u64::from(types::tm_watch_state::TM_WS_ARMED.0) || w.tid != tid {
+            let live = w.state == u64::from(types::tm_watch_state::TM_WS_ARMED.0);
+            // A slot released (or claimed anew) whose breakpoints are still
+            // where they were: the thread stopped on one of them.
+            let moved = live && w.tid != tid;
+            if inner.armed[slot].is_some_and(|a| !live || (moved && a.gen != w.gen)) {
+                arm(&mut inner, slot, None);
+            }
+            if !live || w.tid != tid {
                 continue;
             }
             if inner.armed[slot].is_some_and(|a| a.gen == w.gen) {
@@ -257,9 +265,12 @@ impl Watcher {
             };
             arm(&mut inner, slot, Some(a));
             self.arms.fetch_add(1, Ordering::Relaxed);
+            // From the claim (the signal sent) to armed: the thread's stop
+            // but for its resumption.
+            let now = super::now_mono_ns();
+            self.arm_ns
+                .fetch_add(now.saturating_sub(w.claimed_ns), Ordering::Relaxed);
         }
-        self.arm_ns
-            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         true
     }
 
@@ -318,4 +329,183 @@ fn arm(inner: &mut Inner, slot: usize, to: Option<Armed>) {
         }
     }
     inner.armed[slot] = to;
+}
+
+/// An address the user asked to watch (`--watch-addr`, `--watch-var`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Asked {
+    pub at: AskedAt,
+    /// Bytes watched: 1, 2, 4 or 8, the address aligned to it.
+    pub len: u32,
+    /// Reads too (else writes only, as gdb's `watch`).
+    pub rw: bool,
+    /// As the user wrote it.
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AskedAt {
+    /// An address in the target.
+    Addr(u64),
+    /// A global of a module: its address in the ELF file, placed where
+    /// the module is mapped (its first loadable segment at `first_load`).
+    Var {
+        /// The module as /proc/PID/maps names it, and where tm-tui reads it.
+        path: PathBuf,
+        vaddr: u64,
+        first_load: u64,
+    },
+}
+
+/// `--watch-addr ADDR[:LEN][:w|rw]`.
+pub fn parse_addr(s: &str) -> Result<Asked, String> {
+    let mut parts = s.split(':');
+    let addr = parts.next().unwrap_or("");
+    let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16)
+        .map_err(|_| format!("'{addr}' is not a hex address (--watch-addr 0x7f12…[:LEN][:w|rw])"))?;
+    let (mut len, mut rw) = (8, false);
+    for p in parts {
+        match p {
+            "w" => rw = false,
+            "rw" => rw = true,
+            n => {
+                len = n
+                    .parse()
+                    .ok()
+                    .filter(|l| [1, 2, 4, 8].contains(l))
+                    .ok_or_else(|| format!("'{n}' is not a length of 1, 2, 4 or 8 bytes, nor w or rw"))?
+            }
+        }
+    }
+    if addr % u64::from(len) != 0 {
+        return Err(format!(
+            "{addr:#x} is not aligned to its length {len} (the hardware watches aligned words)"
+        ));
+    }
+    Ok(Asked {
+        at: AskedAt::Addr(addr),
+        len,
+        rw,
+        text: s.to_string(),
+    })
+}
+
+/// `--watch-var NAME[:w|rw]`: the global `NAME` of the target's modules
+/// (the executable first), its first bytes up to 8, aligned.
+pub fn resolve_var(s: &str, modules: &[super::probes::ModuleFile]) -> anyhow::Result<Asked> {
+    use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+    let (name, rw) = match s.rsplit_once(':') {
+        Some((n, "rw")) => (n, true),
+        Some((n, "w")) => (n, false),
+        _ => (s, false),
+    };
+    for m in modules {
+        let Ok(data) = std::fs::read(&m.open_path) else {
+            continue;
+        };
+        let Ok(file) = object::File::parse(&*data) else {
+            continue;
+        };
+        let found = file
+            .symbols()
+            .chain(file.dynamic_symbols())
+            .find(|sym| sym.kind() == SymbolKind::Data && sym.name() == Ok(name));
+        let Some(sym) = found else { continue };
+        let first_load = file
+            .segments()
+            .map(|seg| seg.address())
+            .min()
+            .unwrap_or(0);
+        let (vaddr, size) = (sym.address(), sym.size().max(1));
+        // The widest aligned word at its start, within it.
+        let len = [8u64, 4, 2, 1]
+            .into_iter()
+            .find(|&l| l <= size && vaddr % l == 0)
+            .unwrap_or(1) as u32;
+        return Ok(Asked {
+            at: AskedAt::Var {
+                path: m.path.clone(),
+                vaddr,
+                first_load,
+            },
+            len,
+            rw,
+            text: s.to_string(),
+        });
+    }
+    anyhow::bail!("--watch-var {name}: no global variable named {name} in the target's executable or libraries (a static or local variable needs its symbol table: not stripped, or its debug package)")
+}
+
+impl Asked {
+    /// Its address in process `pid` now (a variable's module must be mapped).
+    pub fn address(&self, pid: u32) -> Option<u64> {
+        match &self.at {
+            AskedAt::Addr(a) => Some(*a),
+            AskedAt::Var {
+                path,
+                vaddr,
+                first_load,
+            } => {
+                let maps = super::maps::read_maps(pid).ok()?;
+                // /lib and /usr/lib are one directory on a merged /usr.
+                let same = |p: &std::path::Path| {
+                    p == path.as_path()
+                        || std::fs::canonicalize(p).ok() == std::fs::canonicalize(path).ok()
+                };
+                let base = maps
+                    .iter()
+                    .filter(|e| e.offset == 0 && e.path.as_deref().is_some_and(same))
+                    .map(|e| e.start)
+                    .min()?;
+                Some(base - (first_load & !0xfff) + vaddr)
+            }
+        }
+    }
+}
+
+impl Watcher {
+    /// Arms `slot` on `asked` in process `pid` for the whole recording
+    /// (the tracer never claims it). False when its address is not known.
+    pub fn arm_asked(&self, slot: usize, pid: u32, asked: &Asked) -> bool {
+        let Some(addr) = asked.address(pid) else {
+            return false;
+        };
+        let bp_type = if asked.rw {
+            types::tm_watch_rw::TM_WATCH_RW.0
+        } else {
+            types::tm_watch_rw::TM_WATCH_W.0
+        };
+        let w = types::tm_watch {
+            state: u64::from(types::tm_watch_state::TM_WS_ARMED.0),
+            kind: types::tm_watch_kind::TM_WK_EXPLICIT.0,
+            tgid: pid,
+            len: asked.len,
+            addr,
+            r#type: bp_type,
+            gen: 1,
+            ..Default::default()
+        };
+        // SAFETY: plain old data, viewed as its bytes.
+        let bytes = unsafe { plain::as_bytes(&w) };
+        if self
+            .slots
+            .update(&(slot as u32).to_ne_bytes(), bytes, MapFlags::ANY)
+            .is_err()
+        {
+            return false;
+        }
+        let mut inner = self.lock();
+        arm(
+            &mut inner,
+            slot,
+            Some(Armed {
+                gen: 1,
+                pid,
+                addr,
+                len: asked.len,
+                bp_type,
+            }),
+        );
+        true
+    }
 }
