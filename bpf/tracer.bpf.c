@@ -43,6 +43,9 @@ const volatile __u32 watch_ovf_slots = 0;
 const volatile __u64 watch_interval_ns = 10000000;
 const volatile bool watch_stop = false;
 const volatile bool watch_glibc = false;
+/* glibc, and the program asks malloc_usable_size: the slack past the size
+ * asked is its to use; watch the next chunk's header instead. */
+const volatile bool watch_ovf_usable = false;
 
 /* Loss counters, read by user space: [enum tm_loss][enum tm_kind]. */
 __u64 lost[TM_LOST_MAX][TM_K_MAX] = {};
@@ -58,6 +61,11 @@ __u64 watch_last_uaf = 0, watch_last_ovf = 0;
 /* Bit per slot in TM_WS_ARMED: none, and the allocator probes skip the
  * slots altogether. */
 __u64 watch_armed = 0;
+/* Each armed slot's watched bytes [lo, hi), process and block, mirrored
+ * here for the allocator probes' quick look (a slot's hi is 0 unless it
+ * may be armed). */
+__u64 watch_lo[TM_WATCH_SLOTS] = {}, watch_hi[TM_WATCH_SLOTS] = {};
+__u64 watch_blk[TM_WATCH_SLOTS] = {};
 /* Hits of a breakpoint whose slot was released: the thread was stopped
  * for the tracer to take it away. */
 __u64 watch_disarm_stops = 0;
@@ -852,8 +860,17 @@ static long watch_release_step(__u64 i, struct watch_release_ctx *c)
 static __always_inline void watch_release(__u32 tid, __u64 lo, __u64 hi, __u64 block)
 {
 	struct watch_release_ctx c;
+	bool maybe = false;
 
 	if (!watch_armed)
+		return;
+	/* Most calls touch no watched block: a look at the mirror first. */
+	for (int i = 0; i < TM_WATCH_SLOTS; i++) {
+		if (block ? watch_blk[i] == block :
+			    (watch_lo[i] < hi && lo < watch_hi[i]))
+			maybe = true;
+	}
+	if (!maybe)
 		return;
 	c = (struct watch_release_ctx){
 		.tgid = bpf_get_current_pid_tgid() >> 32,
@@ -938,6 +955,11 @@ static __always_inline void watch_claim(__u32 kind, __u32 steal, __u32 mask, __u
 	w->claimed_ns = now;
 	w->hits = 0;
 	__sync_fetch_and_add(&watch_claims[kind & 3], 1);
+	if (slot < TM_WATCH_SLOTS) {
+		watch_lo[slot] = addr;
+		watch_hi[slot] = addr + len;
+		watch_blk[slot] = kind == TM_WK_UAF ? 0 : block;
+	}
 	w->state = TM_WS_ARMED;
 	__sync_fetch_and_or(&watch_armed, 1ULL << slot);
 	bpf_map_update_elem(&watch_signalled, &tid, &one, BPF_ANY);
@@ -963,7 +985,12 @@ static __always_inline void watch_on_free(struct pt_regs *ctx, struct thread_sta
 	__u64 sp = PT_REGS_SP(ctx), hdr = 0;
 	__u32 zero = 0;
 	struct tm_stack *st;
+	bool due;
 
+	due = watch_uaf_slots && !(ptr & 7) && now - watch_last_uaf >= watch_interval_ns;
+	/* Nothing watched and nothing to claim: the common case, left at once. */
+	if (!watch_armed && !due)
+		return;
 	if (!ts)
 		ts = thread_state(true);
 	if (ts) {
@@ -977,9 +1004,7 @@ static __always_inline void watch_on_free(struct pt_regs *ctx, struct thread_sta
 			bpf_probe_read_user(&ts->free_ret, sizeof(__u64), (void *)sp);
 	}
 	watch_release(tid, 0, 0, ptr);
-	if (!watch_uaf_slots || !ts)
-		return;
-	if (ptr & 7 || now - watch_last_uaf < watch_interval_ns)
+	if (!due || !ts)
 		return;
 	if (watch_glibc) {
 		/* A chunk mmapped on its own goes back to the kernel (whatever is
@@ -1003,10 +1028,18 @@ static __always_inline void watch_on_alloc(__u32 tid, __u64 ptr, __u64 size, __u
 	if (!ptr)
 		return;
 	watch_release(tid, ptr, end ? end : ptr + 1, 0);
-	if (!watch_ovf_slots || !size)
+	if (!watch_ovf_slots || !size || now - watch_last_ovf < watch_interval_ns)
 		return;
 	if (!watch_due(&watch_last_ovf, now))
 		return;
+	if (watch_ovf_usable) {
+		__u64 hdr = 0;
+
+		bpf_probe_read_user(&hdr, sizeof(hdr), (void *)(ptr - 8));
+		if (hdr & 2 || (hdr & ~7ULL) < 16)
+			return; /* mmapped on its own: nothing of the heap follows */
+		end = ptr + (hdr & ~7ULL) - 8;
+	}
 	/* The widest aligned breakpoint starting right at the end. */
 	len = !(end & 7) ? 8 : !(end & 3) ? 4 : !(end & 1) ? 2 : 1;
 	watch_claim(TM_WK_OVERFLOW, TM_WK_OVERFLOW, watch_ovf_slots, end, len, TM_WATCH_W, ptr,
@@ -1023,7 +1056,9 @@ static __always_inline void watch_on_alloc(__u32 tid, __u64 ptr, __u64 size, __u
  * calloc zeroing, realloc copying): not the program's access. */
 static __always_inline bool in_alloc_call(struct thread_state *ts, __u64 sp)
 {
-	return ts->in_live && sp < ts->in.sp;
+	/* At sp == in.sp: a tail call (calloc jumps to memset) runs in the
+	 * allocator's frame, which the return probe still holds. */
+	return ts->in_live && sp <= ts->in.sp;
 }
 
 /* Maybe inside the thread's last free: below its return-address slot,
@@ -1088,6 +1123,10 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 	__u64 before, stack, free_ret;
 	bool in_free, asked;
 
+	/* The allocator is no longer recorded (the recording is ending):
+	 * what is inside an allocator call cannot be told any more. */
+	if (!armed)
+		return 0;
 	bpf_loop(TM_WATCH_SLOTS, (void *)watch_find_step, &c, 0);
 	if (c.slot >= TM_WATCH_SLOTS) {
 		/* A breakpoint user space has not taken away yet (its slot was
@@ -1154,6 +1193,25 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 	r->value = value;
 	r->before = before;
 	r->stack = stack;
+	r->regs[0] = ctx->regs.ax;
+	r->regs[1] = ctx->regs.bx;
+	r->regs[2] = ctx->regs.cx;
+	r->regs[3] = ctx->regs.dx;
+	r->regs[4] = ctx->regs.si;
+	r->regs[5] = ctx->regs.di;
+	r->regs[6] = ctx->regs.bp;
+	r->regs[7] = sp;
+	r->regs[8] = ctx->regs.r8;
+	r->regs[9] = ctx->regs.r9;
+	r->regs[10] = ctx->regs.r10;
+	r->regs[11] = ctx->regs.r11;
+	r->regs[12] = ctx->regs.r12;
+	r->regs[13] = ctx->regs.r13;
+	r->regs[14] = ctx->regs.r14;
+	r->regs[15] = ctx->regs.r15;
+	r->regs[16] = ctx->regs.ip;
+	if (bpf_probe_read_user(r->code, sizeof(r->code), (void *)(ctx->regs.ip - 16)))
+		__builtin_memset(r->code, 0, sizeof(r->code));
 	if (w->gen != gen) {
 		/* Claimed again meanwhile: this hit's slot data is not sure. */
 		bpf_ringbuf_discard(r, 0);

@@ -301,6 +301,10 @@ struct tm_watch_rec {
 	__u64 stack;
 	__u64 value; /* the watched bytes after the access */
 	__u64 before; /* and before it, as last seen */
+	/* The registers after the access (as a signal record's) and the 16
+	 * code bytes before ip: the access's instruction ends at ip. */
+	__u64 regs[TM_SIG_REGS];
+	__u8 code[16];
 };
 
 /*

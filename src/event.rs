@@ -210,6 +210,10 @@ pub struct WatchHit {
     /// the bytes that changed say where a write landed.
     pub value: u64,
     pub before: u64,
+    /// The registers after the access (rax … r15, rip) and the code bytes
+    /// just before `ip`: the access's instruction ends at `ip`.
+    pub regs: Vec<u64>,
+    pub code: Vec<u8>,
     /// The accessing thread's stack; frame 0 is `ip`.
     #[serde(with = "opt_id")]
     pub stack: Option<StackId>,

@@ -237,6 +237,9 @@ pub struct WatchConfig {
     pub rate: Option<u32>,
     /// Addresses asked for, each a slot of its own (the last ones).
     pub asked: Vec<watch::Asked>,
+    /// The program calls malloc_usable_size: the slack past the size it
+    /// asked is its own (only the next block's header is watched).
+    pub usable_size: bool,
     /// Where the tracer thread finds the watcher.
     pub cell: watch::WatchCell,
 }
@@ -517,18 +520,23 @@ fn setup<'obj>(
             .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
         // The slots left by the asked addresses: half rotate over freed
         // blocks, half over block ends (two and two without any asked).
-        let free = watch::SLOTS.saturating_sub(w.asked.len()) as u32;
-        let uaf = free.div_ceil(2);
-        rodata.watch_uaf_slots = (1 << uaf) - 1;
-        rodata.watch_ovf_slots = ((1 << free) - 1) & !((1 << uaf) - 1);
-        rodata.watch_interval_ns = 1_000_000_000 / u64::from(rate.max(1));
-        rodata.watch_stop = true;
-        rodata.watch_glibc = cfg.allocator.as_ref().is_some_and(|a| {
+        let glibc = cfg.allocator.as_ref().is_some_and(|a| {
             a.path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
         });
+        let free = watch::SLOTS.saturating_sub(w.asked.len()) as u32;
+        // Block ends only where the allocator keeps a header between
+        // blocks (glibc): elsewhere the bytes past a block are its
+        // neighbour's, written by its owner.
+        let uaf = if glibc { free.div_ceil(2) } else { free };
+        rodata.watch_uaf_slots = (1 << uaf) - 1;
+        rodata.watch_ovf_slots = ((1 << free) - 1) & !((1 << uaf) - 1);
+        rodata.watch_interval_ns = 1_000_000_000 / u64::from(rate.max(1));
+        rodata.watch_stop = true;
+        rodata.watch_glibc = glibc;
+        rodata.watch_ovf_usable = w.usable_size;
     }
     if verifier_stats() {
         // The kernel's statistics per program (BPF_LOG_STATS), printed
@@ -1334,6 +1342,8 @@ impl Decoder<'_> {
             ip: r.ip,
             value: r.value,
             before: r.before,
+            regs: r.regs.to_vec(),
+            code: r.code.to_vec(),
             stack: self.stack(r.stack),
         })))
     }
@@ -1731,7 +1741,11 @@ fn arm_asked(cfg: &Config, watcher: &watch::Watcher) -> Result<()> {
     for (i, a) in w.asked.iter().enumerate() {
         let slot = watch::SLOTS - 1 - i;
         if !watcher.arm_asked(slot, cfg.pid, a) {
-            bail!("cannot watch {}: its address in pid {} is not known (is its module mapped?)", a.text, cfg.pid);
+            bail!(
+                "cannot watch {}: its address in pid {} is not known (is its module mapped?)",
+                a.text,
+                cfg.pid
+            );
         }
     }
     Ok(())
@@ -2006,6 +2020,10 @@ fn poll_loop(
             // give them a moment, then drain.
             let t0 = Instant::now();
             detach(&mut links, &mut probed, bss);
+            // No allocator call is seen any more: no hit can be judged.
+            if let Some(w) = decoder.borrow().watcher.as_ref() {
+                w.disarm_all();
+            }
             if std::env::var_os("TM_DEBUG").is_some() {
                 eprintln!("tm-tui: debug: probes detached in {:?}", t0.elapsed());
             }

@@ -689,6 +689,8 @@ mod tests {
                     ip: u64::MAX,
                     value: 0x41,
                     before: 0,
+                    regs: vec![1, 2, u64::MAX],
+                    code: vec![0x90, 0xc3],
                     stack: Some(2),
                 })),
             ),

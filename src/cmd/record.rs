@@ -166,12 +166,12 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     if let Some(st) = watcher.as_ref().and_then(|c| c.get()).map(|w| w.stats()) {
         let findings = tl.findings();
         eprintln!(
-            "tm-tui: watchpoints: {} armed ({:.0} µs from claim to armed, the thread stopped), on {} thread(s){}; {} finding(s){}",
+            "tm-tui: watchpoints: {} armed ({:.0} µs from claim to armed, the thread stopped), {} thread(s){}; {} finding(s){}",
             st.arms,
             st.arm_ns as f64 / st.arms.max(1) as f64 / 1e3,
             st.threads,
             if st.threads_failed > 0 {
-                format!(", {} without (no debug register free)", st.threads_failed)
+                format!(", {} arming(s) failed on a thread (no debug register free?)", st.threads_failed)
             } else {
                 String::new()
             },

@@ -53,7 +53,7 @@ fn loading(pid: u32) -> bool {
 }
 
 /// Watchpoints armed per second at most, of each sort, by default.
-pub const DEFAULT_WATCH_RATE: u32 = 100;
+pub const DEFAULT_WATCH_RATE: u32 = 20;
 
 /// What is traced beyond fatal signals and the process lifecycle.
 #[derive(Clone, Debug, Default)]
@@ -248,9 +248,15 @@ pub fn start(
             asked.push(crate::recorder::watch::resolve_var(v, &modules)?);
         }
     }
+    let usable_size = sampled.is_some()
+        && watch_modules().is_ok_and(|m| {
+            m.iter()
+                .any(|f| crate::recorder::watch::imports(&f.open_path, "malloc_usable_size"))
+        });
     let watch = (sampled.is_some() || !asked.is_empty()).then(|| WatchConfig {
         rate: sampled,
         asked,
+        usable_size,
         cell: Arc::default(),
     });
     let (pid, command, mut allocator, mut child, resolved, warning) = match target {

@@ -269,6 +269,16 @@ fn watch_rule(tl: &Timeline, i: Idx, w: &crate::event::WatchHit) -> Option<Diagn
     } else {
         format!("offsets {lo}..{}", hi - 1)
     };
+    // A wide load that began below the watched block (glibc's SIMD
+    // string routines read whole aligned vectors past a string's end,
+    // into the next chunk) read nothing the program uses of this block.
+    if !w.write && w.what == WatchWhat::Freed {
+        if let Some((ea, _)) = operand::access_before(w.ip, &w.code, &w.regs, w.addr) {
+            if ea < w.block {
+                return None;
+            }
+        }
+    }
     match w.what {
         WatchWhat::Freed => {
             // The last block at that start before the hit, ended before it.

@@ -157,6 +157,43 @@ pub fn decode(ip: u64, insn: &[u8], regs: &[u64]) -> Option<Operand> {
     Some(Operand { text, addr, reg })
 }
 
+/// The memory access of the instruction that ends at `ip`, from the code
+/// bytes just before it (`code` ends at `ip`) and the registers after it:
+/// (address, bytes). A data breakpoint traps after the instruction; x86
+/// code does not decode backwards, so each start that decodes to one
+/// instruction ending exactly at `ip` and touching `watched` is taken.
+/// `None` when none does (or the registers it used were overwritten).
+pub fn access_before(ip: u64, code: &[u8], regs: &[u64], watched: u64) -> Option<(u64, u64)> {
+    if regs.len() < REG_NAMES.len() {
+        return None;
+    }
+    for k in 1..=code.len() {
+        let bytes = &code[code.len() - k..];
+        let start = ip - k as u64;
+        let mut dec = Decoder::with_ip(64, bytes, start, DecoderOptions::NONE);
+        let ins: Instruction = dec.decode();
+        if ins.is_invalid() || ins.len() != k {
+            continue;
+        }
+        let Some(op) = (0..ins.op_count()).find(|&i| ins.op_kind(i) == OpKind::Memory) else {
+            continue;
+        };
+        let Some(addr) = ins.virtual_address(op, 0, |r, _, _| match r {
+            Register::ES | Register::CS | Register::SS | Register::DS => Some(0),
+            Register::FS | Register::GS => None,
+            Register::RIP => Some(ins.next_ip()),
+            r => value(regs, r),
+        }) else {
+            continue;
+        };
+        let size = ins.memory_size().size() as u64;
+        if size > 0 && addr <= watched && watched < addr + size {
+            return Some((addr, size));
+        }
+    }
+    None
+}
+
 /// x86-64 (4-level paging) addresses have bits 63..47 all equal; others
 /// fault with a general protection, which the kernel reports without an
 /// address.

@@ -299,6 +299,10 @@ pub fn watch_what(w: &crate::event::WatchHit) -> String {
             w.block,
             w.block.wrapping_sub(w.addr)
         ),
-        WatchWhat::Asked => format!("{how} of watched {:#x}", w.addr),
+        WatchWhat::Asked if w.write => format!(
+            "write of watched {:#x}: {:#x} -> {:#x}",
+            w.addr, w.before, w.value
+        ),
+        WatchWhat::Asked => format!("read of watched {:#x} ({:#x})", w.addr, w.value),
     }
 }

@@ -333,6 +333,11 @@ fn hold(holds: &Holds, pid: u32, why: HoldWhy) {
     }
 }
 
+/// si_code of a SIGTRAP from a debug register (a hardware breakpoint),
+/// and from a debug exception whose cause was cleared.
+const TRAP_HWBKPT: i32 = 4;
+const TRAP_BRKPT: i32 = 1;
+
 /// The thread group of a task, and its parent process, from /proc.
 fn tgid_ppid(tid: Pid) -> Option<(u32, u32)> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
@@ -494,6 +499,13 @@ impl Tracees {
             // program's signal.
             0 if libc::WSTOPSIG(status) == crate::recorder::watch::SIGNAL
                 && self.watcher().is_some_and(|w| w.on_signal_stop(t as u32)) => {}
+            // A debug trap of one of the watchpoints (a breakpoint moved
+            // or disabled as it fired leaves its trap bit for the kernel
+            // to send as SIGTRAP): not the program's.
+            0 if libc::WSTOPSIG(status) == libc::SIGTRAP
+                && self.watcher().is_some()
+                && ptrace::getsiginfo(tid)
+                    .is_ok_and(|i| i.si_code == TRAP_HWBKPT || i.si_code == TRAP_BRKPT) => {}
             // A signal: passed on.
             0 => inject = libc::WSTOPSIG(status),
             _ => {}

@@ -15,8 +15,8 @@
 //! first stop (the tracer thread sees each new one), before it runs.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -37,6 +37,9 @@ const PERF_TYPE_BREAKPOINT: u32 = 5;
 const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
 const PERF_EVENT_IOC_MODIFY_ATTRIBUTES: libc::c_ulong = 0x4008_240b;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+/// Where an idle slot's breakpoint points (disabled, never hit).
+const IDLE: (u64, u32, u32) = (0x1000, 8, types::tm_watch_rw::TM_WATCH_W.0);
+
 /// `disabled`, `exclude_kernel`, `exclude_hv` (bits 0, 5, 6 of the flags
 /// word).
 const FLAG_DISABLED: u64 = 1;
@@ -78,17 +81,12 @@ fn attr(addr: u64, len: u32, bp_type: u32, enabled: bool) -> PerfAttr {
     }
 }
 
-/// Where an idle slot's breakpoint points (disabled, never hit).
-const IDLE: (u64, u32, u32) = (0x1000, 8, types::tm_watch_rw::TM_WATCH_W.0);
-
-fn perf_open(tid: u32) -> std::io::Result<OwnedFd> {
-    let (addr, len, t) = IDLE;
-    let a = attr(addr, len, t, false);
+fn perf_open(tid: u32, a: &PerfAttr) -> std::io::Result<OwnedFd> {
     // SAFETY: a valid attr of the size it says; the fd returned is ours.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
-            &a as *const PerfAttr,
+            a as *const PerfAttr,
             tid as libc::pid_t,
             -1 as libc::c_int,
             -1 as libc::c_int,
@@ -128,9 +126,11 @@ struct Armed {
     bp_type: u32,
 }
 
+/// A thread and its breakpoint events, one per slot (disabled while the
+/// slot is not armed in its process).
 struct Thread {
     pid: u32,
-    fds: Vec<OwnedFd>,
+    fds: [Option<OwnedFd>; SLOTS],
 }
 
 #[derive(Default)]
@@ -199,30 +199,32 @@ impl Watcher {
         if inner.threads.contains_key(&tid) {
             return;
         }
-        let mut fds = Vec::with_capacity(SLOTS);
-        for _ in 0..SLOTS {
-            match perf_open(tid).and_then(|fd| {
-                ioctl(
-                    &fd,
-                    PERF_EVENT_IOC_SET_BPF,
-                    self.prog.as_raw_fd() as libc::c_ulong,
-                )?;
-                Ok(fd)
-            }) {
-                Ok(fd) => fds.push(fd),
-                Err(_) => {
-                    self.threads_failed.fetch_add(1, Ordering::Relaxed);
-                    return;
+        // Made now, while nothing waits on it (perf_event_open on another
+        // task takes ~270 µs here: too slow for a stop), disabled until
+        // armed (moved in place: ~1 µs).
+        let prog = self.prog.as_raw_fd();
+        let fds = std::array::from_fn(|_| {
+            let (addr, len, t) = IDLE;
+            let a = attr(addr, len, t, false);
+            perf_open(tid, &a)
+                .and_then(|f| {
+                    ioctl(&f, PERF_EVENT_IOC_SET_BPF, prog as libc::c_ulong)?;
+                    Ok(f)
+                })
+                .ok()
+        });
+        inner.threads.insert(tid, Thread { pid, fds });
+        self.threads.fetch_add(1, Ordering::Relaxed);
+        for slot in 0..SLOTS {
+            if let Some(a) = inner.armed[slot].filter(|a| a.pid == pid) {
+                let t = inner.threads.get_mut(&tid).map(|t| &mut t.fds[slot]);
+                if let Some(fd) = t {
+                    if place(fd, tid, prog, &a).is_err() {
+                        self.threads_failed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
-        for (slot, a) in inner.armed.iter().enumerate() {
-            if let Some(a) = a.filter(|a| a.pid == pid) {
-                let _ = modify(&fds[slot], &attr(a.addr, a.len, a.bp_type, true));
-            }
-        }
-        inner.threads.insert(tid, Thread { pid, fds });
-        self.threads.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Thread `tid` is gone: its events go with it.
@@ -248,7 +250,7 @@ impl Watcher {
             // where they were: the thread stopped on one of them.
             let moved = live && w.tid != tid;
             if inner.armed[slot].is_some_and(|a| !live || (moved && a.gen != w.gen)) {
-                arm(&mut inner, slot, None);
+                arm(&mut inner, self.prog.as_raw_fd(), slot, None);
             }
             if !live || w.tid != tid {
                 continue;
@@ -263,7 +265,8 @@ impl Watcher {
                 len: w.len,
                 bp_type: w.r#type,
             };
-            arm(&mut inner, slot, Some(a));
+            let failed = arm(&mut inner, self.prog.as_raw_fd(), slot, Some(a));
+            self.threads_failed.fetch_add(failed, Ordering::Relaxed);
             self.arms.fetch_add(1, Ordering::Relaxed);
             // From the claim (the signal sent) to armed: the thread's stop
             // but for its resumption.
@@ -279,7 +282,17 @@ impl Watcher {
     pub fn on_release(&self, slot: usize, gen: u64) {
         let mut inner = self.lock();
         if slot < SLOTS && inner.armed[slot].is_some_and(|a| a.gen == gen) {
-            arm(&mut inner, slot, None);
+            arm(&mut inner, self.prog.as_raw_fd(), slot, None);
+        }
+    }
+
+    /// The recording ends: every breakpoint goes quiet.
+    pub fn disarm_all(&self) {
+        let mut inner = self.lock();
+        for slot in 0..SLOTS {
+            if inner.armed[slot].is_some() {
+                arm(&mut inner, self.prog.as_raw_fd(), slot, None);
+            }
         }
     }
 
@@ -288,7 +301,7 @@ impl Watcher {
         let mut inner = self.lock();
         for slot in 0..SLOTS {
             if inner.armed[slot].is_some_and(|a| a.pid == pid) {
-                arm(&mut inner, slot, None);
+                arm(&mut inner, self.prog.as_raw_fd(), slot, None);
             }
         }
         inner.threads.retain(|_, t| t.pid != pid);
@@ -307,28 +320,39 @@ impl Watcher {
 
 /// Moves `slot` to `to` on its process's threads (and off the threads of
 /// the process it was on before), or disables it (`None`).
-fn arm(inner: &mut Inner, slot: usize, to: Option<Armed>) {
-    let before = inner.armed[slot];
-    for t in inner.threads.values() {
-        let Some(fd) = t.fds.get(slot) else { continue };
+fn arm(inner: &mut Inner, prog: i32, slot: usize, to: Option<Armed>) -> u64 {
+    let mut failed = 0;
+    for (&tid, t) in inner.threads.iter_mut() {
         match to {
             Some(a) if a.pid == t.pid => {
-                let _ = modify(fd, &attr(a.addr, a.len, a.bp_type, true));
+                if place(&mut t.fds[slot], tid, prog, &a).is_err() {
+                    failed += 1;
+                }
             }
-            _ if before.is_some_and(|b| b.pid == t.pid) => {
-                let b = before.unwrap_or(Armed {
-                    gen: 0,
-                    pid: 0,
-                    addr: IDLE.0,
-                    len: IDLE.1,
-                    bp_type: IDLE.2,
-                });
-                let _ = modify(fd, &attr(b.addr, b.len, b.bp_type, false));
+            // Elsewhere (another process, or disarmed): quiet.
+            _ => {
+                if let Some(f) = &t.fds[slot] {
+                    let (addr, len, ty) = IDLE;
+                    let _ = modify(f, &attr(addr, len, ty, false));
+                }
             }
-            _ => {}
         }
     }
     inner.armed[slot] = to;
+    failed
+}
+
+/// Thread `tid`'s breakpoint of a slot at `a`: moved if it exists, else
+/// made (and given the hit program).
+fn place(fd: &mut Option<OwnedFd>, tid: u32, prog: i32, a: &Armed) -> std::io::Result<()> {
+    let want = attr(a.addr, a.len, a.bp_type, true);
+    if let Some(f) = fd {
+        return modify(f, &want);
+    }
+    let f = perf_open(tid, &want)?;
+    ioctl(&f, PERF_EVENT_IOC_SET_BPF, prog as libc::c_ulong)?;
+    *fd = Some(f);
+    Ok(())
 }
 
 /// An address the user asked to watch (`--watch-addr`, `--watch-var`).
@@ -357,12 +381,26 @@ pub enum AskedAt {
     },
 }
 
+/// The ELF file at `path` calls `symbol` from another module (an undefined
+/// dynamic symbol).
+pub fn imports(path: &std::path::Path, symbol: &str) -> bool {
+    use object::{Object, ObjectSymbol};
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    object::File::parse(&*data).is_ok_and(|f| {
+        f.dynamic_symbols()
+            .any(|s| s.is_undefined() && s.name() == Ok(symbol))
+    })
+}
+
 /// `--watch-addr ADDR[:LEN][:w|rw]`.
 pub fn parse_addr(s: &str) -> Result<Asked, String> {
     let mut parts = s.split(':');
     let addr = parts.next().unwrap_or("");
-    let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16)
-        .map_err(|_| format!("'{addr}' is not a hex address (--watch-addr 0x7f12…[:LEN][:w|rw])"))?;
+    let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).map_err(|_| {
+        format!("'{addr}' is not a hex address (--watch-addr 0x7f12…[:LEN][:w|rw])")
+    })?;
     let (mut len, mut rw) = (8, false);
     for p in parts {
         match p {
@@ -373,7 +411,9 @@ pub fn parse_addr(s: &str) -> Result<Asked, String> {
                     .parse()
                     .ok()
                     .filter(|l| [1, 2, 4, 8].contains(l))
-                    .ok_or_else(|| format!("'{n}' is not a length of 1, 2, 4 or 8 bytes, nor w or rw"))?
+                    .ok_or_else(|| {
+                        format!("'{n}' is not a length of 1, 2, 4 or 8 bytes, nor w or rw")
+                    })?
             }
         }
     }
@@ -411,11 +451,7 @@ pub fn resolve_var(s: &str, modules: &[super::probes::ModuleFile]) -> anyhow::Re
             .chain(file.dynamic_symbols())
             .find(|sym| sym.kind() == SymbolKind::Data && sym.name() == Ok(name));
         let Some(sym) = found else { continue };
-        let first_load = file
-            .segments()
-            .map(|seg| seg.address())
-            .min()
-            .unwrap_or(0);
+        let first_load = file.segments().map(|seg| seg.address()).min().unwrap_or(0);
         let (vaddr, size) = (sym.address(), sym.size().max(1));
         // The widest aligned word at its start, within it.
         let len = [8u64, 4, 2, 1]
@@ -475,7 +511,13 @@ impl Watcher {
         } else {
             types::tm_watch_rw::TM_WATCH_W.0
         };
+        // What is there now: a read leaves it, a write changes it.
+        let mut snap = [0u8; 8];
+        let _ = std::fs::File::open(format!("/proc/{pid}/mem")).and_then(|f| {
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut snap[..asked.len as usize], addr)
+        });
         let w = types::tm_watch {
+            snap: u64::from_le_bytes(snap),
             state: u64::from(types::tm_watch_state::TM_WS_ARMED.0),
             kind: types::tm_watch_kind::TM_WK_EXPLICIT.0,
             tgid: pid,
@@ -497,6 +539,7 @@ impl Watcher {
         let mut inner = self.lock();
         arm(
             &mut inner,
+            self.prog.as_raw_fd(),
             slot,
             Some(Armed {
                 gen: 1,
