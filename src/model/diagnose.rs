@@ -169,6 +169,34 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
     if let Some(EventKind::Watch(w)) = tl.store.get(crash).map(|e| e.kind) {
         return watch_rule(tl, crash, &w);
     }
+    let mut d = diagnose_crash(tl, crash)?;
+    // A watchpoint saw this block misused before: say so.
+    if let Some((addr, _)) = d.block {
+        let start = tl.meta.start_mono_ns;
+        for &h in tl.watch_hits.iter().filter(|&&h| h < crash) {
+            let Some(EventKind::Watch(w)) = tl.store.get(h).map(|e| e.kind) else {
+                continue;
+            };
+            if let Some(f) = watch_rule(tl, h, &w).filter(|f| f.block.map(|b| b.0) == Some(addr)) {
+                d.notes.push(format!(
+                    "a watchpoint saw this block misused {} before the crash, at +{}: {}",
+                    fmt_ns(
+                        tl.store
+                            .ts(crash)
+                            .unwrap_or(0)
+                            .saturating_sub(tl.store.ts(h).unwrap_or(0))
+                    ),
+                    fmt_ns(tl.store.ts(h).unwrap_or(0).saturating_sub(start)),
+                    f.summary
+                ));
+                break;
+            }
+        }
+    }
+    Some(d)
+}
+
+fn diagnose_crash(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
     let (ev, sig, access) = signal_at(tl, crash)?;
     let sig = &*sig;
     if sig.code <= 0 {

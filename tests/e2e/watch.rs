@@ -262,3 +262,40 @@ int main(void) {
     assert_eq!(r["findings"].as_array().map(Vec::len), Some(0));
     assert_eq!(r["events"]["by_kind"]["watch"].as_u64().unwrap_or(0), 0);
 }
+
+/// A crash on a block a watchpoint saw misused before says so: the read
+/// after free is a finding, and the double free that aborts refers to it.
+#[test]
+fn a_crash_on_a_watched_block_refers_to_its_finding() {
+    if !bpf_or_skip("a_crash_on_a_watched_block_refers_to_its_finding") {
+        return;
+    }
+    let src = r#"
+#include <stdlib.h>
+int main(void) {
+    char *p = malloc(48);
+    p[0] = 'a';
+    free(p);
+    volatile char c = p[0]; /* BUG: read after free */
+    (void)c;
+    free(p); /* BUG: double free: glibc aborts */
+    return 0;
+}
+"#;
+    let bin = compile("gcc", "watch-then-crash", "c", src, &["-g", "-O0", "-w"]);
+    let trace = tmp().join("watch-then-crash.tmt");
+    let out = record_launch(&trace, &[bin.to_str().expect("utf-8 path")]);
+    assert_exit(&out, 134);
+    let r = report_json(&trace, &[]);
+    let findings = r["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0]["kind"], "use-after-free");
+    let d = &r["crash"]["diagnosis"];
+    assert_eq!(d["kind"], "double-free", "{d}");
+    assert_eq!(d["block"]["addr"], findings[0]["block"]["addr"]);
+    let notes = d["notes"].to_string();
+    assert!(
+        notes.contains("a watchpoint saw this block misused"),
+        "{notes}"
+    );
+}
