@@ -299,3 +299,73 @@ int main(void) {
         "{notes}"
     );
 }
+
+/// `--watch-var` records every write to a global with its stack and the
+/// values, as gdb's `watch` (and with `:rw` its reads); `--watch-addr`
+/// refuses an address not aligned to its length.
+#[test]
+fn an_asked_variable_records_every_write() {
+    if !bpf_or_skip("an_asked_variable_records_every_write") {
+        return;
+    }
+    let src = r#"
+#include <stdio.h>
+long hits_total;
+int config_level = 3;
+static void bump(int i) { hits_total += i; } /* WRITE */
+int main(void) {
+    for (int i = 1; i <= 5; i++)
+        bump(i);
+    if (config_level > 2) /* READ */
+        config_level = 1;
+    printf("%ld %d\n", hits_total, config_level);
+    return 0;
+}
+"#;
+    let bin = compile("gcc", "watch-var", "c", src, &["-g", "-O0", "-w"]);
+    let trace = tmp().join("watch-var.tmt");
+    let out = record_with(
+        &trace,
+        &[
+            "--watch-var",
+            "hits_total",
+            "--watch-var",
+            "config_level:rw",
+        ],
+        &[bin.to_str().expect("utf-8 path")],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let r = report_json(&trace, &["--filter", "kind=watch", "--window", "100s"]);
+    let rows: Vec<&Value> = r["window"]
+        .as_array()
+        .expect("window")
+        .iter()
+        .filter(|e| e["kind"] == "watch")
+        .collect();
+    let line = |m: &str| {
+        src.lines()
+            .position(|l| l.contains(m))
+            .map(|i| i as u64 + 1)
+    };
+    let in_bump = rows
+        .iter()
+        .filter(|e| e["line"].as_u64() == line("WRITE"))
+        .count();
+    assert_eq!(in_bump, 5, "one row per write of hits_total: {rows:?}");
+    let reads = rows
+        .iter()
+        .filter(|e| e["line"].as_u64() == line("READ"))
+        .count();
+    assert!(reads >= 1, "the read of config_level: {rows:?}");
+    assert_eq!(r["findings"].as_array().map(Vec::len), Some(0));
+    let out = record_with(
+        &tmp().join("watch-addr-bad.tmt"),
+        &["--watch-addr", "0x1001:8"],
+        &[bin.to_str().expect("utf-8 path")],
+        &[],
+    );
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not aligned"), "{err}");
+}
