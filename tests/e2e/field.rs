@@ -50,8 +50,10 @@ fn redis_heap_stacks_are_complete() {
     }
     assert!(ping(), "redis-server did not come up");
     let trace = dir.join("redis.tmt");
+    // Watchpoints armed ten times as often as by default: a correct
+    // server has no finding, and is not harmed.
     let rec = Command::new(bin())
-        .args(["record", "-o"])
+        .args(["record", "--watch-rate", "200", "-o"])
         .arg(&trace)
         .arg(redis.id().to_string())
         .stderr(Stdio::piped())
@@ -67,6 +69,10 @@ fn redis_heap_stacks_are_complete() {
     assert!(bench.success());
     kill(Pid::from_raw(rec.id() as i32), Signal::SIGINT).expect("stop the recording");
     let out = rec.wait_with_output().expect("tm-tui record");
+    assert!(
+        redis.try_wait().expect("poll redis").is_none() && ping(),
+        "redis-server did not survive the recording"
+    );
     let _ = redis.kill();
     let _ = redis.wait();
     assert!(
@@ -77,6 +83,12 @@ fn redis_heap_stacks_are_complete() {
 
     let r = report_json(&trace, &["--window", "1s"]);
     assert_no_loss(&r);
+    assert_eq!(
+        r["findings"].as_array().map(Vec::len),
+        Some(0),
+        "false findings on redis: {}",
+        r["findings"]
+    );
     assert_eq!(r["events"]["lost"]["stack_table_full"], 0);
     let heap: Vec<&Value> = r["window"]
         .as_array()
