@@ -1075,7 +1075,9 @@ static __always_inline bool maybe_in_free(struct thread_state *ts, __u64 sp)
 	return ret == ts->free_ret;
 }
 
-/* The stack just walked (the per-CPU scratch) returns through `ret`. */
+/* The stack just walked (the per-CPU scratch) returns through `ret`, or
+ * ends before it could say (no unwind table yet for a library whose
+ * constructor frees before the program's entry): the slot decides. */
 static __always_inline bool free_in_stack(__u64 ret)
 {
 	__u32 zero = 0;
@@ -1089,7 +1091,7 @@ static __always_inline bool free_in_stack(__u64 ret)
 		if (st->ips[i] == ret)
 			return true;
 	}
-	return false;
+	return st->end != TM_END_COMPLETE;
 }
 
 struct watch_find_ctx {

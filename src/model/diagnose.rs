@@ -297,12 +297,13 @@ fn watch_rule(tl: &Timeline, i: Idx, w: &crate::event::WatchHit) -> Option<Diagn
     } else {
         format!("offsets {lo}..{}", hi - 1)
     };
-    // A wide load that began below the watched block (glibc's SIMD
-    // string routines read whole aligned vectors past a string's end,
-    // into the next chunk) read nothing the program uses of this block.
+    // A wide load that began below the watched block, or through a
+    // pointer below it (glibc's SIMD string routines read whole vectors
+    // past a string's end into the next chunk, `vmovdqu 0x20(%rsi)` with
+    // rsi in the neighbour) read nothing the program uses of this block.
     if !w.write && w.what == WatchWhat::Freed {
-        if let Some((ea, _)) = operand::access_before(w.ip, &w.code, &w.regs, w.addr) {
-            if ea < w.block {
+        if let Some((ea, _, base)) = operand::access_before(w.ip, &w.code, &w.regs, w.addr) {
+            if ea < w.block || base.is_some_and(|b| b < w.block) {
                 return None;
             }
         }

@@ -163,7 +163,13 @@ pub fn decode(ip: u64, insn: &[u8], regs: &[u64]) -> Option<Operand> {
 /// code does not decode backwards, so each start that decodes to one
 /// instruction ending exactly at `ip` and touching `watched` is taken.
 /// `None` when none does (or the registers it used were overwritten).
-pub fn access_before(ip: u64, code: &[u8], regs: &[u64], watched: u64) -> Option<(u64, u64)> {
+/// The third value is the base register's value, when there is one.
+pub fn access_before(
+    ip: u64,
+    code: &[u8],
+    regs: &[u64],
+    watched: u64,
+) -> Option<(u64, u64, Option<u64>)> {
     if regs.len() < REG_NAMES.len() {
         return None;
     }
@@ -188,7 +194,11 @@ pub fn access_before(ip: u64, code: &[u8], regs: &[u64], watched: u64) -> Option
         };
         let size = ins.memory_size().size() as u64;
         if size > 0 && addr <= watched && watched < addr + size {
-            return Some((addr, size));
+            let base = ins.memory_base();
+            let base = (base != Register::None && base != Register::RIP)
+                .then(|| value(regs, base))
+                .flatten();
+            return Some((addr, size, base));
         }
     }
     None
