@@ -188,7 +188,7 @@ pub struct Session {
     pub warnings: Vec<String>,
     /// Ends the attached target's follower thread (its tracees are
     /// released as it ends).
-    follower_stop: Arc<AtomicBool>,
+    follower_stop: launch::FollowerStop,
     /// The watchpoints (none with --watch off).
     pub watcher: Option<crate::recorder::watch::WatchCell>,
 }
@@ -319,7 +319,7 @@ pub fn start(
     cfg.exit_hold = child.as_mut().and_then(Child::take_exit_hold);
     cfg.follow = tracing.follow;
     cfg.watch = watch.clone();
-    let follower_stop = Arc::new(AtomicBool::new(false));
+    let follower_stop = launch::FollowerStop::default();
     let mut follow_warning = None;
     let mut follow_warning_children = None;
     let running = if child.is_none() {
@@ -347,7 +347,7 @@ pub fn start(
         match launch::follow_attached(
             pid,
             &adopt,
-            Arc::clone(&follower_stop),
+            follower_stop.clone(),
             watch.as_ref().map(|w| Arc::clone(&w.cell)),
         ) {
             Ok(h) => cfg.exit_hold = Some(h),
@@ -368,7 +368,7 @@ pub fn start(
     let (recorder, rx) = match Recorder::start(cfg) {
         Ok(v) => v,
         Err(e) => {
-            follower_stop.store(true, Ordering::Relaxed);
+            follower_stop.stop();
             if let Some(c) = child.as_mut() {
                 c.kill();
             }
@@ -431,7 +431,7 @@ impl Session {
             }
         }
         self.recorder.join()?;
-        self.follower_stop.store(true, Ordering::Relaxed);
+        self.follower_stop.stop();
         let mut status = ing.exit_status;
         if let Some(c) = self.child.as_mut() {
             status = if interrupted() {

@@ -574,6 +574,46 @@ fn supervise(
     }
 }
 
+/// Ends the attached target's follower thread. The thread waits for its
+/// tracees blocked in waitpid (a stop to arm a watchpoint is answered at
+/// once, where polling took ~1 ms); a signal with an empty handler (no
+/// SA_RESTART) interrupts the wait to make it look at the flag.
+#[derive(Clone, Default)]
+pub struct FollowerStop {
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::sync::Arc<std::sync::Mutex<Option<libc::pthread_t>>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The signal that interrupts the follower's wait.
+const FOLLOWER_WAKE: libc::c_int = libc::SIGUSR2;
+
+extern "C" fn wake_handler(_: libc::c_int) {}
+
+impl FollowerStop {
+    fn stopping(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Asks the follower to end and waits for it (at most ~0.5 s): its
+    /// tracees are released when it ends.
+    pub fn stop(&self) {
+        use std::sync::atomic::Ordering;
+        self.flag.store(true, Ordering::Relaxed);
+        let t = *self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = t else { return };
+        for _ in 0..250 {
+            if self.done.load(Ordering::Relaxed) {
+                return;
+            }
+            // SAFETY: `t` is the follower thread, which marks `done` before
+            // it ends; until then its id is valid.
+            unsafe { libc::pthread_kill(t, FOLLOWER_WAKE) };
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
 /// Follows an attached process's children: seizes every thread of `pid`
 /// (with fork, vfork, clone and exec events) on a thread of its own, which
 /// holds each new child until its probes are attached. The tracees are
@@ -581,10 +621,21 @@ fn supervise(
 pub fn follow_attached(
     pid: u32,
     adopt: &[u32],
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: FollowerStop,
     watch: Option<crate::recorder::watch::WatchCell>,
 ) -> Result<ExitHold> {
     let adopt = adopt.to_vec();
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    HANDLER.call_once(|| {
+        // SAFETY: an empty handler, installed once, without SA_RESTART so
+        // that it interrupts the follower's waitpid.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = wake_handler as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(FOLLOWER_WAKE, &sa, std::ptr::null_mut());
+        }
+    });
     let (holds_tx, exit_hold) = holds_channel()?;
     let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
     thread::Builder::new()
@@ -640,24 +691,23 @@ pub fn follow_attached(
             }
             // Marks the root's exec as not the launch's first.
             t.entries.insert(u32::MAX, (0, 0));
+            // SAFETY: the calling thread's own id.
+            *stop.thread.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(unsafe { libc::pthread_self() });
             let _ = ready_tx.send(Ok(()));
-            let mut idle = Duration::ZERO;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match wait_any(true) {
+            while !stop.stopping() {
+                match wait_any(false) {
                     Ok(Some((tid, status))) => {
-                        idle = Duration::ZERO;
                         t.on_wait(tid, status, pid, &holds_tx);
                     }
-                    Ok(None) => {
-                        // Nothing stopped: look again soon (a fork's child
-                        // waits for this loop).
-                        idle = (idle + Duration::from_micros(200)).min(Duration::from_millis(2));
-                        thread::sleep(idle);
-                    }
+                    Ok(None) => {}
+                    // Woken to look at the flag.
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // No tracee left.
                     Err(_) => break,
                 }
             }
+            stop.done.store(true, std::sync::atomic::Ordering::Relaxed);
             // Returning detaches every tracee (the kernel restarts those in
             // a ptrace stop).
         })
