@@ -267,17 +267,7 @@ fn watch_rule(tl: &Timeline, i: Idx, w: &crate::event::WatchHit) -> Option<Diagn
     let how = if w.write { "WRITE" } else { "READ" };
     let where_ = at(tl, w.stack);
     let lives = history::at_start(&tl.store, &tl.heap, tagged(w.block)).lives;
-    let mut d = Diagnosis {
-        kind: DiagKind::UseAfterFree,
-        summary: String::new(),
-        block: None,
-        offset: None,
-        alloc: None,
-        free: None,
-        access: Some(access.clone()),
-        notes: Vec::new(),
-        extra: Extra::default(),
-    };
+    let mut d = Diagnosis::blank(DiagKind::UseAfterFree, access.clone());
     // Where in the watched bytes: the bytes a write changed, else all of
     // them (a read, or a write of what was there, touched some of them).
     let base = w.addr as i64 - w.block as i64;
@@ -716,17 +706,7 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
     let tag = tl.store.pid(crash).map_or(0, |p| tl.tag_of(p));
     let ta = untag(a) | tag << crate::model::TAG_SHIFT;
     let head = format!("{} at {a:#x}", signal_name(sig.signo));
-    let mut d = Diagnosis {
-        kind: DiagKind::Unknown,
-        summary: String::new(),
-        block: None,
-        offset: None,
-        alloc: None,
-        free: None,
-        access: Some(access.clone()),
-        notes: Vec::new(),
-        extra: Extra::default(),
-    };
+    let mut d = Diagnosis::blank(DiagKind::Unknown, access.clone());
     let where_ = at(tl, sig.stack);
     if a < NULL_LIMIT {
         d.kind = DiagKind::NullDeref;
@@ -1290,6 +1270,21 @@ fn wild_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
 }
 
 impl Diagnosis {
+    /// A verdict of `kind` on `access`, its evidence still to fill in.
+    fn blank(kind: DiagKind, access: Site) -> Diagnosis {
+        Diagnosis {
+            kind,
+            summary: String::new(),
+            block: None,
+            offset: None,
+            alloc: None,
+            free: None,
+            access: Some(access),
+            notes: Vec::new(),
+            extra: Extra::default(),
+        }
+    }
+
     /// The ASan-style text: verdict, summary, then each stack of evidence.
     pub fn text(&self, tl: &Timeline) -> String {
         let mut out = String::new();
