@@ -61,9 +61,9 @@ __u64 watch_last_uaf = 0, watch_last_ovf = 0;
 /* Bit per slot in TM_WS_ARMED: none, and the allocator probes skip the
  * slots altogether. */
 __u64 watch_armed = 0;
-/* Each armed slot's watched bytes [lo, hi), process and block, mirrored
- * here for the allocator probes' quick look (a slot's hi is 0 unless it
- * may be armed). */
+/* Each slot's watched bytes [lo, hi) and block as last claimed, mirrored
+ * here for the allocator probes' quick look (stale once released: a
+ * match only sends them to the slots themselves). */
 __u64 watch_lo[TM_WATCH_SLOTS] = {}, watch_hi[TM_WATCH_SLOTS] = {};
 __u64 watch_blk[TM_WATCH_SLOTS] = {};
 /* Hits of a breakpoint whose slot was released: the thread was stopped
@@ -929,6 +929,11 @@ static __always_inline void watch_claim(__u32 kind, __u32 steal, __u32 mask, __u
 	__u64 old;
 	__u64 snap = 0;
 
+	/* A thread that blocks the signal would not stop (and sigwait would
+	 * hand the signal to the program): not watched from there. */
+	if (BPF_CORE_READ(bpf_get_current_task_btf(), blocked.sig[0]) &
+	    (1ULL << (TM_WATCH_SIGNAL - 1)))
+		return;
 	bpf_loop(TM_WATCH_SLOTS, (void *)watch_pick_step, &c, 0);
 	slot = c.best;
 	if (slot >= TM_WATCH_SLOTS)
@@ -939,6 +944,8 @@ static __always_inline void watch_claim(__u32 kind, __u32 steal, __u32 mask, __u
 	old = w->state;
 	if (old == TM_WS_CLAIMED || __sync_val_compare_and_swap(&w->state, old, TM_WS_CLAIMED) != old)
 		return; /* another CPU took it */
+	/* Odd while the fields change: a hit reading them meanwhile sees it. */
+	w->gen++;
 	bpf_probe_read_user(&snap, sizeof(snap), (void *)addr);
 	if (len < 8)
 		snap &= (1ULL << (len * 8)) - 1;
@@ -951,8 +958,8 @@ static __always_inline void watch_claim(__u32 kind, __u32 steal, __u32 mask, __u
 	w->block = block;
 	w->size = size;
 	w->snap = snap;
-	w->gen++;
 	w->claimed_ns = now;
+	w->gen++;
 	w->hits = 0;
 	__sync_fetch_and_add(&watch_claims[kind & 3], 1);
 	if (slot < TM_WATCH_SLOTS) {
@@ -988,9 +995,8 @@ static __always_inline void watch_on_free(struct pt_regs *ctx, struct thread_sta
 	bool due;
 
 	due = watch_uaf_slots && !(ptr & 7) && now - watch_last_uaf >= watch_interval_ns;
-	/* Nothing watched and nothing to claim: the common case, left at once. */
-	if (!watch_armed && !due)
-		return;
+	/* The free is remembered even while nothing is watched: a slot armed
+	 * by another thread meanwhile may cover what this free touches. */
 	if (!ts)
 		ts = thread_state(true);
 	if (ts) {
@@ -1046,10 +1052,10 @@ static __always_inline void watch_on_alloc(__u32 tid, __u64 ptr, __u64 size, __u
 		    size, tid, now);
 	/* glibc: the chunk's size word just before the block is the
 	 * allocator's alone while the block lives (a write there is an
-	 * underflow); a free slot only, never one taken from another block. */
+	 * underflow); a free slot, or the oldest of these. */
 	if (watch_glibc && !(ptr & 7))
-		watch_claim(TM_WK_UNDERFLOW, 0, watch_ovf_slots, ptr - 8, 8, TM_WATCH_W, ptr, size,
-			    tid, now);
+		watch_claim(TM_WK_UNDERFLOW, TM_WK_UNDERFLOW, watch_ovf_slots, ptr - 8, 8,
+			    TM_WATCH_W, ptr, size, tid, now);
 }
 
 /* Inside a malloc-family call (its own bookkeeping in a freed block,
@@ -1148,6 +1154,8 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 	if (!w)
 		return 0;
 	gen = w->gen;
+	if (gen & 1)
+		return 0; /* being claimed anew */
 	len = w->len & 15;
 	bpf_probe_read_user(&value, sizeof(value), (void *)c.addr);
 	if (len < 8)
@@ -1452,6 +1460,9 @@ record:
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_lost(TM_LOST_RINGBUF, TM_K_HEAP);
+		/* Unrecorded, the block is still freed: its watches go. */
+		if (watching())
+			watch_release(tid, 0, 0, ptr);
 		return 0;
 	}
 	r->h.kind = TM_K_HEAP;
@@ -2009,6 +2020,9 @@ int BPF_PROG(tm_exit, struct task_struct *p)
 	r->exit_code = BPF_CORE_READ(p, exit_code);
 	r->group_exit_code = BPF_CORE_READ(p, signal, group_exit_code);
 	r->group_dead = BPF_CORE_READ(p, signal, live.counter) == 0;
+	/* Its watched blocks are gone with it. */
+	if (r->group_dead && watching())
+		watch_release(tid, 0, ~0ULL, 0);
 	if (r->group_dead && BPF_CORE_READ(p, tgid) != targ_tgid) {
 		/* A followed child is gone: its pid may be reused. */
 		__u32 tgid = BPF_CORE_READ(p, tgid);

@@ -129,6 +129,10 @@ struct return_instance {
 struct uprobe_task {
 	struct return_instance *return_instances;
 } __attribute__((preserve_access_index));
+typedef struct {
+	unsigned long sig[1];
+} sigset_t;
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
@@ -138,6 +142,7 @@ struct task_struct {
 	struct mm_struct *mm;
 	struct files_struct *files;
 	struct uprobe_task *utask;
+	sigset_t blocked;
 } __attribute__((preserve_access_index));
 
 struct __sifields_sigfault {

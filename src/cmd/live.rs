@@ -183,6 +183,9 @@ impl Feed for LiveFeed<'_> {
 /// Returns the launched target's status (as `record` does).
 pub fn live(args: LiveArgs) -> Result<i32> {
     session::install_sigint()?;
+    if let Some(p) = &args.output {
+        session::check_output(p)?;
+    }
     // A launched program's output would garble the UI and its input would
     // steal our keys: it gets /dev/null and a log file instead.
     let (stdio, log) = match &args.target {

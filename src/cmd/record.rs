@@ -40,6 +40,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         eprintln!("tm-tui: note: --leak-check records the attached process alone (children are not followed)");
         args.tracing.follow = false;
     }
+    session::check_output(&args.output)?;
     let mut session = session::start(
         &args.target,
         args.ringbuf_bytes,
@@ -166,12 +167,15 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     if let Some(st) = watcher.as_ref().and_then(|c| c.get()).map(|w| w.stats()) {
         let findings = tl.findings();
         eprintln!(
-            "tm-tui: watchpoints: {} armed ({:.0} µs from claim to armed, the thread stopped), {} thread(s){}; {} finding(s){}",
+            "tm-tui: watchpoints: {} armed (mean {:.0} µs from claim to armed, the thread stopped), on {} thread(s){}; {} finding(s){}",
             st.arms,
             st.arm_ns as f64 / st.arms.max(1) as f64 / 1e3,
             st.threads,
             if st.threads_failed > 0 {
-                format!(", {} arming(s) failed on a thread (no debug register free?)", st.threads_failed)
+                format!(
+                    ", {} without (no debug register or file descriptor left)",
+                    st.threads_failed
+                )
             } else {
                 String::new()
             },

@@ -52,6 +52,43 @@ fn loading(pid: u32) -> bool {
     })
 }
 
+/// Each thread of the target takes four perf events (watchpoints), and
+/// each probed process its uprobe links: the soft limit of open files
+/// (1024) is raised to the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// The trace can be written at `path`: checked before a program is
+/// started or a process attached (an error after that would leave it
+/// running unrecorded). A file created by the check is removed; a FIFO
+/// without a reader is refused (writing would block the recorder).
+pub fn check_output(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => anyhow::anyhow!(
+                "cannot write the trace to {}: a FIFO with no reader",
+                path.display()
+            ),
+            _ => anyhow::anyhow!("cannot write the trace to {}: {e}", path.display()),
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 /// Watchpoints armed per second at most, of each sort, by default.
 pub const DEFAULT_WATCH_RATE: u32 = 20;
 
@@ -218,6 +255,7 @@ pub fn start(
     tracing: &Tracing,
 ) -> Result<Session> {
     require_root()?;
+    raise_fd_limit();
     // Without the alloc family no allocator is looked for (a target
     // without malloc can still be traced).
     let alloc_on = tracing.families.has(Family::Alloc);

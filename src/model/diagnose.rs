@@ -252,6 +252,10 @@ fn allocator_only(tl: &Timeline, stack: Option<StackId>) -> bool {
 /// again before the hit was seen).
 fn watch_rule(tl: &Timeline, i: Idx, w: &crate::event::WatchHit) -> Option<Diagnosis> {
     use crate::event::WatchWhat;
+    // An asked address's accesses are events, not findings.
+    if w.what == WatchWhat::Asked {
+        return None;
+    }
     let ev = tl.store.get(i)?;
     if allocator_only(tl, w.stack) {
         return None;

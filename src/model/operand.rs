@@ -173,7 +173,9 @@ pub fn access_before(
     if regs.len() < REG_NAMES.len() {
         return None;
     }
-    for k in 1..=code.len() {
+    // The longest decode first: a shorter one is more often a tail of
+    // the real instruction.
+    for k in (1..=code.len()).rev() {
         let bytes = &code[code.len() - k..];
         let start = ip - k as u64;
         let mut dec = Decoder::with_ip(64, bytes, start, DecoderOptions::NONE);
@@ -195,7 +197,12 @@ pub fn access_before(
         let size = ins.memory_size().size() as u64;
         if size > 0 && addr <= watched && watched < addr + size {
             let base = ins.memory_base();
-            let base = (base != Register::None && base != Register::RIP)
+            // A load into its own base register (`mov (%rax),%rax`) left
+            // no trace of the base: unknown.
+            let clobbered = ins.op_count() > 0
+                && ins.op_kind(0) == OpKind::Register
+                && ins.op_register(0).full_register() == base.full_register();
+            let base = (base != Register::None && base != Register::RIP && !clobbered)
                 .then(|| value(regs, base))
                 .flatten();
             return Some((addr, size, base));

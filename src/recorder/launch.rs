@@ -287,7 +287,9 @@ fn spawn_held(
         return Err(e.context("cannot start the program"));
     }
     let pid = Pid::from_raw(i32::from_ne_bytes(pid));
-    if let Err(e) = ptrace::seize(pid, options(follow)) {
+    // A launched program dies with tm-tui (kill -9 included): held at a
+    // stop, or with the entry breakpoint in place, it could not go on.
+    if let Err(e) = ptrace::seize(pid, options(follow) | ptrace::Options::PTRACE_O_EXITKILL) {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         return Err(e).context("cannot ptrace the launched program");
@@ -706,6 +708,12 @@ pub fn follow_attached(
                     // No tracee left.
                     Err(_) => break,
                 }
+            }
+            // What already stopped is answered before the tracees are let
+            // go (a SIGTRAP of a breakpoint taken away as it fired would
+            // be delivered, and kill the process).
+            while let Ok(Some((tid, status))) = wait_any(true) {
+                t.on_wait(tid, status, pid, &holds_tx);
             }
             stop.done.store(true, std::sync::atomic::Ordering::Relaxed);
             // Returning detaches every tracee (the kernel restarts those in

@@ -137,6 +137,9 @@ struct Thread {
 struct Inner {
     threads: HashMap<u32, Thread>,
     armed: [Option<Armed>; SLOTS],
+    /// The recording is over: nothing is armed again (a stop still
+    /// pending from a last claim is suppressed, not armed).
+    closed: bool,
 }
 
 /// Counts for the status line and the record summary.
@@ -145,7 +148,7 @@ pub struct WatchStats {
     /// Slots armed (at a thread's stop).
     pub arms: u64,
     /// Threads given their breakpoints, and those that could not be (no
-    /// debug register free: another debugger, or a perf error).
+    /// debug register free: another debugger, or out of file descriptors).
     pub threads: u64,
     pub threads_failed: u64,
     /// Nanoseconds from each claim to its slot armed (the claiming
@@ -196,7 +199,7 @@ impl Watcher {
     /// armed where its process's slots are.
     pub fn add_thread(&self, tid: u32, pid: u32) {
         let mut inner = self.lock();
-        if inner.threads.contains_key(&tid) {
+        if inner.closed || inner.threads.contains_key(&tid) {
             return;
         }
         // Made now, while nothing waits on it (perf_event_open on another
@@ -213,8 +216,14 @@ impl Watcher {
                 })
                 .ok()
         });
+        let fds: [Option<OwnedFd>; SLOTS] = fds;
+        if fds.iter().any(Option::is_none) {
+            // No debug register left (another debugger), or out of fds.
+            self.threads_failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.threads.fetch_add(1, Ordering::Relaxed);
+        }
         inner.threads.insert(tid, Thread { pid, fds });
-        self.threads.fetch_add(1, Ordering::Relaxed);
         for slot in 0..SLOTS {
             if let Some(a) = inner.armed[slot].filter(|a| a.pid == pid) {
                 let t = inner.threads.get_mut(&tid).map(|t| &mut t.fds[slot]);
@@ -243,6 +252,9 @@ impl Watcher {
             return false;
         }
         let mut inner = self.lock();
+        if inner.closed {
+            return true;
+        }
         for slot in 0..SLOTS {
             let Some(w) = self.slot(slot) else { continue };
             let live = w.state == u64::from(types::tm_watch_state::TM_WS_ARMED.0);
@@ -265,8 +277,8 @@ impl Watcher {
                 len: w.len,
                 bp_type: w.r#type,
             };
-            let failed = arm(&mut inner, self.prog.as_raw_fd(), slot, Some(a));
-            self.threads_failed.fetch_add(failed, Ordering::Relaxed);
+            // A thread without events was counted when it came.
+            arm(&mut inner, self.prog.as_raw_fd(), slot, Some(a));
             self.arms.fetch_add(1, Ordering::Relaxed);
             // From the claim (the signal sent) to armed: the thread's stop
             // but for its resumption.
@@ -289,11 +301,10 @@ impl Watcher {
     /// The recording ends: every breakpoint goes quiet.
     pub fn disarm_all(&self) {
         let mut inner = self.lock();
-        for slot in 0..SLOTS {
-            if inner.armed[slot].is_some() {
-                arm(&mut inner, self.prog.as_raw_fd(), slot, None);
-            }
-        }
+        inner.closed = true;
+        // Closed, the events free the debug registers for a debugger.
+        inner.threads.clear();
+        inner.armed = [None; SLOTS];
     }
 
     /// Process `pid` exec'd or ended: none of its slots means anything.
@@ -342,17 +353,14 @@ fn arm(inner: &mut Inner, prog: i32, slot: usize, to: Option<Armed>) -> u64 {
     failed
 }
 
-/// Thread `tid`'s breakpoint of a slot at `a`: moved if it exists, else
-/// made (and given the hit program).
-fn place(fd: &mut Option<OwnedFd>, tid: u32, prog: i32, a: &Armed) -> std::io::Result<()> {
-    let want = attr(a.addr, a.len, a.bp_type, true);
-    if let Some(f) = fd {
-        return modify(f, &want);
+/// Thread `tid`'s breakpoint of a slot moved to `a` (a thread whose event
+/// could not be made at its start has none: opening one now would take
+/// ~270 µs of the stop, again at every arming).
+fn place(fd: &mut Option<OwnedFd>, _tid: u32, _prog: i32, a: &Armed) -> std::io::Result<()> {
+    match fd {
+        Some(f) => modify(f, &attr(a.addr, a.len, a.bp_type, true)),
+        None => Err(std::io::ErrorKind::NotFound.into()),
     }
-    let f = perf_open(tid, &want)?;
-    ioctl(&f, PERF_EVENT_IOC_SET_BPF, prog as libc::c_ulong)?;
-    *fd = Some(f);
-    Ok(())
 }
 
 /// An address the user asked to watch (`--watch-addr`, `--watch-var`).
@@ -524,7 +532,7 @@ impl Watcher {
             len: asked.len,
             addr,
             r#type: bp_type,
-            gen: 1,
+            gen: 2,
             ..Default::default()
         };
         // SAFETY: plain old data, viewed as its bytes.
@@ -542,7 +550,7 @@ impl Watcher {
             self.prog.as_raw_fd(),
             slot,
             Some(Armed {
-                gen: 1,
+                gen: 2,
                 pid,
                 addr,
                 len: asked.len,

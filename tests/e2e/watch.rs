@@ -250,6 +250,48 @@ int main(void) {
         "{}",
         r["findings"]
     );
+    // A thread that blocks every signal (as servers' workers do) is not
+    // signalled at all: nothing is left pending for it to find.
+    let blocked = r#"
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+static int pending;
+static void *work(void *a) {
+    (void)a;
+    sigset_t s;
+    sigfillset(&s);
+    pthread_sigmask(SIG_BLOCK, &s, 0);
+    for (int i = 0; i < 20000; i++) {
+        char *p = malloc(64);
+        p[0] = 1;
+        free(p);
+    }
+    sigpending(&s);
+    pending = sigismember(&s, SIGURG);
+    return 0;
+}
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, 0, work, 0);
+    pthread_join(t, 0);
+    return pending ? 3 : 0;
+}
+"#;
+    let bin2 = compile(
+        "gcc",
+        "watch-blocked",
+        "c",
+        blocked,
+        &["-g", "-O0", "-pthread", "-w"],
+    );
+    let out = record_with(
+        &tmp().join("watch-blocked.tmt"),
+        &["--watch-rate", "100000"],
+        &[bin2.to_str().expect("utf-8 path")],
+        &[],
+    );
+    assert_exit(&out, 0);
     let off = tmp().join("watch-sigurg-off.tmt");
     let out = record_with(
         &off,
