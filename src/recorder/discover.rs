@@ -128,7 +128,17 @@ pub fn for_program(exe: &Path) -> Result<Allocator> {
 
 fn objects_of_program(exe: &Path) -> Result<Vec<PathBuf>> {
     let data = fs::read(exe).with_context(|| format!("cannot read {}", exe.display()))?;
-    let Some(interp) = elf_interp(&data)? else {
+    // A script runs in its interpreter: its objects are the program's.
+    if let Some(interp) = script_interpreter(&data) {
+        let real = interpreter_path(&interp).with_context(|| {
+            format!(
+                "{} is a script for {interp}, which is not found",
+                exe.display()
+            )
+        })?;
+        return objects_of_program(&real);
+    }
+    let Some(interp) = elf_interp(&data).map_err(|e| anyhow!("{}: {e}", exe.display()))? else {
         return Ok(vec![exe.to_path_buf()]);
     };
     let out = Command::new(&interp)
@@ -260,6 +270,33 @@ fn nargs(f: AllocFn) -> usize {
         AllocFn::Calloc | AllocFn::Realloc | AllocFn::Memalign => 2,
         AllocFn::Reallocarray | AllocFn::PosixMemalign => 3,
     }
+}
+
+/// The interpreter a script names on its `#!` line (for `#!/usr/bin/env
+/// NAME`, NAME).
+fn script_interpreter(data: &[u8]) -> Option<String> {
+    let line = data.strip_prefix(b"#!")?.split(|b| *b == b'\n').next()?;
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    let first = words.next()?.to_string();
+    if first.ends_with("/env") {
+        // `env -S a b`, `env NAME`: the first word not an option.
+        return words.find(|w| !w.starts_with('-')).map(str::to_string);
+    }
+    Some(first)
+}
+
+/// An interpreter's executable: a path as is, a bare name through $PATH.
+fn interpreter_path(name: &str) -> Result<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return if p.exists() {
+            Ok(p)
+        } else {
+            bail!("no {name}")
+        };
+    }
+    super::launch::resolve_program(name)
 }
 
 /// The PT_INTERP of an ELF executable, or None for a static one.

@@ -195,3 +195,36 @@ fn ctrl_c_ends_the_recording_of_a_program_that_ignores_it() {
         r["heap"]
     );
 }
+
+/// A script is recorded as its interpreter runs it (`#!/bin/sh`, and
+/// `#!/usr/bin/env NAME` through $PATH): its allocator is the
+/// interpreter's.
+#[test]
+fn a_script_is_recorded_in_its_interpreter() {
+    if !bpf_or_skip("a_script_is_recorded_in_its_interpreter") {
+        return;
+    }
+    let dir = tmp().join("script");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for (name, text) in [
+        ("s.sh", "#!/bin/sh\necho hi > /dev/null\nexit 3\n"),
+        ("e.sh", "#!/usr/bin/env sh\nexit 4\n"),
+    ] {
+        let script = dir.join(name);
+        std::fs::write(&script, text).expect("write the script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let trace = dir.join(format!("{name}.tmt"));
+        let out = record_with(&trace, &[], &[script.to_str().expect("utf-8")], &[]);
+        let want = if name == "s.sh" { 3 } else { 4 };
+        assert_exit(&out, want);
+        let r = report_json(&trace, &[]);
+        let alloc = r["target"]["allocator"].as_str().unwrap_or("");
+        assert!(alloc.contains("libc"), "{name}: allocator {alloc}");
+        assert!(
+            r["heap"]["allocs"].as_u64().unwrap_or(0) > 0,
+            "{name}: {}",
+            r["heap"]
+        );
+    }
+}
