@@ -287,9 +287,7 @@ fn spawn_held(
         return Err(e.context("cannot start the program"));
     }
     let pid = Pid::from_raw(i32::from_ne_bytes(pid));
-    // A launched program dies with tm-tui (kill -9 included): held at a
-    // stop, or with the entry breakpoint in place, it could not go on.
-    if let Err(e) = ptrace::seize(pid, options(follow) | ptrace::Options::PTRACE_O_EXITKILL) {
+    if let Err(e) = ptrace::seize(pid, options(follow)) {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
         return Err(e).context("cannot ptrace the launched program");
