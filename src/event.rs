@@ -696,6 +696,15 @@ impl Families {
     /// `alloc,io,net` (or `all`).
     pub fn parse(s: &str) -> Result<Families, String> {
         let mut out = Families::none();
+        if s.trim().trim_matches(',').is_empty() {
+            return Err(format!(
+                "no event family named (families: {}, all)",
+                Family::iter()
+                    .map(Family::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             if name == "all" {
                 out = Family::iter().fold(out, |a, f| a.with(f));

@@ -128,7 +128,9 @@ static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 /// SIGINT and SIGTERM end the recording (as the user quitting would)
 /// instead of tm-tui.
 pub fn install_sigint() -> Result<()> {
-    for sig in [SIGINT, SIGTERM] {
+    // SIGHUP too (the terminal went away): the recording ends cleanly and
+    // the terminal, if any is left, is restored.
+    for sig in [SIGINT, SIGTERM, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register(sig, Arc::clone(&INTERRUPTED))
             .with_context(|| format!("cannot handle signal {sig}"))?;
     }
@@ -188,6 +190,29 @@ pub fn check_pid(pid: u32) -> Result<String> {
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|_| anyhow::anyhow!("no process with pid {pid}"))?;
+    // A thread's id works in /proc too: say whose it is.
+    let tgid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        });
+    if let Some(tgid) = tgid.filter(|&t| t != pid) {
+        bail!("{pid} is a thread of process {tgid}: give the process's pid ({tgid})");
+    }
+    // The tracer's programs read 64-bit x86 registers and stacks.
+    if let Ok(mut exe) = std::fs::File::open(format!("/proc/{pid}/exe")) {
+        let mut ident = [0u8; 5];
+        if std::io::Read::read_exact(&mut exe, &mut ident).is_ok()
+            && &ident[..4] == b"\x7fELF"
+            && ident[4] == 1
+        {
+            bail!(
+                "process {pid} is a 32-bit program: tm-tui records 64-bit (x86-64) processes only"
+            );
+        }
+    }
     if !crate::recorder::process_alive(pid) {
         bail!("process {pid} has already exited");
     }

@@ -165,3 +165,54 @@ fn pid_that_exits_while_attaching() {
         }
     }
 }
+
+/// A thread's id is named as such; no event family at all is refused; an
+/// unwritable trace (a missing directory, a FIFO nobody reads) is refused
+/// before the program starts.
+#[test]
+fn thread_id_empty_families_and_unwritable_output() {
+    if !bpf_or_skip("thread_id_empty_families_and_unwritable_output") {
+        return;
+    }
+    let mut py = Command::new("python3")
+        .args([
+            "-c",
+            "import threading, time\nt = threading.Thread(target=time.sleep, args=(30,))\nt.start()\ntime.sleep(30)",
+        ])
+        .spawn()
+        .expect("python3");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = py.id();
+    let tid = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .find(|&t| t != pid)
+        .expect("a second thread");
+    let out = tm(&["record", "-o", "/tmp/tm-tui-never.tmt", &tid.to_string()]);
+    let _ = py.kill();
+    let _ = py.wait();
+    one_line_error(&out, 1, &format!("is a thread of process {pid}"));
+    one_line_error(
+        &tm(&["record", "--trace", "", "--", "/bin/true"]),
+        2,
+        "no event family",
+    );
+    let marker = tmp().join("never-ran");
+    let _ = std::fs::remove_file(&marker);
+    let touch = format!("touch {}", marker.display());
+    one_line_error(
+        &tm(&[
+            "record",
+            "-o",
+            "/nonexistent/x.tmt",
+            "--",
+            "/bin/sh",
+            "-c",
+            &touch,
+        ]),
+        1,
+        "cannot write the trace to /nonexistent/x.tmt",
+    );
+    assert!(!marker.exists(), "the program ran");
+}
