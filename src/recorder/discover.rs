@@ -72,14 +72,35 @@ const FUNCS: [(&str, AllocFn); 10] = [
 /// defines malloc first in the dynamic linker's lookup order.
 pub fn for_pid(pid: u32) -> Result<Allocator> {
     let objects = objects_of_pid(pid)?;
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
-    choose(&objects, |p| root.join(p.strip_prefix("/").unwrap_or(p)))
+    let maps = read_maps(pid).unwrap_or_default();
+    choose(&objects, |p| open_path_of(pid, p, &maps))
+}
+
+/// Where tm-tui opens a process's module: through /proc/PID/root (its
+/// mount namespace), or, for a file deleted since it was mapped (a binary
+/// upgraded under a running server), through /proc/PID/map_files.
+fn open_path_of(pid: u32, path: &Path, maps: &[crate::recorder::maps::MapEntry]) -> PathBuf {
+    let via_root =
+        PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
+    if via_root.exists() {
+        return via_root;
+    }
+    maps.iter()
+        .filter(|m| m.path.as_deref() == Some(path) && m.name.ends_with(" (deleted)"))
+        .min_by_key(|m| m.offset)
+        .map(|m| PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)))
+        .unwrap_or(via_root)
 }
 
 /// The ELF objects mapped into a running process, the executable first.
 fn objects_of_pid(pid: u32) -> Result<Vec<PathBuf>> {
     let maps = read_maps(pid).with_context(|| format!("cannot read /proc/{pid}/maps"))?;
-    let exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
+    // A deleted executable's link says so; its maps entries do not.
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).ok().map(|e| {
+        let s = e.to_string_lossy();
+        s.strip_suffix(" (deleted)")
+            .map_or(e.clone(), PathBuf::from)
+    });
     let mut objects: Vec<PathBuf> = Vec::new();
     if let Some(exe) = &exe {
         objects.push(exe.clone());
@@ -96,11 +117,11 @@ fn objects_of_pid(pid: u32) -> Result<Vec<PathBuf>> {
 
 /// The modules of a running process, opened through /proc/PID/root.
 pub fn modules_of_pid(pid: u32) -> Result<Vec<ModuleFile>> {
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let maps = read_maps(pid).unwrap_or_default();
     Ok(objects_of_pid(pid)?
         .into_iter()
         .map(|p| ModuleFile {
-            open_path: root.join(p.strip_prefix("/").unwrap_or(&p)),
+            open_path: open_path_of(pid, &p, &maps),
             path: p,
         })
         .collect())

@@ -162,14 +162,21 @@ impl Tables {
         })
     }
 
-    fn load(&mut self, pid: u32, path: &Path) -> Result<Loaded, String> {
+    fn load(&mut self, pid: u32, path: &Path, m: &MapEntry) -> Result<Loaded, String> {
         // The target's own view of the path (another mount namespace: a
-        // container) first, ours if that is not readable.
+        // container) first, ours if that is not readable, and the mapping
+        // itself for a file deleted since (an upgraded binary).
         let theirs =
             PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
+        let mapped = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
         let mut table = match self.cache.table(&theirs) {
             Ok(t) => Ok(t),
-            Err(NoTable::Io(_)) => self.cache.table(path),
+            Err(NoTable::Io(_)) => match self.cache.table(path) {
+                Err(NoTable::Io(e)) if m.name.ends_with(" (deleted)") => {
+                    self.cache.table(&mapped).map_err(|_| NoTable::Io(e))
+                }
+                r => r,
+            },
             Err(e) => Err(e),
         }
         .map_err(|e| e.to_string())?;
@@ -211,7 +218,7 @@ impl Tables {
             if let Some(path) = &m.path {
                 let key = (path.clone(), module_identity(pid, m));
                 if !self.modules.contains_key(&key) {
-                    let loaded = self.load(pid, path);
+                    let loaded = self.load(pid, path, m);
                     if let Err(e) = &loaded {
                         self.notes.push(format!(
                             "no unwind info for {}: {e}; its frames are followed by frame pointers only",

@@ -228,3 +228,50 @@ fn a_script_is_recorded_in_its_interpreter() {
         );
     }
 }
+
+/// A process whose executable was deleted since it started (a binary
+/// upgraded under a running server) is attached through /proc/PID/map_files:
+/// its allocator (static glibc, in the deleted file) is probed and its
+/// stacks walk with the file's unwind tables.
+#[test]
+fn a_deleted_static_binary_is_attached() {
+    if !bpf_or_skip("a_deleted_static_binary_is_attached") {
+        return;
+    }
+    let src = "#include <stdlib.h>\n#include <unistd.h>\nstatic void *volatile sink;\nstatic void work(void) { void *p = malloc(64); sink = p; free(p); }\nint main(void) { for (int i = 0; i < 3000; i++) { work(); usleep(1000); } return 0; }\n";
+    let prog = compile("gcc", "deleted_static", "c", src, &["-O0", "-g", "-static"]);
+    let copy = prog.with_file_name("deleted_static_running");
+    std::fs::copy(&prog, &copy).expect("copy the binary");
+    let mut target = Command::new(&copy).spawn().expect("run the copy");
+    sleep(Duration::from_millis(300));
+    std::fs::remove_file(&copy).expect("delete the binary");
+    let trace = tmp().join("deleted_static.tmt");
+    let rec = Command::new(bin())
+        .args(["record", "-o"])
+        .arg(&trace)
+        .arg(target.id().to_string())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tm-tui record");
+    sleep(Duration::from_millis(1500));
+    kill(Pid::from_raw(rec.id() as i32), Signal::SIGINT).expect("stop the recording");
+    let out = rec.wait_with_output().expect("tm-tui record");
+    let _ = target.kill();
+    let _ = target.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("no unwind info"), "{err}");
+    let r = report_json(&trace, &["--window", "100s"]);
+    assert!(
+        r["heap"]["allocs"].as_u64().unwrap_or(0) > 100,
+        "{}",
+        r["heap"]
+    );
+    let in_work = r["window"]
+        .as_array()
+        .expect("window")
+        .iter()
+        .filter(|e| e["kind"] == "alloc")
+        .all(|e| funcs(&e["stack"]).iter().any(|f| f == "work"));
+    assert!(in_work, "every allocation's stack passes through work()");
+}
