@@ -275,3 +275,45 @@ fn a_deleted_static_binary_is_attached() {
         .all(|e| funcs(&e["stack"]).iter().any(|f| f == "work"));
     assert!(in_work, "every allocation's stack passes through work()");
 }
+
+/// kill -9 of tm-tui at any moment of its start-up never leaves the
+/// launched program stopped: before its exec it exits (its go pipe
+/// closes), after it runs on.
+#[test]
+fn kill_9_during_start_up_never_leaves_the_program_stopped() {
+    if !bpf_or_skip("kill_9_during_start_up_never_leaves_the_program_stopped") {
+        return;
+    }
+    for (i, delay) in [0u64, 30, 80, 150, 300, 600, 1000].into_iter().enumerate() {
+        let marker = format!("4.{i}17");
+        let rec = Command::new(bin())
+            .args(["record", "-o"])
+            .arg(tmp().join(format!("k9-{i}.tmt")))
+            .args(["--", "/bin/sleep", &marker])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tm-tui record");
+        sleep(Duration::from_millis(delay));
+        let _ = kill(Pid::from_raw(rec.id() as i32), Signal::SIGKILL);
+        let mut rec = rec;
+        let _ = rec.wait();
+        sleep(Duration::from_millis(400));
+        // The program, if it exists, by its unique argument.
+        for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !String::from_utf8_lossy(&cmd).contains(&marker) {
+                continue;
+            }
+            let st = state(pid);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            assert!(
+                !matches!(st, Some('T' | 't')),
+                "killed {delay} ms into start-up, the program is left stopped ({st:?})"
+            );
+        }
+    }
+}
