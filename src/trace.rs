@@ -364,8 +364,21 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
         });
         break;
     }
+    // Every recording ends with an End record: without one it was cut
+    // (tm-tui killed, or the file copied while being written), maybe at a
+    // record boundary, which reads cleanly otherwise.
+    if trace.end.is_none() && trace.damage.is_none() {
+        trace.damage = Some(Damage {
+            offset: records.offset,
+            reason: NO_END.into(),
+        });
+    }
     Ok(trace)
 }
+
+/// The reason given for a trace without its End record.
+pub const NO_END: &str =
+    "no end record: the recording ended abruptly here (tm-tui killed, or the file still being written or cut)";
 
 /// Fills `buf` as far as the input goes; short only at end of input.
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
@@ -880,7 +893,12 @@ mod tests {
         let t = read_trace(&f.0)?;
         assert_eq!(t.meta, meta());
         assert_eq!(t.events, events);
-        assert_eq!(t.damage, None);
+        // Written without its End record: said so, where it would be.
+        let len = std::fs::metadata(&f.0)?.len();
+        assert_eq!(
+            t.damage.as_ref().map(|d| (d.offset, d.reason.as_str())),
+            Some((len, NO_END))
+        );
         assert_eq!(t.end, None);
         Ok(())
     }
@@ -1350,8 +1368,13 @@ mod tests {
                     .get(..whole.saturating_sub(3).min(full.events.len()))
                     .unwrap_or_default()
             );
-            if len == last {
+            if len == last && len == bytes.len() as u64 {
                 assert_eq!(t.damage, None, "cut at {len}");
+            } else if len == last {
+                // Cut at a record boundary: it reads cleanly but for its
+                // missing End record, which says so (a kill -9 leaves this).
+                let d = t.damage.as_ref().map(|d| (d.offset, d.reason.as_str()));
+                assert_eq!(d, Some((last, NO_END)), "cut at {len}");
             } else {
                 let d = t.damage.as_ref().map(|d| (d.offset, d.reason.as_str()));
                 assert_eq!(d, Some((last, TRUNCATED)), "cut at {len}");

@@ -350,12 +350,24 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
             }
         }
     }
-    if let Some(d) = &t.damage {
-        let _ = writeln!(
-            out,
-            "DAMAGED   the file is unreadable from byte {}: {}",
-            d.offset, d.reason
-        );
+    match &t.damage {
+        Some(d) if d.reason == crate::trace::NO_END => {
+            let _ = writeln!(
+                out,
+                "ENDED     abruptly at byte {} (+{} in the recording): {}",
+                d.offset,
+                crate::model::diagnose::fmt_ns(sum.end_ns.saturating_sub(start)),
+                d.reason
+            );
+        }
+        Some(d) => {
+            let _ = writeln!(
+                out,
+                "DAMAGED   the file is unreadable from byte {}: {}",
+                d.offset, d.reason
+            );
+        }
+        None => {}
     }
     if let Some(first) = t.skipped.first() {
         let _ = writeln!(
