@@ -147,6 +147,13 @@ enum Cmd {
     Record {
         /// Process to attach to.
         pid: Option<u32>,
+        /// Process to attach to (as perf and memleak take it).
+        #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "pid")]
+        pid_flag: Option<u32>,
+        /// Stop after this long (30s, 5m, 1h 30m); a launched program is
+        /// killed then, as quitting the UI does.
+        #[arg(short = 'd', long, value_parser = report::parse_duration)]
+        duration: Option<std::time::Duration>,
         /// Trace file to write.
         #[arg(short, long, default_value = "tm-tui.tmt")]
         output: PathBuf,
@@ -319,6 +326,8 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Record {
             pid,
+            pid_flag,
+            duration,
             output,
             memory,
             command,
@@ -326,7 +335,7 @@ fn run(cli: Cli) -> Result<i32> {
             leak_check,
             exit_status,
         } => {
-            let target = match (pid, command.is_empty()) {
+            let target = match (pid.or(pid_flag), command.is_empty()) {
                 (Some(p), true) => session::Target::Pid(p),
                 (None, false) => session::Target::Command(command),
                 (Some(_), false) => bail!("give either a PID or -- COMMAND, not both"),
@@ -342,6 +351,7 @@ fn run(cli: Cli) -> Result<i32> {
                 tracing: tracing.tracing(),
                 leak_check,
                 exit_status,
+                duration,
             })
         }
         Cmd::Report {
@@ -443,6 +453,7 @@ fn run(cli: Cli) -> Result<i32> {
                 print_crash: false,
                 leak_check: false,
                 exit_status: false,
+                duration: None,
                 tracing: tracing.tracing(),
             })?;
             let t = trace::read_trace(&output)?;

@@ -77,6 +77,7 @@ fn traced_with(
         print_crash: true,
         leak_check: false,
         exit_status: false,
+        duration: None,
         tracing,
     })?;
     let t = read_trace(&out)?;

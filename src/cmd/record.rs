@@ -31,6 +31,9 @@ pub struct RecordArgs {
     pub leak_check: bool,
     /// Attached: exit with the target's status, when it ended.
     pub exit_status: bool,
+    /// Stop recording after this long (a launched program is killed then,
+    /// as quitting the UI does).
+    pub duration: Option<Duration>,
 }
 
 pub fn run(mut args: RecordArgs) -> Result<i32> {
@@ -78,8 +81,16 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     // on; only then does the recording stop (detaching probes is slow).
     let mut paused: Option<pause::Paused> = None;
     let mut pause_tried = false;
+    let deadline = args.duration.map(|d| std::time::Instant::now() + d);
+    let mut timed_out = false;
     let end = loop {
-        if session::interrupted() && paused.is_none() {
+        if !timed_out && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            timed_out = true;
+            if let Some(c) = session.child.as_mut() {
+                c.terminate();
+            }
+        }
+        if (session::interrupted() || timed_out) && paused.is_none() {
             if args.leak_check && attached && !pause_tried {
                 pause_tried = true;
                 match pause::pause(meta.pid) {

@@ -317,3 +317,42 @@ fn kill_9_during_start_up_never_leaves_the_program_stopped() {
         }
     }
 }
+
+/// `-p PID -d 1s` (as perf and memleak take them) records the process
+/// for a second and stops on its own, leaving it running.
+#[test]
+fn pid_and_duration_flags() {
+    if !bpf_or_skip("pid_and_duration_flags") {
+        return;
+    }
+    let mut target = Command::new(demo("threads"))
+        .args(["1", "100000000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the churner");
+    sleep(Duration::from_millis(200));
+    let trace = tmp().join("pd.tmt");
+    let t0 = Instant::now();
+    let out = Command::new(bin())
+        .args(["record", "-p", &target.id().to_string(), "-d", "1s", "-o"])
+        .arg(&trace)
+        .output()
+        .expect("tm-tui record");
+    let took = t0.elapsed();
+    let alive = target.try_wait().expect("poll").is_none();
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(alive, "the attached process was not left running");
+    let r = report_json(&trace, &[]);
+    assert!(
+        r["heap"]["allocs"].as_u64().unwrap_or(0) > 100,
+        "{}",
+        r["heap"]
+    );
+}

@@ -49,6 +49,7 @@ fn traced(bin: &str, mode: &str, n: u64, tracing: Tracing) -> Result<(f64, u64, 
         print_crash: true,
         leak_check: false,
         exit_status: false,
+        duration: None,
         tracing,
     })?;
     let t = read_trace(&trace)?;
