@@ -680,11 +680,10 @@ impl App {
             return;
         }
         self.message = None;
+        // Any key closes the help, and does nothing else.
         if self.help {
             self.help = false;
-            if matches!(k.code, KeyCode::Char('?') | KeyCode::Esc) {
-                return;
-            }
+            return;
         }
         let shift = k.modifiers.contains(KeyModifiers::SHIFT);
         let page = self.page.get().max(1) as i64;

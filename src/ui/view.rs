@@ -1017,12 +1017,17 @@ fn render_hints(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         Line::from(Span::styled(format!(" {m}"), theme.fg(Color::Yellow)))
     } else if !app.tl.meta().families.has(crate::event::Family::Alloc) {
         Line::from(format!(
-            " ←/→ event  [/] ±{}  c crash  / filter  % call↔return  Tab pane  ? help  q quit",
+            " ? help  ←/→ event  [/] ±{}  c crash  / filter  % call↔return  Tab pane  q quit",
             fmt_ns(app.step_ns())
         ))
     } else {
+        // g switches the heap pane: it says to what.
+        let g = match app.heap_view {
+            HeapView::Blocks => "g sites",
+            HeapView::Sites => "g blocks",
+        };
         Line::from(format!(
-            " ←/→ event  [/] ±{}  c crash  / filter  a/f alloc/free  Tab pane  g sites  ? help  q quit",
+            " ? help  ←/→ event  [/] ±{}  c crash  / filter  a/f alloc/free  Tab pane  {g}  q quit",
             fmt_ns(app.step_ns())
         ))
     };
@@ -1038,7 +1043,7 @@ const HELP: &[(&str, &str)] = &[
     ("w / W", "next / previous watchpoint finding"),
     ("space", "freeze / follow (live)"),
     ("/", "filter kind pid tid func call addr"),
-    ("", "kinds: alloc call return io net lock"),
+    ("", "kinds: alloc free call io net lock"),
     ("n / N", "next / previous match"),
     ("a / f", "allocation / free of the block"),
     ("%", "from a CALL to its RET and back"),
