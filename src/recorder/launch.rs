@@ -337,6 +337,9 @@ fn hold(holds: &Holds, pid: u32, why: HoldWhy) {
 /// and from a debug exception whose cause was cleared.
 const TRAP_HWBKPT: i32 = 4;
 const TRAP_BRKPT: i32 = 1;
+/// A debug trap with the single-step bit (a uprobe's stepped instruction
+/// meeting a breakpoint): nobody else single-steps a tracee of ours.
+const TRAP_TRACE: i32 = 2;
 
 /// The thread group of a task, and its parent process, from /proc.
 fn tgid_ppid(tid: Pid) -> Option<(u32, u32)> {
@@ -505,7 +508,7 @@ impl Tracees {
             0 if libc::WSTOPSIG(status) == libc::SIGTRAP
                 && self.watcher().is_some()
                 && ptrace::getsiginfo(tid)
-                    .is_ok_and(|i| i.si_code == TRAP_HWBKPT || i.si_code == TRAP_BRKPT) => {}
+                    .is_ok_and(|i| matches!(i.si_code, TRAP_HWBKPT | TRAP_BRKPT | TRAP_TRACE)) => {}
             // A signal: passed on.
             0 => inject = libc::WSTOPSIG(status),
             _ => {}
@@ -707,11 +710,20 @@ pub fn follow_attached(
                     Err(_) => break,
                 }
             }
-            // What already stopped is answered before the tracees are let
-            // go (a SIGTRAP of a breakpoint taken away as it fired would
-            // be delivered, and kill the process).
-            while let Ok(Some((tid, status))) = wait_any(true) {
-                t.on_wait(tid, status, pid, &holds_tx);
+            // What stops now is answered a moment longer before the
+            // tracees are let go: a SIGTRAP of a breakpoint taken away as
+            // it fired reaches its thread when it next returns to user
+            // space, and delivered after the detach it would kill the
+            // process.
+            let until = std::time::Instant::now() + Duration::from_millis(50);
+            while std::time::Instant::now() < until {
+                match wait_any(true) {
+                    Ok(Some((tid, status))) => {
+                        t.on_wait(tid, status, pid, &holds_tx);
+                    }
+                    Ok(None) => thread::sleep(Duration::from_millis(2)),
+                    Err(_) => break,
+                }
             }
             stop.done.store(true, std::sync::atomic::Ordering::Relaxed);
             // Returning detaches every tracee (the kernel restarts those in

@@ -325,11 +325,15 @@ fn pid_and_duration_flags() {
     if !bpf_or_skip("pid_and_duration_flags") {
         return;
     }
-    let mut target = Command::new(demo("threads"))
-        .args(["1", "100000000"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the churner");
+    // Allocates for 30 s, whatever tm-tui costs it.
+    let prog = compile(
+        "gcc",
+        "pd_target",
+        "c",
+        "#include <stdlib.h>\n#include <unistd.h>\nstatic void *volatile sink;\nint main(void) { for (int i = 0; i < 30000; i++) { void *p = malloc(100); sink = p; free(p); usleep(1000); } return 0; }\n",
+        &["-O2"],
+    );
+    let mut target = Command::new(&prog).spawn().expect("the target");
     sleep(Duration::from_millis(200));
     let trace = tmp().join("pd.tmt");
     let t0 = Instant::now();
