@@ -517,25 +517,17 @@ fn diagnose_signal(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
         .filter_map(|s| tl.probe(s.probe).map(|p| p.func.clone()))
         .collect();
     if sig.signo == SIGILL && crate::util::is_uretprobe_trampoline(sig.ip) {
-        return Some(Diagnosis {
-            kind: DiagKind::ProbeReturn,
-            summary: format!(
-                "SIGILL at the kernel's uretprobe trampoline: a return-probed call ran on \
-                 another stack (sigaltstack, coroutine) and the kernel lost its return; \
-                 tm-tui's --probe killed the program{}: use --probe-entry there",
-                match probed.last() {
-                    Some(f) => format!(" (innermost probed call: {f})"),
-                    None => String::new(),
-                }
-            ),
-            block: None,
-            offset: None,
-            alloc: None,
-            free: None,
-            access: Some(access),
-            notes: Vec::new(),
-            extra: Extra::default(),
-        });
+        let mut d = Diagnosis::blank(DiagKind::ProbeReturn, access);
+        d.summary = format!(
+            "SIGILL at the kernel's uretprobe trampoline: a return-probed call ran on \
+             another stack (sigaltstack, coroutine) and the kernel lost its return; \
+             tm-tui's --probe killed the program{}: use --probe-entry there",
+            match probed.last() {
+                Some(f) => format!(" (innermost probed call: {f})"),
+                None => String::new(),
+            }
+        );
+        return Some(d);
     }
     let unwinding = tl.stack(sig.stack).is_some_and(|s| {
         s.frames.iter().any(|f| {
