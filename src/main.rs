@@ -106,7 +106,7 @@ struct TraceArgs {
     /// Hardware watchpoints on a sample of freed blocks and block ends:
     /// catches a use after free or an overflow that does not crash, as it
     /// happens (on, the default; off). Needs children followed (the
-    /// tracer stops a thread for ~20 µs to arm one).
+    /// tracer stops a thread for 25-350 µs to arm one).
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
     watch: String,
     /// Watchpoints armed per second at most, of each sort (freed blocks,
