@@ -34,14 +34,13 @@ const volatile __u64 wakeup_bytes = 1 << 20;
  * Watchpoints (see enum tm_watch_limit). Slots a free may claim for its
  * block's first word, slots an allocation may claim for the bytes past
  * its end (bit masks); the least time between two claims of each sort
- * (the budget); whether a tracer stops the claiming thread to arm before
- * it runs on (the signal is sent only then); glibc: a freed chunk that
- * was mmapped goes back to the kernel and is not watched.
+ * (the budget); glibc: a freed chunk that was mmapped goes back to the
+ * kernel and is not watched, a live one has a header to watch. Watching
+ * needs the tracer thread, which intercepts every claim's signal.
  */
 const volatile __u32 watch_uaf_slots = 0;
 const volatile __u32 watch_ovf_slots = 0;
 const volatile __u64 watch_interval_ns = 10000000;
-const volatile bool watch_stop = false;
 const volatile bool watch_glibc = false;
 /* glibc, and the program asks malloc_usable_size: the slack past the size
  * asked is its to use; watch the next chunk's header instead. */
@@ -51,9 +50,9 @@ const volatile bool watch_ovf_usable = false;
 __u64 lost[TM_LOST_MAX][TM_K_MAX] = {};
 /* Events whose stack could not be walked at all (kept, without stack). */
 __u64 stack_errors = 0;
-/* Watchpoint counters: claims [kind], allocator's own accesses ignored,
- * hits of no armed slot, findings reported. */
-__u64 watch_claims[5] = {};
+/* Watchpoint counters: claims [enum tm_watch_kind], allocator's own
+ * accesses ignored, hits of no armed slot, findings reported. */
+__u64 watch_claims[TM_WK_EXPLICIT + 1] = {};
 __u64 watch_ignored = 0;
 __u64 watch_stray = 0;
 __u64 watch_reports = 0;
@@ -961,12 +960,11 @@ static __always_inline void watch_claim(__u32 kind, __u32 steal, __u32 mask, __u
 	w->claimed_ns = now;
 	w->gen++;
 	w->hits = 0;
-	__sync_fetch_and_add(&watch_claims[kind & 3], 1);
-	if (slot < TM_WATCH_SLOTS) {
-		watch_lo[slot] = addr;
-		watch_hi[slot] = addr + len;
-		watch_blk[slot] = kind == TM_WK_UAF ? 0 : block;
-	}
+	if (kind <= TM_WK_EXPLICIT)
+		__sync_fetch_and_add(&watch_claims[kind], 1);
+	watch_lo[slot] = addr;
+	watch_hi[slot] = addr + len;
+	watch_blk[slot] = kind == TM_WK_UAF ? 0 : block;
 	w->state = TM_WS_ARMED;
 	__sync_fetch_and_or(&watch_armed, 1ULL << slot);
 	bpf_map_update_elem(&watch_signalled, &tid, &one, BPF_ANY);
@@ -1034,9 +1032,7 @@ static __always_inline void watch_on_alloc(__u32 tid, __u64 ptr, __u64 size, __u
 	if (!ptr)
 		return;
 	watch_release(tid, ptr, end ? end : ptr + 1, 0);
-	if (!watch_ovf_slots || !size || now - watch_last_ovf < watch_interval_ns)
-		return;
-	if (!watch_due(&watch_last_ovf, now))
+	if (!watch_ovf_slots || !size || !watch_due(&watch_last_ovf, now))
 		return;
 	if (watch_ovf_usable) {
 		__u64 hdr = 0;
@@ -1143,7 +1139,7 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 		__u32 tid = (__u32)id, one = 1;
 
 		__sync_fetch_and_add(&watch_stray, 1);
-		if (watch_stop && !bpf_map_lookup_elem(&watch_signalled, &tid)) {
+		if (!bpf_map_lookup_elem(&watch_signalled, &tid)) {
 			bpf_map_update_elem(&watch_signalled, &tid, &one, BPF_ANY);
 			__sync_fetch_and_add(&watch_disarm_stops, 1);
 			bpf_send_signal_thread(TM_WATCH_SIGNAL);
@@ -1167,6 +1163,12 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 		__sync_fetch_and_add(&watch_ignored, 1);
 		return 0;
 	}
+	/* Past the reports of this arming (an asked address reports every
+	 * access, as gdb's watch does): nothing more to tell, no stack to walk. */
+	if (!asked && w->hits >= TM_WATCH_REPORTS) {
+		w->snap = value;
+		return 0;
+	}
 	in_free = ts && maybe_in_free(ts, sp);
 	free_ret = ts ? ts->free_ret : 0;
 	stack = walk_stack(ctx->regs.ip, sp, ctx->regs.bp, false);
@@ -1179,9 +1181,6 @@ int tm_watch_hit(struct bpf_perf_event_data *ctx)
 	write = w->type == TM_WATCH_W || value != w->snap;
 	before = w->snap;
 	w->snap = value;
-	/* An asked address reports every access, as gdb's watch does. */
-	if (!asked && w->hits >= TM_WATCH_REPORTS)
-		return 0;
 	w->hits++;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {

@@ -520,12 +520,10 @@ fn setup<'obj>(
             .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
         // The slots left by the asked addresses: half rotate over freed
         // blocks, half over block ends (two and two without any asked).
-        let glibc = cfg.allocator.as_ref().is_some_and(|a| {
-            a.path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
-        });
+        let glibc = cfg
+            .allocator
+            .as_ref()
+            .is_some_and(|a| discover::is_glibc(&a.path));
         let free = watch::SLOTS.saturating_sub(w.asked.len()) as u32;
         // Block ends only where the allocator keeps a header between
         // blocks (glibc): elsewhere the bytes past a block are its
@@ -534,7 +532,6 @@ fn setup<'obj>(
         rodata.watch_uaf_slots = (1 << uaf) - 1;
         rodata.watch_ovf_slots = ((1 << free) - 1) & !((1 << uaf) - 1);
         rodata.watch_interval_ns = 1_000_000_000 / u64::from(rate.max(1));
-        rodata.watch_stop = true;
         rodata.watch_glibc = glibc;
         rodata.watch_ovf_usable = w.usable_size;
     }
@@ -1192,9 +1189,6 @@ impl Decoder<'_> {
             self.undecodable += 1;
             return;
         };
-        if matches!(kind, Rec::Watch) && self.watch_release(data) {
-            return;
-        }
         let decoded = match kind {
             Rec::Heap => self.heap(data),
             Rec::Syscall => self.syscall(data),
@@ -1228,7 +1222,17 @@ impl Decoder<'_> {
                 }
                 Err(_) => None,
             },
-            Rec::Watch => self.watch(data),
+            Rec::Watch => match plain::from_bytes::<types::tm_watch_rec>(data) {
+                // A slot released (not an event): its breakpoints go quiet.
+                Ok(r) if r.write == 2 => {
+                    if let Some(w) = &self.watcher {
+                        w.on_release(r.slot as usize, r.gen);
+                    }
+                    return;
+                }
+                Ok(r) => Some(self.watch(r)),
+                Err(_) => None,
+            },
             Rec::OffCpu => plain::from_bytes::<types::tm_offcpu_rec>(data)
                 .ok()
                 .map(|r| EventKind::OffCpu {
@@ -1308,31 +1312,16 @@ impl Decoder<'_> {
         }
     }
 
-    /// A slot released (not an event): the watcher quiets its
-    /// breakpoints. False for a hit.
-    fn watch_release(&mut self, data: &[u8]) -> bool {
-        match plain::from_bytes::<types::tm_watch_rec>(data) {
-            Ok(r) if r.write == 2 => {
-                if let Some(w) = &self.watcher {
-                    w.on_release(r.slot as usize, r.gen);
-                }
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// A watchpoint's hit.
-    fn watch(&mut self, data: &[u8]) -> Option<EventKind> {
+    fn watch(&mut self, r: &types::tm_watch_rec) -> EventKind {
         use crate::event::{WatchHit, WatchWhat};
-        let r = plain::from_bytes::<types::tm_watch_rec>(data).ok()?;
         let what = match r.kind {
             k if k == types::tm_watch_kind::TM_WK_UAF.0 => WatchWhat::Freed,
             k if k == types::tm_watch_kind::TM_WK_OVERFLOW.0 => WatchWhat::PastEnd,
             k if k == types::tm_watch_kind::TM_WK_UNDERFLOW.0 => WatchWhat::BeforeStart,
             _ => WatchWhat::Asked,
         };
-        Some(EventKind::Watch(Box::new(WatchHit {
+        EventKind::Watch(Box::new(WatchHit {
             what,
             addr: r.addr,
             len: r.len,
@@ -1345,7 +1334,7 @@ impl Decoder<'_> {
             regs: r.regs.to_vec(),
             code: r.code.to_vec(),
             stack: self.stack(r.stack),
-        })))
+        }))
     }
 
     /// The id of the stack the tracer interned under `key`. The tracer's

@@ -200,7 +200,13 @@ fn looks_like_elf_object(p: &Path) -> bool {
 
 fn is_system_libc(p: &Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.starts_with("libc.so") || name.starts_with("libc-") || name.starts_with("ld-linux")
+    is_glibc(p) || name.starts_with("ld-linux")
+}
+
+/// glibc's libc.so (its malloc keeps a header between blocks).
+pub fn is_glibc(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.starts_with("libc.so") || name.starts_with("libc-")
 }
 
 /// The first object that defines both malloc and free, preferring any

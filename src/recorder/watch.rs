@@ -223,17 +223,13 @@ impl Watcher {
         } else {
             self.threads.fetch_add(1, Ordering::Relaxed);
         }
-        inner.threads.insert(tid, Thread { pid, fds });
-        for slot in 0..SLOTS {
-            if let Some(a) = inner.armed[slot].filter(|a| a.pid == pid) {
-                let t = inner.threads.get_mut(&tid).map(|t| &mut t.fds[slot]);
-                if let Some(fd) = t {
-                    if place(fd, tid, prog, &a).is_err() {
-                        self.threads_failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+        // Armed where its process's slots are.
+        for (fd, a) in fds.iter().zip(inner.armed) {
+            if let (Some(fd), Some(a)) = (fd, a.filter(|a| a.pid == pid)) {
+                let _ = modify(fd, &attr(a.addr, a.len, a.bp_type, true));
             }
         }
+        inner.threads.insert(tid, Thread { pid, fds });
     }
 
     /// Thread `tid` is gone: its events go with it.
@@ -262,7 +258,7 @@ impl Watcher {
             // where they were: the thread stopped on one of them.
             let moved = live && w.tid != tid;
             if inner.armed[slot].is_some_and(|a| !live || (moved && a.gen != w.gen)) {
-                arm(&mut inner, self.prog.as_raw_fd(), slot, None);
+                arm(&mut inner, slot, None);
             }
             if !live || w.tid != tid {
                 continue;
@@ -277,8 +273,7 @@ impl Watcher {
                 len: w.len,
                 bp_type: w.r#type,
             };
-            // A thread without events was counted when it came.
-            arm(&mut inner, self.prog.as_raw_fd(), slot, Some(a));
+            arm(&mut inner, slot, Some(a));
             self.arms.fetch_add(1, Ordering::Relaxed);
             // From the claim (the signal sent) to armed: the thread's stop
             // but for its resumption.
@@ -294,7 +289,7 @@ impl Watcher {
     pub fn on_release(&self, slot: usize, gen: u64) {
         let mut inner = self.lock();
         if slot < SLOTS && inner.armed[slot].is_some_and(|a| a.gen == gen) {
-            arm(&mut inner, self.prog.as_raw_fd(), slot, None);
+            arm(&mut inner, slot, None);
         }
     }
 
@@ -312,7 +307,7 @@ impl Watcher {
         let mut inner = self.lock();
         for slot in 0..SLOTS {
             if inner.armed[slot].is_some_and(|a| a.pid == pid) {
-                arm(&mut inner, self.prog.as_raw_fd(), slot, None);
+                arm(&mut inner, slot, None);
             }
         }
         inner.threads.retain(|_, t| t.pid != pid);
@@ -331,36 +326,23 @@ impl Watcher {
 
 /// Moves `slot` to `to` on its process's threads (and off the threads of
 /// the process it was on before), or disables it (`None`).
-fn arm(inner: &mut Inner, prog: i32, slot: usize, to: Option<Armed>) -> u64 {
-    let mut failed = 0;
-    for (&tid, t) in inner.threads.iter_mut() {
+fn arm(inner: &mut Inner, slot: usize, to: Option<Armed>) {
+    let before = inner.armed[slot];
+    for t in inner.threads.values() {
+        let Some(fd) = &t.fds[slot] else { continue };
         match to {
             Some(a) if a.pid == t.pid => {
-                if place(&mut t.fds[slot], tid, prog, &a).is_err() {
-                    failed += 1;
-                }
+                let _ = modify(fd, &attr(a.addr, a.len, a.bp_type, true));
             }
-            // Elsewhere (another process, or disarmed): quiet.
-            _ => {
-                if let Some(f) = &t.fds[slot] {
-                    let (addr, len, ty) = IDLE;
-                    let _ = modify(f, &attr(addr, len, ty, false));
-                }
+            // Quiet where it was armed (elsewhere it is already).
+            _ if before.is_some_and(|b| b.pid == t.pid) => {
+                let (addr, len, ty) = IDLE;
+                let _ = modify(fd, &attr(addr, len, ty, false));
             }
+            _ => {}
         }
     }
     inner.armed[slot] = to;
-    failed
-}
-
-/// Thread `tid`'s breakpoint of a slot moved to `a` (a thread whose event
-/// could not be made at its start has none: opening one now would take
-/// ~270 µs of the stop, again at every arming).
-fn place(fd: &mut Option<OwnedFd>, _tid: u32, _prog: i32, a: &Armed) -> std::io::Result<()> {
-    match fd {
-        Some(f) => modify(f, &attr(a.addr, a.len, a.bp_type, true)),
-        None => Err(std::io::ErrorKind::NotFound.into()),
-    }
 }
 
 /// An address the user asked to watch (`--watch-addr`, `--watch-var`).
@@ -547,7 +529,6 @@ impl Watcher {
         let mut inner = self.lock();
         arm(
             &mut inner,
-            self.prog.as_raw_fd(),
             slot,
             Some(Armed {
                 gen: 2,

@@ -21,15 +21,6 @@ fn build(name: &str, source: &str) -> PathBuf {
     )
 }
 
-/// The 1-based line of `source` holding `marker`.
-fn line(source: &str, marker: &str) -> u64 {
-    source
-        .lines()
-        .position(|l| l.contains(marker))
-        .map(|i| i as u64 + 1)
-        .unwrap_or_else(|| panic!("{marker} not in the source"))
-}
-
 fn hex(v: &Value) -> u64 {
     let s = v.as_str().unwrap_or_else(|| panic!("hex string: {v}"));
     u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex")

@@ -114,6 +114,15 @@ pub fn report_json(trace: &Path, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("report --json is JSON")
 }
 
+/// The 1-based line of `source` (a program's text) holding `marker`.
+pub fn line(source: &str, marker: &str) -> u64 {
+    source
+        .lines()
+        .position(|l| l.contains(marker))
+        .map(|i| i as u64 + 1)
+        .unwrap_or_else(|| panic!("{marker} not in the source"))
+}
+
 /// The 1-based line of the first source line containing `marker`.
 pub fn line_of(source: &str, marker: &str) -> u64 {
     let src = std::fs::read_to_string(
