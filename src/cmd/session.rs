@@ -42,14 +42,41 @@ fn allocator_of_pid(pid: u32) -> Result<discover::Allocator> {
     }
 }
 
-/// Only the program and the dynamic loader are mapped: it is loading.
+/// The process is still loading: libc is not mapped yet and either the
+/// dynamic loader is (it maps the libraries next) or the process is
+/// younger than a second. A process just started by `execve` can be seen
+/// before its image is mapped at all: the kernel lets a vfork parent (as
+/// posix_spawn is) run on before it maps the program and its loader, and
+/// /proc/PID/exe already names the new program (CI saw the maps hold the
+/// program alone).
 fn loading(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| {
-        m.contains("/ld-linux")
-            && !m
-                .lines()
-                .any(|l| l.contains("/libc.so") || l.contains("/libc-"))
+        let libc = m
+            .lines()
+            .any(|l| l.contains("/libc.so") || l.contains("/libc-"));
+        !libc && (m.contains("/ld-linux") || age(pid).is_some_and(|a| a < Duration::from_secs(1)))
     })
+}
+
+/// How long ago the process started (its start time in /proc/PID/stat
+/// against /proc/uptime).
+fn age(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command, which may hold spaces and parentheses.
+    let rest = stat.rsplit_once(") ")?.1;
+    let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)? as f64;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let since = uptime - start_ticks as f64 / hz;
+    Some(Duration::from_secs_f64(since.max(0.0)))
 }
 
 /// Each thread of the target takes four perf events (watchpoints), and
