@@ -56,7 +56,6 @@ fn stack_of(stacks: &[Stack], id: Option<StackId>) -> Option<&Stack> {
 }
 
 pub fn crash_headline(s: &SignalInfo, pid: u32, tid: u32, ts: u64, start: u64) -> String {
-    let d = ts.saturating_sub(start);
     let from = match (&s.sender, s.code <= 0) {
         (Some(snd), true) if snd.comm.is_empty() => format!(", from pid {}", snd.pid),
         (Some(snd), true) => format!(", from pid {} ({})", snd.pid, snd.comm),
@@ -65,14 +64,13 @@ pub fn crash_headline(s: &SignalInfo, pid: u32, tid: u32, ts: u64, start: u64) -
         _ => String::new(),
     };
     format!(
-        "CRASH  {} ({}{}{from})  pid {pid} tid {tid}  at +{}.{:03}s",
+        "CRASH  {} ({}{}{from})  pid {pid} tid {tid}  at {}",
         signal_name(s.signo),
         s.fault_addr()
             .map(|a| format!("address {a:#x}, "))
             .unwrap_or_default(),
         si_code_name(s.signo, s.code),
-        d / 1_000_000_000,
-        (d % 1_000_000_000) / 1_000_000
+        rel(ts, start)
     )
 }
 
@@ -354,9 +352,9 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
         Some(d) if d.reason == crate::trace::NO_END => {
             let _ = writeln!(
                 out,
-                "ENDED     abruptly at byte {} (+{} in the recording): {}",
+                "ENDED     abruptly at byte {} ({} in the recording): {}",
                 d.offset,
-                crate::model::diagnose::fmt_ns(sum.end_ns.saturating_sub(start)),
+                rel(sum.end_ns, start),
                 d.reason
             );
         }

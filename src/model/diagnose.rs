@@ -179,14 +179,14 @@ pub fn diagnose(tl: &Timeline, crash: Idx) -> Option<Diagnosis> {
             };
             if let Some(f) = watch_rule(tl, h, &w).filter(|f| f.block.map(|b| b.0) == Some(addr)) {
                 d.notes.push(format!(
-                    "a watchpoint saw this block misused {} before the crash, at +{}: {}",
+                    "a watchpoint saw this block misused {} before the crash, at {}: {}",
                     fmt_ns(
                         tl.store
                             .ts(crash)
                             .unwrap_or(0)
                             .saturating_sub(tl.store.ts(h).unwrap_or(0))
                     ),
-                    fmt_ns(tl.store.ts(h).unwrap_or(0).saturating_sub(start)),
+                    crate::model::present::rel(tl.store.ts(h).unwrap_or(0), start),
                     f.summary
                 ));
                 break;
@@ -463,12 +463,12 @@ fn reraised(tl: &Timeline, d: &mut Diagnosis, first: Idx, last: &Site, sig: &Sig
     d.notes.insert(
         0,
         format!(
-            "the first delivery (tid {first_tid} at +{}) went to the program's handler, which \
-             raised {} with {} at +{} (tid {}): that one killed the process; the cause is the first",
-            fmt_ns(first_ts.saturating_sub(start)),
+            "the first delivery (tid {first_tid} at {}) went to the program's handler, which \
+             raised {} with {} at {} (tid {}): that one killed the process; the cause is the first",
+            crate::model::present::rel(first_ts, start),
             signal_name(sig.signo),
             send_call(sig.code),
-            fmt_ns(last.ts.saturating_sub(start)),
+            crate::model::present::rel(last.ts, start),
             last.tid
         ),
     );
@@ -869,11 +869,11 @@ fn addr_rule(tl: &Timeline, crash: Idx, sig: &SignalInfo, access: Site) -> Diagn
             _ => continue,
         };
         if a >= lo && a - lo < len {
-            let t = tl.store.ts(i).unwrap_or(start).saturating_sub(start);
+            let t = tl.store.ts(i).unwrap_or(start);
             d.notes.push(format!(
-                "the address was {what} [{lo:#x}, {:#x}) at +{}",
+                "the address was {what} [{lo:#x}, {:#x}) at {}",
                 lo.saturating_add(len),
-                fmt_ns(t)
+                crate::model::present::rel(t, start)
             ));
             break;
         }
@@ -1315,9 +1315,9 @@ impl Diagnosis {
             }
             let _ = writeln!(
                 out,
-                "  {label} by tid {} at +{}:",
+                "  {label} by tid {} at {}:",
                 s.tid,
-                fmt_ns(s.ts.saturating_sub(start))
+                crate::model::present::rel(s.ts, start)
             );
             match tl.stack(s.stack) {
                 Some(st) => {

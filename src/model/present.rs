@@ -17,6 +17,37 @@ pub fn rel(ts: u64, start: u64) -> String {
     format!("+{}.{:06}s", d / 1_000_000_000, (d % 1_000_000_000) / 1000)
 }
 
+/// An age in at most 6 columns, 3 significant digits: `812ns`, `45.2µs`,
+/// `501ms`, `2.70s`, `3m05s`, `2h03m`.
+pub fn age(ns: u64) -> String {
+    // Three digits in the unit the value reads best in, chosen after
+    // rounding (999.6µs is 1.00ms, not 1000µs).
+    let digits = |v: f64, unit: &str| match v {
+        v if v < 9.995 => format!("{v:.2}{unit}"),
+        v if v < 99.95 => format!("{v:.1}{unit}"),
+        v => format!("{v:.0}{unit}"),
+    };
+    let f = ns as f64;
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        _ if f < 999_500.0 => digits(f / 1e3, "µs"),
+        _ if f < 999_500_000.0 => digits(f / 1e6, "ms"),
+        _ if f < 59_950_000_000.0 => digits(f / 1e9, "s"),
+        _ if ns < 3_600_000_000_000 => {
+            let s = ns / 1_000_000_000;
+            format!("{}m{:02}s", s / 60, s % 60)
+        }
+        _ if ns < 360_000_000_000_000 => {
+            let m = ns / 60_000_000_000;
+            format!("{}h{:02}m", m / 60, m % 60)
+        }
+        _ => {
+            let h = ns / 3_600_000_000_000;
+            format!("{}d{:02}h", h / 24, h % 24)
+        }
+    }
+}
+
 /// `1.2 KiB`, `300 B`.
 pub fn bytes(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -304,5 +335,36 @@ pub fn watch_what(w: &crate::event::WatchHit) -> String {
             w.addr, w.before, w.value
         ),
         WatchWhat::Asked => format!("read of watched {:#x} ({:#x})", w.addr, w.value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::age;
+
+    #[test]
+    fn ages_fit_six_columns_with_three_digits() {
+        let cases = [
+            (812, "812ns"),
+            (45_210, "45.2µs"),
+            (500_880_000, "501ms"),
+            (2_696_000_000, "2.70s"),
+            (12_340_000_000, "12.3s"),
+            (185_000_000_000, "3m05s"),
+            (7_380_000_000_000, "2h03m"),
+        ];
+        for (ns, want) in cases {
+            assert_eq!(age(ns), want);
+        }
+        // Up to 99 days.
+        for p in 0..16 {
+            for m in [1u64, 3, 9, 10] {
+                let ns = 10u64.pow(p) * m - 1;
+                if ns >= 99 * 86_400_000_000_000 {
+                    continue;
+                }
+                assert!(age(ns).chars().count() <= 6, "{ns}: {}", age(ns));
+            }
+        }
     }
 }

@@ -253,13 +253,16 @@ impl App {
             );
         }
         let leaks = &self.leaks.1;
+        let at_cursor = self.site_leaks_at(c);
         self.sites = self
             .tl
             .group_by_site(&self.blocks)
             .into_iter()
             .map(|g| {
-                let (growth, suspected, kind) =
-                    leaks.get(&g.stack).copied().unwrap_or((0.0, false, None));
+                let (growth, suspected, kind) = match &at_cursor {
+                    None => leaks.get(&g.stack).copied().unwrap_or((0.0, false, None)),
+                    Some(m) => m.get(&g.stack).copied().unwrap_or((0.0, false, None)),
+                };
                 SiteRow {
                     stack: g.stack,
                     blocks: g.blocks,
@@ -281,6 +284,49 @@ impl App {
         {
             self.diagnosis = Some((c, self.tl.diagnosis_at(c)));
         }
+    }
+
+    /// Growth and leak kind per site as of the cursor `c`, when it is
+    /// not on the newest event (there the live analysis answers): the net
+    /// change of each site's live bytes over the window before the cursor,
+    /// and the worst kind the leak scan gave the blocks live at the cursor.
+    /// No site is suspected back in time: suspicion needs every free of
+    /// the window, which two heaps do not tell.
+    fn site_leaks_at(
+        &self,
+        c: Idx,
+    ) -> Option<crate::util::hash::FxMap<Option<StackId>, SiteLeak>> {
+        let store = self.tl.store();
+        if c + 1 >= store.end() {
+            return None;
+        }
+        let tc = store.ts(c)?;
+        let (first, _) = self.tl.span()?;
+        let t0 = tc.saturating_sub(self.tl.leaks().window_ns).max(first);
+        let before = self.tl.heap().at(store, store.partition(t0)).unwrap_or_default();
+        let mut out: crate::util::hash::FxMap<Option<StackId>, SiteLeak> = Default::default();
+        let span_s = (tc - t0) as f64 / 1e9;
+        let old: crate::util::hash::FxMap<Option<StackId>, u64> = self
+            .tl
+            .group_by_site(&before)
+            .into_iter()
+            .map(|g| (g.stack, g.bytes))
+            .collect();
+        let kinds = self.tl.leak_scan();
+        for b in &self.blocks {
+            let site = self.tl.site_of(b.stack);
+            let e = out.entry(site).or_insert((0.0, false, None));
+            if let Some(k) = kinds.and_then(|k| k.kind(b.alloc)) {
+                e.2 = Some(e.2.map_or(k, |w: crate::event::LeakKind| w.min(k)));
+            }
+            e.0 += b.size as f64;
+        }
+        for (site, e) in out.iter_mut() {
+            let now = e.0;
+            let was = old.get(site).copied().unwrap_or(0) as f64;
+            e.0 = if span_s > 1e-3 { (now - was) / span_s } else { 0.0 };
+        }
+        Some(out)
     }
 
     /// The first access of each finding, in order (recomputed when new

@@ -622,3 +622,54 @@ fn a_leak_scan_flags_the_heap_sites_with_its_kinds() {
     let s = text(&screen(&app, 100, 24, COLOR));
     assert!(s.contains("LOST remember"), "{s}");
 }
+
+/// A site that allocates 1 KiB every 100 ms for 5 s, never freeing: the
+/// growth and `LEAK?` of the by-site view are as of the cursor.
+#[test]
+fn site_growth_is_as_of_the_cursor() {
+    let mut tl = Timeline::new(Meta {
+        pid: 7,
+        command: "grower".into(),
+        start_mono_ns: T0,
+        launched: true,
+        ..Meta::default()
+    });
+    tl.add_stack(Stack {
+        id: 0,
+        frames: vec![frame("grow", 5), frame("main", 9)],
+        end: crate::event::StackEnd::Complete,
+    });
+    for i in 0..50u64 {
+        tl.push(&Event {
+            ts: T0 + i * 100_000_000,
+            pid: 7,
+            tid: 7,
+            kind: EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr: 0x10_000 + i * 0x1000,
+                size: 1024,
+                stack: Some(0),
+            },
+        });
+    }
+    let mut app = App::new(tl, Mode::Replay);
+    app.heap_view = HeapView::Sites;
+    press(&mut app, &[KeyCode::End]);
+    app.refresh();
+    // At the newest event: the live analysis, a suspected leak growing
+    // 50 KiB over 4.9 s.
+    let s = &app.sites()[0];
+    assert!(s.suspected, "{s:?}");
+    assert!((s.growth - 51_200.0 / 4.9).abs() < 1.0, "{}", s.growth);
+    // Back at the 6th allocation (+0.5 s): 6 KiB in 0.5 s, not the end's
+    // rate, and no suspicion back in time.
+    press(&mut app, &[KeyCode::Home]);
+    press(&mut app, &[KeyCode::Right; 5]);
+    app.refresh();
+    let s = &app.sites()[0];
+    assert_eq!(s.blocks, 6);
+    assert!(!s.suspected, "{s:?}");
+    assert!((s.growth - 5.0 * 1024.0 / 0.5).abs() < 1.0, "{}", s.growth);
+    let screen = text(&screen(&app, 100, 24, COLOR));
+    assert!(!screen.contains("LEAK?"), "{screen}");
+}

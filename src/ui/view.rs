@@ -716,7 +716,7 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                     Row::new(vec![
                         Cell::from(format!("{:#x}", crate::model::untag(b.ptr))),
                         Cell::from(b.size.to_string()),
-                        Cell::from(fmt_ns(now.saturating_sub(b.ts))),
+                        Cell::from(crate::model::present::age(now.saturating_sub(b.ts))),
                         Cell::from(fit(
                             &{
                                 let site = app.tl.site(b.stack).unwrap_or_else(|| "?".into());
@@ -782,7 +782,7 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                     Row::new(vec![
                         Cell::from(bytes(s.bytes)),
                         Cell::from(s.blocks.to_string()),
-                        Cell::from(fmt_ns(now.saturating_sub(s.oldest_ts))),
+                        Cell::from(crate::model::present::age(now.saturating_sub(s.oldest_ts))),
                         Cell::from(growth(s.growth)),
                         Cell::from(Span::styled(format!("{flag}{site}"), style)),
                     ])
