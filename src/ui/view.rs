@@ -991,10 +991,20 @@ fn render_stack(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         }
         (None, None) => (" Stack ".to_string(), Vec::new()),
     };
+    let para = Paragraph::new(lines).wrap(Wrap { trim: false });
+    // Say when there is more than the pane shows (↑/↓ scroll it).
+    let inner = area.height.saturating_sub(2) as usize;
+    let total = para.line_count(area.width.saturating_sub(2));
+    let shown = app.stack_scroll as usize;
+    let below = total.saturating_sub(shown + inner);
+    let title = match (shown > 0, below > 0) {
+        (false, false) => title,
+        (true, false) => format!("{title}↑ "),
+        (false, true) => format!("{title}↓ {below} more "),
+        (true, true) => format!("{title}↑ ↓ {below} more "),
+    };
     frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .scroll((app.stack_scroll, 0))
+        para.scroll((app.stack_scroll, 0))
             .block(pane_block(title, focused)),
         area,
     );
