@@ -286,22 +286,27 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
     let h = &sum.tl.heap().totals;
     // The root process's; each child's is in the processes section.
     let root = &sum.tl.processes()[0].heap;
-    let _ = writeln!(
-        out,
-        "heap      {} allocs, {} frees; at end {} live blocks, {} bytes{}",
-        root.allocs,
-        root.frees,
-        root.live_blocks,
-        root.live_bytes,
-        if h.unknown_frees > 0 {
-            format!(
-                "  ({} frees of blocks not allocated in the recording)",
-                h.unknown_frees
-            )
-        } else {
-            String::new()
-        }
-    );
+    let heap_traced = t.meta.families.has(crate::event::Family::Alloc);
+    if !heap_traced {
+        let _ = writeln!(out, "heap      not traced (--trace without alloc)");
+    } else {
+        let _ = writeln!(
+            out,
+            "heap      {} allocs, {} frees; at end {} live blocks, {} bytes{}",
+            root.allocs,
+            root.frees,
+            root.live_blocks,
+            root.live_bytes,
+            if h.unknown_frees > 0 {
+                format!(
+                    "  ({} frees of blocks not allocated in the recording)",
+                    h.unknown_frees
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     if let Some(status) = t.end.as_ref().and_then(|e| e.status) {
         let _ = writeln!(out, "exit      {status}");
     }

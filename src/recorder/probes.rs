@@ -299,7 +299,11 @@ fn functions(inspector: &Inspector, path: &Path) -> Vec<Func> {
     let src = Source::Elf(elf);
     let mut out = Vec::new();
     let _ = inspector.for_each(&src, |s| {
-        if s.sym_type == SymType::Function && s.addr != 0 {
+        // A `.cold` symbol is the unlikely part GCC split out of a
+        // function: jumped to from its middle, never called, so not a
+        // function to probe (its "calls" would be invented, and it would
+        // match a glob under its function's own name).
+        if s.sym_type == SymType::Function && s.addr != 0 && !is_cold_part(&s.name) {
             if let Some(offset) = s.file_offset {
                 out.push(Func {
                     demangled: demangle(&s.name),
@@ -311,6 +315,17 @@ fn functions(inspector: &Inspector, path: &Path) -> Vec<Func> {
         ControlFlow::Continue(())
     });
     out
+}
+
+/// `f.cold`, `f.cold.3`: a function's cold part, split out by the compiler.
+fn is_cold_part(raw: &str) -> bool {
+    raw.rsplit_once(".cold").is_some_and(|(head, tail)| {
+        !head.is_empty()
+            && (tail.is_empty()
+                || tail
+                    .strip_prefix('.')
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+    })
 }
 
 /// Resolves every spec against the modules (the executable first); ids
@@ -476,6 +491,54 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cold_parts_are_not_functions() {
+        assert!(is_cold_part("work.cold"));
+        assert!(is_cold_part("_ZN2kv9link_pairEi.cold.12"));
+        assert!(!is_cold_part("cold"));
+        assert!(!is_cold_part(".cold"));
+        assert!(!is_cold_part("work.coldness"));
+        assert!(!is_cold_part("work.part.0"));
+    }
+
+    /// GCC splits `work`'s unlikely branch into `work.cold`: a glob
+    /// probes `work` alone.
+    #[test]
+    fn a_glob_does_not_probe_a_cold_part() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("tm-tui-cold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let src = dir.join("cold.c");
+        std::fs::write(
+            &src,
+            "#include <stdio.h>\n#include <stdlib.h>\n\
+             __attribute__((cold,noinline)) void complain(int x) { fprintf(stderr, \"%d\", x); }\n\
+             __attribute__((noinline)) int work(int x) {\n\
+               if (x < 0) { complain(x); fprintf(stderr, \"x\"); abort(); }\n\
+               return x * 2;\n}\n\
+             int main(int argc, char **argv) { return work(argc) == 3; }\n",
+        )?;
+        let exe = dir.join("cold");
+        let st = std::process::Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .status()?;
+        assert!(st.success());
+        let all = functions(&Inspector::new(), &exe);
+        assert!(all.iter().any(|f| f.raw == "work"));
+        let r = resolve(
+            &[Spec::parse("work*").map_err(|e| anyhow::anyhow!(e))?],
+            &[ModuleFile {
+                path: exe.clone(),
+                open_path: exe,
+            }],
+        )?;
+        let names: Vec<&str> = r.iter().map(|p| p.probe.func.as_str()).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(names, ["work"]);
+        Ok(())
+    }
 
     #[test]
     fn parses_names_modules_and_signatures() {

@@ -292,10 +292,7 @@ impl App {
     /// and the worst kind the leak scan gave the blocks live at the cursor.
     /// No site is suspected back in time: suspicion needs every free of
     /// the window, which two heaps do not tell.
-    fn site_leaks_at(
-        &self,
-        c: Idx,
-    ) -> Option<crate::util::hash::FxMap<Option<StackId>, SiteLeak>> {
+    fn site_leaks_at(&self, c: Idx) -> Option<crate::util::hash::FxMap<Option<StackId>, SiteLeak>> {
         let store = self.tl.store();
         if c + 1 >= store.end() {
             return None;
@@ -303,7 +300,11 @@ impl App {
         let tc = store.ts(c)?;
         let (first, _) = self.tl.span()?;
         let t0 = tc.saturating_sub(self.tl.leaks().window_ns).max(first);
-        let before = self.tl.heap().at(store, store.partition(t0)).unwrap_or_default();
+        let before = self
+            .tl
+            .heap()
+            .at(store, store.partition(t0))
+            .unwrap_or_default();
         let mut out: crate::util::hash::FxMap<Option<StackId>, SiteLeak> = Default::default();
         let span_s = (tc - t0) as f64 / 1e9;
         let old: crate::util::hash::FxMap<Option<StackId>, u64> = self
@@ -324,7 +325,11 @@ impl App {
         for (site, e) in out.iter_mut() {
             let now = e.0;
             let was = old.get(site).copied().unwrap_or(0) as f64;
-            e.0 = if span_s > 1e-3 { (now - was) / span_s } else { 0.0 };
+            e.0 = if span_s > 1e-3 {
+                (now - was) / span_s
+            } else {
+                0.0
+            };
         }
         Some(out)
     }

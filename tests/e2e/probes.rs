@@ -213,6 +213,18 @@ fn io_net_and_lock_families() {
         "alloc family off: {}",
         r["events"]
     );
+    // The text says the heap was not traced, not "0 allocs".
+    let text = std::process::Command::new(bin())
+        .arg("report")
+        .arg(&trace)
+        .output()
+        .expect("tm-tui report");
+    let text = String::from_utf8_lossy(&text.stdout);
+    let heap = text
+        .lines()
+        .find(|l| l.starts_with("heap "))
+        .unwrap_or_else(|| panic!("no heap line: {text}"));
+    assert!(heap.contains("not traced"), "{heap}");
     let pid = r["target"]["pid"].as_u64().expect("pid");
     let file = format!("/tmp/tm-tui-netio-{pid}.txt");
     let sys = |kind: &str, call: &str| -> Vec<Value> {
