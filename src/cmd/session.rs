@@ -577,7 +577,7 @@ fn resolve_probes(
     }
     let modules = modules()?;
     let resolved = crate::recorder::probes::resolve(specs, &modules)?;
-    let warning = crate::recorder::probes::unwind_warning(&modules, &resolved);
+    let warning = crate::recorder::probes::unwind_warning(&resolved);
     Ok((resolved, warning))
 }
 

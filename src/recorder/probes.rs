@@ -452,22 +452,49 @@ pub fn resolve(specs: &[Spec], modules: &[ModuleFile]) -> Result<Vec<Resolved>> 
 /// kernel's trampoline, which has no unwind information: a C++ exception
 /// or a Rust panic unwinding through a return-probed function finds no
 /// frame there and terminates the program (SIGABRT; seen on Linux 6.18
-/// with g++ 12). A warning when the target has an unwinder.
-pub fn unwind_warning(modules: &[ModuleFile], probes: &[Resolved]) -> Option<String> {
-    let unwinder = modules.iter().find(|m| {
-        let f = m.file_name();
-        ["libstdc++", "libc++", "libgcc_s", "libunwind"]
-            .iter()
-            .any(|u| f.starts_with(u))
-    })?;
-    let n = probes.iter().filter(|p| p.probe.returns).count();
-    (n > 0).then(|| {
-        format!(
-            "warning: the target unwinds ({}): an exception or panic passing through a \
-             function probed with --probe would terminate it; use --probe-entry for those",
-            unwinder.file_name()
-        )
-    })
+/// with g++ 12). A warning when a module with a return-probed function
+/// takes part in unwinding: it throws, rethrows, runs cleanups during an
+/// unwind or raises one (imports or defines one of [`UNWINDS`]). A C
+/// program that merely has libstdc++ loaded is not warned about.
+pub fn unwind_warning(probes: &[Resolved]) -> Option<String> {
+    let mut checked: Vec<&Path> = Vec::new();
+    for p in probes.iter().filter(|p| p.probe.returns) {
+        if checked.contains(&p.open_path.as_path()) {
+            continue;
+        }
+        checked.push(&p.open_path);
+        if let Some(sym) = unwinding_symbol(&p.open_path) {
+            let name = Path::new(&p.probe.module).file_name().map_or_else(
+                || p.probe.module.clone(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            return Some(format!(
+                "warning: the target unwinds ({name} uses {sym}): an exception or panic passing \
+                 through a function probed with --probe would terminate it; use --probe-entry for those"
+            ));
+        }
+    }
+    None
+}
+
+/// The symbols of code that an exception or a panic unwinds through.
+const UNWINDS: [&str; 5] = [
+    "__cxa_throw",
+    "__cxa_rethrow",
+    "_Unwind_Resume",
+    "_Unwind_RaiseException",
+    "__rust_start_panic",
+];
+
+/// The first of [`UNWINDS`] the ELF file at `path` imports or defines.
+fn unwinding_symbol(path: &Path) -> Option<&'static str> {
+    use object::{Object, ObjectSymbol};
+    let data = std::fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    file.dynamic_symbols()
+        .chain(file.symbols())
+        .filter_map(|s| s.name().ok())
+        .find_map(|n| UNWINDS.iter().copied().find(|u| *u == n))
 }
 
 /// The closest function name within two edits, if any.

@@ -479,9 +479,22 @@ fn entry_probes_are_safe_for_cpp_exceptions() {
     let out = record_with(&trace, &["--probe", "main"], &[bin], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("warning: the target unwinds (libstdc++"),
+        err.contains("warning: the target unwinds (throw uses __cxa_throw)"),
         "{err}"
     );
+    // A C program with libstdc++ loaded but no exception in its code is
+    // not warned about.
+    let c = compile(
+        "gcc",
+        "cwithcxx",
+        "c",
+        "int main(void) { return 0; }\n",
+        &["-O0", "-Wl,--no-as-needed", "-lstdc++"],
+    );
+    let out = record_with(&trace, &["--probe", "main"], &[c.to_str().expect("utf8")], &[]);
+    assert_exit(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("unwinds"), "{err}");
 }
 
 /// A crash inside return-probed calls: their return addresses on the stack
