@@ -595,6 +595,23 @@ impl SysCall {
         self.into()
     }
 
+    /// Whether a result `-errno` is a failure rather than an ordinary
+    /// outcome: EAGAIN is "would block" (a non-blocking descriptor, or a
+    /// futex whose value changed before the wait: the lock was already
+    /// released), and a futex wait that timed out or was interrupted
+    /// did what it was asked.
+    pub fn failed(self, ret: i64) -> bool {
+        const EINTR: i64 = -4;
+        const EAGAIN: i64 = -11;
+        const ETIMEDOUT: i64 = -110;
+        match (self, ret) {
+            (_, r) if r >= 0 => false,
+            (_, EAGAIN) => false,
+            (SysCall::FutexWait, ETIMEDOUT | EINTR) => false,
+            _ => true,
+        }
+    }
+
     pub fn family(self) -> Family {
         match self {
             SysCall::Connect

@@ -220,8 +220,10 @@ pub struct SysTotal {
     pub count: u64,
     /// Bytes moved (the results of read/write/send/recv calls).
     pub bytes: u64,
-    /// Calls that returned `-errno`.
+    /// Calls that failed (see [`SysCall::failed`]).
     pub errors: u64,
+    /// Calls that returned EAGAIN: would block, not failed.
+    pub would_block: u64,
     /// Entry to return, summed.
     pub total_ns: u64,
 }
@@ -615,9 +617,12 @@ impl Timeline {
                 let t = &mut self.sys[s.call as usize];
                 t.count += 1;
                 t.total_ns = t.total_ns.saturating_add(s.dur_ns);
-                if s.ret < 0 {
+                if s.ret == -11 {
+                    t.would_block += 1;
+                }
+                if s.call.failed(s.ret) {
                     t.errors += 1;
-                } else if s.call.moves_bytes() {
+                } else if s.ret > 0 && s.call.moves_bytes() {
                     t.bytes = t.bytes.saturating_add(s.ret.unsigned_abs());
                 }
             }

@@ -667,13 +667,18 @@ fn syscalls_text(out: &mut String, tl: &Timeline) {
     for (c, t) in rows {
         let _ = writeln!(
             out,
-            "  {:<5} {:<10} {:>7} calls  {:>10} bytes  {:>5} errors  total {}",
+            "  {:<5} {:<10} {:>7} calls  {:>10} bytes  {:>5} errors  total {}{}",
             c.family().name(),
             c.name(),
             t.count,
             t.bytes,
             t.errors,
-            fmt_ns(t.total_ns)
+            fmt_ns(t.total_ns),
+            if t.would_block > 0 {
+                format!("  ({} would block: EAGAIN)", t.would_block)
+            } else {
+                String::new()
+            }
         );
     }
 }

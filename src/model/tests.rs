@@ -1021,3 +1021,42 @@ fn a_malloc_list_check_names_no_chunk_an_earlier_free_is_not_blamed() {
     assert_eq!(d.block, None);
     assert!(d.summary.contains("cannot tell"), "{}", d.summary);
 }
+
+/// EAGAIN is "would block", and a futex wait that timed out or was
+/// interrupted did what it was asked: neither is counted as an error.
+#[test]
+fn would_block_and_futex_outcomes_are_not_errors() {
+    use crate::event::{SysCall, SysInfo};
+    let mut tl = Timeline::new(Meta::default());
+    let sys = |call, ret| Event {
+        ts: 1,
+        pid: 0,
+        tid: 0,
+        kind: EventKind::Sys(Box::new(SysInfo {
+            call,
+            fd: 3,
+            ret,
+            dur_ns: 10,
+            len: 100,
+            arg: 0,
+            target: None,
+            stack: None,
+        })),
+    };
+    for (call, ret) in [
+        (SysCall::FutexWait, -11),
+        (SysCall::FutexWait, -110),
+        (SysCall::FutexWait, -4),
+        (SysCall::FutexWait, 0),
+        (SysCall::FutexWait, -22),
+        (SysCall::Recv, -11),
+        (SysCall::Recv, 40),
+        (SysCall::Recv, -104),
+    ] {
+        tl.push(&sys(call, ret));
+    }
+    let f = tl.sys_total(SysCall::FutexWait);
+    assert_eq!((f.count, f.errors, f.would_block), (5, 1, 1));
+    let r = tl.sys_total(SysCall::Recv);
+    assert_eq!((r.count, r.errors, r.would_block, r.bytes), (3, 1, 1, 40));
+}

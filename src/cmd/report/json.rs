@@ -351,6 +351,7 @@ pub struct SysTotal {
     errors: u64,
     family: &'static str,
     total_ns: u64,
+    would_block: u64,
 }
 
 #[derive(Serialize)]
@@ -849,6 +850,7 @@ fn syscalls(tl: &Timeline) -> Vec<SysTotal> {
             errors: t.errors,
             family: c.family().name(),
             total_ns: t.total_ns,
+            would_block: t.would_block,
         })
         .collect()
 }
