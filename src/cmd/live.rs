@@ -33,6 +33,15 @@ pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
             first.reason
         ));
     }
+    if let Some(first) = t.integrity.first() {
+        app.message = Some(format!(
+            "{} has {} record(s) missing, repeated or out of order, the first at byte {}: {}",
+            file.display(),
+            t.integrity.len(),
+            first.offset,
+            first.reason
+        ));
+    }
     // Damage says more (the end of the recording is missing): it wins.
     if let Some(d) = &t.damage {
         app.message = Some(format!(

@@ -372,6 +372,23 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
         }
         None => {}
     }
+    if !t.integrity.is_empty() {
+        let _ = writeln!(
+            out,
+            "DAMAGED   {} record(s) missing, repeated or out of order (the counts below may be off):",
+            t.integrity.len()
+        );
+        for d in t.integrity.iter().take(5) {
+            let _ = writeln!(out, "            at byte {}: {}", d.offset, d.reason);
+        }
+        if t.integrity.len() > 5 {
+            let _ = writeln!(
+                out,
+                "            … {} more (report --json lists them all)",
+                t.integrity.len() - 5
+            );
+        }
+    }
     if let Some(first) = t.skipped.first() {
         let _ = writeln!(
             out,
@@ -833,6 +850,7 @@ mod tests {
             damage: None,
             skipped: Vec::new(),
             leak_scans: Vec::new(),
+            integrity: Vec::new(),
         }
     }
 

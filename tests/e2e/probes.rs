@@ -491,7 +491,12 @@ fn entry_probes_are_safe_for_cpp_exceptions() {
         "int main(void) { return 0; }\n",
         &["-O0", "-Wl,--no-as-needed", "-lstdc++"],
     );
-    let out = record_with(&trace, &["--probe", "main"], &[c.to_str().expect("utf8")], &[]);
+    let out = record_with(
+        &trace,
+        &["--probe", "main"],
+        &[c.to_str().expect("utf8")],
+        &[],
+    );
     assert_exit(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("unwinds"), "{err}");

@@ -41,6 +41,8 @@ pub struct Report {
     /// accesses of the same block).
     findings: Vec<FindingJson>,
     heap: Heap,
+    /// Records missing, repeated or out of order, where each was seen.
+    integrity: Vec<Damage>,
     /// valgrind's LEAK SUMMARY from the last leak scan; null without one.
     leak_summary: Option<LeakSummary>,
     leaks: Vec<Leak>,
@@ -550,6 +552,14 @@ impl Report {
                 offset: d.offset,
                 reason: d.reason.clone(),
             }),
+            integrity: t
+                .integrity
+                .iter()
+                .map(|d| Damage {
+                    offset: d.offset,
+                    reason: d.reason.clone(),
+                })
+                .collect(),
             duration_ns: sum.end_ns.saturating_sub(start),
             events: Events {
                 by_kind: sum.by_kind.clone(),
