@@ -209,3 +209,77 @@ pub fn command_of(sum: &Summary, pid: u32) -> String {
         .find(|p| p.pid == pid)
         .map_or_else(|| format!("pid {pid}"), |p| p.command.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tests/data/snap.tmt`: a real recording with probed calls, system
+    /// calls, off-CPU time, leaks and a crash.
+    fn snap() -> (Trace, Summary) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/snap.tmt");
+        let t = crate::trace::read_trace(&path).unwrap_or_else(|e| panic!("{e:#}"));
+        let sum = report::summarize(&t, crate::model::DEFAULT_MEMORY);
+        (t, sum)
+    }
+
+    #[test]
+    fn folded_adds_up_to_the_live_heap() {
+        let (t, sum) = snap();
+        let heap = Heap::of(&t, &sum, None).unwrap();
+        let text = folded::export(&sum, &heap);
+        let total: u64 = text
+            .lines()
+            .map(|l| {
+                let (stack, n) = l.rsplit_once(' ').unwrap();
+                assert!(!stack.is_empty() && !stack.contains('\n'), "{l}");
+                n.parse::<u64>().unwrap()
+            })
+            .sum();
+        let live: u64 = sum.tl.processes().iter().map(|p| p.heap.live_bytes).sum();
+        assert!(live > 0);
+        assert_eq!(total, live, "{text}");
+    }
+
+    #[test]
+    fn chrome_has_a_span_per_probed_call() {
+        let (t, sum) = snap();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&chrome::export(&t, &sum).unwrap()).unwrap();
+        let evs = doc["traceEvents"].as_array().unwrap();
+        for (id, st) in sum.tl.spans().all_stats() {
+            let name = crate::model::present::probe_name(&sum.tl, id);
+            let n = evs
+                .iter()
+                .filter(|e| e["ph"] == "X" && e["cat"] == "call" && e["name"] == name.as_str())
+                .count() as u64;
+            assert_eq!(n, st.calls, "{name}");
+        }
+        assert!(evs.iter().any(|e| e["ph"] == "i"
+            && e["name"].as_str().is_some_and(|n| n.starts_with("CRASH "))
+            && e["args"]["stack"].is_array()));
+    }
+
+    #[test]
+    fn pprof_is_gzipped_protobuf_with_its_sample_types() {
+        use std::io::Read as _;
+        let (t, sum) = snap();
+        let heap = Heap::of(&t, &sum, None).unwrap();
+        let gz = pprof::export(&t, &sum, &heap).unwrap();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+        // Field 1 (sample_type), length-delimited, first.
+        assert_eq!(raw.first(), Some(&0x0a));
+        let has = |s: &str| raw.windows(s.len()).any(|w| w == s.as_bytes());
+        for s in [
+            "inuse_space",
+            "inuse_objects",
+            "alloc_space",
+            "alloc_objects",
+        ] {
+            assert!(has(s), "{s}");
+        }
+    }
+}
