@@ -222,11 +222,29 @@ pub fn export(t: &Trace, sum: &Summary, heap: &Heap) -> Result<Vec<u8>> {
         }
         p.msg(2, sample);
     }
-    // Field 3: mapping, in id order.
+    // Field 3: mapping. pprof takes the first for the program ("File:"):
+    // the root process's last image, other executables, shared libraries,
+    // each in order of first use.
+    let module_of = |m: &Mapping| t.modules.iter().find(|x| x.id == m.key.module);
+    let root_image = sum.tl.processes().first().map(|p| p.command.as_str());
+    let root_image = root_image.and_then(|c| c.split_whitespace().next());
+    // As mapped: a symlink's target (python3 → python3.11), when this
+    // machine has it.
+    let root_real = root_image.and_then(|p| std::fs::canonicalize(p).ok());
+    let rank = |m: &Mapping| match module_of(m) {
+        Some(x)
+            if Some(x.path.as_str()) == root_image
+                || root_real.as_deref() == Some(std::path::Path::new(&x.path)) =>
+        {
+            0
+        }
+        Some(x) if !x.path.contains(".so") => 1,
+        _ => 2,
+    };
     let mut maps: Vec<&Mapping> = tb.mappings.values().collect();
-    maps.sort_by_key(|m| m.id);
+    maps.sort_by_key(|m| (rank(m), m.id));
     for m in maps {
-        let module = t.modules.iter().find(|x| x.id == m.key.module);
+        let module = module_of(m);
         let (start, limit, offset) = match module.map(|x| &x.segments) {
             Some(segs) if !segs.is_empty() => {
                 let lo = segs.iter().map(|[o, _, _]| *o).min().unwrap_or(0) & !(PAGE - 1);
@@ -265,7 +283,7 @@ pub fn export(t: &Trace, sum: &Summary, heap: &Heap) -> Result<Vec<u8>> {
     let at_rel = heap.at.saturating_sub(start);
     let comment = s.id(&format!(
         "tm-tui: heap of {} at +{:.6}s (pid {})",
-        t.meta.command,
+        t.meta.command.replace(['\n', '\r'], " "),
         at_rel as f64 / 1e9,
         t.meta.pid
     ));
