@@ -63,24 +63,52 @@ pub fn run(file: &Path, out: &Path, opts: &Options) -> Result<()> {
             file.display()
         );
     }
-    let data = match opts.format {
-        Format::Chrome => chrome::export(&t, &sum)?,
-        Format::Pprof => pprof::export(&t, &sum, &Heap::of(&t, &sum, opts.at)?)?,
-        Format::Folded => folded::export(&sum, &Heap::of(&t, &sum, opts.at)?).into_bytes(),
+    // Everything that can fail on the trace fails before a byte is out.
+    let heap = match opts.format {
+        Format::Chrome => None,
+        _ => Some(Heap::of(&t, &sum, opts.at)?),
     };
-    write_out(out, &data)?;
+    if sum.tl.store().dropped > 0 {
+        eprintln!(
+            "tm-tui: warning: the memory budget dropped the oldest {} events: {} \
+             (raise --memory)",
+            sum.tl.store().dropped,
+            if opts.format == Format::Chrome {
+                "the export starts after them"
+            } else {
+                "alloc_space/alloc_objects count from after them (live blocks stay exact)"
+            }
+        );
+    }
+    write_with(out, |w| match (opts.format, &heap) {
+        (Format::Pprof, Some(h)) => Ok(w.write_all(&pprof::export(&t, &sum, h)?)?),
+        (Format::Folded, Some(h)) => Ok(w.write_all(folded::export(&sum, h).as_bytes())?),
+        _ => chrome::export(&t, &sum, w),
+    })?;
     crate::cmd::warn_damage(file, &t, "exported what comes before it");
     Ok(())
 }
 
-/// Writes `data` whole to `path`, through a temporary file in its
-/// directory renamed over it; `-` is standard output.
-pub fn write_out(path: &Path, data: &[u8]) -> Result<()> {
+/// Writes `path` whole with `write`, through a temporary file in its
+/// directory renamed over it at the end (removed on an error); `-` is
+/// standard output.
+pub fn write_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
+) -> Result<()> {
+    let broken_pipe = |e: &anyhow::Error| {
+        let kind = match e.downcast_ref::<serde_json::Error>() {
+            Some(j) => j.io_error_kind(),
+            None => e.downcast_ref::<std::io::Error>().map(std::io::Error::kind),
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    };
     if path == Path::new("-") {
-        let mut so = std::io::stdout().lock();
-        return match so.write_all(data).and_then(|()| so.flush()) {
+        let mut so = std::io::BufWriter::new(std::io::stdout().lock());
+        let r = write(&mut so).and_then(|()| Ok(so.flush()?));
+        return match r {
             // `| head`: the reader has what it wanted.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) if broken_pipe(&e) => Ok(()),
             r => r.context("writing to standard output"),
         };
     }
@@ -97,11 +125,17 @@ pub fn write_out(path: &Path, data: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .map_err(anyhow::Error::from)
+        .and_then(|f| {
+            let mut bw = std::io::BufWriter::new(f);
+            write(&mut bw)?;
+            let f = bw.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            Ok(std::fs::rename(&tmp, path)?)
+        });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        bail!("cannot write {}: {e}", path.display());
+        bail!("cannot write {}: {e:#}", path.display());
     }
     Ok(())
 }
@@ -200,14 +234,20 @@ pub fn truncated_root(end: StackEnd) -> Option<&'static str> {
     }
 }
 
-/// The command of process `pid` in the recording.
-pub fn command_of(sum: &Summary, pid: u32) -> String {
-    sum.tl
+/// Process `pid` of the recording by its command: `cmd (pid N)`, or
+/// `pid N` when it has none.
+pub fn process_label(sum: &Summary, pid: u32) -> String {
+    let command = sum
+        .tl
         .processes()
         .iter()
         .rev()
         .find(|p| p.pid == pid)
-        .map_or_else(|| format!("pid {pid}"), |p| p.command.clone())
+        .map_or("", |p| p.command.as_str());
+    match command {
+        "" => format!("pid {pid}"),
+        c => format!("{c} (pid {pid})"),
+    }
 }
 
 #[cfg(test)]
@@ -244,8 +284,9 @@ mod tests {
     #[test]
     fn chrome_has_a_span_per_probed_call() {
         let (t, sum) = snap();
-        let doc: serde_json::Value =
-            serde_json::from_slice(&chrome::export(&t, &sum).unwrap()).unwrap();
+        let mut json = Vec::new();
+        chrome::export(&t, &sum, &mut json).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
         let evs = doc["traceEvents"].as_array().unwrap();
         for (id, st) in sum.tl.spans().all_stats() {
             let name = crate::model::present::probe_name(&sum.tl, id);

@@ -411,6 +411,8 @@ fn export_bad_input_leaves_no_file() {
     let sub = dir.join("sub");
     std::fs::create_dir_all(&sub).expect("mkdir");
     one_line_error(&export(&trace, "folded", &sub, &[]), 1, "cannot write");
+    // A moment is for the heap formats.
+    one_line_error(&export(&trace, "chrome", &out, &["--at", "1s"]), 1, "--at");
     only(&dir, &["hostname.tmt", "sub"]);
     only(&sub, &[]);
 }

@@ -7,11 +7,12 @@
 //! Timestamps are µs from the start of the recording.
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
 
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 
-use super::command_of;
+use super::process_label;
 use crate::cmd::report::json::ArgValue;
 use crate::cmd::report::{crash_headline, Summary};
 use crate::event::{signal_name, sys_result, Event, EventKind, StackId};
@@ -29,7 +30,10 @@ fn us(ns: u64) -> f64 {
 struct Out<'a> {
     sum: &'a Summary,
     start: u64,
-    events: Vec<Value>,
+    /// Where the `traceEvents` array is written, one event at a time.
+    w: &'a mut dyn Write,
+    /// Events written so far.
+    written: u64,
     /// Each stack's frames as labels, innermost first, made once.
     stacks: HashMap<StackId, Value>,
 }
@@ -64,9 +68,26 @@ impl Out<'_> {
         Some(v)
     }
 
+    fn emit(&mut self, v: &Value) -> Result<()> {
+        if self.written > 0 {
+            self.w.write_all(b",\n")?;
+        }
+        serde_json::to_writer(&mut *self.w, v)?;
+        self.written += 1;
+        Ok(())
+    }
+
     /// A complete event from `begin` to `end` (CLOCK_MONOTONIC ns).
-    fn span(&mut self, e: &Event, name: String, cat: &str, begin: u64, end: u64, args: Value) {
-        self.events.push(json!({
+    fn span(
+        &mut self,
+        e: &Event,
+        name: String,
+        cat: &str,
+        begin: u64,
+        end: u64,
+        args: Value,
+    ) -> Result<()> {
+        self.emit(&json!({
             "name": name,
             "cat": cat,
             "ph": "X",
@@ -75,13 +96,20 @@ impl Out<'_> {
             "pid": e.pid,
             "tid": e.tid,
             "args": args,
-        }));
+        }))
     }
 
     /// An instant event on its thread's track (`scope` "t"), or across its
     /// process (`"p"`).
-    fn instant(&mut self, e: &Event, name: String, cat: &str, scope: &str, args: Value) {
-        self.events.push(json!({
+    fn instant(
+        &mut self,
+        e: &Event,
+        name: String,
+        cat: &str,
+        scope: &str,
+        args: Value,
+    ) -> Result<()> {
+        self.emit(&json!({
             "name": name,
             "cat": cat,
             "ph": "i",
@@ -90,7 +118,7 @@ impl Out<'_> {
             "pid": e.pid,
             "tid": e.tid,
             "args": args,
-        }));
+        }))
     }
 }
 
@@ -106,13 +134,24 @@ fn hex(a: u64) -> String {
     format!("{a:#x}")
 }
 
-pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
+/// Writes the document to `w`, an event at a time.
+pub fn export(t: &Trace, sum: &Summary, w: &mut dyn Write) -> Result<()> {
     let tl = &sum.tl;
     let start = t.meta.start_mono_ns;
+    // The object's other members first, then the array, so that each
+    // event goes out as it is made.
+    let mut other = Map::new();
+    other.insert("command".into(), json!(t.meta.command));
+    other.insert("pid".into(), json!(t.meta.pid));
+    other.insert("recorder".into(), json!("tm-tui"));
+    w.write_all(b"{\"displayTimeUnit\":\"ns\",\"otherData\":")?;
+    serde_json::to_writer(&mut *w, &other)?;
+    w.write_all(b",\"traceEvents\":[\n")?;
     let mut out = Out {
         sum,
         start,
-        events: Vec::new(),
+        w,
+        written: 0,
         stacks: HashMap::new(),
     };
     let findings: HashMap<Idx, String> = tl
@@ -159,7 +198,7 @@ pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
                     e.ts,
                     end,
                     with_stack(a, st),
-                );
+                )?;
             }
             EventKind::Sys(s) => {
                 let mut a = json!({
@@ -181,7 +220,7 @@ pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
                     e.ts.saturating_sub(s.dur_ns),
                     e.ts,
                     with_stack(a, st),
-                );
+                )?;
             }
             EventKind::OffCpu {
                 dur_ns,
@@ -202,7 +241,7 @@ pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
                     e.ts.saturating_sub(*dur_ns),
                     e.ts,
                     with_stack(a, st),
-                );
+                )?;
             }
             EventKind::Alloc {
                 func,
@@ -217,7 +256,7 @@ pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
                 } else {
                     func.name().to_string()
                 };
-                out.instant(e, name, "heap", "t", with_stack(a, st));
+                out.instant(e, name, "heap", "t", with_stack(a, st))?;
             }
             EventKind::Realloc {
                 func,
@@ -228,20 +267,20 @@ pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
             } => {
                 let a = json!({ "old_addr": hex(*old), "addr": hex(*ptr), "size": size });
                 let st = out.stack(*stack);
-                out.instant(e, func.name().to_string(), "heap", "t", with_stack(a, st));
+                out.instant(e, func.name().to_string(), "heap", "t", with_stack(a, st))?;
             }
             EventKind::Free { ptr, stack } => {
                 let a = json!({ "addr": hex(*ptr) });
                 let st = out.stack(*stack);
-                out.instant(e, "free".into(), "heap", "t", with_stack(a, st));
+                out.instant(e, "free".into(), "heap", "t", with_stack(a, st))?;
             }
             EventKind::Mmap { addr, len, ret, .. } => {
                 let a = json!({ "addr": hex(*addr), "len": len, "ret": hex(*ret as u64) });
-                out.instant(e, "mmap".into(), "memory", "t", a);
+                out.instant(e, "mmap".into(), "memory", "t", a)?;
             }
             EventKind::Munmap { addr, len, ret } => {
                 let a = json!({ "addr": hex(*addr), "len": len, "ret": ret });
-                out.instant(e, "munmap".into(), "memory", "t", a);
+                out.instant(e, "munmap".into(), "memory", "t", a)?;
             }
             EventKind::Mremap {
                 old,
@@ -254,11 +293,11 @@ pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
                     "old_addr": hex(*old), "old_len": old_len, "new_len": new_len,
                     "ret": hex(*ret as u64),
                 });
-                out.instant(e, "mremap".into(), "memory", "t", a);
+                out.instant(e, "mremap".into(), "memory", "t", a)?;
             }
             EventKind::Brk { req, ret } => {
                 let a = json!({ "req": hex(*req), "ret": hex(*ret as u64) });
-                out.instant(e, "brk".into(), "memory", "t", a);
+                out.instant(e, "brk".into(), "memory", "t", a)?;
             }
             EventKind::Signal(s) => {
                 let crash = tl.crash() == Some(i);
@@ -278,7 +317,7 @@ pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
                 } else {
                     signal_name(s.signo).to_string()
                 };
-                out.instant(e, name, "signal", "p", with_stack(a, st));
+                out.instant(e, name, "signal", "p", with_stack(a, st))?;
             }
             EventKind::Watch(w) => {
                 let mut a = json!({ "what": watch_what(w), "addr": hex(w.addr) });
@@ -291,23 +330,23 @@ pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
                 } else {
                     "watch".to_string()
                 };
-                out.instant(e, name, "watch", "t", with_stack(a, st));
+                out.instant(e, name, "watch", "t", with_stack(a, st))?;
             }
             EventKind::Spawn { child, thread } => {
                 let name = if *thread { "thread" } else { "fork" };
-                out.instant(e, name.into(), "lifecycle", "t", json!({ "child": child }));
+                out.instant(e, name.into(), "lifecycle", "t", json!({ "child": child }))?;
             }
             EventKind::Exec { filename } => {
                 let a = json!({ "filename": filename });
-                out.instant(e, "exec".into(), "lifecycle", "p", a);
+                out.instant(e, "exec".into(), "lifecycle", "p", a)?;
             }
             EventKind::ThreadExit { code } => {
                 let a = json!({ "code": code });
-                out.instant(e, "thread exit".into(), "lifecycle", "t", a);
+                out.instant(e, "thread exit".into(), "lifecycle", "t", a)?;
             }
             EventKind::ProcessExit { status } => {
                 let a = json!({ "status": status.to_string() });
-                out.instant(e, "process exit".into(), "lifecycle", "p", a);
+                out.instant(e, "process exit".into(), "lifecycle", "p", a)?;
             }
             // Part of their call's span; made by the model, not recorded.
             EventKind::Return { .. } | EventKind::Inherit { .. } | EventKind::Discard { .. } => {}
@@ -317,13 +356,11 @@ pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
     // its number (the main thread says so).
     let mut pids: Vec<u32> = threads.iter().map(|(p, _)| *p).collect();
     pids.dedup();
-    let mut meta = Vec::new();
     for pid in pids {
-        let command = command_of(sum, pid);
-        meta.push(json!({
+        out.emit(&json!({
             "name": "process_name", "ph": "M", "pid": pid, "tid": pid,
-            "args": { "name": format!("{command} (pid {pid})") },
-        }));
+            "args": { "name": process_label(sum, pid) },
+        }))?;
     }
     for (pid, tid) in &threads {
         let name = if pid == tid {
@@ -331,24 +368,15 @@ pub fn export(t: &Trace, sum: &Summary) -> Result<Vec<u8>> {
         } else {
             format!("thread {tid}")
         };
-        meta.push(json!({
+        out.emit(&json!({
             "name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
             "args": { "name": name },
-        }));
-        meta.push(json!({
+        }))?;
+        out.emit(&json!({
             "name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid,
             "args": { "sort_index": tid },
-        }));
+        }))?;
     }
-    meta.append(&mut out.events);
-    let mut other = Map::new();
-    other.insert("command".into(), json!(t.meta.command));
-    other.insert("pid".into(), json!(t.meta.pid));
-    other.insert("recorder".into(), json!("tm-tui"));
-    let doc = json!({
-        "traceEvents": meta,
-        "displayTimeUnit": "ns",
-        "otherData": other,
-    });
-    Ok(serde_json::to_vec(&doc)?)
+    out.w.write_all(b"\n]}\n")?;
+    Ok(())
 }

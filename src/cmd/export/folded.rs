@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{command_of, func_name, truncated_root, Heap};
+use super::{func_name, process_label, truncated_root, Heap};
 use crate::cmd::report::Summary;
 
 /// A frame name the format can carry: `;` separates frames and a line
@@ -24,7 +24,7 @@ pub fn export(sum: &Summary, heap: &Heap) -> String {
         }
         let mut frames: Vec<String> = Vec::new();
         if several {
-            frames.push(clean(&format!("{} (pid {pid})", command_of(sum, *pid))));
+            frames.push(clean(&process_label(sum, *pid)));
         }
         match sum.tl.stack(*site) {
             Some(st) => {

@@ -16,7 +16,7 @@ use std::io::Write as _;
 
 use anyhow::Result;
 
-use super::{command_of, func_name, truncated_root, Heap};
+use super::{func_name, process_label, truncated_root, Heap};
 use crate::cmd::report::Summary;
 use crate::event::{Frame, ModuleId};
 use crate::trace::Trace;
@@ -216,8 +216,8 @@ pub fn export(t: &Trace, sum: &Summary, heap: &Heap) -> Result<Vec<u8>> {
         sample.msg(3, label);
         if several {
             let mut label = Enc::default();
-            label.int(1, s.id("command"));
-            label.int(2, s.id(&command_of(sum, *pid)));
+            label.int(1, s.id("process"));
+            label.int(2, s.id(&process_label(sum, *pid)));
             sample.msg(3, label);
         }
         p.msg(2, sample);
