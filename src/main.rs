@@ -211,6 +211,7 @@ enum Cmd {
     #[command(after_help = "Examples:\n  \
         tm-tui export --format chrome app.tmt -o app.json      # open in ui.perfetto.dev\n  \
         tm-tui export --format pprof app.tmt -o heap.pb.gz     # go tool pprof -top heap.pb.gz\n  \
+        go tool pprof -http :8080 heap.pb.gz                   # flame graph, sources in a browser\n  \
         tm-tui export --format folded app.tmt -o - | inferno-flamegraph > heap.svg")]
     Export {
         /// Trace file written by `tm-tui record`.
