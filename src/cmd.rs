@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod export;
 pub mod leakscan;
 pub mod live;
 pub mod record;
@@ -98,4 +99,32 @@ fn symbols_for_unnamed(t: &Trace) -> Option<Symbols> {
     sym.wait_pending();
     let _ = sym.take_notes(true);
     Some(sym)
+}
+
+/// Warns on stderr that `t`, read from `file`, is damaged or had records
+/// skipped; `done` (if not empty) says what was made of it.
+pub fn warn_damage(file: &std::path::Path, t: &Trace, done: &str) {
+    let done = if done.is_empty() {
+        String::new()
+    } else {
+        format!("; {done}")
+    };
+    if let Some(d) = &t.damage {
+        eprintln!(
+            "tm-tui: warning: {} is damaged from byte {}: {}{done}",
+            file.display(),
+            d.offset,
+            d.reason
+        );
+    }
+    if let Some(first) = t.skipped.first() {
+        eprintln!(
+            "tm-tui: warning: {} has {} record(s) this version cannot read, skipped, \
+             the first at byte {}: {}",
+            file.display(),
+            t.skipped.len(),
+            first.offset,
+            first.reason
+        );
+    }
 }

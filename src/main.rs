@@ -13,7 +13,7 @@
 //! - `trace` — the append-only `.tmt` file.
 //! - `ui` — the terminal UI over a timeline and a feed of updates.
 //! - `cmd` — the subcommands wiring them: session, record, live/open,
-//!   report, demo, bench.
+//!   report, export, demo, bench.
 
 mod cmd;
 mod event;
@@ -200,6 +200,39 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Convert a trace for other tools: `chrome` (Trace Event Format JSON
+    /// for Perfetto's UI and chrome://tracing: calls, system calls and
+    /// off-CPU time as spans, heap events, signals and findings with their
+    /// stacks), `pprof` (the heap at --at for `go tool pprof`: in-use and
+    /// allocated bytes and objects by stack), `folded` (live bytes at --at
+    /// by stack, for flamegraph.pl and inferno-flamegraph).
+    ///
+    /// A damaged trace exports what it holds, with a warning.
+    #[command(after_help = "Examples:\n  \
+        tm-tui export --format chrome app.tmt -o app.json      # open in ui.perfetto.dev\n  \
+        tm-tui export --format pprof app.tmt -o heap.pb.gz     # go tool pprof -top heap.pb.gz\n  \
+        go tool pprof -http :8080 heap.pb.gz                   # flame graph, sources in a browser\n  \
+        tm-tui export --format folded app.tmt -o - | inferno-flamegraph > heap.svg")]
+    Export {
+        /// Trace file written by `tm-tui record`.
+        file: PathBuf,
+        /// The output format.
+        #[arg(long, value_enum)]
+        format: cmd::export::Format,
+        /// File to write (`-`: standard output); written whole or not at
+        /// all.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// pprof, folded: the heap after the last event at this moment
+        /// from the start (as `report --at`: 1.250s, 1s 250ms); default:
+        /// the end of the recording.
+        #[arg(long, value_parser = report::parse_duration)]
+        at: Option<std::time::Duration>,
+        /// Memory budget for the timeline; past it the oldest events are
+        /// dropped (live blocks stay exact).
+        #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
+        memory: usize,
+    },
     /// Benchmarks, measured in one run: `record` — the churner demo
     /// untraced and traced, per malloc+free pair (needs root); `model` —
     /// the timeline on a synthetic recording (ingest, heap-at-T, history);
@@ -377,24 +410,17 @@ fn run(cli: Cli) -> Result<i32> {
             } else {
                 print!("{}", report::text(&t, &opts)?);
             }
-            if let Some(d) = &t.damage {
-                eprintln!(
-                    "tm-tui: warning: {} is damaged from byte {}: {}",
-                    file.display(),
-                    d.offset,
-                    d.reason
-                );
-            }
-            if let Some(first) = t.skipped.first() {
-                eprintln!(
-                    "tm-tui: warning: {} has {} record(s) this version cannot read, skipped, \
-                     the first at byte {}: {}",
-                    file.display(),
-                    t.skipped.len(),
-                    first.offset,
-                    first.reason
-                );
-            }
+            cmd::warn_damage(&file, &t, "");
+            Ok(0)
+        }
+        Cmd::Export {
+            file,
+            format,
+            output,
+            at,
+            memory,
+        } => {
+            cmd::export::run(&file, &output, &cmd::export::Options { format, at, memory })?;
             Ok(0)
         }
         Cmd::Bench {

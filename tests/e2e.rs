@@ -8,6 +8,7 @@ mod e2e {
     pub mod children;
     pub mod crash;
     pub mod diagnosis;
+    pub mod export;
     pub mod field;
     pub mod heap;
     pub mod launch;
