@@ -34,6 +34,9 @@ use clap::{Args, Parser, Subcommand};
 use cmd::{bench, demo, record, report, session};
 use recorder::probes;
 
+/// `0.1.0 (1f536b4)`: the version and the git commit built (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMMIT"), ")");
+
 /// Record what a live process does with eBPF — allocations, frees, memory
 /// maps, fatal signals, with stacks — scrub through it in a terminal UI,
 /// and explain its crash.
@@ -43,13 +46,18 @@ use recorder::probes;
 #[derive(Parser, Debug)]
 #[command(
     name = "tm-tui",
-    version,
+    version = VERSION,
     about,
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
+    /// Write diagnostics to FILE (created or truncated): libbpf's messages,
+    /// debug ones included, and tm-tui's warnings, notes and errors, each
+    /// stamped with the seconds since the start.
+    #[arg(long, value_name = "FILE", global = true)]
+    log: Option<PathBuf>,
     /// Process to attach to (opens the UI).
     pid: Option<u32>,
     /// Also write the recording to this trace file.
@@ -207,6 +215,7 @@ enum Cmd {
     /// `probes` — per probed function call and per traced system call
     /// (--pairs of each), against bpftrace; `trace` — encode and decode
     /// cost and bytes per event of the trace file (--events, --runs).
+    #[command(hide = true)]
     Bench {
         /// record, model, ui, probes or trace.
         #[arg(default_value = "record", value_parser = ["record", "model", "ui", "probes", "trace"])]
@@ -464,8 +473,31 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The command line with a leading `--log FILE` (or `--log=FILE`) moved
+/// after the subcommand that follows it: `tm-tui --log x record ...`
+/// means `tm-tui record --log x ...` (clap refuses any top-level option
+/// before a subcommand, the UI's options conflicting with them).
+fn hoist_log(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let n = match args.get(1).and_then(|a| a.to_str()) {
+        Some("--log") => 2,
+        Some(a) if a.starts_with("--log=") => 1,
+        _ => return args,
+    };
+    let cmd = Cli::command();
+    let is_sub = args
+        .get(1 + n)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a == "help" || cmd.find_subcommand(a).is_some());
+    if is_sub && args.len() > 1 + n {
+        let log: Vec<_> = args.drain(1..1 + n).collect();
+        args.splice(2..2, log);
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(hoist_log(std::env::args_os().collect())) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -494,9 +526,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &cli.log {
+        if let Err(e) = util::log::open(path) {
+            eprintln!(
+                "tm-tui: error: cannot write the log {}: {e}",
+                path.display()
+            );
+            return ExitCode::from(1);
+        }
+        let args: Vec<String> = std::env::args().collect();
+        util::log::line("info", &format!("tm-tui {VERSION}: {}", args.join(" ")));
+    }
     match run(cli) {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Ok(code) => {
+            util::log::line("info", &format!("exit status {code}"));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Err(e) => {
+            util::log::line("error", &format!("{e:#}"));
             eprintln!("tm-tui: error: {e:#}");
             ExitCode::from(1)
         }

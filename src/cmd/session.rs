@@ -480,6 +480,9 @@ pub fn start(
         .chain(follow_warning)
         .chain(follow_warning_children)
         .collect();
+    for w in &warnings {
+        crate::util::log::line("warning", w);
+    }
     Ok(Session {
         meta,
         recorder,
@@ -620,11 +623,7 @@ impl Ingest {
     /// Takes one message; `Some` when the recording ended.
     pub fn handle(&mut self, tl: &mut Timeline, msg: Msg) -> Result<Option<EndReason>> {
         match msg {
-            Msg::Note(n) => {
-                if !self.notes.contains(&n) {
-                    self.notes.push(n);
-                }
-            }
+            Msg::Note(n) => self.note(n),
             Msg::Module(m, file) => {
                 self.symbols.add_module(&m, file);
                 self.take_symbol_notes(false);
@@ -688,17 +687,22 @@ impl Ingest {
                 }
                 tl.add_leak_scan(scan);
             }
-            Err(e) => self.notes.push(format!("no leak scan: {e:#}")),
+            Err(e) => self.note(format!("no leak scan: {e:#}")),
         }
         Ok(())
     }
 
     fn take_symbol_notes(&mut self, ending: bool) {
         for n in self.symbols.take_notes(ending) {
-            let n = n.note();
-            if !self.notes.contains(&n) {
-                self.notes.push(n);
-            }
+            self.note(n.note());
+        }
+    }
+
+    /// A note for the user, once (in the --log file as it comes).
+    fn note(&mut self, n: String) {
+        if !self.notes.contains(&n) {
+            crate::util::log::line("note", &n);
+            self.notes.push(n);
         }
     }
 
