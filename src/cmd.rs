@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod docs;
 pub mod leakscan;
 pub mod live;
 pub mod record;
@@ -18,6 +19,19 @@ use crate::event::ModuleId;
 use crate::model::Timeline;
 use crate::recorder::symbols::Symbols;
 use crate::trace::Trace;
+
+/// Writes `f`'s output to stdout, flushed. A reader gone (`| head`) is
+/// not an error: what it wanted it has.
+pub fn to_stdout(f: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match f(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// The UI needs a terminal on both ends.
 pub fn require_tty() -> Result<()> {

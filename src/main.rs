@@ -256,6 +256,21 @@ enum Cmd {
         #[command(flatten)]
         tracing: TraceArgs,
     },
+    /// Print the manual page (roff): `tm-tui man | man -l -` reads it;
+    /// `tm-tui man --dir /usr/local/share/man/man1` installs every page.
+    Man {
+        /// A subcommand's own page (tm-tui-record(1)) instead of tm-tui(1).
+        subcommand: Option<String>,
+        /// Write every page (tm-tui.1, tm-tui-record.1, …) into DIR.
+        #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the shell completion script for SHELL: `source <(tm-tui
+    /// completions bash)` tries it; the README says where to install it.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Open a saved recording in the UI.
     Open {
         /// Trace file written by `tm-tui record` (or `-o`).
@@ -329,6 +344,16 @@ fn run(cli: Cli) -> Result<i32> {
         });
     };
     match command {
+        Cmd::Man { subcommand, dir } => {
+            use clap::CommandFactory;
+            cmd::docs::man(Cli::command(), subcommand.as_deref(), dir.as_deref())?;
+            Ok(0)
+        }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            cmd::docs::completions(Cli::command(), shell)?;
+            Ok(0)
+        }
         Cmd::Open { file, memory } => {
             cmd::live::open(&file, memory)?;
             Ok(0)
@@ -378,14 +403,12 @@ fn run(cli: Cli) -> Result<i32> {
                 memory,
                 filter,
             };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report::json(&t, &opts)?)?
-                );
+            let text = if json {
+                serde_json::to_string_pretty(&report::json(&t, &opts)?)? + "\n"
             } else {
-                print!("{}", report::text(&t, &opts)?);
-            }
+                report::text(&t, &opts)?
+            };
+            cmd::to_stdout(|w| w.write_all(text.as_bytes()))?;
             if let Some(d) = &t.damage {
                 eprintln!(
                     "tm-tui: warning: {} is damaged from byte {}: {}",

@@ -85,3 +85,128 @@ fn log_file_gets_libbpf_messages_and_the_error() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+/// `tm-tui man` renders without a warning and names every subcommand but
+/// the hidden one; each subcommand has its page.
+#[test]
+fn man_page_renders_and_names_the_subcommands() {
+    let page = tm(&["man"]);
+    assert_exit(&page, 0);
+    assert!(stdout(&page).starts_with(".ie \\n(.g"), "roff expected");
+    // As a user reads it: man, which runs groff with preconv (.ci/run
+    // installs man-db).
+    let render = |roff: &[u8]| -> String {
+        use std::io::Write;
+        let mut man = Command::new("man")
+            .args(["--warnings=w", "-l", "-"])
+            .env("MANWIDTH", "100")
+            .env("MAN_KEEP_FORMATTING", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("man is installed (.ci/run installs man-db)");
+        man.stdin
+            .take()
+            .expect("stdin")
+            .write_all(roff)
+            .expect("write the page to man");
+        let out = man.wait_with_output().expect("man ran");
+        assert_exit(&out, 0);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.trim().is_empty(), "man warned: {err}");
+        // Bold and underline as overstrikes: plain text.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut plain = String::new();
+        for c in text.chars() {
+            if c == '\u{8}' {
+                plain.pop();
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
+    };
+    let text = render(&page.stdout);
+    assert!(text.contains("SUBCOMMANDS"), "{text}");
+    for sub in ["record", "report", "demo", "open", "man", "completions"] {
+        assert!(
+            text.contains(&format!("tm-tui-{sub}(1)")),
+            "{sub} in: {text}"
+        );
+    }
+    assert!(!text.contains("bench"), "{text}");
+    assert!(text.contains("--log"), "{text}");
+    let record = tm(&["man", "record"]);
+    assert_exit(&record, 0);
+    let text = render(&record.stdout);
+    assert!(text.contains("tm-tui-record"), "{text}");
+    assert!(text.contains("--duration"), "{text}");
+    let dir = tmp().join("man_pages");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(bin())
+        .arg("man")
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .expect("run tm-tui");
+    assert_exit(&out, 0);
+    for page in [
+        "tm-tui.1",
+        "tm-tui-record.1",
+        "tm-tui-report.1",
+        "tm-tui-open.1",
+    ] {
+        assert!(dir.join(page).is_file(), "{page} written");
+    }
+    assert!(!dir.join("tm-tui-bench.1").exists());
+    let out = tm(&["man", "bench"]);
+    assert_exit(&out, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("tm-tui: error: no subcommand 'bench'")
+    );
+}
+
+/// The bash completion script sources without a word and completes
+/// subcommands and their options; zsh and fish scripts are there too.
+#[test]
+fn bash_completion_completes_subcommands_and_options() {
+    let script = tm(&["completions", "bash"]);
+    assert_exit(&script, 0);
+    let dir = tmp().join("completions");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join("tm-tui.bash");
+    std::fs::write(&path, &script.stdout).expect("write the script");
+    let complete = |words: &[&str]| -> String {
+        let cword = words.len() - 1;
+        let probe = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={cword}; COMP_LINE=\"${{COMP_WORDS[*]}}\"; \
+             COMP_POINT=${{#COMP_LINE}}; _tm__tui tm-tui \"${{COMP_WORDS[{cword}]}}\" \"${{COMP_WORDS[{}]}}\"; \
+             echo \"${{COMPREPLY[*]}}\"",
+            path.display(),
+            words.join(" "),
+            cword - 1
+        );
+        let out = Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", &probe])
+            .output()
+            .expect("run bash");
+        assert_exit(&out, 0);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.is_empty(), "bash said: {err}");
+        stdout(&out).trim().to_string()
+    };
+    assert_eq!(complete(&["tm-tui", "rec"]), "record");
+    assert_eq!(complete(&["tm-tui", "record", "--no-f"]), "--no-follow");
+    assert_eq!(complete(&["tm-tui", "completions", "fi"]), "fish");
+    // Hidden from --help, hidden from completion.
+    assert_eq!(complete(&["tm-tui", "ben"]), "");
+    for shell in ["zsh", "fish"] {
+        let out = tm(&["completions", shell]);
+        assert_exit(&out, 0);
+        assert!(stdout(&out).contains("record"), "{shell}");
+    }
+    let out = tm(&["completions", "ksh"]);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("tm-tui: error: invalid value 'ksh'"));
+}
