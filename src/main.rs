@@ -72,6 +72,24 @@ struct Cli {
     /// Program and arguments to launch, recorded from its first instruction.
     #[arg(last = true)]
     launch: Vec<String>,
+    /// The program to launch and its arguments in one string, split as a
+    /// shell splits words (quotes, backslashes; no pipes, redirections or
+    /// variables): -c "prog a 'b c'" is -- prog a 'b c'.
+    #[arg(short = 'c', long = "command", value_name = "\"CMD ARGS\"", conflicts_with_all = ["launch", "pid"])]
+    command_line: Option<String>,
+}
+
+/// `-c "CMD ARGS"` as words, or the words after `--`.
+fn launch_words(line: Option<String>, words: Vec<String>) -> Result<Vec<String>> {
+    let Some(line) = line else {
+        return Ok(words);
+    };
+    let words = shlex::split(&line)
+        .ok_or_else(|| anyhow::anyhow!("-c {line:?}: unbalanced quotes or a trailing backslash"))?;
+    if words.is_empty() {
+        bail!("-c: no program in {line:?}");
+    }
+    Ok(words)
 }
 
 /// What to trace beyond fatal signals and the process lifecycle, and
@@ -162,7 +180,8 @@ enum Cmd {
         /// killed then, as quitting the UI does.
         #[arg(short = 'd', long, value_parser = report::parse_duration)]
         duration: Option<std::time::Duration>,
-        /// Trace file to write.
+        /// Trace file to write; - is stdout (tm-tui's messages, and a
+        /// launched program's output, go to stderr).
         #[arg(short, long, default_value = "tm-tui.tmt")]
         output: PathBuf,
         /// Memory budget for the in-memory timeline used for the live crash
@@ -185,10 +204,15 @@ enum Cmd {
         /// Program and arguments to launch and record from its first instruction.
         #[arg(last = true)]
         command: Vec<String>,
+        /// The program to launch and its arguments in one string, split as
+        /// a shell splits words: -c "prog a 'b c'" is -- prog a 'b c'.
+        #[arg(short = 'c', long = "command", value_name = "\"CMD ARGS\"",
+              conflicts_with_all = ["command", "pid", "pid_flag"])]
+        command_line: Option<String>,
     },
     /// Print what a trace file holds: crash, counts, losses, heap, events.
     Report {
-        /// Trace file written by `tm-tui record`.
+        /// Trace file written by `tm-tui record`; - reads stdin.
         file: PathBuf,
         /// The moment to look at, from the start (e.g. 1.250s, 1s 250ms).
         #[arg(long, value_parser = report::parse_duration)]
@@ -273,7 +297,8 @@ enum Cmd {
     },
     /// Open a saved recording in the UI.
     Open {
-        /// Trace file written by `tm-tui record` (or `-o`).
+        /// Trace file written by `tm-tui record` (or `-o`); - reads stdin
+        /// (the keys then come from the terminal).
         file: PathBuf,
         /// Memory budget of the timeline.
         #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
@@ -326,9 +351,10 @@ fn parse_memory(s: &str) -> Result<usize, String> {
 
 fn run(cli: Cli) -> Result<i32> {
     let Some(command) = cli.command else {
-        let target = match (cli.pid, cli.launch.is_empty()) {
+        let launch = launch_words(cli.command_line, cli.launch)?;
+        let target = match (cli.pid, launch.is_empty()) {
             (Some(p), true) => session::Target::Pid(p),
-            (None, false) => session::Target::Command(cli.launch),
+            (None, false) => session::Target::Command(launch),
             (Some(_), false) => bail!("give either a PID or -- COMMAND, not both"),
             (None, true) => {
                 bail!("nothing to show: give a PID, -- COMMAND ARGS, or a subcommand (see --help)")
@@ -365,10 +391,12 @@ fn run(cli: Cli) -> Result<i32> {
             output,
             memory,
             command,
+            command_line,
             tracing,
             leak_check,
             exit_status,
         } => {
+            let command = launch_words(command_line, command)?;
             let target = match (pid.or(pid_flag), command.is_empty()) {
                 (Some(p), true) => session::Target::Pid(p),
                 (None, false) => session::Target::Command(command),
@@ -409,19 +437,17 @@ fn run(cli: Cli) -> Result<i32> {
                 report::text(&t, &opts)?
             };
             cmd::to_stdout(|w| w.write_all(text.as_bytes()))?;
+            let name = trace::name(&file, false);
             if let Some(d) = &t.damage {
                 eprintln!(
-                    "tm-tui: warning: {} is damaged from byte {}: {}",
-                    file.display(),
-                    d.offset,
-                    d.reason
+                    "tm-tui: warning: {name} is damaged from byte {}: {}",
+                    d.offset, d.reason
                 );
             }
             if let Some(first) = t.skipped.first() {
                 eprintln!(
-                    "tm-tui: warning: {} has {} record(s) this version cannot read, skipped, \
+                    "tm-tui: warning: {name} has {} record(s) this version cannot read, skipped, \
                      the first at byte {}: {}",
-                    file.display(),
                     t.skipped.len(),
                     first.offset,
                     first.reason
@@ -450,6 +476,9 @@ fn run(cli: Cli) -> Result<i32> {
             no_ui,
             tracing,
         } => {
+            if output.as_deref().is_some_and(trace::is_std) {
+                bail!("demo prints its report on stdout: give -o FILE (or record with `tm-tui record -o -`)");
+            }
             let demo = demo::find(&name)?;
             let bin = demo::build(demo, None)?;
             if build_only {

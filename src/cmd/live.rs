@@ -21,7 +21,18 @@ use crate::ui::{input_thread, run, Feed, Lag, Replay, TermGuard};
 pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
     let t = crate::cmd::read_and_name(file)?;
     // The file first: a bad file is an error even without a terminal.
-    require_tty()?;
+    if crate::trace::is_std(file) {
+        // The trace came on stdin: the keys come from the terminal
+        // (crossterm reads /dev/tty when stdin is not one).
+        use std::io::IsTerminal;
+        if !std::io::stdout().is_terminal() || std::fs::File::open("/dev/tty").is_err() {
+            anyhow::bail!("the UI needs a terminal; to read a trace from stdin without one use `tm-tui report -`");
+        }
+    } else {
+        require_tty()?;
+    }
+    let file = std::path::PathBuf::from(crate::trace::name(file, false));
+    let file = file.as_path();
     let tl = crate::cmd::timeline_of(&t, memory);
     let mut app = App::new(tl, Mode::Replay);
     if let Some(first) = t.skipped.first() {
@@ -184,6 +195,11 @@ impl Feed for LiveFeed<'_> {
 pub fn live(args: LiveArgs) -> Result<i32> {
     session::install_sigint()?;
     if let Some(p) = &args.output {
+        if crate::trace::is_std(p) {
+            anyhow::bail!(
+                "the UI owns the terminal: -o - (the trace on stdout) is for `tm-tui record`"
+            );
+        }
         session::check_output(p)?;
     }
     // A launched program's output would garble the UI and its input would
@@ -203,7 +219,7 @@ pub fn live(args: LiveArgs) -> Result<i32> {
                     .with_context(|| format!("cannot create {}", log.display()))?
             };
             let stdio = crate::recorder::launch::Stdio {
-                stdin: std::fs::File::open("/dev/null").context("cannot open /dev/null")?,
+                stdin: Some(std::fs::File::open("/dev/null").context("cannot open /dev/null")?),
                 output,
             };
             (Some(stdio), Some(log))

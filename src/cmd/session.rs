@@ -97,6 +97,10 @@ fn raise_fd_limit() {
 /// without a reader is refused (writing would block the recorder).
 pub fn check_output(path: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    if crate::trace::is_std(path) {
+        // Standard output: not a terminal.
+        return crate::trace::stdout_file().map(drop);
+    }
     let existed = path.exists();
     std::fs::OpenOptions::new()
         .write(true)

@@ -187,7 +187,8 @@ pub fn spawn_stopped(
 /// Where a launched program's standard streams go instead of ours (the UI
 /// owns the terminal: output would garble it, input would steal keys).
 pub struct Stdio {
-    pub stdin: std::fs::File,
+    /// `None`: tm-tui's own.
+    pub stdin: Option<std::fs::File>,
     /// stdout and stderr.
     pub output: std::fs::File,
 }
@@ -222,7 +223,10 @@ fn spawn_held(
             .output
             .try_clone()
             .context("cannot duplicate the output file")?;
-        cmd.stdin(s.stdin).stdout(s.output).stderr(stderr);
+        if let Some(stdin) = s.stdin {
+            cmd.stdin(stdin);
+        }
+        cmd.stdout(s.output).stderr(stderr);
     }
     let (mut pid_r, pid_w) = io::pipe().context("cannot create a pipe")?;
     let (go_r, go) = io::pipe().context("cannot create a pipe")?;

@@ -210,3 +210,110 @@ fn bash_completion_completes_subcommands_and_options() {
     assert_exit(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("tm-tui: error: invalid value 'ksh'"));
 }
+
+/// `record -o -` writes the trace to stdout and everything else (tm-tui's
+/// lines, the program's output) to stderr; `report -` reads it from a
+/// pipe; `-c "CMD ARGS"` is split as a shell would, into the same argv as
+/// `-- CMD ARGS`.
+#[test]
+fn trace_through_a_pipe_and_command_as_one_string() {
+    use std::process::Stdio;
+    if !bpf_or_skip("trace_through_a_pipe") {
+        return;
+    }
+    let mut rec = Command::new(bin())
+        .args([
+            "record",
+            "-o",
+            "-",
+            "-c",
+            "printf '%s|' one 'two words' three",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tm-tui record");
+    let trace = rec.stdout.take().expect("stdout");
+    let report = Command::new(bin())
+        .args(["report", "--json", "-"])
+        .stdin(Stdio::from(trace))
+        .output()
+        .expect("run tm-tui report");
+    let rec = rec.wait_with_output().expect("record ran");
+    assert_exit(&rec, 0);
+    assert_exit(&report, 0);
+    let err = String::from_utf8_lossy(&rec.stderr);
+    // The program's output, with ours on stderr: its three arguments.
+    assert!(err.contains("one|two words|three|"), "{err}");
+    assert!(err.contains("into stdout"), "{err}");
+    assert!(err.contains("trace stdout"), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&report.stdout).expect("report is JSON");
+    assert_eq!(r["target"]["command"], "printf %s| one two words three");
+    assert_eq!(r["exit"]["code"], 0);
+    assert!(r["damage"].is_null(), "{r}");
+    assert!(r["events"]["by_kind"]["exec"].as_u64() >= Some(1), "{r}");
+    // The same program with -- gives the same argv.
+    let file = tmp().join("pipe_same.tmt");
+    let out = Command::new(bin())
+        .arg("record")
+        .arg("-o")
+        .arg(&file)
+        .args(["--", "printf", "%s|", "one", "two words", "three"])
+        .output()
+        .expect("run tm-tui record");
+    assert_exit(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one|two words|three|");
+    assert_eq!(
+        report_json(&file, &[])["target"]["command"],
+        r["target"]["command"]
+    );
+}
+
+/// Bad input to -c and to `-`: one line, no panic.
+#[test]
+fn bad_command_strings_and_stdin_that_is_not_a_trace() {
+    use std::process::Stdio;
+    let one_line = |out: &Output, code: i32, needle: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("tm-tui: error: ") && err.contains(needle),
+            "{needle}: {err}"
+        );
+    };
+    one_line(&tm(&["record", "-c", "prog 'a"]), 1, "unbalanced quotes");
+    one_line(&tm(&["record", "-c", "  "]), 1, "no program");
+    one_line(
+        &tm(&["record", "-c", "prog", "--", "prog"]),
+        2,
+        "cannot be used with",
+    );
+    one_line(
+        &tm(&["record", "-c", "prog", "-p", "1"]),
+        2,
+        "cannot be used with",
+    );
+    one_line(&tm(&["-c", "prog", "--", "prog"]), 2, "cannot be used with");
+    for sub in ["report", "open"] {
+        let out = Command::new(bin())
+            .args([sub, "-"])
+            .stdin(Stdio::from(
+                std::fs::File::open("/etc/hostname").expect("open"),
+            ))
+            .output()
+            .expect("run tm-tui");
+        one_line(&out, 1, "stdin: not a tm-tui trace");
+        let out = Command::new(bin())
+            .args([sub, "-"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tm-tui");
+        one_line(&out, 1, "stdin: not a tm-tui trace");
+    }
+    one_line(
+        &tm(&["demo", "uaf", "--no-ui", "-o", "-"]),
+        1,
+        "give -o FILE",
+    );
+}
