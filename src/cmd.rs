@@ -3,6 +3,7 @@
 //! saved-recording UIs.
 
 pub mod bench;
+pub mod caps;
 pub mod demo;
 pub mod docs;
 pub mod leakscan;

@@ -233,7 +233,7 @@ enum Cmd {
         filter: Option<String>,
     },
     /// Benchmarks, measured in one run: `record` — the churner demo
-    /// untraced and traced, per malloc+free pair (needs root); `model` —
+    /// untraced and traced, per malloc+free pair (needs CAP_BPF and CAP_PERFMON); `model` —
     /// the timeline on a synthetic recording (ingest, heap-at-T, history);
     /// `ui` — frame and keypress-to-screen times on that recording;
     /// `probes` — per probed function call and per traced system call

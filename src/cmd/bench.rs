@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::demo;
 use crate::cmd::record::{self, RecordArgs};
-use crate::cmd::session::{require_root, ProbeMode, Target};
+use crate::cmd::session::{require_caps, ProbeMode, Target};
 use crate::event::EventKind;
 use crate::trace::read_trace;
 
@@ -177,7 +177,7 @@ fn peer_runs(bin: &str, pairs: u64, lib: &str) -> Option<(f64, f64)> {
 }
 
 pub fn run(pairs: u64, runs: usize) -> Result<i32> {
-    require_root()?;
+    require_caps(None)?;
     let runs = runs.max(1);
     let demo = demo::find("threads")?;
     let mut churners = Vec::new();

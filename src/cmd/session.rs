@@ -172,11 +172,11 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
-pub fn require_root() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("tm-tui needs root to load eBPF programs (CAP_BPF, CAP_PERFMON): run it with sudo");
-    }
-    Ok(())
+/// The capabilities recording needs (not root itself): CAP_BPF and
+/// CAP_PERFMON; CAP_SYS_PTRACE too to attach to `pid` if it is another
+/// user's (see [`crate::cmd::caps`]).
+pub fn require_caps(pid: Option<u32>) -> Result<()> {
+    crate::cmd::caps::check(crate::cmd::caps::effective(), pid)
 }
 
 /// The processes descended from `pid` now, parents before children:
@@ -310,7 +310,10 @@ pub fn start(
     stdio: Option<launch::Stdio>,
     tracing: &Tracing,
 ) -> Result<Session> {
-    require_root()?;
+    require_caps(match target {
+        Target::Pid(p) => Some(*p),
+        Target::Command(_) => None,
+    })?;
     raise_fd_limit();
     // Without the alloc family no allocator is looked for (a target
     // without malloc can still be traced).

@@ -317,3 +317,173 @@ fn bad_command_strings_and_stdin_that_is_not_a_trace() {
         "give -o FILE",
     );
 }
+
+/// A folder in /tmp that user 65534 can use: tm-tui and `programs`
+/// copied into it (the build's own folders may be closed to others).
+fn nobody_dir(programs: &[&std::path::Path]) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("tm-tui-caps-")
+        .tempdir_in("/tmp")
+        .expect("a temporary folder");
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).expect("chown");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for p in std::iter::once(std::path::Path::new(bin())).chain(programs.iter().copied()) {
+        let to = dir.path().join(p.file_name().expect("a file name"));
+        std::fs::copy(p, &to).expect("copy");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    dir
+}
+
+/// `setpriv` as user 65534 with exactly `caps` (ambient, so they survive
+/// the exec of tm-tui, as `setcap` on the binary would give them).
+fn as_nobody(caps: &str, argv: &[&str]) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    if !caps.is_empty() {
+        c.arg(format!("--inh-caps={caps}"))
+            .arg(format!("--ambient-caps={caps}"));
+    }
+    c.args(argv);
+    c
+}
+
+const CAPS_PROG: &str = r#"
+#include <stdlib.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int rounds = argc > 1 ? atoi(argv[1]) : 1;
+    for (int r = 0; r < rounds; r++) {
+        void *keep[10];
+        for (int i = 0; i < 10; i++)
+            keep[i] = malloc(4242); /* CAPS_ALLOC */
+        for (int i = 0; i < 10; i++)
+            free(keep[i]);
+        if (rounds > 1)
+            usleep(20000);
+    }
+    printf("uid %d\n", (int)getuid());
+    return 0;
+}
+"#;
+
+/// Not root, with CAP_BPF and CAP_PERFMON only: a launched program is
+/// recorded as root would record it, and so is a running process of the
+/// same user; another user's process needs CAP_SYS_PTRACE, said in one
+/// line; without CAP_BPF nothing runs and the line names it.
+#[test]
+fn capabilities_instead_of_root() {
+    if !bpf_or_skip("capabilities_instead_of_root") {
+        return;
+    }
+    let prog = compile(
+        "gcc",
+        "caps_prog",
+        "c",
+        CAPS_PROG,
+        &["-g", "-O0", "-fno-omit-frame-pointer"],
+    );
+    let dir = nobody_dir(&[&prog]);
+    let tm = dir.path().join("tm-tui").display().to_string();
+    let prog = dir.path().join("caps_prog").display().to_string();
+    let trace = dir.path().join("launched.tmt");
+    let out = as_nobody(
+        "+bpf,+perfmon",
+        &[
+            &tm,
+            "record",
+            "-o",
+            &trace.display().to_string(),
+            "--",
+            &prog,
+        ],
+    )
+    .output()
+    .expect("run setpriv");
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "uid 65534\n");
+    let r = report_json(&trace, &[]);
+    assert_eq!(r["exit"]["code"], 0, "{r}");
+    assert!(r["events"]["by_kind"]["alloc"].as_u64() >= Some(10), "{r}");
+    assert_no_loss(&r);
+    let text = stdout(
+        &Command::new(bin())
+            .arg("report")
+            .arg(&trace)
+            .output()
+            .expect("report"),
+    );
+    let at = format!("main (caps_prog.c:{})", line(CAPS_PROG, "CAPS_ALLOC"));
+    assert!(
+        text.contains("size=4242") && text.contains(&at),
+        "{at} in: {text}"
+    );
+
+    // Attached to a process of the same user.
+    let mut target = as_nobody("", &[&prog, "150"])
+        .spawn()
+        .expect("start the target");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let attached = dir.path().join("attached.tmt");
+    let out = as_nobody(
+        "+bpf,+perfmon",
+        &[
+            &tm,
+            "record",
+            "-d",
+            "1s",
+            "-o",
+            &attached.display().to_string(),
+            &target.id().to_string(),
+        ],
+    )
+    .output()
+    .expect("run setpriv");
+    let _ = target.kill();
+    let _ = target.wait();
+    assert_exit(&out, 0);
+    let r = report_json(&attached, &[]);
+    assert!(r["events"]["by_kind"]["alloc"].as_u64() >= Some(10), "{r}");
+
+    let one_line = |out: &Output, needle: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("tm-tui: error: ") && err.contains(needle),
+            "{needle}: {err}"
+        );
+    };
+    // pid 1 is root's.
+    let out = as_nobody("+bpf,+perfmon", &[&tm, "record", "-o", "/dev/null", "1"])
+        .output()
+        .expect("run setpriv");
+    one_line(
+        &out,
+        "attaching to pid 1, a process of user 0, needs CAP_SYS_PTRACE (missing: CAP_SYS_PTRACE)",
+    );
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let out = as_nobody(
+        "+perfmon,+sys_ptrace",
+        &[
+            &tm,
+            "record",
+            "-o",
+            "/dev/null",
+            "--",
+            "/bin/sh",
+            "-c",
+            &touch,
+        ],
+    )
+    .output()
+    .expect("run setpriv");
+    one_line(
+        &out,
+        "recording needs CAP_BPF and CAP_PERFMON (missing: CAP_BPF); run as root or `",
+    );
+    assert!(!marker.exists(), "the program ran");
+}
