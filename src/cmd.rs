@@ -12,7 +12,7 @@ pub mod record;
 pub mod report;
 pub mod session;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use std::collections::HashSet;
 
@@ -32,6 +32,36 @@ pub fn to_stdout(f: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>)
         }
         _ => Ok(()),
     }
+}
+
+/// A new file only its owner can read, under a name nobody can guess:
+/// `PREFIXxxxxxxxxxxxSUFFIX` in $XDG_RUNTIME_DIR (the user's own folder)
+/// if there is one, else the temporary folder; created with O_EXCL, mode
+/// 0600 (never a file or link someone put there first), and kept. Given
+/// to `owner` (uid, gid): the user who ran sudo reads it after.
+pub fn private_file(
+    prefix: &str,
+    suffix: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<(std::fs::File, std::path::PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_absolute() && d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let (file, path) = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .rand_bytes(12)
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(&dir)
+        .and_then(|f| f.keep().map_err(|e| e.error))
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+            .with_context(|| format!("cannot give {} to uid {uid}", path.display()))?;
+    }
+    Ok((file, path))
 }
 
 /// The UI needs a terminal on both ends.

@@ -150,6 +150,11 @@ struct TraceArgs {
     /// executable or libraries (its first 8 bytes at most).
     #[arg(long = "watch-var", value_name = "NAME[:w|rw]")]
     watch_vars: Vec<String>,
+    /// Under sudo, run a launched program as root. By default it runs as
+    /// the user who ran sudo (SUDO_UID, SUDO_GID and that user's groups),
+    /// as it would have without tm-tui; tm-tui stays root to trace it.
+    #[arg(long)]
+    as_root: bool,
 }
 
 impl TraceArgs {
@@ -162,6 +167,7 @@ impl TraceArgs {
             children: self.children,
             families: self.families,
             probes: self.probes.into_iter().chain(self.probe_entries).collect(),
+            as_root: self.as_root,
         }
     }
 }
@@ -481,6 +487,12 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let demo = demo::find(&name)?;
             let bin = demo::build(demo, None)?;
+            // The demos are built in root's cache, which sudo's user may
+            // not reach: they run as root.
+            let tracing = TraceArgs {
+                as_root: true,
+                ..tracing
+            };
             if build_only {
                 println!("{}", bin.display());
                 return Ok(0);
@@ -499,9 +511,15 @@ fn run(cli: Cli) -> Result<i32> {
                     tracing: tracing.clone().tracing(),
                 });
             }
-            let output = output.unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("tm-tui-demo-{}.tmt", demo.name))
-            });
+            // Unguessable and private (given to the user who ran sudo).
+            let output = match output {
+                Some(o) => o,
+                None => {
+                    let owner = session::sudo_user(false)?.map(|r| (r.uid, r.gid));
+                    let prefix = format!("tm-tui-demo-{}-", demo.name);
+                    cmd::private_file(&prefix, ".tmt", owner)?.1
+                }
+            };
             eprintln!("tm-tui: demo '{}': {}", demo.name, demo.about);
             let mut argv = vec![bin.display().to_string()];
             argv.extend(demo.args.iter().map(|a| a.to_string()));

@@ -57,7 +57,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Seconds the target ran, from exec to exit, as the recording saw it.
 fn traced_run(bin: &str, pairs: u64, probes: ProbeMode) -> Result<(f64, u64, u64)> {
-    traced_with(bin, pairs, probes, Default::default())
+    traced_with(
+        bin,
+        pairs,
+        probes,
+        crate::cmd::session::Tracing {
+            as_root: true,
+            ..Default::default()
+        },
+    )
 }
 
 /// As [`traced_run`], with `tracing`'s options (following, watchpoints).
@@ -224,6 +232,7 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
             let followed = |watch| crate::cmd::session::Tracing {
                 follow: true,
                 watch,
+                as_root: true,
                 ..Default::default()
             };
             c.follow

@@ -206,18 +206,10 @@ pub fn live(args: LiveArgs) -> Result<i32> {
     // steal our keys: it gets /dev/null and a log file instead.
     let (stdio, log) = match &args.target {
         Target::Command(_) => {
-            // Named for the program's pid once it has one (renamed below);
-            // created new, readable by its owner only.
-            let log = std::env::temp_dir().join(format!("tm-tui-{}.starting", std::process::id()));
-            let output = {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&log)
-                    .with_context(|| format!("cannot create {}", log.display()))?
-            };
+            // Unguessable, readable by its owner only: the user who ran
+            // sudo when the program runs as that user.
+            let owner = session::sudo_user(args.tracing.as_root)?.map(|r| (r.uid, r.gid));
+            let (output, log) = crate::cmd::private_file("tm-tui-", ".out", owner)?;
             let stdio = crate::recorder::launch::Stdio {
                 stdin: Some(std::fs::File::open("/dev/null").context("cannot open /dev/null")?),
                 output,
@@ -243,14 +235,6 @@ pub fn live(args: LiveArgs) -> Result<i32> {
             return Err(e);
         }
     };
-    // The program's output file, named for its pid.
-    let log = log.map(|l| {
-        let named = std::env::temp_dir().join(format!("tm-tui-{}.out", session.meta.pid));
-        match std::fs::rename(&l, &named) {
-            Ok(()) => named,
-            Err(_) => l,
-        }
-    });
     let writer = match &args.output {
         Some(p) => Some(TraceWriter::create(p, &session.meta)?),
         None => None,

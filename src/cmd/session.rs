@@ -139,6 +139,58 @@ pub struct Tracing {
     /// Addresses and variables to watch for the whole recording.
     pub watch_addrs: Vec<crate::recorder::watch::Asked>,
     pub watch_vars: Vec<String>,
+    /// Under sudo, run a launched program as root, not as the user who
+    /// ran sudo.
+    pub as_root: bool,
+}
+
+/// Under sudo (root, SUDO_UID of another user), the user a launched
+/// program runs as, as it would have without tm-tui: SUDO_UID, SUDO_GID
+/// and SUDO_USER's supplementary groups. `None` otherwise.
+pub fn sudo_user(as_root: bool) -> Result<Option<launch::RunAs>> {
+    if as_root || !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let id = |var: &str| -> Result<Option<u32>> {
+        match std::env::var(var) {
+            Ok(v) => v.trim().parse::<u32>().map(Some).map_err(|_| {
+                anyhow::anyhow!("{var}={v:?} is not a numeric id (--as-root ignores it)")
+            }),
+            Err(_) => Ok(None),
+        }
+    };
+    let Some(uid) = id("SUDO_UID")?.filter(|&u| u != 0) else {
+        return Ok(None);
+    };
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten();
+    let gid = match (id("SUDO_GID")?, &user) {
+        (Some(g), _) => g,
+        (None, Some(u)) => u.gid.as_raw(),
+        (None, None) => bail!("SUDO_UID={uid} without SUDO_GID, and no such user: cannot tell the group to run the program as (--as-root keeps root)"),
+    };
+    // SUDO_USER's groups (as login gives them), else the one group.
+    let name = std::env::var("SUDO_USER")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| user.as_ref().map(|u| u.name.clone()));
+    let mut groups: Vec<u32> = name
+        .as_deref()
+        .and_then(|n| std::ffi::CString::new(n).ok())
+        .and_then(|n| nix::unistd::getgrouplist(&n, nix::unistd::Gid::from_raw(gid)).ok())
+        .map(|gs| gs.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    if !groups.contains(&gid) {
+        groups.insert(0, gid);
+    }
+    Ok(Some(launch::RunAs {
+        uid,
+        gid,
+        groups,
+        name,
+        home: user.map(|u| u.dir),
+    }))
 }
 
 /// How the allocator is probed. The other modes exist for `tm-tui bench`.
@@ -356,6 +408,7 @@ pub fn start(
         usable_size,
         cell: Arc::default(),
     });
+    let mut run_as = None;
     let (pid, command, mut allocator, mut child, resolved, warning) = match target {
         Target::Pid(pid) => {
             let command = check_pid(*pid)?;
@@ -366,6 +419,7 @@ pub fn start(
         }
         Target::Command(argv) => {
             let exe = launch::resolve_program(argv.first().map_or("", String::as_str))?;
+            run_as = sudo_user(tracing.as_root)?;
             let allocator = alloc_on.then(|| discover::for_program(&exe)).transpose()?;
             let (resolved, warning) =
                 resolve_probes(&tracing.probes, || discover::modules_of_program(&exe))?;
@@ -375,6 +429,7 @@ pub fn start(
                 stdio,
                 tracing.follow,
                 watch.as_ref().map(|w| Arc::clone(&w.cell)),
+                run_as.clone(),
             )?;
             (
                 child.pid,
@@ -479,7 +534,14 @@ pub fn start(
             c.kill();
             bail!("interrupted before the program started");
         }
-        c.resume()?;
+        c.resume().map_err(|e| match &run_as {
+            Some(r) => anyhow::anyhow!(
+                "{e:#} as user {} (uid {}, who ran sudo; --as-root runs it as root)",
+                r.name.as_deref().unwrap_or("?"),
+                r.uid
+            ),
+            None => e,
+        })?;
     }
     let warnings: Vec<String> = warning
         .into_iter()

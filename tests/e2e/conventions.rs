@@ -487,3 +487,69 @@ fn capabilities_instead_of_root() {
     );
     assert!(!marker.exists(), "the program ran");
 }
+
+/// Under sudo (SUDO_UID, SUDO_GID, SUDO_USER as sudo sets them) a
+/// launched program runs as the user who ran sudo, with that user's
+/// groups and home, and is traced all the same (a root tracer, a tracee of
+/// another user); --as-root keeps root; a malformed SUDO_UID is one line.
+#[test]
+fn under_sudo_the_program_runs_as_the_user() {
+    if !bpf_or_skip("under_sudo") {
+        return;
+    }
+    let dir = tmp().join("under_sudo");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let sudo = [
+        ("SUDO_UID", "65534"),
+        ("SUDO_GID", "65534"),
+        ("SUDO_USER", "nobody"),
+    ];
+    let who = ["/bin/sh", "-c", "id -u; id -G; echo \"$HOME $USER\""];
+    let trace = dir.join("as_user.tmt");
+    let out = record_with(&trace, &[], &who, &sudo);
+    assert_exit(&out, 0);
+    let home = std::str::from_utf8(
+        &Command::new("getent")
+            .args(["passwd", "nobody"])
+            .output()
+            .expect("getent")
+            .stdout,
+    )
+    .expect("utf8")
+    .split(':')
+    .nth(5)
+    .expect("a home field")
+    .to_string();
+    assert_eq!(stdout(&out), format!("65534\n65534\n{home} nobody\n"));
+    // Traced through the exec of sh and its children (id).
+    let r = report_json(&trace, &[]);
+    assert_eq!(r["exit"]["code"], 0, "{r}");
+    assert!(r["events"]["by_kind"]["exec"].as_u64() >= Some(3), "{r}");
+    assert!(r["events"]["by_kind"]["alloc"].as_u64() >= Some(10), "{r}");
+    assert!(
+        r["processes"].as_array().is_some_and(|p| p.len() >= 3),
+        "{r}"
+    );
+
+    let out = record_with(
+        &dir.join("as_root.tmt"),
+        &["--as-root"],
+        &["/usr/bin/id", "-u"],
+        &sudo,
+    );
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "0\n");
+    let out = record_with(
+        &dir.join("bad.tmt"),
+        &[],
+        &["/usr/bin/id", "-u"],
+        &[("SUDO_UID", "nobody")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("tm-tui: error: SUDO_UID=\"nobody\" is not a numeric id"),
+        "{err}"
+    );
+}

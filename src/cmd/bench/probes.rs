@@ -109,6 +109,8 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
                 watch_vars: Vec::new(),
                 families: only(None),
                 probes: probe("work")?,
+                // Bench programs are built in root's cache.
+                as_root: true,
             },
         ),
         (
@@ -121,6 +123,8 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
                 watch_vars: Vec::new(),
                 families: only(None),
                 probes: probe("work(str, int)")?,
+                // Bench programs are built in root's cache.
+                as_root: true,
             },
         ),
     ];
@@ -135,6 +139,8 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
                 watch_vars: Vec::new(),
                 families: only(None),
                 probes: Vec::new(),
+                // Bench programs are built in root's cache.
+                as_root: true,
             },
         ),
         (
@@ -147,6 +153,8 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
                 watch_vars: Vec::new(),
                 families: only(Some(Family::Io)),
                 probes: Vec::new(),
+                // Bench programs are built in root's cache.
+                as_root: true,
             },
         ),
     ];
