@@ -41,8 +41,10 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMM
 /// maps, fatal signals, with stacks — scrub through it in a terminal UI,
 /// and explain its crash.
 ///
-/// `tm-tui PID` attaches and opens the UI; `tm-tui -- CMD ARGS` launches
-/// CMD and opens it.
+/// `tm-tui PID` attaches and opens the UI; `tm-tui -- CMD ARGS` (or
+/// `-c "CMD ARGS"`) launches CMD and opens it. Recording needs CAP_BPF
+/// and CAP_PERFMON (root has them); under sudo a launched program runs
+/// as the user who ran sudo.
 #[derive(Parser, Debug)]
 #[command(
     name = "tm-tui",
@@ -174,8 +176,9 @@ impl TraceArgs {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Record a running process (PID) or a program you launch (-- CMD ...)
-    /// into a trace file, until it exits or Ctrl-C.
+    /// Record a running process (PID) or a program you launch (-- CMD ...
+    /// or -c "CMD ...") into a trace file (- for stdout), until it exits
+    /// or Ctrl-C.
     Record {
         /// Process to attach to.
         pid: Option<u32>,
