@@ -12,7 +12,10 @@ struct Tmux(String);
 
 impl Tmux {
     fn start(cmd: &str) -> Tmux {
-        let name = format!("tm-e2e-{}", std::process::id());
+        // One session per test: the tests of this file run in parallel.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("tm-e2e-{}-{n}", std::process::id());
         let ok = Command::new("tmux")
             .args([
                 "new-session",
