@@ -622,3 +622,51 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<std::ffi::OsString> {
+        v.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn log_before_a_subcommand_moves_after_it() {
+        assert_eq!(
+            hoist_log(args(&["tm-tui", "--log", "x", "record", "-o", "t"])),
+            args(&["tm-tui", "record", "--log", "x", "-o", "t"])
+        );
+        assert_eq!(
+            hoist_log(args(&["tm-tui", "--log=x", "report", "f"])),
+            args(&["tm-tui", "report", "--log=x", "f"])
+        );
+        // The UI's own options stay where they are.
+        for kept in [
+            &["tm-tui", "--log", "x", "--", "prog"][..],
+            &["tm-tui", "--log", "x", "1234"],
+            &["tm-tui", "--log"],
+            &["tm-tui", "record", "--log", "x"],
+        ] {
+            assert_eq!(hoist_log(args(kept)), args(kept));
+        }
+        let cli = Cli::try_parse_from(hoist_log(args(&["tm-tui", "--log", "x", "report", "f"])))
+            .expect("parses");
+        assert_eq!(cli.log.as_deref(), Some(std::path::Path::new("x")));
+        assert!(matches!(cli.command, Some(Cmd::Report { .. })));
+    }
+
+    #[test]
+    fn command_string_splits_as_a_shell_does() {
+        assert_eq!(
+            launch_words(Some(r#"prog a 'b c' "d\"e" f\ g"#.into()), Vec::new()).expect("splits"),
+            ["prog", "a", "b c", "d\"e", "f g"]
+        );
+        assert_eq!(
+            launch_words(None, vec!["p".into(), "q".into()]).expect("as given"),
+            ["p", "q"]
+        );
+        assert!(launch_words(Some("prog 'a".into()), Vec::new()).is_err());
+        assert!(launch_words(Some("   ".into()), Vec::new()).is_err());
+    }
+}
