@@ -3,7 +3,9 @@
 //! saved-recording UIs.
 
 pub mod bench;
+pub mod caps;
 pub mod demo;
+pub mod docs;
 pub mod export;
 pub mod leakscan;
 pub mod live;
@@ -11,7 +13,7 @@ pub mod record;
 pub mod report;
 pub mod session;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use std::collections::HashSet;
 
@@ -19,6 +21,49 @@ use crate::event::ModuleId;
 use crate::model::Timeline;
 use crate::recorder::symbols::Symbols;
 use crate::trace::Trace;
+
+/// Writes `f`'s output to stdout, flushed. A reader gone (`| head`) is
+/// not an error: what it wanted it has.
+pub fn to_stdout(f: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match f(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A new file only its owner can read, under a name nobody can guess:
+/// `PREFIXxxxxxxxxxxxSUFFIX` in $XDG_RUNTIME_DIR (the user's own folder)
+/// if there is one, else the temporary folder; created with O_EXCL, mode
+/// 0600 (never a file or link someone put there first), and kept. Given
+/// to `owner` (uid, gid): the user who ran sudo reads it after.
+pub fn private_file(
+    prefix: &str,
+    suffix: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<(std::fs::File, std::path::PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_absolute() && d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let (file, path) = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .rand_bytes(12)
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(&dir)
+        .and_then(|f| f.keep().map_err(|e| e.error))
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+            .with_context(|| format!("cannot give {} to uid {uid}", path.display()))?;
+    }
+    Ok((file, path))
+}
 
 /// The UI needs a terminal on both ends.
 pub fn require_tty() -> Result<()> {
@@ -109,19 +154,26 @@ pub fn warn_damage(file: &std::path::Path, t: &Trace, done: &str) {
     } else {
         format!("; {done}")
     };
+    let name = crate::trace::name(file, false);
     if let Some(d) = &t.damage {
         eprintln!(
-            "tm-tui: warning: {} is damaged from byte {}: {}{done}",
-            file.display(),
-            d.offset,
-            d.reason
+            "tm-tui: warning: {name} is damaged from byte {}: {}{done}",
+            d.offset, d.reason
+        );
+    }
+    if let Some(first) = t.integrity.first() {
+        eprintln!(
+            "tm-tui: warning: {name} has {} record(s) missing, repeated or out of order, \
+             the first at byte {}: {}",
+            t.integrity.len(),
+            first.offset,
+            first.reason
         );
     }
     if let Some(first) = t.skipped.first() {
         eprintln!(
-            "tm-tui: warning: {} has {} record(s) this version cannot read, skipped, \
+            "tm-tui: warning: {name} has {} record(s) this version cannot read, skipped, \
              the first at byte {}: {}",
-            file.display(),
             t.skipped.len(),
             first.offset,
             first.reason

@@ -34,22 +34,32 @@ use clap::{Args, Parser, Subcommand};
 use cmd::{bench, demo, record, report, session};
 use recorder::probes;
 
+/// `0.1.0 (1f536b4)`: the version and the git commit built (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TM_GIT_COMMIT"), ")");
+
 /// Record what a live process does with eBPF — allocations, frees, memory
 /// maps, fatal signals, with stacks — scrub through it in a terminal UI,
 /// and explain its crash.
 ///
-/// `tm-tui PID` attaches and opens the UI; `tm-tui -- CMD ARGS` launches
-/// CMD and opens it.
+/// `tm-tui PID` attaches and opens the UI; `tm-tui -- CMD ARGS` (or
+/// `-c "CMD ARGS"`) launches CMD and opens it. Recording needs CAP_BPF
+/// and CAP_PERFMON (root has them); under sudo a launched program runs
+/// as the user who ran sudo.
 #[derive(Parser, Debug)]
 #[command(
     name = "tm-tui",
-    version,
+    version = VERSION,
     about,
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
+    /// Write diagnostics to FILE (created or truncated): libbpf's messages,
+    /// debug ones included, and tm-tui's warnings, notes and errors, each
+    /// stamped with the seconds since the start.
+    #[arg(long, value_name = "FILE", global = true)]
+    log: Option<PathBuf>,
     /// Process to attach to (opens the UI).
     pid: Option<u32>,
     /// Also write the recording to this trace file.
@@ -64,6 +74,24 @@ struct Cli {
     /// Program and arguments to launch, recorded from its first instruction.
     #[arg(last = true)]
     launch: Vec<String>,
+    /// The program to launch and its arguments in one string, split as a
+    /// shell splits words (quotes, backslashes; no pipes, redirections or
+    /// variables): -c "prog a 'b c'" is -- prog a 'b c'.
+    #[arg(short = 'c', long = "command", value_name = "\"CMD ARGS\"", conflicts_with_all = ["launch", "pid"])]
+    command_line: Option<String>,
+}
+
+/// `-c "CMD ARGS"` as words, or the words after `--`.
+fn launch_words(line: Option<String>, words: Vec<String>) -> Result<Vec<String>> {
+    let Some(line) = line else {
+        return Ok(words);
+    };
+    let words = shlex::split(&line)
+        .ok_or_else(|| anyhow::anyhow!("-c {line:?}: unbalanced quotes or a trailing backslash"))?;
+    if words.is_empty() {
+        bail!("-c: no program in {line:?}");
+    }
+    Ok(words)
 }
 
 /// What to trace beyond fatal signals and the process lifecycle, and
@@ -124,6 +152,11 @@ struct TraceArgs {
     /// executable or libraries (its first 8 bytes at most).
     #[arg(long = "watch-var", value_name = "NAME[:w|rw]")]
     watch_vars: Vec<String>,
+    /// Under sudo, run a launched program as root. By default it runs as
+    /// the user who ran sudo (SUDO_UID, SUDO_GID and that user's groups),
+    /// as it would have without tm-tui; tm-tui stays root to trace it.
+    #[arg(long)]
+    as_root: bool,
 }
 
 impl TraceArgs {
@@ -136,14 +169,16 @@ impl TraceArgs {
             children: self.children,
             families: self.families,
             probes: self.probes.into_iter().chain(self.probe_entries).collect(),
+            as_root: self.as_root,
         }
     }
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Record a running process (PID) or a program you launch (-- CMD ...)
-    /// into a trace file, until it exits or Ctrl-C.
+    /// Record a running process (PID) or a program you launch (-- CMD ...
+    /// or -c "CMD ...") into a trace file (- for stdout), until it exits
+    /// or Ctrl-C.
     Record {
         /// Process to attach to.
         pid: Option<u32>,
@@ -154,7 +189,8 @@ enum Cmd {
         /// killed then, as quitting the UI does.
         #[arg(short = 'd', long, value_parser = report::parse_duration)]
         duration: Option<std::time::Duration>,
-        /// Trace file to write.
+        /// Trace file to write; - is stdout (tm-tui's messages, and a
+        /// launched program's output, go to stderr).
         #[arg(short, long, default_value = "tm-tui.tmt")]
         output: PathBuf,
         /// Memory budget for the in-memory timeline used for the live crash
@@ -177,10 +213,15 @@ enum Cmd {
         /// Program and arguments to launch and record from its first instruction.
         #[arg(last = true)]
         command: Vec<String>,
+        /// The program to launch and its arguments in one string, split as
+        /// a shell splits words: -c "prog a 'b c'" is -- prog a 'b c'.
+        #[arg(short = 'c', long = "command", value_name = "\"CMD ARGS\"",
+              conflicts_with_all = ["command", "pid", "pid_flag"])]
+        command_line: Option<String>,
     },
     /// Print what a trace file holds: crash, counts, losses, heap, events.
     Report {
-        /// Trace file written by `tm-tui record`.
+        /// Trace file written by `tm-tui record`; - reads stdin.
         file: PathBuf,
         /// The moment to look at, from the start (e.g. 1.250s, 1s 250ms).
         #[arg(long, value_parser = report::parse_duration)]
@@ -234,12 +275,13 @@ enum Cmd {
         memory: usize,
     },
     /// Benchmarks, measured in one run: `record` — the churner demo
-    /// untraced and traced, per malloc+free pair (needs root); `model` —
+    /// untraced and traced, per malloc+free pair (needs CAP_BPF and CAP_PERFMON); `model` —
     /// the timeline on a synthetic recording (ingest, heap-at-T, history);
     /// `ui` — frame and keypress-to-screen times on that recording;
     /// `probes` — per probed function call and per traced system call
     /// (--pairs of each), against bpftrace; `trace` — encode and decode
     /// cost and bytes per event of the trace file (--events, --runs).
+    #[command(hide = true)]
     Bench {
         /// record, model, ui, probes or trace.
         #[arg(default_value = "record", value_parser = ["record", "model", "ui", "probes", "trace"])]
@@ -280,9 +322,25 @@ enum Cmd {
         #[command(flatten)]
         tracing: TraceArgs,
     },
+    /// Print the manual page (roff): `tm-tui man | man -l -` reads it;
+    /// `tm-tui man --dir /usr/local/share/man/man1` installs every page.
+    Man {
+        /// A subcommand's own page (tm-tui-record(1)) instead of tm-tui(1).
+        subcommand: Option<String>,
+        /// Write every page (tm-tui.1, tm-tui-record.1, …) into DIR.
+        #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the shell completion script for SHELL: `source <(tm-tui
+    /// completions bash)` tries it; the README says where to install it.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Open a saved recording in the UI.
     Open {
-        /// Trace file written by `tm-tui record` (or `-o`).
+        /// Trace file written by `tm-tui record` (or `-o`); - reads stdin
+        /// (the keys then come from the terminal).
         file: PathBuf,
         /// Memory budget of the timeline.
         #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
@@ -335,9 +393,10 @@ fn parse_memory(s: &str) -> Result<usize, String> {
 
 fn run(cli: Cli) -> Result<i32> {
     let Some(command) = cli.command else {
-        let target = match (cli.pid, cli.launch.is_empty()) {
+        let launch = launch_words(cli.command_line, cli.launch)?;
+        let target = match (cli.pid, launch.is_empty()) {
             (Some(p), true) => session::Target::Pid(p),
-            (None, false) => session::Target::Command(cli.launch),
+            (None, false) => session::Target::Command(launch),
             (Some(_), false) => bail!("give either a PID or -- COMMAND, not both"),
             (None, true) => {
                 bail!("nothing to show: give a PID, -- COMMAND ARGS, or a subcommand (see --help)")
@@ -353,6 +412,16 @@ fn run(cli: Cli) -> Result<i32> {
         });
     };
     match command {
+        Cmd::Man { subcommand, dir } => {
+            use clap::CommandFactory;
+            cmd::docs::man(Cli::command(), subcommand.as_deref(), dir.as_deref())?;
+            Ok(0)
+        }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            cmd::docs::completions(Cli::command(), shell)?;
+            Ok(0)
+        }
         Cmd::Open { file, memory } => {
             cmd::live::open(&file, memory)?;
             Ok(0)
@@ -364,10 +433,12 @@ fn run(cli: Cli) -> Result<i32> {
             output,
             memory,
             command,
+            command_line,
             tracing,
             leak_check,
             exit_status,
         } => {
+            let command = launch_words(command_line, command)?;
             let target = match (pid.or(pid_flag), command.is_empty()) {
                 (Some(p), true) => session::Target::Pid(p),
                 (None, false) => session::Target::Command(command),
@@ -402,14 +473,12 @@ fn run(cli: Cli) -> Result<i32> {
                 memory,
                 filter,
             };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report::json(&t, &opts)?)?
-                );
+            let text = if json {
+                serde_json::to_string_pretty(&report::json(&t, &opts)?)? + "\n"
             } else {
-                print!("{}", report::text(&t, &opts)?);
-            }
+                report::text(&t, &opts)?
+            };
+            cmd::to_stdout(|w| w.write_all(text.as_bytes()))?;
             cmd::warn_damage(&file, &t, "");
             Ok(0)
         }
@@ -444,8 +513,17 @@ fn run(cli: Cli) -> Result<i32> {
             no_ui,
             tracing,
         } => {
+            if output.as_deref().is_some_and(trace::is_std) {
+                bail!("demo prints its report on stdout: give -o FILE (or record with `tm-tui record -o -`)");
+            }
             let demo = demo::find(&name)?;
             let bin = demo::build(demo, None)?;
+            // The demos are built in root's cache, which sudo's user may
+            // not reach: they run as root.
+            let tracing = TraceArgs {
+                as_root: true,
+                ..tracing
+            };
             if build_only {
                 println!("{}", bin.display());
                 return Ok(0);
@@ -464,9 +542,15 @@ fn run(cli: Cli) -> Result<i32> {
                     tracing: tracing.clone().tracing(),
                 });
             }
-            let output = output.unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("tm-tui-demo-{}.tmt", demo.name))
-            });
+            // Unguessable and private (given to the user who ran sudo).
+            let output = match output {
+                Some(o) => o,
+                None => {
+                    let owner = session::sudo_user(false)?.map(|r| (r.uid, r.gid));
+                    let prefix = format!("tm-tui-demo-{}-", demo.name);
+                    cmd::private_file(&prefix, ".tmt", owner)?.1
+                }
+            };
             eprintln!("tm-tui: demo '{}': {}", demo.name, demo.about);
             let mut argv = vec![bin.display().to_string()];
             argv.extend(demo.args.iter().map(|a| a.to_string()));
@@ -490,8 +574,31 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The command line with a leading `--log FILE` (or `--log=FILE`) moved
+/// after the subcommand that follows it: `tm-tui --log x record ...`
+/// means `tm-tui record --log x ...` (clap refuses any top-level option
+/// before a subcommand, the UI's options conflicting with them).
+fn hoist_log(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let n = match args.get(1).and_then(|a| a.to_str()) {
+        Some("--log") => 2,
+        Some(a) if a.starts_with("--log=") => 1,
+        _ => return args,
+    };
+    let cmd = Cli::command();
+    let is_sub = args
+        .get(1 + n)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a == "help" || cmd.find_subcommand(a).is_some());
+    if is_sub && args.len() > 1 + n {
+        let log: Vec<_> = args.drain(1..1 + n).collect();
+        args.splice(2..2, log);
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(hoist_log(std::env::args_os().collect())) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -520,11 +627,74 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &cli.log {
+        if let Err(e) = util::log::open(path) {
+            eprintln!(
+                "tm-tui: error: cannot write the log {}: {e}",
+                path.display()
+            );
+            return ExitCode::from(1);
+        }
+        let args: Vec<String> = std::env::args().collect();
+        util::log::line("info", &format!("tm-tui {VERSION}: {}", args.join(" ")));
+    }
     match run(cli) {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Ok(code) => {
+            util::log::line("info", &format!("exit status {code}"));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Err(e) => {
+            util::log::line("error", &format!("{e:#}"));
             eprintln!("tm-tui: error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<std::ffi::OsString> {
+        v.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn log_before_a_subcommand_moves_after_it() {
+        assert_eq!(
+            hoist_log(args(&["tm-tui", "--log", "x", "record", "-o", "t"])),
+            args(&["tm-tui", "record", "--log", "x", "-o", "t"])
+        );
+        assert_eq!(
+            hoist_log(args(&["tm-tui", "--log=x", "report", "f"])),
+            args(&["tm-tui", "report", "--log=x", "f"])
+        );
+        // The UI's own options stay where they are.
+        for kept in [
+            &["tm-tui", "--log", "x", "--", "prog"][..],
+            &["tm-tui", "--log", "x", "1234"],
+            &["tm-tui", "--log"],
+            &["tm-tui", "record", "--log", "x"],
+        ] {
+            assert_eq!(hoist_log(args(kept)), args(kept));
+        }
+        let cli = Cli::try_parse_from(hoist_log(args(&["tm-tui", "--log", "x", "report", "f"])))
+            .expect("parses");
+        assert_eq!(cli.log.as_deref(), Some(std::path::Path::new("x")));
+        assert!(matches!(cli.command, Some(Cmd::Report { .. })));
+    }
+
+    #[test]
+    fn command_string_splits_as_a_shell_does() {
+        assert_eq!(
+            launch_words(Some(r#"prog a 'b c' "d\"e" f\ g"#.into()), Vec::new()).expect("splits"),
+            ["prog", "a", "b c", "d\"e", "f g"]
+        );
+        assert_eq!(
+            launch_words(None, vec!["p".into(), "q".into()]).expect("as given"),
+            ["p", "q"]
+        );
+        assert!(launch_words(Some("prog 'a".into()), Vec::new()).is_err());
+        assert!(launch_words(Some("   ".into()), Vec::new()).is_err());
     }
 }

@@ -366,6 +366,15 @@ fn verifier_stats() -> bool {
 }
 
 fn libbpf_print(level: PrintLevel, msg: String) {
+    // --log: every message, debug included, as libbpf said it.
+    crate::util::log::line(
+        match level {
+            PrintLevel::Debug => "libbpf debug",
+            PrintLevel::Info => "libbpf info",
+            PrintLevel::Warn => "libbpf warning",
+        },
+        &msg,
+    );
     if level == PrintLevel::Debug {
         if verifier_stats() && msg.contains("processed ") {
             let prog = msg.split('\'').nth(1).unwrap_or("?");
@@ -408,7 +417,7 @@ fn run(
     stop: Arc<AtomicBool>,
     backlog: Arc<Backlog>,
 ) -> Result<()> {
-    let level = if verifier_stats() {
+    let level = if verifier_stats() || crate::util::log::enabled() {
         PrintLevel::Debug
     } else {
         PrintLevel::Info

@@ -124,6 +124,39 @@ pub struct Trace {
 // ---------------------------------------------------------------------------
 // Writing
 
+/// `-` as a trace path: the standard output (writing) or input (reading),
+/// as perf, tar and most tools take it.
+pub fn is_std(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// How a trace path is said: `-` is stdout or stdin.
+pub fn name(path: &Path, writing: bool) -> String {
+    match (is_std(path), writing) {
+        (true, true) => "stdout".into(),
+        (true, false) => "stdin".into(),
+        (false, _) => path.display().to_string(),
+    }
+}
+
+/// The standard output as a file of its own (written through a buffer
+/// of the trace's, not std's line buffer); refused when it is a terminal.
+pub fn stdout_file() -> anyhow::Result<File> {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    let out = io::stdout();
+    if out.is_terminal() {
+        anyhow::bail!(
+            "will not write a binary trace to a terminal: redirect stdout (-o - | tm-tui report -) or give -o FILE"
+        );
+    }
+    let fd = out
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot duplicate stdout")?;
+    Ok(File::from(fd))
+}
+
 pub struct TraceWriter {
     out: BufWriter<File>,
     /// The next record's sequence number (in its checksum).
@@ -137,9 +170,13 @@ pub struct TraceWriter {
 impl TraceWriter {
     /// Creates (truncates) `path` and writes the header and `meta`, flushed,
     /// so the file is a readable empty trace from the start.
+    /// `-` is the standard output (not a terminal).
     pub fn create(path: &Path, meta: &Meta) -> anyhow::Result<Self> {
-        let file = File::create(path)
-            .with_context(|| format!("cannot create trace {}", path.display()))?;
+        let file = if is_std(path) {
+            stdout_file()?
+        } else {
+            File::create(path).with_context(|| format!("cannot create trace {}", path.display()))?
+        };
         let mut w = TraceWriter {
             out: BufWriter::with_capacity(IO_BUFFER, file),
             seq: 0,
@@ -276,7 +313,19 @@ enum TraceError {
 /// Reads a whole trace. A file that is not a trace is an error; a trace cut
 /// short or corrupted part-way reads up to the damage, which is reported in
 /// [`Trace::damage`].
+/// `-` is the standard input.
 pub fn read_trace(path: &Path) -> anyhow::Result<Trace> {
+    if is_std(path) {
+        use std::io::IsTerminal;
+        let stdin = io::stdin();
+        if stdin.is_terminal() {
+            anyhow::bail!(
+                "stdin is a terminal, not a trace: pipe one in (tm-tui record -o - -- CMD | tm-tui report -)"
+            );
+        }
+        return read_stream(BufReader::with_capacity(IO_BUFFER, stdin.lock()))
+            .map_err(|e| anyhow::anyhow!("stdin: {e}"));
+    }
     let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
     read_stream(BufReader::with_capacity(IO_BUFFER, file))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))

@@ -4,6 +4,7 @@
 //! glob of `--probe` and of the `call=` filter.
 
 pub mod hash;
+pub mod log;
 pub mod xorshift;
 
 /// Libraries of the system (libc, libstdc++, …): their frames are where

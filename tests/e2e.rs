@@ -6,6 +6,7 @@ mod e2e {
     pub mod allocators;
     pub mod bad_input;
     pub mod children;
+    pub mod conventions;
     pub mod crash;
     pub mod diagnosis;
     pub mod export;

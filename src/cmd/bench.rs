@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::demo;
 use crate::cmd::record::{self, RecordArgs};
-use crate::cmd::session::{require_root, ProbeMode, Target};
+use crate::cmd::session::{require_caps, ProbeMode, Target};
 use crate::event::EventKind;
 use crate::trace::read_trace;
 
@@ -57,7 +57,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Seconds the target ran, from exec to exit, as the recording saw it.
 fn traced_run(bin: &str, pairs: u64, probes: ProbeMode) -> Result<(f64, u64, u64)> {
-    traced_with(bin, pairs, probes, Default::default())
+    traced_with(
+        bin,
+        pairs,
+        probes,
+        crate::cmd::session::Tracing {
+            as_root: true,
+            ..Default::default()
+        },
+    )
 }
 
 /// As [`traced_run`], with `tracing`'s options (following, watchpoints).
@@ -177,7 +185,7 @@ fn peer_runs(bin: &str, pairs: u64, lib: &str) -> Option<(f64, f64)> {
 }
 
 pub fn run(pairs: u64, runs: usize) -> Result<i32> {
-    require_root()?;
+    require_caps(None)?;
     let runs = runs.max(1);
     let demo = demo::find("threads")?;
     let mut churners = Vec::new();
@@ -224,6 +232,7 @@ pub fn run(pairs: u64, runs: usize) -> Result<i32> {
             let followed = |watch| crate::cmd::session::Tracing {
                 follow: true,
                 watch,
+                as_root: true,
                 ..Default::default()
             };
             c.follow

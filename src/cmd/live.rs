@@ -21,7 +21,18 @@ use crate::ui::{input_thread, run, Feed, Lag, Replay, TermGuard};
 pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
     let t = crate::cmd::read_and_name(file)?;
     // The file first: a bad file is an error even without a terminal.
-    require_tty()?;
+    if crate::trace::is_std(file) {
+        // The trace came on stdin: the keys come from the terminal
+        // (crossterm reads /dev/tty when stdin is not one).
+        use std::io::IsTerminal;
+        if !std::io::stdout().is_terminal() || std::fs::File::open("/dev/tty").is_err() {
+            anyhow::bail!("the UI needs a terminal; to read a trace from stdin without one use `tm-tui report -`");
+        }
+    } else {
+        require_tty()?;
+    }
+    let file = std::path::PathBuf::from(crate::trace::name(file, false));
+    let file = file.as_path();
     let tl = crate::cmd::timeline_of(&t, memory);
     let mut app = App::new(tl, Mode::Replay);
     if let Some(first) = t.skipped.first() {
@@ -193,26 +204,23 @@ impl Feed for LiveFeed<'_> {
 pub fn live(args: LiveArgs) -> Result<i32> {
     session::install_sigint()?;
     if let Some(p) = &args.output {
+        if crate::trace::is_std(p) {
+            anyhow::bail!(
+                "the UI owns the terminal: -o - (the trace on stdout) is for `tm-tui record`"
+            );
+        }
         session::check_output(p)?;
     }
     // A launched program's output would garble the UI and its input would
     // steal our keys: it gets /dev/null and a log file instead.
     let (stdio, log) = match &args.target {
         Target::Command(_) => {
-            // Named for the program's pid once it has one (renamed below);
-            // created new, readable by its owner only.
-            let log = std::env::temp_dir().join(format!("tm-tui-{}.starting", std::process::id()));
-            let output = {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&log)
-                    .with_context(|| format!("cannot create {}", log.display()))?
-            };
+            // Unguessable, readable by its owner only: the user who ran
+            // sudo when the program runs as that user.
+            let owner = session::sudo_user(args.tracing.as_root)?.map(|r| (r.uid, r.gid));
+            let (output, log) = crate::cmd::private_file("tm-tui-", ".out", owner)?;
             let stdio = crate::recorder::launch::Stdio {
-                stdin: std::fs::File::open("/dev/null").context("cannot open /dev/null")?,
+                stdin: Some(std::fs::File::open("/dev/null").context("cannot open /dev/null")?),
                 output,
             };
             (Some(stdio), Some(log))
@@ -236,14 +244,6 @@ pub fn live(args: LiveArgs) -> Result<i32> {
             return Err(e);
         }
     };
-    // The program's output file, named for its pid.
-    let log = log.map(|l| {
-        let named = std::env::temp_dir().join(format!("tm-tui-{}.out", session.meta.pid));
-        match std::fs::rename(&l, &named) {
-            Ok(()) => named,
-            Err(_) => l,
-        }
-    });
     let writer = match &args.output {
         Some(p) => Some(TraceWriter::create(p, &session.meta)?),
         None => None,

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::cmd::report;
@@ -44,11 +44,28 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         args.tracing.follow = false;
     }
     session::check_output(&args.output)?;
+    // `-o -`: the trace is stdout, so a launched program's output goes to
+    // stderr with ours (it would corrupt the trace).
+    let to_stdout = crate::trace::is_std(&args.output);
+    let stdio = if to_stdout && matches!(args.target, Target::Command(_)) {
+        use std::os::fd::AsFd;
+        let err = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot duplicate stderr")?;
+        Some(crate::recorder::launch::Stdio {
+            stdin: None,
+            output: std::fs::File::from(err),
+        })
+    } else {
+        None
+    };
+    let out_name = crate::trace::name(&args.output, true);
     let mut session = session::start(
         &args.target,
         args.ringbuf_bytes,
         args.probes,
-        None,
+        stdio,
         &args.tracing,
     )?;
     for w in &session.warnings {
@@ -61,7 +78,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         "tm-tui: recording pid {} ({}) into {}, {}; Ctrl-C stops",
         meta.pid,
         meta.command,
-        args.output.display(),
+        out_name,
         if meta.allocator.is_empty() {
             "heap not traced".to_string()
         } else {
@@ -126,7 +143,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         if let (Some(c), false) = (tl.crash(), crashed) {
             crashed = true;
             if args.print_crash {
-                print_crash(&tl, c);
+                print_crash(&tl, c, to_stdout);
             }
         }
     };
@@ -172,7 +189,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
             (None, EndReason::Stopped) => "stopped by user".to_string(),
             (None, _) => "target gone".to_string(),
         },
-        args.output.display(),
+        out_name,
         written / 1024
     );
     if let Some(st) = watcher.as_ref().and_then(|c| c.get()).map(|w| w.stats()) {
@@ -255,8 +272,9 @@ pub fn probes_line(probes: &[Probe]) -> String {
     )
 }
 
-/// The crash block and its diagnosis, on stdout the moment it happens.
-fn print_crash(tl: &Timeline, crash: u64) {
+/// The crash block and its diagnosis, on stdout the moment it happens
+/// (on stderr when stdout is the trace).
+fn print_crash(tl: &Timeline, crash: u64, to_stderr: bool) {
     let Some(ev) = tl.store().get(crash) else {
         return;
     };
@@ -270,6 +288,10 @@ fn print_crash(tl: &Timeline, crash: u64) {
     if let Some(d) = tl.diagnosis() {
         text.push('\n');
         text.push_str(&d.text(tl));
+    }
+    if to_stderr {
+        eprintln!("{text}");
+        return;
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");

@@ -97,6 +97,10 @@ fn raise_fd_limit() {
 /// without a reader is refused (writing would block the recorder).
 pub fn check_output(path: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    if crate::trace::is_std(path) {
+        // Standard output: not a terminal.
+        return crate::trace::stdout_file().map(drop);
+    }
     let existed = path.exists();
     std::fs::OpenOptions::new()
         .write(true)
@@ -135,6 +139,58 @@ pub struct Tracing {
     /// Addresses and variables to watch for the whole recording.
     pub watch_addrs: Vec<crate::recorder::watch::Asked>,
     pub watch_vars: Vec<String>,
+    /// Under sudo, run a launched program as root, not as the user who
+    /// ran sudo.
+    pub as_root: bool,
+}
+
+/// Under sudo (root, SUDO_UID of another user), the user a launched
+/// program runs as, as it would have without tm-tui: SUDO_UID, SUDO_GID
+/// and SUDO_USER's supplementary groups. `None` otherwise.
+pub fn sudo_user(as_root: bool) -> Result<Option<launch::RunAs>> {
+    if as_root || !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let id = |var: &str| -> Result<Option<u32>> {
+        match std::env::var(var) {
+            Ok(v) => v.trim().parse::<u32>().map(Some).map_err(|_| {
+                anyhow::anyhow!("{var}={v:?} is not a numeric id (--as-root ignores it)")
+            }),
+            Err(_) => Ok(None),
+        }
+    };
+    let Some(uid) = id("SUDO_UID")?.filter(|&u| u != 0) else {
+        return Ok(None);
+    };
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten();
+    let gid = match (id("SUDO_GID")?, &user) {
+        (Some(g), _) => g,
+        (None, Some(u)) => u.gid.as_raw(),
+        (None, None) => bail!("SUDO_UID={uid} without SUDO_GID, and no such user: cannot tell the group to run the program as (--as-root keeps root)"),
+    };
+    // SUDO_USER's groups (as login gives them), else the one group.
+    let name = std::env::var("SUDO_USER")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| user.as_ref().map(|u| u.name.clone()));
+    let mut groups: Vec<u32> = name
+        .as_deref()
+        .and_then(|n| std::ffi::CString::new(n).ok())
+        .and_then(|n| nix::unistd::getgrouplist(&n, nix::unistd::Gid::from_raw(gid)).ok())
+        .map(|gs| gs.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    if !groups.contains(&gid) {
+        groups.insert(0, gid);
+    }
+    Ok(Some(launch::RunAs {
+        uid,
+        gid,
+        groups,
+        name,
+        home: user.map(|u| u.dir),
+    }))
 }
 
 /// How the allocator is probed. The other modes exist for `tm-tui bench`.
@@ -168,11 +224,11 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
-pub fn require_root() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("tm-tui needs root to load eBPF programs (CAP_BPF, CAP_PERFMON): run it with sudo");
-    }
-    Ok(())
+/// The capabilities recording needs (not root itself): CAP_BPF and
+/// CAP_PERFMON; CAP_SYS_PTRACE too to attach to `pid` if it is another
+/// user's (see [`crate::cmd::caps`]).
+pub fn require_caps(pid: Option<u32>) -> Result<()> {
+    crate::cmd::caps::check(crate::cmd::caps::effective(), pid)
 }
 
 /// The processes descended from `pid` now, parents before children:
@@ -306,7 +362,10 @@ pub fn start(
     stdio: Option<launch::Stdio>,
     tracing: &Tracing,
 ) -> Result<Session> {
-    require_root()?;
+    require_caps(match target {
+        Target::Pid(p) => Some(*p),
+        Target::Command(_) => None,
+    })?;
     raise_fd_limit();
     // Without the alloc family no allocator is looked for (a target
     // without malloc can still be traced).
@@ -349,6 +408,7 @@ pub fn start(
         usable_size,
         cell: Arc::default(),
     });
+    let mut run_as = None;
     let (pid, command, mut allocator, mut child, resolved, warning) = match target {
         Target::Pid(pid) => {
             let command = check_pid(*pid)?;
@@ -359,6 +419,7 @@ pub fn start(
         }
         Target::Command(argv) => {
             let exe = launch::resolve_program(argv.first().map_or("", String::as_str))?;
+            run_as = sudo_user(tracing.as_root)?;
             let allocator = alloc_on.then(|| discover::for_program(&exe)).transpose()?;
             let (resolved, warning) =
                 resolve_probes(&tracing.probes, || discover::modules_of_program(&exe))?;
@@ -368,6 +429,7 @@ pub fn start(
                 stdio,
                 tracing.follow,
                 watch.as_ref().map(|w| Arc::clone(&w.cell)),
+                run_as.clone(),
             )?;
             (
                 child.pid,
@@ -472,7 +534,14 @@ pub fn start(
             c.kill();
             bail!("interrupted before the program started");
         }
-        c.resume()?;
+        c.resume().map_err(|e| match &run_as {
+            Some(r) => anyhow::anyhow!(
+                "{e:#} as user {} (uid {}, who ran sudo; --as-root runs it as root)",
+                r.name.as_deref().unwrap_or("?"),
+                r.uid
+            ),
+            None => e,
+        })?;
     }
     let warnings: Vec<String> = warning
         .into_iter()
@@ -480,6 +549,9 @@ pub fn start(
         .chain(follow_warning)
         .chain(follow_warning_children)
         .collect();
+    for w in &warnings {
+        crate::util::log::line("warning", w);
+    }
     Ok(Session {
         meta,
         recorder,
@@ -620,11 +692,7 @@ impl Ingest {
     /// Takes one message; `Some` when the recording ended.
     pub fn handle(&mut self, tl: &mut Timeline, msg: Msg) -> Result<Option<EndReason>> {
         match msg {
-            Msg::Note(n) => {
-                if !self.notes.contains(&n) {
-                    self.notes.push(n);
-                }
-            }
+            Msg::Note(n) => self.note(n),
             Msg::Module(m, file) => {
                 self.symbols.add_module(&m, file);
                 self.take_symbol_notes(false);
@@ -688,17 +756,22 @@ impl Ingest {
                 }
                 tl.add_leak_scan(scan);
             }
-            Err(e) => self.notes.push(format!("no leak scan: {e:#}")),
+            Err(e) => self.note(format!("no leak scan: {e:#}")),
         }
         Ok(())
     }
 
     fn take_symbol_notes(&mut self, ending: bool) {
         for n in self.symbols.take_notes(ending) {
-            let n = n.note();
-            if !self.notes.contains(&n) {
-                self.notes.push(n);
-            }
+            self.note(n.note());
+        }
+    }
+
+    /// A note for the user, once (in the --log file as it comes).
+    fn note(&mut self, n: String) {
+        if !self.notes.contains(&n) {
+            crate::util::log::line("note", &n);
+            self.notes.push(n);
         }
     }
 

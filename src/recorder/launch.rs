@@ -14,7 +14,7 @@
 use std::ffi::{CString, OsStr};
 use std::io::{self, PipeWriter, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -143,6 +143,7 @@ pub fn spawn_stopped(
     stdio: Option<Stdio>,
     follow: bool,
     watch: Option<crate::recorder::watch::WatchCell>,
+    run_as: Option<RunAs>,
 ) -> Result<Child> {
     let c_exe = CString::new(exe.as_os_str().as_bytes()).context("program path has a NUL byte")?;
     let c_args: Vec<CString> = argv
@@ -160,7 +161,7 @@ pub fn spawn_stopped(
     thread::Builder::new()
         .name("tm-launch".into())
         .spawn(move || {
-            let held = match spawn_held(c_exe, c_args, stdio, follow) {
+            let held = match spawn_held(c_exe, c_args, stdio, follow, run_as) {
                 Ok(h) => h,
                 Err(e) => {
                     let _ = pid_tx.send(Err(e));
@@ -187,9 +188,24 @@ pub fn spawn_stopped(
 /// Where a launched program's standard streams go instead of ours (the UI
 /// owns the terminal: output would garble it, input would steal keys).
 pub struct Stdio {
-    pub stdin: std::fs::File,
+    /// `None`: tm-tui's own.
+    pub stdin: Option<std::fs::File>,
     /// stdout and stderr.
     pub output: std::fs::File,
+}
+
+/// The user a launched program runs as instead of tm-tui's (root under
+/// sudo: the user who ran sudo), set in the child between fork and exec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the primary one among them).
+    pub groups: Vec<u32>,
+    /// The user's name and home, for USER, LOGNAME and HOME (`None`: not
+    /// in the user database; the environment is left as it is).
+    pub name: Option<String>,
+    pub home: Option<PathBuf>,
 }
 
 /// A forked child held before its exec, seized by the calling thread.
@@ -215,14 +231,57 @@ fn spawn_held(
     args: Vec<CString>,
     stdio: Option<Stdio>,
     follow: bool,
+    run_as: Option<RunAs>,
 ) -> Result<Held> {
     let mut cmd = Command::new(OsStr::from_bytes(exe.as_bytes()));
+    // Run as another user, the program gets that user's USER, LOGNAME and
+    // HOME (sudo's are root's). The closure execs itself, so std's own
+    // environment handling (applied after the closures) would not be:
+    // the environment is passed to execve. `None`: tm-tui's, as it is.
+    let env: Option<Vec<CString>> = run_as.as_ref().map(|r| {
+        let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !matches!(k.to_str(), Some("USER" | "LOGNAME" | "HOME")))
+            .collect();
+        if let Some(name) = &r.name {
+            vars.push(("USER".into(), name.into()));
+            vars.push(("LOGNAME".into(), name.into()));
+        }
+        if let Some(home) = &r.home {
+            vars.push(("HOME".into(), home.into()));
+        }
+        vars.into_iter()
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                CString::new(kv).ok()
+            })
+            .collect()
+    });
+    let envp: Option<Vec<usize>> = env
+        .as_ref()
+        .map(|e| e.iter().map(|v| v.as_ptr() as usize).chain([0]).collect());
+    // The ids and groups to take, prepared before the fork (the child may
+    // not allocate).
+    let ids = run_as.as_ref().map(|r| {
+        (
+            r.uid as libc::uid_t,
+            r.gid as libc::gid_t,
+            r.groups
+                .iter()
+                .map(|&g| g as libc::gid_t)
+                .collect::<Vec<_>>(),
+        )
+    });
     if let Some(s) = stdio {
         let stderr = s
             .output
             .try_clone()
             .context("cannot duplicate the output file")?;
-        cmd.stdin(s.stdin).stdout(s.output).stderr(stderr);
+        if let Some(stdin) = s.stdin {
+            cmd.stdin(stdin);
+        }
+        cmd.stdout(s.output).stderr(stderr);
     }
     let (mut pid_r, pid_w) = io::pipe().context("cannot create a pipe")?;
     let (go_r, go) = io::pipe().context("cannot create a pipe")?;
@@ -235,7 +294,23 @@ fn spawn_held(
         .chain([0])
         .collect();
     let hold = move || -> io::Result<()> {
-        let _own = &args;
+        let _own = (&args, &env);
+        // The user's ids, groups first (setgroups needs root), the user
+        // id last (after it nothing can be changed back). The tracer
+        // stays root: it may ptrace a process of any user.
+        if let Some((uid, gid, groups)) = &ids {
+            // SAFETY: setgroups, setresgid and setresuid are
+            // async-signal-safe system calls; `groups` is owned by this
+            // closure and outlives the call.
+            let failed = unsafe {
+                libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setresgid(*gid, *gid, *gid) != 0
+                    || libc::setresuid(*uid, *uid, *uid) != 0
+            };
+            if failed {
+                return Err(io::Error::last_os_error());
+            }
+        }
         // tm-tui's own handlers (a flag set in memory this copy does not
         // share) would swallow a Ctrl-C meant for the program while it
         // waits here: back to the defaults the program would have had.
@@ -259,16 +334,23 @@ fn spawn_held(
             }
         }
         if byte[0] == 1 {
-            // SAFETY: a NUL-terminated path and a NULL-terminated array of
-            // NUL-terminated strings, all owned by this closure.
-            unsafe { libc::execv(exe.as_ptr(), argv.as_ptr().cast()) };
+            match &envp {
+                // SAFETY: a NUL-terminated path and NULL-terminated arrays
+                // of NUL-terminated strings, all owned by this closure.
+                Some(envp) => unsafe {
+                    libc::execve(exe.as_ptr(), argv.as_ptr().cast(), envp.as_ptr().cast())
+                },
+                // SAFETY: as above.
+                None => unsafe { libc::execv(exe.as_ptr(), argv.as_ptr().cast()) },
+            };
         }
         // SAFETY: _exit is async-signal-safe; nothing of std's is left to
         // run in this child.
         unsafe { libc::_exit(127) }
     };
-    // SAFETY: between fork and exec the child runs only `hold`: close,
-    // getpid, write, read and execv on memory prepared before the fork, no
+    // SAFETY: between fork and exec the child runs only `hold`: setgroups,
+    // setresgid, setresuid, close, getpid, write, read and execv on memory
+    // prepared before the fork, no
     // allocation and no lock (async-signal-safe).
     unsafe { cmd.pre_exec(hold) };
     let spawner = thread::Builder::new()
@@ -284,7 +366,15 @@ fn spawn_held(
             Ok(Err(e)) => anyhow!(e),
             _ => anyhow!("the launched program did not start"),
         };
-        return Err(e.context("cannot start the program"));
+        return Err(match &run_as {
+            Some(r) => e.context(format!(
+                "cannot start the program as user {} (uid {}, gid {}; --as-root keeps root)",
+                r.name.as_deref().unwrap_or("?"),
+                r.uid,
+                r.gid
+            )),
+            None => e.context("cannot start the program"),
+        });
     }
     let pid = Pid::from_raw(i32::from_ne_bytes(pid));
     if let Err(e) = ptrace::seize(pid, options(follow)) {

@@ -96,7 +96,11 @@ fn not_root() {
         eprintln!("SKIPPED not_root: cannot drop privileges here");
         return;
     }
-    one_line_error(&out, 1, "needs root");
+    one_line_error(
+        &out,
+        1,
+        "recording needs CAP_BPF and CAP_PERFMON (missing: CAP_BPF, CAP_PERFMON)",
+    );
 }
 
 #[test]

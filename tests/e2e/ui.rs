@@ -12,7 +12,10 @@ struct Tmux(String);
 
 impl Tmux {
     fn start(cmd: &str) -> Tmux {
-        let name = format!("tm-e2e-{}", std::process::id());
+        // One session per test: the tests of this file run in parallel.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("tm-e2e-{}-{n}", std::process::id());
         let ok = Command::new("tmux")
             .args([
                 "new-session",
@@ -117,4 +120,51 @@ fn uaf_demo_freezes_on_the_crash_and_scrubs_back() {
     // tm-tui exits as the demo program did: killed by SIGSEGV.
     let s = t.wait_for("TM_EXIT=139", 10);
     assert!(!s.contains("Heap here"), "the UI is still on screen:\n{s}");
+}
+
+/// Under sudo the UI's launched program runs as the user who ran sudo,
+/// and its output goes to a file of that user's, mode 0600, under a name
+/// nobody can guess (not /tmp/tm-tui-PID.out).
+#[test]
+fn program_output_file_is_private_and_the_users() {
+    use std::os::unix::fs::MetadataExt;
+    if !bpf_or_skip("ui_output_file") {
+        return;
+    }
+    let cmd = format!(
+        "env SUDO_UID=65534 SUDO_GID=65534 SUDO_USER=nobody {} -- /bin/sh -c 'id -u; id -G'; echo TM_EXIT=$?; sleep 60",
+        bin()
+    );
+    let t = Tmux::start(&cmd);
+    // The program ran and ended: the heap shown is the one at its end.
+    t.wait_for("heap at end", 30);
+    t.keys(&["q"]);
+    let s = t.wait_for("TM_EXIT=0", 10);
+    let path = s
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tm-tui: the program's output is in "))
+        .unwrap_or_else(|| panic!("no output file named:\n{s}"))
+        .trim()
+        .to_string();
+    let name = std::path::Path::new(&path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a file name")
+        .to_string();
+    let random = name
+        .strip_prefix("tm-tui-")
+        .and_then(|n| n.strip_suffix(".out"))
+        .unwrap_or_else(|| panic!("{name}"));
+    assert!(
+        random.len() >= 12 && random.parse::<u64>().is_err(),
+        "{name}"
+    );
+    let meta = std::fs::metadata(&path).expect("the output file");
+    assert_eq!(meta.mode() & 0o777, 0o600, "{path}");
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{path}");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("read it"),
+        "65534\n65534\n"
+    );
+    let _ = std::fs::remove_file(&path);
 }

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::demo;
 use crate::cmd::record::{self, RecordArgs};
-use crate::cmd::session::{require_root, ProbeMode, Target, Tracing};
+use crate::cmd::session::{require_caps, ProbeMode, Target, Tracing};
 use crate::event::{Families, Family};
 use crate::recorder::probes::Spec;
 use crate::trace::read_trace;
@@ -88,7 +88,7 @@ fn bpftrace(bin: &str, mode: &str, n: u64, script: &str) -> Option<f64> {
 }
 
 pub fn run(calls: u64, runs: usize) -> Result<i32> {
-    require_root()?;
+    require_caps(None)?;
     let runs = runs.max(1);
     let bin = demo::build(demo::find("callbench")?, None)?;
     let bin = bin.to_string_lossy().into_owned();
@@ -109,6 +109,8 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
                 watch_vars: Vec::new(),
                 families: only(None),
                 probes: probe("work")?,
+                // Bench programs are built in root's cache.
+                as_root: true,
             },
         ),
         (
@@ -121,6 +123,8 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
                 watch_vars: Vec::new(),
                 families: only(None),
                 probes: probe("work(str, int)")?,
+                // Bench programs are built in root's cache.
+                as_root: true,
             },
         ),
     ];
@@ -135,6 +139,8 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
                 watch_vars: Vec::new(),
                 families: only(None),
                 probes: Vec::new(),
+                // Bench programs are built in root's cache.
+                as_root: true,
             },
         ),
         (
@@ -147,6 +153,8 @@ pub fn run(calls: u64, runs: usize) -> Result<i32> {
                 watch_vars: Vec::new(),
                 families: only(Some(Family::Io)),
                 probes: Vec::new(),
+                // Bench programs are built in root's cache.
+                as_root: true,
             },
         ),
     ];
