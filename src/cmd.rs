@@ -86,6 +86,10 @@ pub fn timeline_of(t: &Trace, memory_budget: usize) -> Timeline {
     for p in &t.probes {
         tl.add_probe(p.clone());
     }
+    // A bounded recording's window starts with the blocks live then.
+    for b in t.window.iter().flat_map(|w| &w.carried) {
+        tl.carry(b);
+    }
     let mut marks = t.lost_marks.iter().peekable();
     let mut scans = t.leak_scans.iter().peekable();
     for (i, e) in t.events.iter().enumerate() {

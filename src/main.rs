@@ -210,6 +210,17 @@ enum Cmd {
         /// a launched program's status is always tm-tui's.
         #[arg(long)]
         exit_status: bool,
+        /// Bound the trace on disk (a flight recorder): -o names a
+        /// directory of segments (each 1/8 of the size), the oldest deleted
+        /// whole past SIZE. The oldest segment held starts with the blocks
+        /// live then, so the heap stays exact. `report`/`open` read the
+        /// directory.
+        #[arg(long, value_name = "SIZE", value_parser = parse_max_size)]
+        max_size: Option<u64>,
+        /// Bound the trace in time: keep the last DURATION (10m, 1h) of
+        /// segments; with --max-size, whichever is smaller.
+        #[arg(long, value_name = "DURATION", value_parser = report::parse_duration)]
+        keep: Option<std::time::Duration>,
         /// Program and arguments to launch and record from its first instruction.
         #[arg(last = true)]
         command: Vec<String>,
@@ -371,6 +382,16 @@ fn parse_bytes(s: &str, what: &str, example: &str) -> Result<u64, String> {
 }
 
 /// A ring buffer size: a power of two between 4KiB and 2GiB.
+fn parse_max_size(s: &str) -> Result<u64, String> {
+    let v = parse_bytes(s, "size", "2GiB")?;
+    if v < 8 << 20 {
+        return Err(format!(
+            "--max-size '{s}' is below 8MiB (8 segments of at least 1MiB)"
+        ));
+    }
+    Ok(v)
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let v = parse_bytes(s, "size", "64MiB")?;
     if !v.is_power_of_two() || !(4096..=(2 << 30)).contains(&v) {
@@ -437,6 +458,8 @@ fn run(cli: Cli) -> Result<i32> {
             tracing,
             leak_check,
             exit_status,
+            max_size,
+            keep,
         } => {
             let command = launch_words(command_line, command)?;
             let target = match (pid.or(pid_flag), command.is_empty()) {
@@ -456,6 +479,10 @@ fn run(cli: Cli) -> Result<i32> {
                 leak_check,
                 exit_status,
                 duration,
+                limits: trace::Limits {
+                    max_bytes: max_size,
+                    keep_ns: keep.map(|k| k.as_nanos().min(u128::from(u64::MAX)) as u64),
+                },
             })
         }
         Cmd::Report {
@@ -565,6 +592,7 @@ fn run(cli: Cli) -> Result<i32> {
                 exit_status: false,
                 duration: None,
                 tracing: tracing.tracing(),
+                limits: trace::Limits::default(),
             })?;
             let t = trace::read_trace(&output)?;
             println!("\n{}", report::text(&t, &report::Options::default())?);

@@ -167,6 +167,8 @@ pub struct Timeline {
     /// order: the others are the recording's, one for one.
     made: Vec<Idx>,
     /// Every watchpoint hit, in order.
+    /// `carry` is pushing a block live before the held recording.
+    carrying: bool,
     watch_hits: Vec<Idx>,
 }
 
@@ -207,6 +209,9 @@ pub struct ProcHeap {
     pub live_bytes: u64,
     /// Blocks it had from its parent at its fork.
     pub inherited: u64,
+    /// Blocks live when the recording held begins (a bounded recording's
+    /// oldest segment), allocated before it.
+    pub carried: u64,
     /// Blocks gone with an exec of it.
     pub discarded: u64,
 }
@@ -302,6 +307,7 @@ impl Timeline {
             proc_of: [(meta.pid, 0)].into_iter().collect(),
             made: Vec::new(),
             watch_hits: Vec::new(),
+            carrying: false,
             meta,
         }
     }
@@ -441,6 +447,31 @@ impl Timeline {
         site_in(&self.sites, stack)
     }
 
+    /// A block live when the held recording begins, allocated (at `ts`)
+    /// before it: the heap starts with it, as a child's starts with its
+    /// parent's blocks. Call in time order, before the events.
+    pub fn carry(&mut self, b: &crate::trace::CarriedBlock) {
+        let p = match self.proc_of.get(&b.pid) {
+            Some(&p) => p,
+            None => self.new_process(b.pid, None, b.ts),
+        };
+        self.carrying = true;
+        self.push_one(
+            &Event {
+                ts: b.ts,
+                pid: b.pid,
+                tid: b.tid,
+                kind: EventKind::Inherit {
+                    ptr: untag(b.ptr) | (p as u64) << TAG_SHIFT,
+                    size: b.size,
+                    stack: b.stack,
+                },
+            },
+            p,
+        );
+        self.carrying = false;
+    }
+
     /// Takes one event: O(1) amortized (a fork or an exec also takes the
     /// blocks the child inherits or the image loses).
     pub fn push(&mut self, e: &Event) -> Idx {
@@ -555,7 +586,9 @@ impl Timeline {
                 if let Some(h) = self.processes.get_mut(tag(b.ptr)).map(|p| &mut p.heap) {
                     h.live_blocks += 1;
                     h.live_bytes += b.size;
-                    if synthetic {
+                    if synthetic && self.carrying {
+                        h.carried += 1;
+                    } else if synthetic {
                         h.inherited += 1;
                     } else {
                         h.allocs += 1;

@@ -20,6 +20,7 @@
 mod v2;
 mod v4;
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
@@ -69,6 +70,12 @@ enum Tag {
     Probe = 7,
     /// A leak scan's kinds of the blocks live after the events before it.
     LeakScan = 8,
+    /// A bounded recording's segment: its number, after Meta.
+    Segment = 9,
+    /// The blocks live when a segment began (allocated in an earlier one).
+    Carried = 10,
+    /// A segment closed because the next one began (not the recording's end).
+    SegmentEnd = 11,
 }
 
 impl Tag {
@@ -82,6 +89,18 @@ impl Tag {
 pub struct End {
     pub end_mono_ns: u64,
     pub status: Option<ExitStatus>,
+}
+
+/// A block live when a segment began, allocated before it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedBlock {
+    pub pid: u32,
+    pub tid: u32,
+    /// When it was allocated (before the segment).
+    pub ts: u64,
+    pub ptr: u64,
+    pub size: u64,
+    pub stack: Option<crate::event::StackId>,
 }
 
 /// Where a damaged trace stops being readable, or a record was skipped.
@@ -119,6 +138,20 @@ pub struct Trace {
     /// with the offset where it was found. A duplicate or a record out of
     /// order is not applied.
     pub integrity: Vec<Damage>,
+    /// A bounded recording (a directory of segments): the first segment
+    /// held and the blocks live when it began, allocated before it.
+    pub window: Option<Window>,
+    /// This file is a segment that was closed for the next one.
+    pub closed: bool,
+}
+
+/// What a bounded recording still holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// The first (oldest) segment held; 1 when none was dropped.
+    pub first_segment: u64,
+    pub segments: u64,
+    pub carried: Vec<CarriedBlock>,
 }
 
 // ---------------------------------------------------------------------------
@@ -158,6 +191,8 @@ pub fn stdout_file() -> anyhow::Result<File> {
 }
 
 pub struct TraceWriter {
+    /// A bounded recording: a directory of segments.
+    ring: Option<Ring>,
     out: BufWriter<File>,
     /// The next record's sequence number (in its checksum).
     seq: u64,
@@ -178,6 +213,7 @@ impl TraceWriter {
             File::create(path).with_context(|| format!("cannot create trace {}", path.display()))?
         };
         let mut w = TraceWriter {
+            ring: None,
             out: BufWriter::with_capacity(IO_BUFFER, file),
             seq: 0,
             buf: Vec::with_capacity(4096),
@@ -195,6 +231,106 @@ impl TraceWriter {
         w.record(Tag::Meta, meta)?;
         w.flush()?;
         Ok(w)
+    }
+
+    /// A bounded recording into the directory `dir` (made, or emptied of
+    /// the segments of an earlier one): segments of `limits.segment_bytes()`
+    /// each, the oldest deleted whole past `max_bytes` or older than
+    /// `keep_ns`. Each segment is a trace file of its own that starts with
+    /// the tables and the blocks live at its start, so the oldest held one
+    /// opens with the heap exact.
+    pub fn create_ring(dir: &Path, meta: &Meta, limits: Limits) -> anyhow::Result<Self> {
+        prepare_ring_dir(dir)?;
+        let mut w = Self::create(&segment_path(dir, 1), meta)?;
+        w.record(Tag::Segment, &1u64)?;
+        w.flush()?;
+        w.ring = Some(Ring {
+            dir: dir.to_path_buf(),
+            meta: meta.clone(),
+            number: 1,
+            limits,
+            preamble: w.written,
+            first_ts: None,
+            last_ts: 0,
+            closed: VecDeque::new(),
+            dropped: 0,
+        });
+        Ok(w)
+    }
+
+    /// Whether the segment being written is full (by size or by time)
+    /// before an event at `ts`: then [`TraceWriter::rotate`].
+    pub fn wants_rotation(&mut self, ts: u64) -> bool {
+        let written = self.written;
+        let Some(r) = &mut self.ring else {
+            return false;
+        };
+        let first = *r.first_ts.get_or_insert(ts);
+        r.last_ts = r.last_ts.max(ts);
+        written - r.preamble >= r.limits.segment_bytes()
+            || r.limits
+                .segment_ns()
+                .is_some_and(|span| ts.saturating_sub(first) >= span)
+    }
+
+    /// Closes the segment and starts the next with the tables so far and
+    /// the blocks live now; deletes the oldest segments past the limits
+    /// (keeping at least one closed segment besides the new one).
+    pub fn rotate(
+        &mut self,
+        ts: u64,
+        tables: Tables<'_>,
+        carried: &[CarriedBlock],
+    ) -> anyhow::Result<()> {
+        let Some(mut ring) = self.ring.take() else {
+            return Ok(());
+        };
+        self.record(Tag::SegmentEnd, &())?;
+        self.flush()?;
+        ring.closed
+            .push_back((ring.number, self.written, ring.last_ts));
+        ring.number += 1;
+        let mut next = Self::create(&segment_path(&ring.dir, ring.number), &ring.meta)?;
+        next.record(Tag::Segment, &ring.number)?;
+        for m in tables.modules {
+            next.write_module(m)?;
+        }
+        for p in tables.probes {
+            next.write_probe(p)?;
+        }
+        for st in tables.stacks {
+            next.write_stack(st)?;
+        }
+        next.write_lost(tables.lost)?;
+        next.record(Tag::Carried, &carried)?;
+        next.flush()?;
+        ring.preamble = next.written;
+        ring.first_ts = Some(ts);
+        ring.last_ts = ts;
+        // The old file is complete and flushed: dropping it closes it.
+        *self = next;
+        loop {
+            let held: u64 = ring.closed.iter().map(|c| c.1).sum::<u64>() + self.written;
+            let over_size = ring.limits.max_bytes.is_some_and(|m| held > m);
+            let too_old = match (ring.limits.keep_ns, ring.closed.front()) {
+                (Some(k), Some(&(_, _, last))) => last < ts.saturating_sub(k),
+                _ => false,
+            };
+            if ring.closed.len() < 2 || !(over_size || too_old) {
+                break;
+            }
+            if let Some((n, _, _)) = ring.closed.pop_front() {
+                let _ = std::fs::remove_file(segment_path(&ring.dir, n));
+                ring.dropped += 1;
+            }
+        }
+        self.ring = Some(ring);
+        Ok(())
+    }
+
+    /// Segments deleted so far (`None`: not a bounded recording).
+    pub fn segments_dropped(&self) -> Option<u64> {
+        self.ring.as_ref().map(|r| r.dropped)
     }
 
     pub fn write_module(&mut self, m: &Module) -> anyhow::Result<()> {
@@ -254,9 +390,14 @@ impl TraceWriter {
         }
     }
 
-    /// Bytes handed to the file so far (buffered or not), header included.
+    /// Bytes handed to the file so far (buffered or not), header included;
+    /// a bounded recording's: of the segments held.
     pub fn bytes_written(&self) -> u64 {
         self.written
+            + self
+                .ring
+                .as_ref()
+                .map_or(0, |r| r.closed.iter().map(|c| c.1).sum())
     }
 
     fn record<T: Serialize>(&mut self, tag: Tag, value: &T) -> anyhow::Result<()> {
@@ -287,6 +428,122 @@ impl TraceWriter {
             .context("cannot write trace")?;
         self.written += self.buf.len() as u64;
         Ok(())
+    }
+}
+
+/// How much a bounded recording keeps (`--max-size`, `--keep`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_bytes: Option<u64>,
+    pub keep_ns: Option<u64>,
+}
+
+/// A segment is this fraction of the limits: the held window is between
+/// 7/8 and all of them.
+const SEGMENTS: u64 = 8;
+/// The smallest segment (a tiny --max-size still holds whole segments).
+const MIN_SEGMENT: u64 = 1 << 20;
+/// The largest segment (with --keep alone).
+const MAX_SEGMENT: u64 = 256 << 20;
+
+impl Limits {
+    pub fn bounded(&self) -> bool {
+        self.max_bytes.is_some() || self.keep_ns.is_some()
+    }
+
+    /// Event bytes a segment takes before the next one begins.
+    pub fn segment_bytes(&self) -> u64 {
+        self.max_bytes.map_or(MAX_SEGMENT, |m| {
+            (m / SEGMENTS).clamp(MIN_SEGMENT, MAX_SEGMENT)
+        })
+    }
+
+    /// How long a segment lasts at most (with --keep).
+    pub fn segment_ns(&self) -> Option<u64> {
+        self.keep_ns.map(|k| (k / SEGMENTS).max(1))
+    }
+}
+
+/// What every segment starts with, so it reads on its own.
+pub struct Tables<'a> {
+    pub modules: &'a [Module],
+    pub probes: &'a [Probe],
+    pub stacks: &'a [Stack],
+    pub lost: &'a Lost,
+}
+
+struct Ring {
+    dir: std::path::PathBuf,
+    meta: Meta,
+    /// The segment being written.
+    number: u64,
+    limits: Limits,
+    /// Bytes of the segment before its first event.
+    preamble: u64,
+    first_ts: Option<u64>,
+    last_ts: u64,
+    /// Closed segments held: (number, bytes, last event time).
+    closed: VecDeque<(u64, u64, u64)>,
+    dropped: u64,
+}
+
+fn segment_path(dir: &Path, n: u64) -> std::path::PathBuf {
+    dir.join(format!("seg-{n:08}.tmt"))
+}
+
+/// The segment number of a file name `seg-NNNNNNNN.tmt`.
+fn segment_number(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".tmt")?
+        .parse()
+        .ok()
+}
+
+/// `dir` can hold a bounded recording: it does not exist, is a file (to
+/// be replaced, as a trace file would be), or is a directory holding
+/// nothing but an earlier recording's segments.
+pub fn check_ring_dir(dir: &Path) -> anyhow::Result<()> {
+    if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for e in entries.filter_map(Result::ok) {
+        if segment_number(&e.file_name().to_string_lossy()).is_none() {
+            anyhow::bail!(
+                "{} holds {}, not only a recording's segments: give a new or empty directory",
+                dir.display(),
+                e.file_name().to_string_lossy()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `dir` made, or emptied of an earlier recording's segments; a file
+/// there is replaced; a directory holding anything else is refused.
+fn prepare_ring_dir(dir: &Path) -> anyhow::Result<()> {
+    check_ring_dir(dir)?;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let entries: Vec<_> = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot read {}", dir.display()))?
+                .filter_map(Result::ok)
+                .collect();
+            for e in entries {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("cannot remove {}", e.path().display()))?;
+            }
+            Ok(())
+        }
+        Ok(_) => {
+            std::fs::remove_file(dir)
+                .with_context(|| format!("cannot replace {}", dir.display()))?;
+            std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))
+        }
+        Err(_) => {
+            std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))
+        }
     }
 }
 
@@ -326,9 +583,116 @@ pub fn read_trace(path: &Path) -> anyhow::Result<Trace> {
         return read_stream(BufReader::with_capacity(IO_BUFFER, stdin.lock()))
             .map_err(|e| anyhow::anyhow!("stdin: {e}"));
     }
+    if path.is_dir() {
+        return read_ring(path);
+    }
     let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
     read_stream(BufReader::with_capacity(IO_BUFFER, file))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// A bounded recording: its segments held, oldest first, read as one
+/// trace that starts with the blocks live at the first one's start. A
+/// segment deleted while being listed (the recorder moving on) is passed
+/// over; a segment missing between two held is named in `integrity`.
+fn read_ring(dir: &Path) -> anyhow::Result<Trace> {
+    let mut segs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((segment_number(&e.file_name().to_string_lossy())?, e.path())))
+        .collect();
+    segs.sort();
+    let mut out: Option<Trace> = None;
+    let mut last = 0u64;
+    for (n, path) in segs {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && out.is_none() => continue,
+            Err(e) => return Err(anyhow::anyhow!("cannot open {}: {e}", path.display())),
+        };
+        let seg = read_stream(BufReader::with_capacity(IO_BUFFER, file))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let at = |d: Damage| Damage {
+            offset: d.offset,
+            reason: format!("{} (in {name})", d.reason),
+        };
+        let Some(t) = &mut out else {
+            let mut seg = seg;
+            seg.damage = seg.damage.map(at);
+            seg.integrity = seg.integrity.into_iter().map(at).collect();
+            seg.skipped = seg.skipped.into_iter().map(at).collect();
+            let w = seg.window.get_or_insert_with(Window::default);
+            w.first_segment = n;
+            w.segments = 1;
+            last = n;
+            out = Some(seg);
+            continue;
+        };
+        if n != last + 1 {
+            t.integrity.push(Damage {
+                offset: 0,
+                reason: format!(
+                    "{name}: segment(s) {} to {} missing before it: their events are not in the recording",
+                    last + 1,
+                    n - 1
+                ),
+            });
+        }
+        last = n;
+        if let Some(w) = &mut t.window {
+            w.segments += 1;
+        }
+        // A damaged segment before the last one: what was read of it
+        // counts, and the damage is said.
+        if let Some(d) = t.damage.take() {
+            t.integrity.push(d);
+        }
+        let base = t.events.len() as u64;
+        for m in seg.modules {
+            if !t.modules.iter().any(|x| x.id == m.id) {
+                t.modules.push(m);
+            }
+        }
+        for p in seg.probes {
+            if !t.probes.iter().any(|x| x.id == p.id) {
+                t.probes.push(p);
+            }
+        }
+        let known: std::collections::HashSet<crate::event::StackId> =
+            t.stacks.iter().map(|s| s.id).collect();
+        t.stacks
+            .extend(seg.stacks.into_iter().filter(|s| !known.contains(&s.id)));
+        t.events.extend(seg.events);
+        t.lost_marks
+            .extend(seg.lost_marks.into_iter().map(|(i, l)| (i + base, l)));
+        t.lost = seg.lost;
+        t.leak_scans
+            .extend(seg.leak_scans.into_iter().map(|(i, l)| (i + base, l)));
+        t.end = seg.end;
+        t.closed = seg.closed;
+        t.damage = seg.damage.map(at);
+        t.integrity.extend(seg.integrity.into_iter().map(at));
+        t.skipped.extend(seg.skipped.into_iter().map(at));
+    }
+    let mut t = out.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no segments of a recording in this directory",
+            dir.display()
+        )
+    })?;
+    // The newest segment held was closed for a next one not there (yet):
+    // being written, or the recorder was killed between the two.
+    if t.closed && t.end.is_none() && t.damage.is_none() {
+        t.damage = Some(Damage {
+            offset: 0,
+            reason: format!("{NO_END} (after segment {last})"),
+        });
+    }
+    Ok(t)
 }
 
 fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
@@ -386,6 +750,8 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
         skipped: Vec::new(),
         leak_scans: Vec::new(),
         integrity: Vec::new(),
+        window: None,
+        closed: false,
     };
     loop {
         let reason = match records.next()? {
@@ -437,6 +803,24 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
                 trace.leak_scans.push((trace.events.len() as u64, l));
                 continue;
             }
+            Next::Record(Record::Segment(n)) => {
+                trace.window = Some(Window {
+                    first_segment: n,
+                    segments: 1,
+                    carried: Vec::new(),
+                });
+                continue;
+            }
+            Next::Record(Record::Carried(blocks)) => {
+                if let Some(w) = &mut trace.window {
+                    w.carried = blocks;
+                }
+                continue;
+            }
+            Next::Record(Record::SegmentEnd) => {
+                trace.closed = true;
+                continue;
+            }
         };
         trace.damage = Some(Damage {
             offset: records.start,
@@ -459,7 +843,7 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
     // Every recording ends with an End record: without one it was cut
     // (tm-tui killed, or the file copied while being written), maybe at a
     // record boundary, which reads cleanly otherwise.
-    if trace.end.is_none() && trace.damage.is_none() {
+    if trace.end.is_none() && trace.damage.is_none() && !trace.closed {
         trace.damage = Some(Damage {
             offset: records.offset,
             reason: NO_END.into(),
@@ -495,6 +879,9 @@ enum Record {
     Lost(Lost),
     End(End),
     LeakScan(LeakScan),
+    Segment(u64),
+    Carried(Vec<CarriedBlock>),
+    SegmentEnd,
 }
 
 impl Record {
@@ -508,6 +895,9 @@ impl Record {
             Record::Lost(_) => Tag::Lost,
             Record::End(_) => Tag::End,
             Record::LeakScan(_) => Tag::LeakScan,
+            Record::Segment(_) => Tag::Segment,
+            Record::Carried(_) => Tag::Carried,
+            Record::SegmentEnd => Tag::SegmentEnd,
         }
     }
 }
@@ -741,6 +1131,12 @@ fn decode(tag: Tag, payload: &[u8]) -> Result<Record, String> {
         Tag::Lost => Record::Lost(from_payload(payload)?),
         Tag::End => Record::End(from_payload(payload)?),
         Tag::LeakScan => Record::LeakScan(from_payload(payload)?),
+        Tag::Segment => Record::Segment(from_payload(payload)?),
+        Tag::Carried => Record::Carried(from_payload(payload)?),
+        Tag::SegmentEnd => {
+            from_payload::<()>(payload)?;
+            Record::SegmentEnd
+        }
     })
 }
 

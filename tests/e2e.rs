@@ -5,6 +5,7 @@
 mod e2e {
     pub mod allocators;
     pub mod bad_input;
+    pub mod bounded;
     pub mod children;
     pub mod conventions;
     pub mod crash;

@@ -77,6 +77,7 @@ fn traced_with(
 ) -> Result<(f64, u64, u64)> {
     let out = std::env::temp_dir().join("tm-tui-bench.tmt");
     record::run(RecordArgs {
+        limits: crate::trace::Limits::default(),
         target: Target::Command(vec![bin.to_string(), "1".into(), pairs.to_string()]),
         output: out.clone(),
         ringbuf_bytes: 64 << 20,

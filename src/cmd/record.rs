@@ -34,6 +34,8 @@ pub struct RecordArgs {
     /// Stop recording after this long (a launched program is killed then,
     /// as quitting the UI does).
     pub duration: Option<Duration>,
+    /// A bounded recording (`--max-size`, `--keep`): a directory of segments.
+    pub limits: crate::trace::Limits,
 }
 
 pub fn run(mut args: RecordArgs) -> Result<i32> {
@@ -43,7 +45,14 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         eprintln!("tm-tui: note: --leak-check records the attached process alone (children are not followed)");
         args.tracing.follow = false;
     }
-    session::check_output(&args.output)?;
+    if args.limits.bounded() {
+        if crate::trace::is_std(&args.output) {
+            anyhow::bail!("--max-size and --keep write a directory of segments, not stdout");
+        }
+        session::check_ring_output(&args.output)?;
+    } else {
+        session::check_output(&args.output)?;
+    }
     // `-o -`: the trace is stdout, so a launched program's output goes to
     // stderr with ours (it would corrupt the trace).
     let to_stdout = crate::trace::is_std(&args.output);
@@ -71,7 +80,11 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     for w in &session.warnings {
         eprintln!("tm-tui: {w}");
     }
-    let writer = TraceWriter::create(&args.output, &session.meta)?;
+    let writer = if args.limits.bounded() {
+        TraceWriter::create_ring(&args.output, &session.meta, args.limits)?
+    } else {
+        TraceWriter::create(&args.output, &session.meta)?
+    };
     let (mut ing, mut tl) = session.ingest(Some(writer), args.memory)?;
     let meta = session.meta.clone();
     eprintln!(
@@ -167,7 +180,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     let lost = &tl.lost();
     let secs = (now_mono_ns() - meta.start_mono_ns) as f64 / 1e9;
     eprintln!(
-        "tm-tui: {} events in {secs:.3}s, lost {}{}; {}; {}; trace {} ({} KiB)",
+        "tm-tui: {} events in {secs:.3}s, lost {}{}; {}; {}; trace {} ({} KiB{})",
         tl.store().end(),
         lost.summary(),
         if lost.events() + lost.stacks() > 0 {
@@ -190,7 +203,12 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
             (None, _) => "target gone".to_string(),
         },
         out_name,
-        written / 1024
+        written / 1024,
+        match ing.segments_dropped() {
+            None => String::new(),
+            Some(0) => ", bounded: nothing dropped".to_string(),
+            Some(n) => format!(", bounded: {n} oldest segment(s) dropped"),
+        }
     );
     if let Some(st) = watcher.as_ref().and_then(|c| c.get()).map(|w| w.stats()) {
         let findings = tl.findings();

@@ -265,6 +265,28 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     let _ = writeln!(out, "events    {}  ({})", t.events.len(), kinds.join(", "));
+    if let Some(w) = &t.window {
+        let from = t
+            .events
+            .iter()
+            .find(|e| !matches!(e.kind, crate::event::EventKind::Inherit { .. }))
+            .map_or(start, |e| e.ts);
+        let _ = writeln!(
+            out,
+            "window    a bounded recording: segments {} to {} held{}; events from {}; {} blocks ({}) \
+             live before it carried in (the 'inherit' events), so the heap is exact",
+            w.first_segment,
+            w.first_segment + w.segments - 1,
+            if w.first_segment > 1 {
+                format!(" ({} older dropped by --max-size/--keep)", w.first_segment - 1)
+            } else {
+                String::new()
+            },
+            rel(from, start),
+            w.carried.len(),
+            present::bytes(w.carried.iter().map(|b| b.size).sum())
+        );
+    }
     if sum.tl.store().dropped > 0 {
         let _ = writeln!(
             out,
@@ -354,7 +376,7 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
         }
     }
     match &t.damage {
-        Some(d) if d.reason == crate::trace::NO_END => {
+        Some(d) if d.reason.starts_with(crate::trace::NO_END) => {
             let _ = writeln!(
                 out,
                 "ENDED     abruptly at byte {} ({} in the recording): {}",

@@ -91,6 +91,31 @@ fn raise_fd_limit() {
     }
 }
 
+/// A bounded recording's directory can be made at `path` (its parent
+/// exists and is writable); checked, like [`check_output`], before a
+/// program is started or a process attached.
+pub fn check_ring_output(path: &std::path::Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        anyhow::bail!(
+            "cannot write the recording to {}: {} is not a directory",
+            path.display(),
+            parent.display()
+        );
+    }
+    crate::trace::check_ring_dir(path)?;
+    if path.is_dir() {
+        return Ok(());
+    }
+    // Writable: make the directory now (the writer empties or keeps it).
+    std::fs::create_dir(path)
+        .or_else(|e| if path.is_file() { Ok(()) } else { Err(e) })
+        .map_err(|e| anyhow::anyhow!("cannot write the recording to {}: {e}", path.display()))
+}
+
 /// The trace can be written at `path`: checked before a program is
 /// started or a process attached (an error after that would leave it
 /// running unrecorded). A file created by the check is removed; a FIFO
@@ -667,6 +692,28 @@ pub struct Ingest {
     pub notes: Vec<String>,
 }
 
+/// The blocks live now, as a new segment starts with them.
+fn carried_blocks(tl: &Timeline) -> Vec<crate::trace::CarriedBlock> {
+    let procs = tl.processes();
+    let mut blocks: Vec<crate::trace::CarriedBlock> = tl
+        .heap()
+        .now(tl.store())
+        .into_iter()
+        .map(|b| crate::trace::CarriedBlock {
+            pid: procs
+                .get((b.ptr >> crate::model::TAG_SHIFT) as usize)
+                .map_or(tl.meta().pid, |p| p.pid),
+            tid: b.tid,
+            ts: b.ts,
+            ptr: crate::model::untag(b.ptr),
+            size: b.size,
+            stack: b.stack,
+        })
+        .collect();
+    blocks.sort_by_key(|b| b.ts);
+    blocks
+}
+
 impl Ingest {
     pub fn new(writer: Option<TraceWriter>) -> Self {
         Ingest {
@@ -712,6 +759,16 @@ impl Ingest {
             Msg::Events(batch) => {
                 for e in batch {
                     if let Some(w) = &mut self.writer {
+                        if w.wants_rotation(e.ts) {
+                            let carried = carried_blocks(tl);
+                            let tables = crate::trace::Tables {
+                                modules: tl.modules(),
+                                probes: tl.probes(),
+                                stacks: tl.stacks(),
+                                lost: tl.lost(),
+                            };
+                            w.rotate(e.ts, tables, &carried)?;
+                        }
                         w.write_event(&e)?;
                     }
                     tl.push(&e);
@@ -773,6 +830,11 @@ impl Ingest {
             crate::util::log::line("note", &n);
             self.notes.push(n);
         }
+    }
+
+    /// A bounded recording: the segments dropped so far.
+    pub fn segments_dropped(&self) -> Option<u64> {
+        self.writer.as_ref().and_then(TraceWriter::segments_dropped)
     }
 
     /// Nothing arrived for a while: flush the file at most once a second.

@@ -91,6 +91,9 @@ pub(super) fn decode(tag: Tag, payload: &[u8]) -> DecResult<Record> {
         }),
         // Written only since version 5.
         Tag::LeakScan => return Err("a leak scan record in a version 1 or 2 file"),
+        Tag::Segment | Tag::Carried | Tag::SegmentEnd => {
+            return Err("a segment record in a version 1 or 2 file")
+        }
     };
     if !d.buf.is_empty() {
         return Err("trailing bytes");

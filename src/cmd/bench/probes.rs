@@ -36,6 +36,7 @@ fn traced(bin: &str, mode: &str, n: u64, tracing: Tracing) -> Result<(f64, u64, 
         dir.join("tm-tui-bench-loop"),
     );
     record::run(RecordArgs {
+        limits: crate::trace::Limits::default(),
         target: Target::Command(vec![
             bin.into(),
             mode.into(),

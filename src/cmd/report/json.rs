@@ -361,6 +361,21 @@ pub struct Retention {
     dropped_events: u64,
     held_from_ns: Option<u64>,
     memory_budget: usize,
+    /// A bounded recording (`record --max-size/--keep`): null otherwise.
+    segments: Option<Segments>,
+}
+
+#[derive(Serialize)]
+pub struct Segments {
+    /// Blocks live when the first held segment began (allocated before).
+    carried_blocks: u64,
+    carried_bytes: u64,
+    /// Segments dropped before the first held one.
+    dropped: u64,
+    /// The first recorded event held (after the carried blocks).
+    events_from_ns: Option<u64>,
+    first: u64,
+    held: u64,
 }
 
 #[derive(Serialize)]
@@ -654,6 +669,18 @@ impl Report {
                 dropped_events: sum.tl.store().dropped,
                 held_from_ns: sum.tl.span().map(|s| s.0.saturating_sub(start)),
                 memory_budget: opts.memory,
+                segments: t.window.as_ref().map(|w| Segments {
+                    carried_blocks: w.carried.len() as u64,
+                    carried_bytes: w.carried.iter().map(|b| b.size).sum(),
+                    dropped: w.first_segment.saturating_sub(1),
+                    events_from_ns: t
+                        .events
+                        .iter()
+                        .find(|e| !matches!(e.kind, crate::event::EventKind::Inherit { .. }))
+                        .map(|e| e.ts.saturating_sub(start)),
+                    first: w.first_segment,
+                    held: w.segments,
+                }),
             },
             schema_version: SCHEMA_VERSION,
             start_wall: wall(t, start),

@@ -1,0 +1,195 @@
+//! Bounded recordings (`record --max-size`, `--keep`): a directory of
+//! segments, the oldest deleted whole; what is held reads with the heap
+//! exact (the blocks live at its start carried in), equal to valgrind's.
+
+use std::process::Command;
+
+use super::support::*;
+
+/// 64 blocks live all along, then `n` malloc/free pairs, then a leak.
+const CHURN: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static void *keep[64];
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 400000;
+    long pause_every = argc > 2 ? atol(argv[2]) : 0;
+    for (int i = 0; i < 64; i++)
+        keep[i] = malloc(100 + i);
+    for (long i = 0; i < n; i++) {
+        void *p = malloc(32 + i % 64);
+        free(p);
+        if (pause_every && i % pause_every == 0)
+            usleep(1000);
+    }
+    void *leak = malloc(777);
+    (void)leak;
+    printf("done\n");
+    return 0;
+}
+"#;
+
+fn dir_bytes(dir: &std::path::Path) -> (u64, usize) {
+    let mut total = 0;
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("segments directory") {
+        let e = e.expect("entry");
+        total += e.metadata().expect("metadata").len();
+        n += 1;
+    }
+    (total, n)
+}
+
+#[test]
+fn max_size_drops_whole_segments_and_keeps_the_heap_exact() {
+    if !bpf_or_skip("bounded_max_size") {
+        return;
+    }
+    let prog = compile("cc", "churn", "c", CHURN, &["-g", "-O0"]);
+    let prog = prog.to_str().expect("utf8");
+    let want = valgrind(&[prog, "400000"]);
+    let dir = tmp().join("churn-ring");
+    let out = record_with(&dir, &["--max-size", "8MiB"], &[prog, "400000"], &[]);
+    assert_exit(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("oldest segment(s) dropped"), "{err}");
+    let (bytes, files) = dir_bytes(&dir);
+    assert!(bytes <= 8 << 20, "{bytes} bytes held in {files} segments");
+    assert!((2..=9).contains(&files), "{files} segments");
+
+    let r = report_json(&dir, &[]);
+    assert_no_loss(&r);
+    let seg = &r["retention"]["segments"];
+    assert!(seg["dropped"].as_u64().unwrap_or(0) > 0, "{seg}");
+    assert_eq!(seg["held"].as_u64(), Some(files as u64), "{seg}");
+    // The 64 blocks live all along (and stdio's) come from before the
+    // window; the heap at the end is valgrind's "in use at exit".
+    assert!(seg["carried_blocks"].as_u64().unwrap_or(0) >= 64, "{seg}");
+    let heap = &r["heap"];
+    assert_eq!(
+        (heap["live_bytes"].as_u64(), heap["live_blocks"].as_u64()),
+        (Some(want.bytes), Some(want.blocks)),
+        "{heap}"
+    );
+    // The window is the newest part: far fewer allocations than made.
+    let allocs = r["events"]["by_kind"]["alloc"].as_u64().unwrap_or(0);
+    assert!(
+        allocs > 0 && allocs < want.allocs / 2,
+        "{allocs} of {}",
+        want.allocs
+    );
+    assert!(r["damage"].is_null() && r["integrity"].as_array().is_some_and(|a| a.is_empty()));
+
+    // The text says what the window is.
+    let text = Command::new(bin())
+        .arg("report")
+        .arg(&dir)
+        .output()
+        .expect("report");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("window    a bounded recording: segments"),
+        "{text}"
+    );
+}
+
+/// `--keep 1s` of a 3 s run: the held events start about 2 s in, and the
+/// directory reads at any moment while being written.
+#[test]
+fn keep_bounds_in_time_and_reads_while_recording() {
+    if !bpf_or_skip("bounded_keep") {
+        return;
+    }
+    let prog = compile("cc", "churn-keep", "c", CHURN, &["-g", "-O0"]);
+    let prog = prog.to_str().expect("utf8");
+    let dir = tmp().join("keep-ring");
+    // 3000 pauses of ~1 ms: about 3 s.
+    let mut rec = Command::new(bin())
+        .args(["record", "--keep", "1s", "-o"])
+        .arg(&dir)
+        .args(["--", prog, "300000", "100"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tm-tui record");
+    let mut reads = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rec.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if !dir.is_dir() {
+            continue;
+        }
+        let out = Command::new(bin())
+            .args(["report", "--json"])
+            .arg(&dir)
+            .output()
+            .expect("report while recording");
+        if !out.status.success() {
+            // Only before the first segment has its first record.
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(reads == 0, "report while recording failed: {err}");
+            continue;
+        }
+        reads += 1;
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        if r["exit"].is_null() {
+            let d = r["damage"]["reason"].as_str().unwrap_or("");
+            // Being written: it ends where the writer is, maybe inside
+            // a record it has not finished.
+            assert!(
+                d.starts_with("no end record") || d.starts_with("truncated record"),
+                "{d}"
+            );
+        }
+    }
+    let out = rec.wait_with_output().expect("record ends");
+    assert_exit(&out, 0);
+    assert!(reads >= 2, "read {reads} times while recording");
+    let r = report_json(&dir, &[]);
+    let seg = &r["retention"]["segments"];
+    assert!(seg["dropped"].as_u64().unwrap_or(0) > 0, "{seg}");
+    let duration = r["duration_ns"].as_u64().unwrap_or(0);
+    assert!(duration > 2_000_000_000, "ran {duration} ns");
+    // The first event held (after the carried blocks) is at most ~1 s
+    // plus a segment (1/8 s) and a closed segment kept before the end.
+    let from = seg["events_from_ns"].as_u64().unwrap_or(0);
+    assert!(
+        from > 0 && duration - from <= 1_700_000_000,
+        "events held from {from} of {duration}"
+    );
+    let heap = &r["heap"];
+    assert_eq!(heap["live_blocks"].as_u64(), Some(66), "{heap}");
+}
+
+#[test]
+fn bounded_bad_input_is_one_line() {
+    let out = Command::new(bin())
+        .args(["record", "--max-size", "1MiB", "-o", "/tmp/x", "--", "true"])
+        .output()
+        .expect("tm-tui");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("below 8MiB"), "{err}");
+    let out = Command::new(bin())
+        .args(["record", "--keep", "10s", "-o", "-", "--", "true"])
+        .output()
+        .expect("tm-tui");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // A directory holding other files is not emptied.
+    let d = tmp().join("not-a-ring");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    std::fs::write(d.join("precious.txt"), "keep me").expect("write");
+    let out = Command::new(bin())
+        .args(["record", "--keep", "10s", "-o"])
+        .arg(&d)
+        .args(["--", "true"])
+        .output()
+        .expect("tm-tui");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("precious.txt"), "{err}");
+    assert!(d.join("precious.txt").exists());
+}
