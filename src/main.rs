@@ -221,6 +221,12 @@ enum Cmd {
         /// segments; with --max-size, whichever is smaller.
         #[arg(long, value_name = "DURATION", value_parser = report::parse_duration)]
         keep: Option<std::time::Duration>,
+        /// With --max-size/--keep: the segments holding this long before a
+        /// crash or a watchpoint finding are kept apart in DIR/kept-N (a
+        /// recording of their own, never deleted by the bounds; at most 8
+        /// windows; 0 turns it off).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = report::parse_duration)]
+        on_crash_keep: std::time::Duration,
         /// Program and arguments to launch and record from its first instruction.
         #[arg(last = true)]
         command: Vec<String>,
@@ -460,6 +466,7 @@ fn run(cli: Cli) -> Result<i32> {
             exit_status,
             max_size,
             keep,
+            on_crash_keep,
         } => {
             let command = launch_words(command_line, command)?;
             let target = match (pid.or(pid_flag), command.is_empty()) {
@@ -482,6 +489,10 @@ fn run(cli: Cli) -> Result<i32> {
                 limits: trace::Limits {
                     max_bytes: max_size,
                     keep_ns: keep.map(|k| k.as_nanos().min(u128::from(u64::MAX)) as u64),
+                    crash_keep_ns: (max_size.is_some() || keep.is_some())
+                        .then_some(on_crash_keep)
+                        .filter(|k| !k.is_zero())
+                        .map(|k| k.as_nanos().min(u128::from(u64::MAX)) as u64),
                 },
             })
         }

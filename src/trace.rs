@@ -152,6 +152,10 @@ pub struct Window {
     pub first_segment: u64,
     pub segments: u64,
     pub carried: Vec<CarriedBlock>,
+    /// Windows kept before crashes and findings (`DIR/kept-N`).
+    pub kept: Vec<std::path::PathBuf>,
+    /// This is such a kept window: the recording went on after it.
+    pub is_kept: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -254,8 +258,42 @@ impl TraceWriter {
             last_ts: 0,
             closed: VecDeque::new(),
             dropped: 0,
+            pins: Vec::new(),
         });
         Ok(w)
+    }
+
+    /// A crash or a finding at `ts`: the segments holding the
+    /// `crash_keep_ns` before it are kept apart, in `DIR/kept-N/`, as a
+    /// recording of their own that the ring's limits never delete (hard
+    /// links: no copy). At most [`MAX_PINS`] such windows; `None` when
+    /// the recording is not bounded or the window is not kept.
+    pub fn pin(&mut self, ts: u64) -> Option<std::path::PathBuf> {
+        let r = self.ring.as_mut()?;
+        let keep = r.limits.crash_keep_ns?;
+        let t0 = ts.saturating_sub(keep);
+        // A later hit inside a window already kept extends it.
+        if let Some(p) = r.pins.iter_mut().find(|p| p.t1 >= t0 && p.t0 <= ts) {
+            p.t1 = p.t1.max(ts);
+            return None;
+        }
+        if r.pins.len() >= MAX_PINS {
+            return None;
+        }
+        let dir = r.dir.join(format!("kept-{}", r.pins.len() + 1));
+        std::fs::create_dir(&dir).ok()?;
+        let pin = Pin {
+            t0,
+            t1: ts,
+            dir: dir.clone(),
+        };
+        for &(n, _, first, last) in &r.closed {
+            if pin.covers(first, last) {
+                pin.link(&r.dir, n);
+            }
+        }
+        r.pins.push(pin);
+        Some(dir)
     }
 
     /// Whether the segment being written is full (by size or by time)
@@ -287,8 +325,12 @@ impl TraceWriter {
         };
         self.record(Tag::SegmentEnd, &())?;
         self.flush()?;
+        let first = ring.first_ts.unwrap_or(ts);
         ring.closed
-            .push_back((ring.number, self.written, ring.last_ts));
+            .push_back((ring.number, self.written, first, ring.last_ts));
+        for p in ring.pins.iter().filter(|p| p.covers(first, ring.last_ts)) {
+            p.link(&ring.dir, ring.number);
+        }
         ring.number += 1;
         let mut next = Self::create(&segment_path(&ring.dir, ring.number), &ring.meta)?;
         next.record(Tag::Segment, &ring.number)?;
@@ -313,13 +355,13 @@ impl TraceWriter {
             let held: u64 = ring.closed.iter().map(|c| c.1).sum::<u64>() + self.written;
             let over_size = ring.limits.max_bytes.is_some_and(|m| held > m);
             let too_old = match (ring.limits.keep_ns, ring.closed.front()) {
-                (Some(k), Some(&(_, _, last))) => last < ts.saturating_sub(k),
+                (Some(k), Some(&(_, _, _, last))) => last < ts.saturating_sub(k),
                 _ => false,
             };
             if ring.closed.len() < 2 || !(over_size || too_old) {
                 break;
             }
-            if let Some((n, _, _)) = ring.closed.pop_front() {
+            if let Some((n, _, _, _)) = ring.closed.pop_front() {
                 let _ = std::fs::remove_file(segment_path(&ring.dir, n));
                 ring.dropped += 1;
             }
@@ -372,7 +414,19 @@ impl TraceWriter {
                 status,
             },
         )?;
-        self.flush()
+        self.flush()?;
+        // The last segment, complete now, into the windows it covers.
+        if let Some(r) = &self.ring {
+            let first = r.first_ts.unwrap_or(r.last_ts);
+            for p in r
+                .pins
+                .iter()
+                .filter(|p| p.covers(first, r.last_ts.max(end_mono_ns)))
+            {
+                p.link(&r.dir, r.number);
+            }
+        }
+        Ok(())
     }
 
     pub fn flush(&mut self) -> anyhow::Result<()> {
@@ -436,6 +490,9 @@ impl TraceWriter {
 pub struct Limits {
     pub max_bytes: Option<u64>,
     pub keep_ns: Option<u64>,
+    /// Keep the segments of this long before a crash or a finding apart
+    /// (`--on-crash-keep`; `None`: off).
+    pub crash_keep_ns: Option<u64>,
 }
 
 /// A segment is this fraction of the limits: the held window is between
@@ -482,13 +539,44 @@ struct Ring {
     preamble: u64,
     first_ts: Option<u64>,
     last_ts: u64,
-    /// Closed segments held: (number, bytes, last event time).
-    closed: VecDeque<(u64, u64, u64)>,
+    /// Closed segments held: (number, bytes, first and last event time).
+    closed: VecDeque<(u64, u64, u64, u64)>,
     dropped: u64,
+    /// The windows kept before crashes and findings.
+    pins: Vec<Pin>,
+}
+
+/// The most windows a recording keeps apart (a finding in a hot loop
+/// would otherwise keep everything).
+pub const MAX_PINS: usize = 8;
+
+/// A window `[t0, t1]` kept apart in `dir`.
+struct Pin {
+    t0: u64,
+    t1: u64,
+    dir: std::path::PathBuf,
+}
+
+impl Pin {
+    fn covers(&self, first: u64, last: u64) -> bool {
+        last >= self.t0 && first <= self.t1
+    }
+
+    /// A hard link to segment `n` of the ring in `ring_dir` (a failure
+    /// only leaves the window shorter).
+    fn link(&self, ring_dir: &Path, n: u64) {
+        let _ = std::fs::hard_link(segment_path(ring_dir, n), segment_path(&self.dir, n));
+    }
 }
 
 fn segment_path(dir: &Path, n: u64) -> std::path::PathBuf {
     dir.join(format!("seg-{n:08}.tmt"))
+}
+
+/// `kept-N`: a window kept before a crash or finding.
+fn is_kept_dir(name: &str) -> bool {
+    name.strip_prefix("kept-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The segment number of a file name `seg-NNNNNNNN.tmt`.
@@ -509,7 +597,12 @@ pub fn check_ring_dir(dir: &Path) -> anyhow::Result<()> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     for e in entries.filter_map(Result::ok) {
-        if segment_number(&e.file_name().to_string_lossy()).is_none() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_kept_dir(&name) && e.path().is_dir() {
+            check_ring_dir(&e.path())?;
+            continue;
+        }
+        if segment_number(&name).is_none() {
             anyhow::bail!(
                 "{} holds {}, not only a recording's segments: give a new or empty directory",
                 dir.display(),
@@ -531,6 +624,11 @@ fn prepare_ring_dir(dir: &Path) -> anyhow::Result<()> {
                 .filter_map(Result::ok)
                 .collect();
             for e in entries {
+                if e.path().is_dir() {
+                    std::fs::remove_dir_all(e.path())
+                        .with_context(|| format!("cannot remove {}", e.path().display()))?;
+                    continue;
+                }
                 std::fs::remove_file(e.path())
                     .with_context(|| format!("cannot remove {}", e.path().display()))?;
             }
@@ -684,9 +782,25 @@ fn read_ring(dir: &Path) -> anyhow::Result<Trace> {
             dir.display()
         )
     })?;
+    let mut kept: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| is_kept_dir(&e.file_name().to_string_lossy()) && e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    kept.sort();
+    let is_kept = dir
+        .file_name()
+        .is_some_and(|n| is_kept_dir(&n.to_string_lossy()));
+    if let Some(w) = &mut t.window {
+        w.kept = kept;
+        w.is_kept = is_kept;
+    }
     // The newest segment held was closed for a next one not there (yet):
-    // being written, or the recorder was killed between the two.
-    if t.closed && t.end.is_none() && t.damage.is_none() {
+    // being written, or the recorder was killed between the two (a kept
+    // window ends so by design).
+    if t.closed && t.end.is_none() && t.damage.is_none() && !is_kept {
         t.damage = Some(Damage {
             offset: 0,
             reason: format!("{NO_END} (after segment {last})"),
@@ -808,6 +922,8 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
                     first_segment: n,
                     segments: 1,
                     carried: Vec::new(),
+                    kept: Vec::new(),
+                    is_kept: false,
                 });
                 continue;
             }
@@ -1777,6 +1893,8 @@ mod tests {
             skipped: Vec::new(),
             leak_scans: Vec::new(),
             integrity: Vec::new(),
+            window: None,
+            closed: false,
         }
     }
 
@@ -1917,6 +2035,70 @@ mod tests {
         w.write_end(5, Some(ExitStatus::Code(0)))?;
         ends.push(w.bytes_written());
         Ok((std::fs::read(path)?, ends))
+    }
+
+    /// A ring's segments read back as one recording; one deleted between
+    /// two held is named, not silently skipped.
+    #[test]
+    fn a_ring_reads_as_one_recording_and_names_a_missing_segment() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("tmt-ring-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let limits = Limits {
+            max_bytes: Some(8 << 20),
+            keep_ns: None,
+            crash_keep_ns: None,
+        };
+        let mut w = TraceWriter::create_ring(&dir, &meta(), limits)?;
+        w.write_stack(&stack(0))?;
+        let n = 200_000u64;
+        let stacks = [stack(0)];
+        for i in 0..n {
+            let e = ev(
+                1_000 + i,
+                EventKind::Alloc {
+                    func: crate::event::AllocFn::Malloc,
+                    ptr: 0x1000 + i * 16,
+                    size: 16,
+                    stack: Some(0),
+                },
+            );
+            if w.wants_rotation(e.ts) {
+                let tables = Tables {
+                    modules: &[],
+                    probes: &[],
+                    stacks: &stacks,
+                    lost: &Lost::default(),
+                };
+                w.rotate(e.ts, tables, &[])?;
+            }
+            w.write_event(&e)?;
+        }
+        w.write_end(2_000_000, Some(ExitStatus::Code(0)))?;
+        let segs = std::fs::read_dir(&dir)?.count();
+        assert!(segs >= 3, "{segs} segments");
+        let t = read_trace(&dir)?;
+        assert_eq!(t.events.len() as u64, n);
+        assert!(
+            t.damage.is_none() && t.integrity.is_empty(),
+            "{:?}",
+            t.integrity
+        );
+        assert_eq!(
+            t.stacks.len(),
+            1,
+            "stacks repeated per segment are read once"
+        );
+        assert_eq!(t.window.as_ref().map(|w| w.segments), Some(segs as u64));
+        std::fs::remove_file(segment_path(&dir, 2))?;
+        let t = read_trace(&dir)?;
+        assert!(t.events.len() as u64 <= n);
+        let why: Vec<&str> = t.integrity.iter().map(|d| d.reason.as_str()).collect();
+        assert!(
+            why.iter().any(|r| r.contains("segment(s) 2 to 2 missing")),
+            "{why:?}"
+        );
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     /// Whole records dropped, repeated, moved or cut off at a record

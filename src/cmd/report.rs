@@ -273,12 +273,20 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
             .map_or(start, |e| e.ts);
         let _ = writeln!(
             out,
-            "window    a bounded recording: segments {} to {} held{}; events from {}; {} blocks ({}) \
+            "window    {}: segments {} to {} held{}; events from {}; {} blocks ({}) \
              live before it carried in (the 'inherit' events), so the heap is exact",
+            if w.is_kept {
+                "kept before a crash or watchpoint hit (the recording went on after it)"
+            } else {
+                "a bounded recording"
+            },
             w.first_segment,
             w.first_segment + w.segments - 1,
             if w.first_segment > 1 {
-                format!(" ({} older dropped by --max-size/--keep)", w.first_segment - 1)
+                format!(
+                    " ({} older dropped by --max-size/--keep)",
+                    w.first_segment - 1
+                )
             } else {
                 String::new()
             },
@@ -286,6 +294,13 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
             w.carried.len(),
             present::bytes(w.carried.iter().map(|b| b.size).sum())
         );
+        for k in &w.kept {
+            let _ = writeln!(
+                out,
+                "kept      {}: the segments before a crash or watchpoint hit, a recording of its own",
+                k.display()
+            );
+        }
     }
     if sum.tl.store().dropped > 0 {
         let _ = writeln!(
@@ -873,6 +888,8 @@ mod tests {
             skipped: Vec::new(),
             leak_scans: Vec::new(),
             integrity: Vec::new(),
+            window: None,
+            closed: false,
         }
     }
 

@@ -770,6 +770,27 @@ impl Ingest {
                             w.rotate(e.ts, tables, &carried)?;
                         }
                         w.write_event(&e)?;
+                        // A crash or a finding: the window before it is
+                        // kept apart from the bounds.
+                        let fatal = match &e.kind {
+                            EventKind::Signal(s) => !s.handled,
+                            EventKind::Watch(_) => true,
+                            _ => false,
+                        };
+                        if fatal {
+                            if let Some(dir) = w.pin(e.ts) {
+                                self.notes.push(format!(
+                                    "the recording before the {} at {} is kept in {}",
+                                    if matches!(e.kind, EventKind::Watch(_)) {
+                                        "watchpoint hit"
+                                    } else {
+                                        "crash"
+                                    },
+                                    crate::model::present::rel(e.ts, tl.meta().start_mono_ns),
+                                    dir.display()
+                                ));
+                            }
+                        }
                     }
                     tl.push(&e);
                     // The root's exit is the target's (a child's is its own).

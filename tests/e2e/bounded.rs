@@ -193,3 +193,56 @@ fn bounded_bad_input_is_one_line() {
     assert!(err.contains("precious.txt"), "{err}");
     assert!(d.join("precious.txt").exists());
 }
+
+/// A use-after-free that does not crash, caught by a watchpoint early in a
+/// long run: the ring drops that part, the window before the finding is
+/// kept apart in DIR/kept-1 and reads as a recording with the finding.
+#[test]
+fn the_window_before_a_finding_is_kept_apart() {
+    if !bpf_or_skip("bounded_crash_keep") {
+        return;
+    }
+    let src = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+__attribute__((noinline)) char peek(char *p) { return *(volatile char *)p; }
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 600000;
+    char *p = malloc(64);
+    strcpy(p, "hello");
+    free(p);
+    char c = peek(p);
+    for (long i = 0; i < n; i++) {
+        void *q = malloc(32 + i % 64);
+        free(q);
+    }
+    printf("%d\n", c);
+    return 0;
+}
+"#;
+    let prog = compile("cc", "uafchurn", "c", src, &["-g", "-O0"]);
+    let dir = tmp().join("uaf-ring");
+    let out = record_with(
+        &dir,
+        &["--max-size", "8MiB", "--watch-rate", "1"],
+        &[prog.to_str().expect("utf8"), "600000"],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let r = report_json(&dir, &[]);
+    let seg = &r["retention"]["segments"];
+    assert!(seg["first"].as_u64().unwrap_or(0) > 1, "{seg}");
+    let kept = seg["kept"].as_array().cloned().unwrap_or_default();
+    assert_eq!(kept.len(), 1, "{seg}");
+    // The finding's part of the recording is gone from the ring ...
+    assert_eq!(r["findings"].as_array().map(Vec::len), Some(0));
+    // ... and kept apart, from the first segment, readable as a recording.
+    let k = std::path::PathBuf::from(kept[0].as_str().expect("path"));
+    assert!(k.join("seg-00000001.tmt").exists());
+    let kr = report_json(&k, &[]);
+    assert!(kr["damage"].is_null(), "{}", kr["damage"]);
+    let f = kr["findings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(f.len(), 1, "{}", kr["findings"]);
+    assert_eq!(f[0]["kind"], "use-after-free", "{}", f[0]);
+}

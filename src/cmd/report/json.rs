@@ -376,6 +376,8 @@ pub struct Segments {
     events_from_ns: Option<u64>,
     first: u64,
     held: u64,
+    /// Windows kept apart before crashes and findings (`DIR/kept-N`).
+    kept: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -680,6 +682,7 @@ impl Report {
                         .map(|e| e.ts.saturating_sub(start)),
                     first: w.first_segment,
                     held: w.segments,
+                    kept: w.kept.iter().map(|k| k.display().to_string()).collect(),
                 }),
             },
             schema_version: SCHEMA_VERSION,
