@@ -673,3 +673,28 @@ fn site_growth_is_as_of_the_cursor() {
     let screen = text(&screen(&app, 100, 24, COLOR));
     assert!(!screen.contains("LEAK?"), "{screen}");
 }
+
+#[test]
+fn heap_site_columns_fit_their_widths() {
+    // Up to 1 TB, and 1 TB/s.
+    for p in 0..13 {
+        for m in [1u64, 5, 9, 10] {
+            let n = 10u64.pow(p) * m - 1;
+            assert!(
+                view::short_bytes(n).chars().count() <= 6,
+                "{n}: {}",
+                view::short_bytes(n)
+            );
+            for g in [n as f64, -(n as f64)] {
+                assert!(
+                    view::growth(g).chars().count() <= 8,
+                    "{g}: {}",
+                    view::growth(g)
+                );
+            }
+        }
+    }
+    assert_eq!(view::short_bytes(4096), "4.0K");
+    assert_eq!(view::short_bytes(812), "812B");
+    assert_eq!(view::growth(19_800.0), "+19.8K/s");
+}

@@ -116,15 +116,41 @@ pub fn plural(n: u64, what: &str) -> String {
     }
 }
 
+/// Bytes in at most 6 columns: `812B`, `4.0K`, `37K`, `1023K`, `1.2M`.
+pub(crate) fn short_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1023.5 && u + 1 < U.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    match (u, v) {
+        (0, _) => format!("{n}B"),
+        (_, v) if v < 9.95 => format!("{v:.1}{}", U[u]),
+        (_, v) => format!("{v:.0}{}", U[u]),
+    }
+}
+
 /// Growth in bytes per second, compact: `+12.5K/s`, `0/s`.
-fn growth(b_per_s: f64) -> String {
+pub(crate) fn growth(b_per_s: f64) -> String {
     let a = b_per_s.abs();
     let sign = if b_per_s < 0.0 { "-" } else { "+" };
+    // At most 8 columns: 3 significant digits.
+    let scaled = |v: f64, unit: &str| {
+        if v < 99.95 {
+            format!("{sign}{v:.1}{unit}/s")
+        } else {
+            format!("{sign}{v:.0}{unit}/s")
+        }
+    };
     match a {
         a if a < 0.5 => "0/s".to_string(),
-        a if a < 1e3 => format!("{sign}{a:.0}/s"),
-        a if a < 1e6 => format!("{sign}{:.1}K/s", a / 1e3),
-        a => format!("{sign}{:.1}M/s", a / 1e6),
+        a if a < 999.5 => format!("{sign}{a:.0}/s"),
+        a if a < 999_500.0 => scaled(a / 1e3, "K"),
+        a if a < 999_500_000.0 => scaled(a / 1e6, "M"),
+        a if a < 999_500_000_000.0 => scaled(a / 1e9, "G"),
+        a => scaled(a / 1e12, "T"),
     }
 }
 
@@ -674,7 +700,7 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let site_w = (area.width as usize).saturating_sub(
         2 + match app.heap_view {
             HeapView::Blocks => 14 + 7 + 7 + 3,
-            HeapView::Sites => 9 + 6 + 7 + 9 + 4,
+            HeapView::Sites => 6 + 6 + 6 + 8 + 4,
         },
     );
     let sel_style = |i: usize| {
@@ -780,7 +806,7 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                         Style::default()
                     };
                     Row::new(vec![
-                        Cell::from(bytes(s.bytes)),
+                        Cell::from(short_bytes(s.bytes)),
                         Cell::from(s.blocks.to_string()),
                         Cell::from(crate::model::present::age(now.saturating_sub(s.oldest_ts))),
                         Cell::from(growth(s.growth)),
@@ -791,11 +817,13 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 .collect();
             Table::new(
                 rows,
+                // 40 columns (an 80-column terminal's heap pane) hold
+                // them all with a 10-column site.
                 [
-                    Constraint::Length(9),
                     Constraint::Length(6),
-                    Constraint::Length(7),
-                    Constraint::Length(9),
+                    Constraint::Length(6),
+                    Constraint::Length(6),
+                    Constraint::Length(8),
                     Constraint::Min(10),
                 ],
             )
