@@ -170,7 +170,7 @@ impl Heap {
         let (at, upto) = match at {
             Some(d) => {
                 let at = start.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-                (at, sum.events.partition_point(|e| e.ts <= at) as Idx)
+                (at, sum.partition_point(t, |ts| ts <= at) as Idx)
             }
             None => (sum.end_ns, tl.store().end()),
         };
@@ -191,7 +191,8 @@ impl Heap {
         }
         let held = usize::try_from(tl.store().first()).unwrap_or(usize::MAX);
         let upto = usize::try_from(upto).unwrap_or(usize::MAX);
-        for e in sum.events.iter().take(upto).skip(held) {
+        for e in sum.events(t).take(upto).skip(held) {
+            let e: &crate::event::Event = &e;
             let (size, stack) = match &e.kind {
                 EventKind::Alloc {
                     ptr, size, stack, ..

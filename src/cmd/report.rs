@@ -140,9 +140,10 @@ pub fn crash_block(tl: &Timeline, crash: Idx, ev: &Event, before: &[(Idx, Event)
 /// `main → process_request(42) → parse_body`: the calls (outermost
 /// first) with the arguments of their Call events when held.
 pub struct Summary {
-    /// The events in the timeline's numbering: the recording's, with the
-    /// blocks the model made at forks and execs among them.
-    pub events: Vec<Event>,
+    /// How many events in the timeline's numbering: the recording's, with
+    /// the blocks the model made at forks and execs among them (see
+    /// [`Summary::event`]; not a copy of them).
+    pub len: usize,
     pub by_kind: BTreeMap<&'static str, u64>,
     /// The crash, as an index into the trace's events.
     pub crash: Option<usize>,
@@ -151,30 +152,55 @@ pub struct Summary {
     pub tl: Timeline,
 }
 
+impl Summary {
+    /// Event `i` in the timeline's numbering: one the model made (from its
+    /// store) or the recording's (from the trace, no copy).
+    pub fn event<'a>(&'a self, t: &'a Trace, i: usize) -> Option<std::borrow::Cow<'a, Event>> {
+        let made = self.tl.made();
+        let before = made.partition_point(|&m| (m as usize) < i);
+        if made.get(before).is_some_and(|&m| m as usize == i) {
+            return self.tl.store().get(i as Idx).map(std::borrow::Cow::Owned);
+        }
+        t.events.get(i - before).map(std::borrow::Cow::Borrowed)
+    }
+
+    /// The time of event `i` (0 past the end).
+    pub fn ts(&self, t: &Trace, i: usize) -> u64 {
+        self.event(t, i).map_or(0, |e| e.ts)
+    }
+
+    /// The first event whose `ts` does not satisfy `pred` (events are in
+    /// time order), as `slice::partition_point`.
+    pub fn partition_point(&self, t: &Trace, pred: impl Fn(u64) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(self.ts(t, mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Every event in order.
+    pub fn events<'a>(
+        &'a self,
+        t: &'a Trace,
+    ) -> impl Iterator<Item = std::borrow::Cow<'a, Event>> + 'a {
+        (0..self.len).filter_map(move |i| self.event(t, i))
+    }
+}
+
 pub fn summarize(t: &Trace, memory: usize) -> Summary {
     let tl = crate::cmd::timeline_of(t, memory);
     let by_kind = Kind::iter()
         .map(|k| (k.name(), tl.kind_count(k)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    // The recording's events, with the model's own at their numbers.
-    let mut events = Vec::with_capacity(t.events.len() + tl.made().len());
-    let mut recorded = t.events.iter();
-    let mut made = tl.made().iter().peekable();
-    for i in 0..tl.store().end() {
-        if made.next_if(|&&m| m == i).is_some() {
-            if let Some(e) = tl.store().get(i) {
-                events.push(e);
-                continue;
-            }
-        }
-        match recorded.next() {
-            Some(e) => events.push(e.clone()),
-            None => break,
-        }
-    }
     Summary {
-        events,
+        len: (t.events.len() + tl.made().len()).min(tl.store().end() as usize),
         by_kind,
         crash: tl.crash().and_then(|c| usize::try_from(c).ok()),
         end_ns: tl.end_time(),
@@ -198,10 +224,10 @@ fn window(t: &Trace, sum: &Summary, opts: &Options) -> Result<Shown> {
     let start = t.meta.start_mono_ns;
     let at = match (opts.at, sum.crash) {
         (Some(d), _) => start + d.as_nanos() as u64,
-        (None, Some(i)) => sum.events[i].ts,
+        (None, Some(i)) => sum.ts(t, i),
         (None, None) => sum.end_ns,
     };
-    let upto = sum.events.partition_point(|e| e.ts <= at);
+    let upto = sum.partition_point(t, |ts| ts <= at);
     let upto = match sum.crash {
         Some(c) if opts.at.is_none() => c,
         _ => upto,
@@ -218,7 +244,7 @@ fn window(t: &Trace, sum: &Summary, opts: &Options) -> Result<Shown> {
     Ok(match opts.window {
         Some(w) => {
             let from_ts = at.saturating_sub(w.as_nanos() as u64);
-            let from = sum.events.partition_point(|e| e.ts < from_ts);
+            let from = sum.partition_point(t, |ts| ts < from_ts);
             Shown {
                 at,
                 idx: (from..upto).filter(keep).collect(),
@@ -441,11 +467,14 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
     let events: Vec<(Idx, Event)> = shown
         .idx
         .iter()
-        .map(|&i| (i as Idx, sum.events[i].clone()))
+        .filter_map(|&i| Some((i as Idx, sum.event(t, i)?.into_owned())))
         .collect();
     match sum.crash {
         Some(c) if opts.at.is_none() => {
-            out.push_str(&crash_block(&sum.tl, c as Idx, &sum.events[c], &events));
+            let crash = sum
+                .event(t, c)
+                .ok_or_else(|| anyhow!("the crash event {c} is not in the recording"))?;
+            out.push_str(&crash_block(&sum.tl, c as Idx, &crash, &events));
             if let Some(d) = sum.tl.diagnosis() {
                 let _ = writeln!(out);
                 out.push_str(&d.text(&sum.tl));

@@ -696,7 +696,7 @@ impl Report {
             window: shown
                 .idx
                 .iter()
-                .map(|&i| WindowEvent::of(i as Idx, t, &sum.events, &sum.tl))
+                .filter_map(|&i| Some(WindowEvent::of(i as Idx, t, &*sum.event(t, i)?, &sum.tl)))
                 .collect(),
             processes: sum
                 .tl
@@ -756,7 +756,7 @@ impl Crash {
 
     /// The fatal signal at event `i` (of any process).
     fn at(t: &Trace, sum: &Summary, i: usize) -> Option<Crash> {
-        let e = &sum.events[i];
+        let e = sum.event(t, i)?;
         let EventKind::Signal(s) = &e.kind else {
             return None;
         };
@@ -897,8 +897,7 @@ fn syscalls(tl: &Timeline) -> Vec<SysTotal> {
 
 impl WindowEvent {
     /// Event number `i` of the trace (and of `tl`'s recording).
-    fn of(i: Idx, t: &Trace, events: &[crate::event::Event], tl: &Timeline) -> WindowEvent {
-        let e = &events[i as usize];
+    fn of(i: Idx, t: &Trace, e: &crate::event::Event, tl: &Timeline) -> WindowEvent {
         let module_path = |id: u32| {
             t.modules
                 .iter()
