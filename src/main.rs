@@ -504,7 +504,10 @@ fn run(cli: Cli) -> Result<i32> {
             memory,
             filter,
         } => {
-            let t = cmd::read_and_name(&file)?;
+            // Streamed: the events go into the timeline, never all in
+            // memory (--memory bounds it whatever the file's size).
+            let (t, tl) = cmd::read_streaming(&file, memory)?;
+            let sum = report::summary_of(&t, tl);
             let opts = report::Options {
                 at,
                 window,
@@ -512,9 +515,9 @@ fn run(cli: Cli) -> Result<i32> {
                 filter,
             };
             let text = if json {
-                serde_json::to_string_pretty(&report::json(&t, &opts)?)? + "\n"
+                serde_json::to_string_pretty(&report::json_of(&t, &sum, &opts)?)? + "\n"
             } else {
-                report::text(&t, &opts)?
+                report::text_of(&t, &sum, &opts)?
             };
             cmd::to_stdout(|w| w.write_all(text.as_bytes()))?;
             cmd::warn_damage(&file, &t, "");

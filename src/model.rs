@@ -121,6 +121,26 @@ fn tag_event(e: &Event, tag: u64) -> Event {
     Event { kind, ..*e }
 }
 
+/// The event as the program saw it: its heap addresses without the
+/// process tag the store keeps them with (the model's own events too).
+pub fn untagged(e: Event) -> Event {
+    match e.kind {
+        EventKind::Inherit { ptr, size, stack } => Event {
+            kind: EventKind::Inherit {
+                ptr: untag(ptr),
+                size,
+                stack,
+            },
+            ..e
+        },
+        EventKind::Discard { ptr } => Event {
+            kind: EventKind::Discard { ptr: untag(ptr) },
+            ..e
+        },
+        _ => tag_event(&e, 0),
+    }
+}
+
 /// Steps along an address's chain the UI takes per frame at most.
 const HISTORY_CAP: usize = 1024;
 

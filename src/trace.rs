@@ -114,6 +114,11 @@ pub struct Damage {
 /// Everything read from a trace file, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trace {
+    /// Events read (all of them in `events`, unless they were handed to a
+    /// [`Sink`]).
+    pub event_count: u64,
+    /// The first event's time.
+    pub first_ts: Option<u64>,
     pub meta: Meta,
     pub modules: Vec<Module>,
     pub stacks: Vec<Stack>,
@@ -694,6 +699,10 @@ pub fn read_trace(path: &Path) -> anyhow::Result<Trace> {
 /// segment deleted while being listed (the recorder moving on) is passed
 /// over; a segment missing between two held is named in `integrity`.
 fn read_ring(dir: &Path) -> anyhow::Result<Trace> {
+    read_ring_into(dir, None)
+}
+
+fn read_ring_into<'s>(dir: &Path, mut sink: Option<&mut (dyn Sink + 's)>) -> anyhow::Result<Trace> {
     let mut segs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(Result::ok)
@@ -708,8 +717,11 @@ fn read_ring(dir: &Path) -> anyhow::Result<Trace> {
             Err(e) if e.kind() == io::ErrorKind::NotFound && out.is_none() => continue,
             Err(e) => return Err(anyhow::anyhow!("cannot open {}: {e}", path.display())),
         };
-        let seg = read_stream(BufReader::with_capacity(IO_BUFFER, file))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let seg = read_stream_into(
+            BufReader::with_capacity(IO_BUFFER, file),
+            sink.as_deref_mut(),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let name = path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -749,7 +761,8 @@ fn read_ring(dir: &Path) -> anyhow::Result<Trace> {
         if let Some(d) = t.damage.take() {
             t.integrity.push(d);
         }
-        let base = t.events.len() as u64;
+        let base = t.event_count;
+        t.event_count += seg.event_count;
         for m in seg.modules {
             if !t.modules.iter().any(|x| x.id == m.id) {
                 t.modules.push(m);
@@ -809,7 +822,61 @@ fn read_ring(dir: &Path) -> anyhow::Result<Trace> {
     Ok(t)
 }
 
-fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
+/// What a streaming read hands on, in file order (see [`read_trace_into`]).
+pub enum Item<'a> {
+    Module(&'a Module),
+    Stack(&'a Stack),
+    Probe(&'a Probe),
+    Event(Event),
+    Lost(&'a Lost),
+    LeakScan(&'a LeakScan),
+    /// A segment's blocks live at its start (each segment of a bounded
+    /// recording has its own: only the first held one's start the heap).
+    Carried(&'a [CarriedBlock]),
+}
+
+/// Takes a trace's records as they are read.
+pub trait Sink {
+    /// The recording's Meta (once per file: each segment of a ring).
+    fn meta(&mut self, meta: &Meta);
+    fn item(&mut self, item: Item<'_>);
+}
+
+/// Reads a trace (file, `-`, or a bounded recording's directory) handing
+/// every event to `sink` instead of keeping it: the returned trace has
+/// everything else (tables, losses, end, damage) and `events` empty, with
+/// `event_count` the number read. Memory is the sink's, not the file's.
+pub fn read_trace_into(path: &Path, sink: &mut dyn Sink) -> anyhow::Result<Trace> {
+    if is_std(path) {
+        use std::io::IsTerminal;
+        let stdin = io::stdin();
+        if stdin.is_terminal() {
+            anyhow::bail!(
+                "stdin is a terminal, not a trace: pipe one in (tm-tui record -o - -- CMD | tm-tui report -)"
+            );
+        }
+        return read_stream_into(
+            BufReader::with_capacity(IO_BUFFER, stdin.lock()),
+            Some(sink),
+        )
+        .map_err(|e| anyhow::anyhow!("stdin: {e}"));
+    }
+    if path.is_dir() {
+        return read_ring_into(path, Some(sink));
+    }
+    let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
+    read_stream_into(BufReader::with_capacity(IO_BUFFER, file), Some(sink))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn read_stream<R: Read>(r: R) -> Result<Trace, TraceError> {
+    read_stream_into(r, None)
+}
+
+fn read_stream_into<'s, R: Read>(
+    mut r: R,
+    mut sink: Option<&mut (dyn Sink + 's)>,
+) -> Result<Trace, TraceError> {
     let mut header = [0u8; HEADER_LEN as usize];
     let n = read_full(&mut r, &mut header)?;
     let got = header.get(..n.min(MAGIC.len())).unwrap_or_default();
@@ -851,7 +918,12 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
             return Err(TraceError::NoMeta(reason))
         }
     };
+    if let Some(k) = sink.as_deref_mut() {
+        k.meta(&meta);
+    }
     let mut trace = Trace {
+        event_count: 0,
+        first_ts: None,
         meta,
         modules: Vec::new(),
         stacks: Vec::new(),
@@ -887,25 +959,40 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
             }
             Next::Record(Record::Meta(_)) => "a second Meta record".to_string(),
             Next::Record(Record::Module(m)) => {
+                if let Some(k) = sink.as_deref_mut() {
+                    k.item(Item::Module(&m));
+                }
                 trace.modules.push(m);
                 continue;
             }
             Next::Record(Record::Stack(s)) => {
+                if let Some(k) = sink.as_deref_mut() {
+                    k.item(Item::Stack(&s));
+                }
                 trace.stacks.push(s);
                 continue;
             }
             Next::Record(Record::Probe(p)) => {
+                if let Some(k) = sink.as_deref_mut() {
+                    k.item(Item::Probe(&p));
+                }
                 trace.probes.push(p);
                 continue;
             }
             Next::Record(Record::Event(e)) => {
-                trace.events.push(e);
+                trace.event_count += 1;
+                trace.first_ts.get_or_insert(e.ts);
+                match sink.as_deref_mut() {
+                    Some(k) => k.item(Item::Event(e)),
+                    None => trace.events.push(e),
+                }
                 continue;
             }
             Next::Record(Record::Lost(l)) => {
-                trace
-                    .lost_marks
-                    .push((trace.events.len() as u64, l.clone()));
+                if let Some(k) = sink.as_deref_mut() {
+                    k.item(Item::Lost(&l));
+                }
+                trace.lost_marks.push((trace.event_count, l.clone()));
                 trace.lost = l;
                 continue;
             }
@@ -914,7 +1001,10 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
                 continue;
             }
             Next::Record(Record::LeakScan(l)) => {
-                trace.leak_scans.push((trace.events.len() as u64, l));
+                if let Some(k) = sink.as_deref_mut() {
+                    k.item(Item::LeakScan(&l));
+                }
+                trace.leak_scans.push((trace.event_count, l));
                 continue;
             }
             Next::Record(Record::Segment(n)) => {
@@ -928,6 +1018,9 @@ fn read_stream<R: Read>(mut r: R) -> Result<Trace, TraceError> {
                 continue;
             }
             Next::Record(Record::Carried(blocks)) => {
+                if let Some(k) = sink.as_deref_mut() {
+                    k.item(Item::Carried(&blocks));
+                }
                 if let Some(w) = &mut trace.window {
                     w.carried = blocks;
                 }
@@ -1846,6 +1939,8 @@ mod tests {
             lost.undecodable = 0;
         }
         Trace {
+            event_count: events.len() as u64,
+            first_ts: events.first().map(|e| e.ts),
             meta,
             modules: vec![
                 Module {

@@ -55,8 +55,9 @@ pub fn run(file: &Path, out: &Path, opts: &Options) -> Result<()> {
     if opts.format == Format::Chrome && opts.at.is_some() {
         bail!("--at is for the heap formats (pprof, folded); chrome exports the whole recording");
     }
-    let t = crate::cmd::read_and_name(file)?;
-    let sum = report::summarize(&t, opts.memory);
+    // Streamed: the events go into the timeline, never all in memory.
+    let (t, tl) = crate::cmd::read_streaming(file, opts.memory)?;
+    let sum = report::summary_of(&t, tl);
     if opts.format != Format::Chrome && !t.meta.families.has(Family::Alloc) {
         eprintln!(
             "tm-tui: warning: {} was recorded without the alloc family: no heap to export",
@@ -191,7 +192,13 @@ impl Heap {
         }
         let held = usize::try_from(tl.store().first()).unwrap_or(usize::MAX);
         let upto = usize::try_from(upto).unwrap_or(usize::MAX);
-        for e in sum.events(t).take(upto).skip(held) {
+        for (i, e) in sum.events(t) {
+            if i < held {
+                continue;
+            }
+            if i >= upto {
+                break;
+            }
             let e: &crate::event::Event = &e;
             let (size, stack) = match &e.kind {
                 EventKind::Alloc {

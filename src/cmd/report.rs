@@ -144,6 +144,9 @@ pub struct Summary {
     /// the blocks the model made at forks and execs among them (see
     /// [`Summary::event`]; not a copy of them).
     pub len: usize,
+    /// The trace's events were not kept (`cmd::read_streaming`): every
+    /// event comes from the timeline.
+    pub streamed: bool,
     pub by_kind: BTreeMap<&'static str, u64>,
     /// The crash, as an index into the trace's events.
     pub crash: Option<usize>,
@@ -156,6 +159,14 @@ impl Summary {
     /// Event `i` in the timeline's numbering: one the model made (from its
     /// store) or the recording's (from the trace, no copy).
     pub fn event<'a>(&'a self, t: &'a Trace, i: usize) -> Option<std::borrow::Cow<'a, Event>> {
+        if self.streamed {
+            // Read without keeping the events: the timeline's (held) ones.
+            return self
+                .tl
+                .store()
+                .get(i as Idx)
+                .map(|e| std::borrow::Cow::Owned(crate::model::untagged(e)));
+        }
         let made = self.tl.made();
         let before = made.partition_point(|&m| (m as usize) < i);
         if made.get(before).is_some_and(|&m| m as usize == i) {
@@ -184,23 +195,40 @@ impl Summary {
         lo
     }
 
-    /// Every event in order.
+    /// Every event there is, in order, with its number (read without
+    /// keeping the events, those the memory budget dropped are not).
     pub fn events<'a>(
         &'a self,
         t: &'a Trace,
-    ) -> impl Iterator<Item = std::borrow::Cow<'a, Event>> + 'a {
-        (0..self.len).filter_map(move |i| self.event(t, i))
+    ) -> impl Iterator<Item = (usize, std::borrow::Cow<'a, Event>)> + 'a {
+        let first = if self.streamed {
+            self.tl.store().first() as usize
+        } else {
+            0
+        };
+        (first..self.len).filter_map(move |i| Some((i, self.event(t, i)?)))
     }
 }
 
 pub fn summarize(t: &Trace, memory: usize) -> Summary {
-    let tl = crate::cmd::timeline_of(t, memory);
+    summary_of(t, crate::cmd::timeline_of(t, memory))
+}
+
+/// The summary of `t` over its timeline `tl` (built by `timeline_of`, or
+/// while streaming the file: then `t.events` is empty).
+pub fn summary_of(t: &Trace, tl: Timeline) -> Summary {
+    let streamed = t.events.is_empty() && t.event_count > 0;
     let by_kind = Kind::iter()
         .map(|k| (k.name(), tl.kind_count(k)))
         .filter(|(_, n)| *n > 0)
         .collect();
     Summary {
-        len: (t.events.len() + tl.made().len()).min(tl.store().end() as usize),
+        len: if streamed {
+            tl.store().end() as usize
+        } else {
+            (t.events.len() + tl.made().len()).min(tl.store().end() as usize)
+        },
+        streamed,
         by_kind,
         crash: tl.crash().and_then(|c| usize::try_from(c).ok()),
         end_ns: tl.end_time(),
@@ -269,7 +297,11 @@ fn wall(t: &Trace, ts: u64) -> String {
 }
 
 pub fn text(t: &Trace, opts: &Options) -> Result<String> {
-    let sum = summarize(t, opts.memory);
+    text_of(t, &summarize(t, opts.memory), opts)
+}
+
+/// The text report of `t` over its summary.
+pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
     let start = t.meta.start_mono_ns;
     let mut out = String::new();
     let _ = writeln!(out, "target    pid {}  {}", t.meta.pid, t.meta.command);
@@ -290,13 +322,9 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
         .iter()
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
-    let _ = writeln!(out, "events    {}  ({})", t.events.len(), kinds.join(", "));
+    let _ = writeln!(out, "events    {}  ({})", t.event_count, kinds.join(", "));
     if let Some(w) = &t.window {
-        let from = t
-            .events
-            .iter()
-            .find(|e| !matches!(e.kind, crate::event::EventKind::Inherit { .. }))
-            .map_or(start, |e| e.ts);
+        let from = t.first_ts.unwrap_or(start);
         let _ = writeln!(
             out,
             "window    {}: segments {} to {} held{}; events from {}; {} blocks ({}) \
@@ -482,6 +510,16 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
         }
         _ => {
             let _ = writeln!(out, "events up to {}:", rel(at, start));
+            let held_from = sum.tl.span().map_or(start, |s| s.0);
+            if sum.tl.store().dropped > 0
+                && at.saturating_sub(opts.window.map_or(0, |w| w.as_nanos() as u64)) < held_from
+            {
+                let _ = writeln!(
+                    out,
+                    "      (the events before {} were dropped by the memory budget: raise --memory to see them)",
+                    rel(held_from, start)
+                );
+            }
             for (i, e) in &events {
                 let _ = writeln!(out, "      {}", event_line(&sum.tl, *i, e));
             }
@@ -767,8 +805,14 @@ fn syscalls_text(out: &mut String, tl: &Timeline) {
 }
 
 /// The `report --json` document.
+#[cfg(test)]
 pub fn json(t: &Trace, opts: &Options) -> Result<json::Report> {
-    json::Report::of(t, opts)
+    json::Report::of(t, &summarize(t, opts.memory), opts)
+}
+
+/// The `report --json` document of `t` over its summary.
+pub fn json_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<json::Report> {
+    json::Report::of(t, sum, opts)
 }
 
 /// A moment or length: humantime (`1s 250ms`, `200ms`) or decimal seconds
@@ -877,7 +921,7 @@ mod tests {
         ];
         let gaps = [0, 1, 1, 3, 1, 1, 1, 1, 1, 1, 2];
         let mut ts = 10 * MS;
-        let events = kinds
+        let events: Vec<Event> = kinds
             .into_iter()
             .zip(gaps)
             .map(|(kind, g)| {
@@ -891,6 +935,8 @@ mod tests {
             })
             .collect();
         Trace {
+            event_count: events.len() as u64,
+            first_ts: events.first().map(|e| e.ts),
             meta: Meta {
                 pid: 7,
                 command: "server".into(),

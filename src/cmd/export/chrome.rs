@@ -161,7 +161,7 @@ pub fn export(t: &Trace, sum: &Summary, w: &mut dyn Write) -> Result<()> {
         .collect();
     let crash_summary = tl.diagnosis().map(|d| d.summary);
     let mut threads: BTreeSet<(u32, u32)> = BTreeSet::new();
-    for (i, e) in sum.events(t).enumerate() {
+    for (i, e) in sum.events(t) {
         let e: &crate::event::Event = &e;
         let i = i as Idx;
         if !matches!(

@@ -12,8 +12,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{
-    probe_name, probe_rows, stack_of, summarize, top_user_frame, wall, window, window_live,
-    Options, Summary,
+    probe_name, probe_rows, stack_of, top_user_frame, wall, window, window_live, Options, Summary,
 };
 use crate::event::{
     si_code_name, signal_name, Arg, EventKind, ExitStatus, ProbeId, StackId, SysCall,
@@ -549,10 +548,9 @@ fn ret_value(tl: &Timeline, probe: ProbeId, ret: u64) -> ArgValue {
 }
 
 impl Report {
-    pub fn of(t: &Trace, opts: &Options) -> Result<Report> {
-        let sum = summarize(t, opts.memory);
+    pub fn of(t: &Trace, sum: &Summary, opts: &Options) -> Result<Report> {
         let start = t.meta.start_mono_ns;
-        let shown = window(t, &sum, opts)?;
+        let shown = window(t, sum, opts)?;
         let crate::event::Lost {
             ringbuf,
             stack_table,
@@ -564,7 +562,7 @@ impl Report {
         let heap = sum.tl.heap();
         Ok(Report {
             at_ns: shown.at.saturating_sub(start),
-            crash: Crash::of(t, &sum),
+            crash: Crash::of(t, sum),
             damage: t.damage.as_ref().map(|d| Damage {
                 offset: d.offset,
                 reason: d.reason.clone(),
@@ -588,7 +586,7 @@ impl Report {
                     stack_table_full: stack_table,
                     undecodable,
                 },
-                total: t.events.len(),
+                total: t.event_count as usize,
             },
             exit: t.end.as_ref().and_then(|e| e.status).map(|s| match s {
                 ExitStatus::Code(code) => Exit::Code { code },
@@ -675,11 +673,7 @@ impl Report {
                     carried_blocks: w.carried.len() as u64,
                     carried_bytes: w.carried.iter().map(|b| b.size).sum(),
                     dropped: w.first_segment.saturating_sub(1),
-                    events_from_ns: t
-                        .events
-                        .iter()
-                        .find(|e| !matches!(e.kind, crate::event::EventKind::Inherit { .. }))
-                        .map(|e| e.ts.saturating_sub(start)),
+                    events_from_ns: t.first_ts.map(|ts| ts.saturating_sub(start)),
                     first: w.first_segment,
                     held: w.segments,
                     kept: w.kept.iter().map(|k| k.display().to_string()).collect(),
