@@ -490,7 +490,7 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
         );
     }
     let _ = writeln!(out);
-    let shown = window(t, &sum, opts)?;
+    let shown = window(t, sum, opts)?;
     let at = shown.at;
     let events: Vec<(Idx, Event)> = shown
         .idx
@@ -526,10 +526,10 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
         }
     }
     if let Some((from, upto)) = shown.range {
-        window_live_text(&mut out, &sum, from, upto);
+        window_live_text(&mut out, sum, from, upto);
     }
     findings_text(&mut out, &sum.tl);
-    leaks_text(&mut out, &sum);
+    leaks_text(&mut out, sum);
     probes_text(&mut out, &sum.tl);
     syscalls_text(&mut out, &sum.tl);
     Ok(out)

@@ -701,7 +701,7 @@ impl Report {
                     command: pr.command.clone(),
                     crash: pr
                         .crash
-                        .and_then(|c| Crash::at(t, &sum, usize::try_from(c).ok()?)),
+                        .and_then(|c| Crash::at(t, sum, usize::try_from(c).ok()?)),
                     exit: pr.exit.map(exit_json),
                     heap: ProcessHeap {
                         alloc_bytes: pr.heap.alloc_bytes,
@@ -729,7 +729,7 @@ impl Report {
                 })
                 .collect(),
             window_live: shown.range.map(|(from, upto)| {
-                window_live(&sum, from, upto)
+                window_live(sum, from, upto)
                     .iter()
                     .map(|g| LiveGroup {
                         blocks: g.blocks,
