@@ -55,6 +55,20 @@ pub fn run(file: &Path, out: &Path, opts: &Options) -> Result<()> {
     if opts.format == Format::Chrome && opts.at.is_some() {
         bail!("--at is for the heap formats (pprof, folded); chrome exports the whole recording");
     }
+    // The export would replace the recording it is made from.
+    let same = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    };
+    if out != Path::new("-") && (same(file, out) || out.is_dir() && file.starts_with(out)) {
+        bail!(
+            "-o {} is the recording being exported: give another file",
+            out.display()
+        );
+    }
     // Streamed: the events go into the timeline, never all in memory.
     let (t, tl) = crate::cmd::read_streaming(file, opts.memory)?;
     let sum = report::summary_of(&t, tl);
@@ -113,6 +127,37 @@ pub fn write_with(
             r => r.context("writing to standard output"),
         };
     }
+    // Not a regular file (a device, a FIFO, a socket): written in place,
+    // never replaced by a file. A symbolic link: its target is written.
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() {
+            if m.is_dir() {
+                bail!("cannot write {}: it is a directory", path.display());
+            }
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            let mut bw = std::io::BufWriter::new(f);
+            return write(&mut bw)
+                .and_then(|()| Ok(bw.flush()?))
+                .with_context(|| format!("cannot write {}", path.display()));
+        }
+    }
+    // A link (even to a file not there yet) is followed, never replaced.
+    let mut resolved = path.to_path_buf();
+    for _ in 0..16 {
+        match std::fs::read_link(&resolved) {
+            Ok(to) => {
+                resolved = match resolved.parent() {
+                    Some(d) if to.is_relative() => d.join(to),
+                    _ => to,
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let path = resolved.as_path();
     let name = path
         .file_name()
         .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;

@@ -417,6 +417,61 @@ fn export_bad_input_leaves_no_file() {
     only(&sub, &[]);
 }
 
+/// `-o` names what is written, never what is replaced: a device or a
+/// FIFO is written in place, a link's target is written (the link stays),
+/// and the recording being exported is refused.
+#[test]
+fn export_writes_through_devices_fifos_and_links() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tmp().join("export_targets");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let snap = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/snap.tmt");
+    let trace = dir.join("copy.tmt");
+    std::fs::copy(&snap, &trace).expect("copy");
+    export_ok(&trace, "folded", Path::new("/dev/null"), &[]);
+    assert!(std::fs::metadata("/dev/null")
+        .expect("/dev/null")
+        .file_type()
+        .is_char_device());
+    let link = dir.join("link.folded");
+    std::os::unix::fs::symlink(dir.join("target.folded"), &link).expect("symlink");
+    export_ok(&trace, "folded", &link, &[]);
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    assert!(
+        std::fs::metadata(dir.join("target.folded"))
+            .expect("target")
+            .len()
+            > 0
+    );
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+    };
+    export_ok(&trace, "folded", &fifo, &[]);
+    assert!(!reader.join().expect("reader").is_empty());
+    assert!(std::fs::symlink_metadata(&fifo)
+        .expect("fifo")
+        .file_type()
+        .is_fifo());
+    let before = std::fs::read(&trace).expect("trace");
+    one_line_error(
+        &export(&trace, "folded", &trace, &[]),
+        1,
+        "is the recording being exported",
+    );
+    assert_eq!(std::fs::read(&trace).expect("trace"), before);
+}
+
 #[test]
 fn export_of_a_damaged_trace_says_so() {
     if !bpf_or_skip("export_damaged") {
