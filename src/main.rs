@@ -469,6 +469,15 @@ fn run(cli: Cli) -> Result<i32> {
             on_crash_keep,
         } => {
             let command = launch_words(command_line, command)?;
+            if max_size.is_none()
+                && keep.is_none()
+                && on_crash_keep != std::time::Duration::from_secs(60)
+            {
+                eprintln!("tm-tui: note: --on-crash-keep applies to a bounded recording (--max-size, --keep): ignored");
+            }
+            if keep.is_some_and(|k| k < std::time::Duration::from_secs(1)) {
+                bail!("--keep is at least 1s (8 segments of 125 ms)");
+            }
             let target = match (pid.or(pid_flag), command.is_empty()) {
                 (Some(p), true) => session::Target::Pid(p),
                 (None, false) => session::Target::Command(command),
@@ -660,11 +669,20 @@ fn main() -> ExitCode {
                 );
             }
             let msg = e.render().to_string();
-            let first = msg
-                .lines()
+            let mut lines = msg.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines
                 .next()
                 .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .trim_start_matches("error: ")
+                .to_string();
+            // "the following required arguments were not provided:" is
+            // followed by them, one a line: on the same line here.
+            if first.ends_with(':') {
+                let named: Vec<&str> = lines
+                    .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                    .collect();
+                first = format!("{first} {}", named.join(", "));
+            }
             eprintln!("tm-tui: error: {first} (see tm-tui --help)");
             return ExitCode::from(2);
         }

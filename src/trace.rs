@@ -264,8 +264,16 @@ impl TraceWriter {
             closed: VecDeque::new(),
             dropped: 0,
             pins: Vec::new(),
+            pins_refused: 0,
+            stacks: std::collections::HashSet::new(),
         });
         Ok(w)
+    }
+
+    /// Whether stack `id` must be written before an event that uses it
+    /// (a bounded recording's segment does not have it yet).
+    pub fn needs_stack(&self, id: crate::event::StackId) -> bool {
+        self.ring.as_ref().is_some_and(|r| !r.stacks.contains(&id))
     }
 
     /// A crash or a finding at `ts`: the segments holding the
@@ -278,27 +286,38 @@ impl TraceWriter {
         let keep = r.limits.crash_keep_ns?;
         let t0 = ts.saturating_sub(keep);
         // A later hit inside a window already kept extends it.
-        if let Some(p) = r.pins.iter_mut().find(|p| p.t1 >= t0 && p.t0 <= ts) {
-            p.t1 = p.t1.max(ts);
-            return None;
-        }
-        if r.pins.len() >= MAX_PINS {
-            return None;
-        }
-        let dir = r.dir.join(format!("kept-{}", r.pins.len() + 1));
-        std::fs::create_dir(&dir).ok()?;
-        let pin = Pin {
-            t0,
-            t1: ts,
-            dir: dir.clone(),
+        let (i, made) = match r.pins.iter().position(|p| p.t1 >= t0 && p.t0 <= ts) {
+            Some(i) => {
+                r.pins[i].t1 = r.pins[i].t1.max(ts);
+                (i, false)
+            }
+            None if r.pins.len() >= MAX_PINS => {
+                r.pins_refused += 1;
+                return None;
+            }
+            None => {
+                let dir = r.dir.join(format!("kept-{}", r.pins.len() + 1));
+                std::fs::create_dir(&dir).ok()?;
+                r.pins.push(Pin { t0, t1: ts, dir });
+                (r.pins.len() - 1, true)
+            }
         };
+        // Every segment of the window still held, and the one being
+        // written (a link to it sees what is written after: the crash's
+        // segment is kept even if tm-tui is killed before it closes).
+        let pin = &r.pins[i];
         for &(n, _, first, last) in &r.closed {
             if pin.covers(first, last) {
                 pin.link(&r.dir, n);
             }
         }
-        r.pins.push(pin);
-        Some(dir)
+        pin.link(&r.dir, r.number);
+        made.then(|| pin.dir.clone())
+    }
+
+    /// Windows not kept apart because [`MAX_PINS`] were already.
+    pub fn pins_refused(&self) -> u64 {
+        self.ring.as_ref().map_or(0, |r| r.pins_refused)
     }
 
     /// Whether the segment being written is full (by size or by time)
@@ -310,7 +329,10 @@ impl TraceWriter {
         };
         let first = *r.first_ts.get_or_insert(ts);
         r.last_ts = r.last_ts.max(ts);
-        written - r.preamble >= r.limits.segment_bytes()
+        // Full, and mostly events (a preamble of many carried blocks must
+        // not make every event start a segment).
+        (written >= r.limits.segment_bytes()
+            && written - r.preamble >= r.limits.segment_bytes() / 4)
             || r.limits
                 .segment_ns()
                 .is_some_and(|span| ts.saturating_sub(first) >= span)
@@ -345,8 +367,14 @@ impl TraceWriter {
         for p in tables.probes {
             next.write_probe(p)?;
         }
-        for st in tables.stacks {
-            next.write_stack(st)?;
+        // The stacks of the carried blocks; the events' come as they need them.
+        ring.stacks.clear();
+        for id in carried.iter().filter_map(|b| b.stack) {
+            if ring.stacks.insert(id) {
+                if let Some(st) = crate::event::find_stack(tables.stacks, id) {
+                    next.write_stack(st)?;
+                }
+            }
         }
         next.write_lost(tables.lost)?;
         next.record(Tag::Carried, &carried)?;
@@ -357,7 +385,10 @@ impl TraceWriter {
         // The old file is complete and flushed: dropping it closes it.
         *self = next;
         loop {
-            let held: u64 = ring.closed.iter().map(|c| c.1).sum::<u64>() + self.written;
+            // Room for the new segment to grow full: the bound holds at
+            // every moment, not only at a rotation.
+            let held: u64 = ring.closed.iter().map(|c| c.1).sum::<u64>()
+                + self.written.max(ring.limits.segment_bytes());
             let over_size = ring.limits.max_bytes.is_some_and(|m| held > m);
             let too_old = match (ring.limits.keep_ns, ring.closed.front()) {
                 (Some(k), Some(&(_, _, _, last))) => last < ts.saturating_sub(k),
@@ -389,6 +420,9 @@ impl TraceWriter {
     }
 
     pub fn write_stack(&mut self, s: &Stack) -> anyhow::Result<()> {
+        if let Some(r) = &mut self.ring {
+            r.stacks.insert(s.id);
+        }
         self.record(Tag::Stack, s)
     }
 
@@ -549,6 +583,11 @@ struct Ring {
     dropped: u64,
     /// The windows kept before crashes and findings.
     pins: Vec<Pin>,
+    pins_refused: u64,
+    /// Stacks written in the segment being written: a segment holds the
+    /// stacks its events and carried blocks use, not every stack so far
+    /// (a Python's 16 MB stack table repeated made each segment 18 MB).
+    stacks: std::collections::HashSet<crate::event::StackId>,
 }
 
 /// The most windows a recording keeps apart (a finding in a hot loop
@@ -604,8 +643,11 @@ pub fn check_ring_dir(dir: &Path) -> anyhow::Result<()> {
     for e in entries.filter_map(Result::ok) {
         let name = e.file_name().to_string_lossy().into_owned();
         if is_kept_dir(&name) && e.path().is_dir() {
-            check_ring_dir(&e.path())?;
-            continue;
+            anyhow::bail!(
+                "{} holds {name}, the window an earlier recording kept before a crash: \
+                 move it away (or give another directory) so it is not lost",
+                dir.display()
+            );
         }
         if segment_number(&name).is_none() {
             anyhow::bail!(

@@ -213,9 +213,22 @@ impl Heap {
     pub fn of(t: &Trace, sum: &Summary, at: Option<Duration>) -> Result<Heap> {
         let tl = &sum.tl;
         let start = t.meta.start_mono_ns;
+        let at_end = at.is_none();
         let (at, upto) = match at {
             Some(d) => {
                 let at = start.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+                // A bounded recording knows the heap from its first held
+                // segment on; before it, only the blocks that lived into it.
+                if let (Some(_), Some(first)) = (&t.window, t.first_ts) {
+                    if at < first {
+                        bail!(
+                            "--at {} is before the recording held (its events start at {}): \
+                             the heap there is not known",
+                            crate::model::present::rel(at, start),
+                            crate::model::present::rel(first, start)
+                        );
+                    }
+                }
                 (at, sum.partition_point(t, |ts| ts <= at) as Idx)
             }
             None => (sum.end_ns, tl.store().end()),
@@ -228,7 +241,13 @@ impl Heap {
             tl.processes().get(tag).map_or(t.meta.pid, |p| p.pid)
         };
         let mut groups: BTreeMap<(u32, Option<StackId>), Totals> = BTreeMap::new();
-        for b in &live {
+        // At the end, a child gone has no heap (the model keeps its
+        // blocks at its exit, having seen no free of them).
+        let gone = |ptr: u64| {
+            let tag = usize::try_from(ptr >> TAG_SHIFT).unwrap_or(usize::MAX);
+            at_end && tag > 0 && tl.processes().get(tag).is_some_and(|p| p.exit.is_some())
+        };
+        for b in live.iter().filter(|b| !gone(b.ptr)) {
             let g = groups
                 .entry((pid_of_tag(b.ptr), tl.site_of(b.stack)))
                 .or_default();

@@ -317,12 +317,32 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
         },
         t.meta.families.names().join(",")
     );
+    // The recorded kinds add up to the count; the model's own (blocks a
+    // child inherits, an exec discards, a window carries) are apart.
+    let made = |k: &str| k == "inherit" || k == "discard";
     let kinds: Vec<String> = sum
         .by_kind
         .iter()
+        .filter(|(k, _)| !made(k))
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
-    let _ = writeln!(out, "events    {}  ({})", t.event_count, kinds.join(", "));
+    let model: Vec<String> = sum
+        .by_kind
+        .iter()
+        .filter(|(k, _)| made(k))
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "events    {}  ({}){}",
+        t.event_count,
+        kinds.join(", "),
+        if model.is_empty() {
+            String::new()
+        } else {
+            format!("; made by the model: {}", model.join(", "))
+        }
+    );
     if let Some(w) = &t.window {
         let from = t.first_ts.unwrap_or(start);
         let _ = writeln!(

@@ -699,6 +699,13 @@ fn carried_blocks(tl: &Timeline) -> Vec<crate::trace::CarriedBlock> {
         .heap()
         .now(tl.store())
         .into_iter()
+        // A process gone has no heap to carry (its blocks stay "live" in
+        // the model, which has no free for them).
+        .filter(|b| {
+            procs
+                .get((b.ptr >> crate::model::TAG_SHIFT) as usize)
+                .is_none_or(|p| p.exit.is_none())
+        })
         .map(|b| crate::trace::CarriedBlock {
             pid: procs
                 .get((b.ptr >> crate::model::TAG_SHIFT) as usize)
@@ -769,30 +776,43 @@ impl Ingest {
                             };
                             w.rotate(e.ts, tables, &carried)?;
                         }
-                        w.write_event(&e)?;
-                        // A crash or a finding: the window before it is
-                        // kept apart from the bounds.
-                        let fatal = match &e.kind {
-                            EventKind::Signal(s) => !s.handled,
-                            EventKind::Watch(_) => true,
-                            _ => false,
-                        };
-                        if fatal {
-                            if let Some(dir) = w.pin(e.ts) {
-                                self.notes.push(format!(
-                                    "the recording before the {} at {} is kept in {}",
-                                    if matches!(e.kind, EventKind::Watch(_)) {
-                                        "watchpoint hit"
-                                    } else {
-                                        "crash"
-                                    },
-                                    crate::model::present::rel(e.ts, tl.meta().start_mono_ns),
-                                    dir.display()
-                                ));
+                        if let Some(id) = e.kind.stack().filter(|&id| w.needs_stack(id)) {
+                            if let Some(st) = crate::event::find_stack(tl.stacks(), id) {
+                                w.write_stack(st)?;
                             }
                         }
+                        w.write_event(&e)?;
                     }
+                    let findings = match &e.kind {
+                        EventKind::Watch(_) => tl.findings().len(),
+                        _ => 0,
+                    };
                     tl.push(&e);
+                    // A crash, or a watchpoint hit the model calls a
+                    // finding: the window before it is kept apart from the
+                    // bounds of a bounded recording.
+                    let what = match &e.kind {
+                        EventKind::Signal(s) if !s.handled => Some("crash"),
+                        EventKind::Watch(_) if tl.findings().len() > findings => Some("finding"),
+                        _ => None,
+                    };
+                    if let (Some(what), Some(w)) = (what, &mut self.writer) {
+                        let refused = w.pins_refused();
+                        if let Some(dir) = w.pin(e.ts) {
+                            self.notes.push(format!(
+                                "the recording before the {what} at {} is kept in {}",
+                                crate::model::present::rel(e.ts, tl.meta().start_mono_ns),
+                                dir.display()
+                            ));
+                        } else if w.pins_refused() > refused && refused == 0 {
+                            self.notes.push(format!(
+                                "the {what} at {} and any later ones are not kept apart: \
+                                 {} windows already are",
+                                crate::model::present::rel(e.ts, tl.meta().start_mono_ns),
+                                crate::trace::MAX_PINS
+                            ));
+                        }
+                    }
                     // The root's exit is the target's (a child's is its own).
                     if let EventKind::ProcessExit { status } = &e.kind {
                         if e.pid == tl.meta().pid {

@@ -127,6 +127,9 @@ pub struct App {
     pub ended: bool,
     /// Rows the event list showed last time (a "screen" for PgUp/PgDn).
     pub page: Cell<usize>,
+    /// How far the stack / diagnosis pane scrolls (its lines past the
+    /// pane's height, as last drawn).
+    pub stack_max: Cell<u16>,
     /// The heap as of the cursor, recomputed when the cursor moves.
     blocks: Vec<LiveBlock>,
     sites: Vec<SiteRow>,
@@ -182,6 +185,7 @@ impl App {
             lag: crate::ui::Lag::default(),
             ended: false,
             page: Cell::new(10),
+            stack_max: Cell::new(u16::MAX),
             blocks: Vec::new(),
             sites: Vec::new(),
             blocks_at: None,
@@ -755,7 +759,11 @@ impl App {
                 self.stack_scroll = self.stack_scroll.saturating_sub(1);
             }
             KeyCode::Down if self.pane == Pane::Stack => {
-                self.stack_scroll = self.stack_scroll.saturating_add(1);
+                // Not past the last line (the pane said how far it goes).
+                self.stack_scroll = self
+                    .stack_scroll
+                    .saturating_add(1)
+                    .min(self.stack_max.get().max(self.stack_scroll));
             }
             KeyCode::Left | KeyCode::Up if shift => self.move_by(-page),
             KeyCode::Right | KeyCode::Down if shift => self.move_by(page),

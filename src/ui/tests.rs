@@ -698,3 +698,23 @@ fn heap_site_columns_fit_their_widths() {
     assert_eq!(view::short_bytes(812), "812B");
     assert_eq!(view::growth(19_800.0), "+19.8K/s");
 }
+
+/// ↓ stops at the diagnosis's last line: the pane never scrolls to blank.
+#[test]
+fn the_diagnosis_scrolls_no_further_than_its_end() {
+    let mut app = App::new(recording(), Mode::Replay);
+    assert_eq!(app.pane, Pane::Stack);
+    let _ = screen(&app, 80, 24, COLOR);
+    for _ in 0..60 {
+        press(&mut app, &[KeyCode::Down]);
+        let _ = screen(&app, 80, 24, COLOR);
+    }
+    let max = app.stack_max.get();
+    assert!(max > 0 && max < 60, "{max}");
+    assert_eq!(app.stack_scroll, max);
+    let s = text(&screen(&app, 80, 24, COLOR));
+    assert!(s.contains("Diagnosis ↑"), "{s}");
+    // One ↑ scrolls back at once.
+    press(&mut app, &[KeyCode::Up]);
+    assert_eq!(app.stack_scroll, max - 1);
+}

@@ -1025,6 +1025,8 @@ fn render_stack(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let total = para.line_count(area.width.saturating_sub(2));
     let shown = app.stack_scroll as usize;
     let below = total.saturating_sub(shown + inner);
+    app.stack_max
+        .set(u16::try_from(total.saturating_sub(inner)).unwrap_or(u16::MAX));
     let title = match (shown > 0, below > 0) {
         (false, false) => title,
         (true, false) => format!("{title}↑ "),

@@ -50,6 +50,7 @@ fn max_size_drops_whole_segments_and_keeps_the_heap_exact() {
     let prog = prog.to_str().expect("utf8");
     let want = valgrind(&[prog, "400000"]);
     let dir = tmp().join("churn-ring");
+    let _ = std::fs::remove_dir_all(&dir);
     let out = record_with(&dir, &["--max-size", "8MiB"], &[prog, "400000"], &[]);
     assert_exit(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -104,6 +105,7 @@ fn keep_bounds_in_time_and_reads_while_recording() {
     let prog = compile("cc", "churn-keep", "c", CHURN, &["-g", "-O0"]);
     let prog = prog.to_str().expect("utf8");
     let dir = tmp().join("keep-ring");
+    let _ = std::fs::remove_dir_all(&dir);
     // 3000 pauses of ~1 ms: about 3 s.
     let mut rec = Command::new(bin())
         .args(["record", "--keep", "1s", "-o"])
@@ -192,6 +194,30 @@ fn bounded_bad_input_is_one_line() {
     assert_ne!(out.status.code(), Some(0));
     assert!(err.contains("precious.txt"), "{err}");
     assert!(d.join("precious.txt").exists());
+    // An earlier recording's crash window is not deleted by the next one.
+    let d = tmp().join("has-kept");
+    std::fs::create_dir_all(d.join("kept-1")).expect("mkdir");
+    let out = Command::new(bin())
+        .args(["record", "--max-size", "8MiB", "-o"])
+        .arg(&d)
+        .args(["--", "true"])
+        .output()
+        .expect("tm-tui");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("kept-1") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(d.join("kept-1").is_dir());
+    // One segment per event is not a recording.
+    let out = Command::new(bin())
+        .args(["record", "--keep", "0s", "-o", "/tmp/x", "--", "true"])
+        .output()
+        .expect("tm-tui");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("at least 1s"), "{err}");
 }
 
 /// A use-after-free that does not crash, caught by a watchpoint early in a
@@ -223,6 +249,7 @@ int main(int argc, char **argv) {
 "#;
     let prog = compile("cc", "uafchurn", "c", src, &["-g", "-O0"]);
     let dir = tmp().join("uaf-ring");
+    let _ = std::fs::remove_dir_all(&dir);
     let out = record_with(
         &dir,
         &["--max-size", "8MiB", "--watch-rate", "1"],
