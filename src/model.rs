@@ -632,7 +632,12 @@ impl Timeline {
                 }
             }
         }
-        self.leaks.on_change(&ch, e.ts, &self.sites);
+        if self.carrying {
+            // Live before the window: not an allocation of it.
+            self.leaks.on_carry(&ch, e.ts, &self.sites);
+        } else {
+            self.leaks.on_change(&ch, e.ts, &self.sites);
+        }
         if let Some(b) = ch.born {
             self.kinds.on_block(b.ptr);
         }

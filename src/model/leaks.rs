@@ -138,6 +138,20 @@ impl Leaks {
         }
     }
 
+    /// A block live before the held window (a bounded recording's start):
+    /// outstanding, sampled at its allocation time, but not an allocation
+    /// the window made, and not where the window starts (growth and
+    /// suspicion are judged over the events held).
+    pub fn on_carry(&mut self, ch: &Change, ts: u64, sites: &[StackId]) {
+        let w = self.window_ns;
+        if let Some(b) = ch.born {
+            let g = self.groups.entry(site_in(sites, b.stack)).or_default();
+            g.blocks += 1;
+            g.bytes += b.size;
+            g.sample(ts, w);
+        }
+    }
+
     /// Groups with outstanding blocks, most bytes first, as of the latest
     /// event (or tick).
     pub fn groups(

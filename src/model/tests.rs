@@ -1060,3 +1060,52 @@ fn would_block_and_futex_outcomes_are_not_errors() {
     let r = tl.sys_total(SysCall::Recv);
     assert_eq!((r.count, r.errors, r.would_block, r.bytes), (3, 1, 1, 40));
 }
+
+/// A bounded recording's window starts with blocks allocated before it:
+/// they are outstanding, not growth of the window, and not a suspected
+/// leak (the window saw none of their frees).
+#[test]
+fn carried_blocks_are_not_growth_of_the_window() {
+    let mut tl = Timeline::new(Meta::default());
+    for i in 0..50u64 {
+        tl.carry(&crate::trace::CarriedBlock {
+            pid: 0,
+            tid: 0,
+            ts: 9_000_000_000 + i * 10_000_000,
+            ptr: 0x10_000 + i * 0x100,
+            size: 1000,
+            stack: None,
+        });
+    }
+    // The window: 2 s from +10 s of steady churn, nothing left behind.
+    for i in 0..200u64 {
+        let ts = 10_000_000_000 + i * 10_000_000;
+        tl.push(&Event {
+            ts,
+            pid: 0,
+            tid: 0,
+            kind: EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr: 0x90_000,
+                size: 64,
+                stack: None,
+            },
+        });
+        tl.push(&Event {
+            ts: ts + 1,
+            pid: 0,
+            tid: 0,
+            kind: EventKind::Free {
+                ptr: 0x90_000,
+                stack: None,
+            },
+        });
+    }
+    let g = tl.leak_groups();
+    assert_eq!(g.len(), 1);
+    assert_eq!((g[0].blocks, g[0].bytes), (50, 50_000));
+    assert!(!g[0].suspected, "{:?}", g[0]);
+    assert!(g[0].growth_bytes_per_s.abs() < 1.0, "{:?}", g[0]);
+    assert_eq!(tl.processes()[0].heap.carried, 50);
+    assert_eq!(tl.processes()[0].heap.allocs, 200);
+}
