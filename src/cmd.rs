@@ -132,6 +132,8 @@ struct TimelineSink {
     seen: Vec<crate::event::Module>,
     sym: Option<(Symbols, HashSet<ModuleId>)>,
     progress: Option<Progress>,
+    /// The segment being read is another recording's.
+    foreign: bool,
 }
 
 /// `report`'s progress on stderr (a terminal only), once a second.
@@ -175,13 +177,19 @@ impl TimelineSink {
 
 impl crate::trace::Sink for TimelineSink {
     fn meta(&mut self, meta: &crate::event::Meta) {
-        if self.tl.is_none() {
-            self.tl = Some(Timeline::with_budget(meta.clone(), self.memory));
+        match &self.tl {
+            None => self.tl = Some(Timeline::with_budget(meta.clone(), self.memory)),
+            // A segment of another recording (named in `integrity` by the
+            // reader): nothing of it is taken.
+            Some(tl) => self.foreign = tl.meta() != meta,
         }
     }
 
     fn item(&mut self, item: crate::trace::Item<'_>) {
         use crate::trace::Item;
+        if self.foreign {
+            return;
+        }
         if let Item::Stack(s) = &item {
             if self.stacks.insert(s.id) {
                 let s = self.stack(s);
@@ -261,6 +269,7 @@ pub fn read_streaming(path: &std::path::Path, memory: usize) -> Result<(Trace, T
         seen: Vec::new(),
         sym: None,
         progress,
+        foreign: false,
     };
     let mut t = crate::trace::read_trace_into(path, &mut sink)?;
     if sink.progress.as_ref().is_some_and(|p| p.shown) {

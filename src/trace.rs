@@ -205,6 +205,9 @@ pub struct TraceWriter {
     out: BufWriter<File>,
     /// The next record's sequence number (in its checksum).
     seq: u64,
+    /// The recording's id (from its Meta; in every checksum after Meta's),
+    /// so records of another recording spliced in do not read as its own.
+    recording: u64,
     /// Reused for every record so the hot path does not allocate.
     buf: Vec<u8>,
     written: u64,
@@ -225,6 +228,7 @@ impl TraceWriter {
             ring: None,
             out: BufWriter::with_capacity(IO_BUFFER, file),
             seq: 0,
+            recording: 0,
             buf: Vec::with_capacity(4096),
             written: 0,
             last_flush: Instant::now(),
@@ -238,6 +242,7 @@ impl TraceWriter {
             .with_context(|| format!("cannot write trace {}", path.display()))?;
         w.written = HEADER_LEN;
         w.record(Tag::Meta, meta)?;
+        w.recording = recording_id(meta);
         w.flush()?;
         Ok(w)
     }
@@ -512,6 +517,7 @@ impl TraceWriter {
         }
         let mut h = crc32fast::Hasher::new();
         h.update(&self.seq.to_le_bytes());
+        h.update(&self.recording.to_le_bytes());
         h.update(&self.buf);
         let crc = h.finalize();
         self.seq += 1;
@@ -615,6 +621,12 @@ impl Pin {
 
 fn segment_path(dir: &Path, n: u64) -> std::path::PathBuf {
     dir.join(format!("seg-{n:08}.tmt"))
+}
+
+/// What tells a recording from another in its records' checksums: when and
+/// whom it started recording.
+fn recording_id(meta: &Meta) -> u64 {
+    meta.start_wall_ns ^ meta.start_mono_ns.rotate_left(17) ^ u64::from(meta.pid).rotate_left(41)
 }
 
 /// `kept-N`: a window kept before a crash or finding.
@@ -784,6 +796,16 @@ fn read_ring_into<'s>(dir: &Path, mut sink: Option<&mut (dyn Sink + 's)>) -> any
             out = Some(seg);
             continue;
         };
+        if seg.meta != t.meta {
+            t.integrity.push(Damage {
+                offset: 0,
+                reason: format!(
+                    "{name}: a segment of another recording (pid {}, started {} ns): not read",
+                    seg.meta.pid, seg.meta.start_wall_ns
+                ),
+            });
+            continue;
+        }
         if n != last + 1 {
             t.integrity.push(Damage {
                 offset: 0,
@@ -944,6 +966,7 @@ fn read_stream_into<'s, R: Read>(
         payload: Vec::new(),
         root_pid: 0,
         seq: 0,
+        recording: 0,
         missing: Vec::new(),
         gaps: Vec::new(),
     };
@@ -1180,6 +1203,8 @@ struct Records<R> {
     root_pid: u32,
     /// The sequence number the next record should have (version 7 on).
     seq: u64,
+    /// The recording's id, once its Meta is read (version 7 on).
+    recording: u64,
     /// Sequence numbers skipped over so far and not found since: (first,
     /// end) ranges.
     missing: Vec<(u64, u64)>,
@@ -1212,10 +1237,12 @@ impl<R: Read> Records<R> {
             return Ok(Next::Damage(TRUNCATED.into()));
         }
         let crc = u32::from_le_bytes(crc);
+        let recording = self.recording;
         let sealed = |seq: Option<u64>| {
             let mut h = crc32fast::Hasher::new();
             if let Some(seq) = seq {
                 h.update(&seq.to_le_bytes());
+                h.update(&recording.to_le_bytes());
             }
             h.update(&head);
             h.update(&self.payload);
@@ -1280,6 +1307,9 @@ impl<R: Read> Records<R> {
         let decoded = decoded.map(|r| match r {
             Record::Meta(m) => {
                 self.root_pid = m.pid;
+                if self.version >= 7 {
+                    self.recording = recording_id(&m);
+                }
                 Record::Meta(m)
             }
             Record::Event(mut e) if self.version <= 2 => {
@@ -2317,6 +2347,50 @@ mod tests {
         Ok(())
     }
 
+    /// The second half of another recording's file spliced after the
+    /// first half of this one's, at the same record: its records do not
+    /// read as this recording's (their checksums carry its id).
+    #[test]
+    fn another_recordings_records_are_not_read_as_its_own() -> anyhow::Result<()> {
+        let f = TempFile::new("splice-a");
+        let g = TempFile::new("splice-b");
+        let (a, ends) = sample(&f.0)?;
+        let mut w = TraceWriter::create(
+            &g.0,
+            &Meta {
+                start_wall_ns: meta().start_wall_ns + 1,
+                ..meta()
+            },
+        )?;
+        w.write_module(&Module {
+            id: 0,
+            path: "/bin/x".into(),
+            build_id: None,
+            segments: Vec::new(),
+        })?;
+        w.write_stack(&stack(0))?;
+        for e in every_kind().iter().take(12) {
+            w.write_event(e)?;
+        }
+        w.write_lost(&Lost::default())?;
+        w.write_end(5, Some(ExitStatus::Code(0)))?;
+        drop(w);
+        let b = std::fs::read(&g.0)?;
+        // Same records, same offsets past Meta (the Metas differ only in a
+        // varint of the same length).
+        assert_eq!(a.len(), b.len());
+        let cut = ends[6] as usize;
+        let mut spliced = a[..cut].to_vec();
+        spliced.extend_from_slice(&b[cut..]);
+        std::fs::write(&f.0, &spliced)?;
+        let t = read_trace(&f.0)?;
+        assert_eq!(
+            t.damage.map(|d| (d.offset, d.reason)),
+            Some((cut as u64, "checksum mismatch".to_string()))
+        );
+        Ok(())
+    }
+
     /// Each kind of change to the sequence is named where it is.
     #[test]
     fn gaps_repeats_and_moves_are_named_with_their_offsets() -> anyhow::Result<()> {
@@ -2460,6 +2534,7 @@ mod tests {
     fn reseal(bytes: &mut [u8]) {
         let mut at = HEADER_LEN as usize;
         let mut seq = 0u64;
+        let mut recording = 0u64;
         while at + FRAME_HEAD <= bytes.len() {
             let len =
                 u32::from_le_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]])
@@ -2470,8 +2545,15 @@ mod tests {
             }
             let mut h = crc32fast::Hasher::new();
             h.update(&seq.to_le_bytes());
+            h.update(&recording.to_le_bytes());
             h.update(&bytes[at..end]);
             bytes[end..end + 4].copy_from_slice(&h.finalize().to_le_bytes());
+            if seq == 0 {
+                // Meta: the id in the checksums after it.
+                if let Ok(m) = from_payload::<Meta>(&bytes[at + FRAME_HEAD..end]) {
+                    recording = recording_id(&m);
+                }
+            }
             seq += 1;
             at = end + 4;
         }
