@@ -320,6 +320,14 @@ impl TraceWriter {
         made.then(|| pin.dir.clone())
     }
 
+    /// Whether crash windows are kept apart (a bounded recording with
+    /// `--on-crash-keep` and room for another window).
+    pub fn keeps_windows(&self) -> bool {
+        self.ring
+            .as_ref()
+            .is_some_and(|r| r.limits.crash_keep_ns.is_some())
+    }
+
     /// Windows not kept apart because [`MAX_PINS`] were already.
     pub fn pins_refused(&self) -> u64 {
         self.ring.as_ref().map_or(0, |r| r.pins_refused)

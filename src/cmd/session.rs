@@ -783,17 +783,18 @@ impl Ingest {
                         }
                         w.write_event(&e)?;
                     }
-                    let findings = match &e.kind {
-                        EventKind::Watch(_) => tl.findings().len(),
-                        _ => 0,
-                    };
-                    tl.push(&e);
+                    // Only a bounded recording keeps windows.
+                    let keeps = self.writer.as_ref().is_some_and(TraceWriter::keeps_windows);
+                    let idx = tl.push(&e);
                     // A crash, or a watchpoint hit the model calls a
                     // finding: the window before it is kept apart from the
                     // bounds of a bounded recording.
                     let what = match &e.kind {
-                        EventKind::Signal(s) if !s.handled => Some("crash"),
-                        EventKind::Watch(_) if tl.findings().len() > findings => Some("finding"),
+                        EventKind::Signal(s) if keeps && !s.handled => Some("crash"),
+                        // This hit alone judged (not every hit so far).
+                        EventKind::Watch(_) if keeps && tl.diagnosis_at(idx).is_some() => {
+                            Some("finding")
+                        }
                         _ => None,
                     };
                     if let (Some(what), Some(w)) = (what, &mut self.writer) {
