@@ -272,10 +272,21 @@ fn watch_rule(tl: &Timeline, i: Idx, w: &crate::event::WatchHit) -> Option<Diagn
     let where_ = at(tl, w.stack);
     let lives = history::at_start(&tl.store, &tl.heap, tagged(w.block)).lives;
     let mut d = Diagnosis::blank(DiagKind::UseAfterFree, access.clone());
-    // Where in the watched bytes: the bytes a write changed, else all of
-    // them (a read, or a write of what was there, touched some of them).
+    // Where in the watched bytes: the access itself, decoded from the
+    // instruction before the trap and the registers (its address and
+    // width, within the watched bytes); else the bytes a write changed
+    // (a byte written with the value it had is not among them: it read
+    // as offset 1 for a write at 0 when the old pointer's low byte was the
+    // new value's); else all of them.
     let base = w.addr as i64 - w.block as i64;
-    let changed = w.changed();
+    let watched_end = w.addr + u64::from(w.len);
+    let decoded = operand::access_before(w.ip, &w.code, &w.regs, w.addr)
+        .map(|(ea, size, _)| (ea.max(w.addr), ea.saturating_add(size).min(watched_end)))
+        .filter(|(a, b)| a < b);
+    let changed = match decoded {
+        Some((a, b)) => (a - w.addr) as u32..(b - w.addr) as u32,
+        None => w.changed(),
+    };
     let (lo, hi) = if changed.is_empty() {
         (base, base + i64::from(w.len))
     } else {
