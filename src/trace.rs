@@ -773,12 +773,20 @@ fn read_ring_into<'s>(dir: &Path, mut sink: Option<&mut (dyn Sink + 's)>) -> any
     segs.sort();
     let mut out: Option<Trace> = None;
     let mut last = 0u64;
+    // Every segment opened before any is read: the recorder deleting the
+    // oldest while a slow reader is still on an earlier one cannot pull a
+    // later one away (an open file reads on). One deleted between the
+    // listing and its opening means those before it went too: the held
+    // recording starts after it.
+    let mut files: Vec<(u64, std::path::PathBuf, File)> = Vec::new();
     for (n, path) in segs {
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && out.is_none() => continue,
+        match File::open(&path) {
+            Ok(f) => files.push((n, path, f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => files.clear(),
             Err(e) => return Err(anyhow::anyhow!("cannot open {}: {e}", path.display())),
-        };
+        }
+    }
+    for (n, path, file) in files {
         let seg = read_stream_into(
             BufReader::with_capacity(IO_BUFFER, file),
             sink.as_deref_mut(),
