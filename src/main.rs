@@ -368,23 +368,42 @@ enum Cmd {
 /// Bytes, plain or with a KiB/MiB/GiB (K/M/G) suffix.
 fn parse_bytes(s: &str, what: &str, example: &str) -> Result<u64, String> {
     let t = s.trim();
+    // Binary units (KiB, MiB, GiB, TiB and K, M, G, T as such) and the
+    // decimal ones (KB, MB, GB, TB); a fraction of a unit is allowed.
     let (num, mult) = [
         ("KiB", 1u64 << 10),
         ("MiB", 1 << 20),
         ("GiB", 1 << 30),
+        ("TiB", 1 << 40),
+        ("KB", 1_000),
+        ("MB", 1_000_000),
+        ("GB", 1_000_000_000),
+        ("TB", 1_000_000_000_000),
         ("K", 1 << 10),
         ("M", 1 << 20),
         ("G", 1 << 30),
+        ("T", 1 << 40),
+        ("B", 1),
     ]
     .iter()
     .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n, *m)))
     .unwrap_or((t, 1));
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid {what} '{s}' (e.g. {example})"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{what} '{s}' is too large"))
+    let num = num.trim();
+    let bad = || format!("invalid {what} '{s}' (e.g. {example})");
+    if let Ok(n) = num.parse::<u64>() {
+        return n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("{what} '{s}' is too large"));
+    }
+    let f: f64 = num.parse().map_err(|_| bad())?;
+    if !f.is_finite() || f < 0.0 {
+        return Err(bad());
+    }
+    let v = f * mult as f64;
+    if v >= u64::MAX as f64 {
+        return Err(format!("{what} '{s}' is too large"));
+    }
+    Ok(v.round() as u64)
 }
 
 /// A ring buffer size: a power of two between 4KiB and 2GiB.
@@ -742,6 +761,21 @@ mod tests {
             .expect("parses");
         assert_eq!(cli.log.as_deref(), Some(std::path::Path::new("x")));
         assert!(matches!(cli.command, Some(Cmd::Report { .. })));
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units_and_fractions() {
+        let p = |s: &str| parse_bytes(s, "size", "2GiB");
+        assert_eq!(p("8MiB"), Ok(8 << 20));
+        assert_eq!(p("8M"), Ok(8 << 20));
+        assert_eq!(p("8MB"), Ok(8_000_000));
+        assert_eq!(p("1.5GiB"), Ok(3 << 29));
+        assert_eq!(p("1TiB"), Ok(1 << 40));
+        assert_eq!(p("4096"), Ok(4096));
+        assert_eq!(p("512B"), Ok(512));
+        assert!(p("9x").is_err());
+        assert!(p("nanMiB").is_err());
+        assert!(p("99999999TiB").is_err());
     }
 
     #[test]

@@ -189,6 +189,9 @@ pub struct Timeline {
     /// Every watchpoint hit, in order.
     /// `carry` is pushing a block live before the held recording.
     carrying: bool,
+    /// A bounded recording's held window: blocks were carried in, and its
+    /// first recorded event's time (once seen).
+    window: Option<Option<u64>>,
     watch_hits: Vec<Idx>,
 }
 
@@ -328,8 +331,15 @@ impl Timeline {
             made: Vec::new(),
             watch_hits: Vec::new(),
             carrying: false,
+            window: None,
             meta,
         }
+    }
+
+    /// When a bounded recording's held window starts (its first recorded
+    /// event): before it the heap is only the blocks carried into it.
+    pub fn window_start(&self) -> Option<u64> {
+        self.window.flatten()
     }
 
     /// The events the model made (inherited, discarded blocks), in order.
@@ -475,6 +485,7 @@ impl Timeline {
             Some(&p) => p,
             None => self.new_process(b.pid, None, b.ts),
         };
+        self.window.get_or_insert(None);
         self.carrying = true;
         self.push_one(
             &Event {
@@ -495,6 +506,9 @@ impl Timeline {
     /// Takes one event: O(1) amortized (a fork or an exec also takes the
     /// blocks the child inherits or the image loses).
     pub fn push(&mut self, e: &Event) -> Idx {
+        if let Some(w @ None) = &mut self.window {
+            *w = Some(e.ts);
+        }
         let p = match self.proc_of.get(&e.pid) {
             Some(&p) => p,
             // A child not announced by a fork (its fork was lost): its own

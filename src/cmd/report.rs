@@ -530,6 +530,15 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
         }
         _ => {
             let _ = writeln!(out, "events up to {}:", rel(at, start));
+            if let (Some(_), Some(first)) = (&t.window, t.first_ts) {
+                if at < first {
+                    let _ = writeln!(
+                        out,
+                        "      (before the held window, which starts at {}: only the blocks that lived into it are known, as 'live before the window')",
+                        rel(first, start)
+                    );
+                }
+            }
             let held_from = sum.tl.span().map_or(start, |s| s.0);
             if sum.tl.store().dropped > 0
                 && at.saturating_sub(opts.window.map_or(0, |w| w.as_nanos() as u64)) < held_from

@@ -230,7 +230,17 @@ pub fn columns(tl: &Timeline, i: Idx, e: &Event) -> Cols {
             format!("{:#x}", untag(*ptr)),
             size.to_string(),
             "size",
-            "from the parent".to_string(),
+            // A forked child's blocks come from its parent; a process with
+            // none followed had them before the held window began (a
+            // bounded recording carried them in).
+            match tl
+                .processes()
+                .get(tl.tag_of(e.pid) as usize)
+                .and_then(|p| p.ppid)
+            {
+                Some(_) => "from the parent".to_string(),
+                None => "live before the window".to_string(),
+            },
         ),
         EventKind::Discard { ptr } => (
             format!("{:#x}", untag(*ptr)),

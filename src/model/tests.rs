@@ -1108,4 +1108,7 @@ fn carried_blocks_are_not_growth_of_the_window() {
     assert!(g[0].growth_bytes_per_s.abs() < 1.0, "{:?}", g[0]);
     assert_eq!(tl.processes()[0].heap.carried, 50);
     assert_eq!(tl.processes()[0].heap.allocs, 200);
+    // The window starts at the first recorded event, not the carried ones.
+    assert_eq!(tl.window_start(), Some(10_000_000_000));
+    assert_eq!(Timeline::new(Meta::default()).window_start(), None);
 }

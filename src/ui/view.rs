@@ -720,8 +720,17 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         );
         return;
     }
+    // Before a bounded recording's window only the blocks carried into
+    // it are known.
+    let partial = match (
+        app.tl.window_start(),
+        app.cursor.and_then(|c| app.tl.store().ts(c)),
+    ) {
+        (Some(w), Some(t)) if t < w => " (before the window: partial)",
+        _ => "",
+    };
     let title = format!(
-        " Heap here: {} in {}  [g] {}  [s] by {} ",
+        " Heap here{partial}: {} in {}  [g] {}  [s] by {} ",
         bytes(total),
         plural(app.blocks().len() as u64, "block"),
         match app.heap_view {
