@@ -101,9 +101,14 @@ pub fn check_ring_output(path: &std::path::Path) -> Result<()> {
     };
     if !parent.is_dir() {
         anyhow::bail!(
-            "cannot write the recording to {}: {} is not a directory",
+            "cannot write the recording to {}: {} {}",
             path.display(),
-            parent.display()
+            parent.display(),
+            if parent.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            }
         );
     }
     crate::trace::check_ring_dir(path)?;

@@ -194,6 +194,22 @@ fn bounded_bad_input_is_one_line() {
     assert_ne!(out.status.code(), Some(0));
     assert!(err.contains("precious.txt"), "{err}");
     assert!(d.join("precious.txt").exists());
+    // A directory that is not there is named as such.
+    let out = Command::new(bin())
+        .args([
+            "record",
+            "--max-size",
+            "8MiB",
+            "-o",
+            "/nonexistent dir/x",
+            "--",
+            "true",
+        ])
+        .output()
+        .expect("tm-tui");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("/nonexistent dir does not exist"), "{err}");
     // An earlier recording's crash window is not deleted by the next one.
     let d = tmp().join("has-kept");
     std::fs::create_dir_all(d.join("kept-1")).expect("mkdir");
