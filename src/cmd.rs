@@ -327,34 +327,43 @@ fn symbols_for_unnamed(t: &Trace) -> Option<Symbols> {
 /// Warns on stderr that `t`, read from `file`, is damaged or had records
 /// skipped; `done` (if not empty) says what was made of it.
 pub fn warn_damage(file: &std::path::Path, t: &Trace, done: &str) {
+    for w in damage_notes(file, t, done) {
+        eprintln!("tm-tui: warning: {w}");
+    }
+}
+
+/// What is wrong with `t`, read from `file`: the damage (with `done`, if
+/// not empty, saying what was made of it), records missing or out of
+/// order, records skipped; the worst first.
+pub fn damage_notes(file: &std::path::Path, t: &Trace, done: &str) -> Vec<String> {
     let done = if done.is_empty() {
         String::new()
     } else {
         format!("; {done}")
     };
     let name = crate::trace::name(file, false);
+    let mut out = Vec::new();
     if let Some(d) = &t.damage {
-        eprintln!(
-            "tm-tui: warning: {name} is damaged from byte {}: {}{done}",
+        out.push(format!(
+            "{name} is damaged from byte {}: {}{done}",
             d.offset, d.reason
-        );
+        ));
     }
     if let Some(first) = t.integrity.first() {
-        eprintln!(
-            "tm-tui: warning: {name} has {} record(s) missing, repeated or out of order, \
-             the first at byte {}: {}",
+        out.push(format!(
+            "{name} has {} record(s) missing, repeated or out of order, the first at byte {}: {}",
             t.integrity.len(),
             first.offset,
             first.reason
-        );
+        ));
     }
     if let Some(first) = t.skipped.first() {
-        eprintln!(
-            "tm-tui: warning: {name} has {} record(s) this version cannot read, skipped, \
-             the first at byte {}: {}",
+        out.push(format!(
+            "{name} has {} record(s) this version cannot read, skipped, the first at byte {}: {}",
             t.skipped.len(),
             first.offset,
             first.reason
-        );
+        ));
     }
+    out
 }

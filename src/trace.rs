@@ -284,11 +284,14 @@ impl TraceWriter {
     /// A crash or a finding at `ts`: the segments holding the
     /// `crash_keep_ns` before it are kept apart, in `DIR/kept-N/`, as a
     /// recording of their own that the ring's limits never delete (hard
-    /// links: no copy). At most [`MAX_PINS`] such windows; `None` when
-    /// the recording is not bounded or the window is not kept.
-    pub fn pin(&mut self, ts: u64) -> Option<std::path::PathBuf> {
-        let r = self.ring.as_mut()?;
-        let keep = r.limits.crash_keep_ns?;
+    /// links: no copy). At most [`MAX_PINS`] such windows.
+    pub fn pin(&mut self, ts: u64) -> Pinned {
+        let Some(r) = self.ring.as_mut() else {
+            return Pinned::Not;
+        };
+        let Some(keep) = r.limits.crash_keep_ns else {
+            return Pinned::Not;
+        };
         let t0 = ts.saturating_sub(keep);
         // A later hit inside a window already kept extends it.
         let (i, made) = match r.pins.iter().position(|p| p.t1 >= t0 && p.t0 <= ts) {
@@ -298,11 +301,15 @@ impl TraceWriter {
             }
             None if r.pins.len() >= MAX_PINS => {
                 r.pins_refused += 1;
-                return None;
+                return Pinned::Full {
+                    first: r.pins_refused == 1,
+                };
             }
             None => {
                 let dir = r.dir.join(format!("kept-{}", r.pins.len() + 1));
-                std::fs::create_dir(&dir).ok()?;
+                if std::fs::create_dir(&dir).is_err() {
+                    return Pinned::Not;
+                }
                 r.pins.push(Pin { t0, t1: ts, dir });
                 (r.pins.len() - 1, true)
             }
@@ -317,20 +324,24 @@ impl TraceWriter {
             }
         }
         pin.link(&r.dir, r.number);
-        made.then(|| pin.dir.clone())
+        if made {
+            Pinned::New(pin.dir.clone())
+        } else {
+            Pinned::Extended
+        }
     }
 
     /// Whether crash windows are kept apart (a bounded recording with
-    /// `--on-crash-keep` and room for another window).
+    /// `--on-crash-keep`).
     pub fn keeps_windows(&self) -> bool {
         self.ring
             .as_ref()
             .is_some_and(|r| r.limits.crash_keep_ns.is_some())
     }
 
-    /// Windows not kept apart because [`MAX_PINS`] were already.
-    pub fn pins_refused(&self) -> u64 {
-        self.ring.as_ref().map_or(0, |r| r.pins_refused)
+    /// A bounded recording (a directory of segments).
+    pub fn is_bounded(&self) -> bool {
+        self.ring.is_some()
     }
 
     /// Whether the segment being written is full (by size or by time)
@@ -604,6 +615,19 @@ struct Ring {
     stacks: std::collections::HashSet<crate::event::StackId>,
 }
 
+/// What [`TraceWriter::pin`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pinned {
+    /// Nothing: not a bounded recording, or no window kept.
+    Not,
+    /// A new window, in this directory.
+    New(std::path::PathBuf),
+    /// A window already kept now reaches this far.
+    Extended,
+    /// [`MAX_PINS`] windows are kept already (`first`: the first refusal).
+    Full { first: bool },
+}
+
 /// The most windows a recording keeps apart (a finding in a hot loop
 /// would otherwise keep everything).
 pub const MAX_PINS: usize = 8;
@@ -737,6 +761,12 @@ enum TraceError {
 /// [`Trace::damage`].
 /// `-` is the standard input.
 pub fn read_trace(path: &Path) -> anyhow::Result<Trace> {
+    read_path(path, None)
+}
+
+/// A trace file, `-` (stdin) or a bounded recording's directory, its
+/// events kept or handed to `sink`.
+fn read_path<'s>(path: &Path, sink: Option<&mut (dyn Sink + 's)>) -> anyhow::Result<Trace> {
     if is_std(path) {
         use std::io::IsTerminal;
         let stdin = io::stdin();
@@ -745,14 +775,14 @@ pub fn read_trace(path: &Path) -> anyhow::Result<Trace> {
                 "stdin is a terminal, not a trace: pipe one in (tm-tui record -o - -- CMD | tm-tui report -)"
             );
         }
-        return read_stream(BufReader::with_capacity(IO_BUFFER, stdin.lock()))
+        return read_stream_into(BufReader::with_capacity(IO_BUFFER, stdin.lock()), sink)
             .map_err(|e| anyhow::anyhow!("stdin: {e}"));
     }
     if path.is_dir() {
-        return read_ring(path);
+        return read_ring_into(path, sink);
     }
     let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
-    read_stream(BufReader::with_capacity(IO_BUFFER, file))
+    read_stream_into(BufReader::with_capacity(IO_BUFFER, file), sink)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
@@ -760,10 +790,6 @@ pub fn read_trace(path: &Path) -> anyhow::Result<Trace> {
 /// trace that starts with the blocks live at the first one's start. A
 /// segment deleted while being listed (the recorder moving on) is passed
 /// over; a segment missing between two held is named in `integrity`.
-fn read_ring(dir: &Path) -> anyhow::Result<Trace> {
-    read_ring_into(dir, None)
-}
-
 fn read_ring_into<'s>(dir: &Path, mut sink: Option<&mut (dyn Sink + 's)>) -> anyhow::Result<Trace> {
     let mut segs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
@@ -927,30 +953,7 @@ pub trait Sink {
 /// everything else (tables, losses, end, damage) and `events` empty, with
 /// `event_count` the number read. Memory is the sink's, not the file's.
 pub fn read_trace_into(path: &Path, sink: &mut dyn Sink) -> anyhow::Result<Trace> {
-    if is_std(path) {
-        use std::io::IsTerminal;
-        let stdin = io::stdin();
-        if stdin.is_terminal() {
-            anyhow::bail!(
-                "stdin is a terminal, not a trace: pipe one in (tm-tui record -o - -- CMD | tm-tui report -)"
-            );
-        }
-        return read_stream_into(
-            BufReader::with_capacity(IO_BUFFER, stdin.lock()),
-            Some(sink),
-        )
-        .map_err(|e| anyhow::anyhow!("stdin: {e}"));
-    }
-    if path.is_dir() {
-        return read_ring_into(path, Some(sink));
-    }
-    let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
-    read_stream_into(BufReader::with_capacity(IO_BUFFER, file), Some(sink))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
-fn read_stream<R: Read>(r: R) -> Result<Trace, TraceError> {
-    read_stream_into(r, None)
+    read_path(path, Some(sink))
 }
 
 fn read_stream_into<'s, R: Read>(
@@ -2198,7 +2201,12 @@ mod tests {
 
     /// A small trace with every record type, and the offset after each record.
     fn sample(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u64>)> {
-        let mut w = TraceWriter::create(path, &meta())?;
+        sample_of(path, &meta())
+    }
+
+    /// [`sample`] of the recording `meta` says.
+    fn sample_of(path: &Path, meta: &Meta) -> anyhow::Result<(Vec<u8>, Vec<u64>)> {
+        let mut w = TraceWriter::create(path, meta)?;
         let mut ends = vec![w.bytes_written()];
         w.write_module(&Module {
             id: 0,
@@ -2371,27 +2379,13 @@ mod tests {
         let f = TempFile::new("splice-a");
         let g = TempFile::new("splice-b");
         let (a, ends) = sample(&f.0)?;
-        let mut w = TraceWriter::create(
+        let (b, _) = sample_of(
             &g.0,
             &Meta {
                 start_wall_ns: meta().start_wall_ns + 1,
                 ..meta()
             },
         )?;
-        w.write_module(&Module {
-            id: 0,
-            path: "/bin/x".into(),
-            build_id: None,
-            segments: Vec::new(),
-        })?;
-        w.write_stack(&stack(0))?;
-        for e in every_kind().iter().take(12) {
-            w.write_event(e)?;
-        }
-        w.write_lost(&Lost::default())?;
-        w.write_end(5, Some(ExitStatus::Code(0)))?;
-        drop(w);
-        let b = std::fs::read(&g.0)?;
         // Same records, same offsets past Meta (the Metas differ only in a
         // varint of the same length).
         assert_eq!(a.len(), b.len());

@@ -35,33 +35,11 @@ pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
     let file = file.as_path();
     let tl = crate::cmd::timeline_of(&t, memory);
     let mut app = App::new(tl, Mode::Replay);
-    if let Some(first) = t.skipped.first() {
-        app.message = Some(format!(
-            "{} has {} record(s) this version cannot read, skipped, the first at byte {}: {}",
-            file.display(),
-            t.skipped.len(),
-            first.offset,
-            first.reason
-        ));
-    }
-    if let Some(first) = t.integrity.first() {
-        app.message = Some(format!(
-            "{} has {} record(s) missing, repeated or out of order, the first at byte {}: {}",
-            file.display(),
-            t.integrity.len(),
-            first.offset,
-            first.reason
-        ));
-    }
-    // Damage says more (the end of the recording is missing): it wins.
-    if let Some(d) = &t.damage {
-        app.message = Some(format!(
-            "{} is damaged from byte {}: {} (showing what was read)",
-            file.display(),
-            d.offset,
-            d.reason
-        ));
-    }
+    // The worst of what is wrong with the file (the damage: the end of
+    // the recording is missing).
+    app.message = crate::cmd::damage_notes(file, &t, "showing what was read")
+        .into_iter()
+        .next();
     let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
     let _guard = TermGuard;
     let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);

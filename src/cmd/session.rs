@@ -697,6 +697,27 @@ pub struct Ingest {
     pub notes: Vec<String>,
 }
 
+/// Before a bounded recording's event `e`: the next segment begun if this
+/// one is full (with the blocks live now), and `e`'s stack written if the
+/// segment does not hold it yet.
+fn segment_before(w: &mut TraceWriter, tl: &Timeline, e: &crate::event::Event) -> Result<()> {
+    if w.wants_rotation(e.ts) {
+        let tables = crate::trace::Tables {
+            modules: tl.modules(),
+            probes: tl.probes(),
+            stacks: tl.stacks(),
+            lost: tl.lost(),
+        };
+        w.rotate(e.ts, tables, &carried_blocks(tl))?;
+    }
+    if let Some(id) = e.kind.stack().filter(|&id| w.needs_stack(id)) {
+        if let Some(st) = crate::event::find_stack(tl.stacks(), id) {
+            w.write_stack(st)?;
+        }
+    }
+    Ok(())
+}
+
 /// The blocks live now, as a new segment starts with them.
 fn carried_blocks(tl: &Timeline) -> Vec<crate::trace::CarriedBlock> {
     let procs = tl.processes();
@@ -771,53 +792,14 @@ impl Ingest {
             Msg::Events(batch) => {
                 for e in batch {
                     if let Some(w) = &mut self.writer {
-                        if w.wants_rotation(e.ts) {
-                            let carried = carried_blocks(tl);
-                            let tables = crate::trace::Tables {
-                                modules: tl.modules(),
-                                probes: tl.probes(),
-                                stacks: tl.stacks(),
-                                lost: tl.lost(),
-                            };
-                            w.rotate(e.ts, tables, &carried)?;
-                        }
-                        if let Some(id) = e.kind.stack().filter(|&id| w.needs_stack(id)) {
-                            if let Some(st) = crate::event::find_stack(tl.stacks(), id) {
-                                w.write_stack(st)?;
-                            }
+                        if w.is_bounded() {
+                            segment_before(w, tl, &e)?;
                         }
                         w.write_event(&e)?;
                     }
-                    // Only a bounded recording keeps windows.
-                    let keeps = self.writer.as_ref().is_some_and(TraceWriter::keeps_windows);
                     let idx = tl.push(&e);
-                    // A crash, or a watchpoint hit the model calls a
-                    // finding: the window before it is kept apart from the
-                    // bounds of a bounded recording.
-                    let what = match &e.kind {
-                        EventKind::Signal(s) if keeps && !s.handled => Some("crash"),
-                        // This hit alone judged (not every hit so far).
-                        EventKind::Watch(_) if keeps && tl.diagnosis_at(idx).is_some() => {
-                            Some("finding")
-                        }
-                        _ => None,
-                    };
-                    if let (Some(what), Some(w)) = (what, &mut self.writer) {
-                        let refused = w.pins_refused();
-                        if let Some(dir) = w.pin(e.ts) {
-                            self.notes.push(format!(
-                                "the recording before the {what} at {} is kept in {}",
-                                crate::model::present::rel(e.ts, tl.meta().start_mono_ns),
-                                dir.display()
-                            ));
-                        } else if w.pins_refused() > refused && refused == 0 {
-                            self.notes.push(format!(
-                                "the {what} at {} and any later ones are not kept apart: \
-                                 {} windows already are",
-                                crate::model::present::rel(e.ts, tl.meta().start_mono_ns),
-                                crate::trace::MAX_PINS
-                            ));
-                        }
+                    if matches!(e.kind, EventKind::Signal(_) | EventKind::Watch(_)) {
+                        self.keep_window(tl, &e, idx);
                     }
                     // The root's exit is the target's (a child's is its own).
                     if let EventKind::ProcessExit { status } = &e.kind {
@@ -876,6 +858,38 @@ impl Ingest {
         if !self.notes.contains(&n) {
             crate::util::log::line("note", &n);
             self.notes.push(n);
+        }
+    }
+
+    /// A crash, or a watchpoint hit the model calls a finding (`e`, event
+    /// `idx`): a bounded recording keeps the window before it apart from
+    /// its bounds.
+    fn keep_window(
+        &mut self,
+        tl: &Timeline,
+        e: &crate::event::Event,
+        idx: crate::model::store::Idx,
+    ) {
+        let Some(w) = self.writer.as_mut().filter(|w| w.keeps_windows()) else {
+            return;
+        };
+        let what = match &e.kind {
+            EventKind::Signal(s) if !s.handled => "crash",
+            // This hit alone judged (not every hit so far).
+            EventKind::Watch(_) if tl.diagnosis_at(idx).is_some() => "finding",
+            _ => return,
+        };
+        let at = crate::model::present::rel(e.ts, tl.meta().start_mono_ns);
+        match w.pin(e.ts) {
+            crate::trace::Pinned::New(dir) => self.notes.push(format!(
+                "the recording before the {what} at {at} is kept in {}",
+                dir.display()
+            )),
+            crate::trace::Pinned::Full { first: true } => self.notes.push(format!(
+                "the {what} at {at} and any later ones are not kept apart: {} windows already are",
+                crate::trace::MAX_PINS
+            )),
+            _ => {}
         }
     }
 

@@ -166,74 +166,48 @@ fn keep_bounds_in_time_and_reads_while_recording() {
 
 #[test]
 fn bounded_bad_input_is_one_line() {
-    let out = Command::new(bin())
-        .args(["record", "--max-size", "1MiB", "-o", "/tmp/x", "--", "true"])
-        .output()
-        .expect("tm-tui");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("below 8MiB"), "{err}");
-    let out = Command::new(bin())
-        .args(["record", "--keep", "10s", "-o", "-", "--", "true"])
-        .output()
-        .expect("tm-tui");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // `tm-tui record ARGS -- true` refused with one line, which says `why`.
+    let refused = |args: &[&str], why: &str| {
+        let out = Command::new(bin())
+            .arg("record")
+            .args(args)
+            .args(["--", "true"])
+            .output()
+            .expect("tm-tui");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_ne!(out.status.code(), Some(0), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(why), "{err}");
+        out.status.code()
+    };
+    // A bad value is a usage error (2), as clap's are.
+    assert_eq!(
+        refused(&["--max-size", "1MiB", "-o", "/tmp/x"], "below 8MiB"),
+        Some(2)
+    );
+    refused(&["--keep", "10s", "-o", "-"], "not stdout");
+    // One segment per event is not a recording.
+    refused(&["--keep", "0s", "-o", "/tmp/x"], "at least 1s");
+    // A directory that is not there is named as such.
+    refused(
+        &["--max-size", "8MiB", "-o", "/nonexistent dir/x"],
+        "/nonexistent dir does not exist",
+    );
     // A directory holding other files is not emptied.
     let d = tmp().join("not-a-ring");
     std::fs::create_dir_all(&d).expect("mkdir");
     std::fs::write(d.join("precious.txt"), "keep me").expect("write");
-    let out = Command::new(bin())
-        .args(["record", "--keep", "10s", "-o"])
-        .arg(&d)
-        .args(["--", "true"])
-        .output()
-        .expect("tm-tui");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(err.contains("precious.txt"), "{err}");
+    let ds = d.to_str().expect("utf8");
+    refused(&["--keep", "10s", "-o", ds], "precious.txt");
     assert!(d.join("precious.txt").exists());
-    // A directory that is not there is named as such.
-    let out = Command::new(bin())
-        .args([
-            "record",
-            "--max-size",
-            "8MiB",
-            "-o",
-            "/nonexistent dir/x",
-            "--",
-            "true",
-        ])
-        .output()
-        .expect("tm-tui");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(err.contains("/nonexistent dir does not exist"), "{err}");
     // An earlier recording's crash window is not deleted by the next one.
     let d = tmp().join("has-kept");
     std::fs::create_dir_all(d.join("kept-1")).expect("mkdir");
-    let out = Command::new(bin())
-        .args(["record", "--max-size", "8MiB", "-o"])
-        .arg(&d)
-        .args(["--", "true"])
-        .output()
-        .expect("tm-tui");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        err.contains("kept-1") && err.trim().lines().count() == 1,
-        "{err}"
+    refused(
+        &["--max-size", "8MiB", "-o", d.to_str().expect("utf8")],
+        "kept-1",
     );
     assert!(d.join("kept-1").is_dir());
-    // One segment per event is not a recording.
-    let out = Command::new(bin())
-        .args(["record", "--keep", "0s", "-o", "/tmp/x", "--", "true"])
-        .output()
-        .expect("tm-tui");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(err.contains("at least 1s"), "{err}");
 }
 
 /// A use-after-free that does not crash, caught by a watchpoint early in a
