@@ -9,18 +9,18 @@ pub mod docs;
 pub mod export;
 pub mod leakscan;
 pub mod live;
+pub mod load;
 pub mod record;
 pub mod report;
 pub mod session;
 
 use anyhow::{bail, Context, Result};
 
-use std::collections::HashSet;
 
-use crate::event::ModuleId;
 use crate::model::Timeline;
-use crate::recorder::symbols::Symbols;
 use crate::trace::Trace;
+
+pub use load::read_streaming;
 
 /// Writes `f`'s output to stdout, flushed. A reader gone (`| head`) is
 /// not an error: what it wanted it has.
@@ -113,215 +113,6 @@ pub fn timeline_of(t: &Trace, memory_budget: usize) -> Timeline {
         tl.set_exit(s);
     }
     tl
-}
-
-/// Builds a timeline as a trace is read, never holding its events: the
-/// memory is the timeline's budget whatever the file's size. Stacks are
-/// named as they come when the recording machine could not name them
-/// (see [`read_and_name`]); the tables repeated by a bounded recording's
-/// segments are taken once, and only the first segment's carried blocks.
-struct TimelineSink {
-    memory: usize,
-    tl: Option<Timeline>,
-    modules: HashSet<ModuleId>,
-    stacks: HashSet<crate::event::StackId>,
-    probes: HashSet<crate::event::ProbeId>,
-    /// The heap's start state is set (carried blocks taken, or an event seen).
-    started: bool,
-    /// Modules seen (their build-ids name unnamed frames).
-    seen: Vec<crate::event::Module>,
-    sym: Option<(Symbols, HashSet<ModuleId>)>,
-    progress: Option<Progress>,
-    /// The segment being read is another recording's.
-    foreign: bool,
-}
-
-/// `report`'s progress on stderr (a terminal only), once a second.
-struct Progress {
-    events: u64,
-    last: std::time::Instant,
-    shown: bool,
-}
-
-impl TimelineSink {
-    fn stack(&mut self, s: &crate::event::Stack) -> crate::event::Stack {
-        let mut s = s.clone();
-        let unnamed: HashSet<ModuleId> = s
-            .frames
-            .iter()
-            .filter(|f| f.file.is_none())
-            .filter_map(|f| f.module)
-            .collect();
-        if unnamed.is_empty() {
-            return s;
-        }
-        let (sym, added) = self
-            .sym
-            .get_or_insert_with(|| (Symbols::new(), HashSet::new()));
-        let mut new = false;
-        for m in self.seen.iter().filter(|m| unnamed.contains(&m.id)) {
-            if added.insert(m.id) {
-                sym.add_module(m, None);
-                new = true;
-            }
-        }
-        if new {
-            // Said when it was recorded: nothing new to say here.
-            sym.wait_pending();
-            let _ = sym.take_notes(true);
-        }
-        sym.symbolize(&mut s.frames);
-        s
-    }
-}
-
-impl crate::trace::Sink for TimelineSink {
-    fn meta(&mut self, meta: &crate::event::Meta) {
-        match &self.tl {
-            None => self.tl = Some(Timeline::with_budget(meta.clone(), self.memory)),
-            // A segment of another recording (named in `integrity` by the
-            // reader): nothing of it is taken.
-            Some(tl) => self.foreign = tl.meta() != meta,
-        }
-    }
-
-    fn item(&mut self, item: crate::trace::Item<'_>) {
-        use crate::trace::Item;
-        if self.foreign {
-            return;
-        }
-        if let Item::Stack(s) = &item {
-            if self.stacks.insert(s.id) {
-                let s = self.stack(s);
-                if let Some(tl) = &mut self.tl {
-                    tl.add_stack(s);
-                }
-            }
-            return;
-        }
-        let Some(tl) = &mut self.tl else {
-            return;
-        };
-        match item {
-            Item::Module(m) => {
-                if self.modules.insert(m.id) {
-                    self.seen.push(m.clone());
-                    tl.add_module(m.clone());
-                }
-            }
-            Item::Stack(_) => {}
-            Item::Probe(p) => {
-                if self.probes.insert(p.id) {
-                    tl.add_probe(p.clone());
-                }
-            }
-            Item::Carried(blocks) => {
-                if !self.started {
-                    for b in blocks {
-                        tl.carry(b);
-                    }
-                    self.started = true;
-                }
-            }
-            Item::Event(e) => {
-                self.started = true;
-                tl.push(&e);
-                if let Some(p) = &mut self.progress {
-                    p.events += 1;
-                    if p.events % 65536 == 0
-                        && p.last.elapsed() >= std::time::Duration::from_secs(1)
-                    {
-                        p.last = std::time::Instant::now();
-                        p.shown = true;
-                        eprint!(
-                            "\rtm-tui: reading the trace: {} events, {} held in memory ",
-                            p.events,
-                            tl.store().end() - tl.store().first()
-                        );
-                    }
-                }
-            }
-            Item::Lost(l) => tl.note_lost(l.clone()),
-            Item::LeakScan(l) => tl.add_leak_scan(l.clone()),
-        }
-    }
-}
-
-/// A trace and its timeline, read in one pass without keeping the events
-/// (`Trace::events` stays empty): what `report` and `export` show, in at
-/// most `memory` bytes of events and indexes whatever the file's size
-/// (the oldest events past it are dropped, the heap and leaks kept exact).
-/// Progress goes to stderr when it is a terminal.
-pub fn read_streaming(path: &std::path::Path, memory: usize) -> Result<(Trace, Timeline)> {
-    use std::io::IsTerminal;
-    let progress = std::io::stderr().is_terminal().then(|| Progress {
-        events: 0,
-        last: std::time::Instant::now(),
-        shown: false,
-    });
-    let mut sink = TimelineSink {
-        memory,
-        tl: None,
-        modules: HashSet::new(),
-        stacks: HashSet::new(),
-        probes: HashSet::new(),
-        started: false,
-        seen: Vec::new(),
-        sym: None,
-        progress,
-        foreign: false,
-    };
-    let mut t = crate::trace::read_trace_into(path, &mut sink)?;
-    if sink.progress.as_ref().is_some_and(|p| p.shown) {
-        eprint!("\r\x1b[K");
-    }
-    let mut tl = sink
-        .tl
-        .take()
-        .unwrap_or_else(|| Timeline::with_budget(t.meta.clone(), memory));
-    tl.set_lost(t.lost.clone());
-    tl.set_end_ns(t.end.as_ref().map(|e| e.end_mono_ns));
-    if let Some(s) = t.end.as_ref().and_then(|e| e.status) {
-        tl.set_exit(s);
-    }
-    // The named stacks (the timeline's) for the report's own lookups.
-    t.stacks = tl.stacks().to_vec();
-    Ok((t, tl))
-}
-
-/// A trace file to show: read, and the frames the recording machine could
-/// not name (a stripped module without its debug info there) named if this
-/// machine has the debug info, found by the build-id the trace recorded.
-pub fn read_and_name(path: &std::path::Path) -> Result<Trace> {
-    let mut t = crate::trace::read_trace(path)?;
-    if let Some(mut sym) = symbols_for_unnamed(&t) {
-        for s in &mut t.stacks {
-            sym.symbolize(&mut s.frames);
-        }
-    }
-    Ok(t)
-}
-
-/// `None` when every frame has its file and line.
-fn symbols_for_unnamed(t: &Trace) -> Option<Symbols> {
-    let unnamed: HashSet<ModuleId> = t
-        .stacks
-        .iter()
-        .flat_map(|s| &s.frames)
-        .filter(|f| f.file.is_none())
-        .filter_map(|f| f.module)
-        .collect();
-    if unnamed.is_empty() {
-        return None;
-    }
-    let mut sym = Symbols::new();
-    for m in t.modules.iter().filter(|m| unnamed.contains(&m.id)) {
-        sym.add_module(m, None);
-    }
-    // Said when it was recorded: nothing new to say here.
-    sym.wait_pending();
-    let _ = sym.take_notes(true);
-    Some(sym)
 }
 
 /// Warns on stderr that `t`, read from `file`, is damaged or had records

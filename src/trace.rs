@@ -761,12 +761,54 @@ enum TraceError {
 /// [`Trace::damage`].
 /// `-` is the standard input.
 pub fn read_trace(path: &Path) -> anyhow::Result<Trace> {
-    read_path(path, None)
+    read_path(path, None, None)
+}
+
+/// The bytes of a trace file, or of a bounded recording's segments (none
+/// for stdin): what a reader's progress is measured against.
+pub fn size_of(path: &Path) -> Option<u64> {
+    if is_std(path) {
+        return None;
+    }
+    let m = std::fs::metadata(path).ok()?;
+    if !m.is_dir() {
+        return Some(m.len());
+    }
+    Some(
+        std::fs::read_dir(path)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| segment_number(&e.file_name().to_string_lossy()).is_some())
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum(),
+    )
+}
+
+/// A reader counting the bytes it read into a shared counter (a loader's
+/// progress, read by another thread).
+struct Counted<'c, R> {
+    inner: R,
+    count: Option<&'c std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(c) = self.count {
+            c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(n)
+    }
 }
 
 /// A trace file, `-` (stdin) or a bounded recording's directory, its
 /// events kept or handed to `sink`.
-fn read_path<'s>(path: &Path, sink: Option<&mut (dyn Sink + 's)>) -> anyhow::Result<Trace> {
+fn read_path<'s>(
+    path: &Path,
+    sink: Option<&mut (dyn Sink + 's)>,
+    count: Option<&std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<Trace> {
     if is_std(path) {
         use std::io::IsTerminal;
         let stdin = io::stdin();
@@ -775,13 +817,18 @@ fn read_path<'s>(path: &Path, sink: Option<&mut (dyn Sink + 's)>) -> anyhow::Res
                 "stdin is a terminal, not a trace: pipe one in (tm-tui record -o - -- CMD | tm-tui report -)"
             );
         }
-        return read_stream_into(BufReader::with_capacity(IO_BUFFER, stdin.lock()), sink)
+        let stdin = Counted {
+            inner: stdin.lock(),
+            count,
+        };
+        return read_stream_into(BufReader::with_capacity(IO_BUFFER, stdin), sink)
             .map_err(|e| anyhow::anyhow!("stdin: {e}"));
     }
     if path.is_dir() {
-        return read_ring_into(path, sink);
+        return read_ring_into(path, sink, count);
     }
     let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
+    let file = Counted { inner: file, count };
     read_stream_into(BufReader::with_capacity(IO_BUFFER, file), sink)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
@@ -790,7 +837,11 @@ fn read_path<'s>(path: &Path, sink: Option<&mut (dyn Sink + 's)>) -> anyhow::Res
 /// trace that starts with the blocks live at the first one's start. A
 /// segment deleted while being listed (the recorder moving on) is passed
 /// over; a segment missing between two held is named in `integrity`.
-fn read_ring_into<'s>(dir: &Path, mut sink: Option<&mut (dyn Sink + 's)>) -> anyhow::Result<Trace> {
+fn read_ring_into<'s>(
+    dir: &Path,
+    mut sink: Option<&mut (dyn Sink + 's)>,
+    count: Option<&std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<Trace> {
     let mut segs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(Result::ok)
@@ -814,7 +865,7 @@ fn read_ring_into<'s>(dir: &Path, mut sink: Option<&mut (dyn Sink + 's)>) -> any
     }
     for (n, path, file) in files {
         let seg = read_stream_into(
-            BufReader::with_capacity(IO_BUFFER, file),
+            BufReader::with_capacity(IO_BUFFER, Counted { inner: file, count }),
             sink.as_deref_mut(),
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -952,8 +1003,13 @@ pub trait Sink {
 /// every event to `sink` instead of keeping it: the returned trace has
 /// everything else (tables, losses, end, damage) and `events` empty, with
 /// `event_count` the number read. Memory is the sink's, not the file's.
-pub fn read_trace_into(path: &Path, sink: &mut dyn Sink) -> anyhow::Result<Trace> {
-    read_path(path, Some(sink))
+/// `count`, when given, is kept to the bytes read so far.
+pub fn read_trace_into(
+    path: &Path,
+    sink: &mut dyn Sink,
+    count: Option<&std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<Trace> {
+    read_path(path, Some(sink), count)
 }
 
 fn read_stream_into<'s, R: Read>(
@@ -1245,27 +1301,41 @@ impl<R: Read> Records<R> {
         if len > MAX_RECORD_LEN {
             return Ok(Next::Damage(format!("impossible record length {len}")));
         }
-        // `take` + `read_to_end` grows the buffer only as data arrives, so
-        // a corrupt length near the limit costs no more than the file has.
+        // The checksum covers the sequence number and the recording's id
+        // (v7), then the frame's head and payload: all put in one buffer
+        // so it is hashed in one go (the small updates were a tenth of
+        // reading a trace).
+        const PRE: usize = 16 + FRAME_HEAD;
         self.payload.clear();
-        (&mut self.r)
-            .take(u64::from(len))
-            .read_to_end(&mut self.payload)?;
+        self.payload.extend_from_slice(&[0; 16]);
+        self.payload.extend_from_slice(&head);
+        if len <= 1 << 16 {
+            self.payload.resize(PRE + len as usize, 0);
+            if read_full(&mut self.r, &mut self.payload[PRE..])? != len as usize {
+                return Ok(Next::Damage(TRUNCATED.into()));
+            }
+        } else {
+            // `take` + `read_to_end` grows the buffer only as data arrives,
+            // so a corrupt length near the limit costs no more than the
+            // file has.
+            (&mut self.r)
+                .take(u64::from(len))
+                .read_to_end(&mut self.payload)?;
+        }
         let mut crc = [0u8; 4];
-        if self.payload.len() as u64 != u64::from(len) || read_full(&mut self.r, &mut crc)? != 4 {
+        if self.payload.len() - PRE != len as usize || read_full(&mut self.r, &mut crc)? != 4 {
             return Ok(Next::Damage(TRUNCATED.into()));
         }
         let crc = u32::from_le_bytes(crc);
         let recording = self.recording;
-        let sealed = |seq: Option<u64>| {
-            let mut h = crc32fast::Hasher::new();
-            if let Some(seq) = seq {
-                h.update(&seq.to_le_bytes());
-                h.update(&recording.to_le_bytes());
+        let payload = &mut self.payload;
+        let mut sealed = |seq: Option<u64>| match seq {
+            Some(seq) => {
+                payload[..8].copy_from_slice(&seq.to_le_bytes());
+                payload[8..16].copy_from_slice(&recording.to_le_bytes());
+                crc32fast::hash(payload) == crc
             }
-            h.update(&head);
-            h.update(&self.payload);
-            h.finalize() == crc
+            None => crc32fast::hash(&payload[16..]) == crc,
         };
         let seq = if self.version < 7 {
             sealed(None).then_some(0)
@@ -1294,9 +1364,10 @@ impl<R: Read> Records<R> {
         let Some(tag) = Tag::from_repr(tag) else {
             return Ok(Next::Skipped(format!("unknown record type {tag}")));
         };
+        let body = &self.payload[PRE..];
         let decoded = match self.version {
-            ..=2 => v2::decode(tag, &self.payload).map_err(str::to_string),
-            3 if tag == Tag::Module => from_payload::<ModuleV3>(&self.payload).map(|m| {
+            ..=2 => v2::decode(tag, body).map_err(str::to_string),
+            3 if tag == Tag::Module => from_payload::<ModuleV3>(body).map(|m| {
                 Record::Module(Module {
                     id: m.id,
                     path: m.path,
@@ -1304,10 +1375,10 @@ impl<R: Read> Records<R> {
                     segments: Vec::new(),
                 })
             }),
-            3 | 4 if tag == Tag::Event => from_payload::<v4::EventV4>(&self.payload)
+            3 | 4 if tag == Tag::Event => from_payload::<v4::EventV4>(body)
                 .map(|e| Record::Event(e.upgrade(self.root_pid)))
-                .map_err(|e| newer_kind(&self.payload, 4).unwrap_or(e)),
-            3..=5 if tag == Tag::Meta => from_payload::<MetaV5>(&self.payload).map(|m| {
+                .map_err(|e| newer_kind(body, 4).unwrap_or(e)),
+            3..=5 if tag == Tag::Meta => from_payload::<MetaV5>(body).map(|m| {
                 Record::Meta(Meta {
                     pid: m.pid,
                     command: m.command,
@@ -1321,7 +1392,7 @@ impl<R: Read> Records<R> {
                     follow: true,
                 })
             }),
-            _ => decode(tag, &self.payload),
+            _ => decode(tag, body),
         };
         let decoded = decoded.map(|r| match r {
             Record::Meta(m) => {

@@ -136,11 +136,25 @@ pub trait Feed {
     fn take_message(&mut self) -> Option<String> {
         None
     }
+    /// A saved recording still being read: how far.
+    fn loading(&self) -> Option<app::Loading> {
+        None
+    }
+    /// The recording is over (the target exited, the file was read):
+    /// what the UI turns into.
+    fn ended(&mut self, app: &mut App) {
+        if app.mode == Mode::Live {
+            app.mode = Mode::Frozen;
+            app.message = Some("the target exited; scrub with ←/→, q quits".into());
+        }
+    }
 }
 
-/// No live recording: a saved one, or a test.
+/// No feed: a test's timeline, all there.
+#[cfg(test)]
 pub enum Replay {}
 
+#[cfg(test)]
 impl Feed for Replay {
     type Update = ();
     type End = ();
@@ -247,12 +261,11 @@ pub fn run<B: Backend, F: Feed>(
                     }
                     app.after_ingest();
                     app.lag = if end.is_some() { Lag::default() } else { feed.lag(&app.tl) };
+                    app.loading = feed.loading();
                     if end.is_some() {
                         app.ended = true;
-                        if app.mode == Mode::Live {
-                            app.mode = Mode::Frozen;
-                            app.message = Some("the target exited; scrub with ←/→, q quits".into());
-                        }
+                        app.loading = None;
+                        feed.ended(app);
                     }
                 }
             },
@@ -271,6 +284,7 @@ pub fn run<B: Backend, F: Feed>(
                 }
                 if let (Some(f), None) = (live.as_ref(), &end) {
                     app.lag = f.lag(&app.tl);
+                    app.loading = f.loading();
                 }
             },
             default(wait) => {},

@@ -15,12 +15,15 @@ use crate::recorder::{now_mono_ns, EndReason, Msg};
 use crate::trace::TraceWriter;
 use crate::ui::app::{App, Mode};
 use crate::ui::view::Theme;
-use crate::ui::{input_thread, run, Feed, Lag, Replay, TermGuard};
+use crate::ui::{input_thread, run, Feed, Lag, TermGuard};
 
-/// `tm-tui open FILE`: the UI over a saved recording.
+/// `tm-tui open FILE`: the UI over a saved recording, shown at once and
+/// filled as a loader thread reads it (the events never all in memory:
+/// the timeline keeps `memory` bytes of them). The view follows the
+/// reading and stops at a crash, as it does live.
 pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
-    let t = crate::cmd::read_and_name(file)?;
     // The file first: a bad file is an error even without a terminal.
+    let loader = crate::cmd::load::Loader::start(file)?;
     if crate::trace::is_std(file) {
         // The trace came on stdin: the keys come from the terminal
         // (crossterm reads /dev/tty when stdin is not one).
@@ -31,21 +34,95 @@ pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
     } else {
         require_tty()?;
     }
-    let file = std::path::PathBuf::from(crate::trace::name(file, false));
-    let file = file.as_path();
-    let tl = crate::cmd::timeline_of(&t, memory);
-    let mut app = App::new(tl, Mode::Replay);
-    // The worst of what is wrong with the file (the damage: the end of
-    // the recording is missing).
-    app.message = crate::cmd::damage_notes(file, &t, "showing what was read")
-        .into_iter()
-        .next();
+    let tl = Timeline::with_budget(loader.meta.clone(), memory);
+    let mut app = App::new(tl, Mode::Live);
+    let mut feed = FileFeed {
+        name: PathBuf::from(crate::trace::name(file, false)),
+        loader,
+        done: None,
+    };
     let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
     let _guard = TermGuard;
     let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
     let input = input_thread();
-    run::<_, Replay>(&mut terminal, &mut app, &input, None, Theme::from_env())?;
+    run(&mut terminal, &mut app, &input, Some(&mut feed), Theme::from_env())?;
     Ok(())
+}
+
+/// A saved recording read by the loader thread, fed to the UI.
+struct FileFeed {
+    name: PathBuf,
+    loader: crate::cmd::load::Loader,
+    /// What to say once the file is read.
+    done: Option<String>,
+}
+
+impl Feed for FileFeed {
+    type Update = crate::cmd::load::Load;
+    type End = ();
+
+    fn updates(&self) -> &Receiver<Self::Update> {
+        &self.loader.rx
+    }
+
+    fn apply(&mut self, tl: &mut Timeline, m: Self::Update) -> Result<Option<()>> {
+        let Some(t) = self.loader.apply(tl, m)? else {
+            return Ok(None);
+        };
+        // The worst of what is wrong with the file (the damage: the end of
+        // the recording is missing), else how long reading it took; said
+        // once the UI took the end.
+        self.done = crate::cmd::damage_notes(&self.name, &t, "showing what was read")
+            .into_iter()
+            .next()
+            .or_else(|| {
+                let dropped = tl.store().first();
+                Some(format!(
+                    "read {} events in {}{}",
+                    t.event_count,
+                    crate::model::diagnose::fmt_ns(self.loader.started.elapsed().as_nanos() as u64),
+                    if dropped > 0 {
+                        format!("; the oldest {dropped} dropped to stay within --memory (heap exact)")
+                    } else {
+                        String::new()
+                    }
+                ))
+            });
+        Ok(Some(()))
+    }
+
+    fn gone(&mut self) {
+        self.done = Some("the loader thread ended before the end of the file".into());
+    }
+
+    fn tick(&mut self) -> bool {
+        session::interrupted()
+    }
+
+    fn lag(&self, _: &Timeline) -> Lag {
+        Lag::default()
+    }
+
+    fn loading(&self) -> Option<crate::ui::app::Loading> {
+        Some(crate::ui::app::Loading {
+            events: self.loader.events,
+            fraction: self.loader.fraction(),
+        })
+    }
+
+    fn ended(&mut self, app: &mut App) {
+        // Where the reading left the cursor: at the crash (it stopped
+        // there), on the newest event, or where the user moved it.
+        app.mode = Mode::Replay;
+        let crash = app.tl.crash().is_some() && app.cursor == app.tl.crash();
+        app.message = self.done.take().map(|m| {
+            if crash {
+                format!("at the crash, scrub back with ←; {m}")
+            } else {
+                m
+            }
+        });
+    }
 }
 
 pub struct LiveArgs {

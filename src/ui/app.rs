@@ -12,6 +12,14 @@ use crate::model::store::LiveBlock;
 use crate::model::store::{Filter, HeapOp, Idx};
 use crate::model::Timeline;
 
+/// A saved recording still being read (`open`): events so far and the
+/// share of the file read (none when its size is unknown: stdin).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Loading {
+    pub events: u64,
+    pub fraction: Option<f64>,
+}
+
 /// Whether the view follows new events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -123,6 +131,8 @@ pub struct App {
     pub rate: f64,
     /// How far the live view is behind the recording.
     pub lag: crate::ui::Lag,
+    /// A saved recording still being read.
+    pub loading: Option<Loading>,
     /// The target is gone (live mode): nothing more will arrive.
     pub ended: bool,
     /// Rows the event list showed last time (a "screen" for PgUp/PgDn).
@@ -183,6 +193,7 @@ impl App {
             leak_scan: false,
             rate: 0.0,
             lag: crate::ui::Lag::default(),
+            loading: None,
             ended: false,
             page: Cell::new(10),
             stack_max: Cell::new(u16::MAX),

@@ -249,7 +249,7 @@ fn watch_span(app: &App, theme: Theme) -> Span<'static> {
 }
 
 fn cost_span(app: &App) -> Span<'static> {
-    if app.mode != Mode::Live || app.rate <= 0.0 {
+    if app.mode != Mode::Live || app.rate <= 0.0 || app.loading.is_some() {
         return Span::raw("");
     }
     let pct = app.rate * COST_PER_EVENT_NS / 1e9 * 100.0;
@@ -268,7 +268,20 @@ fn count(n: u64) -> String {
 fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let tl = &app.tl;
     let start = tl.meta().start_mono_ns;
+    let loading = app.loading.map(|l| {
+        format!(
+            "{} LOADING{}",
+            if app.mode == Mode::Live { "▶" } else { "■" },
+            l.fraction
+                .map(|f| format!(" {:.0}%", f * 100.0))
+                .unwrap_or_default()
+        )
+    });
     let (mode, mode_style) = match app.mode {
+        _ if loading.is_some() => (
+            loading.as_deref().unwrap_or_default(),
+            theme.fg(Color::Cyan).add_modifier(Modifier::BOLD),
+        ),
         Mode::Live => (
             "● LIVE",
             theme.fg(Color::Green).add_modifier(Modifier::BOLD),
@@ -332,7 +345,9 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
             format!(
                 "  heap {} {} ({})",
                 // Frozen while the target runs on: the heap is still now's.
-                if app.mode == Mode::Live || (app.mode == Mode::Frozen && !app.ended) {
+                if app.loading.is_some() {
+                    "as read"
+                } else if app.mode == Mode::Live || (app.mode == Mode::Frozen && !app.ended) {
                     "now"
                 } else {
                     "at end"

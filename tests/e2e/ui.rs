@@ -168,3 +168,63 @@ fn program_output_file_is_private_and_the_users() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// `open` shows a saved recording at once and fills it as it is read: a
+/// crash's recording ends at the crash with its diagnosis; a recording
+/// bigger than `--memory` is read whole, the oldest events dropped, the
+/// heap at the end as `report` says.
+#[test]
+fn open_streams_a_recording_into_the_ui() {
+    if !bpf_or_skip("open_streams") {
+        return;
+    }
+    let uaf = tmp().join("open-uaf.tmt");
+    let out = Command::new(bin())
+        .args(["demo", "uaf", "--no-ui", "-o"])
+        .arg(&uaf)
+        .output()
+        .expect("run tm-tui demo uaf --no-ui");
+    assert_exit(&out, 139);
+    let t = Tmux::start(&format!("{} open {}; sleep 60", bin(), uaf.display()));
+    let s = t.wait_for("REPLAY", 20);
+    for want in ["USE-AFTER-FREE", "read ", " events in ", "heap at end"] {
+        assert!(s.contains(want), "'{want}' missing:\n{s}");
+    }
+    t.keys(&["q"]);
+    drop(t);
+
+    // About 2 M events: several times a 16 MiB budget.
+    let churner = demo("threads");
+    let big = tmp().join("open-churn.tmt");
+    let out = Command::new(bin())
+        .args(["record", "-o"])
+        .arg(&big)
+        .arg("--")
+        .arg(&churner)
+        .args(["1", "1000000"])
+        .output()
+        .expect("record the churner");
+    assert_exit(&out, 0);
+    let report = Command::new(bin())
+        .args(["report", "--json"])
+        .arg(&big)
+        .output()
+        .expect("report");
+    assert_exit(&report, 0);
+    let j: serde_json::Value = serde_json::from_slice(&report.stdout).expect("json");
+    let live = j["heap"]["live_blocks"].as_u64().expect("live_blocks");
+    let events = j["events"]["total"].as_u64().expect("events");
+    assert!(events > 1_500_000, "{events} events");
+    let t = Tmux::start(&format!(
+        "{} open --memory 16MiB {}; echo TM_EXIT=$?; sleep 60",
+        bin(),
+        big.display()
+    ));
+    let s = t.wait_for("REPLAY", 60);
+    assert!(s.contains(&format!("read {events} events")), "{s}");
+    assert!(s.contains("dropped to stay within --memory"), "{s}");
+    assert!(s.contains(&format!("{events} ev")), "{s}");
+    assert!(s.contains(&format!("({live})")), "heap at end: {live} blocks:\n{s}");
+    t.keys(&["q"]);
+    t.wait_for("TM_EXIT=0", 10);
+}

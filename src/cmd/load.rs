@@ -1,0 +1,404 @@
+//! Reading a trace into a timeline as it streams, never holding its events:
+//! `report` and `export` in one pass on this thread ([`read_streaming`]),
+//! `open` from a loader thread while the UI already shows what has come
+//! ([`Loader`]). Memory is the timeline's budget whatever the file's size.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::event::{Event, LeakScan, Lost, Meta, Module, ModuleId, Probe, Stack, StackId};
+use crate::model::Timeline;
+use crate::recorder::symbols::Symbols;
+use crate::trace::{CarriedBlock, Item, Trace};
+
+/// Names the frames the recording machine could not (a stripped module
+/// without its debug info there) when this machine has the debug info,
+/// found by the build-id the trace recorded.
+#[derive(Default)]
+struct Namer {
+    /// Modules seen (their build-ids name unnamed frames).
+    seen: Vec<Module>,
+    sym: Option<(Symbols, HashSet<ModuleId>)>,
+}
+
+impl Namer {
+    fn module(&mut self, m: &Module) {
+        if !self.seen.iter().any(|s| s.id == m.id) {
+            self.seen.push(m.clone());
+        }
+    }
+
+    fn stack(&mut self, s: &Stack) -> Stack {
+        let mut s = s.clone();
+        let unnamed: HashSet<ModuleId> = s
+            .frames
+            .iter()
+            .filter(|f| f.file.is_none())
+            .filter_map(|f| f.module)
+            .collect();
+        if unnamed.is_empty() {
+            return s;
+        }
+        let (sym, added) = self
+            .sym
+            .get_or_insert_with(|| (Symbols::new(), HashSet::new()));
+        let mut new = false;
+        for m in self.seen.iter().filter(|m| unnamed.contains(&m.id)) {
+            if added.insert(m.id) {
+                sym.add_module(m, None);
+                new = true;
+            }
+        }
+        if new {
+            // Said when it was recorded: nothing new to say here.
+            sym.wait_pending();
+            let _ = sym.take_notes(true);
+        }
+        sym.symbolize(&mut s.frames);
+        s
+    }
+}
+
+/// Puts a trace's items into a timeline: the tables a bounded recording's
+/// segments repeat are taken once, and only the first segment's carried
+/// blocks (later segments' describe a heap the timeline already has).
+#[derive(Default)]
+struct Apply {
+    modules: HashSet<ModuleId>,
+    stacks: HashSet<StackId>,
+    probes: HashSet<crate::event::ProbeId>,
+    /// The heap's start state is set (carried blocks taken, or an event seen).
+    started: bool,
+}
+
+impl Apply {
+    /// `item` into `tl`; a stack is taken as it is (named by the caller).
+    fn item(&mut self, tl: &mut Timeline, item: Item<'_>) {
+        match item {
+            Item::Module(m) => {
+                if self.modules.insert(m.id) {
+                    tl.add_module(m.clone());
+                }
+            }
+            Item::Stack(s) => {
+                if self.stacks.insert(s.id) {
+                    tl.add_stack(s.clone());
+                }
+            }
+            Item::Probe(p) => {
+                if self.probes.insert(p.id) {
+                    tl.add_probe(p.clone());
+                }
+            }
+            Item::Carried(blocks) => {
+                if !self.started {
+                    for b in blocks {
+                        tl.carry(b);
+                    }
+                    self.started = true;
+                }
+            }
+            Item::Event(e) => {
+                self.started = true;
+                tl.push(&e);
+            }
+            Item::Lost(l) => tl.note_lost(l.clone()),
+            Item::LeakScan(l) => tl.add_leak_scan(l.clone()),
+        }
+    }
+}
+
+/// The trace's end into the timeline once everything was read.
+fn finish(t: &Trace, tl: &mut Timeline) {
+    tl.set_lost(t.lost.clone());
+    tl.set_end_ns(t.end.as_ref().map(|e| e.end_mono_ns));
+    if let Some(s) = t.end.as_ref().and_then(|e| e.status) {
+        tl.set_exit(s);
+    }
+}
+
+/// A trace and its timeline, read in one pass without keeping the events
+/// (`Trace::events` stays empty): what `report` and `export` show, in at
+/// most `memory` bytes of events and indexes whatever the file's size
+/// (the oldest events past it are dropped, the heap and leaks kept exact).
+/// The file is decoded on the loader thread while this one builds the
+/// timeline (two cores: 1.6× one). Progress goes to stderr when it is a
+/// terminal.
+pub fn read_streaming(path: &std::path::Path, memory: usize) -> Result<(Trace, Timeline)> {
+    use std::io::IsTerminal;
+    let mut l = Loader::start(path)?;
+    let mut tl = Timeline::with_budget(l.meta.clone(), memory);
+    let progress = std::io::stderr().is_terminal();
+    let (mut last, mut shown) = (std::time::Instant::now(), false);
+    loop {
+        let Ok(m) = l.rx.recv() else {
+            anyhow::bail!("the loader thread ended before the end of the trace");
+        };
+        if let Some(mut t) = l.apply(&mut tl, m)? {
+            if shown {
+                eprint!("\r\x1b[K");
+            }
+            // The named stacks (the timeline's) for the report's own lookups.
+            t.stacks = tl.stacks().to_vec();
+            return Ok((t, tl));
+        }
+        if progress && last.elapsed() >= std::time::Duration::from_secs(1) {
+            last = std::time::Instant::now();
+            shown = true;
+            eprint!(
+                "\rtm-tui: reading the trace: {}{} events, {} held in memory ",
+                l.fraction()
+                    .map(|f| format!("{:.0}%, ", f * 100.0))
+                    .unwrap_or_default(),
+                l.events,
+                tl.store().end() - tl.store().first()
+            );
+        }
+    }
+}
+
+/// What the loader thread hands the UI, in file order.
+pub enum Load {
+    Module(Module),
+    Stack(Stack),
+    Probe(Probe),
+    Events(Vec<Event>),
+    Lost(Lost),
+    LeakScan(LeakScan),
+    Carried(Vec<CarriedBlock>),
+    /// Everything was read: the trace without its events (its end, losses,
+    /// damage), or why it could not be read on.
+    Done(Result<Trace>),
+}
+
+/// Events sent at once: the channel holds at most `CHANNEL` batches, a few
+/// MiB on top of the timeline's budget.
+const BATCH: usize = 4096;
+const CHANNEL: usize = 16;
+
+/// The loader thread's side: owned items sent on, events in batches.
+struct ChannelSink {
+    tx: Sender<Load>,
+    meta: Option<Meta>,
+    foreign: bool,
+    namer: Namer,
+    /// Stacks already sent (a ring's segments repeat the ones they use).
+    stacks: HashSet<StackId>,
+    batch: Vec<Event>,
+    /// The UI went away: nothing more to send.
+    gone: bool,
+}
+
+impl ChannelSink {
+    fn send(&mut self, m: Load) {
+        if !self.gone && self.tx.send(m).is_err() {
+            self.gone = true;
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            self.send(Load::Events(b));
+        }
+    }
+}
+
+impl crate::trace::Sink for ChannelSink {
+    fn meta(&mut self, meta: &Meta) {
+        match &self.meta {
+            None => self.meta = Some(meta.clone()),
+            Some(m) => self.foreign = m != meta,
+        }
+    }
+
+    fn item(&mut self, item: Item<'_>) {
+        if self.foreign || self.gone {
+            return;
+        }
+        if let Item::Event(e) = item {
+            self.batch.push(e);
+            if self.batch.len() >= BATCH {
+                self.flush();
+            }
+            return;
+        }
+        self.flush();
+        let m = match item {
+            Item::Module(m) => {
+                self.namer.module(m);
+                Load::Module(m.clone())
+            }
+            Item::Stack(s) => {
+                if !self.stacks.insert(s.id) {
+                    return;
+                }
+                Load::Stack(self.namer.stack(s))
+            }
+            Item::Probe(p) => Load::Probe(p.clone()),
+            Item::Lost(l) => Load::Lost(l.clone()),
+            Item::LeakScan(l) => Load::LeakScan(l.clone()),
+            Item::Carried(b) => Load::Carried(b.to_vec()),
+            Item::Event(_) => unreachable!("events are batched above"),
+        };
+        self.send(m);
+    }
+}
+
+/// A trace read on a thread of its own for the UI: the Meta comes first
+/// (the timeline is made of it), then the items as they are read.
+pub struct Loader {
+    pub meta: Meta,
+    pub rx: Receiver<Load>,
+    /// Bytes of the file read so far, and its size (none for stdin).
+    pub read: Arc<AtomicU64>,
+    pub size: Option<u64>,
+    apply: Apply,
+    pub events: u64,
+    pub started: std::time::Instant,
+}
+
+impl Loader {
+    /// Starts reading `path`; returns once its Meta is read (an error if
+    /// it is not a trace).
+    pub fn start(path: &std::path::Path) -> Result<Loader> {
+        let (tx, rx) = crossbeam_channel::bounded(CHANNEL);
+        let (meta_tx, meta_rx) = crossbeam_channel::bounded(1);
+        let read = Arc::new(AtomicU64::new(0));
+        let size = crate::trace::size_of(path);
+        let (path, counter) = (path.to_path_buf(), read.clone());
+        let started = std::time::Instant::now();
+        std::thread::Builder::new()
+            .name("loader".into())
+            .spawn(move || {
+                let mut sink = MetaFirst {
+                    meta_tx: Some(meta_tx),
+                    inner: ChannelSink {
+                        tx,
+                        meta: None,
+                        foreign: false,
+                        namer: Namer::default(),
+                        stacks: HashSet::new(),
+                        batch: Vec::with_capacity(BATCH),
+                        gone: false,
+                    },
+                };
+                let r = crate::trace::read_trace_into(&path, &mut sink, Some(&counter));
+                let MetaFirst { meta_tx, mut inner } = sink;
+                match (meta_tx, r) {
+                    // Not a trace (no Meta): the error goes where the Meta would.
+                    (Some(m), r) => {
+                        let _ = m.send(r.and_then(|t| Ok(t.meta)));
+                    }
+                    (None, r) => {
+                        inner.flush();
+                        inner.send(Load::Done(r));
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the loader thread: {e}"))?;
+        let meta = meta_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the loader thread ended without a word"))??;
+        Ok(Loader {
+            meta,
+            rx,
+            read,
+            size,
+            apply: Apply::default(),
+            events: 0,
+            started,
+        })
+    }
+
+    /// Applies one message; the trace once everything was read.
+    pub fn apply(&mut self, tl: &mut Timeline, m: Load) -> Result<Option<Trace>> {
+        match m {
+            Load::Module(m) => self.apply.item(tl, Item::Module(&m)),
+            Load::Stack(s) => self.apply.item(tl, Item::Stack(&s)),
+            Load::Probe(p) => self.apply.item(tl, Item::Probe(&p)),
+            Load::Events(es) => {
+                self.events += es.len() as u64;
+                for e in es {
+                    self.apply.item(tl, Item::Event(e));
+                }
+            }
+            Load::Lost(l) => self.apply.item(tl, Item::Lost(&l)),
+            Load::LeakScan(l) => self.apply.item(tl, Item::LeakScan(&l)),
+            Load::Carried(b) => self.apply.item(tl, Item::Carried(&b)),
+            Load::Done(t) => {
+                let t = t?;
+                finish(&t, tl);
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The share of the file read, 0 to 1 (none for stdin).
+    pub fn fraction(&self) -> Option<f64> {
+        let size = self.size.filter(|s| *s > 0)?;
+        Some((self.read.load(Ordering::Relaxed) as f64 / size as f64).min(1.0))
+    }
+}
+
+/// Hands the Meta to the thread waiting for it, then the rest on.
+struct MetaFirst {
+    meta_tx: Option<Sender<Result<Meta>>>,
+    inner: ChannelSink,
+}
+
+impl crate::trace::Sink for MetaFirst {
+    fn meta(&mut self, meta: &Meta) {
+        if let Some(tx) = self.meta_tx.take() {
+            let _ = tx.send(Ok(meta.clone()));
+        }
+        self.inner.meta(meta);
+    }
+
+    fn item(&mut self, item: Item<'_>) {
+        self.inner.item(item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The UI's loader and `report`'s one-pass read build the same timeline.
+    #[test]
+    fn loader_builds_what_the_streaming_read_builds() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v7.tmt");
+        let (t, want) = read_streaming(&path, usize::MAX).unwrap();
+        let mut l = Loader::start(&path).unwrap();
+        let mut tl = Timeline::with_budget(l.meta.clone(), usize::MAX);
+        let mut done = None;
+        while done.is_none() {
+            let m = l.rx.recv().unwrap();
+            done = l.apply(&mut tl, m).unwrap();
+        }
+        let done = done.unwrap();
+        assert_eq!(done.event_count, t.event_count);
+        assert_eq!(l.events, t.event_count);
+        assert_eq!(l.fraction(), Some(1.0));
+        assert_eq!(tl.store().end(), want.store().end());
+        assert!(tl.store().end() > 0);
+        assert_eq!(tl.heap().live_bytes(), want.heap().live_bytes());
+        assert_eq!(tl.heap().live_blocks(), want.heap().live_blocks());
+        assert_eq!(tl.crash(), want.crash());
+        assert_eq!(tl.stacks().len(), want.stacks().len());
+        assert_eq!(tl.lost(), want.lost());
+    }
+
+    #[test]
+    fn loader_says_a_file_is_not_a_trace() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), b"hello, not a trace").unwrap();
+        let e = Loader::start(f.path()).err().expect("an error");
+        assert!(format!("{e:#}").contains("not a tm-tui trace"), "{e:#}");
+    }
+}
