@@ -172,7 +172,7 @@ pub enum Load {
     Carried(Vec<CarriedBlock>),
     /// Everything was read: the trace without its events (its end, losses,
     /// damage), or why it could not be read on.
-    Done(Result<Trace>),
+    Done(Box<Result<Trace>>),
 }
 
 /// Events sent at once: the channel holds at most `CHANNEL` batches, a few
@@ -292,11 +292,11 @@ impl Loader {
                 match (meta_tx, r) {
                     // Not a trace (no Meta): the error goes where the Meta would.
                     (Some(m), r) => {
-                        let _ = m.send(r.and_then(|t| Ok(t.meta)));
+                        let _ = m.send(r.map(|t| t.meta));
                     }
                     (None, r) => {
                         inner.flush();
-                        inner.send(Load::Done(r));
+                        inner.send(Load::Done(Box::new(r)));
                     }
                 }
             })
@@ -331,7 +331,7 @@ impl Loader {
             Load::LeakScan(l) => self.apply.item(tl, Item::LeakScan(&l)),
             Load::Carried(b) => self.apply.item(tl, Item::Carried(&b)),
             Load::Done(t) => {
-                let t = t?;
+                let t = (*t)?;
                 finish(&t, tl);
                 return Ok(Some(t));
             }
