@@ -34,6 +34,8 @@ pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
     } else {
         require_tty()?;
     }
+    // SIGTERM, SIGHUP: quit as q does, the terminal restored.
+    session::install_sigint()?;
     let tl = Timeline::with_budget(loader.meta.clone(), memory);
     let mut app = App::new(tl, Mode::Live);
     let mut feed = FileFeed {
