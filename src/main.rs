@@ -65,8 +65,10 @@ struct Cli {
     /// Also write the recording to this trace file.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Memory budget of the timeline; past it the oldest events are
-    /// dropped (live blocks and leak groups stay exact).
+    /// Memory budget of tm-tui (its RSS): the kernel's ring buffer (twice
+    /// --ringbuf: it is mapped twice), the unwind tables (40 MiB) and 48 MiB
+    /// of its own come out of it, the rest holds the timeline; past it the
+    /// oldest events are dropped (live blocks and leak groups stay exact).
     #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
     memory: usize,
     #[command(flatten)]
@@ -193,8 +195,10 @@ enum Cmd {
         /// launched program's output, go to stderr).
         #[arg(short, long, default_value = "tm-tui.tmt")]
         output: PathBuf,
-        /// Memory budget for the in-memory timeline used for the live crash
-        /// diagnosis (the trace file keeps everything).
+        /// Memory budget of tm-tui (its RSS): the kernel's ring buffer (twice
+        /// --ringbuf: it is mapped twice), the unwind tables (40 MiB) and 48
+        /// MiB of its own come out of it, the rest holds the timeline behind
+        /// the live diagnosis (the trace file keeps everything).
         #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
         memory: usize,
         #[command(flatten)]

@@ -260,6 +260,7 @@ impl Feed for LiveFeed<'_> {
 /// Returns the launched target's status (as `record` does).
 pub fn live(args: LiveArgs) -> Result<i32> {
     session::install_sigint()?;
+    let timeline = session::timeline_budget(args.memory, args.ringbuf_bytes)?;
     if let Some(p) = &args.output {
         if crate::trace::is_std(p) {
             anyhow::bail!(
@@ -305,7 +306,7 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         Some(p) => Some(TraceWriter::create(p, &session.meta)?),
         None => None,
     };
-    let (mut ing, tl) = session.ingest(writer, args.memory)?;
+    let (mut ing, tl) = session.ingest(writer, timeline)?;
     let mut app = App::new(tl, Mode::Live);
     app.watcher = session.watcher.clone();
     if let Some(l) = &log {

@@ -40,6 +40,7 @@ pub struct RecordArgs {
 
 pub fn run(mut args: RecordArgs) -> Result<i32> {
     session::install_sigint()?;
+    let timeline = session::timeline_budget(args.memory, args.ringbuf_bytes)?;
     if args.leak_check && matches!(args.target, Target::Pid(_)) && args.tracing.follow {
         // The pause for the scan ptraces the target: the follower cannot.
         eprintln!("tm-tui: note: --leak-check records the attached process alone (children are not followed)");
@@ -85,7 +86,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     } else {
         TraceWriter::create(&args.output, &session.meta)?
     };
-    let (mut ing, mut tl) = session.ingest(Some(writer), args.memory)?;
+    let (mut ing, mut tl) = session.ingest(Some(writer), timeline)?;
     let meta = session.meta.clone();
     eprintln!(
         "tm-tui: recording pid {} ({}) into {}, {}; Ctrl-C stops",

@@ -383,6 +383,37 @@ impl Session {
     }
 }
 
+/// What of a recording's `--memory` is not the timeline's: the kernel's
+/// ring buffer, mapped into tm-tui twice (its pages are seen once more
+/// past its end, so a record never wraps), hence counted twice in RSS;
+/// the unwind tables' arrays (`cfi_rows`, `cfi_pages`: 40 MiB, mapped);
+/// and the rest tm-tui holds besides the timeline (symbols, the stack
+/// table, the channel's batches, buffers), measured under 48 MiB.
+pub fn fixed_memory(ringbuf_bytes: u64) -> u64 {
+    const CFI_MAPS: u64 = 40 << 20;
+    const REST: u64 = 48 << 20;
+    2 * ringbuf_bytes + CFI_MAPS + REST
+}
+
+/// The timeline's share of a recording's `--memory`: the whole of
+/// tm-tui's memory (RSS) is held within it. Too little is an error naming
+/// where it goes, before anything starts.
+pub fn timeline_budget(memory: usize, ringbuf_bytes: u64) -> Result<usize> {
+    const MIN: u64 = 16 << 20;
+    let fixed = fixed_memory(ringbuf_bytes);
+    let mib = |b: u64| b >> 20;
+    match (memory as u64).checked_sub(fixed) {
+        Some(left) if left >= MIN => Ok(usize::try_from(left).unwrap_or(usize::MAX)),
+        _ => bail!(
+            "--memory {} MiB is too little to record: the kernel's ring buffer takes {} MiB of it ({} MiB mapped twice; --ringbuf), the unwind tables 40 MiB, tm-tui's own 48 MiB, and the timeline needs 16 MiB: give at least --memory {}MiB, or a smaller --ringbuf",
+            mib(memory as u64),
+            mib(2 * ringbuf_bytes),
+            mib(ringbuf_bytes),
+            mib(fixed + MIN),
+        ),
+    }
+}
+
 /// Attach to the pid, or launch the command stopped and attach before it
 /// runs; on return the target is running and every probe is in place.
 pub fn start(

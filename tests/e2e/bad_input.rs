@@ -22,6 +22,29 @@ fn unknown_flag() {
     one_line_error(&tm(&["record", "--bogus"]), 2, "--bogus");
 }
 
+/// --memory holds all of tm-tui: too little for the ring buffer and the
+/// tables is refused before anything runs (no root needed to be told).
+#[test]
+fn memory_too_small_for_the_ring_buffer() {
+    let marker = tmp().join("memory-too-small-ran");
+    let _ = std::fs::remove_file(&marker);
+    one_line_error(
+        &tm(&[
+            "record",
+            "--memory",
+            "128MiB",
+            "-o",
+            "/dev/null",
+            "--",
+            "/bin/touch",
+            &marker.to_string_lossy(),
+        ]),
+        1,
+        "give at least --memory 232MiB, or a smaller --ringbuf",
+    );
+    assert!(!marker.exists(), "the program ran");
+}
+
 #[test]
 fn file_that_is_not_a_trace() {
     one_line_error(&tm(&["report", "/etc/hostname"]), 1, "not a tm-tui trace");
