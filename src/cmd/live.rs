@@ -70,6 +70,23 @@ struct LiveFeed<'a> {
     /// Paused for a leak scan, waiting for the recorder's sync.
     paused: Option<crate::recorder::pause::Paused>,
     message: Option<String>,
+    recorder: &'a crate::recorder::Recorder,
+    meta: &'a crate::event::Meta,
+    /// The trace could not be written on: the probes are being detached.
+    write_stopped: bool,
+}
+
+impl LiveFeed<'_> {
+    /// The trace could not be written on: detach (the target runs on
+    /// untraced) and say why.
+    fn check_writer(&mut self) {
+        if self.write_stopped || self.ing.failure().is_none() {
+            return;
+        }
+        self.write_stopped = true;
+        self.recorder.stop();
+        self.message = self.ing.failure_line(self.meta);
+    }
 }
 
 impl Feed for LiveFeed<'_> {
@@ -85,6 +102,7 @@ impl Feed for LiveFeed<'_> {
             self.taken += b.len() as u64;
         }
         let end = self.ing.handle(tl, m)?;
+        self.check_writer();
         if self.ing.synced > 0 || end.is_some() {
             if let Some(p) = self.paused.take() {
                 let r = self.ing.leak_scan(tl, &p.request());
@@ -149,6 +167,7 @@ impl Feed for LiveFeed<'_> {
 
     fn tick(&mut self) -> bool {
         self.ing.idle();
+        self.check_writer();
         session::interrupted()
     }
 
@@ -181,13 +200,14 @@ impl Feed for LiveFeed<'_> {
 /// Returns the launched target's status (as `record` does).
 pub fn live(args: LiveArgs) -> Result<i32> {
     session::install_sigint()?;
+    let mut held = None;
     if let Some(p) = &args.output {
         if crate::trace::is_std(p) {
             anyhow::bail!(
                 "the UI owns the terminal: -o - (the trace on stdout) is for `tm-tui record`"
             );
         }
-        session::check_output(p)?;
+        held = session::check_output(p)?;
     }
     // A launched program's output would garble the UI and its input would
     // steal our keys: it gets /dev/null and a log file instead.
@@ -222,9 +242,10 @@ pub fn live(args: LiveArgs) -> Result<i32> {
             return Err(e);
         }
     };
-    let writer = match &args.output {
-        Some(p) => Some(TraceWriter::create(p, &session.meta)?),
-        None => None,
+    let writer = match (&args.output, held) {
+        (Some(p), Some(fifo)) => Some(TraceWriter::create_on(fifo, p, &session.meta)?),
+        (Some(p), None) => Some(TraceWriter::create(p, &session.meta)?),
+        (None, _) => None,
     };
     let (mut ing, tl) = session.ingest(writer, args.memory)?;
     let mut app = App::new(tl, Mode::Live);
@@ -250,6 +271,9 @@ pub fn live(args: LiveArgs) -> Result<i32> {
             attached: !launched,
             paused: None,
             message: None,
+            recorder: &session.recorder,
+            meta: &session.meta,
+            write_stopped: false,
         };
         run(
             &mut terminal,
@@ -260,8 +284,12 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         )
     })();
     let ended = matches!(result, Ok(Some(_)));
+    let meta = session.meta.clone();
     let (status, _) = session.finish(&mut ing, &mut app.tl, ended)?;
     result?;
+    if let Some(line) = ing.failure_line(&meta) {
+        anyhow::bail!("{line}");
+    }
     if let Some(l) = &log {
         eprintln!("tm-tui: the program's output is in {}", l.display());
     }

@@ -16,6 +16,7 @@ use crate::recorder::discover;
 use crate::recorder::launch::{self, Child};
 use crate::recorder::symbols::Symbols;
 use crate::recorder::{now_mono_ns, now_wall_ns, Config, EndReason, Msg, Recorder, WatchConfig};
+use crate::trace::sink::Failure;
 use crate::trace::TraceWriter;
 
 /// What to record.
@@ -124,15 +125,17 @@ pub fn check_ring_output(path: &std::path::Path) -> Result<()> {
 /// The trace can be written at `path`: checked before a program is
 /// started or a process attached (an error after that would leave it
 /// running unrecorded). A file created by the check is removed; a FIFO
-/// without a reader is refused (writing would block the recorder).
-pub fn check_output(path: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// without a reader is refused (writing would block). A FIFO with one is
+/// returned open, to be written (closing it would end its reader's
+/// input, and opening it again could wait for another).
+pub fn check_output(path: &std::path::Path) -> Result<Option<std::fs::File>> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     if crate::trace::is_std(path) {
         // Standard output: not a terminal.
-        return crate::trace::stdout_file().map(drop);
+        return crate::trace::stdout_file().map(|_| None);
     }
     let existed = path.exists();
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -147,7 +150,19 @@ pub fn check_output(path: &std::path::Path) -> Result<()> {
     if !existed {
         let _ = std::fs::remove_file(path);
     }
-    Ok(())
+    if !file.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        return Ok(None);
+    }
+    // Written by the writer thread, which may block in it.
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(&file, FcntlArg::F_GETFL)
+        .with_context(|| format!("cannot set up {}", path.display()))?;
+    fcntl(
+        &file,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK),
+    )
+    .with_context(|| format!("cannot set up {}", path.display()))?;
+    Ok(Some(file))
 }
 
 /// Watchpoints armed per second at most, of each sort, by default.
@@ -373,9 +388,19 @@ impl Session {
     /// the timeline, the probe table in both before any event.
     pub fn ingest(
         &mut self,
-        writer: Option<TraceWriter>,
+        mut writer: Option<TraceWriter>,
         memory: usize,
     ) -> Result<(Ingest, Timeline)> {
+        // The writer's queue is part of the memory budget: an eighth of
+        // it, at most 64 MiB, the rest the timeline's.
+        let queue = crate::trace::sink::QUEUE_BYTES.min(memory as u64 / 8);
+        let memory = match &mut writer {
+            Some(w) => {
+                w.set_queue_limit(queue);
+                memory - queue as usize
+            }
+            None => memory,
+        };
         let mut ing = Ingest::new(writer);
         let mut tl = Timeline::with_budget(self.meta.clone(), memory);
         ing.add_probes(&mut tl, std::mem::take(&mut self.probes))?;
@@ -626,7 +651,11 @@ impl Session {
         self.follower_stop.stop();
         let mut status = ing.exit_status;
         if let Some(c) = self.child.as_mut() {
-            status = if interrupted() {
+            status = if ing.failure().is_some() {
+                // The trace could not be written on: the program runs on,
+                // untraced (its status is not waited for).
+                c.wait_for(Duration::ZERO).or(status)
+            } else if interrupted() {
                 // Ctrl-C or SIGTERM: the program got the same Ctrl-C (its
                 // process group) and may take a moment to shut down; one
                 // that ignores it is not killed but released, unrecorded.
@@ -688,6 +717,8 @@ fn resolve_probes(
 /// UI.
 pub struct Ingest {
     writer: Option<TraceWriter>,
+    /// Why the trace could not be written on (nothing is written after).
+    failure: Option<Failure>,
     symbols: Symbols,
     pub exit_status: Option<ExitStatus>,
     /// [`Msg::Synced`] markers received.
@@ -751,6 +782,7 @@ impl Ingest {
     pub fn new(writer: Option<TraceWriter>) -> Self {
         Ingest {
             writer,
+            failure: None,
             symbols: Symbols::new(),
             exit_status: None,
             synced: 0,
@@ -758,12 +790,54 @@ impl Ingest {
         }
     }
 
+    /// Runs `f` on the writer, unless the trace failed; a [`Failure`]
+    /// (stalled, behind, a write error) ends the writing, not the session.
+    fn write(&mut self, f: impl FnOnce(&mut TraceWriter) -> Result<()>) -> Result<()> {
+        let Some(w) = self.writer.as_mut().filter(|_| self.failure.is_none()) else {
+            return Ok(());
+        };
+        match f(w) {
+            Err(e) => match e.downcast::<Failure>() {
+                Ok(f) => {
+                    self.failure = Some(f);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
+    /// Why the trace cannot be written on, if it cannot: a failure seen,
+    /// or the writer stuck now for [`crate::trace::sink::STALL_LIMIT`].
+    /// Then the caller detaches.
+    pub fn failure(&mut self) -> Option<&Failure> {
+        if self.failure.is_none() {
+            if let Some(Err(f)) = self.writer.as_ref().map(TraceWriter::check) {
+                self.failure = Some(f);
+            }
+        }
+        self.failure.as_ref()
+    }
+
+    /// The one line that says why the recording detached: the failure,
+    /// the target and where the trace ends.
+    pub fn failure_line(&self, meta: &Meta) -> Option<String> {
+        let f = self.failure.as_ref()?;
+        let end = match self.writer.as_ref().map_or(0, TraceWriter::written_ts) {
+            0 => "the trace holds no event".to_string(),
+            ts => format!(
+                "the trace ends at {}",
+                crate::model::present::rel(ts, meta.start_mono_ns)
+            ),
+        };
+        Some(format!("{f}: detached from pid {}; {end}", meta.pid))
+    }
+
     /// The probe table, before any event refers to it.
     pub fn add_probes(&mut self, tl: &mut Timeline, probes: Vec<Probe>) -> Result<()> {
         for p in probes {
-            if let Some(w) = &mut self.writer {
-                w.write_probe(&p)?;
-            }
+            self.write(|w| w.write_probe(&p))?;
             tl.add_probe(p);
         }
         Ok(())
@@ -771,32 +845,29 @@ impl Ingest {
 
     /// Takes one message; `Some` when the recording ended.
     pub fn handle(&mut self, tl: &mut Timeline, msg: Msg) -> Result<Option<EndReason>> {
+        self.failure();
         match msg {
             Msg::Note(n) => self.note(n),
             Msg::Module(m, file) => {
                 self.symbols.add_module(&m, file);
                 self.take_symbol_notes(false);
-                if let Some(w) = &mut self.writer {
-                    w.write_module(&m)?;
-                }
+                self.write(|w| w.write_module(&m))?;
                 tl.add_module(m);
             }
             Msg::Stack(mut s) => {
                 self.symbols.symbolize(&mut s.frames);
                 self.take_symbol_notes(false);
-                if let Some(w) = &mut self.writer {
-                    w.write_stack(&s)?;
-                }
+                self.write(|w| w.write_stack(&s))?;
                 tl.add_stack(s);
             }
             Msg::Events(batch) => {
                 for e in batch {
-                    if let Some(w) = &mut self.writer {
+                    self.write(|w| {
                         if w.is_bounded() {
                             segment_before(w, tl, &e)?;
                         }
-                        w.write_event(&e)?;
-                    }
+                        w.write_event(&e)
+                    })?;
                     let idx = tl.push(&e);
                     if matches!(e.kind, EventKind::Signal(_) | EventKind::Watch(_)) {
                         self.keep_window(tl, &e, idx);
@@ -811,9 +882,7 @@ impl Ingest {
                 self.idle();
             }
             Msg::Lost(l) => {
-                if let Some(w) = &mut self.writer {
-                    w.write_lost(&l)?;
-                }
+                self.write(|w| w.write_lost(&l))?;
                 tl.note_lost(l);
             }
             Msg::LeakScan(req) => {
@@ -837,9 +906,7 @@ impl Ingest {
     ) -> Result<()> {
         match crate::cmd::leakscan::run(tl, req) {
             Ok(scan) => {
-                if let Some(w) = &mut self.writer {
-                    w.write_leak_scan(&scan)?;
-                }
+                self.write(|w| w.write_leak_scan(&scan))?;
                 tl.add_leak_scan(scan);
             }
             Err(e) => self.note(format!("no leak scan: {e:#}")),
@@ -870,7 +937,11 @@ impl Ingest {
         e: &crate::event::Event,
         idx: crate::model::store::Idx,
     ) {
-        let Some(w) = self.writer.as_mut().filter(|w| w.keeps_windows()) else {
+        let Some(w) = self
+            .writer
+            .as_mut()
+            .filter(|w| w.keeps_windows() && self.failure.is_none())
+        else {
             return;
         };
         let what = match &e.kind {
@@ -900,8 +971,10 @@ impl Ingest {
 
     /// Nothing arrived for a while: flush the file at most once a second.
     pub fn idle(&mut self) {
-        if let Some(w) = &mut self.writer {
-            w.maybe_flush();
+        if self.failure().is_none() {
+            if let Some(w) = &mut self.writer {
+                w.maybe_flush();
+            }
         }
     }
 
@@ -912,12 +985,9 @@ impl Ingest {
         if let Some(s) = status {
             self.exit_status = Some(s);
         }
-        match &mut self.writer {
-            Some(w) => {
-                w.write_end(now_mono_ns(), status)?;
-                Ok(w.bytes_written())
-            }
-            None => Ok(0),
-        }
+        // The end is written and waited for (bounded); a failure then
+        // is said as one before.
+        self.write(|w| w.write_end(now_mono_ns(), status))?;
+        Ok(self.writer.as_ref().map_or(0, TraceWriter::bytes_written))
     }
 }
