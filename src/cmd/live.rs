@@ -51,6 +51,9 @@ pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
 pub struct LiveArgs {
     pub target: Target,
     pub output: Option<PathBuf>,
+    /// A bounded recording (`--max-size`, `--keep`, attached by default):
+    /// `output` is a directory of segments.
+    pub limits: crate::trace::Limits,
     pub ringbuf_bytes: u64,
     pub memory: usize,
     pub tracing: Tracing,
@@ -207,7 +210,11 @@ pub fn live(args: LiveArgs) -> Result<i32> {
                 "the UI owns the terminal: -o - (the trace on stdout) is for `tm-tui record`"
             );
         }
-        held = session::check_output(p)?;
+        if args.limits.bounded() {
+            session::check_ring_output(p)?;
+        } else {
+            held = session::check_output(p)?;
+        }
     }
     // A launched program's output would garble the UI and its input would
     // steal our keys: it gets /dev/null and a log file instead.
@@ -243,6 +250,9 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         }
     };
     let writer = match (&args.output, held) {
+        (Some(p), _) if args.limits.bounded() => {
+            Some(TraceWriter::create_ring(p, &session.meta, args.limits)?)
+        }
         (Some(p), Some(fifo)) => Some(TraceWriter::create_on(fifo, p, &session.meta)?),
         (Some(p), None) => Some(TraceWriter::create(p, &session.meta)?),
         (None, _) => None,
@@ -252,6 +262,9 @@ pub fn live(args: LiveArgs) -> Result<i32> {
     app.watcher = session.watcher.clone();
     if let Some(l) = &log {
         app.message = Some(format!("the program's output goes to {}", l.display()));
+    }
+    if let (Some(p), Some(b)) = (&args.output, session::bound_words(&args.limits)) {
+        app.message = Some(format!("recording into {}, {b}", p.display()));
     }
     if let Some(w) = session.warnings.first() {
         app.message = Some(w.clone());

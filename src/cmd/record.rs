@@ -91,10 +91,13 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     let (mut ing, mut tl) = session.ingest(Some(writer), args.memory)?;
     let meta = session.meta.clone();
     eprintln!(
-        "tm-tui: recording pid {} ({}) into {}, {}; Ctrl-C stops",
+        "tm-tui: recording pid {} ({}) into {}{}, {}; Ctrl-C stops",
         meta.pid,
         meta.command,
         out_name,
+        session::bound_words(&args.limits)
+            .map(|b| format!(", {b}"))
+            .unwrap_or_default(),
         if meta.allocator.is_empty() {
             "heap not traced".to_string()
         } else {

@@ -92,6 +92,45 @@ fn raise_fd_limit() {
     }
 }
 
+/// The default bound of an attached process's recording: a server runs
+/// for days, and an unbounded trace of one fills its disk (at redis's
+/// 120,000 heap events a second, ~27 B each, 11 GB a hour). 2 GiB holds
+/// the last 10 minutes of that, hours of a quieter process, and is small
+/// next to a disk. A launched program's recording ends with it (a test,
+/// a reproduction, whose start matters): unbounded.
+pub const ATTACH_MAX_SIZE: u64 = 2 << 30;
+
+/// `path` can take a bounded recording by default: a file or directory,
+/// or nothing yet; not stdout, a FIFO, a socket or a device (a reader,
+/// not a disk, keeps what it wants of those).
+pub fn boundable(path: &std::path::Path) -> bool {
+    if crate::trace::is_std(path) {
+        return false;
+    }
+    match std::fs::metadata(path) {
+        Ok(m) => m.is_file() || m.is_dir(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// `a directory of segments bounded to 2.0 GiB / the last 1h`, as the
+/// start-up line says it (`None`: one file).
+pub fn bound_words(l: &crate::trace::Limits) -> Option<String> {
+    let size = l
+        .max_bytes
+        .map(|b| format!("bounded to {}", crate::model::present::bytes(b)));
+    let time = l
+        .keep_ns
+        .map(|k| format!("the last {}", crate::model::diagnose::fmt_ns(k)));
+    let both: Vec<String> = size.into_iter().chain(time).collect();
+    (!both.is_empty()).then(|| {
+        format!(
+            "a directory of segments {} (--max-size 0: one unbounded file)",
+            both.join(", ")
+        )
+    })
+}
+
 /// A bounded recording's directory can be made at `path` (its parent
 /// exists and is writable); checked, like [`check_output`], before a
 /// program is started or a process attached.
@@ -116,9 +155,13 @@ pub fn check_ring_output(path: &std::path::Path) -> Result<()> {
     if path.is_dir() {
         return Ok(());
     }
-    // Writable: make the directory now (the writer empties or keeps it).
-    std::fs::create_dir(path)
-        .or_else(|e| if path.is_file() { Ok(()) } else { Err(e) })
+    // Writable: the directory can be made (and is made again by the
+    // writer; none is left behind if the recording does not start).
+    let made = std::fs::create_dir(path);
+    if made.is_ok() {
+        let _ = std::fs::remove_dir(path);
+    }
+    made.or_else(|e| if path.is_file() { Ok(()) } else { Err(e) })
         .map_err(|e| anyhow::anyhow!("cannot write the recording to {}: {e}", path.display()))
 }
 
