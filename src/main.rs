@@ -239,6 +239,14 @@ enum Cmd {
     /// Record a running process (PID) or a program you launch (-- CMD ...
     /// or -c "CMD ...") into a trace file (- for stdout), until it exits
     /// or Ctrl-C.
+    ///
+    /// A process attached is recorded into a directory of segments
+    /// bounded to 2GiB (--max-size 0: one unbounded file); a program
+    /// launched, into one file. The trace is written by a thread of its
+    /// own: when its reader stops reading or its disk stalls for 5 s, or a
+    /// write fails (a full disk, a reader gone), tm-tui detaches (the
+    /// target runs on, untraced), says why and where the trace ends, and
+    /// exits 1.
     Record {
         /// Process to attach to.
         pid: Option<u32>,

@@ -93,9 +93,9 @@ fn raise_fd_limit() {
 }
 
 /// The default bound of an attached process's recording: a server runs
-/// for days, and an unbounded trace of one fills its disk (at redis's
-/// 120,000 heap events a second, ~27 B each, 11 GB a hour). 2 GiB holds
-/// the last 10 minutes of that, hours of a quieter process, and is small
+/// for days, and an unbounded trace of one fills its disk (at 100,000
+/// heap events a second, ~27 B each, 10 GB an hour). 2 GiB holds the
+/// last 13 minutes of that, hours of a quieter process, and is small
 /// next to a disk. A launched program's recording ends with it (a test,
 /// a reproduction, whose start matters): unbounded.
 pub const ATTACH_MAX_SIZE: u64 = 2 << 30;
