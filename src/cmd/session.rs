@@ -868,7 +868,7 @@ impl Ingest {
     pub fn failure_line(&self, meta: &Meta) -> Option<String> {
         let f = self.failure.as_ref()?;
         let end = match self.writer.as_ref().map_or(0, TraceWriter::written_ts) {
-            0 => "the trace holds no event".to_string(),
+            0 => "the trace ends before its first event".to_string(),
             ts => format!(
                 "the trace ends at {}",
                 crate::model::present::rel(ts, meta.start_mono_ns)
