@@ -62,7 +62,8 @@ struct Cli {
     log: Option<PathBuf>,
     /// Process to attach to (opens the UI).
     pid: Option<u32>,
-    /// Also write the recording to this trace file.
+    /// Also write the recording to this trace file (attached: a directory
+    /// of segments bounded to 2GiB, see --max-size).
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Memory budget of tm-tui (its RSS): the kernel's ring buffer (twice
@@ -71,6 +72,8 @@ struct Cli {
     /// oldest events are dropped (live blocks and leak groups stay exact).
     #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
     memory: usize,
+    #[command(flatten)]
+    bounds: BoundArgs,
     #[command(flatten)]
     tracing: TraceArgs,
     /// Program and arguments to launch, recorded from its first instruction.
@@ -94,6 +97,63 @@ fn launch_words(line: Option<String>, words: Vec<String>) -> Result<Vec<String>>
         bail!("-c: no program in {line:?}");
     }
     Ok(words)
+}
+
+/// How much of the recording the trace keeps: a flight recorder's bounds.
+#[derive(Args, Debug, Clone)]
+struct BoundArgs {
+    /// Bound the trace on disk (a flight recorder): -o names a directory
+    /// of segments (each 1/8 of the size), the oldest deleted whole past
+    /// SIZE. The oldest segment held starts with the blocks live then, so
+    /// the heap stays exact. `report`/`open` read the directory. Default:
+    /// 2GiB when attaching to a PID (a server runs for days), unbounded
+    /// (one file) when launching a program (its recording ends with it)
+    /// or writing to stdout, a FIFO or a device. 0: unbounded.
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_size)]
+    max_size: Option<u64>,
+    /// Bound the trace in time: keep the last DURATION (10m, 1h) of
+    /// segments; with --max-size (or its default), whichever is smaller.
+    #[arg(long, value_name = "DURATION", value_parser = report::parse_duration)]
+    keep: Option<std::time::Duration>,
+    /// In a bounded recording: the segments holding this long before a
+    /// crash or a watchpoint finding are kept apart in DIR/kept-N (a
+    /// recording of their own, never deleted by the bounds; at most 8
+    /// windows; 0 turns it off).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = report::parse_duration)]
+    on_crash_keep: std::time::Duration,
+}
+
+impl BoundArgs {
+    /// The bounds of a recording of `target` into `output`: the flags,
+    /// or the default (bounded when attached, into a file or directory).
+    fn limits(&self, target: &session::Target, output: &std::path::Path) -> Result<trace::Limits> {
+        if self
+            .keep
+            .is_some_and(|k| k < std::time::Duration::from_secs(1))
+        {
+            bail!("--keep is at least 1s (8 segments of 125 ms)");
+        }
+        let ns = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let attached = matches!(target, session::Target::Pid(_));
+        let max_bytes = match self.max_size {
+            Some(0) => None,
+            Some(m) => Some(m),
+            None if attached && session::boundable(output) => Some(session::ATTACH_MAX_SIZE),
+            None => None,
+        };
+        let bounded = max_bytes.is_some() || self.keep.is_some();
+        if !bounded && self.on_crash_keep != std::time::Duration::from_secs(60) {
+            eprintln!("tm-tui: note: --on-crash-keep applies to a bounded recording (--max-size, --keep): ignored");
+        }
+        Ok(trace::Limits {
+            max_bytes,
+            keep_ns: self.keep.map(ns),
+            crash_keep_ns: bounded
+                .then_some(self.on_crash_keep)
+                .filter(|k| !k.is_zero())
+                .map(ns),
+        })
+    }
 }
 
 /// What to trace beyond fatal signals and the process lifecycle, and
@@ -181,6 +241,14 @@ enum Cmd {
     /// Record a running process (PID) or a program you launch (-- CMD ...
     /// or -c "CMD ...") into a trace file (- for stdout), until it exits
     /// or Ctrl-C.
+    ///
+    /// A process attached is recorded into a directory of segments
+    /// bounded to 2GiB (--max-size 0: one unbounded file); a program
+    /// launched, into one file. The trace is written by a thread of its
+    /// own: when its reader stops reading or its disk stalls for 5 s, or a
+    /// write fails (a full disk, a reader gone), tm-tui detaches (the
+    /// target runs on, untraced), says why and where the trace ends, and
+    /// exits 1.
     Record {
         /// Process to attach to.
         pid: Option<u32>,
@@ -214,23 +282,8 @@ enum Cmd {
         /// a launched program's status is always tm-tui's.
         #[arg(long)]
         exit_status: bool,
-        /// Bound the trace on disk (a flight recorder): -o names a
-        /// directory of segments (each 1/8 of the size), the oldest deleted
-        /// whole past SIZE. The oldest segment held starts with the blocks
-        /// live then, so the heap stays exact. `report`/`open` read the
-        /// directory.
-        #[arg(long, value_name = "SIZE", value_parser = parse_max_size)]
-        max_size: Option<u64>,
-        /// Bound the trace in time: keep the last DURATION (10m, 1h) of
-        /// segments; with --max-size, whichever is smaller.
-        #[arg(long, value_name = "DURATION", value_parser = report::parse_duration)]
-        keep: Option<std::time::Duration>,
-        /// With --max-size/--keep: the segments holding this long before a
-        /// crash or a watchpoint finding are kept apart in DIR/kept-N (a
-        /// recording of their own, never deleted by the bounds; at most 8
-        /// windows; 0 turns it off).
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = report::parse_duration)]
-        on_crash_keep: std::time::Duration,
+        #[command(flatten)]
+        bounds: BoundArgs,
         /// Program and arguments to launch and record from its first instruction.
         #[arg(last = true)]
         command: Vec<String>,
@@ -411,11 +464,12 @@ fn parse_bytes(s: &str, what: &str, example: &str) -> Result<u64, String> {
 }
 
 /// A ring buffer size: a power of two between 4KiB and 2GiB.
+/// 0 (unbounded), or at least 8MiB.
 fn parse_max_size(s: &str) -> Result<u64, String> {
     let v = parse_bytes(s, "size", "2GiB")?;
-    if v < 8 << 20 {
+    if v != 0 && v < 8 << 20 {
         return Err(format!(
-            "--max-size '{s}' is below 8MiB (8 segments of at least 1MiB)"
+            "--max-size '{s}' is below 8MiB (8 segments of at least 1MiB; 0 is unbounded)"
         ));
     }
     Ok(v)
@@ -453,9 +507,14 @@ fn run(cli: Cli) -> Result<i32> {
             }
         };
         cmd::require_tty()?;
+        let limits = match &cli.output {
+            Some(o) => cli.bounds.limits(&target, o)?,
+            None => trace::Limits::default(),
+        };
         return cmd::live::live(cmd::live::LiveArgs {
             target,
             output: cli.output,
+            limits,
             ringbuf_bytes: cli.tracing.ringbuf,
             memory: cli.memory,
             tracing: cli.tracing.tracing(),
@@ -487,26 +546,16 @@ fn run(cli: Cli) -> Result<i32> {
             tracing,
             leak_check,
             exit_status,
-            max_size,
-            keep,
-            on_crash_keep,
+            bounds,
         } => {
             let command = launch_words(command_line, command)?;
-            if max_size.is_none()
-                && keep.is_none()
-                && on_crash_keep != std::time::Duration::from_secs(60)
-            {
-                eprintln!("tm-tui: note: --on-crash-keep applies to a bounded recording (--max-size, --keep): ignored");
-            }
-            if keep.is_some_and(|k| k < std::time::Duration::from_secs(1)) {
-                bail!("--keep is at least 1s (8 segments of 125 ms)");
-            }
             let target = match (pid.or(pid_flag), command.is_empty()) {
                 (Some(p), true) => session::Target::Pid(p),
                 (None, false) => session::Target::Command(command),
                 (Some(_), false) => bail!("give either a PID or -- COMMAND, not both"),
                 (None, true) => bail!("nothing to record: give a PID or -- COMMAND ARGS"),
             };
+            let limits = bounds.limits(&target, &output)?;
             record::run(record::RecordArgs {
                 target,
                 output,
@@ -518,14 +567,7 @@ fn run(cli: Cli) -> Result<i32> {
                 leak_check,
                 exit_status,
                 duration,
-                limits: trace::Limits {
-                    max_bytes: max_size,
-                    keep_ns: keep.map(|k| k.as_nanos().min(u128::from(u64::MAX)) as u64),
-                    crash_keep_ns: (max_size.is_some() || keep.is_some())
-                        .then_some(on_crash_keep)
-                        .filter(|k| !k.is_zero())
-                        .map(|k| k.as_nanos().min(u128::from(u64::MAX)) as u64),
-                },
+                limits,
             })
         }
         Cmd::Report {
@@ -610,6 +652,7 @@ fn run(cli: Cli) -> Result<i32> {
                 return cmd::live::live(cmd::live::LiveArgs {
                     target: session::Target::Command(argv),
                     output,
+                    limits: trace::Limits::default(),
                     ringbuf_bytes: tracing.ringbuf,
                     memory: model::DEFAULT_MEMORY,
                     tracing: tracing.clone().tracing(),

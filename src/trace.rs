@@ -17,12 +17,13 @@
 //! event kind or record type of a newer tm-tui) is skipped and reported in
 //! [`Trace::skipped`]; reading goes on at the next record.
 
+pub mod sink;
 mod v2;
 mod v4;
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,10 @@ const FRAME_HEAD: usize = 5;
 /// KiB); a larger length is corruption and must not become an allocation.
 pub const MAX_RECORD_LEN: u32 = 16 << 20;
 const IO_BUFFER: usize = 256 << 10;
+/// Records are handed to the writer in pieces of this size: where the
+/// trace ends, when its reader stops, is known to within one piece (a
+/// quarter of a pipe's buffer; at 16 MB/s of events, 1,000 a second).
+const PIECE: usize = 16 << 10;
 /// A `kill -9` of the recorder loses at most this much of the recording.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -199,10 +204,17 @@ pub fn stdout_file() -> anyhow::Result<File> {
     Ok(File::from(fd))
 }
 
+/// Writes a trace; the bytes go to a [`sink::Sink`] thread, so no call
+/// here waits for the file (a stalled reader or disk comes back as a
+/// [`sink::Failure`] from a later call, or from [`TraceWriter::check`]).
 pub struct TraceWriter {
     /// A bounded recording: a directory of segments.
     ring: Option<Ring>,
-    out: BufWriter<File>,
+    sink: sink::Sink,
+    /// Records not handed to the sink yet (up to [`PIECE`]).
+    out: Vec<u8>,
+    /// The time of the last event written.
+    last_ts: u64,
     /// The next record's sequence number (in its checksum).
     seq: u64,
     /// The recording's id (from its Meta; in every checksum after Meta's),
@@ -215,36 +227,67 @@ pub struct TraceWriter {
 }
 
 impl TraceWriter {
-    /// Creates (truncates) `path` and writes the header and `meta`, flushed,
-    /// so the file is a readable empty trace from the start.
-    /// `-` is the standard output (not a terminal).
+    /// Creates (truncates) `path` and writes the header and `meta`, handed
+    /// to the writer at once, so the file is a readable empty trace from
+    /// the start. `-` is the standard output (not a terminal).
     pub fn create(path: &Path, meta: &Meta) -> anyhow::Result<Self> {
         let file = if is_std(path) {
             stdout_file()?
         } else {
             File::create(path).with_context(|| format!("cannot create trace {}", path.display()))?
         };
+        Self::create_on(file, path, meta)
+    }
+
+    /// As [`Self::create`], on `file` already open (a FIFO the start-up
+    /// check opened: its reader waits on it).
+    pub fn create_on(file: File, path: &Path, meta: &Meta) -> anyhow::Result<Self> {
         let mut w = TraceWriter {
             ring: None,
-            out: BufWriter::with_capacity(IO_BUFFER, file),
+            sink: sink::Sink::start(file, &name(path, true))?,
+            out: Vec::with_capacity(PIECE),
+            last_ts: 0,
             seq: 0,
             recording: 0,
             buf: Vec::with_capacity(4096),
             written: 0,
             last_flush: Instant::now(),
         };
+        w.begin(meta)?;
+        w.submit()?;
+        Ok(w)
+    }
+
+    /// The header and `meta`: a file (or segment) begins.
+    fn begin(&mut self, meta: &Meta) -> anyhow::Result<()> {
         let mut header = [0u8; HEADER_LEN as usize];
         header[..8].copy_from_slice(&MAGIC);
         header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         // Bytes 10..12: flags, none defined yet.
-        w.out
-            .write_all(&header)
-            .with_context(|| format!("cannot write trace {}", path.display()))?;
-        w.written = HEADER_LEN;
-        w.record(Tag::Meta, meta)?;
-        w.recording = recording_id(meta);
-        w.flush()?;
-        Ok(w)
+        self.out.extend_from_slice(&header);
+        self.written = HEADER_LEN;
+        self.seq = 0;
+        self.recording = 0;
+        self.record(Tag::Meta, meta)?;
+        self.recording = recording_id(meta);
+        Ok(())
+    }
+
+    /// The writer's queue holds at most `bytes` (the default
+    /// [`sink::QUEUE_BYTES`]); past it the trace fails as behind.
+    pub fn set_queue_limit(&mut self, bytes: u64) {
+        self.sink.set_limit(bytes);
+    }
+
+    /// The writer's failure, or its being stuck for
+    /// [`sink::STALL_LIMIT`]; cheap enough for every message.
+    pub fn check(&self) -> Result<(), sink::Failure> {
+        self.sink.check()
+    }
+
+    /// The time of the last event the file holds whole (0: none yet).
+    pub fn written_ts(&self) -> u64 {
+        self.sink.written_ts()
     }
 
     /// A bounded recording into the directory `dir` (made, or emptied of
@@ -257,7 +300,7 @@ impl TraceWriter {
         prepare_ring_dir(dir)?;
         let mut w = Self::create(&segment_path(dir, 1), meta)?;
         w.record(Tag::Segment, &1u64)?;
-        w.flush()?;
+        w.submit()?;
         w.ring = Some(Ring {
             dir: dir.to_path_buf(),
             meta: meta.clone(),
@@ -286,6 +329,7 @@ impl TraceWriter {
     /// recording of their own that the ring's limits never delete (hard
     /// links: no copy). At most [`MAX_PINS`] such windows.
     pub fn pin(&mut self, ts: u64) -> Pinned {
+        let sink = &self.sink;
         let Some(r) = self.ring.as_mut() else {
             return Pinned::Not;
         };
@@ -307,9 +351,9 @@ impl TraceWriter {
             }
             None => {
                 let dir = r.dir.join(format!("kept-{}", r.pins.len() + 1));
-                if std::fs::create_dir(&dir).is_err() {
-                    return Pinned::Not;
-                }
+                // By the writer, in order with the segments (a failure
+                // leaves the window without its links).
+                sink.mkdir(&dir);
                 r.pins.push(Pin { t0, t1: ts, dir });
                 (r.pins.len() - 1, true)
             }
@@ -320,10 +364,10 @@ impl TraceWriter {
         let pin = &r.pins[i];
         for &(n, _, first, last) in &r.closed {
             if pin.covers(first, last) {
-                pin.link(&r.dir, n);
+                pin.link(sink, &r.dir, n);
             }
         }
-        pin.link(&r.dir, r.number);
+        pin.link(sink, &r.dir, r.number);
         if made {
             Pinned::New(pin.dir.clone())
         } else {
@@ -375,39 +419,39 @@ impl TraceWriter {
             return Ok(());
         };
         self.record(Tag::SegmentEnd, &())?;
-        self.flush()?;
+        self.submit()?;
         let first = ring.first_ts.unwrap_or(ts);
         ring.closed
             .push_back((ring.number, self.written, first, ring.last_ts));
         for p in ring.pins.iter().filter(|p| p.covers(first, ring.last_ts)) {
-            p.link(&ring.dir, ring.number);
+            p.link(&self.sink, &ring.dir, ring.number);
         }
         ring.number += 1;
-        let mut next = Self::create(&segment_path(&ring.dir, ring.number), &ring.meta)?;
-        next.record(Tag::Segment, &ring.number)?;
+        // The writer closes the old file as it opens the next.
+        self.sink.open(&segment_path(&ring.dir, ring.number));
+        self.begin(&ring.meta)?;
+        self.record(Tag::Segment, &ring.number)?;
         for m in tables.modules {
-            next.write_module(m)?;
+            self.write_module(m)?;
         }
         for p in tables.probes {
-            next.write_probe(p)?;
+            self.write_probe(p)?;
         }
         // The stacks of the carried blocks; the events' come as they need them.
         ring.stacks.clear();
         for id in carried.iter().filter_map(|b| b.stack) {
             if ring.stacks.insert(id) {
                 if let Some(st) = crate::event::find_stack(tables.stacks, id) {
-                    next.write_stack(st)?;
+                    self.write_stack(st)?;
                 }
             }
         }
-        next.write_lost(tables.lost)?;
-        next.record(Tag::Carried, &carried)?;
-        next.flush()?;
-        ring.preamble = next.written;
+        self.write_lost(tables.lost)?;
+        self.record(Tag::Carried, &carried)?;
+        self.submit()?;
+        ring.preamble = self.written;
         ring.first_ts = Some(ts);
         ring.last_ts = ts;
-        // The old file is complete and flushed: dropping it closes it.
-        *self = next;
         loop {
             // Room for the new segment to grow full: the bound holds at
             // every moment, not only at a rotation.
@@ -422,7 +466,7 @@ impl TraceWriter {
                 break;
             }
             if let Some((n, _, _, _)) = ring.closed.pop_front() {
-                let _ = std::fs::remove_file(segment_path(&ring.dir, n));
+                self.sink.remove(&segment_path(&ring.dir, n));
                 ring.dropped += 1;
             }
         }
@@ -451,6 +495,7 @@ impl TraceWriter {
     }
 
     pub fn write_event(&mut self, e: &Event) -> anyhow::Result<()> {
+        self.last_ts = e.ts;
         self.record(Tag::Event, e)
     }
 
@@ -464,7 +509,8 @@ impl TraceWriter {
         self.record(Tag::LeakScan, l)
     }
 
-    /// Marks the recording as finished, and flushes.
+    /// Marks the recording as finished, and waits until the writer has
+    /// written everything (at most [`sink::STALL_LIMIT`] without progress).
     pub fn write_end(
         &mut self,
         end_mono_ns: u64,
@@ -477,7 +523,7 @@ impl TraceWriter {
                 status,
             },
         )?;
-        self.flush()?;
+        self.submit()?;
         // The last segment, complete now, into the windows it covers.
         if let Some(r) = &self.ring {
             let first = r.first_ts.unwrap_or(r.last_ts);
@@ -486,24 +532,35 @@ impl TraceWriter {
                 .iter()
                 .filter(|p| p.covers(first, r.last_ts.max(end_mono_ns)))
             {
-                p.link(&r.dir, r.number);
+                p.link(&self.sink, &r.dir, r.number);
             }
         }
-        Ok(())
+        self.flush()
     }
 
+    /// Hands what is buffered to the writer and waits until it is
+    /// written (at most [`sink::STALL_LIMIT`] without progress).
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        self.last_flush = Instant::now();
-        self.out.flush().context("cannot write trace")
+        self.submit()?;
+        Ok(self.sink.drain()?)
     }
 
-    /// Flushes if a second has passed since the last flush; cheap enough to
-    /// call after every event.
+    /// Hands what is buffered to the writer; never waits.
+    fn submit(&mut self) -> Result<(), sink::Failure> {
+        self.last_flush = Instant::now();
+        if self.out.is_empty() {
+            return self.sink.check();
+        }
+        let bytes = std::mem::replace(&mut self.out, Vec::with_capacity(PIECE));
+        self.sink.data(bytes, self.last_ts)
+    }
+
+    /// Hands the buffer over if a second has passed since the last time;
+    /// cheap enough to call after every event. A failure comes back from
+    /// [`Self::check`] and every later write.
     pub fn maybe_flush(&mut self) {
         if self.last_flush.elapsed() >= FLUSH_INTERVAL {
-            // A failed flush keeps its data buffered; the error comes back
-            // from the next write or from `flush`, so nothing is lost silently.
-            let _ = self.flush();
+            let _ = self.submit();
         }
     }
 
@@ -541,11 +598,20 @@ impl TraceWriter {
         let crc = h.finalize();
         self.seq += 1;
         self.buf.extend_from_slice(&crc.to_le_bytes());
-        self.out
-            .write_all(&self.buf)
-            .context("cannot write trace")?;
+        self.out.extend_from_slice(&self.buf);
         self.written += self.buf.len() as u64;
+        if self.out.len() >= PIECE {
+            self.submit()?;
+        }
         Ok(())
+    }
+}
+
+impl Drop for TraceWriter {
+    /// What is buffered goes to the writer, which writes it before the
+    /// file closes (the sink's drop waits, bounded).
+    fn drop(&mut self) {
+        let _ = self.submit();
     }
 }
 
@@ -644,10 +710,10 @@ impl Pin {
         last >= self.t0 && first <= self.t1
     }
 
-    /// A hard link to segment `n` of the ring in `ring_dir` (a failure
-    /// only leaves the window shorter).
-    fn link(&self, ring_dir: &Path, n: u64) {
-        let _ = std::fs::hard_link(segment_path(ring_dir, n), segment_path(&self.dir, n));
+    /// A hard link to segment `n` of the ring in `ring_dir`, by the
+    /// writer (a failure only leaves the window shorter).
+    fn link(&self, sink: &sink::Sink, ring_dir: &Path, n: u64) {
+        sink.hard_link(&segment_path(ring_dir, n), &segment_path(&self.dir, n));
     }
 }
 

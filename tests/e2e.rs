@@ -22,4 +22,5 @@ mod e2e {
     pub mod symbols;
     pub mod ui;
     pub mod watch;
+    pub mod writes;
 }

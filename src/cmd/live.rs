@@ -130,6 +130,9 @@ impl Feed for FileFeed {
 pub struct LiveArgs {
     pub target: Target,
     pub output: Option<PathBuf>,
+    /// A bounded recording (`--max-size`, `--keep`, attached by default):
+    /// `output` is a directory of segments.
+    pub limits: crate::trace::Limits,
     pub ringbuf_bytes: u64,
     pub memory: usize,
     pub tracing: Tracing,
@@ -149,6 +152,23 @@ struct LiveFeed<'a> {
     /// Paused for a leak scan, waiting for the recorder's sync.
     paused: Option<crate::recorder::pause::Paused>,
     message: Option<String>,
+    recorder: &'a crate::recorder::Recorder,
+    meta: &'a crate::event::Meta,
+    /// The trace could not be written on: the probes are being detached.
+    write_stopped: bool,
+}
+
+impl LiveFeed<'_> {
+    /// The trace could not be written on: detach (the target runs on
+    /// untraced) and say why.
+    fn check_writer(&mut self) {
+        if self.write_stopped || self.ing.failure().is_none() {
+            return;
+        }
+        self.write_stopped = true;
+        self.recorder.stop();
+        self.message = self.ing.failure_line(self.meta);
+    }
 }
 
 impl Feed for LiveFeed<'_> {
@@ -164,6 +184,7 @@ impl Feed for LiveFeed<'_> {
             self.taken += b.len() as u64;
         }
         let end = self.ing.handle(tl, m)?;
+        self.check_writer();
         if self.ing.synced > 0 || end.is_some() {
             if let Some(p) = self.paused.take() {
                 let r = self.ing.leak_scan(tl, &p.request());
@@ -228,6 +249,7 @@ impl Feed for LiveFeed<'_> {
 
     fn tick(&mut self) -> bool {
         self.ing.idle();
+        self.check_writer();
         session::interrupted()
     }
 
@@ -261,13 +283,18 @@ impl Feed for LiveFeed<'_> {
 pub fn live(args: LiveArgs) -> Result<i32> {
     session::install_sigint()?;
     let timeline = session::timeline_budget(args.memory, args.ringbuf_bytes)?;
+    let mut held = None;
     if let Some(p) = &args.output {
         if crate::trace::is_std(p) {
             anyhow::bail!(
                 "the UI owns the terminal: -o - (the trace on stdout) is for `tm-tui record`"
             );
         }
-        session::check_output(p)?;
+        if args.limits.bounded() {
+            session::check_ring_output(p)?;
+        } else {
+            held = session::check_output(p)?;
+        }
     }
     // A launched program's output would garble the UI and its input would
     // steal our keys: it gets /dev/null and a log file instead.
@@ -302,15 +329,22 @@ pub fn live(args: LiveArgs) -> Result<i32> {
             return Err(e);
         }
     };
-    let writer = match &args.output {
-        Some(p) => Some(TraceWriter::create(p, &session.meta)?),
-        None => None,
+    let writer = match (&args.output, held) {
+        (Some(p), _) if args.limits.bounded() => {
+            Some(TraceWriter::create_ring(p, &session.meta, args.limits)?)
+        }
+        (Some(p), Some(fifo)) => Some(TraceWriter::create_on(fifo, p, &session.meta)?),
+        (Some(p), None) => Some(TraceWriter::create(p, &session.meta)?),
+        (None, _) => None,
     };
     let (mut ing, tl) = session.ingest(writer, timeline)?;
     let mut app = App::new(tl, Mode::Live);
     app.watcher = session.watcher.clone();
     if let Some(l) = &log {
         app.message = Some(format!("the program's output goes to {}", l.display()));
+    }
+    if let (Some(p), Some(b)) = (&args.output, session::bound_words(&args.limits)) {
+        app.message = Some(format!("recording into {}, {b}", p.display()));
     }
     if let Some(w) = session.warnings.first() {
         app.message = Some(w.clone());
@@ -330,6 +364,9 @@ pub fn live(args: LiveArgs) -> Result<i32> {
             attached: !launched,
             paused: None,
             message: None,
+            recorder: &session.recorder,
+            meta: &session.meta,
+            write_stopped: false,
         };
         run(
             &mut terminal,
@@ -340,8 +377,12 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         )
     })();
     let ended = matches!(result, Ok(Some(_)));
+    let meta = session.meta.clone();
     let (status, _) = session.finish(&mut ing, &mut app.tl, ended)?;
     result?;
+    if let Some(line) = ing.failure_line(&meta) {
+        anyhow::bail!("{line}");
+    }
     if let Some(l) = &log {
         eprintln!("tm-tui: the program's output is in {}", l.display());
     }

@@ -46,13 +46,14 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         eprintln!("tm-tui: note: --leak-check records the attached process alone (children are not followed)");
         args.tracing.follow = false;
     }
+    let mut held = None;
     if args.limits.bounded() {
         if crate::trace::is_std(&args.output) {
             anyhow::bail!("--max-size and --keep write a directory of segments, not stdout");
         }
         session::check_ring_output(&args.output)?;
     } else {
-        session::check_output(&args.output)?;
+        held = session::check_output(&args.output)?;
     }
     // `-o -`: the trace is stdout, so a launched program's output goes to
     // stderr with ours (it would corrupt the trace).
@@ -81,18 +82,23 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     for w in &session.warnings {
         eprintln!("tm-tui: {w}");
     }
-    let writer = if args.limits.bounded() {
-        TraceWriter::create_ring(&args.output, &session.meta, args.limits)?
-    } else {
-        TraceWriter::create(&args.output, &session.meta)?
+    let writer = match held {
+        _ if args.limits.bounded() => {
+            TraceWriter::create_ring(&args.output, &session.meta, args.limits)?
+        }
+        Some(fifo) => TraceWriter::create_on(fifo, &args.output, &session.meta)?,
+        None => TraceWriter::create(&args.output, &session.meta)?,
     };
     let (mut ing, mut tl) = session.ingest(Some(writer), timeline)?;
     let meta = session.meta.clone();
     eprintln!(
-        "tm-tui: recording pid {} ({}) into {}, {}; Ctrl-C stops",
+        "tm-tui: recording pid {} ({}) into {}{}, {}; Ctrl-C stops",
         meta.pid,
         meta.command,
         out_name,
+        session::bound_words(&args.limits)
+            .map(|b| format!(", {b}"))
+            .unwrap_or_default(),
         if meta.allocator.is_empty() {
             "heap not traced".to_string()
         } else {
@@ -114,7 +120,14 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     let mut pause_tried = false;
     let deadline = args.duration.map(|d| std::time::Instant::now() + d);
     let mut timed_out = false;
+    // The trace could not be written on: the probes are detached (the
+    // target runs on untraced), the recording ends.
+    let mut write_stopped = false;
     let end = loop {
+        if !write_stopped && ing.failure().is_some() {
+            write_stopped = true;
+            session.recorder.stop();
+        }
         if !timed_out && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             timed_out = true;
             if let Some(c) = session.child.as_mut() {
@@ -175,6 +188,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     let launched = session.child.is_some();
     let watcher = session.watcher.clone();
     let (exit_status, written) = session.finish(&mut ing, &mut tl, true)?;
+    let failed = ing.failure_line(&meta);
     for n in &ing.notes {
         eprintln!("tm-tui: note: {n}");
     }
@@ -200,6 +214,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         },
         match (exit_status, &end) {
             (Some(s), _) => format!("target {s}"),
+            (None, EndReason::Stopped) if write_stopped => "detached".to_string(),
             (None, EndReason::Stopped) => "stopped by user".to_string(),
             (None, _) => "target gone".to_string(),
         },
@@ -246,6 +261,9 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
             k.scan.pid,
             kinds.join(", ")
         );
+    }
+    if let Some(line) = failed {
+        anyhow::bail!("{line}");
     }
     Ok(match (launched || args.exit_status, exit_status) {
         (true, Some(s)) => s.shell_code(),

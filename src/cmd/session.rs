@@ -16,6 +16,7 @@ use crate::recorder::discover;
 use crate::recorder::launch::{self, Child};
 use crate::recorder::symbols::Symbols;
 use crate::recorder::{now_mono_ns, now_wall_ns, Config, EndReason, Msg, Recorder, WatchConfig};
+use crate::trace::sink::Failure;
 use crate::trace::TraceWriter;
 
 /// What to record.
@@ -91,6 +92,45 @@ fn raise_fd_limit() {
     }
 }
 
+/// The default bound of an attached process's recording: a server runs
+/// for days, and an unbounded trace of one fills its disk (at 100,000
+/// heap events a second, ~27 B each, 10 GB an hour). 2 GiB holds the
+/// last 13 minutes of that, hours of a quieter process, and is small
+/// next to a disk. A launched program's recording ends with it (a test,
+/// a reproduction, whose start matters): unbounded.
+pub const ATTACH_MAX_SIZE: u64 = 2 << 30;
+
+/// `path` can take a bounded recording by default: a file or directory,
+/// or nothing yet; not stdout, a FIFO, a socket or a device (a reader,
+/// not a disk, keeps what it wants of those).
+pub fn boundable(path: &std::path::Path) -> bool {
+    if crate::trace::is_std(path) {
+        return false;
+    }
+    match std::fs::metadata(path) {
+        Ok(m) => m.is_file() || m.is_dir(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// `a directory of segments bounded to 2.0 GiB / the last 1h`, as the
+/// start-up line says it (`None`: one file).
+pub fn bound_words(l: &crate::trace::Limits) -> Option<String> {
+    let size = l
+        .max_bytes
+        .map(|b| format!("bounded to {}", crate::model::present::bytes(b)));
+    let time = l
+        .keep_ns
+        .map(|k| format!("the last {}", crate::model::diagnose::fmt_ns(k)));
+    let both: Vec<String> = size.into_iter().chain(time).collect();
+    (!both.is_empty()).then(|| {
+        format!(
+            "a directory of segments {} (--max-size 0: one unbounded file)",
+            both.join(", ")
+        )
+    })
+}
+
 /// A bounded recording's directory can be made at `path` (its parent
 /// exists and is writable); checked, like [`check_output`], before a
 /// program is started or a process attached.
@@ -115,24 +155,30 @@ pub fn check_ring_output(path: &std::path::Path) -> Result<()> {
     if path.is_dir() {
         return Ok(());
     }
-    // Writable: make the directory now (the writer empties or keeps it).
-    std::fs::create_dir(path)
-        .or_else(|e| if path.is_file() { Ok(()) } else { Err(e) })
+    // Writable: the directory can be made (and is made again by the
+    // writer; none is left behind if the recording does not start).
+    let made = std::fs::create_dir(path);
+    if made.is_ok() {
+        let _ = std::fs::remove_dir(path);
+    }
+    made.or_else(|e| if path.is_file() { Ok(()) } else { Err(e) })
         .map_err(|e| anyhow::anyhow!("cannot write the recording to {}: {e}", path.display()))
 }
 
 /// The trace can be written at `path`: checked before a program is
 /// started or a process attached (an error after that would leave it
 /// running unrecorded). A file created by the check is removed; a FIFO
-/// without a reader is refused (writing would block the recorder).
-pub fn check_output(path: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// without a reader is refused (writing would block). A FIFO with one is
+/// returned open, to be written (closing it would end its reader's
+/// input, and opening it again could wait for another).
+pub fn check_output(path: &std::path::Path) -> Result<Option<std::fs::File>> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     if crate::trace::is_std(path) {
         // Standard output: not a terminal.
-        return crate::trace::stdout_file().map(drop);
+        return crate::trace::stdout_file().map(|_| None);
     }
     let existed = path.exists();
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -147,7 +193,19 @@ pub fn check_output(path: &std::path::Path) -> Result<()> {
     if !existed {
         let _ = std::fs::remove_file(path);
     }
-    Ok(())
+    if !file.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        return Ok(None);
+    }
+    // Written by the writer thread, which may block in it.
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(&file, FcntlArg::F_GETFL)
+        .with_context(|| format!("cannot set up {}", path.display()))?;
+    fcntl(
+        &file,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK),
+    )
+    .with_context(|| format!("cannot set up {}", path.display()))?;
+    Ok(Some(file))
 }
 
 /// Watchpoints armed per second at most, of each sort, by default.
@@ -373,9 +431,20 @@ impl Session {
     /// the timeline, the probe table in both before any event.
     pub fn ingest(
         &mut self,
-        writer: Option<TraceWriter>,
+        mut writer: Option<TraceWriter>,
         memory: usize,
     ) -> Result<(Ingest, Timeline)> {
+        // The writer's queue is part of the memory budget: an eighth of
+        // what `timeline_budget` left, at most 64 MiB, the rest the
+        // timeline's.
+        let queue = crate::trace::sink::QUEUE_BYTES.min(memory as u64 / 8);
+        let memory = match &mut writer {
+            Some(w) => {
+                w.set_queue_limit(queue);
+                memory - queue as usize
+            }
+            None => memory,
+        };
         let mut ing = Ingest::new(writer);
         let mut tl = Timeline::with_budget(self.meta.clone(), memory);
         ing.add_probes(&mut tl, std::mem::take(&mut self.probes))?;
@@ -657,7 +726,11 @@ impl Session {
         self.follower_stop.stop();
         let mut status = ing.exit_status;
         if let Some(c) = self.child.as_mut() {
-            status = if interrupted() {
+            status = if ing.failure().is_some() {
+                // The trace could not be written on: the program runs on,
+                // untraced (its status is not waited for).
+                c.wait_for(Duration::ZERO).or(status)
+            } else if interrupted() {
                 // Ctrl-C or SIGTERM: the program got the same Ctrl-C (its
                 // process group) and may take a moment to shut down; one
                 // that ignores it is not killed but released, unrecorded.
@@ -719,6 +792,8 @@ fn resolve_probes(
 /// UI.
 pub struct Ingest {
     writer: Option<TraceWriter>,
+    /// Why the trace could not be written on (nothing is written after).
+    failure: Option<Failure>,
     symbols: Symbols,
     pub exit_status: Option<ExitStatus>,
     /// [`Msg::Synced`] markers received.
@@ -782,6 +857,7 @@ impl Ingest {
     pub fn new(writer: Option<TraceWriter>) -> Self {
         Ingest {
             writer,
+            failure: None,
             symbols: Symbols::new(),
             exit_status: None,
             synced: 0,
@@ -789,12 +865,54 @@ impl Ingest {
         }
     }
 
+    /// Runs `f` on the writer, unless the trace failed; a [`Failure`]
+    /// (stalled, behind, a write error) ends the writing, not the session.
+    fn write(&mut self, f: impl FnOnce(&mut TraceWriter) -> Result<()>) -> Result<()> {
+        let Some(w) = self.writer.as_mut().filter(|_| self.failure.is_none()) else {
+            return Ok(());
+        };
+        match f(w) {
+            Err(e) => match e.downcast::<Failure>() {
+                Ok(f) => {
+                    self.failure = Some(f);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
+    /// Why the trace cannot be written on, if it cannot: a failure seen,
+    /// or the writer stuck now for [`crate::trace::sink::STALL_LIMIT`].
+    /// Then the caller detaches.
+    pub fn failure(&mut self) -> Option<&Failure> {
+        if self.failure.is_none() {
+            if let Some(Err(f)) = self.writer.as_ref().map(TraceWriter::check) {
+                self.failure = Some(f);
+            }
+        }
+        self.failure.as_ref()
+    }
+
+    /// The one line that says why the recording detached: the failure,
+    /// the target and where the trace ends.
+    pub fn failure_line(&self, meta: &Meta) -> Option<String> {
+        let f = self.failure.as_ref()?;
+        let end = match self.writer.as_ref().map_or(0, TraceWriter::written_ts) {
+            0 => "the trace ends before its first event".to_string(),
+            ts => format!(
+                "the trace ends at {}",
+                crate::model::present::rel(ts, meta.start_mono_ns)
+            ),
+        };
+        Some(format!("{f}: detached from pid {}; {end}", meta.pid))
+    }
+
     /// The probe table, before any event refers to it.
     pub fn add_probes(&mut self, tl: &mut Timeline, probes: Vec<Probe>) -> Result<()> {
         for p in probes {
-            if let Some(w) = &mut self.writer {
-                w.write_probe(&p)?;
-            }
+            self.write(|w| w.write_probe(&p))?;
             tl.add_probe(p);
         }
         Ok(())
@@ -802,32 +920,29 @@ impl Ingest {
 
     /// Takes one message; `Some` when the recording ended.
     pub fn handle(&mut self, tl: &mut Timeline, msg: Msg) -> Result<Option<EndReason>> {
+        self.failure();
         match msg {
             Msg::Note(n) => self.note(n),
             Msg::Module(m, file) => {
                 self.symbols.add_module(&m, file);
                 self.take_symbol_notes(false);
-                if let Some(w) = &mut self.writer {
-                    w.write_module(&m)?;
-                }
+                self.write(|w| w.write_module(&m))?;
                 tl.add_module(m);
             }
             Msg::Stack(mut s) => {
                 self.symbols.symbolize(&mut s.frames);
                 self.take_symbol_notes(false);
-                if let Some(w) = &mut self.writer {
-                    w.write_stack(&s)?;
-                }
+                self.write(|w| w.write_stack(&s))?;
                 tl.add_stack(s);
             }
             Msg::Events(batch) => {
                 for e in batch {
-                    if let Some(w) = &mut self.writer {
+                    self.write(|w| {
                         if w.is_bounded() {
                             segment_before(w, tl, &e)?;
                         }
-                        w.write_event(&e)?;
-                    }
+                        w.write_event(&e)
+                    })?;
                     let idx = tl.push(&e);
                     if matches!(e.kind, EventKind::Signal(_) | EventKind::Watch(_)) {
                         self.keep_window(tl, &e, idx);
@@ -842,9 +957,7 @@ impl Ingest {
                 self.idle();
             }
             Msg::Lost(l) => {
-                if let Some(w) = &mut self.writer {
-                    w.write_lost(&l)?;
-                }
+                self.write(|w| w.write_lost(&l))?;
                 tl.note_lost(l);
             }
             Msg::LeakScan(req) => {
@@ -868,9 +981,7 @@ impl Ingest {
     ) -> Result<()> {
         match crate::cmd::leakscan::run(tl, req) {
             Ok(scan) => {
-                if let Some(w) = &mut self.writer {
-                    w.write_leak_scan(&scan)?;
-                }
+                self.write(|w| w.write_leak_scan(&scan))?;
                 tl.add_leak_scan(scan);
             }
             Err(e) => self.note(format!("no leak scan: {e:#}")),
@@ -901,7 +1012,11 @@ impl Ingest {
         e: &crate::event::Event,
         idx: crate::model::store::Idx,
     ) {
-        let Some(w) = self.writer.as_mut().filter(|w| w.keeps_windows()) else {
+        let Some(w) = self
+            .writer
+            .as_mut()
+            .filter(|w| w.keeps_windows() && self.failure.is_none())
+        else {
             return;
         };
         let what = match &e.kind {
@@ -931,8 +1046,10 @@ impl Ingest {
 
     /// Nothing arrived for a while: flush the file at most once a second.
     pub fn idle(&mut self) {
-        if let Some(w) = &mut self.writer {
-            w.maybe_flush();
+        if self.failure().is_none() {
+            if let Some(w) = &mut self.writer {
+                w.maybe_flush();
+            }
         }
     }
 
@@ -943,12 +1060,9 @@ impl Ingest {
         if let Some(s) = status {
             self.exit_status = Some(s);
         }
-        match &mut self.writer {
-            Some(w) => {
-                w.write_end(now_mono_ns(), status)?;
-                Ok(w.bytes_written())
-            }
-            None => Ok(0),
-        }
+        // The end is written and waited for (bounded); a failure then
+        // is said as one before.
+        self.write(|w| w.write_end(now_mono_ns(), status))?;
+        Ok(self.writer.as_ref().map_or(0, TraceWriter::bytes_written))
     }
 }
