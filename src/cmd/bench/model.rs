@@ -37,11 +37,23 @@ pub(crate) struct Synth {
     live: Vec<Vec<(u64, u64)>>,
     leaked: u64,
     leaked_bytes: u64,
+    /// Long-lived blocks held at about `keep_target` (`--live`): one event
+    /// in ten allocates into or frees from this pool.
+    keep: Vec<(u64, u64)>,
+    keep_target: usize,
 }
 
 impl Synth {
     pub fn new() -> Self {
+        Self::with_live(0)
+    }
+
+    /// A recording whose live set grows to about `live` long-lived blocks
+    /// (and then turns over slowly) besides the churn.
+    pub fn with_live(live: u64) -> Self {
         Synth {
+            keep: Vec::new(),
+            keep_target: live as usize,
             rng: Rng(0x2545_f491_4f6c_dd1d),
             ts: 1_000_000_000,
             next_addr: 0x5555_0000_0000,
@@ -79,7 +91,9 @@ impl Synth {
         let tid = 1000 + t as u32;
         let n = self.live[t].len();
         let r = self.rng.below(100);
-        let kind = if n > 0 && r < 2 {
+        let kind = if self.keep_target > 0 && r >= 90 {
+            self.keep_event()
+        } else if n > 0 && r < 2 {
             // realloc a live block to another size.
             let k = self.rng.below(n as u64) as usize;
             let (old, old_size) = self.live[t].swap_remove(k);
@@ -129,8 +143,32 @@ impl Synth {
         }
     }
 
-    fn live_blocks(&self) -> u64 {
-        self.live.iter().map(|v| v.len() as u64).sum::<u64>() + self.leaked
+    /// An allocation into the long-lived pool while it is short of its
+    /// target, else the free of one of its blocks at random.
+    fn keep_event(&mut self) -> EventKind {
+        if self.keep.len() < self.keep_target {
+            let size = self.size();
+            let ptr = self.addr(size);
+            self.keep.push((ptr, size));
+            EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr,
+                size,
+                stack: Some(150 + self.rng.below(100) as u32),
+            }
+        } else {
+            let k = self.rng.below(self.keep.len() as u64) as usize;
+            let (ptr, size) = self.keep.swap_remove(k);
+            self.free.entry(size).or_default().push(ptr);
+            EventKind::Free {
+                ptr,
+                stack: Some(250 + self.rng.below(50) as u32),
+            }
+        }
+    }
+
+    pub(crate) fn live_blocks(&self) -> u64 {
+        self.live.iter().map(|v| v.len() as u64).sum::<u64>() + self.leaked + self.keep.len() as u64
     }
 }
 
@@ -159,7 +197,7 @@ pub(crate) fn verdict(ok: bool) -> &'static str {
     }
 }
 
-pub fn run(events: u64, queries: usize, memory: Option<usize>) -> Result<i32> {
+pub fn run(events: u64, queries: usize, memory: Option<usize>, live: u64) -> Result<i32> {
     if events < 1000 {
         bail!("--events must be at least 1000");
     }
@@ -168,7 +206,7 @@ pub fn run(events: u64, queries: usize, memory: Option<usize>) -> Result<i32> {
     }
     let mut tl = Timeline::with_budget(Meta::default(), usize::MAX);
     add_stacks(&mut tl);
-    let mut synth = Synth::new();
+    let mut synth = Synth::with_live(live);
     let rss0 = rss_bytes();
     let ingest = fill(&mut tl, &mut synth, events);
     let rss = rss_bytes().saturating_sub(rss0);
@@ -340,7 +378,8 @@ fn report_model(
     rate: f64,
 ) -> Result<i32> {
     println!(
-        "synthetic recording: {events} allocator events, {THREADS} threads, 1% of blocks leaked"
+        "synthetic recording: {events} allocator events, {THREADS} threads, 1% of blocks leaked, {} long-lived blocks held (--live)",
+        synth.keep_target
     );
     println!(
         "exactness: live blocks model {} / generator {}  ({})",

@@ -15,10 +15,10 @@ use crate::model::Timeline;
 use crate::ui::app::{App, HeapView, Mode};
 use crate::ui::view::{self, Theme};
 
-pub fn run(events: u64, frames: usize) -> Result<i32> {
+pub fn run(events: u64, frames: usize, live: u64) -> Result<i32> {
     let mut tl = Timeline::with_budget(Meta::default(), usize::MAX);
     add_stacks(&mut tl);
-    fill(&mut tl, &mut Synth::new(), events);
+    fill(&mut tl, &mut Synth::with_live(live), events);
     let t0 = Instant::now();
     let mut app = App::new(tl, Mode::Replay);
     let open = t0.elapsed();
