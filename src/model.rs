@@ -21,6 +21,7 @@ pub mod operand;
 pub mod present;
 pub mod spans;
 pub mod store;
+pub mod summary;
 
 use crate::event::{
     Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, ProbeId, Stack, StackId, SysCall,
