@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 
 use crate::event::{AllocFn, Event, EventKind, Frame, Meta, Stack};
 use crate::model::store::Filter;
+use crate::model::summary::Order;
 use crate::model::Timeline;
 pub(crate) use crate::util::xorshift::Rng;
 
@@ -400,6 +401,25 @@ fn report_model(
         heap_t.push(t0.elapsed());
         live_seen += blocks.len();
     }
+    // What the UI shows of the heap at a random instant: totals, per
+    // stack, the first 50 blocks by bytes and by age.
+    let mut view_t = Vec::with_capacity(queries);
+    let mut fallbacks = 0;
+    let mut sites_seen = 0;
+    for _ in 0..queries {
+        let i = rng.below(events);
+        let t0 = Instant::now();
+        let v = tl.heap().view_at(tl.store(), i + 1);
+        let big = v
+            .as_ref()
+            .and_then(|v| v.top(tl.heap(), tl.store(), Order::Bytes, 50));
+        let old = v
+            .as_ref()
+            .and_then(|v| v.top(tl.heap(), tl.store(), Order::Age, 50));
+        view_t.push(t0.elapsed());
+        fallbacks += usize::from(big.is_none()) + usize::from(old.is_none());
+        sites_seen += v.map_or(0, |v| v.sites.len());
+    }
     // Block history of the address of a random event.
     let mut hist_t = Vec::with_capacity(queries * 10);
     let mut lives = 0;
@@ -458,6 +478,7 @@ fn report_model(
     let leak_t = t0.elapsed();
 
     let (h50, h99, hmax) = stats(heap_t);
+    let (v50, v99, vmax) = stats(view_t);
     let (b50, b99, bmax) = stats(hist_t);
     let (d50, d99, dmax) = stats(dens_t);
     let (f50, _, fmax) = stats(find_t);
@@ -470,12 +491,20 @@ fn report_model(
         verdict(rate >= 5e6)
     );
     println!(
-        "heap at T:     median {}  p99 {}  max {}  ({} live blocks on average)   (target <= 5 ms)  {}",
+        "heap at T (every live block read): median {}  p99 {}  max {}  ({} live blocks on average)",
         ms(h50),
         ms(h99),
         ms(hmax),
         live_seen / queries.max(1),
-        verdict(h99 <= Duration::from_millis(5))
+    );
+    println!(
+        "heap view at T: median {}  p99 {}  max {}  (totals, {} stacks on average, top 50 by bytes and by age; {fallbacks} of {} lists needed a full read)   (target <= 5 ms)  {}",
+        ms(v50),
+        ms(v99),
+        ms(vmax),
+        sites_seen / queries.max(1),
+        2 * queries,
+        verdict(v99 <= Duration::from_millis(5))
     );
     println!(
         "block history: median {}  p99 {}  max {}  ({:.1} lives on average)   (target <= 1 ms)  {}",
