@@ -465,14 +465,6 @@ impl Timeline {
         self.stacks.push(s);
     }
 
-    /// `blocks` by allocation site, most bytes first.
-    pub fn group_by_site<'a>(
-        &self,
-        blocks: impl IntoIterator<Item = &'a LiveBlock>,
-    ) -> Vec<SiteGroup> {
-        group_by_site(blocks, &self.sites)
-    }
-
     /// The site (see `sites`) of a stack.
     pub fn site_of(&self, stack: Option<StackId>) -> Option<StackId> {
         site_in(&self.sites, stack)

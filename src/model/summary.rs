@@ -442,6 +442,15 @@ pub enum Order {
     Age,
 }
 
+impl Order {
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Bytes => "bytes",
+            Order::Age => "age",
+        }
+    }
+}
+
 impl HeapAt {
     /// The first `n` live blocks in `order`, or `None` when the summary
     /// cannot tell them without reading every live block (past the first

@@ -826,7 +826,7 @@ fn sites_are_symbolized_call_paths_not_stack_ids() {
     assert_eq!((g[0].stack, g[0].blocks), (a, 3));
     assert_eq!((g[1].stack, g[1].blocks), (c, 1));
     let live: Vec<LiveBlock> = r.tl.heap().now(r.tl.store());
-    let sites = r.tl.group_by_site(&live);
+    let sites = group_by_site(&live, &r.tl.sites);
     assert_eq!(
         sites
             .iter()
