@@ -26,8 +26,9 @@ fn alloc_of(v: u64) -> Idx {
     v & ((1 << CLASS_SHIFT) - 1)
 }
 
-/// Checkpoint spacing: at most this many events (or twice the live blocks,
-/// if more) are replayed to answer a heap-at-T query.
+/// Checkpoint spacing: at most this many events (or four times the live
+/// blocks, if more) are replayed to answer a full heap-at-T read. Sparse
+/// with big heaps: the UI's view comes from [`crate::model::summary`].
 const SPACING: u64 = CHUNK as u64 / 2;
 
 /// A block as the naive replay keeps it.
@@ -195,7 +196,7 @@ impl Checkpoint {
 
 /// Live blocks now and at any held instant. Ingest is O(1) per event;
 /// `at(i)` starts from the nearest checkpoint at or before `i` and replays
-/// at most `max(CHUNK, 2 × live)` events.
+/// at most `max(CHUNK, 4 × live)` events.
 #[derive(Default)]
 pub struct HeapIndex {
     /// Live blocks by address: see [`live_val`].
@@ -287,7 +288,7 @@ impl HeapIndex {
             None => true,
             Some(cp) => {
                 idx.is_multiple_of(SPACING)
-                    && idx - cp.at >= SPACING.max(2 * self.live.len() as u64)
+                    && idx - cp.at >= SPACING.max(4 * self.live.len() as u64)
             }
         };
         if due {

@@ -134,7 +134,7 @@ pub struct Tally {
     blocks: u64,
     bytes: u64,
     /// The live blocks whose key is at most `bound` (all when `None`), in
-    /// key order; kept between 2 and 8 × TOP when it can.
+    /// key order; trimmed to 4 × TOP past 8 × TOP, refilled below 2 × TOP.
     big: BTreeSet<(Key, Idx)>,
     bound: Option<Key>,
     /// Live blocks per size class (bits of the size), to refill `big`.
@@ -224,7 +224,7 @@ impl Tally {
     }
 
     fn trim(&mut self) {
-        if let Some(&(k, a)) = self.big.iter().nth(2 * TOP - 1) {
+        if let Some(&(k, a)) = self.big.iter().nth(4 * TOP - 1) {
             self.big.split_off(&(k, a + 1));
             self.bound = Some(k);
         }
@@ -244,7 +244,7 @@ impl Tally {
     /// Size classes whose blocks, with all bigger ones, are enough to
     /// refill `big`: the smallest class to read.
     pub fn refill_class(&self) -> u8 {
-        let want = 4 * TOP as u64;
+        let want = 6 * TOP as u64;
         let mut n = 0;
         for c in (0..self.classes.len()).rev() {
             n += self.classes[c];
