@@ -149,10 +149,7 @@ pub struct App {
     blocks_at: Option<Idx>,
     /// The last leak scan's blocks (site, allocation, end, kind), as of
     /// `.0` events.
-    scanned: (
-        Idx,
-        Vec<(Option<StackId>, Idx, Idx, crate::event::LeakKind)>,
-    ),
+    scanned: (Idx, Vec<Scanned>),
     diagnosis: Option<(Idx, Option<Diagnosis>)>,
     /// The watchpoints' findings (first access of each), as of `.0`
     /// watch hits.
@@ -162,6 +159,9 @@ pub struct App {
     /// Growth and suspicion per allocation stack, as of `.0` events.
     leaks: (Idx, crate::util::hash::FxMap<Option<StackId>, SiteLeak>),
 }
+
+/// A scanned block: its site, allocation, end and leak kind.
+type Scanned = (Option<StackId>, Idx, Idx, crate::event::LeakKind);
 
 /// A site's growth, suspicion and leak-scan kind.
 type SiteLeak = (f64, bool, Option<crate::event::LeakKind>);
@@ -371,7 +371,7 @@ impl App {
 
     /// The last leak scan's blocks with their site and end (the scan saw
     /// them live, so each is live from its allocation to its end).
-    fn scanned_blocks(&self) -> Vec<(Option<StackId>, Idx, Idx, crate::event::LeakKind)> {
+    fn scanned_blocks(&self) -> Vec<Scanned> {
         let Some(k) = self.tl.leak_scan() else {
             return Vec::new();
         };
