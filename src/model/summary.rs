@@ -520,7 +520,10 @@ impl crate::model::heap::HeapIndex {
         }
         // The final state of every address the replay touches, and the
         // blocks of the window's start it ended.
-        let mut delta: FxMap<u64, Option<Idx>> = FxMap::default();
+        let mut delta: FxMap<u64, Option<Idx>> = FxMap::with_capacity_and_hasher(
+            usize::try_from(upto - s.at).unwrap_or(0),
+            Default::default(),
+        );
         let mut gone: Vec<Idx> = Vec::new();
         store.heap_ops(s.at..upto, |i, op| {
             for (addr, state) in [(op.ends(), None), (op.starts(), Some(i))] {

@@ -351,7 +351,11 @@ impl App {
             return;
         }
         let (heap, store) = (self.tl.heap(), self.tl.store());
-        match v.top(heap, store, order, 2 * want) {
+        // A screen ahead when the lists reach that far.
+        let top = v
+            .top(heap, store, order, 2 * want)
+            .or_else(|| v.top(heap, store, order, want));
+        match top {
             Some(rows) => {
                 self.rows = rows;
                 self.rows_full = false;
