@@ -20,9 +20,11 @@ use crate::event::StackId;
 use crate::model::store::{EventStore, Idx, LiveBlock};
 use crate::util::hash::FxMap;
 
-/// Events per window (a multiple of the store's checkpoint spacing, at
-/// most 2^17 - 1 so an end fits a list entry).
-pub const WINDOW: u64 = crate::model::store::CHUNK as u64 / 2;
+/// Events per window: what a query replays at most (16,384: p99 3.3 ms
+/// with a million blocks live against 5.4 ms at twice that, for about
+/// 0.3 bytes an event more). At most 2^17 - 1, so an end fits a list
+/// entry.
+pub const WINDOW: u64 = crate::model::store::CHUNK as u64 / 4;
 
 /// Blocks listed per order (bytes, age) that outlive each window: the
 /// rows a query answers exactly however many the window frees.
