@@ -373,6 +373,10 @@ enum Cmd {
         /// Retention: compare ingest with this budget against none (model).
         #[arg(long, value_parser = parse_memory)]
         memory: Option<usize>,
+        /// Long-lived blocks the synthetic recording holds besides its
+        /// churn (model, ui): one event in ten allocates or frees one.
+        #[arg(long, default_value_t = 0)]
+        live: u64,
         /// Queries of each kind (model), frames per size (ui).
         #[arg(long, default_value_t = 200)]
         queries: usize,
@@ -614,9 +618,10 @@ fn run(cli: Cli) -> Result<i32> {
             events,
             queries,
             memory,
+            live,
         } => match what.as_str() {
-            "model" => bench::model::run(events, queries, memory),
-            "ui" => bench::ui::run(events, queries),
+            "model" => bench::model::run(events, queries, memory, live),
+            "ui" => bench::ui::run(events, queries, live),
             "probes" => bench::probes::run(pairs, runs),
             "trace" => bench::trace::run(events, runs),
             _ => bench::run(pairs, runs),

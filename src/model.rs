@@ -21,6 +21,7 @@ pub mod operand;
 pub mod present;
 pub mod spans;
 pub mod store;
+pub mod summary;
 
 use crate::event::{
     Event, EventKind, ExitStatus, Lost, Meta, Module, Probe, ProbeId, Stack, StackId, SysCall,
@@ -462,14 +463,6 @@ impl Timeline {
             self.sites[i] = site;
         }
         self.stacks.push(s);
-    }
-
-    /// `blocks` by allocation site, most bytes first.
-    pub fn group_by_site<'a>(
-        &self,
-        blocks: impl IntoIterator<Item = &'a LiveBlock>,
-    ) -> Vec<SiteGroup> {
-        group_by_site(blocks, &self.sites)
     }
 
     /// The site (see `sites`) of a stack.

@@ -11,10 +11,24 @@ use std::collections::VecDeque;
 use crate::event::{Event, EventKind, StackId};
 use crate::model::store::LiveBlock;
 use crate::model::store::{EventStore, Idx, CHUNK};
+use crate::model::summary::{class, Tally, WINDOW};
 use crate::util::hash::FxMap;
 
-/// Checkpoint spacing: at most this many events (or twice the live blocks,
-/// if more) are replayed to answer a heap-at-T query.
+/// The live map's values: the allocation event, its block's size class
+/// in the top byte (so `big` refills without reading every block).
+const CLASS_SHIFT: u32 = 56;
+
+fn live_val(alloc: Idx, size: u64) -> u64 {
+    alloc | u64::from(class(size)) << CLASS_SHIFT
+}
+
+fn alloc_of(v: u64) -> Idx {
+    v & ((1 << CLASS_SHIFT) - 1)
+}
+
+/// Checkpoint spacing: at most this many events (or four times the live
+/// blocks, if more) are replayed to answer a full heap-at-T read. Sparse
+/// with big heaps: the UI's view comes from [`crate::model::summary`].
 const SPACING: u64 = CHUNK as u64 / 2;
 
 /// A block as the naive replay keeps it.
@@ -182,10 +196,11 @@ impl Checkpoint {
 
 /// Live blocks now and at any held instant. Ingest is O(1) per event;
 /// `at(i)` starts from the nearest checkpoint at or before `i` and replays
-/// at most `max(CHUNK, 2 × live)` events.
+/// at most `max(CHUNK, 4 × live)` events.
 #[derive(Default)]
 pub struct HeapIndex {
-    live: FxMap<u64, Idx>,
+    /// Live blocks by address: see [`live_val`].
+    live: FxMap<u64, u64>,
     pub totals: LiveHeapTotals,
     checkpoints: VecDeque<Checkpoint>,
     /// Blocks live at the start of the held recording whose allocation
@@ -193,6 +208,10 @@ pub struct HeapIndex {
     /// heap-at-T before their end, histories and diagnoses need them; the
     /// set is rebuilt at each drop.
     survivors: FxMap<Idx, LiveBlock>,
+    /// The survivors by address.
+    survivor_at: FxMap<u64, Idx>,
+    /// Aggregates and per-window summaries for [`Self::view_at`].
+    pub(crate) tally: Tally,
 }
 
 /// Running totals with [`LiveHeap`]'s meaning.
@@ -246,7 +265,7 @@ impl HeapIndex {
             .live
             .iter()
             .filter(|(&p, _)| p >> crate::model::TAG_SHIFT == tag)
-            .map(|(_, &i)| i)
+            .map(|(_, &v)| alloc_of(v))
             .collect();
         idx.sort_unstable();
         let mut out = Vec::with_capacity(idx.len());
@@ -256,7 +275,7 @@ impl HeapIndex {
 
     /// Blocks live now.
     pub fn now(&self, store: &EventStore) -> Vec<LiveBlock> {
-        let mut idx: Vec<Idx> = self.live.values().copied().collect();
+        let mut idx: Vec<Idx> = self.live.values().map(|&v| alloc_of(v)).collect();
         idx.sort_unstable();
         let mut out = Vec::with_capacity(idx.len());
         self.materialize(store, &idx, |b| out.push(b));
@@ -269,12 +288,29 @@ impl HeapIndex {
             None => true,
             Some(cp) => {
                 idx.is_multiple_of(SPACING)
-                    && idx - cp.at >= SPACING.max(2 * self.live.len() as u64)
+                    && idx - cp.at >= SPACING.max(4 * self.live.len() as u64)
             }
         };
         if due {
-            self.checkpoints
-                .push_back(Checkpoint::new(idx, self.live.values().copied().collect()));
+            self.checkpoints.push_back(Checkpoint::new(
+                idx,
+                self.live.values().map(|&v| alloc_of(v)).collect(),
+            ));
+        }
+        if idx.is_multiple_of(WINDOW) {
+            self.tally.boundary(idx);
+        }
+        if self.tally.wants_refill(idx) {
+            let c = self.tally.refill_class();
+            let mut idx_c: Vec<Idx> = self
+                .live
+                .values()
+                .filter(|&&v| (v >> CLASS_SHIFT) as u8 >= c)
+                .map(|&v| alloc_of(v))
+                .collect();
+            idx_c.sort_unstable();
+            let blocks = self.blocks_of(store, &idx_c);
+            self.tally.refill(idx, blocks);
         }
         let mut ch = Change::default();
         let Some(op) = store.heap_op(idx) else {
@@ -282,7 +318,7 @@ impl HeapIndex {
         };
         let ends = op.ends();
         if let Some(ptr) = ends {
-            self.remove(store, ptr, &mut ch);
+            self.remove(store, ptr, idx, &mut ch);
         }
         match op.starts() {
             Some(ptr) => self.insert(store, ptr, idx, &mut ch),
@@ -300,9 +336,10 @@ impl HeapIndex {
         t.allocs += 1;
         t.alloc_bytes += size;
         t.live_bytes += size;
-        if let Some(prev) = self.live.insert(ptr, idx) {
+        if let Some(prev) = self.live.insert(ptr, live_val(idx, size)) {
             // Handed out again while live: its free was not recorded.
-            if let Some(b) = self.block(store, prev) {
+            if let Some(b) = self.block(store, alloc_of(prev)) {
+                self.tally.ended(&b, idx);
                 self.totals.live_bytes -= b.size;
                 ch.ended[1] = Some(Ended {
                     block: b,
@@ -310,13 +347,17 @@ impl HeapIndex {
                 });
             }
         }
+        if let Some(b) = &ch.born {
+            self.tally.born(b);
+        }
     }
 
-    fn remove(&mut self, store: &EventStore, ptr: u64, ch: &mut Change) {
+    fn remove(&mut self, store: &EventStore, ptr: u64, idx: Idx, ch: &mut Change) {
         match self.live.remove(&ptr) {
-            Some(i) => {
+            Some(v) => {
                 self.totals.frees += 1;
-                if let Some(b) = self.block(store, i) {
+                if let Some(b) = self.block(store, alloc_of(v)) {
+                    self.tally.ended(&b, idx);
                     self.totals.live_bytes -= b.size;
                     ch.ended[0] = Some(Ended {
                         block: b,
@@ -342,6 +383,14 @@ impl HeapIndex {
             }
         }
         store.blocks(idx, f);
+    }
+
+    /// [`Self::materialize`] into a list in allocation order.
+    pub(crate) fn blocks_of(&self, store: &EventStore, idx: &[Idx]) -> Vec<LiveBlock> {
+        let mut out = Vec::with_capacity(idx.len());
+        self.materialize(store, idx, |b| out.push(b));
+        out.sort_unstable_by_key(|b| b.alloc);
+        out
     }
 
     /// The live blocks just before event `upto` (after all events < upto),
@@ -380,7 +429,9 @@ impl HeapIndex {
             .map(|c| c.blocks.capacity() + 32)
             .sum::<usize>()
             + self.survivors.capacity() * (8 + std::mem::size_of::<LiveBlock>() + 1)
+            + self.survivor_at.capacity() * 17
             + self.live.capacity() * 17
+            + self.tally.bytes()
     }
 
     /// The store is about to drop the events before `new_first`: keep
@@ -433,23 +484,28 @@ impl HeapIndex {
         self.materialize(store, &fresh, |b| {
             survivors.insert(b.alloc, b);
         });
+        self.survivor_at = survivors.values().map(|b| (b.ptr, b.alloc)).collect();
         self.survivors = survivors;
         while self.checkpoints.front().is_some_and(|c| c.at <= new_first) {
             self.checkpoints.pop_front();
         }
         self.checkpoints
             .push_front(Checkpoint::new(new_first, live));
+        self.tally.before(new_first);
     }
 
     /// The allocation live at `addr` just before event `i` (which touches
     /// `addr`), from the chain of events at that address: the last event
     /// that changed it, if that started a block.
-    fn live_start_before(&self, store: &EventStore, i: Idx, addr: u64) -> Option<Idx> {
+    pub(crate) fn live_start_before(&self, store: &EventStore, i: Idx, addr: u64) -> Option<Idx> {
         let mut p = store.prev_at(i, addr)?;
         loop {
             if !store.contains(p) {
-                // Dropped: a block from before the held recording.
-                return self.survivors.contains_key(&p).then_some(p);
+                // Dropped: every held event at `addr` since changed
+                // nothing, so the block live here is the survivor here,
+                // if any (`p` itself may be a failed realloc of `addr`,
+                // or a realloc that moved it elsewhere).
+                return self.survivor_at.get(&addr).copied();
             }
             let op = store.heap_op(p)?;
             if op.starts() == Some(addr) {

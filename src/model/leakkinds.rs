@@ -49,6 +49,11 @@ impl KindsAt {
         self.by_alloc.get(&alloc).copied()
     }
 
+    /// Every scanned block: its allocation event and kind.
+    pub fn blocks(&self) -> impl Iterator<Item = (Idx, LeakKind)> + '_ {
+        self.by_alloc.iter().map(|(&a, &k)| (a, k))
+    }
+
     pub fn total(&self, k: LeakKind) -> Total {
         self.summary[k as usize]
     }

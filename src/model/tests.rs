@@ -826,7 +826,7 @@ fn sites_are_symbolized_call_paths_not_stack_ids() {
     assert_eq!((g[0].stack, g[0].blocks), (a, 3));
     assert_eq!((g[1].stack, g[1].blocks), (c, 1));
     let live: Vec<LiveBlock> = r.tl.heap().now(r.tl.store());
-    let sites = r.tl.group_by_site(&live);
+    let sites = group_by_site(&live, &r.tl.sites);
     assert_eq!(
         sites
             .iter()
@@ -1111,4 +1111,163 @@ fn carried_blocks_are_not_growth_of_the_window() {
     // The window starts at the first recorded event, not the carried ones.
     assert_eq!(tl.window_start(), Some(10_000_000_000));
     assert_eq!(Timeline::new(Meta::default()).window_start(), None);
+}
+
+/// Busier traffic for the heap summaries: a pool of 512 addresses (live
+/// sets well past the summaries' lists), sizes with ties, reallocs, a
+/// child process forked at a quarter (its own heap from its parent's)
+/// that execs at half, both allocating from then on.
+fn busy_events(rng: &mut Rng, n: usize) -> Vec<Event> {
+    let mut out = Vec::with_capacity(n);
+    let mut ts = 1_000_000;
+    for k in 0..n {
+        ts += 1 + rng.below(1000);
+        let pid = if k > n / 4 && rng.below(3) == 0 { 2 } else { 1 };
+        let kind = if k == n / 4 {
+            EventKind::Spawn {
+                child: 2,
+                thread: false,
+            }
+        } else if k == n / 2 {
+            EventKind::Exec {
+                filename: "/bin/child".into(),
+            }
+        } else {
+            let ptr = 0x1000 + rng.below(512) * 0x100;
+            let stack = Some(rng.below(7) as u32).filter(|&s| s != 6);
+            let size = [8, 16, 16, 100, 4096, 1 + rng.below(5000)][rng.below(6) as usize];
+            match rng.below(20) {
+                0..=9 => EventKind::Alloc {
+                    func: AllocFn::Malloc,
+                    ptr: if rng.below(100) == 0 { 0 } else { ptr },
+                    size,
+                    stack,
+                },
+                10..=17 => EventKind::Free { ptr, stack },
+                _ => EventKind::Realloc {
+                    func: AllocFn::Realloc,
+                    old: 0x1000 + rng.below(512) * 0x100,
+                    ptr: if rng.below(2) == 0 { ptr } else { 0 },
+                    size,
+                    stack,
+                },
+            }
+        };
+        out.push(Event {
+            ts,
+            pid,
+            tid: pid,
+            kind,
+        });
+    }
+    out
+}
+
+/// The fast heap-at-T (summaries plus the replay) against a read of every
+/// live block: totals, per stack, the biggest and the oldest.
+fn check_view(tl: &Timeline, upto: Idx, what: &str) {
+    let heap = &tl.heap;
+    let Some(full) = heap.at(&tl.store, upto) else {
+        assert!(heap.view_at(&tl.store, upto).is_none(), "{what}");
+        return;
+    };
+    let v = heap
+        .view_at(&tl.store, upto)
+        .unwrap_or_else(|| panic!("{what}: no view"));
+    assert_eq!(
+        v.blocks,
+        full.len() as u64,
+        "{what}: blocks (live now {}, end {})",
+        heap.live_blocks(),
+        tl.store.end()
+    );
+    assert_eq!(v.bytes, full.iter().map(|b| b.size).sum::<u64>(), "{what}");
+    let mut by: std::collections::BTreeMap<Option<StackId>, (u64, u64, Idx)> = Default::default();
+    for b in &full {
+        let e = by.entry(b.stack).or_insert((0, 0, Idx::MAX));
+        e.0 += 1;
+        e.1 += b.size;
+        e.2 = e.2.min(b.alloc);
+    }
+    let got: std::collections::BTreeMap<_, _> = v
+        .sites
+        .iter()
+        .map(|s| (s.stack, (s.blocks, s.bytes, s.oldest.alloc)))
+        .collect();
+    assert_eq!(got, by, "{what}: sites");
+    let mut by_bytes = full.clone();
+    by_bytes.sort_by_key(summary::key);
+    let mut by_age = full;
+    by_age.sort_by_key(|b| b.alloc);
+    for n in [1, 3, summary::TOP, 3 * summary::TOP, usize::MAX] {
+        for (order, want) in [
+            (summary::Order::Bytes, &by_bytes),
+            (summary::Order::Age, &by_age),
+        ] {
+            let want = &want[..n.min(want.len())];
+            match v.top(heap, &tl.store, order, n) {
+                Some(got) => assert_eq!(got, want, "{what}: {order:?} {n}"),
+                // Past the lists, a full read answers.
+                None => assert!(n > summary::TOP, "{what}: {order:?} {n} not answered"),
+            }
+        }
+    }
+}
+
+#[test]
+fn heap_views_equal_a_read_of_every_live_block() {
+    for seed in 1..=12u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let events = busy_events(&mut rng, CHUNK * 12 + 333);
+        let meta = Meta {
+            pid: 1,
+            follow: true,
+            ..Meta::default()
+        };
+        // Every other seed under a retention budget that drops chunks.
+        let budget = if seed % 2 == 0 {
+            CHUNK * 40 * 4
+        } else {
+            usize::MAX
+        };
+        let mut tl = Timeline::with_budget(meta, budget);
+        // Blocks carried into the window, a few freed in it.
+        for i in 0..40u64 {
+            tl.carry(&crate::trace::CarriedBlock {
+                pid: 1,
+                tid: 1,
+                ts: 1000 + i,
+                ptr: 0x1000 + i * 0x300,
+                size: 64 + i,
+                stack: Some((i % 3) as u32),
+            });
+        }
+        let mut probes: Vec<Idx> = Vec::new();
+        for (k, e) in events.iter().enumerate() {
+            tl.push(e);
+            // Some queries while the window is still open.
+            if k % 997 == 0 {
+                let end = tl.store.end();
+                check_view(&tl, end, &format!("seed {seed} live at {end}"));
+                probes.push(end.saturating_sub(rng.below(3000)));
+            }
+        }
+        if seed % 2 == 0 {
+            assert!(tl.store.dropped > 0, "seed {seed}: nothing dropped");
+        }
+        let held = tl.store.held();
+        for _ in 0..60 {
+            probes.push(held.start + rng.below(held.end - held.start + 1));
+        }
+        // Window edges.
+        probes.extend([
+            held.start,
+            held.end,
+            summary::WINDOW * 3,
+            summary::WINDOW * 3 + 1,
+        ]);
+        for upto in probes {
+            check_view(&tl, upto, &format!("seed {seed} at {upto}"));
+        }
+    }
 }

@@ -10,6 +10,7 @@ use crate::model::diagnose::Diagnosis;
 use crate::model::spans::Outcome;
 use crate::model::store::LiveBlock;
 use crate::model::store::{Filter, HeapOp, Idx};
+use crate::model::summary::{HeapAt, Order};
 use crate::model::Timeline;
 
 /// A saved recording still being read (`open`): events so far and the
@@ -78,6 +79,8 @@ pub struct SiteRow {
     pub blocks: u64,
     pub bytes: u64,
     pub oldest_ts: u64,
+    /// The allocation event of its oldest live block.
+    pub oldest: Idx,
     /// From the live leak analysis (as of the newest event).
     pub growth: f64,
     pub suspected: bool,
@@ -140,10 +143,23 @@ pub struct App {
     /// How far the stack / diagnosis pane scrolls (its lines past the
     /// pane's height, as last drawn).
     pub stack_max: Cell<u16>,
-    /// The heap as of the cursor, recomputed when the cursor moves.
-    blocks: Vec<LiveBlock>,
+    /// The heap as of the cursor (totals, per stack), recomputed when the
+    /// cursor moves.
+    view: Option<HeapAt>,
+    /// The first rows of the blocks table in its order, as many as it
+    /// shows (the summaries answer these without reading every block).
+    rows: Vec<LiveBlock>,
+    /// `rows` holds every live block: read whole, past the summaries'
+    /// lists (the title says so).
+    rows_full: bool,
+    rows_for: Option<(Idx, Order)>,
+    /// Rows the heap table showed last time.
+    pub heap_page: Cell<usize>,
     sites: Vec<SiteRow>,
     blocks_at: Option<Idx>,
+    /// The last leak scan's blocks (site, allocation, end, kind), as of
+    /// `.0` events.
+    scanned: (Idx, Vec<Scanned>),
     diagnosis: Option<(Idx, Option<Diagnosis>)>,
     /// The watchpoints' findings (first access of each), as of `.0`
     /// watch hits.
@@ -153,6 +169,9 @@ pub struct App {
     /// Growth and suspicion per allocation stack, as of `.0` events.
     leaks: (Idx, crate::util::hash::FxMap<Option<StackId>, SiteLeak>),
 }
+
+/// A scanned block: its site, allocation, end and leak kind.
+type Scanned = (Option<StackId>, Idx, Idx, crate::event::LeakKind);
 
 /// A site's growth, suspicion and leak-scan kind.
 type SiteLeak = (f64, bool, Option<crate::event::LeakKind>);
@@ -197,9 +216,14 @@ impl App {
             ended: false,
             page: Cell::new(10),
             stack_max: Cell::new(u16::MAX),
-            blocks: Vec::new(),
+            view: None,
+            rows: Vec::new(),
+            rows_full: false,
+            rows_for: None,
+            heap_page: Cell::new(40),
             sites: Vec::new(),
             blocks_at: None,
+            scanned: (Idx::MAX, Vec::new()),
             diagnosis: None,
             findings: (0, Vec::new()),
             watcher: None,
@@ -250,16 +274,22 @@ impl App {
         let Some(c) = self.cursor else {
             return;
         };
-        if self.blocks_at == Some(c) {
-            return;
+        if self.blocks_at != Some(c) {
+            self.at_cursor(c);
         }
-        self.blocks = self.tl.heap_after(c).unwrap_or_default();
+        self.fill_rows();
+    }
+
+    fn at_cursor(&mut self, c: Idx) {
+        self.view = self.tl.heap().view_at(self.tl.store(), c + 1);
         self.blocks_at = Some(c);
+        self.rows_for = None;
         // Leak analysis is as of the newest event: recomputed only when
         // events arrived, not on every cursor move.
-        if self.leaks.0 != self.tl.store().end() {
+        let end = self.tl.store().end();
+        if self.leaks.0 != end {
             self.leaks = (
-                self.tl.store().end(),
+                end,
                 self.tl
                     .leak_groups()
                     .into_iter()
@@ -267,28 +297,35 @@ impl App {
                     .collect(),
             );
         }
+        if self.scanned.0 != end {
+            self.scanned = (end, self.scanned_blocks());
+        }
         let leaks = &self.leaks.1;
         let at_cursor = self.site_leaks_at(c);
-        self.sites = self
-            .tl
-            .group_by_site(&self.blocks)
-            .into_iter()
-            .map(|g| {
-                let (growth, suspected, kind) = match &at_cursor {
-                    None => leaks.get(&g.stack).copied().unwrap_or((0.0, false, None)),
-                    Some(m) => m.get(&g.stack).copied().unwrap_or((0.0, false, None)),
-                };
-                SiteRow {
-                    stack: g.stack,
-                    blocks: g.blocks,
-                    bytes: g.bytes,
-                    oldest_ts: g.oldest_ts,
-                    growth,
-                    suspected,
-                    kind,
-                }
-            })
-            .collect();
+        let mut sites: crate::util::hash::FxMap<Option<StackId>, SiteRow> = Default::default();
+        for s in self.view.iter().flat_map(|v| &v.sites) {
+            let site = self.tl.site_of(s.stack);
+            let (growth, suspected, kind) = match &at_cursor {
+                None => leaks.get(&site).copied().unwrap_or((0.0, false, None)),
+                Some(m) => m.get(&site).copied().unwrap_or((0.0, false, None)),
+            };
+            let r = sites.entry(site).or_insert(SiteRow {
+                stack: site,
+                blocks: 0,
+                bytes: 0,
+                oldest_ts: s.oldest.ts,
+                oldest: s.oldest.alloc,
+                growth,
+                suspected,
+                kind,
+            });
+            r.blocks += s.blocks;
+            r.bytes += s.bytes;
+            if s.oldest.alloc < r.oldest {
+                (r.oldest, r.oldest_ts) = (s.oldest.alloc, s.oldest.ts);
+            }
+        }
+        self.sites = sites.into_values().collect();
         self.sort_heap();
         if self.tl.crash() == Some(c) && self.diagnosis.as_ref().is_none_or(|(i, _)| *i != c) {
             self.diagnosis = Some((c, self.tl.diagnosis()));
@@ -299,6 +336,67 @@ impl App {
         {
             self.diagnosis = Some((c, self.tl.diagnosis_at(c)));
         }
+    }
+
+    /// The order of the blocks table: by age, else by bytes (a block's
+    /// count is 1 and its growth none).
+    pub fn block_order(&self) -> Order {
+        match self.sort {
+            SortBy::Age => Order::Age,
+            _ => Order::Bytes,
+        }
+    }
+
+    /// The blocks table's rows down to the selection and a screen more,
+    /// from the summaries; past their lists, every live block read.
+    fn fill_rows(&mut self) {
+        let (Some(c), Some(v)) = (self.cursor, self.view.as_ref()) else {
+            self.rows.clear();
+            return;
+        };
+        let order = self.block_order();
+        let want = (self.heap_sel + 1).max(self.heap_page.get());
+        if self.rows_for == Some((c, order))
+            && (self.rows_full || self.rows.len() >= want.min(v.blocks as usize))
+        {
+            return;
+        }
+        let (heap, store) = (self.tl.heap(), self.tl.store());
+        // A screen ahead when the lists reach that far.
+        let top = v
+            .top(heap, store, order, 2 * want)
+            .or_else(|| v.top(heap, store, order, want));
+        match top {
+            Some(rows) => {
+                self.rows = rows;
+                self.rows_full = false;
+            }
+            None => {
+                let mut all = self.tl.heap_after(c).unwrap_or_default();
+                match order {
+                    Order::Bytes => all.sort_unstable_by_key(crate::model::summary::key),
+                    Order::Age => all.sort_unstable_by_key(|b| b.alloc),
+                }
+                self.rows = all;
+                self.rows_full = true;
+            }
+        }
+        self.rows_for = Some((c, order));
+    }
+
+    /// The last leak scan's blocks with their site and end (the scan saw
+    /// them live, so each is live from its allocation to its end).
+    fn scanned_blocks(&self) -> Vec<Scanned> {
+        let Some(k) = self.tl.leak_scan() else {
+            return Vec::new();
+        };
+        k.blocks()
+            .filter_map(|(a, kind)| {
+                let b = self.tl.heap().block(self.tl.store(), a)?;
+                let end = self.tl.end_of(a).unwrap_or(Idx::MAX);
+                Some((self.tl.site_of(b.stack), a, end, kind))
+            })
+            .collect()
     }
 
     /// Growth and leak kind per site as of the cursor `c`, when it is
@@ -315,27 +413,24 @@ impl App {
         let tc = store.ts(c)?;
         let (first, _) = self.tl.span()?;
         let t0 = tc.saturating_sub(self.tl.leaks().window_ns).max(first);
-        let before = self
-            .tl
-            .heap()
-            .at(store, store.partition(t0))
-            .unwrap_or_default();
+        let before = self.tl.heap().view_at(store, store.partition(t0));
         let mut out: crate::util::hash::FxMap<Option<StackId>, SiteLeak> = Default::default();
         let span_s = (tc - t0) as f64 / 1e9;
-        let old: crate::util::hash::FxMap<Option<StackId>, u64> = self
-            .tl
-            .group_by_site(&before)
-            .into_iter()
-            .map(|g| (g.stack, g.bytes))
-            .collect();
-        let kinds = self.tl.leak_scan();
-        for b in &self.blocks {
-            let site = self.tl.site_of(b.stack);
-            let e = out.entry(site).or_insert((0.0, false, None));
-            if let Some(k) = kinds.and_then(|k| k.kind(b.alloc)) {
-                e.2 = Some(e.2.map_or(k, |w: crate::event::LeakKind| w.min(k)));
+        let mut old: crate::util::hash::FxMap<Option<StackId>, u64> = Default::default();
+        for s in before.iter().flat_map(|v| &v.sites) {
+            *old.entry(self.tl.site_of(s.stack)).or_default() += s.bytes;
+        }
+        for s in self.view.iter().flat_map(|v| &v.sites) {
+            out.entry(self.tl.site_of(s.stack))
+                .or_insert((0.0, false, None))
+                .0 += s.bytes as f64;
+        }
+        for &(site, a, end, k) in &self.scanned.1 {
+            if a <= c && c < end {
+                if let Some(e) = out.get_mut(&site) {
+                    e.2 = Some(e.2.map_or(k, |w: crate::event::LeakKind| w.min(k)));
+                }
             }
-            e.0 += b.size as f64;
         }
         for (site, e) in out.iter_mut() {
             let now = e.0;
@@ -404,8 +499,6 @@ impl App {
             SortBy::Age => (std::cmp::Reverse(0), ts, 0),
             SortBy::Growth => (std::cmp::Reverse((growth.max(0.0) * 1000.0) as u64), 0, 0),
         };
-        self.blocks
-            .sort_by_key(|b| (key(b.size, 1, b.ts, 0.0), b.ptr));
         self.sites.sort_by(|a, b| {
             key(a.bytes, a.blocks, a.oldest_ts, a.growth)
                 .cmp(&key(b.bytes, b.blocks, b.oldest_ts, b.growth))
@@ -414,8 +507,20 @@ impl App {
         });
     }
 
+    /// The first rows of the blocks table (see [`Self::heap_rows`] for
+    /// how many there are).
     pub fn blocks(&self) -> &[LiveBlock] {
-        &self.blocks
+        &self.rows
+    }
+
+    /// Whether the blocks table's rows were read from every live block.
+    pub fn rows_full(&self) -> bool {
+        self.rows_full
+    }
+
+    /// Live blocks and bytes at the cursor.
+    pub fn heap_totals(&self) -> (u64, u64) {
+        self.view.as_ref().map_or((0, 0), |v| (v.blocks, v.bytes))
     }
 
     pub fn sites(&self) -> &[SiteRow] {
@@ -424,7 +529,7 @@ impl App {
 
     pub fn heap_rows(&self) -> usize {
         match self.heap_view {
-            HeapView::Blocks => self.blocks.len(),
+            HeapView::Blocks => self.heap_totals().0 as usize,
             HeapView::Sites => self.sites.len(),
         }
     }
@@ -600,15 +705,8 @@ impl App {
 
     fn selected_heap_alloc(&self) -> Option<Idx> {
         match self.heap_view {
-            HeapView::Blocks => self.blocks.get(self.heap_sel).map(|b| b.alloc),
-            HeapView::Sites => {
-                let site = self.sites.get(self.heap_sel)?;
-                self.blocks
-                    .iter()
-                    .filter(|b| self.tl.site_of(b.stack) == site.stack)
-                    .min_by_key(|b| b.alloc)
-                    .map(|b| b.alloc)
-            }
+            HeapView::Blocks => self.rows.get(self.heap_sel).map(|b| b.alloc),
+            HeapView::Sites => self.sites.get(self.heap_sel).map(|s| s.oldest),
         }
     }
 
@@ -854,7 +952,12 @@ impl App {
                 self.heap_sel = 0;
             }
             KeyCode::Char('s') => {
-                self.sort = self.sort.next();
+                // Blocks sort by bytes or age (one block's count is 1).
+                self.sort = match (self.heap_view, self.block_order()) {
+                    (HeapView::Blocks, Order::Bytes) => SortBy::Age,
+                    (HeapView::Blocks, Order::Age) => SortBy::Bytes,
+                    (HeapView::Sites, _) => self.sort.next(),
+                };
                 self.sort_heap();
             }
             KeyCode::Char('+') | KeyCode::Char('=') => self.zoom(true),

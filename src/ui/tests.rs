@@ -718,3 +718,78 @@ fn the_diagnosis_scrolls_no_further_than_its_end() {
     press(&mut app, &[KeyCode::Up]);
     assert_eq!(app.stack_scroll, max - 1);
 }
+
+/// More live blocks than the heap summaries list: the blocks table's rows
+/// by bytes and by age are the full sort's, from the summaries while the
+/// selection is near the top, and from every block read past them (the
+/// title says so).
+#[test]
+fn blocks_table_rows_come_from_the_summaries_then_a_full_read() {
+    let mut tl = Timeline::new(Meta {
+        pid: 7,
+        command: "many".into(),
+        start_mono_ns: T0,
+        launched: true,
+        ..Meta::default()
+    });
+    for i in 0..3000u64 {
+        // Big blocks first, a third of them freed; then small ones that
+        // rank after the listed biggest.
+        let (ptr, size) = if i < 1500 {
+            (0x10_000 + i * 0x1000, 1000 + i * 31 % 997)
+        } else {
+            (0x9000_0000 + (i % 50) * 0x100, 16)
+        };
+        let kind = if i % 3 == 2 {
+            EventKind::Free {
+                ptr: ptr - 0x1000 * u64::from(i < 1500),
+                stack: None,
+            }
+        } else {
+            EventKind::Alloc {
+                func: AllocFn::Malloc,
+                ptr,
+                size,
+                stack: None,
+            }
+        };
+        tl.push(&Event {
+            ts: T0 + i * 1000,
+            pid: 7,
+            tid: 7,
+            kind,
+        });
+    }
+    let mut app = App::new(tl, Mode::Replay);
+    // A table of 3 rows (the unit tests' summaries list 6).
+    app.heap_page.set(3);
+    press(&mut app, &[KeyCode::Tab, KeyCode::Left]);
+    let c = app.cursor.unwrap_or(0);
+    let mut all = app.tl.heap_after(c).unwrap_or_default();
+    assert!(
+        all.len() > 3 * crate::model::summary::TOP + 60,
+        "{}",
+        all.len()
+    );
+    all.sort_by_key(crate::model::summary::key);
+    let n = app.blocks().len();
+    assert_eq!(app.blocks(), &all[..n]);
+    assert!(!app.rows_full());
+    assert_eq!(app.heap_rows(), all.len());
+    // Down past the listed rows: every block read.
+    press(&mut app, &[KeyCode::Down; 150]);
+    app.heap_page.set(21);
+    assert!(app.rows_full());
+    assert_eq!(app.blocks(), &all[..]);
+    let s = text(&screen(&app, 100, 24, COLOR));
+    assert!(s.contains("in 534 blocks, all read"), "{s}");
+    // By age: allocation order.
+    press(&mut app, &[KeyCode::Home, KeyCode::Char('s')]);
+    all.sort_by_key(|b| b.alloc);
+    let c = app.cursor.unwrap_or(0);
+    let want = app.tl.heap_after(c).unwrap_or_default();
+    let n = app.blocks().len().min(want.len());
+    assert_eq!(&app.blocks()[..n], &want[..n]);
+    let s = text(&screen(&app, 160, 24, COLOR));
+    assert!(s.contains("[s] by age"), "{s}");
+}

@@ -708,8 +708,9 @@ fn render_events(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
 
 fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
     let now = app.cursor.and_then(|c| app.tl.store().ts(c)).unwrap_or(0);
-    let total: u64 = app.blocks().iter().map(|b| b.size).sum();
+    let (count, total) = app.heap_totals();
     let rows_n = area.height.saturating_sub(3) as usize;
+    app.heap_page.set(rows_n);
     let first = app.heap_sel.saturating_sub(rows_n.saturating_sub(1));
     let focused = app.pane == Pane::Heap;
     let site_w = (area.width as usize).saturating_sub(
@@ -745,14 +746,23 @@ fn render_heap(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         _ => "",
     };
     let title = format!(
-        " Heap here{partial}: {} in {}  [g] {}  [s] by {} ",
+        " Heap here{partial}: {} in {}{}  [g] {}  [s] by {} ",
         bytes(total),
-        plural(app.blocks().len() as u64, "block"),
+        plural(count, "block"),
+        // Rows past the summaries' lists: every live block was read.
+        if app.heap_view == HeapView::Blocks && app.rows_full() {
+            ", all read"
+        } else {
+            ""
+        },
         match app.heap_view {
             HeapView::Blocks => "blocks",
             HeapView::Sites => "sites",
         },
-        app.sort.name()
+        match app.heap_view {
+            HeapView::Blocks => app.block_order().name(),
+            HeapView::Sites => app.sort.name(),
+        },
     );
     let table = match app.heap_view {
         HeapView::Blocks => {

@@ -15,10 +15,10 @@ use crate::model::Timeline;
 use crate::ui::app::{App, HeapView, Mode};
 use crate::ui::view::{self, Theme};
 
-pub fn run(events: u64, frames: usize) -> Result<i32> {
+pub fn run(events: u64, frames: usize, live: u64) -> Result<i32> {
     let mut tl = Timeline::with_budget(Meta::default(), usize::MAX);
     add_stacks(&mut tl);
-    fill(&mut tl, &mut Synth::new(), events);
+    fill(&mut tl, &mut Synth::with_live(live), events);
     let t0 = Instant::now();
     let mut app = App::new(tl, Mode::Replay);
     let open = t0.elapsed();
@@ -47,6 +47,7 @@ pub fn run(events: u64, frames: usize) -> Result<i32> {
             KeyCode::Char('g'),
             KeyCode::Char('+'),
             KeyCode::Char('-'),
+            KeyCode::Char('s'),
         ];
         for i in 0..frames {
             // Jump somewhere random first (a click on the bar).
@@ -87,7 +88,7 @@ pub fn run(events: u64, frames: usize) -> Result<i32> {
     }
     let counted = t_count.elapsed();
     println!(
-        "UI on {events} synthetic events (TestBackend); opening the recording took {}",
+        "UI on {events} synthetic events, {live} long-lived blocks held (TestBackend); opening the recording took {}",
         ms(open)
     );
     for (w, h, (f50, f99, fmax), (k50, k99, kmax)) in results {
