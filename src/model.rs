@@ -283,7 +283,7 @@ pub fn group_by_site<'a>(
             oldest_ts: b.ts,
         });
         g.blocks += 1;
-        g.bytes += b.size;
+        g.bytes = g.bytes.wrapping_add(b.size);
         g.oldest_ts = g.oldest_ts.min(b.ts);
     }
     let mut v: Vec<SiteGroup> = groups.into_values().collect();
@@ -612,14 +612,14 @@ impl Timeline {
             if let Some(b) = ch.born {
                 if let Some(h) = self.processes.get_mut(tag(b.ptr)).map(|p| &mut p.heap) {
                     h.live_blocks += 1;
-                    h.live_bytes += b.size;
+                    h.live_bytes = h.live_bytes.wrapping_add(b.size);
                     if synthetic && self.carrying {
                         h.carried += 1;
                     } else if synthetic {
                         h.inherited += 1;
                     } else {
                         h.allocs += 1;
-                        h.alloc_bytes += b.size;
+                        h.alloc_bytes = h.alloc_bytes.wrapping_add(b.size);
                     }
                 }
             }

@@ -100,8 +100,8 @@ impl LiveHeap {
 
     fn insert(&mut self, ptr: u64, size: u64, e: &Event, stack: Option<StackId>) {
         self.allocs += 1;
-        self.alloc_bytes += size;
-        self.live_bytes += size;
+        self.alloc_bytes = self.alloc_bytes.wrapping_add(size);
+        self.live_bytes = self.live_bytes.wrapping_add(size);
         let block = Block {
             size,
             ts: e.ts,
@@ -111,7 +111,7 @@ impl LiveHeap {
         if let Some(prev) = self.blocks.insert(ptr, block) {
             // The allocator handed out a live address again: its free was
             // not seen (lost, or from before the recording).
-            self.live_bytes -= prev.size;
+            self.live_bytes = self.live_bytes.wrapping_sub(prev.size);
         }
     }
 
@@ -119,7 +119,7 @@ impl LiveHeap {
         match self.blocks.remove(&ptr) {
             Some(b) => {
                 self.frees += 1;
-                self.live_bytes -= b.size;
+                self.live_bytes = self.live_bytes.wrapping_sub(b.size);
             }
             None => self.unknown_frees += 1,
         }
@@ -251,7 +251,7 @@ impl HeapIndex {
         let t = &mut self.totals;
         if let Some(b) = ch.born {
             t.allocs -= 1;
-            t.alloc_bytes -= b.size;
+            t.alloc_bytes = t.alloc_bytes.wrapping_sub(b.size);
         }
         if ch.ended[0].is_some() {
             t.frees -= 1;
@@ -334,13 +334,13 @@ impl HeapIndex {
         let size = ch.born.map_or(0, |b| b.size);
         let t = &mut self.totals;
         t.allocs += 1;
-        t.alloc_bytes += size;
-        t.live_bytes += size;
+        t.alloc_bytes = t.alloc_bytes.wrapping_add(size);
+        t.live_bytes = t.live_bytes.wrapping_add(size);
         if let Some(prev) = self.live.insert(ptr, live_val(idx, size)) {
             // Handed out again while live: its free was not recorded.
             if let Some(b) = self.block(store, alloc_of(prev)) {
                 self.tally.ended(&b, idx);
-                self.totals.live_bytes -= b.size;
+                self.totals.live_bytes = self.totals.live_bytes.wrapping_sub(b.size);
                 ch.ended[1] = Some(Ended {
                     block: b,
                     freed: false,
@@ -358,7 +358,7 @@ impl HeapIndex {
                 self.totals.frees += 1;
                 if let Some(b) = self.block(store, alloc_of(v)) {
                     self.tally.ended(&b, idx);
-                    self.totals.live_bytes -= b.size;
+                    self.totals.live_bytes = self.totals.live_bytes.wrapping_sub(b.size);
                     ch.ended[0] = Some(Ended {
                         block: b,
                         freed: true,

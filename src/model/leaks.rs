@@ -132,7 +132,7 @@ impl Leaks {
         if let Some(b) = ch.born {
             let g = self.groups.entry(site_in(sites, b.stack)).or_default();
             g.blocks += 1;
-            g.bytes += b.size;
+            g.bytes = g.bytes.wrapping_add(b.size);
             g.allocs += 1;
             g.sample(ts, w);
         }
@@ -147,7 +147,7 @@ impl Leaks {
         if let Some(b) = ch.born {
             let g = self.groups.entry(site_in(sites, b.stack)).or_default();
             g.blocks += 1;
-            g.bytes += b.size;
+            g.bytes = g.bytes.wrapping_add(b.size);
             g.sample(ts, w);
         }
     }

@@ -181,10 +181,10 @@ impl Tally {
     pub fn born(&mut self, b: &LiveBlock) {
         let s = self.sites.entry(skey(b.stack)).or_default();
         s.blocks += 1;
-        s.bytes += b.size;
+        s.bytes = s.bytes.wrapping_add(b.size);
         s.allocs.insert(b.alloc);
         self.blocks += 1;
-        self.bytes += b.size;
+        self.bytes = self.bytes.wrapping_add(b.size);
         if self.classes.is_empty() {
             self.classes = vec![0; 65];
         }
@@ -202,11 +202,11 @@ impl Tally {
     pub fn ended(&mut self, b: &LiveBlock, end: Idx) {
         if let Some(s) = self.sites.get_mut(&skey(b.stack)) {
             s.blocks -= 1;
-            s.bytes -= b.size;
+            s.bytes = s.bytes.wrapping_sub(b.size);
             s.allocs.remove(&b.alloc);
         }
         self.blocks -= 1;
-        self.bytes -= b.size;
+        self.bytes = self.bytes.wrapping_sub(b.size);
         self.classes[usize::from(class(b.size))] -= 1;
         let k = key(b);
         if self.bound.is_none_or(|bound| k <= bound) {
@@ -551,14 +551,14 @@ impl crate::model::heap::HeapIndex {
         let mut by_site: FxMap<u32, (i64, i64, Option<LiveBlock>)> = FxMap::default();
         for b in &gone {
             blocks -= 1;
-            bytes -= b.size;
+            bytes = bytes.wrapping_sub(b.size);
             let e = by_site.entry(skey(b.stack)).or_default();
             e.0 -= 1;
             e.1 -= b.size as i64;
         }
         for b in &born {
             blocks += 1;
-            bytes += b.size;
+            bytes = bytes.wrapping_add(b.size);
             let e = by_site.entry(skey(b.stack)).or_default();
             e.0 += 1;
             e.1 += b.size as i64;
