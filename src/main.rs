@@ -510,11 +510,14 @@ fn run(cli: Cli) -> Result<i32> {
                 bail!("nothing to show: give a PID, -- COMMAND ARGS, or a subcommand (see --help)")
             }
         };
-        cmd::require_tty()?;
         let limits = match &cli.output {
             Some(o) => cli.bounds.limits(&target, o)?,
+            None if cli.bounds.max_size.is_some() || cli.bounds.keep.is_some() => {
+                bail!("--max-size and --keep bound a trace file: give -o DIR")
+            }
             None => trace::Limits::default(),
         };
+        cmd::require_tty()?;
         return cmd::live::live(cmd::live::LiveArgs {
             target,
             output: cli.output,

@@ -195,7 +195,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     let lost = &tl.lost();
     let secs = (now_mono_ns() - meta.start_mono_ns) as f64 / 1e9;
     eprintln!(
-        "tm-tui: {} events in {secs:.3}s, lost {}{}; {}; {}; trace {} ({} KiB{})",
+        "tm-tui: {} events in {secs:.3}s, lost {}{}; {}; {}; trace {} ({}{})",
         tl.store().end(),
         lost.summary(),
         if lost.events() + lost.stacks() > 0 {
@@ -219,7 +219,14 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
             (None, _) => "target gone".to_string(),
         },
         out_name,
-        written / 1024,
+        // What reached the file is not known once its writer gave up
+        // (the queue's bytes were handed on, not written): the error
+        // line says where the trace ends.
+        if write_stopped {
+            "cut short".to_string()
+        } else {
+            format!("{} KiB", written / 1024)
+        },
         match ing.segments_dropped() {
             None => String::new(),
             Some(0) => ", bounded: nothing dropped".to_string(),

@@ -327,7 +327,8 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
         Span::raw(format!(
             "  {} ev{}",
             tl.store().end(),
-            if app.mode == Mode::Live && app.rate > 0.0 {
+            // The target's rate; a file's reading speed is not one.
+            if app.mode == Mode::Live && app.rate > 0.0 && app.loading.is_none() {
                 format!(" ({:.0}/s)", app.rate)
             } else {
                 String::new()

@@ -43,6 +43,12 @@ fn memory_too_small_for_the_ring_buffer() {
         "give at least --memory 232MiB, or a smaller --ringbuf",
     );
     assert!(!marker.exists(), "the program ran");
+    // The UI's bounds need a trace to bound.
+    one_line_error(
+        &tm(&["--max-size", "1GiB", "--", "/bin/true"]),
+        1,
+        "give -o DIR",
+    );
 }
 
 #[test]
