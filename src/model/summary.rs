@@ -393,6 +393,11 @@ impl Tally {
             .chain(survivors.iter().map(|&(k, a)| (k, cand(a, None, at))))
             .collect();
         big.sort_unstable_by_key(|(k, _)| *k);
+        // Exact sizes: a window's lists are kept for as long as it is (the
+        // in-place collect below keeps the 24-byte pairs' buffer).
+        old.shrink_to_fit();
+        let mut big: Vec<Cand> = big.into_iter().map(|(_, c)| c).collect();
+        big.shrink_to_fit();
         Summary {
             at,
             blocks,
@@ -402,7 +407,7 @@ impl Tally {
             lists: Lists {
                 old,
                 old_all,
-                big: big.into_iter().map(|(_, c)| c).collect(),
+                big,
                 pivot,
             },
         }
