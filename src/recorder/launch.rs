@@ -62,6 +62,22 @@ pub struct Hold {
 pub struct ExitHold {
     pub holds: Receiver<Hold>,
     pub wake: std::sync::Arc<std::os::fd::OwnedFd>,
+    /// Nobody answers holds any more (the recorder ended).
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for ExitHold {
+    /// The recorder is gone: holds sent and not taken are answered, and a
+    /// hold sent after this is not waited for (a channel keeps a message
+    /// its receivers left, and with it the `done` its sender waits on: the
+    /// user's quit held a dying program 30 s).
+    fn drop(&mut self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        while let Ok(h) = self.holds.try_recv() {
+            let _ = h.done.send(());
+        }
+    }
 }
 
 /// The tracer thread's side: where holds go, and the eventfd to write.
@@ -69,6 +85,7 @@ pub struct ExitHold {
 pub struct Holds {
     tx: Sender<Hold>,
     wake: std::sync::Arc<std::os::fd::OwnedFd>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A channel of holds and its eventfd.
@@ -82,12 +99,18 @@ fn holds_channel() -> Result<(Holds, ExitHold)> {
     // SAFETY: fd is valid and owned by nothing else.
     let wake = std::sync::Arc::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
     let (tx, rx) = bounded::<Hold>(16);
+    let closed = std::sync::Arc::default();
     Ok((
         Holds {
             tx,
             wake: std::sync::Arc::clone(&wake),
+            closed: std::sync::Arc::clone(&closed),
         },
-        ExitHold { holds: rx, wake },
+        ExitHold {
+            holds: rx,
+            wake,
+            closed,
+        },
     ))
 }
 
@@ -419,7 +442,16 @@ fn hold(holds: &Holds, pid: u32, why: HoldWhy) {
     {
         let one = 1u64.to_ne_bytes();
         let _ = unistd::write(&*holds.wake, &one);
-        let _ = wait.recv_timeout(limit);
+        // Answered, or the recorder gone (see `ExitHold`'s drop), or the
+        // limit.
+        let t0 = std::time::Instant::now();
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+            wait.recv_timeout(Duration::from_millis(50))
+        {
+            if holds.closed.load(std::sync::atomic::Ordering::SeqCst) || t0.elapsed() >= limit {
+                break;
+            }
+        }
     }
 }
 

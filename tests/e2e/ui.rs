@@ -228,3 +228,34 @@ fn open_streams_a_recording_into_the_ui() {
     t.keys(&["q"]);
     t.wait_for("TM_EXIT=0", 10);
 }
+
+/// Quitting the live UI while a launched program runs ends both at once:
+/// the program, killed, was held at its exit for a recorder that had
+/// already gone (30 s, half the time, before the holds were closed).
+#[test]
+fn quitting_the_live_ui_ends_at_once() {
+    if !bpf_or_skip("quit_live_ui") {
+        return;
+    }
+    let churner = demo("threads");
+    for run in 0..3 {
+        let trace = tmp().join(format!("quit-live-{run}.tmt"));
+        let _ = std::fs::remove_file(&trace);
+        let t = Tmux::start(&format!(
+            "{} -o {} -- {} 2 60000000; echo TM_EXIT=$?; sleep 60",
+            bin(),
+            trace.display(),
+            churner.display()
+        ));
+        t.wait_for("LIVE", 20);
+        sleep(Duration::from_secs(2));
+        let t0 = Instant::now();
+        t.keys(&["q"]);
+        t.wait_for("TM_EXIT=137", 10);
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "run {run}: quitting took {:?}",
+            t0.elapsed()
+        );
+    }
+}
