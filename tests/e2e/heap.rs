@@ -271,8 +271,11 @@ fn stop_releases_the_target_at_once() {
         "the target finished {target_done:?} after SIGINT: {err}"
     );
     let rec_done = rec_done.expect("tm-tui finished");
+    // What was recorded is read before tm-tui ends: a debug build's model
+    // takes it several times slower (CI saw 3.04 s).
+    let limit = Duration::from_secs(if cfg!(debug_assertions) { 8 } else { 3 });
     assert!(
-        rec_done < Duration::from_secs(3),
+        rec_done < limit,
         "tm-tui ended {rec_done:?} after SIGINT: {err}"
     );
     assert!(err.contains("stopped by user"), "{err}");
