@@ -16,7 +16,6 @@ pub mod session;
 
 use anyhow::{bail, Context, Result};
 
-
 use crate::model::Timeline;
 use crate::trace::Trace;
 

@@ -47,7 +47,13 @@ pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
     let _guard = TermGuard;
     let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
     let input = input_thread();
-    run(&mut terminal, &mut app, &input, Some(&mut feed), Theme::from_env())?;
+    run(
+        &mut terminal,
+        &mut app,
+        &input,
+        Some(&mut feed),
+        Theme::from_env(),
+    )?;
     Ok(())
 }
 
@@ -84,7 +90,9 @@ impl Feed for FileFeed {
                     t.event_count,
                     crate::model::diagnose::fmt_ns(self.loader.started.elapsed().as_nanos() as u64),
                     if dropped > 0 {
-                        format!("; the oldest {dropped} dropped to stay within --memory (heap exact)")
+                        format!(
+                            "; the oldest {dropped} dropped to stay within --memory (heap exact)"
+                        )
                     } else {
                         String::new()
                     }

@@ -372,7 +372,8 @@ mod tests {
     /// The UI's loader and `report`'s one-pass read build the same timeline.
     #[test]
     fn loader_builds_what_the_streaming_read_builds() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v7.tmt");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v7.tmt");
         let (t, want) = read_streaming(&path, usize::MAX).unwrap();
         let mut l = Loader::start(&path).unwrap();
         let mut tl = Timeline::with_budget(l.meta.clone(), usize::MAX);

@@ -72,8 +72,7 @@ impl Drop for ExitHold {
     /// its receivers left, and with it the `done` its sender waits on: the
     /// user's quit held a dying program 30 s).
     fn drop(&mut self) {
-        self.closed
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         while let Ok(h) = self.holds.try_recv() {
             let _ = h.done.send(());
         }

@@ -224,7 +224,10 @@ fn open_streams_a_recording_into_the_ui() {
     assert!(s.contains(&format!("read {events} events")), "{s}");
     assert!(s.contains("dropped to stay within --memory"), "{s}");
     assert!(s.contains(&format!("{events} ev")), "{s}");
-    assert!(s.contains(&format!("({live})")), "heap at end: {live} blocks:\n{s}");
+    assert!(
+        s.contains(&format!("({live})")),
+        "heap at end: {live} blocks:\n{s}"
+    );
     t.keys(&["q"]);
     t.wait_for("TM_EXIT=0", 10);
 }
