@@ -59,6 +59,15 @@ fn wait_stderr(
     (code, std::fs::read_to_string(err).unwrap_or_default(), took)
 }
 
+/// Lets tm-tui record for 2 s, stops the reader `cat`, and waits for
+/// tm-tui to give up: its exit code, its stderr (in `err` under tmp())
+/// and how long it took after the stop.
+fn stop_reader(cat: &Child, tm: &mut Child, err: &str) -> (Option<i32>, String, Duration) {
+    sleep(Duration::from_secs(2));
+    signal(cat.id(), nix::sys::signal::Signal::SIGSTOP);
+    wait_stderr(tm, &tmp().join(err), LIMIT + SLACK + Duration::from_secs(5))
+}
+
 /// After the reader stopped: tm-tui exited non-zero within the limit
 /// (plus slack) saying why, the target runs on, not stopped.
 fn assert_detached(code: Option<i32>, err: &str, took: Duration, pid: u32) {
@@ -117,13 +126,7 @@ fn a_fifo_whose_reader_stops_detaches() {
         .stderr(File::create(tmp().join("writes-fifo.err")).expect("err"))
         .spawn()
         .expect("tm-tui");
-    sleep(Duration::from_secs(2));
-    signal(cat.id(), nix::sys::signal::Signal::SIGSTOP);
-    let (code, err, took) = wait_stderr(
-        &mut tm,
-        &tmp().join("writes-fifo.err"),
-        LIMIT + SLACK + Duration::from_secs(5),
-    );
+    let (code, err, took) = stop_reader(&cat, &mut tm, "writes-fifo.err");
     assert_detached(code, &err, took, t.id());
     signal(cat.id(), nix::sys::signal::Signal::SIGCONT);
     let _ = cat.wait();
@@ -153,13 +156,7 @@ fn stdout_into_a_reader_that_stops_detaches() {
         .stderr(File::create(tmp().join("writes-stdout.err")).expect("err"))
         .spawn()
         .expect("tm-tui");
-    sleep(Duration::from_secs(2));
-    signal(cat.id(), nix::sys::signal::Signal::SIGSTOP);
-    let (code, err, took) = wait_stderr(
-        &mut tm,
-        &tmp().join("writes-stdout.err"),
-        LIMIT + SLACK + Duration::from_secs(5),
-    );
+    let (code, err, took) = stop_reader(&cat, &mut tm, "writes-stdout.err");
     // The launched program, from "recording pid N (…)".
     let pid: u32 = err
         .split("recording pid ")
