@@ -106,11 +106,7 @@ pub fn timeline_of(t: &Trace, memory_budget: usize) -> Timeline {
     for (_, s) in scans {
         tl.add_leak_scan(s.clone());
     }
-    tl.set_lost(t.lost.clone());
-    tl.set_end_ns(t.end.as_ref().map(|e| e.end_mono_ns));
-    if let Some(s) = t.end.as_ref().and_then(|e| e.status) {
-        tl.set_exit(s);
-    }
+    load::set_end(t, &mut tl);
     tl
 }
 

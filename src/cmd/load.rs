@@ -27,9 +27,7 @@ struct Namer {
 
 impl Namer {
     fn module(&mut self, m: &Module) {
-        if !self.seen.iter().any(|s| s.id == m.id) {
-            self.seen.push(m.clone());
-        }
+        self.seen.push(m.clone());
     }
 
     fn stack(&mut self, s: &Stack) -> Stack {
@@ -63,57 +61,8 @@ impl Namer {
     }
 }
 
-/// Puts a trace's items into a timeline: the tables a bounded recording's
-/// segments repeat are taken once, and only the first segment's carried
-/// blocks (later segments' describe a heap the timeline already has).
-#[derive(Default)]
-struct Apply {
-    modules: HashSet<ModuleId>,
-    stacks: HashSet<StackId>,
-    probes: HashSet<crate::event::ProbeId>,
-    /// The heap's start state is set (carried blocks taken, or an event seen).
-    started: bool,
-}
-
-impl Apply {
-    /// `item` into `tl`; a stack is taken as it is (named by the caller).
-    fn item(&mut self, tl: &mut Timeline, item: Item<'_>) {
-        match item {
-            Item::Module(m) => {
-                if self.modules.insert(m.id) {
-                    tl.add_module(m.clone());
-                }
-            }
-            Item::Stack(s) => {
-                if self.stacks.insert(s.id) {
-                    tl.add_stack(s.clone());
-                }
-            }
-            Item::Probe(p) => {
-                if self.probes.insert(p.id) {
-                    tl.add_probe(p.clone());
-                }
-            }
-            Item::Carried(blocks) => {
-                if !self.started {
-                    for b in blocks {
-                        tl.carry(b);
-                    }
-                    self.started = true;
-                }
-            }
-            Item::Event(e) => {
-                self.started = true;
-                tl.push(&e);
-            }
-            Item::Lost(l) => tl.note_lost(l.clone()),
-            Item::LeakScan(l) => tl.add_leak_scan(l.clone()),
-        }
-    }
-}
-
 /// The trace's end into the timeline once everything was read.
-fn finish(t: &Trace, tl: &mut Timeline) {
+pub fn set_end(t: &Trace, tl: &mut Timeline) {
     tl.set_lost(t.lost.clone());
     tl.set_end_ns(t.end.as_ref().map(|e| e.end_mono_ns));
     if let Some(s) = t.end.as_ref().and_then(|e| e.status) {
@@ -180,14 +129,21 @@ pub enum Load {
 const BATCH: usize = 4096;
 const CHANNEL: usize = 16;
 
-/// The loader thread's side: owned items sent on, events in batches.
+/// The loader thread's side: owned items sent on, events in batches. The
+/// tables a bounded recording's segments repeat are sent once, and only
+/// the first segment's carried blocks (later segments' describe a heap
+/// the timeline already has).
+#[derive(Default)]
 struct ChannelSink {
-    tx: Sender<Load>,
+    tx: Option<Sender<Load>>,
     meta: Option<Meta>,
     foreign: bool,
     namer: Namer,
-    /// Stacks already sent (a ring's segments repeat the ones they use).
+    modules: HashSet<ModuleId>,
     stacks: HashSet<StackId>,
+    probes: HashSet<crate::event::ProbeId>,
+    /// The heap's start state is set (carried blocks taken, or an event seen).
+    started: bool,
     batch: Vec<Event>,
     /// The UI went away: nothing more to send.
     gone: bool,
@@ -195,7 +151,7 @@ struct ChannelSink {
 
 impl ChannelSink {
     fn send(&mut self, m: Load) {
-        if !self.gone && self.tx.send(m).is_err() {
+        if !self.gone && self.tx.as_ref().is_none_or(|tx| tx.send(m).is_err()) {
             self.gone = true;
         }
     }
@@ -221,6 +177,7 @@ impl crate::trace::Sink for ChannelSink {
             return;
         }
         if let Item::Event(e) = item {
+            self.started = true;
             self.batch.push(e);
             if self.batch.len() >= BATCH {
                 self.flush();
@@ -229,21 +186,20 @@ impl crate::trace::Sink for ChannelSink {
         }
         self.flush();
         let m = match item {
-            Item::Module(m) => {
+            Item::Module(m) if self.modules.insert(m.id) => {
                 self.namer.module(m);
                 Load::Module(m.clone())
             }
-            Item::Stack(s) => {
-                if !self.stacks.insert(s.id) {
-                    return;
-                }
-                Load::Stack(self.namer.stack(s))
+            Item::Stack(s) if self.stacks.insert(s.id) => Load::Stack(self.namer.stack(s)),
+            Item::Probe(p) if self.probes.insert(p.id) => Load::Probe(p.clone()),
+            Item::Carried(b) if !self.started => {
+                self.started = true;
+                Load::Carried(b.to_vec())
             }
-            Item::Probe(p) => Load::Probe(p.clone()),
             Item::Lost(l) => Load::Lost(l.clone()),
             Item::LeakScan(l) => Load::LeakScan(l.clone()),
-            Item::Carried(b) => Load::Carried(b.to_vec()),
-            Item::Event(_) => unreachable!("events are batched above"),
+            // Repeated by a later segment.
+            _ => return,
         };
         self.send(m);
     }
@@ -257,7 +213,6 @@ pub struct Loader {
     /// Bytes of the file read so far, and its size (none for stdin).
     pub read: Arc<AtomicU64>,
     pub size: Option<u64>,
-    apply: Apply,
     pub events: u64,
     pub started: std::time::Instant,
 }
@@ -278,13 +233,9 @@ impl Loader {
                 let mut sink = MetaFirst {
                     meta_tx: Some(meta_tx),
                     inner: ChannelSink {
-                        tx,
-                        meta: None,
-                        foreign: false,
-                        namer: Namer::default(),
-                        stacks: HashSet::new(),
+                        tx: Some(tx),
                         batch: Vec::with_capacity(BATCH),
-                        gone: false,
+                        ..ChannelSink::default()
                     },
                 };
                 let r = crate::trace::read_trace_into(&path, &mut sink, Some(&counter));
@@ -309,7 +260,6 @@ impl Loader {
             rx,
             read,
             size,
-            apply: Apply::default(),
             events: 0,
             started,
         })
@@ -318,21 +268,25 @@ impl Loader {
     /// Applies one message; the trace once everything was read.
     pub fn apply(&mut self, tl: &mut Timeline, m: Load) -> Result<Option<Trace>> {
         match m {
-            Load::Module(m) => self.apply.item(tl, Item::Module(&m)),
-            Load::Stack(s) => self.apply.item(tl, Item::Stack(&s)),
-            Load::Probe(p) => self.apply.item(tl, Item::Probe(&p)),
+            Load::Module(m) => tl.add_module(m),
+            Load::Stack(s) => tl.add_stack(s),
+            Load::Probe(p) => tl.add_probe(p),
             Load::Events(es) => {
                 self.events += es.len() as u64;
-                for e in es {
-                    self.apply.item(tl, Item::Event(e));
+                for e in &es {
+                    tl.push(e);
                 }
             }
-            Load::Lost(l) => self.apply.item(tl, Item::Lost(&l)),
-            Load::LeakScan(l) => self.apply.item(tl, Item::LeakScan(&l)),
-            Load::Carried(b) => self.apply.item(tl, Item::Carried(&b)),
+            Load::Lost(l) => tl.note_lost(l),
+            Load::LeakScan(l) => tl.add_leak_scan(l),
+            Load::Carried(b) => {
+                for b in &b {
+                    tl.carry(b);
+                }
+            }
             Load::Done(t) => {
                 let t = (*t)?;
-                finish(&t, tl);
+                set_end(&t, tl);
                 return Ok(Some(t));
             }
         }

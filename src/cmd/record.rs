@@ -120,12 +120,10 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     let mut pause_tried = false;
     let deadline = args.duration.map(|d| std::time::Instant::now() + d);
     let mut timed_out = false;
-    // The trace could not be written on: the probes are detached (the
-    // target runs on untraced), the recording ends.
-    let mut write_stopped = false;
     let end = loop {
-        if !write_stopped && ing.failure().is_some() {
-            write_stopped = true;
+        // The trace could not be written on: the probes are detached (the
+        // target runs on untraced), the recording ends.
+        if ing.failure().is_some() {
             session.recorder.stop();
         }
         if !timed_out && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -214,7 +212,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         },
         match (exit_status, &end) {
             (Some(s), _) => format!("target {s}"),
-            (None, EndReason::Stopped) if write_stopped => "detached".to_string(),
+            (None, EndReason::Stopped) if failed.is_some() => "detached".to_string(),
             (None, EndReason::Stopped) => "stopped by user".to_string(),
             (None, _) => "target gone".to_string(),
         },
@@ -222,7 +220,7 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
         // What reached the file is not known once its writer gave up
         // (the queue's bytes were handed on, not written): the error
         // line says where the trace ends.
-        if write_stopped {
+        if failed.is_some() {
             "cut short".to_string()
         } else {
             format!("{} KiB", written / 1024)
