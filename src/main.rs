@@ -121,6 +121,13 @@ struct BoundArgs {
     /// windows; 0 turns it off).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = report::parse_duration)]
     on_crash_keep: std::time::Duration,
+    /// An unbounded trace file restarts every SIZE as a new part that
+    /// starts with the blocks live then (as a bounded recording's
+    /// segments do): `report --at T` and `open --at T` read from the part
+    /// before T, not from the file's start. Costs a copy of the live
+    /// heap's blocks each time. 0: never.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_checkpoint)]
+    checkpoint: u64,
 }
 
 impl BoundArgs {
@@ -147,6 +154,12 @@ impl BoundArgs {
         }
         Ok(trace::Limits {
             max_bytes,
+            // Where a file can be read from a part (not a FIFO or stdout).
+            checkpoint: if bounded || !session::boundable(output) {
+                0
+            } else {
+                self.checkpoint
+            },
             keep_ns: self.keep.map(ns),
             crash_keep_ns: bounded
                 .then_some(self.on_crash_keep)
@@ -298,11 +311,18 @@ enum Cmd {
         /// Trace file written by `tm-tui record`; - reads stdin.
         file: PathBuf,
         /// The moment to look at, from the start (e.g. 1.250s, 1s 250ms).
+        /// Only the recording up to it is read, from the trace's part (or
+        /// segment) before it (--window's start): the counts are of that
+        /// stretch, the heap at the moment exact (see --checkpoint).
         #[arg(long, value_parser = report::parse_duration)]
         at: Option<std::time::Duration>,
         /// Show the events in this window before the moment (e.g. 200ms).
         #[arg(long, value_parser = report::parse_duration)]
         window: Option<std::time::Duration>,
+        /// With --at: read the whole recording (the counts of all of it),
+        /// not only the stretch up to the moment.
+        #[arg(long, requires = "at")]
+        whole: bool,
         /// Machine-readable output (schema in the README).
         #[arg(long)]
         json: bool,
@@ -423,6 +443,11 @@ enum Cmd {
         /// Memory budget of the timeline.
         #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
         memory: usize,
+        /// Open at this moment, from the start (1.250s, 5m): the reading
+        /// starts at the trace's part (or segment) before it, the heap
+        /// there exact, and the view holds at the moment.
+        #[arg(long, value_parser = report::parse_duration)]
+        at: Option<std::time::Duration>,
     },
 }
 
@@ -475,6 +500,14 @@ fn parse_max_size(s: &str) -> Result<u64, String> {
         return Err(format!(
             "--max-size '{s}' is below 8MiB (8 segments of at least 1MiB; 0 is unbounded)"
         ));
+    }
+    Ok(v)
+}
+
+fn parse_checkpoint(s: &str) -> Result<u64, String> {
+    let v = parse_bytes(s, "size", "256MiB")?;
+    if v != 0 && v < trace::PART_ALIGN {
+        return Err(format!("--checkpoint '{s}' is below 1MiB (0 is never)"));
     }
     Ok(v)
 }
@@ -538,8 +571,8 @@ fn run(cli: Cli) -> Result<i32> {
             cmd::docs::completions(Cli::command(), shell)?;
             Ok(0)
         }
-        Cmd::Open { file, memory } => {
-            cmd::live::open(&file, memory)?;
+        Cmd::Open { file, memory, at } => {
+            cmd::live::open(&file, memory, at)?;
             Ok(0)
         }
         Cmd::Record {
@@ -581,13 +614,22 @@ fn run(cli: Cli) -> Result<i32> {
             file,
             at,
             window,
+            whole,
             json,
             memory,
             filter,
         } => {
             // Streamed: the events go into the timeline, never all in
             // memory (--memory bounds it whatever the file's size).
-            let (t, tl) = cmd::read_streaming(&file, memory)?;
+            let ns = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+            let part = match at {
+                Some(at) if !whole => cmd::load::Part {
+                    from: trace::locate(&file, ns(at).saturating_sub(window.map_or(0, ns)))?,
+                    until: Some(ns(at)),
+                },
+                _ => cmd::load::Part::default(),
+            };
+            let (t, tl) = cmd::load::read_streaming_part(&file, memory, part)?;
             let sum = report::summary_of(&t, tl);
             let opts = report::Options {
                 at,

@@ -12,7 +12,7 @@
 //!
 //! The order of the fields and variants of the types in [`crate::event`] is
 //! the format: a new event kind or record type goes last, and
-//! `tests/data/every-kind-v6.tmt` fails when anything else moves. A record
+//! `tests/data/every-kind-v8.tmt` fails when anything else moves. A record
 //! whose frame is intact but whose payload this version cannot decode (an
 //! event kind or record type of a newer tm-tui) is skipped and reported in
 //! [`Trace::skipped`]; reading goes on at the next record.
@@ -23,7 +23,7 @@ mod v4;
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,12 @@ use strum::{EnumCount, FromRepr, IntoStaticStr};
 use crate::event::{Event, EventKind, ExitStatus, LeakScan, Lost, Meta, Module, Probe, Stack};
 
 pub const MAGIC: [u8; 8] = *b"TMTRACE\0";
-/// 7: each record's checksum covers its sequence number (0 for Meta, then
+/// 8: a single trace file restarts every `--checkpoint` bytes as a new
+/// part (the header, Meta, a Segment record with its first event's time,
+/// the tables and the blocks live then), each part starting at a multiple
+/// of [`PART_ALIGN`] (a Pad record fills the gap), so `--at T` finds the
+/// part before T by reading a few headers and starts there with the heap
+/// exact; a Segment record holds its first event's time too. 7: each record's checksum covers its sequence number (0 for Meta, then
 /// 1, 2, …), so a record dropped, duplicated or moved is told from a
 /// clean file without a byte more per record; 6: watchpoint hits (a new event kind), and Meta says whether children
 /// were followed; 5: events carry their process id (children are followed), signals
@@ -42,7 +47,10 @@ pub const MAGIC: [u8; 8] = *b"TMTRACE\0";
 /// modules carry their build-id; 3: payloads derived (postcard); 2 added
 /// probes, calls, system calls and off-CPU events. Files of earlier
 /// versions read as before.
-pub const FORMAT_VERSION: u16 = 7;
+pub const FORMAT_VERSION: u16 = 8;
+/// A trace file's parts (version 8) start at multiples of this: the
+/// index of a file is its parts' headers, found by a few reads.
+pub const PART_ALIGN: u64 = 1 << 20;
 /// How far from the expected sequence number a reader looks for the one
 /// a record's checksum was made with (on a mismatch only): a gap, a
 /// duplicate or a move of up to this many records is named; a wider one
@@ -81,6 +89,9 @@ enum Tag {
     Carried = 10,
     /// A segment closed because the next one began (not the recording's end).
     SegmentEnd = 11,
+    /// Filler before a part of a file that starts at a [`PART_ALIGN`]
+    /// boundary (version 8): its payload is zeros, not read.
+    Pad = 12,
 }
 
 impl Tag {
@@ -94,6 +105,18 @@ impl Tag {
 pub struct End {
     pub end_mono_ns: u64,
     pub status: Option<ExitStatus>,
+}
+
+/// What a segment (or a file's part) says of itself after its Meta.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentHead {
+    /// 1, 2, … in the order written.
+    pub number: u64,
+    /// Its first event's time (0 before version 8).
+    pub first_ts: u64,
+    /// Its size before the next begins, at least (0 before version 8): a
+    /// file's next part is no nearer.
+    pub part_bytes: u64,
 }
 
 /// A block live when a segment began, allocated before it.
@@ -153,6 +176,9 @@ pub struct Trace {
     pub window: Option<Window>,
     /// This file is a segment that was closed for the next one.
     pub closed: bool,
+    /// The reader stopped before the end because its sink had enough
+    /// (`report --at`: the moment was passed): nothing after was read.
+    pub stopped: bool,
 }
 
 /// What a bounded recording still holds.
@@ -166,6 +192,20 @@ pub struct Window {
     pub kept: Vec<std::path::PathBuf>,
     /// This is such a kept window: the recording went on after it.
     pub is_kept: bool,
+    /// A single file read from its part `first_segment` on (`--at`), not
+    /// from its start: the parts before were not read.
+    pub from_part: Option<PartStart>,
+}
+
+/// Where a read of a file's part (`--at`) started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartStart {
+    /// Bytes of the file before it (not read).
+    pub offset: u64,
+    /// The file's size.
+    pub file_bytes: u64,
+    /// Parts of one file (not segments of a directory).
+    pub in_file: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -299,13 +339,23 @@ impl TraceWriter {
     pub fn create_ring(dir: &Path, meta: &Meta, limits: Limits) -> anyhow::Result<Self> {
         prepare_ring_dir(dir)?;
         let mut w = Self::create(&segment_path(dir, 1), meta)?;
-        w.record(Tag::Segment, &1u64)?;
+        w.record(
+            Tag::Segment,
+            &SegmentHead {
+                number: 1,
+                first_ts: 0,
+                part_bytes: limits.segment_bytes(),
+            },
+        )?;
         w.submit()?;
         w.ring = Some(Ring {
             dir: dir.to_path_buf(),
             meta: meta.clone(),
             number: 1,
             limits,
+            segment_bytes: limits.segment_bytes(),
+            in_place: false,
+            base: 0,
             preamble: w.written,
             first_ts: None,
             last_ts: 0,
@@ -316,6 +366,36 @@ impl TraceWriter {
             stacks: std::collections::HashSet::new(),
         });
         Ok(w)
+    }
+
+    /// Makes this single file restart every `every` bytes as a new part
+    /// (version 8): the header and Meta again, a Segment record with the
+    /// part's first event time, the tables and the blocks live then, at
+    /// a [`PART_ALIGN`] boundary. `report --at`/`open --at` start at the
+    /// part before the moment instead of the file's start. The first part
+    /// is the file as before (no Segment record): read whole, the file is
+    /// the same recording.
+    pub fn checkpoint_every(&mut self, meta: &Meta, every: u64) {
+        if self.ring.is_some() || every == 0 {
+            return;
+        }
+        self.ring = Some(Ring {
+            dir: std::path::PathBuf::new(),
+            meta: meta.clone(),
+            number: 1,
+            limits: Limits::default(),
+            segment_bytes: every.max(PART_ALIGN),
+            in_place: true,
+            base: 0,
+            preamble: self.written,
+            first_ts: None,
+            last_ts: 0,
+            closed: VecDeque::new(),
+            dropped: 0,
+            pins: Vec::new(),
+            pins_refused: 0,
+            stacks: std::collections::HashSet::new(),
+        });
     }
 
     /// Whether stack `id` must be written before an event that uses it
@@ -383,8 +463,9 @@ impl TraceWriter {
             .is_some_and(|r| r.limits.crash_keep_ns.is_some())
     }
 
-    /// A bounded recording (a directory of segments).
-    pub fn is_bounded(&self) -> bool {
+    /// Written in segments or parts, each starting with what it needs:
+    /// [`Self::wants_rotation`] and [`Self::needs_stack`] apply.
+    pub fn segmented(&self) -> bool {
         self.ring.is_some()
     }
 
@@ -399,8 +480,7 @@ impl TraceWriter {
         r.last_ts = r.last_ts.max(ts);
         // Full, and mostly events (a preamble of many carried blocks must
         // not make every event start a segment).
-        (written >= r.limits.segment_bytes()
-            && written - r.preamble >= r.limits.segment_bytes() / 4)
+        (written >= r.segment_bytes && written - r.preamble >= r.segment_bytes / 4)
             || r.limits
                 .segment_ns()
                 .is_some_and(|span| ts.saturating_sub(first) >= span)
@@ -418,6 +498,14 @@ impl TraceWriter {
         let Some(mut ring) = self.ring.take() else {
             return Ok(());
         };
+        if ring.in_place {
+            // The next part starts at a PART_ALIGN boundary: a Pad record
+            // (its frame alone at the least) and the SegmentEnd end there.
+            let frame = (FRAME_HEAD + 4) as u64;
+            let at = ring.base + self.written + 2 * frame;
+            let pad = (PART_ALIGN - at % PART_ALIGN) % PART_ALIGN;
+            self.pad(pad as usize)?;
+        }
         self.record(Tag::SegmentEnd, &())?;
         self.submit()?;
         let first = ring.first_ts.unwrap_or(ts);
@@ -427,10 +515,21 @@ impl TraceWriter {
             p.link(&self.sink, &ring.dir, ring.number);
         }
         ring.number += 1;
-        // The writer closes the old file as it opens the next.
-        self.sink.open(&segment_path(&ring.dir, ring.number));
+        if ring.in_place {
+            ring.base += self.written;
+        } else {
+            // The writer closes the old file as it opens the next.
+            self.sink.open(&segment_path(&ring.dir, ring.number));
+        }
         self.begin(&ring.meta)?;
-        self.record(Tag::Segment, &ring.number)?;
+        self.record(
+            Tag::Segment,
+            &SegmentHead {
+                number: ring.number,
+                first_ts: ts,
+                part_bytes: ring.segment_bytes,
+            },
+        )?;
         for m in tables.modules {
             self.write_module(m)?;
         }
@@ -476,7 +575,10 @@ impl TraceWriter {
 
     /// Segments deleted so far (`None`: not a bounded recording).
     pub fn segments_dropped(&self) -> Option<u64> {
-        self.ring.as_ref().map(|r| r.dropped)
+        self.ring
+            .as_ref()
+            .filter(|r| !r.in_place)
+            .map(|r| r.dropped)
     }
 
     pub fn write_module(&mut self, m: &Module) -> anyhow::Result<()> {
@@ -581,6 +683,20 @@ impl TraceWriter {
         // Into the same buffer, taken and given back: no allocation.
         self.buf = postcard::to_extend(value, buf)
             .with_context(|| format!("cannot encode a {} record", tag.name()))?;
+        self.seal()
+    }
+
+    /// A Pad record of `len` zero bytes.
+    fn pad(&mut self, len: usize) -> anyhow::Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[Tag::Pad as u8, 0, 0, 0, 0]);
+        self.buf.resize(FRAME_HEAD + len, 0);
+        self.seal()
+    }
+
+    /// The record in `buf` (frame head, payload) framed: its length and
+    /// checksum set, and it is appended to what goes to the file.
+    fn seal(&mut self) -> anyhow::Result<()> {
         let payload = self.buf.len() - FRAME_HEAD;
         let len = u32::try_from(payload)
             .ok()
@@ -623,6 +739,9 @@ pub struct Limits {
     /// Keep the segments of this long before a crash or a finding apart
     /// (`--on-crash-keep`; `None`: off).
     pub crash_keep_ns: Option<u64>,
+    /// An unbounded trace file restarts every this many bytes as a new
+    /// part, where `--at` reads start (`--checkpoint`; 0: never).
+    pub checkpoint: u64,
 }
 
 /// A segment is this fraction of the limits: the held window is between
@@ -665,6 +784,13 @@ struct Ring {
     /// The segment being written.
     number: u64,
     limits: Limits,
+    /// Event bytes a segment takes before the next one begins.
+    segment_bytes: u64,
+    /// The segments are parts of one file (`--checkpoint`): nothing is
+    /// deleted, nothing kept apart.
+    in_place: bool,
+    /// Where the part being written starts in the file (`in_place`).
+    base: u64,
     /// Bytes of the segment before its first event.
     preamble: u64,
     first_ts: Option<u64>,
@@ -827,7 +953,7 @@ enum TraceError {
 /// [`Trace::damage`].
 /// `-` is the standard input.
 pub fn read_trace(path: &Path) -> anyhow::Result<Trace> {
-    read_path(path, None, None)
+    read_path(path, None, None, None)
 }
 
 /// The bytes of a trace file, or of a bounded recording's segments (none
@@ -874,7 +1000,11 @@ fn read_path<'s>(
     path: &Path,
     sink: Option<&mut (dyn Sink + 's)>,
     count: Option<&std::sync::atomic::AtomicU64>,
+    from: Option<Start>,
 ) -> anyhow::Result<Trace> {
+    if let Some(from) = from {
+        return read_from(path, sink, count, from);
+    }
     if is_std(path) {
         use std::io::IsTerminal;
         let stdin = io::stdin();
@@ -887,15 +1017,15 @@ fn read_path<'s>(
             inner: stdin.lock(),
             count,
         };
-        return read_stream_into(BufReader::with_capacity(IO_BUFFER, stdin), sink)
+        return read_parts(BufReader::with_capacity(IO_BUFFER, stdin), sink, 0)
             .map_err(|e| anyhow::anyhow!("stdin: {e}"));
     }
     if path.is_dir() {
-        return read_ring_into(path, sink, count);
+        return read_ring_into(path, sink, count, 0);
     }
     let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
     let file = Counted { inner: file, count };
-    read_stream_into(BufReader::with_capacity(IO_BUFFER, file), sink)
+    read_parts(BufReader::with_capacity(IO_BUFFER, file), sink, 0)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
@@ -907,11 +1037,13 @@ fn read_ring_into<'s>(
     dir: &Path,
     mut sink: Option<&mut (dyn Sink + 's)>,
     count: Option<&std::sync::atomic::AtomicU64>,
+    from_segment: u64,
 ) -> anyhow::Result<Trace> {
     let mut segs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(Result::ok)
         .filter_map(|e| Some((segment_number(&e.file_name().to_string_lossy())?, e.path())))
+        .filter(|(n, _)| *n >= from_segment)
         .collect();
     segs.sort();
     let mut out: Option<Trace> = None;
@@ -930,11 +1062,19 @@ fn read_ring_into<'s>(
         }
     }
     for (n, path, file) in files {
-        let seg = read_stream_into(
-            BufReader::with_capacity(IO_BUFFER, Counted { inner: file, count }),
-            sink.as_deref_mut(),
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if out.as_ref().is_some_and(|t| t.stopped) {
+            break;
+        }
+        let mut r = BufReader::with_capacity(IO_BUFFER, Counted { inner: file, count });
+        let (mut seg, len) = read_part(&mut r, sink.as_deref_mut(), 0)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        // A segment's file ends with its SegmentEnd.
+        if seg.closed && !r.fill_buf()?.is_empty() {
+            seg.integrity.push(Damage {
+                offset: len,
+                reason: "bytes after the segment's end: not read".into(),
+            });
+        }
         let name = path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -955,62 +1095,7 @@ fn read_ring_into<'s>(
             out = Some(seg);
             continue;
         };
-        if seg.meta != t.meta {
-            t.integrity.push(Damage {
-                offset: 0,
-                reason: format!(
-                    "{name}: a segment of another recording (pid {}, started {} ns): not read",
-                    seg.meta.pid, seg.meta.start_wall_ns
-                ),
-            });
-            continue;
-        }
-        if n != last + 1 {
-            t.integrity.push(Damage {
-                offset: 0,
-                reason: format!(
-                    "{name}: segment(s) {} to {} missing before it: their events are not in the recording",
-                    last + 1,
-                    n - 1
-                ),
-            });
-        }
-        last = n;
-        if let Some(w) = &mut t.window {
-            w.segments += 1;
-        }
-        // A damaged segment before the last one: what was read of it
-        // counts, and the damage is said.
-        if let Some(d) = t.damage.take() {
-            t.integrity.push(d);
-        }
-        let base = t.event_count;
-        t.event_count += seg.event_count;
-        for m in seg.modules {
-            if !t.modules.iter().any(|x| x.id == m.id) {
-                t.modules.push(m);
-            }
-        }
-        for p in seg.probes {
-            if !t.probes.iter().any(|x| x.id == p.id) {
-                t.probes.push(p);
-            }
-        }
-        let known: std::collections::HashSet<crate::event::StackId> =
-            t.stacks.iter().map(|s| s.id).collect();
-        t.stacks
-            .extend(seg.stacks.into_iter().filter(|s| !known.contains(&s.id)));
-        t.events.extend(seg.events);
-        t.lost_marks
-            .extend(seg.lost_marks.into_iter().map(|(i, l)| (i + base, l)));
-        t.lost = seg.lost;
-        t.leak_scans
-            .extend(seg.leak_scans.into_iter().map(|(i, l)| (i + base, l)));
-        t.end = seg.end;
-        t.closed = seg.closed;
-        t.damage = seg.damage.map(at);
-        t.integrity.extend(seg.integrity.into_iter().map(at));
-        t.skipped.extend(seg.skipped.into_iter().map(at));
+        append(t, seg, n, &mut last, "segment", at);
     }
     let mut t = out.ok_or_else(|| {
         anyhow::anyhow!(
@@ -1036,7 +1121,7 @@ fn read_ring_into<'s>(
     // The newest segment held was closed for a next one not there (yet):
     // being written, or the recorder was killed between the two (a kept
     // window ends so by design).
-    if t.closed && t.end.is_none() && t.damage.is_none() && !is_kept {
+    if t.closed && !t.stopped && t.end.is_none() && t.damage.is_none() && !is_kept {
         t.damage = Some(Damage {
             offset: 0,
             reason: format!("{NO_END} (after segment {last})"),
@@ -1063,25 +1148,295 @@ pub trait Sink {
     /// The recording's Meta (once per file: each segment of a ring).
     fn meta(&mut self, meta: &Meta);
     fn item(&mut self, item: Item<'_>);
+    /// Asked after each event: stop reading here (the rest is not wanted).
+    fn enough(&self) -> bool {
+        false
+    }
 }
 
 /// Reads a trace (file, `-`, or a bounded recording's directory) handing
 /// every event to `sink` instead of keeping it: the returned trace has
 /// everything else (tables, losses, end, damage) and `events` empty, with
 /// `event_count` the number read. Memory is the sink's, not the file's.
-/// `count`, when given, is kept to the bytes read so far.
-pub fn read_trace_into(
+/// `count`, when given, is kept to the bytes read so far. From `from` (see
+/// [`locate`]) on, or from the start.
+pub fn read_trace_into_from(
     path: &Path,
     sink: &mut dyn Sink,
     count: Option<&std::sync::atomic::AtomicU64>,
+    from: Option<Start>,
 ) -> anyhow::Result<Trace> {
-    read_path(path, Some(sink), count)
+    read_path(path, Some(sink), count, from)
 }
 
-fn read_stream_into<'s, R: Read>(
+/// A part of a file (version 8) or a segment of a bounded recording where
+/// a read can start with the heap exact: what [`locate`] finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Start {
+    /// The part's or segment's number.
+    pub number: u64,
+    /// Its first event's time.
+    pub first_ts: u64,
+    /// Where it starts in the file; for a directory, the bytes of the
+    /// segments before it.
+    pub offset: u64,
+    /// The file's (or the segments') size.
+    pub total: u64,
+}
+
+/// The last part of the file (or segment of the directory) `path` whose
+/// first event is at or before `at` after the recording's start:
+/// where a read for the heap at `ts` can start. `None`: the start (the
+/// first part, a file of an earlier version, stdin). Reads a few headers:
+/// the parts start at [`PART_ALIGN`] boundaries and say their size.
+pub fn locate(path: &Path, at: u64) -> anyhow::Result<Option<Start>> {
+    use std::os::unix::fs::FileExt;
+    if is_std(path) {
+        return Ok(None);
+    }
+    if path.is_dir() {
+        let mut segs: Vec<(u64, std::path::PathBuf, u64)> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let n = segment_number(&e.file_name().to_string_lossy())?;
+                Some((n, e.path(), e.metadata().ok()?.len()))
+            })
+            .collect();
+        segs.sort();
+        let total = segs.iter().map(|s| s.2).sum();
+        let (mut best, mut before) = (None, 0);
+        for (n, p, len) in &segs {
+            let Some((meta, Some(head))) = File::open(p).ok().and_then(|f| part_head(&f, 0)) else {
+                break;
+            };
+            if head.first_ts > meta.start_mono_ns.saturating_add(at) {
+                break;
+            }
+            best = Some(Start {
+                number: *n,
+                first_ts: head.first_ts,
+                offset: before,
+                total,
+            });
+            before += len;
+        }
+        // The oldest held is where a read starts anyway.
+        return Ok(best.filter(|b| Some(b.number) != segs.first().map(|s| s.0)));
+    }
+    let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
+    let total = file.metadata()?.len();
+    let Some((meta, _)) = part_head(&file, 0) else {
+        return Ok(None);
+    };
+    let ts = meta.start_mono_ns.saturating_add(at);
+    let (mut best, mut at, mut probe) = (None, PART_ALIGN, [0u8; 10]);
+    while at + HEADER_LEN < total {
+        let is_part = file.read_exact_at(&mut probe, at).is_ok()
+            && probe[..8] == MAGIC
+            && u16::from_le_bytes([probe[8], probe[9]]) >= 8;
+        let head = if is_part { part_head(&file, at) } else { None };
+        match head {
+            Some((m, Some(h))) if m == meta => {
+                if h.first_ts > ts {
+                    break;
+                }
+                best = Some(Start {
+                    number: h.number,
+                    first_ts: h.first_ts,
+                    offset: at,
+                    total,
+                });
+                // The next part is at least this one's size further.
+                at += (h.part_bytes / PART_ALIGN).max(1) * PART_ALIGN;
+            }
+            _ => at += PART_ALIGN,
+        }
+    }
+    Ok(best)
+}
+
+/// The Meta and Segment record of the part of `file` at `offset` (none for
+/// a file's first part), if one starts there.
+fn part_head(file: &File, offset: u64) -> Option<(Meta, Option<SegmentHead>)> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 64 << 10];
+    let n = file.read_at(&mut buf, offset).ok()?;
+    buf.truncate(n);
+    let header = buf.get(..HEADER_LEN as usize)?;
+    if header[..8] != MAGIC {
+        return None;
+    }
+    let version = u16::from_le_bytes([header[8], header[9]]);
+    if version == 0 || version > FORMAT_VERSION {
+        return None;
+    }
+    let mut records = Records {
+        r: &buf[HEADER_LEN as usize..],
+        version,
+        offset: offset + HEADER_LEN,
+        start: offset + HEADER_LEN,
+        payload: Vec::new(),
+        root_pid: 0,
+        seq: 0,
+        recording: 0,
+        missing: Vec::new(),
+        gaps: Vec::new(),
+    };
+    let Ok(Next::Record(Record::Meta(meta))) = records.next() else {
+        return None;
+    };
+    let seg = match records.next() {
+        Ok(Next::Record(Record::Segment(h))) => Some(h),
+        _ => None,
+    };
+    Some((meta, seg))
+}
+
+/// A read from the part or segment `from` on.
+fn read_from<'s>(
+    path: &Path,
+    sink: Option<&mut (dyn Sink + 's)>,
+    count: Option<&std::sync::atomic::AtomicU64>,
+    from: Start,
+) -> anyhow::Result<Trace> {
+    let in_file = !path.is_dir();
+    let mut t = if !in_file {
+        read_ring_into(path, sink, count, from.number)?
+    } else {
+        let mut file =
+            File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
+        file.seek(io::SeekFrom::Start(from.offset))?;
+        let file = Counted { inner: file, count };
+        read_parts(BufReader::with_capacity(IO_BUFFER, file), sink, from.offset)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    };
+    if let Some(w) = &mut t.window {
+        w.from_part = Some(PartStart {
+            offset: from.offset,
+            file_bytes: from.total,
+            in_file,
+        });
+    }
+    Ok(t)
+}
+
+/// A file's parts (version 8), read in order from the one at `base` as
+/// one trace; the first part's errors (not a trace) are the error.
+fn read_parts<'s, R: BufRead>(
     mut r: R,
     mut sink: Option<&mut (dyn Sink + 's)>,
+    base: u64,
 ) -> Result<Trace, TraceError> {
+    let (mut t, len) = read_part(&mut r, sink.as_deref_mut(), base)?;
+    let mut at = base + len;
+    let mut last = t.window.as_ref().map_or(1, |w| w.first_segment);
+    while t.closed && !t.stopped && t.damage.is_none() && !r.fill_buf()?.is_empty() {
+        match read_part(&mut r, sink.as_deref_mut(), at) {
+            Ok((part, len)) => {
+                at += len;
+                let n = part.window.as_ref().map_or(last + 1, |w| w.first_segment);
+                append(&mut t, part, n, &mut last, "part", |d| d);
+            }
+            Err(e) => {
+                t.damage = Some(Damage {
+                    offset: at,
+                    reason: format!("the next part does not read: {e}"),
+                });
+            }
+        }
+    }
+    // A part closed for a next one not there (yet): the file is being
+    // written, or the recorder was killed between the two.
+    if t.closed && !t.stopped && t.end.is_none() && t.damage.is_none() {
+        t.damage = Some(Damage {
+            offset: at,
+            reason: NO_END.into(),
+        });
+    }
+    Ok(t)
+}
+
+/// A segment or part `seg` (number `n`) of the recording `t` after what
+/// `t` holds: its tables, events and end taken in, its gaps named.
+fn append(
+    t: &mut Trace,
+    seg: Trace,
+    n: u64,
+    last: &mut u64,
+    unit: &str,
+    at: impl Fn(Damage) -> Damage,
+) {
+    if seg.meta != t.meta {
+        t.integrity.push(at(Damage {
+            offset: 0,
+            reason: format!(
+                "a {unit} of another recording (pid {}, started {} ns): not read",
+                seg.meta.pid, seg.meta.start_wall_ns
+            ),
+        }));
+        return;
+    }
+    if n != *last + 1 {
+        t.integrity.push(at(Damage {
+            offset: 0,
+            reason: format!(
+                "{unit}(s) {} to {} missing before it: their events are not in the recording",
+                *last + 1,
+                n.saturating_sub(1)
+            ),
+        }));
+    }
+    *last = n;
+    if let Some(w) = &mut t.window {
+        w.segments += 1;
+    }
+    // A damaged segment before the last one: what was read of it
+    // counts, and the damage is said.
+    if let Some(d) = t.damage.take() {
+        t.integrity.push(d);
+    }
+    let base = t.event_count;
+    t.event_count += seg.event_count;
+    t.first_ts = t.first_ts.or(seg.first_ts);
+    for m in seg.modules {
+        if !t.modules.iter().any(|x| x.id == m.id) {
+            t.modules.push(m);
+        }
+    }
+    for p in seg.probes {
+        if !t.probes.iter().any(|x| x.id == p.id) {
+            t.probes.push(p);
+        }
+    }
+    let known: std::collections::HashSet<crate::event::StackId> =
+        t.stacks.iter().map(|s| s.id).collect();
+    t.stacks
+        .extend(seg.stacks.into_iter().filter(|s| !known.contains(&s.id)));
+    t.events.extend(seg.events);
+    t.lost_marks
+        .extend(seg.lost_marks.into_iter().map(|(i, l)| (i + base, l)));
+    t.lost = seg.lost;
+    t.leak_scans
+        .extend(seg.leak_scans.into_iter().map(|(i, l)| (i + base, l)));
+    t.end = seg.end;
+    t.closed = seg.closed;
+    t.stopped = seg.stopped;
+    t.damage = seg.damage.map(&at);
+    t.integrity.extend(seg.integrity.into_iter().map(&at));
+    t.skipped.extend(seg.skipped.into_iter().map(&at));
+}
+
+/// One part of a trace (a file, a bounded recording's segment, or a part
+/// of a file from `base`): its header, Meta and records up to its
+/// SegmentEnd or the end of the input. Returns it and its length in bytes;
+/// the offsets in what it says are the input's (from `base`).
+fn read_part<'s, R: Read>(
+    r: R,
+    mut sink: Option<&mut (dyn Sink + 's)>,
+    base: u64,
+) -> Result<(Trace, u64), TraceError> {
+    let mut r = r;
     let mut header = [0u8; HEADER_LEN as usize];
     let n = read_full(&mut r, &mut header)?;
     let got = header.get(..n.min(MAGIC.len())).unwrap_or_default();
@@ -1102,8 +1457,8 @@ fn read_stream_into<'s, R: Read>(
     let mut records = Records {
         r,
         version,
-        offset: HEADER_LEN,
-        start: HEADER_LEN,
+        offset: base + HEADER_LEN,
+        start: base + HEADER_LEN,
         payload: Vec::new(),
         root_pid: 0,
         seq: 0,
@@ -1144,6 +1499,7 @@ fn read_stream_into<'s, R: Read>(
         integrity: Vec::new(),
         window: None,
         closed: false,
+        stopped: false,
     };
     loop {
         let reason = match records.next()? {
@@ -1189,7 +1545,13 @@ fn read_stream_into<'s, R: Read>(
                 trace.event_count += 1;
                 trace.first_ts.get_or_insert(e.ts);
                 match sink.as_deref_mut() {
-                    Some(k) => k.item(Item::Event(e)),
+                    Some(k) => {
+                        k.item(Item::Event(e));
+                        if k.enough() {
+                            trace.stopped = true;
+                            break;
+                        }
+                    }
                     None => trace.events.push(e),
                 }
                 continue;
@@ -1213,13 +1575,11 @@ fn read_stream_into<'s, R: Read>(
                 trace.leak_scans.push((trace.event_count, l));
                 continue;
             }
-            Next::Record(Record::Segment(n)) => {
+            Next::Record(Record::Segment(head)) => {
                 trace.window = Some(Window {
-                    first_segment: n,
+                    first_segment: head.number,
                     segments: 1,
-                    carried: Vec::new(),
-                    kept: Vec::new(),
-                    is_kept: false,
+                    ..Window::default()
                 });
                 continue;
             }
@@ -1232,10 +1592,13 @@ fn read_stream_into<'s, R: Read>(
                 }
                 continue;
             }
+            // What follows is the next part (of a file; a segment's file
+            // ends here).
             Next::Record(Record::SegmentEnd) => {
                 trace.closed = true;
-                continue;
+                break;
             }
+            Next::Record(Record::Pad) => continue,
         };
         trace.damage = Some(Damage {
             offset: records.start,
@@ -1258,13 +1621,13 @@ fn read_stream_into<'s, R: Read>(
     // Every recording ends with an End record: without one it was cut
     // (tm-tui killed, or the file copied while being written), maybe at a
     // record boundary, which reads cleanly otherwise.
-    if trace.end.is_none() && trace.damage.is_none() && !trace.closed {
+    if trace.end.is_none() && trace.damage.is_none() && !trace.closed && !trace.stopped {
         trace.damage = Some(Damage {
             offset: records.offset,
             reason: NO_END.into(),
         });
     }
-    Ok(trace)
+    Ok((trace, records.offset - base))
 }
 
 /// The reason given for a trace without its End record.
@@ -1294,9 +1657,10 @@ enum Record {
     Lost(Lost),
     End(End),
     LeakScan(LeakScan),
-    Segment(u64),
+    Segment(SegmentHead),
     Carried(Vec<CarriedBlock>),
     SegmentEnd,
+    Pad,
 }
 
 impl Record {
@@ -1313,6 +1677,7 @@ impl Record {
             Record::Segment(_) => Tag::Segment,
             Record::Carried(_) => Tag::Carried,
             Record::SegmentEnd => Tag::SegmentEnd,
+            Record::Pad => Tag::Pad,
         }
     }
 }
@@ -1444,6 +1809,12 @@ impl<R: Read> Records<R> {
             3 | 4 if tag == Tag::Event => from_payload::<v4::EventV4>(body)
                 .map(|e| Record::Event(e.upgrade(self.root_pid)))
                 .map_err(|e| newer_kind(body, 4).unwrap_or(e)),
+            ..=7 if tag == Tag::Segment => from_payload::<u64>(body).map(|number| {
+                Record::Segment(SegmentHead {
+                    number,
+                    ..SegmentHead::default()
+                })
+            }),
             3..=5 if tag == Tag::Meta => from_payload::<MetaV5>(body).map(|m| {
                 Record::Meta(Meta {
                     pid: m.pid,
@@ -1574,6 +1945,7 @@ fn decode(tag: Tag, payload: &[u8]) -> Result<Record, String> {
             from_payload::<()>(payload)?;
             Record::SegmentEnd
         }
+        Tag::Pad => Record::Pad,
     })
 }
 
@@ -2218,6 +2590,7 @@ mod tests {
             integrity: Vec::new(),
             window: None,
             closed: false,
+            stopped: false,
         }
     }
 
@@ -2225,7 +2598,7 @@ mod tests {
     #[test]
     fn old_versions_still_read() -> anyhow::Result<()> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-        for v in [1u16, 2, 3, 4, 5, 6] {
+        for v in [1u16, 2, 3, 4, 5, 6, 7] {
             let path = dir.join(format!("every-kind-v{v}.tmt"));
             let bytes = std::fs::read(&path)?;
             assert_eq!(bytes.get(8..10), Some(&v.to_le_bytes()[..]), "version {v}");
@@ -2265,7 +2638,7 @@ mod tests {
     /// `TM_BLESS=1 cargo test` rewrites the file.
     #[test]
     fn every_kind_encodes_as_the_checked_in_file() -> anyhow::Result<()> {
-        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v7.tmt");
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v8.tmt");
         let f = TempFile::new("golden");
         write_fixture(&f.0, &fixture(FORMAT_VERSION))?;
         let bytes = std::fs::read(&f.0)?;
@@ -2367,14 +2740,132 @@ mod tests {
 
     /// A ring's segments read back as one recording; one deleted between
     /// two held is named, not silently skipped.
+    /// A file written in parts (`--checkpoint`) reads whole as the same
+    /// recording; `locate` finds the part before a moment by its headers,
+    /// and a read from there starts with the blocks live then.
+    #[test]
+    fn a_file_in_parts_reads_whole_and_from_the_part_before_a_moment() -> anyhow::Result<()> {
+        use std::collections::BTreeMap;
+        let f = TempFile::new("parts");
+        let m = meta();
+        let mut w = TraceWriter::create(&f.0, &m)?;
+        w.checkpoint_every(&m, PART_ALIGN);
+        w.write_stack(&stack(0))?;
+        let stacks = [stack(0)];
+        let (n, keep) = (200_000u64, 97u64);
+        let block = |i: u64| CarriedBlock {
+            pid: 4242,
+            tid: 4243,
+            ts: m.start_mono_ns + i,
+            ptr: 0x1000 + i * 16,
+            size: 16 + i % 7,
+            stack: Some(0),
+        };
+        // The live set at each part's start, by its first event's time.
+        let mut live: BTreeMap<u64, CarriedBlock> = BTreeMap::new();
+        let mut at_part: Vec<(u64, Vec<CarriedBlock>)> = Vec::new();
+        let mut written = Vec::new();
+        for i in 0..2 * n {
+            let k = i / 2;
+            let e = if i % 2 == 0 {
+                let b = block(k);
+                ev(
+                    m.start_mono_ns + i,
+                    EventKind::Alloc {
+                        func: crate::event::AllocFn::Malloc,
+                        ptr: b.ptr,
+                        size: b.size,
+                        stack: Some(0),
+                    },
+                )
+            } else {
+                ev(
+                    m.start_mono_ns + i,
+                    EventKind::Free {
+                        ptr: block(k.saturating_sub(keep)).ptr,
+                        stack: Some(0),
+                    },
+                )
+            };
+            if w.wants_rotation(e.ts) {
+                let carried: Vec<CarriedBlock> = live.values().cloned().collect();
+                let tables = Tables {
+                    modules: &[],
+                    probes: &[],
+                    stacks: &stacks,
+                    lost: &Lost::default(),
+                };
+                w.rotate(e.ts, tables, &carried)?;
+                at_part.push((e.ts, carried));
+            }
+            if let Some(id) = e.kind.stack().filter(|&id| w.needs_stack(id)) {
+                w.write_stack(&stacks[id as usize])?;
+            }
+            w.write_event(&e)?;
+            match &e.kind {
+                EventKind::Alloc { .. } => {
+                    live.insert(k, block(k));
+                }
+                _ => {
+                    live.remove(&k.saturating_sub(keep));
+                }
+            }
+            written.push(e);
+        }
+        w.write_end(m.start_mono_ns + 2 * n, Some(ExitStatus::Code(0)))?;
+        drop(w);
+        assert!(at_part.len() >= 4, "{} parts", at_part.len() + 1);
+
+        let t = read_trace(&f.0)?;
+        assert_eq!(t.events, written, "read whole, the same events");
+        assert!(t.damage.is_none() && t.integrity.is_empty() && t.skipped.is_empty());
+        assert_eq!(t.window, None, "read whole, no window");
+        assert_eq!(t.stacks.len(), 1, "stacks repeated per part are read once");
+
+        // Before the second part: from the start.
+        assert_eq!(locate(&f.0, at_part[0].0 - m.start_mono_ns - 1)?, None);
+        for (p, (first, carried)) in at_part.iter().enumerate() {
+            for at in [*first, *first + 5_000] {
+                let s = locate(&f.0, at - m.start_mono_ns)?.expect("a part");
+                assert_eq!((s.number, s.first_ts), (p as u64 + 2, *first));
+                assert_eq!(s.offset % PART_ALIGN, 0);
+                let t = read_path(&f.0, None, None, Some(s))?;
+                let from = written.iter().position(|e| e.ts == *first).unwrap();
+                assert!(
+                    t.events == written[from..],
+                    "part {}: the events from it",
+                    p + 2
+                );
+                assert!(t.damage.is_none() && t.integrity.is_empty());
+                let w = t.window.expect("a window");
+                assert_eq!(&w.carried, carried, "part {}: the blocks live then", p + 2);
+                assert_eq!(w.first_segment, p as u64 + 2);
+                assert_eq!(w.from_part.map(|f| f.offset), Some(s.offset));
+            }
+        }
+
+        // Cut in the last part: read up to the cut, the damage said.
+        let len = std::fs::metadata(&f.0)?.len();
+        let file = std::fs::OpenOptions::new().write(true).open(&f.0)?;
+        file.set_len(len - 1000)?;
+        let t = read_trace(&f.0)?;
+        assert!(t.damage.is_some(), "a cut file is damaged");
+        assert!(t.events.len() < written.len() && t.events[..] == written[..t.events.len()]);
+        // Cut right after a part's end (its SegmentEnd): no end record.
+        let last = locate(&f.0, u64::MAX)?.expect("the last part");
+        file.set_len(last.offset)?;
+        let t = read_trace(&f.0)?;
+        assert_eq!(t.damage.map(|d| d.reason), Some(NO_END.to_string()));
+        Ok(())
+    }
+
     #[test]
     fn a_ring_reads_as_one_recording_and_names_a_missing_segment() -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(format!("tmt-ring-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let limits = Limits {
             max_bytes: Some(8 << 20),
-            keep_ns: None,
-            crash_keep_ns: None,
+            ..Limits::default()
         };
         let mut w = TraceWriter::create_ring(&dir, &meta(), limits)?;
         w.write_stack(&stack(0))?;

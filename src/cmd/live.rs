@@ -21,9 +21,17 @@ use crate::ui::{input_thread, run, Feed, Lag, TermGuard};
 /// filled as a loader thread reads it (the events never all in memory:
 /// the timeline keeps `memory` bytes of them). The view follows the
 /// reading and stops at a crash, as it does live.
-pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
+pub fn open(file: &std::path::Path, memory: usize, at: Option<std::time::Duration>) -> Result<()> {
     // The file first: a bad file is an error even without a terminal.
-    let loader = crate::cmd::load::Loader::start(file)?;
+    let at = at.map(|a| a.as_nanos().min(u128::from(u64::MAX)) as u64);
+    let part = crate::cmd::load::Part {
+        from: match at {
+            Some(a) => crate::trace::locate(file, a)?,
+            None => None,
+        },
+        until: None,
+    };
+    let loader = crate::cmd::load::Loader::start_part(file, part)?;
     if crate::trace::is_std(file) {
         // The trace came on stdin: the keys come from the terminal
         // (crossterm reads /dev/tty when stdin is not one).
@@ -38,6 +46,7 @@ pub fn open(file: &std::path::Path, memory: usize) -> Result<()> {
     session::install_sigint()?;
     let tl = Timeline::with_budget(loader.meta.clone(), memory);
     let mut app = App::new(tl, Mode::Live);
+    app.stop_at = at.map(|a| loader.meta.start_mono_ns.saturating_add(a));
     let mut feed = FileFeed {
         name: PathBuf::from(crate::trace::name(file, false)),
         loader,
@@ -125,12 +134,12 @@ impl Feed for FileFeed {
         // there), on the newest event, or where the user moved it.
         app.mode = Mode::Replay;
         let crash = app.tl.crash().is_some() && app.cursor == app.tl.crash();
-        app.message = self.done.take().map(|m| {
-            if crash {
-                format!("at the crash, scrub back with ←; {m}")
-            } else {
-                m
-            }
+        // Held at `--at`: said with the end.
+        let at = app.message.take().filter(|m| m.contains("(--at)"));
+        app.message = self.done.take().map(|m| match at {
+            _ if crash => format!("at the crash, scrub back with ←; {m}"),
+            Some(at) => format!("{at}; {m}"),
+            None => m,
         });
     }
 }
@@ -342,7 +351,11 @@ pub fn live(args: LiveArgs) -> Result<i32> {
             Some(TraceWriter::create_ring(p, &session.meta, args.limits)?)
         }
         (Some(p), Some(fifo)) => Some(TraceWriter::create_on(fifo, p, &session.meta)?),
-        (Some(p), None) => Some(TraceWriter::create(p, &session.meta)?),
+        (Some(p), None) => {
+            let mut w = TraceWriter::create(p, &session.meta)?;
+            w.checkpoint_every(&session.meta, args.limits.checkpoint);
+            Some(w)
+        }
         (None, _) => None,
     };
     let (mut ing, tl) = session.ingest(writer, timeline)?;

@@ -78,8 +78,26 @@ pub fn set_end(t: &Trace, tl: &mut Timeline) {
 /// timeline (two cores: 1.6× one). Progress goes to stderr when it is a
 /// terminal.
 pub fn read_streaming(path: &std::path::Path, memory: usize) -> Result<(Trace, Timeline)> {
+    read_streaming_part(path, memory, Part::default())
+}
+
+/// What of a trace a read takes: from a part of it (`trace::locate`) and
+/// up to a moment, or all of it (the default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Part {
+    pub from: Option<crate::trace::Start>,
+    /// Stop at the first event later than this long after the start.
+    pub until: Option<u64>,
+}
+
+/// As [`read_streaming`], of `part` of the trace.
+pub fn read_streaming_part(
+    path: &std::path::Path,
+    memory: usize,
+    part: Part,
+) -> Result<(Trace, Timeline)> {
     use std::io::IsTerminal;
-    let mut l = Loader::start(path)?;
+    let mut l = Loader::start_part(path, part)?;
     let mut tl = Timeline::with_budget(l.meta.clone(), memory);
     let progress = std::io::stderr().is_terminal();
     let (mut last, mut shown) = (std::time::Instant::now(), false);
@@ -147,6 +165,10 @@ struct ChannelSink {
     batch: Vec<Event>,
     /// The UI went away: nothing more to send.
     gone: bool,
+    /// Events after this (after the start; absolute once the Meta is
+    /// read) are not wanted: the read stops at the first.
+    until: Option<u64>,
+    enough: bool,
 }
 
 impl ChannelSink {
@@ -167,16 +189,27 @@ impl ChannelSink {
 impl crate::trace::Sink for ChannelSink {
     fn meta(&mut self, meta: &Meta) {
         match &self.meta {
-            None => self.meta = Some(meta.clone()),
+            None => {
+                self.meta = Some(meta.clone());
+                self.until = self.until.map(|u| meta.start_mono_ns.saturating_add(u));
+            }
             Some(m) => self.foreign = m != meta,
         }
     }
 
+    fn enough(&self) -> bool {
+        self.enough || self.gone
+    }
+
     fn item(&mut self, item: Item<'_>) {
-        if self.foreign || self.gone {
+        if self.foreign || self.gone || self.enough {
             return;
         }
         if let Item::Event(e) = item {
+            if self.until.is_some_and(|u| e.ts > u) {
+                self.enough = true;
+                return;
+            }
             self.started = true;
             self.batch.push(e);
             if self.batch.len() >= BATCH {
@@ -218,13 +251,22 @@ pub struct Loader {
 }
 
 impl Loader {
+    #[cfg(test)]
     /// Starts reading `path`; returns once its Meta is read (an error if
     /// it is not a trace).
     pub fn start(path: &std::path::Path) -> Result<Loader> {
+        Self::start_part(path, Part::default())
+    }
+
+    /// As [`Loader::start`], reading `part` of the trace.
+    pub fn start_part(path: &std::path::Path, part: Part) -> Result<Loader> {
         let (tx, rx) = crossbeam_channel::bounded(CHANNEL);
         let (meta_tx, meta_rx) = crossbeam_channel::bounded(1);
         let read = Arc::new(AtomicU64::new(0));
-        let size = crate::trace::size_of(path);
+        let size = match part.from {
+            Some(s) => Some(s.total.saturating_sub(s.offset)),
+            None => crate::trace::size_of(path),
+        };
         let (path, counter) = (path.to_path_buf(), read.clone());
         let started = std::time::Instant::now();
         std::thread::Builder::new()
@@ -235,10 +277,12 @@ impl Loader {
                     inner: ChannelSink {
                         tx: Some(tx),
                         batch: Vec::with_capacity(BATCH),
+                        until: part.until,
                         ..ChannelSink::default()
                     },
                 };
-                let r = crate::trace::read_trace_into(&path, &mut sink, Some(&counter));
+                let r =
+                    crate::trace::read_trace_into_from(&path, &mut sink, Some(&counter), part.from);
                 let MetaFirst { meta_tx, mut inner } = sink;
                 match (meta_tx, r) {
                     // Not a trace (no Meta): the error goes where the Meta would.
@@ -317,6 +361,10 @@ impl crate::trace::Sink for MetaFirst {
     fn item(&mut self, item: Item<'_>) {
         self.inner.item(item);
     }
+
+    fn enough(&self) -> bool {
+        self.inner.enough()
+    }
 }
 
 #[cfg(test)]
@@ -327,7 +375,7 @@ mod tests {
     #[test]
     fn loader_builds_what_the_streaming_read_builds() {
         let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v7.tmt");
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v8.tmt");
         let (t, want) = read_streaming(&path, usize::MAX).unwrap();
         let mut l = Loader::start(&path).unwrap();
         let mut tl = Timeline::with_budget(l.meta.clone(), usize::MAX);

@@ -87,7 +87,11 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
             TraceWriter::create_ring(&args.output, &session.meta, args.limits)?
         }
         Some(fifo) => TraceWriter::create_on(fifo, &args.output, &session.meta)?,
-        None => TraceWriter::create(&args.output, &session.meta)?,
+        None => {
+            let mut w = TraceWriter::create(&args.output, &session.meta)?;
+            w.checkpoint_every(&session.meta, args.limits.checkpoint);
+            w
+        }
     };
     let (mut ing, mut tl) = session.ingest(Some(writer), timeline)?;
     let meta = session.meta.clone();

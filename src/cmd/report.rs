@@ -301,14 +301,41 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
 }
 
 /// The text report of `t` over its summary.
+/// What of the recording was read, when not all of it (`--at`): from the
+/// part before the moment (if not the start) up to the moment.
+pub fn read_line(t: &Trace, opts: &Options) -> Option<String> {
+    let start = t.meta.start_mono_ns;
+    let from_part = t.window.as_ref().is_some_and(|w| w.from_part.is_some());
+    if !from_part && !t.stopped {
+        return None;
+    }
+    let from = match t.first_ts {
+        Some(f) if from_part => rel(f, start),
+        _ => "the start".to_string(),
+    };
+    let to = match opts.at {
+        Some(at) if t.stopped => rel(start.saturating_add(at.as_nanos() as u64), start),
+        _ => "the end".to_string(),
+    };
+    Some(format!(
+        "{from} to {to} of the recording (--at reads from the trace's part before the moment \
+         up to it; --whole reads it all)"
+    ))
+}
+
 pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
     let start = t.meta.start_mono_ns;
     let mut out = String::new();
     let _ = writeln!(out, "target    pid {}  {}", t.meta.pid, t.meta.command);
     let _ = writeln!(
         out,
-        "recorded  {:.3}s from {}  ({}; traced: {})",
+        "recorded  {:.3}s{} from {}  ({}; traced: {})",
         (sum.end_ns.saturating_sub(start)) as f64 / 1e9,
+        if t.stopped {
+            " or more (read up to --at)"
+        } else {
+            ""
+        },
         wall(t, start),
         if t.meta.families.has(crate::event::Family::Alloc) {
             format!("{} allocator", t.meta.allocator)
@@ -343,20 +370,37 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
             format!("; made by the model: {}", model.join(", "))
         }
     );
+    if let Some(read) = read_line(t, opts) {
+        let _ = writeln!(out, "read      {read}");
+    }
     if let Some(w) = &t.window {
         let from = t.first_ts.unwrap_or(start);
+        let (what, unit) = match (w.from_part, w.is_kept) {
+            (Some(p), _) if p.in_file => ("read from a part of the file", "parts"),
+            (Some(_), _) => ("a bounded recording, read from a segment", "segments"),
+            (None, true) => (
+                "kept before a crash or watchpoint hit (the recording went on after it)",
+                "segments",
+            ),
+            (None, false) => ("a bounded recording", "segments"),
+        };
         let _ = writeln!(
             out,
-            "window    {}: segments {} to {} held{}; events from {}; {} blocks ({}) \
+            "window    {what}: {unit} {} to {} {}{}; events from {}; {} blocks ({}) \
              live before it carried in (the 'inherit' events), so the heap is exact",
-            if w.is_kept {
-                "kept before a crash or watchpoint hit (the recording went on after it)"
-            } else {
-                "a bounded recording"
-            },
             w.first_segment,
             w.first_segment + w.segments - 1,
-            if w.first_segment > 1 {
+            if w.from_part.is_some() {
+                "read"
+            } else {
+                "held"
+            },
+            if let Some(p) = w.from_part {
+                format!(
+                    " ({} before not read: --at starts at the one before the moment)",
+                    present::bytes(p.offset)
+                )
+            } else if w.first_segment > 1 {
                 format!(
                     " ({} older dropped by --max-size/--keep)",
                     w.first_segment - 1
@@ -994,6 +1038,7 @@ mod tests {
             integrity: Vec::new(),
             window: None,
             closed: false,
+            stopped: false,
         }
     }
 

@@ -938,7 +938,7 @@ impl Ingest {
             Msg::Events(batch) => {
                 for e in batch {
                     self.write(|w| {
-                        if w.is_bounded() {
+                        if w.segmented() {
                             segment_before(w, tl, &e)?;
                         }
                         w.write_event(&e)

@@ -91,7 +91,7 @@ pub(super) fn decode(tag: Tag, payload: &[u8]) -> DecResult<Record> {
         }),
         // Written only since version 5.
         Tag::LeakScan => return Err("a leak scan record in a version 1 or 2 file"),
-        Tag::Segment | Tag::Carried | Tag::SegmentEnd => {
+        Tag::Segment | Tag::Carried | Tag::SegmentEnd | Tag::Pad => {
             return Err("a segment record in a version 1 or 2 file")
         }
     };

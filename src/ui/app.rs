@@ -136,6 +136,9 @@ pub struct App {
     pub lag: crate::ui::Lag,
     /// A saved recording still being read.
     pub loading: Option<Loading>,
+    /// `open --at`: the view follows the reading up to this time (an
+    /// event's), then holds there.
+    pub stop_at: Option<u64>,
     /// The target is gone (live mode): nothing more will arrive.
     pub ended: bool,
     /// Rows the event list showed last time (a "screen" for PgUp/PgDn).
@@ -213,6 +216,7 @@ impl App {
             rate: 0.0,
             lag: crate::ui::Lag::default(),
             loading: None,
+            stop_at: None,
             ended: false,
             page: Cell::new(10),
             stack_max: Cell::new(u16::MAX),
@@ -253,6 +257,25 @@ impl App {
             return;
         }
         let last = held.end - 1;
+        if let (Some(t), true) = (self.stop_at, self.mode == Mode::Live) {
+            let passed = self.tl.store().ts(last).is_some_and(|l| l > t);
+            if passed || self.tl.crash().is_some() {
+                self.stop_at = None;
+            }
+            if passed
+                && self
+                    .tl
+                    .crash()
+                    .is_none_or(|c| self.tl.store().ts(c) > Some(t))
+            {
+                self.mode = Mode::Frozen;
+                self.cursor = self.tl.store().at(t);
+                self.message = Some(format!(
+                    "at {} (--at), read from the trace's part before it; → and End go on",
+                    crate::model::present::rel(t, self.tl.meta().start_mono_ns)
+                ));
+            }
+        }
         if let (Some(c), true) = (self.tl.crash(), self.mode == Mode::Live) {
             self.mode = Mode::Frozen;
             self.cursor = Some(c);

@@ -263,3 +263,72 @@ int main(int argc, char **argv) {
     assert_eq!(f.len(), 1, "{}", kr["findings"]);
     assert_eq!(f[0]["kind"], "use-after-free", "{}", f[0]);
 }
+
+/// A single trace file in parts (`--checkpoint`): `report --at T` reads
+/// from the part before T up to T, and its heap at T is what a read of
+/// the whole file gives (`export --at`, `report --whole`).
+#[test]
+fn at_reads_from_the_part_before_the_moment() {
+    if !bpf_or_skip("checkpoint_at") {
+        return;
+    }
+    let prog = compile("cc", "churn", "c", CHURN, &["-g", "-O0"]);
+    let prog = prog.to_str().expect("utf8");
+    let trace = tmp().join("churn-parts.tmt");
+    let out = record_with(&trace, &["--checkpoint", "1MiB"], &[prog, "400000"], &[]);
+    assert_exit(&out, 0);
+    assert!(trace.is_file(), "one file");
+    let whole = report_json(&trace, &[]);
+    assert_no_loss(&whole);
+    assert!(
+        whole["damage"].is_null() && whole["retention"]["read"].is_null(),
+        "{}",
+        whole["retention"]
+    );
+    let total = whole["events"]["total"].as_u64().expect("total");
+    let dur = whole["duration_ns"].as_u64().expect("duration");
+    for frac in [0.3, 0.7] {
+        let at = format!("{}ns", (dur as f64 * frac) as u64);
+        let r = report_json(&trace, &["--at", &at]);
+        assert!(r["damage"].is_null(), "{}", r["damage"]);
+        let read = &r["retention"]["read"];
+        assert!(
+            read["skipped_bytes"].as_u64().unwrap_or(0) >= 1 << 20,
+            "{read}"
+        );
+        assert_eq!(
+            read["to_ns"].as_u64(),
+            Some((dur as f64 * frac) as u64),
+            "{read}"
+        );
+        let n = r["events"]["total"].as_u64().expect("total");
+        assert!(n > 0 && n < total / 4, "{n} of {total} events read");
+        // The heap at T: the 64 blocks kept all along carried in, exact.
+        let folded = tmp().join("churn-parts.folded");
+        let ex = Command::new(bin())
+            .args(["export", "--format", "folded", "--at", &at, "-o"])
+            .arg(&folded)
+            .arg(&trace)
+            .output()
+            .expect("export");
+        assert_exit(&ex, 0);
+        let bytes: u64 = std::fs::read_to_string(&folded)
+            .expect("folded")
+            .lines()
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum();
+        let heap = &r["heap"];
+        assert_eq!(heap["live_bytes"].as_u64(), Some(bytes), "{heap}");
+        let kept: u64 = (100..164).sum();
+        assert!(bytes >= kept, "{bytes} live bytes at {at}");
+        let w = report_json(&trace, &["--at", &at, "--whole", "--window", "1000s"]);
+        assert!(w["retention"]["read"].is_null());
+        let blocks: u64 = w["window_live"]
+            .as_array()
+            .expect("window_live")
+            .iter()
+            .filter_map(|g| g["blocks"].as_u64())
+            .sum();
+        assert_eq!(heap["live_blocks"].as_u64(), Some(blocks), "{heap}");
+    }
+}

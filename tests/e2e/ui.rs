@@ -232,6 +232,66 @@ fn open_streams_a_recording_into_the_ui() {
     t.wait_for("TM_EXIT=0", 10);
 }
 
+/// `open --at T` on a file in parts: the view holds at T, read from the
+/// part before it, its heap what `report --at T` says.
+#[test]
+fn open_at_a_moment_starts_at_the_part_before_it() {
+    if !bpf_or_skip("open_at") {
+        return;
+    }
+    let churner = demo("threads");
+    let trace = tmp().join("open-at.tmt");
+    let out = Command::new(bin())
+        .args(["record", "--checkpoint", "1MiB", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(&churner)
+        .args(["1", "300000"])
+        .output()
+        .expect("record the churner");
+    assert_exit(&out, 0);
+    let whole = Command::new(bin())
+        .args(["report", "--json"])
+        .arg(&trace)
+        .output()
+        .expect("report");
+    let whole: serde_json::Value = serde_json::from_slice(&whole.stdout).expect("json");
+    let at_ns = whole["duration_ns"].as_u64().expect("duration") / 2;
+    let at = format!("{at_ns}ns");
+    let r = Command::new(bin())
+        .args(["report", "--json", "--at", &at])
+        .arg(&trace)
+        .output()
+        .expect("report --at");
+    let r: serde_json::Value = serde_json::from_slice(&r.stdout).expect("json");
+    assert!(
+        r["retention"]["read"]["skipped_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{}",
+        r["retention"]
+    );
+    let live = r["heap"]["live_blocks"].as_u64().expect("live_blocks");
+    let t = Tmux::start(&format!(
+        "{} open --at {at} {}; sleep 60",
+        bin(),
+        trace.display()
+    ));
+    let s = t.wait_for("REPLAY", 30);
+    assert!(
+        s.contains("(--at), read from the trace's part before it"),
+        "{s}"
+    );
+    let secs = format!("at +{:.3}", at_ns as f64 / 1e9);
+    assert!(s.contains(&secs[..secs.len() - 1]), "{secs}:\n{s}");
+    assert!(
+        s.contains(&format!("in {live} block")),
+        "{live} blocks at T:\n{s}"
+    );
+    t.keys(&["q"]);
+}
+
 /// Quitting the live UI while a launched program runs ends both at once:
 /// the program, killed, was held at its exit for a recorder that had
 /// already gone (30 s, half the time, before the holds were closed).

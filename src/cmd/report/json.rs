@@ -360,8 +360,21 @@ pub struct Retention {
     dropped_events: u64,
     held_from_ns: Option<u64>,
     memory_budget: usize,
-    /// A bounded recording (`record --max-size/--keep`): null otherwise.
+    /// A bounded recording (`record --max-size/--keep`), or a file read
+    /// from a part (`--at`): null otherwise.
     segments: Option<Segments>,
+    /// Not the whole recording was read (`--at` without `--whole`): from
+    /// the part before the moment (null: the start) up to it (null: the
+    /// end). Null when all of it was read.
+    read: Option<ReadSpan>,
+}
+
+#[derive(Serialize)]
+pub struct ReadSpan {
+    from_ns: Option<u64>,
+    to_ns: Option<u64>,
+    /// Bytes of the trace before the part read from (not read).
+    skipped_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -678,6 +691,14 @@ impl Report {
                     held: w.segments,
                     kept: w.kept.iter().map(|k| k.display().to_string()).collect(),
                 }),
+                read: {
+                    let part = t.window.as_ref().and_then(|w| w.from_part);
+                    (part.is_some() || t.stopped).then(|| ReadSpan {
+                        from_ns: part.and(t.first_ts).map(|ts| ts.saturating_sub(start)),
+                        to_ns: opts.at.filter(|_| t.stopped).map(|a| a.as_nanos() as u64),
+                        skipped_bytes: part.map_or(0, |p| p.offset),
+                    })
+                },
             },
             schema_version: SCHEMA_VERSION,
             start_wall: wall(t, start),
