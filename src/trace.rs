@@ -1017,16 +1017,43 @@ fn read_path<'s>(
             inner: stdin.lock(),
             count,
         };
-        return read_parts(BufReader::with_capacity(IO_BUFFER, stdin), sink, 0)
-            .map_err(|e| anyhow::anyhow!("stdin: {e}"));
+        let mut t = read_parts(BufReader::with_capacity(IO_BUFFER, stdin), sink, 0)
+            .map_err(|e| anyhow::anyhow!("stdin: {e}"))?;
+        missing_start(&mut t);
+        return Ok(t);
     }
     if path.is_dir() {
         return read_ring_into(path, sink, count, 0);
     }
     let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
     let file = Counted { inner: file, count };
-    read_parts(BufReader::with_capacity(IO_BUFFER, file), sink, 0)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let mut t = read_parts(BufReader::with_capacity(IO_BUFFER, file), sink, 0)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    missing_start(&mut t);
+    Ok(t)
+}
+
+/// A file read from its start that starts with a later part (or segment)
+/// of its recording: the ones before are not in it (cut off, or a
+/// bounded recording's segment copied out of its directory).
+fn missing_start(t: &mut Trace) {
+    if let Some(n) = t
+        .window
+        .as_ref()
+        .map(|w| w.first_segment)
+        .filter(|&n| n > 1)
+    {
+        t.integrity.insert(
+            0,
+            Damage {
+                offset: 0,
+                reason: format!(
+                    "the file starts at part {n} of its recording: parts 1 to {} are not in it",
+                    n - 1
+                ),
+            },
+        );
+    }
 }
 
 /// A bounded recording: its segments held, oldest first, read as one
@@ -2740,19 +2767,21 @@ mod tests {
 
     /// A ring's segments read back as one recording; one deleted between
     /// two held is named, not silently skipped.
-    /// A file written in parts (`--checkpoint`) reads whole as the same
-    /// recording; `locate` finds the part before a moment by its headers,
-    /// and a read from there starts with the blocks live then.
-    #[test]
-    fn a_file_in_parts_reads_whole_and_from_the_part_before_a_moment() -> anyhow::Result<()> {
+    /// The events written and, per part after the first, its first event's
+    /// time and the blocks live then: a file of `2n` events in 1 MiB parts
+    /// (a sliding set of 97 live blocks).
+    #[allow(clippy::type_complexity)]
+    fn parts_file(
+        path: &Path,
+        n: u64,
+    ) -> anyhow::Result<(Vec<Event>, Vec<(u64, Vec<CarriedBlock>)>)> {
         use std::collections::BTreeMap;
-        let f = TempFile::new("parts");
         let m = meta();
-        let mut w = TraceWriter::create(&f.0, &m)?;
+        let mut w = TraceWriter::create(path, &m)?;
         w.checkpoint_every(&m, PART_ALIGN);
         w.write_stack(&stack(0))?;
         let stacks = [stack(0)];
-        let (n, keep) = (200_000u64, 97u64);
+        let keep = 97u64;
         let block = |i: u64| CarriedBlock {
             pid: 4242,
             tid: 4243,
@@ -2814,8 +2843,18 @@ mod tests {
         }
         w.write_end(m.start_mono_ns + 2 * n, Some(ExitStatus::Code(0)))?;
         drop(w);
-        assert!(at_part.len() >= 4, "{} parts", at_part.len() + 1);
+        Ok((written, at_part))
+    }
 
+    /// A file written in parts (`--checkpoint`) reads whole as the same
+    /// recording; `locate` finds the part before a moment by its headers,
+    /// and a read from there starts with the blocks live then.
+    #[test]
+    fn a_file_in_parts_reads_whole_and_from_the_part_before_a_moment() -> anyhow::Result<()> {
+        let f = TempFile::new("parts");
+        let m = meta();
+        let (written, at_part) = parts_file(&f.0, 200_000)?;
+        assert!(at_part.len() >= 4, "{} parts", at_part.len() + 1);
         let t = read_trace(&f.0)?;
         assert_eq!(t.events, written, "read whole, the same events");
         assert!(t.damage.is_none() && t.integrity.is_empty() && t.skipped.is_empty());
@@ -2975,6 +3014,75 @@ mod tests {
             let at = rng.below(b.len() as u64) as usize;
             b[at] ^= 1 << rng.below(8);
             mutants.push((format!("flip at {at}"), b));
+        }
+        let mut silent = Vec::new();
+        for (what, b) in &mutants {
+            if *b == bytes {
+                continue;
+            }
+            std::fs::write(&f.0, b)?;
+            let Ok(t) = read_trace(&f.0) else {
+                continue;
+            };
+            let said = t.damage.is_some() || !t.integrity.is_empty() || !t.skipped.is_empty();
+            if !said && t != original {
+                silent.push(what.clone());
+            }
+        }
+        assert!(
+            silent.is_empty(),
+            "{} of {} mutants read as clean files: {silent:?}",
+            silent.len(),
+            mutants.len()
+        );
+        Ok(())
+    }
+
+    /// A file in parts with whole parts dropped, repeated, swapped or cut
+    /// at their boundaries, or a part's Segment record or padding changed:
+    /// each mutant is an error or reads with its damage said.
+    #[test]
+    fn no_mutant_of_a_file_in_parts_reads_as_a_clean_file() -> anyhow::Result<()> {
+        let f = TempFile::new("part-mutants");
+        parts_file(&f.0, 60_000)?;
+        let bytes = std::fs::read(&f.0)?;
+        let original = read_trace(&f.0)?;
+        assert!(original.damage.is_none() && original.integrity.is_empty());
+        let mut starts: Vec<usize> = (0..bytes.len())
+            .step_by(PART_ALIGN as usize)
+            .filter(|&o| bytes[o..].starts_with(&MAGIC))
+            .collect();
+        assert!(starts.len() >= 3, "{} parts", starts.len());
+        starts.push(bytes.len());
+        let part = |i: usize| &bytes[starts[i]..starts[i + 1]];
+        let n = starts.len() - 1;
+        let build = |order: &[usize]| order.iter().flat_map(|&i| part(i).to_vec()).collect();
+        let all: Vec<usize> = (0..n).collect();
+        let mut mutants: Vec<(String, Vec<u8>)> = Vec::new();
+        for i in 0..n {
+            let mut o = all.clone();
+            o.remove(i);
+            mutants.push((format!("drop part {}", i + 1), build(&o)));
+            let mut o = all.clone();
+            o.insert(i, i);
+            mutants.push((format!("repeat part {}", i + 1), build(&o)));
+            mutants.push((format!("cut after part {}", i + 1), build(&all[..=i])));
+            if i + 1 < n {
+                let mut o = all.clone();
+                o.swap(i, i + 1);
+                mutants.push((format!("swap parts {} and {}", i + 1, i + 2), build(&o)));
+            }
+        }
+        // Bytes flipped in each part's head (its Meta, Segment record) and
+        // in the padding and SegmentEnd before it.
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for &o in &starts[1..n] {
+            for _ in 0..40 {
+                let at = o - 64 + rng.below(192) as usize;
+                let mut b = bytes.clone();
+                b[at] ^= 1 << rng.below(8);
+                mutants.push((format!("flip at {at}"), b));
+            }
         }
         let mut silent = Vec::new();
         for (what, b) in &mutants {
