@@ -386,10 +386,17 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
         };
         let _ = writeln!(
             out,
-            "window    {what}: {unit} {} to {} {}{}; events from {}; {} blocks ({}) \
+            "window    {what}: {} {}{}; events from {}; {} blocks ({}) \
              live before it carried in (the 'inherit' events), so the heap is exact",
-            w.first_segment,
-            w.first_segment + w.segments - 1,
+            if w.segments == 1 {
+                format!("{} {}", unit.trim_end_matches('s'), w.first_segment)
+            } else {
+                format!(
+                    "{unit} {} to {}",
+                    w.first_segment,
+                    w.first_segment + w.segments - 1
+                )
+            },
             if w.from_part.is_some() {
                 "read"
             } else {
@@ -447,9 +454,13 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
     } else {
         let _ = writeln!(
             out,
-            "heap      {} allocs, {} frees; at end {} live blocks, {} bytes{}",
+            "heap      {} allocs, {} frees; at {} {} live blocks, {} bytes{}",
             root.allocs,
             root.frees,
+            match opts.at {
+                Some(at) if t.stopped => rel(start.saturating_add(at.as_nanos() as u64), start),
+                _ => "end".to_string(),
+            },
             root.live_blocks,
             root.live_bytes,
             if h.unknown_frees > 0 {
