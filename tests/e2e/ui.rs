@@ -348,3 +348,52 @@ int main(void) {
         );
     }
 }
+
+/// The live UI writing `-o FIFO` whose reader stops: the probes are
+/// detached within the writer's stall limit, the status bar says why, the
+/// target runs on, and quitting exits 1.
+#[test]
+fn the_live_ui_says_when_its_trace_cannot_be_written() {
+    if !bpf_or_skip("ui_write_failure") {
+        return;
+    }
+    let fifo = tmp().join("ui-writes-fifo");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    // Allocates for 60 s, 1 ms apart.
+    let mut target = Command::new(demo("leak"))
+        .args(["60000", "1000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the target");
+    let pid = target.id();
+    let mut cat = Command::new("cat")
+        .arg(&fifo)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("cat");
+    let t = Tmux::start(&format!(
+        "{} {pid} -o {}; echo TM_EXIT=$?; sleep 60",
+        bin(),
+        fifo.display()
+    ));
+    t.wait_for("LIVE", 30);
+    sleep(Duration::from_secs(1));
+    let kill = |p: u32, s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), s);
+    kill(cat.id(), nix::sys::signal::Signal::SIGSTOP).expect("stop cat");
+    let s = t.wait_for("the trace's reader stopped reading for 5 s", 15);
+    assert!(s.contains(&format!("detached from pid {pid}")), "{s}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let st = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+    assert!(
+        matches!(st, Some('R' | 'S')),
+        "the target is {st:?}: {stat}"
+    );
+    t.keys(&["q"]);
+    t.wait_for("TM_EXIT=1", 10);
+    let _ = kill(cat.id(), nix::sys::signal::Signal::SIGCONT);
+    let _ = cat.kill();
+    let _ = cat.wait();
+    let _ = target.kill();
+    let _ = target.wait();
+}
