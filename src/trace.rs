@@ -1175,7 +1175,8 @@ pub trait Sink {
     /// The recording's Meta (once per file: each segment of a ring).
     fn meta(&mut self, meta: &Meta);
     fn item(&mut self, item: Item<'_>);
-    /// Asked after each event: stop reading here (the rest is not wanted).
+    /// Asked after each event: stop reading here, before that event (it
+    /// and the rest are not wanted).
     fn enough(&self) -> bool {
         false
     }
@@ -1569,11 +1570,11 @@ fn read_part<'s, R: Read>(
                 continue;
             }
             Next::Record(Record::Event(e)) => {
-                trace.event_count += 1;
-                trace.first_ts.get_or_insert(e.ts);
+                let ts = e.ts;
                 match sink.as_deref_mut() {
                     Some(k) => {
                         k.item(Item::Event(e));
+                        // Not taken: the read ends before it.
                         if k.enough() {
                             trace.stopped = true;
                             break;
@@ -1581,6 +1582,8 @@ fn read_part<'s, R: Read>(
                     }
                     None => trace.events.push(e),
                 }
+                trace.event_count += 1;
+                trace.first_ts.get_or_insert(ts);
                 continue;
             }
             Next::Record(Record::Lost(l)) => {
@@ -2912,7 +2915,7 @@ mod tests {
         let stacks = [stack(0)];
         for i in 0..n {
             let e = ev(
-                1_000 + i,
+                meta().start_mono_ns + 1_000 + i,
                 EventKind::Alloc {
                     func: crate::event::AllocFn::Malloc,
                     ptr: 0x1000 + i * 16,
@@ -2931,7 +2934,7 @@ mod tests {
             }
             w.write_event(&e)?;
         }
-        w.write_end(2_000_000, Some(ExitStatus::Code(0)))?;
+        w.write_end(meta().start_mono_ns + 2_000_000, Some(ExitStatus::Code(0)))?;
         let segs = std::fs::read_dir(&dir)?.count();
         assert!(segs >= 3, "{segs} segments");
         let t = read_trace(&dir)?;
@@ -2947,6 +2950,18 @@ mod tests {
             "stacks repeated per segment are read once"
         );
         assert_eq!(t.window.as_ref().map(|w| w.segments), Some(segs as u64));
+        // The segment before a moment, by the segments' heads.
+        let all = t.events;
+        let at = all[all.len() * 2 / 3].ts;
+        let s = locate(&dir, at - meta().start_mono_ns)?.expect("a segment");
+        assert!(s.number >= 2 && s.first_ts <= at && s.offset > 0, "{s:?}");
+        let from = read_path(&dir, None, None, Some(s))?;
+        let i = all
+            .iter()
+            .position(|e| e.ts == s.first_ts)
+            .expect("its first event");
+        assert!(from.events == all[i..] && all.len() - i < all.len() / 2);
+        assert_eq!(from.window.map(|w| w.first_segment), Some(s.number));
         std::fs::remove_file(segment_path(&dir, 2))?;
         let t = read_trace(&dir)?;
         assert!(t.events.len() as u64 <= n);
