@@ -170,13 +170,28 @@ impl Chunk {
 }
 
 /// The freed side of a realloc: the old block and the previous event at
-/// its address.
+/// its address. 20 bytes.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, packed(4))]
 struct ReallocOld {
     idx: Idx,
     old: u64,
-    /// Previous event at `old` (absolute), if any.
-    prev: Option<Idx>,
+    /// Distance back to the previous event at `old` (0: none; [`FAR`]),
+    /// as a row's link.
+    link: u32,
+}
+
+impl ReallocOld {
+    /// Previous event at `old`, if any.
+    fn prev(&self) -> Option<Idx> {
+        let d = self.link;
+        (d != 0).then(|| self.idx - u64::from(d))
+    }
+}
+
+/// The distance back from event `idx` to `prev` as a row keeps it.
+fn link_to(idx: Idx, prev: Option<Idx>) -> u32 {
+    prev.map_or(0, |p| u32::try_from(idx - p).unwrap_or(FAR))
 }
 
 /// Per block-start address: the last event there and the biggest block
@@ -184,7 +199,25 @@ struct ReallocOld {
 #[derive(Clone, Copy, Debug)]
 pub struct AddrInfo {
     pub last: Idx,
+    /// At least the biggest block's size: `2^k - 1` for the smallest `k`
+    /// that holds it (candidates only; the blocks are read after).
     pub max_size: u64,
+}
+
+/// [`AddrInfo`] as [`EventStore::addrs`] keeps it: the last event in the
+/// low [`ADDR_LAST_BITS`], the bits of the biggest size above.
+const ADDR_LAST_BITS: u32 = 56;
+
+fn size_bits(size: u64) -> u64 {
+    u64::from(64 - size.leading_zeros())
+}
+
+fn addr_info(v: u64) -> AddrInfo {
+    let bits = v >> ADDR_LAST_BITS;
+    AddrInfo {
+        last: v & ((1 << ADDR_LAST_BITS) - 1),
+        max_size: if bits == 64 { u64::MAX } else { (1 << bits) - 1 },
+    }
 }
 
 /// A compact view of one stored heap event.
@@ -243,7 +276,8 @@ pub struct EventStore {
     big_stacks: FxMap<Idx, u32>,
     others: VecDeque<(Idx, EventKind)>,
     reallocs: VecDeque<ReallocOld>,
-    addrs: FxMap<u64, AddrInfo>,
+    /// By block-start address: see [`addr_info`].
+    addrs: FxMap<u64, u64>,
     /// Events stamped earlier than their predecessor (cross-CPU clock
     /// skew): stored at the predecessor's time so the index stays sorted.
     pub reordered: u64,
@@ -285,7 +319,7 @@ impl EventStore {
         cols + self.others.len() * (8 + std::mem::size_of::<EventKind>())
             + self.reallocs.len() * std::mem::size_of::<ReallocOld>()
             + (self.big_sizes.len() + self.tid_overflow.len() + self.big_stacks.len()) * 24
-            + self.addrs.capacity() * (8 + std::mem::size_of::<AddrInfo>() + 1)
+            + self.addrs.capacity() * 17
     }
 
     /// Appends an event; returns its number.
@@ -337,21 +371,19 @@ impl EventStore {
                     self.reallocs.push_back(ReallocOld {
                         idx,
                         old: *old,
-                        prev,
+                        link: link_to(idx, prev),
                     });
                 } else if *old != 0 {
                     self.reallocs.push_back(ReallocOld {
                         idx,
                         old: *old,
-                        prev: None,
+                        link: 0,
                     });
                 }
             }
             if addr != 0 {
                 let block = if code::is_end(code) { 0 } else { size };
-                if let Some(prev) = self.touch(addr, block, idx) {
-                    link = u32::try_from(idx - prev).unwrap_or(FAR);
-                }
+                link = link_to(idx, self.touch(addr, block, idx));
             }
         }
         let mut size32 = match u32::try_from(size) {
@@ -398,21 +430,15 @@ impl EventStore {
 
     /// Records an event at a block-start address; returns the previous.
     fn touch(&mut self, addr: u64, size: u64, idx: Idx) -> Option<Idx> {
+        let bits = size_bits(size);
         match self.addrs.get_mut(&addr) {
             Some(a) => {
-                let prev = a.last;
-                a.last = idx;
-                a.max_size = a.max_size.max(size);
+                let prev = addr_info(*a).last;
+                *a = idx | (*a >> ADDR_LAST_BITS).max(bits) << ADDR_LAST_BITS;
                 Some(prev)
             }
             None => {
-                self.addrs.insert(
-                    addr,
-                    AddrInfo {
-                        last: idx,
-                        max_size: size,
-                    },
-                );
+                self.addrs.insert(addr, idx | bits << ADDR_LAST_BITS);
                 None
             }
         }
@@ -729,13 +755,13 @@ impl EventStore {
             let d = { c.rows[o].link };
             return (d != 0).then(|| i - u64::from(d));
         }
-        self.realloc_old(i).filter(|r| r.old == addr)?.prev
+        self.realloc_old(i).filter(|r| { r.old } == addr)?.prev()
     }
 
     /// The last event at the block-start address `addr`, and the biggest
     /// block that started there.
     pub fn addr_info(&self, addr: u64) -> Option<AddrInfo> {
-        self.addrs.get(&addr).copied()
+        self.addrs.get(&addr).map(|&v| addr_info(v))
     }
 
     /// Block-start addresses in `[lo, hi]` whose biggest block could reach
@@ -745,7 +771,7 @@ impl EventStore {
         let mut v: Vec<u64> = self
             .addrs
             .iter()
-            .filter(|(&a, info)| a <= target && a >= lo && target - a < info.max_size.max(1))
+            .filter(|(&a, &v)| a <= target && a >= lo && target - a < addr_info(v).max_size.max(1))
             .map(|(&a, _)| a)
             .collect();
         v.sort_unstable();
