@@ -18,7 +18,8 @@
 mod cmd;
 mod event;
 mod model;
-// The recorder owns all the unsafe code (BPF maps, ptrace, the launch).
+// The recorder owns all the unsafe code (BPF maps, ptrace, the launch),
+// but for util::mem's madvise of the store's fresh chunks.
 #[allow(unsafe_code)]
 mod recorder;
 mod trace;
