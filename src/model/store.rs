@@ -579,6 +579,10 @@ impl EventStore {
     }
 
     fn realloc_old(&self, i: Idx) -> Option<ReallocOld> {
+        // Ingest asks for the realloc it just pushed.
+        if let Some(&r) = self.reallocs.back().filter(|r| r.idx <= i) {
+            return (r.idx == i).then_some(r);
+        }
         let at = self.reallocs.partition_point(|r| r.idx < i);
         self.reallocs.get(at).filter(|r| r.idx == i).copied()
     }
