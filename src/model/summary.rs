@@ -201,16 +201,14 @@ impl Ages {
             .map(|&e| e >> 1)
             .take_while(move |&a| a < at)
     }
-
-    fn bytes(&self) -> usize {
-        self.v.capacity() * 8
-    }
 }
 
 /// The heap's running aggregates and the windows' summaries.
 #[derive(Default)]
 pub struct Tally {
     sites: FxMap<u32, Site>,
+    /// Entries the sites' [`Ages`] have room for.
+    ages_cap: usize,
     blocks: u64,
     bytes: u64,
     /// The live blocks whose key is at most `bound` (all when `None`), in
@@ -260,7 +258,9 @@ impl Tally {
         let s = self.sites.entry(skey(b.stack)).or_default();
         s.blocks += 1;
         s.bytes = s.bytes.wrapping_add(b.size);
+        let cap = s.allocs.v.capacity();
         s.allocs.push(b.alloc);
+        self.ages_cap = self.ages_cap - cap + s.allocs.v.capacity();
         self.blocks += 1;
         self.bytes = self.bytes.wrapping_add(b.size);
         if self.classes.is_empty() {
@@ -281,7 +281,9 @@ impl Tally {
         if let Some(s) = self.sites.get_mut(&skey(b.stack)) {
             s.blocks -= 1;
             s.bytes = s.bytes.wrapping_sub(b.size);
+            let cap = s.allocs.v.capacity();
             s.allocs.remove(b.alloc);
+            self.ages_cap = self.ages_cap - cap + s.allocs.v.capacity();
         }
         self.blocks -= 1;
         self.bytes = self.bytes.wrapping_sub(b.size);
@@ -361,6 +363,15 @@ impl Tally {
     }
 
     pub fn bytes(&self) -> usize {
+        #[cfg(test)]
+        assert_eq!(
+            self.ages_cap,
+            self.sites
+                .values()
+                .map(|s| s.allocs.v.capacity())
+                .sum::<usize>(),
+            "the ages' room as counted"
+        );
         let lists = |l: &Lists| (l.old.capacity() + l.big.capacity()) * 8 + 48;
         self.summaries
             .iter()
@@ -371,7 +382,7 @@ impl Tally {
             })
             .sum::<usize>()
             + self.sites.capacity() * 64
-            + self.sites.values().map(|s| s.allocs.bytes()).sum::<usize>()
+            + self.ages_cap * 8
             + self.big.len() * 40
             + self.ended.capacity() * std::mem::size_of::<Gone>()
     }
