@@ -18,8 +18,7 @@
 mod cmd;
 mod event;
 mod model;
-// The recorder owns all the unsafe code (BPF maps, ptrace, the launch),
-// but for util::mem's madvise of the store's fresh chunks.
+// The recorder owns all the unsafe code (BPF maps, ptrace, the launch).
 #[allow(unsafe_code)]
 mod recorder;
 mod trace;

@@ -1,12 +1,10 @@
 //! Helpers shared by every layer: a fast hasher for integer keys, a
 //! deterministic random generator for tests and benches, the two
 //! address-space rules the recorder and the model must agree on, and the
-//! glob of `--probe` and of the `call=` filter; and one madvise for the
-//! event store's fresh chunks ([`mem`]).
+//! glob of `--probe` and of the `call=` filter.
 
 pub mod hash;
 pub mod log;
-pub mod mem;
 pub mod xorshift;
 
 /// Libraries of the system (libc, libstdc++, …): their frames are where

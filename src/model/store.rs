@@ -156,10 +156,10 @@ struct Chunk {
 
 impl Chunk {
     fn new(first: Idx) -> Self {
-        let mut rows = Vec::with_capacity(CHUNK);
-        // Every row will be written: fault the pages in at once.
-        crate::util::mem::populate(&mut rows);
-        Chunk { first, rows }
+        Chunk {
+            first,
+            rows: Vec::with_capacity(CHUNK),
+        }
     }
 
     fn len(&self) -> usize {
@@ -216,11 +216,7 @@ fn addr_info(v: u64) -> AddrInfo {
     let bits = v >> ADDR_LAST_BITS;
     AddrInfo {
         last: v & ((1 << ADDR_LAST_BITS) - 1),
-        max_size: if bits == 64 {
-            u64::MAX
-        } else {
-            (1 << bits) - 1
-        },
+        max_size: if bits == 64 { u64::MAX } else { (1 << bits) - 1 },
     }
 }
 
