@@ -216,7 +216,11 @@ fn addr_info(v: u64) -> AddrInfo {
     let bits = v >> ADDR_LAST_BITS;
     AddrInfo {
         last: v & ((1 << ADDR_LAST_BITS) - 1),
-        max_size: if bits == 64 { u64::MAX } else { (1 << bits) - 1 },
+        max_size: if bits == 64 {
+            u64::MAX
+        } else {
+            (1 << bits) - 1
+        },
     }
 }
 
