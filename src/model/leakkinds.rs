@@ -59,17 +59,32 @@ impl KindsAt {
     }
 }
 
+/// Slots of [`LeakKinds::seen`].
+const SEEN: usize = 4096;
+
 #[derive(Default)]
 pub struct LeakKinds {
     /// Pages where a block ever started.
     pages: BTreeSet<u64>,
+    /// Pages already in `pages`, one per slot by the page's low bits
+    /// (0: none): most blocks start on a page that a recent one started
+    /// on, and this is cheaper than the tree's search.
+    seen: Vec<u64>,
     last: Option<KindsAt>,
 }
 
 impl LeakKinds {
     /// A block was born at `ptr`.
     pub fn on_block(&mut self, ptr: u64) {
-        self.pages.insert(ptr >> PAGE_SHIFT);
+        let page = ptr >> PAGE_SHIFT;
+        if self.seen.is_empty() {
+            self.seen = vec![0; SEEN];
+        }
+        let slot = &mut self.seen[page as usize % SEEN];
+        if *slot != page + 1 {
+            *slot = page + 1;
+            self.pages.insert(page);
+        }
     }
 
     /// Whether a block ever started in `[start, end)`.

@@ -1,4 +1,4 @@
-//! The event store: every event of a recording in columns of 30 bytes an
+//! The event store: every event of a recording in rows of 29 bytes an
 //! event, in chunks that the retention budget drops oldest first, with a
 //! time index and a per-address chain (each heap event links back to the
 //! previous event at the same address) for block histories.
@@ -24,7 +24,11 @@ pub const CHUNK: usize = 1 << 16;
 #[cfg(test)]
 pub const CHUNK: usize = 1 << 10;
 
-const NO_STACK: u32 = u32::MAX;
+/// A row's stack (or probe) field is 24 bits: this one says none, and
+/// [`BIG_STACK`] that the id is in the side table (ids are numbered from
+/// 0 as the recorder meets stacks, so 16 M of them fit).
+const NO_STACK: u32 = 0xff_ffff;
+const BIG_STACK: u32 = NO_STACK - 1;
 const BIG_SIZE: u32 = u32::MAX;
 const MANY_TIDS: u16 = u16::MAX;
 /// A link to a previous event too far back for 32 bits: it is outside any
@@ -107,7 +111,7 @@ impl Filter {
     }
 }
 
-/// One event, packed: 30 bytes. Rows rather than columns, because the
+/// One event, packed: 29 bytes. Rows rather than columns, because the
 /// heap queries read every field of scattered events (one cache miss a
 /// row, not one a column).
 #[derive(Clone, Copy)]
@@ -119,7 +123,8 @@ struct Row {
     /// they are about (mapping, fault address) or 0.
     addr: u64,
     size: u32,
-    stack: u32,
+    /// The stack (a return: the probe), little-endian: see [`NO_STACK`].
+    stack: [u8; 3],
     /// Heap events: distance back to the previous event at `addr`
     /// (0: none). OTHER events: 0.
     link: u32,
@@ -130,6 +135,12 @@ struct Row {
 impl Row {
     fn code(&self) -> u8 {
         (self.ts_code & 0xff) as u8
+    }
+
+    /// The stack field: [`NO_STACK`], [`BIG_STACK`] or the id.
+    fn stack24(&self) -> u32 {
+        let [a, b, c] = self.stack;
+        u32::from_le_bytes([a, b, c, 0])
     }
 
     fn rel(&self) -> u64 {
@@ -159,13 +170,28 @@ impl Chunk {
 }
 
 /// The freed side of a realloc: the old block and the previous event at
-/// its address.
+/// its address. 20 bytes.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, packed(4))]
 struct ReallocOld {
     idx: Idx,
     old: u64,
-    /// Previous event at `old` (absolute), if any.
-    prev: Option<Idx>,
+    /// Distance back to the previous event at `old` (0: none; [`FAR`]),
+    /// as a row's link.
+    link: u32,
+}
+
+impl ReallocOld {
+    /// Previous event at `old`, if any.
+    fn prev(&self) -> Option<Idx> {
+        let d = self.link;
+        (d != 0).then(|| self.idx - u64::from(d))
+    }
+}
+
+/// The distance back from event `idx` to `prev` as a row keeps it.
+fn link_to(idx: Idx, prev: Option<Idx>) -> u32 {
+    prev.map_or(0, |p| u32::try_from(idx - p).unwrap_or(FAR))
 }
 
 /// Per block-start address: the last event there and the biggest block
@@ -173,7 +199,29 @@ struct ReallocOld {
 #[derive(Clone, Copy, Debug)]
 pub struct AddrInfo {
     pub last: Idx,
+    /// At least the biggest block's size: `2^k - 1` for the smallest `k`
+    /// that holds it (candidates only; the blocks are read after).
     pub max_size: u64,
+}
+
+/// [`AddrInfo`] as [`EventStore::addrs`] keeps it: the last event in the
+/// low [`ADDR_LAST_BITS`], the bits of the biggest size above.
+const ADDR_LAST_BITS: u32 = 56;
+
+fn size_bits(size: u64) -> u64 {
+    u64::from(64 - size.leading_zeros())
+}
+
+fn addr_info(v: u64) -> AddrInfo {
+    let bits = v >> ADDR_LAST_BITS;
+    AddrInfo {
+        last: v & ((1 << ADDR_LAST_BITS) - 1),
+        max_size: if bits == 64 {
+            u64::MAX
+        } else {
+            (1 << bits) - 1
+        },
+    }
 }
 
 /// A compact view of one stored heap event.
@@ -228,9 +276,12 @@ pub struct EventStore {
     /// Events whose thread did not fit the thread table: (tid, pid).
     tid_overflow: FxMap<Idx, (u32, u32)>,
     big_sizes: FxMap<Idx, u64>,
+    /// Stacks and probes of [`BIG_STACK`] or more, by event.
+    big_stacks: FxMap<Idx, u32>,
     others: VecDeque<(Idx, EventKind)>,
     reallocs: VecDeque<ReallocOld>,
-    addrs: FxMap<u64, AddrInfo>,
+    /// By block-start address: see [`addr_info`].
+    addrs: FxMap<u64, u64>,
     /// Events stamped earlier than their predecessor (cross-CPU clock
     /// skew): stored at the predecessor's time so the index stays sorted.
     pub reordered: u64,
@@ -271,8 +322,8 @@ impl EventStore {
             .sum();
         cols + self.others.len() * (8 + std::mem::size_of::<EventKind>())
             + self.reallocs.len() * std::mem::size_of::<ReallocOld>()
-            + (self.big_sizes.len() + self.tid_overflow.len()) * 24
-            + self.addrs.capacity() * (8 + std::mem::size_of::<AddrInfo>() + 1)
+            + (self.big_sizes.len() + self.tid_overflow.len() + self.big_stacks.len()) * 24
+            + self.addrs.capacity() * 17
     }
 
     /// Appends an event; returns its number.
@@ -324,21 +375,19 @@ impl EventStore {
                     self.reallocs.push_back(ReallocOld {
                         idx,
                         old: *old,
-                        prev,
+                        link: link_to(idx, prev),
                     });
                 } else if *old != 0 {
                     self.reallocs.push_back(ReallocOld {
                         idx,
                         old: *old,
-                        prev: None,
+                        link: 0,
                     });
                 }
             }
             if addr != 0 {
                 let block = if code::is_end(code) { 0 } else { size };
-                if let Some(prev) = self.touch(addr, block, idx) {
-                    link = u32::try_from(idx - prev).unwrap_or(FAR);
-                }
+                link = link_to(idx, self.touch(addr, block, idx));
             }
         }
         let mut size32 = match u32::try_from(size) {
@@ -348,13 +397,23 @@ impl EventStore {
                 BIG_SIZE
             }
         };
-        let (mut addr, mut stack) = (addr, stack.unwrap_or(NO_STACK));
+        let mut addr = addr;
+        let mut stack = stack;
         if let EventKind::Return { probe, ret, sp } = &e.kind {
             addr = *sp;
             size32 = *ret as u32;
             link = (*ret >> 32) as u32;
-            stack = *probe;
+            stack = Some(*probe);
         }
+        let stack = match stack {
+            None => NO_STACK,
+            Some(s) if s < BIG_STACK => s,
+            Some(s) => {
+                self.big_stacks.insert(idx, s);
+                BIG_STACK
+            }
+        };
+        let [s0, s1, s2, _] = stack.to_le_bytes();
         if self.chunks.back().is_none_or(|c| c.len() == CHUNK) {
             self.chunks.push_back(Chunk::new(idx));
         }
@@ -365,7 +424,7 @@ impl EventStore {
             ts_code: rel << 8 | u64::from(code),
             addr,
             size: size32,
-            stack,
+            stack: [s0, s1, s2],
             link,
             tid,
         });
@@ -375,21 +434,15 @@ impl EventStore {
 
     /// Records an event at a block-start address; returns the previous.
     fn touch(&mut self, addr: u64, size: u64, idx: Idx) -> Option<Idx> {
+        let bits = size_bits(size);
         match self.addrs.get_mut(&addr) {
             Some(a) => {
-                let prev = a.last;
-                a.last = idx;
-                a.max_size = a.max_size.max(size);
+                let prev = addr_info(*a).last;
+                *a = idx | (*a >> ADDR_LAST_BITS).max(bits) << ADDR_LAST_BITS;
                 Some(prev)
             }
             None => {
-                self.addrs.insert(
-                    addr,
-                    AddrInfo {
-                        last: idx,
-                        max_size: size,
-                    },
-                );
+                self.addrs.insert(addr, idx | bits << ADDR_LAST_BITS);
                 None
             }
         }
@@ -467,7 +520,19 @@ impl EventStore {
     pub fn stack(&self, i: Idx) -> Option<StackId> {
         let (c, o) = self.locate(i)?;
         let r = c.rows[o];
-        Some(r.stack).filter(|&s| s != NO_STACK && r.code() != code::RETURN)
+        if r.code() == code::RETURN {
+            return None;
+        }
+        self.stack_of(i, &r)
+    }
+
+    /// The stack (or probe) of row `r` of event `i`.
+    fn stack_of(&self, i: Idx, r: &Row) -> Option<u32> {
+        match r.stack24() {
+            NO_STACK => None,
+            BIG_STACK => self.big_stacks.get(&i).copied(),
+            s => Some(s),
+        }
     }
 
     /// The block address of a heap event (the new block for realloc).
@@ -496,7 +561,7 @@ impl EventStore {
     pub fn probe(&self, i: Idx) -> Option<ProbeId> {
         let (c, o) = self.locate(i)?;
         if c.rows[o].code() == code::RETURN {
-            return Some(c.rows[o].stack);
+            return self.stack_of(i, &c.rows[o]);
         }
         match self.other(i)? {
             EventKind::Call(c) => Some(c.probe),
@@ -514,6 +579,10 @@ impl EventStore {
     }
 
     fn realloc_old(&self, i: Idx) -> Option<ReallocOld> {
+        // Ingest asks for the realloc it just pushed.
+        if let Some(&r) = self.reallocs.back().filter(|r| r.idx <= i) {
+            return (r.idx == i).then_some(r);
+        }
         let at = self.reallocs.partition_point(|r| r.idx < i);
         self.reallocs.get(at).filter(|r| r.idx == i).copied()
     }
@@ -533,7 +602,7 @@ impl EventStore {
             size: self.size_of(i, r.size),
             ts: self.base_ts.unwrap_or(0) + r.rel(),
             tid: self.tid_of(i, r.tid)?,
-            stack: Some(r.stack).filter(|&s| s != NO_STACK),
+            stack: self.stack_of(i, &r),
             alloc: i,
         })
     }
@@ -675,7 +744,7 @@ impl EventStore {
                 let (c, o) = self.locate(i)?;
                 let r = c.rows[o];
                 EventKind::Return {
-                    probe: r.stack,
+                    probe: self.stack_of(i, &r)?,
                     ret: u64::from(r.size) | u64::from(r.link) << 32,
                     sp: r.addr,
                 }
@@ -694,13 +763,13 @@ impl EventStore {
             let d = { c.rows[o].link };
             return (d != 0).then(|| i - u64::from(d));
         }
-        self.realloc_old(i).filter(|r| r.old == addr)?.prev
+        self.realloc_old(i).filter(|r| { r.old } == addr)?.prev()
     }
 
     /// The last event at the block-start address `addr`, and the biggest
     /// block that started there.
     pub fn addr_info(&self, addr: u64) -> Option<AddrInfo> {
-        self.addrs.get(&addr).copied()
+        self.addrs.get(&addr).map(|&v| addr_info(v))
     }
 
     /// Block-start addresses in `[lo, hi]` whose biggest block could reach
@@ -710,7 +779,7 @@ impl EventStore {
         let mut v: Vec<u64> = self
             .addrs
             .iter()
-            .filter(|(&a, info)| a <= target && a >= lo && target - a < info.max_size.max(1))
+            .filter(|(&a, &v)| a <= target && a >= lo && target - a < addr_info(v).max_size.max(1))
             .map(|(&a, _)| a)
             .collect();
         v.sort_unstable();
@@ -867,6 +936,7 @@ impl EventStore {
                 self.reallocs.pop_front();
             }
             self.big_sizes.retain(|i, _| *i >= first);
+            self.big_stacks.retain(|i, _| *i >= first);
             self.tid_overflow.retain(|i, _| *i >= first);
         }
         self.first()
@@ -953,12 +1023,56 @@ mod tests {
         for (i, e) in events.iter().enumerate() {
             assert_eq!(s.get(i as u64).as_ref(), Some(e), "event {i}");
         }
-        assert_eq!(Chunk::BYTES_PER_EVENT, 30);
+        assert_eq!(Chunk::BYTES_PER_EVENT, 29);
         assert_eq!(s.prev_at(3, 0x2000), Some(1));
         assert_eq!(s.prev_at(1, 0x1000), Some(0));
         assert_eq!(s.prev_at(0, 0x1000), None);
         assert_eq!(s.kind(2), Some(Kind::Mmap));
         assert_eq!(s.addr(2), Some(0x7000_0000));
+    }
+
+    /// Stack and probe ids past the row's 24 bits come back whole, and
+    /// from the side table only for the events that need it.
+    #[test]
+    fn big_stack_and_probe_ids_round_trip() {
+        let mut events = Vec::new();
+        for (n, id) in [0, 1, 0xff_fffd, 0xff_fffe, 0xff_ffff, 0x100_0000, u32::MAX]
+            .into_iter()
+            .enumerate()
+        {
+            let n = n as u64;
+            events.push(ev(
+                100 + 2 * n,
+                1,
+                EventKind::Alloc {
+                    func: AllocFn::Malloc,
+                    ptr: 0x1000 + n * 0x100,
+                    size: 16,
+                    stack: Some(id),
+                },
+            ));
+            events.push(ev(
+                101 + 2 * n,
+                1,
+                EventKind::Return {
+                    probe: id,
+                    ret: u64::MAX - n,
+                    sp: 0x7ff0_0000 + n,
+                },
+            ));
+        }
+        events.push(ev(300, 1, free(0x1000)));
+        let mut s = EventStore::new();
+        for e in &events {
+            s.push(e);
+        }
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(s.get(i as u64).as_ref(), Some(e), "event {i}");
+        }
+        assert_eq!(s.stack(events.len() as u64 - 1), None);
+        assert_eq!(s.block(12).map(|b| b.stack), Some(Some(u32::MAX)));
+        // 0xff_fffe and above: four allocations and four returns.
+        assert_eq!(s.big_stacks.len(), 8);
     }
 
     #[test]

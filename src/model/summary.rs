@@ -126,13 +126,89 @@ struct Site {
     blocks: u64,
     bytes: u64,
     /// Allocation events of its live blocks.
-    allocs: BTreeSet<Idx>,
+    allocs: Ages,
+}
+
+/// A stack's live blocks' allocation events in age order. Blocks are born
+/// in event order, so a birth is a push at the end; an end marks its entry
+/// dead (found by binary search) and the dead are dropped in bulk, when
+/// they are at the front or as many as half the live ones.
+#[derive(Default)]
+struct Ages {
+    /// `alloc << 1 | dead`, ascending.
+    v: Vec<u64>,
+    /// Entries before it are dead; `v[head]`, if any, is live.
+    head: usize,
+    /// Dead entries at or after `head`.
+    dead: usize,
+}
+
+impl Ages {
+    fn push(&mut self, a: Idx) {
+        debug_assert!(
+            self.v.last().is_none_or(|&l| l >> 1 < a),
+            "born in event order"
+        );
+        self.v.push(a << 1);
+    }
+
+    fn remove(&mut self, a: Idx) {
+        let live = &self.v[self.head..];
+        let Ok(i) = live.binary_search_by_key(&a, |&e| e >> 1) else {
+            debug_assert!(false, "ended a block not live at its stack");
+            return;
+        };
+        let i = self.head + i;
+        if self.v[i] & 1 != 0 {
+            return;
+        }
+        self.v[i] |= 1;
+        if i == self.head {
+            self.head += 1;
+            while self.v.get(self.head).is_some_and(|&e| e & 1 != 0) {
+                self.head += 1;
+                self.dead -= 1;
+            }
+        } else {
+            self.dead += 1;
+        }
+        let len = self.v.len() - self.head - self.dead;
+        if self.head + self.dead > len / 2 + 16 {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        let head = std::mem::take(&mut self.head);
+        self.v.drain(..head);
+        self.v.retain(|&e| e & 1 == 0);
+        self.dead = 0;
+        if self.v.capacity() > 2 * self.v.len() + 16 {
+            self.v.shrink_to(self.v.len() + self.v.len() / 2 + 8);
+        }
+    }
+
+    /// The oldest live block.
+    fn first(&self) -> Option<Idx> {
+        self.v.get(self.head).map(|&e| e >> 1)
+    }
+
+    /// The live blocks allocated before `at`, oldest first.
+    fn before(&self, at: Idx) -> impl Iterator<Item = Idx> + '_ {
+        self.v[self.head..]
+            .iter()
+            .filter(|&&e| e & 1 == 0)
+            .map(|&e| e >> 1)
+            .take_while(move |&a| a < at)
+    }
 }
 
 /// The heap's running aggregates and the windows' summaries.
 #[derive(Default)]
 pub struct Tally {
     sites: FxMap<u32, Site>,
+    /// Entries the sites' [`Ages`] have room for.
+    ages_cap: usize,
     blocks: u64,
     bytes: u64,
     /// The live blocks whose key is at most `bound` (all when `None`), in
@@ -182,7 +258,9 @@ impl Tally {
         let s = self.sites.entry(skey(b.stack)).or_default();
         s.blocks += 1;
         s.bytes = s.bytes.wrapping_add(b.size);
-        s.allocs.insert(b.alloc);
+        let cap = s.allocs.v.capacity();
+        s.allocs.push(b.alloc);
+        self.ages_cap = self.ages_cap - cap + s.allocs.v.capacity();
         self.blocks += 1;
         self.bytes = self.bytes.wrapping_add(b.size);
         if self.classes.is_empty() {
@@ -203,7 +281,9 @@ impl Tally {
         if let Some(s) = self.sites.get_mut(&skey(b.stack)) {
             s.blocks -= 1;
             s.bytes = s.bytes.wrapping_sub(b.size);
-            s.allocs.remove(&b.alloc);
+            let cap = s.allocs.v.capacity();
+            s.allocs.remove(b.alloc);
+            self.ages_cap = self.ages_cap - cap + s.allocs.v.capacity();
         }
         self.blocks -= 1;
         self.bytes = self.bytes.wrapping_sub(b.size);
@@ -283,6 +363,15 @@ impl Tally {
     }
 
     pub fn bytes(&self) -> usize {
+        #[cfg(test)]
+        assert_eq!(
+            self.ages_cap,
+            self.sites
+                .values()
+                .map(|s| s.allocs.v.capacity())
+                .sum::<usize>(),
+            "the ages' room as counted"
+        );
         let lists = |l: &Lists| (l.old.capacity() + l.big.capacity()) * 8 + 48;
         self.summaries
             .iter()
@@ -293,7 +382,7 @@ impl Tally {
             })
             .sum::<usize>()
             + self.sites.capacity() * 64
-            + self.blocks as usize * 12
+            + self.ages_cap * 8
             + self.big.len() * 40
             + self.ended.capacity() * std::mem::size_of::<Gone>()
     }
@@ -306,7 +395,7 @@ impl Tally {
         let first_live = |stack: u32| {
             self.sites
                 .get(&stack)
-                .and_then(|s| s.allocs.first().copied())
+                .and_then(|s| s.allocs.first())
                 .filter(|&a| a < at)
         };
         let mut gone: Vec<&Gone> = self
@@ -334,11 +423,11 @@ impl Tally {
         let mut iters: Vec<_> = start
             .iter()
             .filter_map(|s| self.sites.get(&s.stack))
-            .map(|s| s.allocs.range(..at))
+            .map(|s| s.allocs.before(at))
             .collect();
         let mut heap: BinaryHeap<Reverse<(Idx, usize)>> = BinaryHeap::new();
         for (n, it) in iters.iter_mut().enumerate() {
-            if let Some(&a) = it.next() {
+            if let Some(a) = it.next() {
                 heap.push(Reverse((a, n)));
             }
         }
@@ -348,7 +437,7 @@ impl Tally {
                 break;
             };
             survivors.push(a);
-            if let Some(&next) = iters[n].next() {
+            if let Some(next) = iters[n].next() {
                 heap.push(Reverse((next, n)));
             }
         }
@@ -623,5 +712,65 @@ impl crate::model::heap::HeapIndex {
             lists: s.lists.clone(),
             born,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::xorshift::Rng;
+
+    /// A stack's ages after many births and ends in any order: its oldest
+    /// and its blocks before any instant are those of an ordered set.
+    #[test]
+    fn ages_after_many_ends_equal_an_ordered_set() {
+        for seed in 1..=20u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut ages = Ages::default();
+            let mut set = BTreeSet::new();
+            let mut next: Idx = 0;
+            for step in 0..20_000 {
+                // Phases that grow, shrink from the front, or churn.
+                let grow = match (step / 2000) % 3 {
+                    0 => rng.below(10) < 7,
+                    1 => rng.below(10) < 3,
+                    _ => rng.below(2) == 0,
+                };
+                if grow || set.is_empty() {
+                    next += 1 + rng.below(5);
+                    ages.push(next);
+                    set.insert(next);
+                } else {
+                    let v: Vec<Idx> = set.iter().copied().collect();
+                    // Often the oldest, else any.
+                    let a = if rng.below(3) == 0 {
+                        v[0]
+                    } else {
+                        v[rng.below(v.len() as u64) as usize]
+                    };
+                    ages.remove(a);
+                    set.remove(&a);
+                }
+                assert_eq!(
+                    ages.first(),
+                    set.first().copied(),
+                    "seed {seed} step {step}"
+                );
+                let dead = ages.v.iter().filter(|&&e| e & 1 != 0).count();
+                assert_eq!(ages.dead + ages.head, dead, "seed {seed} step {step}");
+                assert!(
+                    ages.v.len() <= 2 * set.len() + 20,
+                    "seed {seed} step {step}: {} entries for {} blocks",
+                    ages.v.len(),
+                    set.len()
+                );
+                if step % 97 == 0 {
+                    let at = rng.below(next + 2);
+                    let got: Vec<Idx> = ages.before(at).collect();
+                    let want: Vec<Idx> = set.range(..at).copied().collect();
+                    assert_eq!(got, want, "seed {seed} step {step} before {at}");
+                }
+            }
+        }
     }
 }
