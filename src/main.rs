@@ -622,10 +622,15 @@ fn run(cli: Cli) -> Result<i32> {
             // Streamed: the events go into the timeline, never all in
             // memory (--memory bounds it whatever the file's size).
             let ns = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+            // A pipe or FIFO is read to its end: stopping would end the
+            // recorder writing it (EPIPE).
+            let seekable = !trace::is_std(&file)
+                && std::fs::metadata(&file).is_ok_and(|m| m.is_file() || m.is_dir());
             let part = match at {
-                Some(at) if !whole => cmd::load::Part {
+                Some(at) if !whole && seekable => cmd::load::Part {
                     from: trace::locate(&file, ns(at).saturating_sub(window.map_or(0, ns)))?,
                     until: Some(ns(at)),
+                    past: 0,
                 },
                 _ => cmd::load::Part::default(),
             };

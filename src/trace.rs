@@ -546,7 +546,14 @@ impl TraceWriter {
             }
         }
         self.write_lost(tables.lost)?;
-        self.record(Tag::Carried, &carried)?;
+        // In records of at most CARRIED_PER_RECORD blocks (~1 MiB): a
+        // heap of millions of blocks would pass a record's size limit.
+        for chunk in carried.chunks(CARRIED_PER_RECORD) {
+            self.record(Tag::Carried, &chunk)?;
+        }
+        if carried.is_empty() {
+            self.record(Tag::Carried, &carried)?;
+        }
         self.submit()?;
         ring.preamble = self.written;
         ring.first_ts = Some(ts);
@@ -743,6 +750,9 @@ pub struct Limits {
     /// part, where `--at` reads start (`--checkpoint`; 0: never).
     pub checkpoint: u64,
 }
+
+/// Carried blocks a record holds at most (~24-40 bytes each).
+const CARRIED_PER_RECORD: usize = 32 << 10;
 
 /// A segment is this fraction of the limits: the held window is between
 /// 7/8 and all of them.
@@ -1235,9 +1245,17 @@ pub fn locate(path: &Path, at: u64) -> anyhow::Result<Option<Start>> {
         let total = segs.iter().map(|s| s.2).sum();
         let (mut best, mut before) = (None, 0);
         for (n, p, len) in &segs {
-            let Some((meta, Some(head))) = File::open(p).ok().and_then(|f| part_head(&f, 0)) else {
-                break;
+            let Some((version, meta, Some(head))) =
+                File::open(p).ok().and_then(|f| part_head(&f, 0))
+            else {
+                // Deleted since the listing (the recorder moving on).
+                before += len;
+                continue;
             };
+            // Before version 8 a segment does not say when it starts.
+            if version < 8 {
+                return Ok(None);
+            }
             if head.first_ts > meta.start_mono_ns.saturating_add(at) {
                 break;
             }
@@ -1252,9 +1270,15 @@ pub fn locate(path: &Path, at: u64) -> anyhow::Result<Option<Start>> {
         // The oldest held is where a read starts anyway.
         return Ok(best.filter(|b| Some(b.number) != segs.first().map(|s| s.0)));
     }
+    // A FIFO is not opened here: its writer would take this open for its
+    // reader's, and this one's close for the reader gone.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(None);
+    }
     let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
     let total = file.metadata()?.len();
-    let Some((meta, _)) = part_head(&file, 0) else {
+    // Files in parts are version 8 on.
+    let Some((8.., meta, _)) = part_head(&file, 0) else {
         return Ok(None);
     };
     let ts = meta.start_mono_ns.saturating_add(at);
@@ -1265,7 +1289,7 @@ pub fn locate(path: &Path, at: u64) -> anyhow::Result<Option<Start>> {
             && u16::from_le_bytes([probe[8], probe[9]]) >= 8;
         let head = if is_part { part_head(&file, at) } else { None };
         match head {
-            Some((m, Some(h))) if m == meta => {
+            Some((_, m, Some(h))) if m == meta => {
                 if h.first_ts > ts {
                     break;
                 }
@@ -1286,13 +1310,25 @@ pub fn locate(path: &Path, at: u64) -> anyhow::Result<Option<Start>> {
 
 /// The Meta and Segment record of the part of `file` at `offset` (none for
 /// a file's first part), if one starts there.
-fn part_head(file: &File, offset: u64) -> Option<(Meta, Option<SegmentHead>)> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 64 << 10];
-    let n = file.read_at(&mut buf, offset).ok()?;
-    buf.truncate(n);
-    let header = buf.get(..HEADER_LEN as usize)?;
-    if header[..8] != MAGIC {
+fn part_head(file: &File, offset: u64) -> Option<(u16, Meta, Option<SegmentHead>)> {
+    /// `file` read from `pos` on (positioned reads: the file is shared).
+    struct At<'f> {
+        file: &'f File,
+        pos: u64,
+    }
+    impl Read for At<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            use std::os::unix::fs::FileExt;
+            let n = self.file.read_at(buf, self.pos)?;
+            self.pos += n as u64;
+            Ok(n)
+        }
+    }
+    // 64 KiB holds a part's head unless its Meta (the command line) is
+    // longer: then it reads on.
+    let mut r = BufReader::with_capacity(64 << 10, At { file, pos: offset });
+    let mut header = [0u8; HEADER_LEN as usize];
+    if read_full(&mut r, &mut header).ok()? != header.len() || header[..8] != MAGIC {
         return None;
     }
     let version = u16::from_le_bytes([header[8], header[9]]);
@@ -1300,7 +1336,7 @@ fn part_head(file: &File, offset: u64) -> Option<(Meta, Option<SegmentHead>)> {
         return None;
     }
     let mut records = Records {
-        r: &buf[HEADER_LEN as usize..],
+        r,
         version,
         offset: offset + HEADER_LEN,
         start: offset + HEADER_LEN,
@@ -1318,7 +1354,7 @@ fn part_head(file: &File, offset: u64) -> Option<(Meta, Option<SegmentHead>)> {
         Ok(Next::Record(Record::Segment(h))) => Some(h),
         _ => None,
     };
-    Some((meta, seg))
+    Some((version, meta, seg))
 }
 
 /// A read from the part or segment `from` on.
@@ -1345,6 +1381,21 @@ fn read_from<'s>(
             file_bytes: from.total,
             in_file,
         });
+        // The segment found was deleted before it was read (a recorder
+        // moving on): what was read starts later than asked.
+        if w.first_segment != from.number {
+            t.integrity.insert(
+                0,
+                Damage {
+                    offset: 0,
+                    reason: format!(
+                        "segment {} was deleted (the recording moved on) before it could be \
+                         read: the read starts at segment {}, after the moment asked for",
+                        from.number, w.first_segment
+                    ),
+                },
+            );
+        }
     }
     Ok(t)
 }
@@ -1362,8 +1413,16 @@ fn read_parts<'s, R: BufRead>(
     while t.closed && !t.stopped && t.damage.is_none() && !r.fill_buf()?.is_empty() {
         match read_part(&mut r, sink.as_deref_mut(), at) {
             Ok((part, len)) => {
+                let Some(n) = part.window.as_ref().map(|w| w.first_segment) else {
+                    // Only a file's first part has no number.
+                    t.damage = Some(Damage {
+                        offset: at,
+                        reason: "a part without its number (a copy of the file's first?): not read"
+                            .into(),
+                    });
+                    break;
+                };
                 at += len;
-                let n = part.window.as_ref().map_or(last + 1, |w| w.first_segment);
                 append(&mut t, part, n, &mut last, "part", |d| d);
             }
             Err(e) => {
@@ -1574,9 +1633,11 @@ fn read_part<'s, R: Read>(
                 match sink.as_deref_mut() {
                     Some(k) => {
                         k.item(Item::Event(e));
-                        // Not taken: the read ends before it.
+                        // Not taken: the read ends before it (its time
+                        // still says where the events read would start).
                         if k.enough() {
                             trace.stopped = true;
+                            trace.first_ts.get_or_insert(ts);
                             break;
                         }
                     }
@@ -1618,7 +1679,7 @@ fn read_part<'s, R: Read>(
                     k.item(Item::Carried(&blocks));
                 }
                 if let Some(w) = &mut trace.window {
-                    w.carried = blocks;
+                    w.carried.extend(blocks);
                 }
                 continue;
             }
@@ -3053,6 +3114,62 @@ mod tests {
         Ok(())
     }
 
+    /// A part that starts with more live blocks than one record holds
+    /// (a million: ~30 MB, over the 16 MiB record limit) writes them in
+    /// several records and reads them all back.
+    #[test]
+    fn a_big_live_heap_carries_in_several_records() -> anyhow::Result<()> {
+        let f = TempFile::new("big-carry");
+        let m = meta();
+        let mut w = TraceWriter::create(&f.0, &m)?;
+        w.checkpoint_every(&m, PART_ALIGN);
+        let carried: Vec<CarriedBlock> = (0..1_000_000u64)
+            .map(|i| CarriedBlock {
+                pid: 4242,
+                tid: 4243,
+                ts: m.start_mono_ns + i,
+                ptr: 0x7f00_0000_0000 + i * 64,
+                size: 48 + i % 1000,
+                stack: None,
+            })
+            .collect();
+        let free = |i: u64| {
+            ev(
+                m.start_mono_ns + 2_000_000 + i,
+                EventKind::Free {
+                    ptr: 0x10 + i,
+                    stack: None,
+                },
+            )
+        };
+        let mut i = 0;
+        while !w.wants_rotation(free(i).ts) {
+            w.write_event(&free(i))?;
+            i += 1;
+        }
+        let tables = Tables {
+            modules: &[],
+            probes: &[],
+            stacks: &[],
+            lost: &Lost::default(),
+        };
+        w.rotate(free(i).ts, tables, &carried)?;
+        w.write_event(&free(i))?;
+        w.write_end(m.start_mono_ns + 9_000_000, None)?;
+        drop(w);
+        let t = read_trace(&f.0)?;
+        assert!(
+            t.damage.is_none() && t.integrity.is_empty(),
+            "{:?}",
+            t.damage
+        );
+        assert_eq!(t.event_count, i + 1);
+        let s = locate(&f.0, u64::MAX)?.expect("the second part");
+        let t = read_path(&f.0, None, None, Some(s))?;
+        assert_eq!(t.window.map(|w| w.carried), Some(carried));
+        Ok(())
+    }
+
     /// A file in parts with whole parts dropped, repeated, swapped or cut
     /// at their boundaries, or a part's Segment record or padding changed:
     /// each mutant is an error or reads with its damage said.
@@ -3082,6 +3199,11 @@ mod tests {
             o.insert(i, i);
             mutants.push((format!("repeat part {}", i + 1), build(&o)));
             mutants.push((format!("cut after part {}", i + 1), build(&all[..=i])));
+            if i > 0 {
+                let mut o = all.clone();
+                o[i] = 0;
+                mutants.push((format!("part {} replaced by part 1", i + 1), build(&o)));
+            }
             if i + 1 < n {
                 let mut o = all.clone();
                 o.swap(i, i + 1);

@@ -24,12 +24,18 @@ use crate::ui::{input_thread, run, Feed, Lag, TermGuard};
 pub fn open(file: &std::path::Path, memory: usize, at: Option<std::time::Duration>) -> Result<()> {
     // The file first: a bad file is an error even without a terminal.
     let at = at.map(|a| a.as_nanos().min(u128::from(u64::MAX)) as u64);
+    let from = match at {
+        Some(a) => crate::trace::locate(file, a)?,
+        None => None,
+    };
+    let seekable = !crate::trace::is_std(file)
+        && std::fs::metadata(file).is_ok_and(|m| m.is_file() || m.is_dir());
     let part = crate::cmd::load::Part {
-        from: match at {
-            Some(a) => crate::trace::locate(file, a)?,
-            None => None,
-        },
-        until: None,
+        from,
+        // Past the moment, at most half the timeline's budget (~32 bytes
+        // an event): more would drop the moment itself from memory.
+        until: at.filter(|_| seekable),
+        past: (memory / 64) as u64,
     };
     let loader = crate::cmd::load::Loader::start_part(file, part)?;
     if crate::trace::is_std(file) {
@@ -47,10 +53,12 @@ pub fn open(file: &std::path::Path, memory: usize, at: Option<std::time::Duratio
     let tl = Timeline::with_budget(loader.meta.clone(), memory);
     let mut app = App::new(tl, Mode::Live);
     app.stop_at = at.map(|a| loader.meta.start_mono_ns.saturating_add(a));
+    app.stop_from_part = from.is_some();
     let mut feed = FileFeed {
         name: PathBuf::from(crate::trace::name(file, false)),
         loader,
         done: None,
+        stopped: false,
     };
     let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
     let _guard = TermGuard;
@@ -72,6 +80,8 @@ struct FileFeed {
     loader: crate::cmd::load::Loader,
     /// What to say once the file is read.
     done: Option<String>,
+    /// The read stopped before the end (`--at`).
+    stopped: bool,
 }
 
 impl Feed for FileFeed {
@@ -86,6 +96,7 @@ impl Feed for FileFeed {
         let Some(t) = self.loader.apply(tl, m)? else {
             return Ok(None);
         };
+        self.stopped = t.stopped;
         // The worst of what is wrong with the file (the damage: the end of
         // the recording is missing), else how long reading it took; said
         // once the UI took the end.
@@ -136,7 +147,14 @@ impl Feed for FileFeed {
         let crash = app.tl.crash().is_some() && app.cursor == app.tl.crash();
         // Held at `--at`: said with the end.
         let at = app.message.take().filter(|m| m.contains("(--at)"));
-        app.message = self.done.take().map(|m| match at {
+        let done = self.done.take().map(|m| {
+            if self.stopped {
+                format!("{m}; stopped past --at, within --memory")
+            } else {
+                m
+            }
+        });
+        app.message = done.map(|m| match at {
             _ if crash => format!("at the crash, scrub back with ←; {m}"),
             Some(at) => format!("{at}; {m}"),
             None => m,

@@ -86,8 +86,10 @@ pub fn read_streaming(path: &std::path::Path, memory: usize) -> Result<(Trace, T
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Part {
     pub from: Option<crate::trace::Start>,
-    /// Stop at the first event later than this long after the start.
+    /// Stop at the first event later than this long after the start...
     pub until: Option<u64>,
+    /// ...once this many later ones were taken.
+    pub past: u64,
 }
 
 /// As [`read_streaming`], of `part` of the trace.
@@ -168,6 +170,7 @@ struct ChannelSink {
     /// Events after this (after the start; absolute once the Meta is
     /// read) are not wanted: the read stops at the first.
     until: Option<u64>,
+    past: u64,
     enough: bool,
 }
 
@@ -207,8 +210,11 @@ impl crate::trace::Sink for ChannelSink {
         }
         if let Item::Event(e) = item {
             if self.until.is_some_and(|u| e.ts > u) {
-                self.enough = true;
-                return;
+                if self.past == 0 {
+                    self.enough = true;
+                    return;
+                }
+                self.past -= 1;
             }
             self.started = true;
             self.batch.push(e);
@@ -225,10 +231,9 @@ impl crate::trace::Sink for ChannelSink {
             }
             Item::Stack(s) if self.stacks.insert(s.id) => Load::Stack(self.namer.stack(s)),
             Item::Probe(p) if self.probes.insert(p.id) => Load::Probe(p.clone()),
-            Item::Carried(b) if !self.started => {
-                self.started = true;
-                Load::Carried(b.to_vec())
-            }
+            // A segment's carried blocks may come in several records:
+            // all of them before its first event.
+            Item::Carried(b) if !self.started => Load::Carried(b.to_vec()),
             Item::Lost(l) => Load::Lost(l.clone()),
             Item::LeakScan(l) => Load::LeakScan(l.clone()),
             // Repeated by a later segment.
@@ -278,6 +283,7 @@ impl Loader {
                         tx: Some(tx),
                         batch: Vec::with_capacity(BATCH),
                         until: part.until,
+                        past: part.past,
                         ..ChannelSink::default()
                     },
                 };

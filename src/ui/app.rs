@@ -139,6 +139,8 @@ pub struct App {
     /// `open --at`: the view follows the reading up to this time (an
     /// event's), then holds there.
     pub stop_at: Option<u64>,
+    /// The reading started at the trace's part before `stop_at`.
+    pub stop_from_part: bool,
     /// The target is gone (live mode): nothing more will arrive.
     pub ended: bool,
     /// Rows the event list showed last time (a "screen" for PgUp/PgDn).
@@ -217,6 +219,7 @@ impl App {
             lag: crate::ui::Lag::default(),
             loading: None,
             stop_at: None,
+            stop_from_part: false,
             ended: false,
             page: Cell::new(10),
             stack_max: Cell::new(u16::MAX),
@@ -271,8 +274,13 @@ impl App {
                 self.mode = Mode::Frozen;
                 self.cursor = self.tl.store().at(t);
                 self.message = Some(format!(
-                    "at {} (--at), read from the trace's part before it; → and End go on",
-                    crate::model::present::rel(t, self.tl.meta().start_mono_ns)
+                    "at {} (--at), read from {}; → and End go on",
+                    crate::model::present::rel(t, self.tl.meta().start_mono_ns),
+                    if self.stop_from_part {
+                        "the trace's part before it"
+                    } else {
+                        "the start"
+                    }
                 ));
             }
         }
@@ -593,6 +601,8 @@ impl App {
     }
 
     fn goto(&mut self, i: Idx) {
+        // The user moved: `--at` no longer holds the view.
+        self.stop_at = None;
         let held = self.tl.store().held();
         if held.is_empty() {
             return;

@@ -289,6 +289,19 @@ fn open_at_a_moment_starts_at_the_part_before_it() {
         s.contains(&format!("in {live} block")),
         "{live} blocks at T:\n{s}"
     );
+    // Read from a part: fewer events than the file holds.
+    let total = whole["events"]["total"].as_u64().expect("total");
+    let shown: u64 = s
+        .lines()
+        .next()
+        .and_then(|l| l.split(" ev ").next())
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event count in the status line:\n{s}"));
+    assert!(
+        shown > 0 && shown < total,
+        "{shown} of {total} events:\n{s}"
+    );
     t.keys(&["q"]);
 }
 

@@ -685,7 +685,13 @@ impl Report {
                 segments: t.window.as_ref().map(|w| Segments {
                     carried_blocks: w.carried.len() as u64,
                     carried_bytes: w.carried.iter().map(|b| b.size).sum(),
-                    dropped: w.first_segment.saturating_sub(1),
+                    // Segments deleted by the bounds (not the parts a
+                    // read from a part skipped: `read` says those).
+                    dropped: if w.from_part.is_some() {
+                        0
+                    } else {
+                        w.first_segment.saturating_sub(1)
+                    },
                     events_from_ns: t.first_ts.map(|ts| ts.saturating_sub(start)),
                     first: w.first_segment,
                     held: w.segments,
