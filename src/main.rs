@@ -140,7 +140,7 @@ impl BoundArgs {
         {
             bail!("--keep is at least 1s (8 segments of 125 ms)");
         }
-        let ns = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let ns = report::nanos;
         let attached = matches!(target, session::Target::Pid(_));
         let max_bytes = match self.max_size {
             Some(0) => None,
@@ -621,17 +621,14 @@ fn run(cli: Cli) -> Result<i32> {
         } => {
             // Streamed: the events go into the timeline, never all in
             // memory (--memory bounds it whatever the file's size).
-            let ns = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
-            // A pipe or FIFO is read to its end: stopping would end the
-            // recorder writing it (EPIPE).
-            let seekable = !trace::is_std(&file)
-                && std::fs::metadata(&file).is_ok_and(|m| m.is_file() || m.is_dir());
+            let ns = report::nanos;
             let part = match at {
-                Some(at) if !whole && seekable => cmd::load::Part {
-                    from: trace::locate(&file, ns(at).saturating_sub(window.map_or(0, ns)))?,
-                    until: Some(ns(at)),
-                    past: 0,
-                },
+                Some(at) if !whole => cmd::load::Part::at(
+                    &file,
+                    ns(at).saturating_sub(window.map_or(0, ns)),
+                    ns(at),
+                    0,
+                )?,
                 _ => cmd::load::Part::default(),
             };
             let (t, tl) = cmd::load::read_streaming_part(&file, memory, part)?;

@@ -348,23 +348,13 @@ impl TraceWriter {
             },
         )?;
         w.submit()?;
-        w.ring = Some(Ring {
-            dir: dir.to_path_buf(),
-            meta: meta.clone(),
-            number: 1,
+        w.ring = Some(Ring::new(
+            dir,
+            meta,
             limits,
-            segment_bytes: limits.segment_bytes(),
-            in_place: false,
-            base: 0,
-            preamble: w.written,
-            first_ts: None,
-            last_ts: 0,
-            closed: VecDeque::new(),
-            dropped: 0,
-            pins: Vec::new(),
-            pins_refused: 0,
-            stacks: std::collections::HashSet::new(),
-        });
+            limits.segment_bytes(),
+            w.written,
+        ));
         Ok(w)
     }
 
@@ -379,23 +369,14 @@ impl TraceWriter {
         if self.ring.is_some() || every == 0 {
             return;
         }
-        self.ring = Some(Ring {
-            dir: std::path::PathBuf::new(),
-            meta: meta.clone(),
-            number: 1,
-            limits: Limits::default(),
-            segment_bytes: every.max(PART_ALIGN),
-            in_place: true,
-            base: 0,
-            preamble: self.written,
-            first_ts: None,
-            last_ts: 0,
-            closed: VecDeque::new(),
-            dropped: 0,
-            pins: Vec::new(),
-            pins_refused: 0,
-            stacks: std::collections::HashSet::new(),
-        });
+        // No directory: the parts are this file's.
+        self.ring = Some(Ring::new(
+            Path::new(""),
+            meta,
+            Limits::default(),
+            every.max(PART_ALIGN),
+            self.written,
+        ));
     }
 
     /// Whether stack `id` must be written before an event that uses it
@@ -498,7 +479,7 @@ impl TraceWriter {
         let Some(mut ring) = self.ring.take() else {
             return Ok(());
         };
-        if ring.in_place {
+        if ring.in_place() {
             // The next part starts at a PART_ALIGN boundary: a Pad record
             // (its frame alone at the least) and the SegmentEnd end there.
             let frame = (FRAME_HEAD + 4) as u64;
@@ -515,7 +496,7 @@ impl TraceWriter {
             p.link(&self.sink, &ring.dir, ring.number);
         }
         ring.number += 1;
-        if ring.in_place {
+        if ring.in_place() {
             ring.base += self.written;
         } else {
             // The writer closes the old file as it opens the next.
@@ -584,7 +565,7 @@ impl TraceWriter {
     pub fn segments_dropped(&self) -> Option<u64> {
         self.ring
             .as_ref()
-            .filter(|r| !r.in_place)
+            .filter(|r| !r.in_place())
             .map(|r| r.dropped)
     }
 
@@ -796,9 +777,6 @@ struct Ring {
     limits: Limits,
     /// Event bytes a segment takes before the next one begins.
     segment_bytes: u64,
-    /// The segments are parts of one file (`--checkpoint`): nothing is
-    /// deleted, nothing kept apart.
-    in_place: bool,
     /// Where the part being written starts in the file (`in_place`).
     base: u64,
     /// Bytes of the segment before its first event.
@@ -814,7 +792,37 @@ struct Ring {
     /// Stacks written in the segment being written: a segment holds the
     /// stacks its events and carried blocks use, not every stack so far
     /// (a Python's 16 MB stack table repeated made each segment 18 MB).
-    stacks: std::collections::HashSet<crate::event::StackId>,
+    /// Asked for every event with a stack: a cheap hash.
+    stacks: crate::util::hash::FxSet<crate::event::StackId>,
+}
+
+impl Ring {
+    /// Segment 1 of a ring in `dir`, begun with `preamble` bytes; an empty
+    /// `dir` makes the segments parts of one file (`--checkpoint`).
+    fn new(dir: &Path, meta: &Meta, limits: Limits, segment_bytes: u64, preamble: u64) -> Self {
+        Ring {
+            dir: dir.to_path_buf(),
+            meta: meta.clone(),
+            number: 1,
+            limits,
+            segment_bytes,
+            base: 0,
+            preamble,
+            first_ts: None,
+            last_ts: 0,
+            closed: VecDeque::new(),
+            dropped: 0,
+            pins: Vec::new(),
+            pins_refused: 0,
+            stacks: Default::default(),
+        }
+    }
+
+    /// The segments are parts of one file (`--checkpoint`): nothing is
+    /// deleted, nothing kept apart.
+    fn in_place(&self) -> bool {
+        self.dir.as_os_str().is_empty()
+    }
 }
 
 /// What [`TraceWriter::pin`] did.
@@ -964,6 +972,12 @@ enum TraceError {
 /// `-` is the standard input.
 pub fn read_trace(path: &Path) -> anyhow::Result<Trace> {
     read_path(path, None, None, None)
+}
+
+/// A trace file or a bounded recording's directory (not `-`, a FIFO or a
+/// device): what can be read from a part and left before its end.
+pub fn seekable(path: &Path) -> bool {
+    !is_std(path) && std::fs::metadata(path).is_ok_and(|m| m.is_file() || m.is_dir())
 }
 
 /// The bytes of a trace file, or of a bounded recording's segments (none
@@ -1272,7 +1286,7 @@ pub fn locate(path: &Path, at: u64) -> anyhow::Result<Option<Start>> {
     }
     // A FIFO is not opened here: its writer would take this open for its
     // reader's, and this one's close for the reader gone.
-    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+    if !seekable(path) {
         return Ok(None);
     }
     let file = File::open(path).with_context(|| format!("cannot open trace {}", path.display()))?;
@@ -1326,27 +1340,9 @@ fn part_head(file: &File, offset: u64) -> Option<(u16, Meta, Option<SegmentHead>
     }
     // 64 KiB holds a part's head unless its Meta (the command line) is
     // longer: then it reads on.
-    let mut r = BufReader::with_capacity(64 << 10, At { file, pos: offset });
-    let mut header = [0u8; HEADER_LEN as usize];
-    if read_full(&mut r, &mut header).ok()? != header.len() || header[..8] != MAGIC {
-        return None;
-    }
-    let version = u16::from_le_bytes([header[8], header[9]]);
-    if version == 0 || version > FORMAT_VERSION {
-        return None;
-    }
-    let mut records = Records {
-        r,
-        version,
-        offset: offset + HEADER_LEN,
-        start: offset + HEADER_LEN,
-        payload: Vec::new(),
-        root_pid: 0,
-        seq: 0,
-        recording: 0,
-        missing: Vec::new(),
-        gaps: Vec::new(),
-    };
+    let r = BufReader::with_capacity(64 << 10, At { file, pos: offset });
+    let mut records = Records::open(r, offset).ok()?;
+    let version = records.version;
     let Ok(Next::Record(Record::Meta(meta))) = records.next() else {
         return None;
     };
@@ -1523,36 +1519,7 @@ fn read_part<'s, R: Read>(
     mut sink: Option<&mut (dyn Sink + 's)>,
     base: u64,
 ) -> Result<(Trace, u64), TraceError> {
-    let mut r = r;
-    let mut header = [0u8; HEADER_LEN as usize];
-    let n = read_full(&mut r, &mut header)?;
-    let got = header.get(..n.min(MAGIC.len())).unwrap_or_default();
-    if !MAGIC.starts_with(got) {
-        return Err(TraceError::BadMagic);
-    }
-    if n < header.len() {
-        return Err(TraceError::TooShort);
-    }
-    let [_, _, _, _, _, _, _, _, v0, v1, _, _] = header;
-    // The flags (bytes 10..12) are reserved; none are defined yet.
-    let version = match u16::from_le_bytes([v0, v1]) {
-        0 => return Err(TraceError::VersionZero),
-        v if v > FORMAT_VERSION => return Err(TraceError::TooNew(v)),
-        v => v,
-    };
-
-    let mut records = Records {
-        r,
-        version,
-        offset: base + HEADER_LEN,
-        start: base + HEADER_LEN,
-        payload: Vec::new(),
-        root_pid: 0,
-        seq: 0,
-        recording: 0,
-        missing: Vec::new(),
-        gaps: Vec::new(),
-    };
+    let mut records = Records::open(r, base)?;
     let meta = match records.next()? {
         Next::Record(Record::Meta(m)) => m,
         Next::Record(other) => {
@@ -1810,6 +1777,39 @@ struct Records<R> {
 }
 
 impl<R: Read> Records<R> {
+    /// The records of a part of a trace at `base` in the input: its header
+    /// read and checked.
+    fn open(mut r: R, base: u64) -> Result<Self, TraceError> {
+        let mut header = [0u8; HEADER_LEN as usize];
+        let n = read_full(&mut r, &mut header)?;
+        let got = header.get(..n.min(MAGIC.len())).unwrap_or_default();
+        if !MAGIC.starts_with(got) {
+            return Err(TraceError::BadMagic);
+        }
+        if n < header.len() {
+            return Err(TraceError::TooShort);
+        }
+        let [_, _, _, _, _, _, _, _, v0, v1, _, _] = header;
+        // The flags (bytes 10..12) are reserved; none are defined yet.
+        let version = match u16::from_le_bytes([v0, v1]) {
+            0 => return Err(TraceError::VersionZero),
+            v if v > FORMAT_VERSION => return Err(TraceError::TooNew(v)),
+            v => v,
+        };
+        Ok(Records {
+            r,
+            version,
+            offset: base + HEADER_LEN,
+            start: base + HEADER_LEN,
+            payload: Vec::new(),
+            root_pid: 0,
+            seq: 0,
+            recording: 0,
+            missing: Vec::new(),
+            gaps: Vec::new(),
+        })
+    }
+
     fn next(&mut self) -> io::Result<Next> {
         self.start = self.offset;
         let mut head = [0u8; FRAME_HEAD];
@@ -3035,6 +3035,32 @@ mod tests {
         Ok(())
     }
 
+    /// The mutants (each written to `path` in turn) that read as clean
+    /// files with other content than `original`'s (`bytes`): not an
+    /// error, no damage, gap or skipped record said.
+    fn silent_mutants(
+        path: &Path,
+        bytes: &[u8],
+        original: &Trace,
+        mutants: &[(String, Vec<u8>)],
+    ) -> anyhow::Result<Vec<String>> {
+        let mut silent = Vec::new();
+        for (what, b) in mutants {
+            if b == bytes {
+                continue;
+            }
+            std::fs::write(path, b)?;
+            let Ok(t) = read_trace(path) else {
+                continue;
+            };
+            let said = t.damage.is_some() || !t.integrity.is_empty() || !t.skipped.is_empty();
+            if !said && t != *original {
+                silent.push(what.clone());
+            }
+        }
+        Ok(silent)
+    }
+
     /// Whole records dropped, repeated, moved or cut off at a record
     /// boundary, and bytes flipped: every mutant of a recording is an
     /// error or reads with its damage said, never as a clean file with
@@ -3091,20 +3117,7 @@ mod tests {
             b[at] ^= 1 << rng.below(8);
             mutants.push((format!("flip at {at}"), b));
         }
-        let mut silent = Vec::new();
-        for (what, b) in &mutants {
-            if *b == bytes {
-                continue;
-            }
-            std::fs::write(&f.0, b)?;
-            let Ok(t) = read_trace(&f.0) else {
-                continue;
-            };
-            let said = t.damage.is_some() || !t.integrity.is_empty() || !t.skipped.is_empty();
-            if !said && t != original {
-                silent.push(what.clone());
-            }
-        }
+        let silent = silent_mutants(&f.0, &bytes, &original, &mutants)?;
         assert!(
             silent.is_empty(),
             "{} of {} mutants read as clean files: {silent:?}",
@@ -3221,20 +3234,7 @@ mod tests {
                 mutants.push((format!("flip at {at}"), b));
             }
         }
-        let mut silent = Vec::new();
-        for (what, b) in &mutants {
-            if *b == bytes {
-                continue;
-            }
-            std::fs::write(&f.0, b)?;
-            let Ok(t) = read_trace(&f.0) else {
-                continue;
-            };
-            let said = t.damage.is_some() || !t.integrity.is_empty() || !t.skipped.is_empty();
-            if !said && t != original {
-                silent.push(what.clone());
-            }
-        }
+        let silent = silent_mutants(&f.0, &bytes, &original, &mutants)?;
         assert!(
             silent.is_empty(),
             "{} of {} mutants read as clean files: {silent:?}",

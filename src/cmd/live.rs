@@ -23,19 +23,12 @@ use crate::ui::{input_thread, run, Feed, Lag, TermGuard};
 /// reading and stops at a crash, as it does live.
 pub fn open(file: &std::path::Path, memory: usize, at: Option<std::time::Duration>) -> Result<()> {
     // The file first: a bad file is an error even without a terminal.
-    let at = at.map(|a| a.as_nanos().min(u128::from(u64::MAX)) as u64);
-    let from = match at {
-        Some(a) => crate::trace::locate(file, a)?,
-        None => None,
-    };
-    let seekable = !crate::trace::is_std(file)
-        && std::fs::metadata(file).is_ok_and(|m| m.is_file() || m.is_dir());
-    let part = crate::cmd::load::Part {
-        from,
+    let at = at.map(crate::cmd::report::nanos);
+    let part = match at {
         // Past the moment, at most half the timeline's budget (~32 bytes
         // an event): more would drop the moment itself from memory.
-        until: at.filter(|_| seekable),
-        past: (memory / 64) as u64,
+        Some(a) => crate::cmd::load::Part::at(file, a, a, (memory / 64) as u64)?,
+        None => crate::cmd::load::Part::default(),
     };
     let loader = crate::cmd::load::Loader::start_part(file, part)?;
     if crate::trace::is_std(file) {
@@ -53,25 +46,25 @@ pub fn open(file: &std::path::Path, memory: usize, at: Option<std::time::Duratio
     let tl = Timeline::with_budget(loader.meta.clone(), memory);
     let mut app = App::new(tl, Mode::Live);
     app.stop_at = at.map(|a| loader.meta.start_mono_ns.saturating_add(a));
-    app.stop_from_part = from.is_some();
+    app.stop_from_part = part.from.is_some();
     let mut feed = FileFeed {
         name: PathBuf::from(crate::trace::name(file, false)),
         loader,
         done: None,
         stopped: false,
     };
+    show(&mut app, &mut feed)?;
+    Ok(())
+}
+
+/// The UI in the terminal over `feed` until it quits or the feed ends;
+/// the terminal is restored on every path.
+fn show<F: Feed>(app: &mut App, feed: &mut F) -> Result<Option<F::End>> {
     let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
     let _guard = TermGuard;
     let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
     let input = input_thread();
-    run(
-        &mut terminal,
-        &mut app,
-        &input,
-        Some(&mut feed),
-        Theme::from_env(),
-    )?;
-    Ok(())
+    run(&mut terminal, app, &input, Some(feed), Theme::from_env())
 }
 
 /// A saved recording read by the loader thread, fed to the UI.
@@ -389,11 +382,7 @@ pub fn live(args: LiveArgs) -> Result<i32> {
         app.message = Some(w.clone());
     }
     let launched = session.child.is_some();
-    let result = (|| -> Result<Option<EndReason>> {
-        let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
-        let _guard = TermGuard;
-        let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
-        let input = input_thread();
+    let result = {
         let mut feed = LiveFeed {
             rx: &session.rx,
             ing: &mut ing,
@@ -407,14 +396,8 @@ pub fn live(args: LiveArgs) -> Result<i32> {
             meta: &session.meta,
             write_stopped: false,
         };
-        run(
-            &mut terminal,
-            &mut app,
-            &input,
-            Some(&mut feed),
-            Theme::from_env(),
-        )
-    })();
+        show(&mut app, &mut feed)
+    };
     let ended = matches!(result, Ok(Some(_)));
     let meta = session.meta.clone();
     let (status, _) = session.finish(&mut ing, &mut app.tl, ended)?;

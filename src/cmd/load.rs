@@ -92,6 +92,23 @@ pub struct Part {
     pub past: u64,
 }
 
+impl Part {
+    /// The read for the moment `at` (after the start) of `path`: from its
+    /// part (or segment) before `from`, up to `at` and `past` events after
+    /// it. A pipe or FIFO is read whole, from its start: stopping would
+    /// end the recorder writing it (EPIPE).
+    pub fn at(path: &std::path::Path, from: u64, at: u64, past: u64) -> Result<Part> {
+        if !crate::trace::seekable(path) {
+            return Ok(Part::default());
+        }
+        Ok(Part {
+            from: crate::trace::locate(path, from)?,
+            until: Some(at),
+            past,
+        })
+    }
+}
+
 /// As [`read_streaming`], of `part` of the trace.
 pub fn read_streaming_part(
     path: &std::path::Path,

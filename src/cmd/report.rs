@@ -301,6 +301,16 @@ pub fn text(t: &Trace, opts: &Options) -> Result<String> {
 }
 
 /// The text report of `t` over its summary.
+/// A duration in ns, saturated.
+pub fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+/// The moment the read stopped at (`--at`, after the start), if it did.
+pub fn read_up_to(t: &Trace, opts: &Options) -> Option<u64> {
+    opts.at.filter(|_| t.stopped).map(nanos)
+}
+
 /// What of the recording was read, when not all of it (`--at`): from the
 /// part before the moment (if not the start) up to the moment.
 pub fn read_line(t: &Trace, opts: &Options) -> Option<String> {
@@ -313,9 +323,9 @@ pub fn read_line(t: &Trace, opts: &Options) -> Option<String> {
         Some(f) if from_part => rel(f, start),
         _ => "the start".to_string(),
     };
-    let to = match opts.at {
-        Some(at) if t.stopped => rel(start.saturating_add(at.as_nanos() as u64), start),
-        _ => "the end".to_string(),
+    let to = match read_up_to(t, opts) {
+        Some(at) => rel(start.saturating_add(at), start),
+        None => "the end".to_string(),
     };
     Some(format!(
         "{from} to {to} of the recording (--at reads from the trace's part before the moment \
@@ -457,9 +467,9 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
             "heap      {} allocs, {} frees; at {} {} live blocks, {} bytes{}",
             root.allocs,
             root.frees,
-            match opts.at {
-                Some(at) if t.stopped => rel(start.saturating_add(at.as_nanos() as u64), start),
-                _ => "end".to_string(),
+            match read_up_to(t, opts) {
+                Some(at) => rel(start.saturating_add(at), start),
+                None => "end".to_string(),
             },
             root.live_blocks,
             root.live_bytes,

@@ -104,13 +104,9 @@ pub const ATTACH_MAX_SIZE: u64 = 2 << 30;
 /// or nothing yet; not stdout, a FIFO, a socket or a device (a reader,
 /// not a disk, keeps what it wants of those).
 pub fn boundable(path: &std::path::Path) -> bool {
-    if crate::trace::is_std(path) {
-        return false;
-    }
-    match std::fs::metadata(path) {
-        Ok(m) => m.is_file() || m.is_dir(),
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-    }
+    crate::trace::seekable(path)
+        || !crate::trace::is_std(path)
+            && std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// `a directory of segments bounded to 2.0 GiB / the last 1h`, as the

@@ -701,7 +701,7 @@ impl Report {
                     let part = t.window.as_ref().and_then(|w| w.from_part);
                     (part.is_some() || t.stopped).then(|| ReadSpan {
                         from_ns: part.and(t.first_ts).map(|ts| ts.saturating_sub(start)),
-                        to_ns: opts.at.filter(|_| t.stopped).map(|a| a.as_nanos() as u64),
+                        to_ns: super::read_up_to(t, opts),
                         skipped_bytes: part.map_or(0, |p| p.offset),
                     })
                 },
