@@ -8,20 +8,24 @@ use std::time::{Duration, Instant};
 
 use super::support::*;
 
+/// One tmux server per test (its own socket, `-L`): with one shared server,
+/// a test's `kill-session` of the server's last session made it exit while
+/// another test's `new-session` was connecting to it ("server exited
+/// unexpectedly", a CI failure).
 struct Tmux(String);
 
 impl Tmux {
     fn start(cmd: &str) -> Tmux {
-        // One session per test: the tests of this file run in parallel.
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("tm-e2e-{}-{n}", std::process::id());
-        let ok = Command::new("tmux")
+        let t = Tmux(format!("tm-e2e-{}-{n}", std::process::id()));
+        let ok = t
+            .tmux()
             .args([
                 "new-session",
                 "-d",
                 "-s",
-                &name,
+                &t.0,
                 "-x",
                 "100",
                 "-y",
@@ -32,11 +36,19 @@ impl Tmux {
             .expect("run tmux (apt install tmux)")
             .success();
         assert!(ok, "tmux new-session failed");
-        Tmux(name)
+        t
+    }
+
+    /// tmux on this test's own server.
+    fn tmux(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.0]);
+        c
     }
 
     fn screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = self
+            .tmux()
             .args(["capture-pane", "-p", "-t", &self.0])
             .output()
             .expect("tmux capture-pane");
@@ -45,7 +57,7 @@ impl Tmux {
 
     fn keys(&self, keys: &[&str]) {
         for k in keys {
-            Command::new("tmux")
+            self.tmux()
                 .args(["send-keys", "-t", &self.0, k])
                 .status()
                 .expect("tmux send-keys");
@@ -72,9 +84,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
+        let _ = self.tmux().arg("kill-server").status();
     }
 }
 
