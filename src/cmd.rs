@@ -19,8 +19,6 @@ use anyhow::{bail, Context, Result};
 use crate::model::Timeline;
 use crate::trace::Trace;
 
-pub use load::read_streaming;
-
 /// Writes `f`'s output to stdout, flushed. A reader gone (`| head`) is
 /// not an error: what it wanted it has.
 pub fn to_stdout(f: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<()> {

@@ -361,8 +361,14 @@ enum Cmd {
         /// pprof, folded: the heap after the last event at this moment
         /// from the start (as `report --at`: 1.250s, 1s 250ms); default:
         /// the end of the recording.
+        /// Only the recording up to it is read, from the trace's part
+        /// before it: alloc_space/alloc_objects count from there.
         #[arg(long, value_parser = report::parse_duration)]
         at: Option<std::time::Duration>,
+        /// With --at: read the whole recording (alloc_space/alloc_objects
+        /// from the start), not only from the part before the moment.
+        #[arg(long, requires = "at")]
+        whole: bool,
         /// Memory budget for the timeline; past it the oldest events are
         /// dropped (live blocks stay exact).
         #[arg(long, default_value = "1GiB", value_parser = parse_memory)]
@@ -653,9 +659,16 @@ fn run(cli: Cli) -> Result<i32> {
             format,
             output,
             at,
+            whole,
             memory,
         } => {
-            cmd::export::run(&file, &output, &cmd::export::Options { format, at, memory })?;
+            let opts = cmd::export::Options {
+                format,
+                at,
+                whole,
+                memory,
+            };
+            cmd::export::run(&file, &output, &opts)?;
             Ok(0)
         }
         Cmd::Bench {

@@ -47,6 +47,9 @@ pub struct Options {
     /// The moment of the heap (pprof, folded), from the start; default:
     /// the end of the recording.
     pub at: Option<Duration>,
+    /// With `at`: read the whole recording, not only from its part
+    /// before the moment (alloc_space/alloc_objects of all of it).
+    pub whole: bool,
     pub memory: usize,
 }
 
@@ -69,8 +72,28 @@ pub fn run(file: &Path, out: &Path, opts: &Options) -> Result<()> {
             out.display()
         );
     }
-    // Streamed: the events go into the timeline, never all in memory.
-    let (t, tl) = crate::cmd::read_streaming(file, opts.memory)?;
+    // Streamed: the events go into the timeline, never all in memory; for
+    // a moment, from the trace's part before it up to it, as `report --at`.
+    let part = match opts.at {
+        Some(at) if !opts.whole => {
+            let at = report::nanos(at);
+            crate::cmd::load::Part::at(file, at, at, 0)?
+        }
+        _ => crate::cmd::load::Part::default(),
+    };
+    let (t, tl) = crate::cmd::load::read_streaming_part(file, opts.memory, part)?;
+    if let (Some(first), true) = (
+        t.first_ts,
+        t.window.as_ref().is_some_and(|w| w.from_part.is_some()),
+    ) {
+        if opts.format == Format::Pprof {
+            eprintln!(
+                "tm-tui: read from {} (the trace's part before --at): alloc_space/alloc_objects \
+                 count from there, in-use is exact (--whole counts from the start)",
+                crate::model::present::rel(first, t.meta.start_mono_ns)
+            );
+        }
+    }
     let sum = report::summary_of(&t, tl);
     if opts.format != Format::Chrome && !t.meta.families.has(Family::Alloc) {
         eprintln!(
@@ -229,7 +252,25 @@ impl Heap {
                         );
                     }
                 }
-                (at, sum.partition_point(t, |ts| ts <= at) as Idx)
+                let upto = sum.partition_point(t, |ts| ts <= at) as Idx;
+                // The memory budget dropped the events up to the moment:
+                // the heap there is not known (the replay would start at
+                // the oldest one held, a later moment).
+                let store = tl.store();
+                if store.dropped > 0 && upto <= store.first() {
+                    bail!(
+                        "--at {} is before the oldest event held in memory ({}): the heap \
+                         there is not known (raise --memory{})",
+                        crate::model::present::rel(at, start),
+                        crate::model::present::rel(tl.span().map_or(start, |s| s.0), start),
+                        if t.window.as_ref().is_some_and(|w| w.from_part.is_some()) {
+                            ""
+                        } else {
+                            ", or without --whole on a trace in parts"
+                        }
+                    );
+                }
+                (at, upto)
             }
             None => (sum.end_ns, tl.store().end()),
         };
@@ -351,6 +392,67 @@ mod tests {
         let live: u64 = sum.tl.processes().iter().map(|p| p.heap.live_bytes).sum();
         assert!(live > 0);
         assert_eq!(total, live, "{text}");
+    }
+
+    /// A trace read under a memory budget that dropped its first events:
+    /// the heap at a moment among them is refused, not the heap at the
+    /// oldest event held given in its place; a moment held is exact.
+    #[test]
+    fn a_moment_the_budget_dropped_is_refused() {
+        use crate::event::{AllocFn, Event, Meta};
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let meta = Meta {
+            pid: 7,
+            start_mono_ns: 1_000,
+            families: crate::event::Families::parse("alloc").unwrap(),
+            ..Meta::default()
+        };
+        let mut w = crate::trace::TraceWriter::create(f.path(), &meta).unwrap();
+        // One block kept from the start, then pairs: at +i µs one live
+        // block more than that, except between a pair's two events.
+        let ev = |ts: u64, kind| Event {
+            ts,
+            pid: 7,
+            tid: 7,
+            kind,
+        };
+        let alloc = |ptr, size| EventKind::Alloc {
+            func: AllocFn::Malloc,
+            ptr,
+            size,
+            stack: None,
+        };
+        w.write_event(&ev(1_000, alloc(0x10, 5))).unwrap();
+        let n = 200_000u64;
+        for i in 0..n {
+            let ts = 2_000 + i * 1_000;
+            w.write_event(&ev(ts, alloc(0x1000 + (i % 64) * 0x100, 8)))
+                .unwrap();
+            w.write_event(&ev(
+                ts + 500,
+                EventKind::Free {
+                    ptr: 0x1000 + (i % 64) * 0x100,
+                    stack: None,
+                },
+            ))
+            .unwrap();
+        }
+        w.flush().unwrap();
+        let part = crate::cmd::load::Part::default();
+        let (t, tl) = crate::cmd::load::read_streaming_part(f.path(), 1 << 20, part).unwrap();
+        let sum = report::summary_of(&t, tl);
+        assert!(sum.tl.store().dropped > 0, "nothing dropped");
+        let at = |ns: u64| Some(Duration::from_nanos(ns));
+        let e = Heap::of(&t, &sum, at(10_000)).err().expect("an error");
+        assert!(
+            format!("{e}").contains("before the oldest event held"),
+            "{e}"
+        );
+        // Late, between a pair's alloc and free: the kept block and one.
+        let late = (n - 10) * 1_000 + 2_000 + 200;
+        let h = Heap::of(&t, &sum, at(late - 1_000)).unwrap();
+        let live: u64 = h.groups.values().map(|g| g.inuse_bytes).sum();
+        assert_eq!(live, 5 + 8);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Reading a trace into a timeline as it streams, never holding its events:
-//! `report` and `export` in one pass on this thread ([`read_streaming`]),
+//! `report` and `export` in one pass on this thread ([`read_streaming_part`]),
 //! `open` from a loader thread while the UI already shows what has come
 //! ([`Loader`]). Memory is the timeline's budget whatever the file's size.
 
@@ -70,17 +70,6 @@ pub fn set_end(t: &Trace, tl: &mut Timeline) {
     }
 }
 
-/// A trace and its timeline, read in one pass without keeping the events
-/// (`Trace::events` stays empty): what `report` and `export` show, in at
-/// most `memory` bytes of events and indexes whatever the file's size
-/// (the oldest events past it are dropped, the heap and leaks kept exact).
-/// The file is decoded on the loader thread while this one builds the
-/// timeline (two cores: 1.6× one). Progress goes to stderr when it is a
-/// terminal.
-pub fn read_streaming(path: &std::path::Path, memory: usize) -> Result<(Trace, Timeline)> {
-    read_streaming_part(path, memory, Part::default())
-}
-
 /// What of a trace a read takes: from a part of it (`trace::locate`) and
 /// up to a moment, or all of it (the default).
 #[derive(Clone, Copy, Debug, Default)]
@@ -109,7 +98,13 @@ impl Part {
     }
 }
 
-/// As [`read_streaming`], of `part` of the trace.
+/// A trace and its timeline, read in one pass without keeping the events
+/// (`Trace::events` stays empty): what `report` and `export` show (of `part` of it), in at
+/// most `memory` bytes of events and indexes whatever the file's size
+/// (the oldest events past it are dropped, the heap and leaks kept exact).
+/// The file is decoded on the loader thread while this one builds the
+/// timeline (two cores: 1.6× one). Progress goes to stderr when it is a
+/// terminal.
 pub fn read_streaming_part(
     path: &std::path::Path,
     memory: usize,
@@ -399,7 +394,7 @@ mod tests {
     fn loader_builds_what_the_streaming_read_builds() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-kind-v8.tmt");
-        let (t, want) = read_streaming(&path, usize::MAX).unwrap();
+        let (t, want) = read_streaming_part(&path, usize::MAX, Part::default()).unwrap();
         let mut l = Loader::start(&path).unwrap();
         let mut tl = Timeline::with_budget(l.meta.clone(), usize::MAX);
         let mut done = None;

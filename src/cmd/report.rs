@@ -144,7 +144,7 @@ pub struct Summary {
     /// the blocks the model made at forks and execs among them (see
     /// [`Summary::event`]; not a copy of them).
     pub len: usize,
-    /// The trace's events were not kept (`cmd::read_streaming`): every
+    /// The trace's events were not kept (`cmd::load::read_streaming_part`): every
     /// event comes from the timeline.
     pub streamed: bool,
     pub by_kind: BTreeMap<&'static str, u64>,

@@ -266,7 +266,8 @@ int main(int argc, char **argv) {
 
 /// A single trace file in parts (`--checkpoint`): `report --at T` reads
 /// from the part before T up to T, and its heap at T is what a read of
-/// the whole file gives (`export --at`, `report --whole`).
+/// the whole file gives (`export --at --whole`, `report --whole`), and
+/// `export --at` reads from the part as well.
 #[test]
 fn at_reads_from_the_part_before_the_moment() {
     if !bpf_or_skip("checkpoint_at") {
@@ -304,17 +305,39 @@ fn at_reads_from_the_part_before_the_moment() {
         let n = r["events"]["total"].as_u64().expect("total");
         assert!(n > 0 && n < total / 4, "{n} of {total} events read");
         // The heap at T: the 64 blocks kept all along carried in, exact.
-        let folded = tmp().join("churn-parts.folded");
-        let ex = Command::new(bin())
-            .args(["export", "--format", "folded", "--at", &at, "-o"])
-            .arg(&folded)
+        // `export --at` reads from the part too: its stacks and bytes are
+        // those of a read of the whole file.
+        let folded = |extra: &[&str]| {
+            let f = tmp().join("churn-parts.folded");
+            let ex = Command::new(bin())
+                .args(["export", "--format", "folded", "--at", &at, "-o"])
+                .arg(&f)
+                .args(extra)
+                .arg(&trace)
+                .output()
+                .expect("export");
+            assert_exit(&ex, 0);
+            let mut lines: Vec<String> = std::fs::read_to_string(&f)
+                .expect("folded")
+                .lines()
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            lines
+        };
+        let part = folded(&[]);
+        let pprof = Command::new(bin())
+            .args(["export", "--format", "pprof", "--at", &at, "-o"])
+            .arg(tmp().join("churn-parts.pb.gz"))
             .arg(&trace)
             .output()
-            .expect("export");
-        assert_exit(&ex, 0);
-        let bytes: u64 = std::fs::read_to_string(&folded)
-            .expect("folded")
-            .lines()
+            .expect("export pprof");
+        assert_exit(&pprof, 0);
+        let err = String::from_utf8_lossy(&pprof.stderr);
+        assert!(err.contains("the trace's part before --at"), "{err}");
+        assert_eq!(part, folded(&["--whole"]), "export --at against --whole");
+        let bytes: u64 = part
+            .iter()
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
             .sum();
         let heap = &r["heap"];

@@ -281,8 +281,17 @@ pub fn export(t: &Trace, sum: &Summary, heap: &Heap) -> Result<Vec<u8>> {
     // and the period's.
     let start = t.meta.start_mono_ns;
     let at_rel = heap.at.saturating_sub(start);
+    // Read from a part or a bounded recording's window: the allocated
+    // counts start there.
+    let from = match (&t.window, t.first_ts) {
+        (Some(_), Some(f)) => format!(
+            "; alloc_space/alloc_objects from +{:.6}s",
+            f.saturating_sub(start) as f64 / 1e9
+        ),
+        _ => String::new(),
+    };
     let comment = s.id(&format!(
-        "tm-tui: heap of {} at +{:.6}s (pid {})",
+        "tm-tui: heap of {} at +{:.6}s (pid {}){from}",
         t.meta.command.replace(['\n', '\r'], " "),
         at_rel as f64 / 1e9,
         t.meta.pid
