@@ -399,45 +399,9 @@ mod tests {
     /// oldest event held given in its place; a moment held is exact.
     #[test]
     fn a_moment_the_budget_dropped_is_refused() {
-        use crate::event::{AllocFn, Event, Meta};
         let f = tempfile::NamedTempFile::new().unwrap();
-        let meta = Meta {
-            pid: 7,
-            start_mono_ns: 1_000,
-            families: crate::event::Families::parse("alloc").unwrap(),
-            ..Meta::default()
-        };
-        let mut w = crate::trace::TraceWriter::create(f.path(), &meta).unwrap();
-        // One block kept from the start, then pairs: at +i µs one live
-        // block more than that, except between a pair's two events.
-        let ev = |ts: u64, kind| Event {
-            ts,
-            pid: 7,
-            tid: 7,
-            kind,
-        };
-        let alloc = |ptr, size| EventKind::Alloc {
-            func: AllocFn::Malloc,
-            ptr,
-            size,
-            stack: None,
-        };
-        w.write_event(&ev(1_000, alloc(0x10, 5))).unwrap();
         let n = 200_000u64;
-        for i in 0..n {
-            let ts = 2_000 + i * 1_000;
-            w.write_event(&ev(ts, alloc(0x1000 + (i % 64) * 0x100, 8)))
-                .unwrap();
-            w.write_event(&ev(
-                ts + 500,
-                EventKind::Free {
-                    ptr: 0x1000 + (i % 64) * 0x100,
-                    stack: None,
-                },
-            ))
-            .unwrap();
-        }
-        w.flush().unwrap();
+        crate::cmd::load::tests::write_pairs(f.path(), n);
         let part = crate::cmd::load::Part::default();
         let (t, tl) = crate::cmd::load::read_streaming_part(f.path(), 1 << 20, part).unwrap();
         let sum = report::summary_of(&t, tl);

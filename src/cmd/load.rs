@@ -386,8 +386,42 @@ impl crate::trace::Sink for MetaFirst {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A trace at `path` of pid 7 starting at 1 µs: a 5-byte block
+    /// allocated at the start and never freed, then `n` pairs 1 µs apart:
+    /// pair i an 8-byte malloc at +(1 + i) µs and its free 500 ns later.
+    pub(crate) fn write_pairs(path: &std::path::Path, n: u64) {
+        use crate::event::{AllocFn, EventKind, Families};
+        let meta = Meta {
+            pid: 7,
+            start_mono_ns: 1_000,
+            families: Families::parse("alloc").unwrap(),
+            ..Meta::default()
+        };
+        let mut w = crate::trace::TraceWriter::create(path, &meta).unwrap();
+        let ev = |ts: u64, kind| Event {
+            ts,
+            pid: 7,
+            tid: 7,
+            kind,
+        };
+        let alloc = |ptr, size| EventKind::Alloc {
+            func: AllocFn::Malloc,
+            ptr,
+            size,
+            stack: None,
+        };
+        w.write_event(&ev(1_000, alloc(0x10, 5))).unwrap();
+        for i in 0..n {
+            let (ts, ptr) = (2_000 + i * 1_000, 0x1000 + (i % 64) * 0x100);
+            w.write_event(&ev(ts, alloc(ptr, 8))).unwrap();
+            let free = EventKind::Free { ptr, stack: None };
+            w.write_event(&ev(ts + 500, free)).unwrap();
+        }
+        w.flush().unwrap();
+    }
 
     /// The UI's loader and `report`'s one-pass read build the same timeline.
     #[test]

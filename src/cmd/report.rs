@@ -655,15 +655,28 @@ fn findings_text(out: &mut String, tl: &Timeline) {
 }
 
 /// Allocated in `[from, upto)` and still live at its end, by site.
-fn window_live(sum: &Summary, from: usize, upto: usize) -> Vec<crate::model::SiteGroup> {
-    match upto.checked_sub(1) {
-        Some(last) if from < upto => sum.tl.diff(from as u64, last as u64).unwrap_or_default(),
-        _ => Vec::new(),
+/// What was allocated in `[from, upto)` and is live at its end; `None`
+/// when the memory budget dropped the window's end (not known).
+fn window_live(sum: &Summary, from: usize, upto: usize) -> Option<Vec<crate::model::SiteGroup>> {
+    let store = sum.tl.store();
+    if store.dropped > 0 && upto <= store.first() as usize {
+        return None;
     }
+    Some(match upto.checked_sub(1) {
+        Some(last) if from < upto => sum.tl.diff(from as u64, last as u64)?,
+        _ => Vec::new(),
+    })
 }
 
 fn window_live_text(out: &mut String, sum: &Summary, from: usize, upto: usize) {
-    let groups = window_live(sum, from, upto);
+    let Some(groups) = window_live(sum, from, upto) else {
+        let _ = writeln!(
+            out,
+            "\nallocated in this window and still live at its end: not known (the memory budget \
+             dropped its events: raise --memory)"
+        );
+        return;
+    };
     let _ = writeln!(
         out,
         "\nallocated in this window and still live at its end: {} blocks, {} bytes",
@@ -1061,6 +1074,38 @@ mod tests {
             closed: false,
             stopped: false,
         }
+    }
+
+    /// A window whose events the memory budget dropped: what was live
+    /// at its end is not known, and said so, not "0 blocks".
+    #[test]
+    fn a_window_the_budget_dropped_is_not_known() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        crate::cmd::load::tests::write_pairs(f.path(), 200_000);
+        let part = crate::cmd::load::Part::default();
+        let (t, tl) = crate::cmd::load::read_streaming_part(f.path(), 1 << 20, part).unwrap();
+        let sum = summary_of(&t, tl);
+        assert!(sum.tl.store().dropped > 0, "nothing dropped");
+        let opts = |at_us: u64| Options {
+            at: Some(Duration::from_micros(at_us)),
+            window: Some(Duration::from_micros(3)),
+            memory: 1 << 20,
+            filter: None,
+        };
+        let early = text_of(&t, &sum, &opts(10)).unwrap();
+        assert!(
+            early.contains("still live at its end: not known"),
+            "{early}"
+        );
+        let json = |at_us| serde_json::to_value(json_of(&t, &sum, &opts(at_us)).unwrap()).unwrap();
+        let j = json(10);
+        assert!(j["window_live"].is_null(), "{}", j["window_live"]);
+        // Held: at +199,990.2 µs (the pair of +199,990 µs allocated, not
+        // yet freed) the window holds its one block.
+        let late = json(199_990);
+        let groups = late["window_live"].as_array().expect("held");
+        let blocks: u64 = groups.iter().filter_map(|g| g["blocks"].as_u64()).sum();
+        assert_eq!(blocks, 1, "{}", late["window_live"]);
     }
 
     #[test]

@@ -755,16 +755,18 @@ impl Report {
                     start_ns: pr.start_ns.saturating_sub(start),
                 })
                 .collect(),
-            window_live: shown.range.map(|(from, upto)| {
-                window_live(sum, from, upto)
-                    .iter()
-                    .map(|g| LiveGroup {
-                        blocks: g.blocks,
-                        bytes: g.bytes,
-                        site: sum.tl.site(g.stack),
-                        stack: timeline_stack(&sum.tl, g.stack, t),
-                    })
-                    .collect()
+            window_live: shown.range.and_then(|(from, upto)| {
+                Some(
+                    window_live(sum, from, upto)?
+                        .iter()
+                        .map(|g| LiveGroup {
+                            blocks: g.blocks,
+                            bytes: g.bytes,
+                            site: sum.tl.site(g.stack),
+                            stack: timeline_stack(&sum.tl, g.stack, t),
+                        })
+                        .collect(),
+                )
             }),
         })
     }
