@@ -1,6 +1,6 @@
 //! Writes never block the recorder: a trace whose reader stops reading
-//! detaches the probes within the stall limit, says why, leaves the
-//! target running, and what was written reads back.
+//! detaches the probes within the stall limit, a full disk at once; each
+//! says why, leaves the target running, and what was written reads back.
 
 use std::fs::File;
 use std::process::{Child, Command, Stdio};
@@ -169,4 +169,51 @@ fn stdout_into_a_reader_that_stops_detaches() {
     signal(cat.id(), nix::sys::signal::Signal::SIGCONT);
     let _ = cat.wait();
     assert_reads_back(&out);
+}
+
+/// A full disk (a 4 MiB tmpfs in a mount namespace of the test's own):
+/// the write's ENOSPC detaches at once and says so in one line, the
+/// target (attached, a churner at full rate) runs on to its own end with
+/// status 0, and the trace reads back up to where the disk filled.
+#[test]
+fn a_full_disk_detaches_and_the_target_runs_on() {
+    if !bpf_or_skip("a_full_disk_detaches_and_the_target_runs_on") {
+        return;
+    }
+    let threads = demo("threads");
+    let mnt = tmp().join("full-disk");
+    std::fs::create_dir_all(&mnt).expect("mount point");
+    let copy = tmp().join("full-disk.tmt");
+    let script = format!(
+        "mount -t tmpfs -o size=4m tm-tui-full {m} || exit 90
+         {t} 1 200000000 >/dev/null & pid=$!
+         sleep 0.5
+         {b} record $pid -o {m}/x.tmt --max-size 0
+         echo TM=$?
+         wait $pid
+         echo TARGET=$?
+         cp {m}/x.tmt {c}",
+        m = mnt.display(),
+        t = threads.display(),
+        b = bin(),
+        c = copy.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("TM=1"), "{stdout}\n{err}");
+    assert!(stdout.contains("TARGET=0"), "the target: {stdout}\n{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains("detached from pid"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.contains("error:")).count(),
+        1,
+        "one line says why: {err}"
+    );
+    assert_reads_back(&copy);
 }
