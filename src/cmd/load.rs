@@ -98,9 +98,10 @@ impl Part {
     }
 }
 
-/// A trace and its timeline, read in one pass without keeping the events
-/// (`Trace::events` stays empty): what `report` and `export` show (of `part` of it), in at
-/// most `memory` bytes of events and indexes whatever the file's size
+/// A trace (`part` of it) and its timeline, read in one pass without
+/// keeping the events (`Trace::events` stays empty): what `report` and
+/// `export` show, in at most `memory` bytes of events and indexes
+/// whatever the file's size
 /// (the oldest events past it are dropped, the heap and leaks kept exact).
 /// The file is decoded on the loader thread while this one builds the
 /// timeline (two cores: 1.6× one). Progress goes to stderr when it is a

@@ -654,9 +654,8 @@ fn findings_text(out: &mut String, tl: &Timeline) {
     }
 }
 
-/// Allocated in `[from, upto)` and still live at its end, by site.
-/// What was allocated in `[from, upto)` and is live at its end; `None`
-/// when the memory budget dropped the window's end (not known).
+/// What was allocated in `[from, upto)` and is live at its end, by site;
+/// `None` when the memory budget dropped the window's end (not known).
 fn window_live(sum: &Summary, from: usize, upto: usize) -> Option<Vec<crate::model::SiteGroup>> {
     let store = sum.tl.store();
     if store.dropped > 0 && upto <= store.first() as usize {
