@@ -394,6 +394,17 @@ pub(crate) mod tests {
     /// allocated at the start and never freed, then `n` pairs 1 µs apart:
     /// pair i an 8-byte malloc at +(1 + i) µs and its free 500 ns later.
     pub(crate) fn write_pairs(path: &std::path::Path, n: u64) {
+        write_pairs_with(path, n, false, None);
+    }
+
+    /// As [`write_pairs`], in 1 MiB parts if `parts` (the 5-byte block
+    /// carried into each), ended by an End record if `end`.
+    pub(crate) fn write_pairs_with(
+        path: &std::path::Path,
+        n: u64,
+        parts: bool,
+        end: Option<crate::event::ExitStatus>,
+    ) {
         use crate::event::{AllocFn, EventKind, Families};
         let meta = Meta {
             pid: 7,
@@ -402,6 +413,9 @@ pub(crate) mod tests {
             ..Meta::default()
         };
         let mut w = crate::trace::TraceWriter::create(path, &meta).unwrap();
+        if parts {
+            w.checkpoint_every(&meta, crate::trace::PART_ALIGN);
+        }
         let ev = |ts: u64, kind| Event {
             ts,
             pid: 7,
@@ -414,14 +428,36 @@ pub(crate) mod tests {
             size,
             stack: None,
         };
+        let kept = CarriedBlock {
+            pid: 7,
+            tid: 7,
+            ts: 1_000,
+            ptr: 0x10,
+            size: 5,
+            stack: None,
+        };
         w.write_event(&ev(1_000, alloc(0x10, 5))).unwrap();
+        let mut last = 1_000;
         for i in 0..n {
             let (ts, ptr) = (2_000 + i * 1_000, 0x1000 + (i % 64) * 0x100);
+            if w.wants_rotation(ts) {
+                let tables = crate::trace::Tables {
+                    modules: &[],
+                    probes: &[],
+                    stacks: &[],
+                    lost: &Lost::default(),
+                };
+                w.rotate(ts, tables, std::slice::from_ref(&kept)).unwrap();
+            }
             w.write_event(&ev(ts, alloc(ptr, 8))).unwrap();
             let free = EventKind::Free { ptr, stack: None };
             w.write_event(&ev(ts + 500, free)).unwrap();
+            last = ts + 500;
         }
-        w.flush().unwrap();
+        match end {
+            Some(status) => w.write_end(last + 1, Some(status)).unwrap(),
+            None => w.flush().unwrap(),
+        }
     }
 
     /// The UI's loader and `report`'s one-pass read build the same timeline.

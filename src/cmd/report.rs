@@ -251,7 +251,7 @@ struct Shown {
 fn window(t: &Trace, sum: &Summary, opts: &Options) -> Result<Shown> {
     let start = t.meta.start_mono_ns;
     let at = match (opts.at, sum.crash) {
-        (Some(d), _) => start + d.as_nanos() as u64,
+        (Some(d), _) => start.saturating_add(nanos(d)),
         (None, Some(i)) => sum.ts(t, i),
         (None, None) => sum.end_ns,
     };
@@ -271,7 +271,7 @@ fn window(t: &Trace, sum: &Summary, opts: &Options) -> Result<Shown> {
     };
     Ok(match opts.window {
         Some(w) => {
-            let from_ts = at.saturating_sub(w.as_nanos() as u64);
+            let from_ts = at.saturating_sub(nanos(w));
             let from = sum.partition_point(t, |ts| ts < from_ts);
             Shown {
                 at,
@@ -311,6 +311,35 @@ pub fn read_up_to(t: &Trace, opts: &Options) -> Option<u64> {
     opts.at.filter(|_| t.stopped).map(nanos)
 }
 
+/// A read from a part (`--at`) that holds no crash of a program killed by
+/// a signal: the crash came before the part. When the part starts.
+pub fn crash_before_read(t: &Trace, sum: &Summary) -> Option<u64> {
+    let from_part = t.window.as_ref().is_some_and(|w| w.from_part.is_some());
+    let killed = matches!(
+        t.end.as_ref().and_then(|e| e.status),
+        Some(crate::event::ExitStatus::Signal { .. })
+    );
+    (from_part && killed && sum.crash.is_none())
+        .then_some(t.first_ts)
+        .flatten()
+}
+
+/// The moment read up to (`--at`) is before a bounded recording's held
+/// window: the root's blocks known live then, those allocated by then that
+/// lived into the window (a lower bound: the others are not known), as
+/// (blocks, bytes, the window's start).
+pub fn before_window(t: &Trace, sum: &Summary, opts: &Options) -> Option<(u64, u64, u64)> {
+    let at = t.meta.start_mono_ns.saturating_add(read_up_to(t, opts)?);
+    let first = t.first_ts.filter(|&f| t.window.is_some() && at < f)?;
+    let live = sum.tl.heap().now_of(sum.tl.store(), 0);
+    let known = live.iter().filter(|b| b.ts <= at);
+    Some((
+        known.clone().count() as u64,
+        known.map(|b| b.size).sum(),
+        first,
+    ))
+}
+
 /// What of the recording was read, when not all of it (`--at`): from the
 /// part before the moment (if not the start) up to the moment.
 pub fn read_line(t: &Trace, opts: &Options) -> Option<String> {
@@ -320,13 +349,21 @@ pub fn read_line(t: &Trace, opts: &Options) -> Option<String> {
         return None;
     }
     let from = match t.first_ts {
-        Some(f) if from_part => rel(f, start),
+        Some(f) if t.window.is_some() => rel(f, start),
         _ => "the start".to_string(),
     };
     let to = match read_up_to(t, opts) {
         Some(at) => rel(start.saturating_add(at), start),
         None => "the end".to_string(),
     };
+    if let (Some(at), Some(first)) = (read_up_to(t, opts), t.first_ts) {
+        if t.window.is_some() && start.saturating_add(at) < first {
+            return Some(format!(
+                "nothing: {to} is before the held window, which starts at {}",
+                rel(first, start)
+            ));
+        }
+    }
     Some(format!(
         "{from} to {to} of the recording (--at reads from the trace's part before the moment \
          up to it; --whole reads it all)"
@@ -462,17 +499,29 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
     if !heap_traced {
         let _ = writeln!(out, "heap      not traced (--trace without alloc)");
     } else {
+        let (live, at) = match (before_window(t, sum, opts), read_up_to(t, opts)) {
+            (Some((blocks, bytes, first)), Some(at)) => (
+                format!(
+                    "at least {blocks} live blocks, {bytes} bytes (before the held window, which \
+                     starts at {}: the blocks allocated by then that lived into it; the others \
+                     are not known)",
+                    rel(first, start)
+                ),
+                rel(start.saturating_add(at), start),
+            ),
+            (_, at) => (
+                format!(
+                    "{} live blocks, {} bytes",
+                    root.live_blocks, root.live_bytes
+                ),
+                at.map_or("end".to_string(), |at| rel(start.saturating_add(at), start)),
+            ),
+        };
         let _ = writeln!(
             out,
-            "heap      {} allocs, {} frees; at {} {} live blocks, {} bytes{}",
+            "heap      {} allocs, {} frees; at {at} {live}{}",
             root.allocs,
             root.frees,
-            match read_up_to(t, opts) {
-                Some(at) => rel(start.saturating_add(at), start),
-                None => "end".to_string(),
-            },
-            root.live_blocks,
-            root.live_bytes,
             if h.unknown_frees > 0 {
                 format!(
                     "  ({} frees of blocks not allocated in the recording)",
@@ -486,6 +535,14 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
     if let Some(status) = t.end.as_ref().and_then(|e| e.status) {
         let _ = writeln!(out, "exit      {status}");
     }
+    if let Some(from) = crash_before_read(t, sum) {
+        let _ = writeln!(
+            out,
+            "crash     not in the stretch read, which starts at {}: the program was killed by a \
+             signal before it (--whole, or --at a moment before it, shows the crash)",
+            rel(from, start)
+        );
+    }
     let procs = sum.tl.processes();
     if procs.len() > 1 {
         let _ = writeln!(
@@ -493,6 +550,10 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
             "processes {} (the root and the children it forked, followed)",
             procs.len()
         );
+        // Read up to a moment (--at): the per-process state is at it.
+        let moment = read_up_to(t, opts).map_or("the end".to_string(), |at| {
+            rel(start.saturating_add(at), start)
+        });
         for (p, pr) in procs.iter().enumerate() {
             let h = &pr.heap;
             let _ = writeln!(
@@ -502,15 +563,18 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
                 match (p, pr.ppid) {
                     (0, _) => "root".to_string(),
                     (_, Some(pp)) => format!("ppid {pp}"),
+                    // Forked before the part or window read from.
+                    (_, None) if t.window.is_some() => "ppid unknown".to_string(),
                     // Already running when recording began (--children).
                     (_, None) => "was running".to_string(),
                 },
-                pr.exit.map_or("running at the end".to_string(), |s| s.to_string()),
+                pr.exit
+                    .map_or(format!("running at {moment}"), |s| s.to_string()),
                 h.allocs,
                 h.frees,
                 h.live_blocks,
                 h.live_bytes,
-                if pr.exit.is_some() { "its exit" } else { "the end" },
+                if pr.exit.is_some() { "its exit" } else { &moment },
                 if h.inherited > 0 {
                     format!(", {} inherited at fork", h.inherited)
                 } else {
@@ -606,7 +670,7 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
             }
             let held_from = sum.tl.span().map_or(start, |s| s.0);
             if sum.tl.store().dropped > 0
-                && at.saturating_sub(opts.window.map_or(0, |w| w.as_nanos() as u64)) < held_from
+                && at.saturating_sub(opts.window.map_or(0, nanos)) < held_from
             {
                 let _ = writeln!(
                     out,
@@ -658,7 +722,10 @@ fn findings_text(out: &mut String, tl: &Timeline) {
 /// `None` when the memory budget dropped the window's end (not known).
 fn window_live(sum: &Summary, from: usize, upto: usize) -> Option<Vec<crate::model::SiteGroup>> {
     let store = sum.tl.store();
-    if store.dropped > 0 && upto <= store.first() as usize {
+    // The window starts among the events the memory budget dropped (its
+    // index lands on the first one held, later than the window's start):
+    // the blocks allocated there are not told apart from older ones.
+    if store.dropped > 0 && from <= store.first() as usize {
         return None;
     }
     Some(match upto.checked_sub(1) {
@@ -672,7 +739,7 @@ fn window_live_text(out: &mut String, sum: &Summary, from: usize, upto: usize) {
         let _ = writeln!(
             out,
             "\nallocated in this window and still live at its end: not known (the memory budget \
-             dropped its events: raise --memory)"
+             dropped events of it: raise --memory)"
         );
         return;
     };
@@ -1073,6 +1140,45 @@ mod tests {
             closed: false,
             stopped: false,
         }
+    }
+
+    /// A part read (`--at`) of a program killed by a signal, without its
+    /// crash: the report says the crash is before the stretch read
+    /// instead of a crash-free recording.
+    #[test]
+    fn a_crash_before_the_part_read_is_said() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let killed = crate::event::ExitStatus::Signal {
+            signo: 11,
+            core: false,
+        };
+        crate::cmd::load::tests::write_pairs_with(f.path(), 400_000, true, Some(killed));
+        // After the end: the read goes on to the End record and its status.
+        let at = Duration::from_micros(500_000);
+        let part = crate::cmd::load::Part::at(f.path(), nanos(at), nanos(at), 0).unwrap();
+        assert!(part.from.is_some(), "the file has parts");
+        let (t, tl) = crate::cmd::load::read_streaming_part(f.path(), 1 << 26, part).unwrap();
+        let sum = summary_of(&t, tl);
+        let opts = Options {
+            at: None,
+            window: None,
+            memory: 1 << 26,
+            filter: None,
+        };
+        let text = text_of(&t, &sum, &opts).unwrap();
+        assert!(text.contains("crash     not in the stretch read"), "{text}");
+        let j = serde_json::to_value(json_of(&t, &sum, &opts).unwrap()).unwrap();
+        assert_eq!(
+            j["retention"]["read"]["crash_before"], true,
+            "{}",
+            j["retention"]
+        );
+        // The whole read has no such line.
+        let (t, tl) =
+            crate::cmd::load::read_streaming_part(f.path(), 1 << 26, Default::default()).unwrap();
+        let sum = summary_of(&t, tl);
+        let text = text_of(&t, &sum, &opts).unwrap();
+        assert!(!text.contains("not in the stretch read"), "{text}");
     }
 
     /// A window whose events the memory budget dropped: what was live

@@ -82,6 +82,19 @@ fn max_size_drops_whole_segments_and_keeps_the_heap_exact() {
     );
     assert!(r["damage"].is_null() && r["integrity"].as_array().is_some_and(|a| a.is_empty()));
 
+    // A moment before the window: only the carried blocks allocated by
+    // then are known, a lower bound, and said so.
+    let from = seg["events_from_ns"].as_u64().expect("events_from_ns");
+    let b = report_json(&dir, &["--at", &format!("{}ns", from / 2)]);
+    let h = &b["heap"];
+    assert_eq!(h["partial"], true, "{h}");
+    let known = h["live_blocks"].as_u64().unwrap_or(0);
+    assert!(
+        (64..=seg["carried_blocks"].as_u64().unwrap_or(0)).contains(&known),
+        "{h} {seg}"
+    );
+    assert_eq!(r["heap"]["partial"], false);
+
     // The text says what the window is.
     let text = Command::new(bin())
         .arg("report")

@@ -140,6 +140,10 @@ pub struct Heap {
     frees: u64,
     live_blocks: u64,
     live_bytes: u64,
+    /// `--at` before a bounded recording's held window: `live_*` count
+    /// only the blocks allocated by then that lived into it (a lower
+    /// bound).
+    partial: bool,
     unknown_frees: u64,
 }
 
@@ -375,6 +379,9 @@ pub struct ReadSpan {
     to_ns: Option<u64>,
     /// Bytes of the trace before the part read from (not read).
     skipped_bytes: u64,
+    /// The program was killed by a signal, its crash before the part
+    /// read (`crash` is null): `--whole` shows it.
+    crash_before: bool,
 }
 
 #[derive(Serialize)]
@@ -627,12 +634,14 @@ impl Report {
             // The root process's (its children's are in `processes`).
             heap: {
                 let root = &sum.tl.processes()[0].heap;
+                let before = super::before_window(t, sum, opts);
                 Heap {
                     allocs: root.allocs,
                     failed_allocs: heap.totals.failed,
                     frees: root.frees,
-                    live_blocks: root.live_blocks,
-                    live_bytes: root.live_bytes,
+                    live_blocks: before.map_or(root.live_blocks, |b| b.0),
+                    live_bytes: before.map_or(root.live_bytes, |b| b.1),
+                    partial: before.is_some(),
                     unknown_frees: heap.totals.unknown_frees,
                 }
             },
@@ -703,6 +712,7 @@ impl Report {
                         from_ns: part.and(t.first_ts).map(|ts| ts.saturating_sub(start)),
                         to_ns: super::read_up_to(t, opts),
                         skipped_bytes: part.map_or(0, |p| p.offset),
+                        crash_before: super::crash_before_read(t, sum).is_some(),
                     })
                 },
             },
