@@ -25,8 +25,9 @@ pub fn open(file: &std::path::Path, memory: usize, at: Option<std::time::Duratio
     // The file first: a bad file is an error even without a terminal.
     let at = at.map(crate::cmd::report::nanos);
     let part = match at {
-        // Past the moment, at most half the timeline's budget (~32 bytes
-        // an event): more would drop the moment itself from memory.
+        // Past the moment only while what was taken from the part's start
+        // (events and carried blocks) is under half the timeline's budget
+        // (~32 bytes an event): more would drop the moment itself.
         Some(a) => crate::cmd::load::Part::at(file, a, a, (memory / 64) as u64)?,
         None => crate::cmd::load::Part::default(),
     };

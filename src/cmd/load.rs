@@ -77,14 +77,16 @@ pub struct Part {
     pub from: Option<crate::trace::Start>,
     /// Stop at the first event later than this long after the start...
     pub until: Option<u64>,
-    /// ...once this many later ones were taken.
+    /// ...unless fewer than this many events and carried blocks were
+    /// taken in all (`open --at`: what the timeline holds without
+    /// dropping the moment; `report --at`: 0, none past it).
     pub past: u64,
 }
 
 impl Part {
     /// The read for the moment `at` (after the start) of `path`: from its
-    /// part (or segment) before `from`, up to `at` and `past` events after
-    /// it. A pipe or FIFO is read whole, from its start: stopping would
+    /// part (or segment) before `from`, up to `at`, and after it while
+    /// fewer than `past` events and carried blocks were taken. A pipe or FIFO is read whole, from its start: stopping would
     /// end the recorder writing it (EPIPE).
     pub fn at(path: &std::path::Path, from: u64, at: u64, past: u64) -> Result<Part> {
         if !crate::trace::seekable(path) {
@@ -184,6 +186,8 @@ struct ChannelSink {
     /// read) are not wanted: the read stops at the first.
     until: Option<u64>,
     past: u64,
+    /// Events and carried blocks taken.
+    taken: u64,
     enough: bool,
 }
 
@@ -222,13 +226,11 @@ impl crate::trace::Sink for ChannelSink {
             return;
         }
         if let Item::Event(e) = item {
-            if self.until.is_some_and(|u| e.ts > u) {
-                if self.past == 0 {
-                    self.enough = true;
-                    return;
-                }
-                self.past -= 1;
+            if self.until.is_some_and(|u| e.ts > u) && self.taken >= self.past {
+                self.enough = true;
+                return;
             }
+            self.taken += 1;
             self.started = true;
             self.batch.push(e);
             if self.batch.len() >= BATCH {
@@ -246,7 +248,10 @@ impl crate::trace::Sink for ChannelSink {
             Item::Probe(p) if self.probes.insert(p.id) => Load::Probe(p.clone()),
             // A segment's carried blocks may come in several records:
             // all of them before its first event.
-            Item::Carried(b) if !self.started => Load::Carried(b.to_vec()),
+            Item::Carried(b) if !self.started => {
+                self.taken += b.len() as u64;
+                Load::Carried(b.to_vec())
+            }
             Item::Lost(l) => Load::Lost(l.clone()),
             Item::LeakScan(l) => Load::LeakScan(l.clone()),
             // Repeated by a later segment.
@@ -458,6 +463,34 @@ pub(crate) mod tests {
             Some(status) => w.write_end(last + 1, Some(status)).unwrap(),
             None => w.flush().unwrap(),
         }
+    }
+
+    /// `open --at`'s read past the moment: only while fewer than `past`
+    /// events and carried blocks were taken in all, so that a part long
+    /// before the moment cannot push the moment out of `--memory`.
+    #[test]
+    fn past_the_moment_only_while_under_the_cap() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        write_pairs_with(f.path(), 200_000, true, None);
+        let at = 150_000_000;
+        let read = |past| {
+            let mut p = Part::at(f.path(), at, at, 0).unwrap();
+            assert!(p.from.is_some(), "in parts");
+            p.past = past;
+            let (_, tl) = read_streaming_part(f.path(), usize::MAX, p).unwrap();
+            let last = tl.store().ts(tl.store().end() - 1).unwrap();
+            (tl.store().end(), last)
+        };
+        // Up to the moment: every event taken is at or before it.
+        let (to_at, last) = read(0);
+        assert!(last <= 1_000 + at, "{last}");
+        assert!(to_at > 1_000, "{to_at} taken");
+        // A cap under what the moment took: nothing past it.
+        assert_eq!(read(to_at / 2).0, to_at);
+        // A cap past it: exactly up to the cap.
+        let (n, last) = read(to_at + 500);
+        assert_eq!(n, to_at + 500);
+        assert!(last > 1_000 + at, "{last}");
     }
 
     /// The UI's loader and `report`'s one-pass read build the same timeline.
