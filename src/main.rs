@@ -111,21 +111,29 @@ struct BoundArgs {
     /// or writing to stdout, a FIFO or a device. 0: unbounded.
     #[arg(long, value_name = "SIZE", value_parser = parse_max_size)]
     max_size: Option<u64>,
-    /// Bound the trace in time: keep the last DURATION (10m, 1h) of
-    /// segments; with --max-size (or its default), whichever is smaller.
-    #[arg(long, value_name = "DURATION", value_parser = report::parse_duration)]
+    /// Bound the trace in time: keep the last DURATION (10m, 1h; 1s to
+    /// a year) of segments; with --max-size (or its default), whichever
+    /// is smaller.
+    #[arg(long, value_name = "DURATION", value_parser = parse_keep)]
     keep: Option<std::time::Duration>,
     /// In a bounded recording: the segments holding this long before a
     /// crash or a watchpoint finding are kept apart in DIR/kept-N (a
     /// recording of their own, never deleted by the bounds; at most 8
-    /// windows; 0 turns it off).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = report::parse_duration)]
+    /// windows; 0 turns it off; at most a year). Segments the bounds
+    /// dropped before the crash are gone: the note then says how much
+    /// was kept.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_keep)]
     on_crash_keep: std::time::Duration,
-    /// An unbounded trace file restarts every SIZE as a new part that
-    /// starts with the blocks live then (as a bounded recording's
-    /// segments do): `report --at T` and `open --at T` read from the part
-    /// before T, not from the file's start. Costs a copy of the live
-    /// heap's blocks each time. 0: never.
+    /// An unbounded trace file restarts as a new part every SIZE,
+    /// rounded up to a MiB (parts start on 1 MiB boundaries; a part
+    /// that overshoots its boundary runs to the next), each starting
+    /// with the blocks live then (as a bounded recording's segments
+    /// do): `report --at T` and `open --at T` read from the part before
+    /// T, not from the file's start. Each part copies the live heap's
+    /// blocks and their stacks, so a part also runs until its events
+    /// are 8x that copy (its own and the next one's): with a big live
+    /// heap the parts are spaced wider than SIZE, the copies stay
+    /// within about 1/9 of the file, and a note says so. 0: never.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_checkpoint)]
     checkpoint: u64,
 }
@@ -510,6 +518,22 @@ fn parse_max_size(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
+/// The longest `--keep` and `--on-crash-keep`: a year. Longer is no
+/// time bound at all (a recording's segments would hold no less), and
+/// its nanoseconds near u64's end (584 years) would print wrapped.
+const MAX_KEEP: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// A duration to keep: at most [`MAX_KEEP`].
+fn parse_keep(s: &str) -> Result<std::time::Duration, String> {
+    let d = report::parse_duration(s).map_err(|e| format!("{e:#}"))?;
+    if d > MAX_KEEP {
+        return Err(format!(
+            "'{s}' is longer than a year (8760h), the most a recording keeps"
+        ));
+    }
+    Ok(d)
+}
+
 fn parse_checkpoint(s: &str) -> Result<u64, String> {
     let v = parse_bytes(s, "size", "256MiB")?;
     if v != 0 && v < trace::PART_ALIGN {
@@ -848,6 +872,32 @@ mod tests {
 
     fn args(v: &[&str]) -> Vec<std::ffi::OsString> {
         v.iter().map(Into::into).collect()
+    }
+
+    /// `--keep` past a year is refused in one line, never announced as
+    /// a wrapped number; a duration past u64 seconds is an error, not a
+    /// panic.
+    #[test]
+    fn absurd_keeps_are_refused() {
+        assert_eq!(parse_keep("1h"), Ok(std::time::Duration::from_secs(3600)));
+        assert!(parse_keep("365d").is_ok());
+        for s in ["999999999h", "366d", "1e300s"] {
+            let e = parse_keep(s).unwrap_err();
+            assert!(!e.contains('\n') && !e.contains("18446744073"), "{e}");
+        }
+        let e = Cli::try_parse_from([
+            "tm-tui",
+            "record",
+            "--keep",
+            "999999999h",
+            "-o",
+            "d",
+            "--",
+            "true",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("longer than a year"), "{e}");
     }
 
     #[test]

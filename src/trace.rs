@@ -365,18 +365,32 @@ impl TraceWriter {
     /// part before the moment instead of the file's start. The first part
     /// is the file as before (no Segment record): read whole, the file is
     /// the same recording.
+    ///
+    /// A part starts once the one before holds `every` bytes (rounded up
+    /// to [`PART_ALIGN`]) and [`PART_COPIES`] times what its own start
+    /// took (the tables and the live blocks copied in): see
+    /// [`part_spacing`].
     pub fn checkpoint_every(&mut self, meta: &Meta, every: u64) {
         if self.ring.is_some() || every == 0 {
             return;
         }
         // No directory: the parts are this file's.
-        self.ring = Some(Ring::new(
+        let mut ring = Ring::new(
             Path::new(""),
             meta,
             Limits::default(),
-            every.max(PART_ALIGN),
+            part_spacing(every, 0),
             self.written,
-        ));
+        );
+        ring.every = every;
+        self.ring = Some(ring);
+    }
+
+    /// The widest spacing of a file's parts when it was widened past
+    /// `--checkpoint` for the copies of a big live heap (`None`: never,
+    /// or not a file in parts).
+    pub fn widened_parts(&self) -> Option<Widened> {
+        self.ring.as_ref().and_then(|r| r.widened)
     }
 
     /// Whether stack `id` must be written before an event that uses it
@@ -423,14 +437,25 @@ impl TraceWriter {
         // written (a link to it sees what is written after: the crash's
         // segment is kept even if tm-tui is killed before it closes).
         let pin = &r.pins[i];
+        let mut from = r.first_ts.unwrap_or(ts);
         for &(n, _, first, last) in &r.closed {
             if pin.covers(first, last) {
                 pin.link(sink, &r.dir, n);
+                from = from.min(first);
             }
         }
         pin.link(sink, &r.dir, r.number);
         if made {
-            Pinned::New(pin.dir.clone())
+            Pinned::New {
+                dir: pin.dir.clone(),
+                // Shorter than asked only for segments dropped (not for a
+                // recording that began later than the window would).
+                short: (from > t0 && r.dropped > 0).then_some(Short {
+                    from,
+                    asked: keep,
+                    by: r.limits,
+                }),
+            }
         } else {
             Pinned::Extended
         }
@@ -452,13 +477,36 @@ impl TraceWriter {
 
     /// Whether the segment being written is full (by size or by time)
     /// before an event at `ts`: then [`TraceWriter::rotate`].
+    #[cfg(test)]
     pub fn wants_rotation(&mut self, ts: u64) -> bool {
+        self.wants_rotation_live(ts, || 0)
+    }
+
+    /// [`Self::wants_rotation`], where `live` counts the blocks live now:
+    /// a file's next part starts only once this one's events are
+    /// [`PART_COPIES`] times the copy of them it would start with (a
+    /// heap growing fast would otherwise be copied whole at every part).
+    pub fn wants_rotation_live(&mut self, ts: u64, live: impl FnOnce() -> u64) -> bool {
         let written = self.written;
         let Some(r) = &mut self.ring else {
             return false;
         };
         let first = *r.first_ts.get_or_insert(ts);
         r.last_ts = r.last_ts.max(ts);
+        if r.in_place() {
+            // The part fills up to its spacing (a PART_ALIGN multiple): the
+            // Pad and SegmentEnd, and an event or stack written before the
+            // next check, fit before that boundary, so the next part starts
+            // on it, not a boundary further.
+            if written + PART_RESERVE < part_spacing(r.every, 0) {
+                return false;
+            }
+            let due = written + PART_RESERVE >= r.segment_bytes
+                && (written - r.preamble) / PART_COPIES >= live().saturating_mul(r.carried_each);
+            // Held past --checkpoint for the copies: said once at the end.
+            r.held |= !due;
+            return due;
+        }
         // Full, and mostly events (a preamble of many carried blocks must
         // not make every event start a segment).
         (written >= r.segment_bytes && written - r.preamble >= r.segment_bytes / 4)
@@ -489,6 +537,7 @@ impl TraceWriter {
         }
         self.record(Tag::SegmentEnd, &())?;
         self.submit()?;
+        let part_len = self.written;
         let first = ring.first_ts.unwrap_or(ts);
         ring.closed
             .push_back((ring.number, self.written, first, ring.last_ts));
@@ -502,13 +551,21 @@ impl TraceWriter {
             // The writer closes the old file as it opens the next.
             self.sink.open(&segment_path(&ring.dir, ring.number));
         }
+        // A part's stated size is its spacing at the least: that of the
+        // carried blocks alone (known before they are written; the
+        // tables before them only widen it).
+        let part_bytes = if ring.in_place() {
+            part_spacing(ring.every, carried_bytes(carried)?)
+        } else {
+            ring.segment_bytes
+        };
         self.begin(&ring.meta)?;
         self.record(
             Tag::Segment,
             &SegmentHead {
                 number: ring.number,
                 first_ts: ts,
-                part_bytes: ring.segment_bytes,
+                part_bytes,
             },
         )?;
         for m in tables.modules {
@@ -537,6 +594,21 @@ impl TraceWriter {
         }
         self.submit()?;
         ring.preamble = self.written;
+        if ring.in_place() {
+            // What a live block cost this part's start, its stack and the
+            // tables' share included: the next start's is about as much.
+            if !carried.is_empty() {
+                ring.carried_each = ring.preamble / carried.len() as u64;
+            }
+            ring.segment_bytes = part_spacing(ring.every, ring.preamble);
+            if std::mem::take(&mut ring.held) && ring.widened.is_none_or(|w| part_len > w.spacing) {
+                ring.widened = Some(Widened {
+                    asked: ring.every,
+                    spacing: part_len,
+                    copy: ring.preamble,
+                });
+            }
+        }
         ring.first_ts = Some(ts);
         ring.last_ts = ts;
         loop {
@@ -735,6 +807,62 @@ pub struct Limits {
 /// Carried blocks a record holds at most (~24-40 bytes each).
 const CARRIED_PER_RECORD: usize = 32 << 10;
 
+/// A file's part holds at least this many times the bytes its start
+/// copies (the tables and the blocks live then) in events: so the copies
+/// take at most 1/(PART_COPIES + 1) of the file whatever the live heap
+/// (a part after 1 MiB of events re-copying an 8 MB heap made a 67 MB
+/// recording 1.9 GB), while `--at` still reads at most PART_COPIES times
+/// the heap it must load anyway past the part's start. 8: at most ~11%
+/// of the file, and reads of a few times the heap.
+pub const PART_COPIES: u64 = 8;
+
+/// The bytes a carried block takes, about (before any was written).
+const CARRIED_BYTES: u64 = 32;
+
+/// Room kept at a part's end for the Pad and SegmentEnd frames and the
+/// records written after the last check (an event, the stacks that came
+/// before it).
+const PART_RESERVE: u64 = 64 << 10;
+
+/// How far apart a file's parts start: `every` bytes (`--checkpoint`),
+/// or [`PART_COPIES`] + 1 times `copy`, the bytes a part's start takes
+/// (its tables and carried blocks), if more; rounded up to
+/// [`PART_ALIGN`], where parts start.
+pub fn part_spacing(every: u64, copy: u64) -> u64 {
+    every
+        .max(PART_ALIGN)
+        .max(copy.saturating_mul(PART_COPIES + 1))
+        .div_ceil(PART_ALIGN)
+        .saturating_mul(PART_ALIGN)
+}
+
+/// The bytes `carried` takes in Carried records (as
+/// [`TraceWriter::rotate`] writes them).
+fn carried_bytes(carried: &[CarriedBlock]) -> anyhow::Result<u64> {
+    let mut n = 0u64;
+    for chunk in carried.chunks(CARRIED_PER_RECORD) {
+        let payload = postcard::serialize_with_flavor::<[CarriedBlock], _, usize>(
+            chunk,
+            postcard::ser_flavors::Size::default(),
+        )?;
+        n += (FRAME_HEAD + payload + 4) as u64;
+    }
+    Ok(n)
+}
+
+/// A file's parts spaced wider than `--checkpoint` asked: the copies of
+/// a big live heap would otherwise dominate the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Widened {
+    /// `--checkpoint`.
+    pub asked: u64,
+    /// The widest spacing of parts.
+    pub spacing: u64,
+    /// The bytes the start of the part after it copied (tables, live
+    /// blocks).
+    pub copy: u64,
+}
+
 /// A segment is this fraction of the limits: the held window is between
 /// 7/8 and all of them.
 const SEGMENTS: u64 = 8;
@@ -775,8 +903,18 @@ struct Ring {
     /// The segment being written.
     number: u64,
     limits: Limits,
-    /// Event bytes a segment takes before the next one begins.
+    /// Event bytes a segment takes before the next one begins (a file's
+    /// part: its spacing, see [`part_spacing`]).
     segment_bytes: u64,
+    /// A file's parts: `--checkpoint`.
+    every: u64,
+    /// A file's parts spaced wider than `every`, at the widest.
+    widened: Option<Widened>,
+    /// The bytes a carried block took at the last part's start (with
+    /// its share of the tables).
+    carried_each: u64,
+    /// The part being written was held past `every` for the copies.
+    held: bool,
     /// Where the part being written starts in the file (`in_place`).
     base: u64,
     /// Bytes of the segment before its first event.
@@ -806,6 +944,10 @@ impl Ring {
             number: 1,
             limits,
             segment_bytes,
+            every: 0,
+            widened: None,
+            carried_each: CARRIED_BYTES,
+            held: false,
             base: 0,
             preamble,
             first_ts: None,
@@ -830,12 +972,26 @@ impl Ring {
 pub enum Pinned {
     /// Nothing: not a bounded recording, or no window kept.
     Not,
-    /// A new window, in this directory.
-    New(std::path::PathBuf),
+    /// A new window, in `dir`; `short` when the bounds had already
+    /// dropped part of it.
+    New {
+        dir: std::path::PathBuf,
+        short: Option<Short>,
+    },
     /// A window already kept now reaches this far.
     Extended,
     /// [`MAX_PINS`] windows are kept already (`first`: the first refusal).
     Full { first: bool },
+}
+
+/// A window kept shorter than `--on-crash-keep` asked: it starts at
+/// `from`, the first event of the oldest segment still held.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Short {
+    pub from: u64,
+    pub asked: u64,
+    /// The bounds that dropped the older segments.
+    pub by: Limits,
 }
 
 /// The most windows a recording keeps apart (a finding in a hot loop
@@ -3124,6 +3280,95 @@ mod tests {
             silent.len(),
             mutants.len()
         );
+        Ok(())
+    }
+
+    /// Parts land every `--checkpoint` rounded up to a MiB, or 9 times
+    /// what a part's start copies if more.
+    #[test]
+    fn part_spacing_is_the_asked_size_or_nine_copies() {
+        const M: u64 = PART_ALIGN;
+        assert_eq!(part_spacing(M, 0), M);
+        assert_eq!(part_spacing(M + M / 2, 0), 2 * M);
+        assert_eq!(part_spacing(256 * M, 8 * M), 256 * M);
+        assert_eq!(part_spacing(M, 8 * M), 72 * M);
+        assert_eq!(part_spacing(M, 8 * M + 1), 73 * M);
+        // Saturates, no overflow.
+        assert!(part_spacing(M, u64::MAX / 2) >= u64::MAX / 2);
+    }
+
+    /// A big live heap at a 1 MiB checkpoint: the next part waits until
+    /// the events are 8 times its copy (not 1 MiB), the part after it
+    /// for 9 copies of its start, each on a MiB boundary; the widening
+    /// is told.
+    #[test]
+    fn a_big_live_heap_spaces_the_parts_apart() -> anyhow::Result<()> {
+        let f = TempFile::new("wide-parts");
+        let m = meta();
+        let mut w = TraceWriter::create(&f.0, &m)?;
+        w.checkpoint_every(&m, PART_ALIGN);
+        let live = 100_000u64;
+        let carried: Vec<CarriedBlock> = (0..live)
+            .map(|i| CarriedBlock {
+                pid: 4242,
+                tid: 4243,
+                ts: m.start_mono_ns + i,
+                ptr: 0x7f00_0000_0000 + i * 64,
+                size: 48 + i % 1000,
+                stack: None,
+            })
+            .collect();
+        let free = |i: u64| {
+            ev(
+                m.start_mono_ns + 2_000_000 + i,
+                EventKind::Free {
+                    ptr: 0x10 + i,
+                    stack: None,
+                },
+            )
+        };
+        let lost = Lost::default();
+        let tables = || Tables {
+            modules: &[],
+            probes: &[],
+            stacks: &[],
+            lost: &lost,
+        };
+        // Part 1: the live heap is its first copy (~32 B a block).
+        let mut i = 0;
+        while !w.wants_rotation_live(free(i).ts, || live) {
+            w.write_event(&free(i))?;
+            i += 1;
+        }
+        assert!(
+            w.written >= PART_COPIES * live * CARRIED_BYTES,
+            "{}",
+            w.written
+        );
+        w.rotate(free(i).ts, tables(), &carried)?;
+        assert!(w.widened_parts().is_some());
+        let copy = w.written;
+        let base = w.ring.as_ref().map(|r| r.base).unwrap_or_default();
+        assert_eq!(base % PART_ALIGN, 0);
+        // Part 2: 9 copies of its start, then the next on the boundary.
+        while !w.wants_rotation_live(free(i).ts, || live) {
+            w.write_event(&free(i))?;
+            i += 1;
+        }
+        assert!(
+            w.written - copy >= PART_COPIES * copy,
+            "{} {copy}",
+            w.written
+        );
+        w.rotate(free(i).ts, tables(), &carried)?;
+        let r = w.ring.as_ref().map(|r| r.base).unwrap_or_default();
+        assert_eq!(r - base, part_spacing(PART_ALIGN, copy));
+        let wide = w.widened_parts().expect("widened");
+        assert_eq!((wide.asked, wide.spacing), (PART_ALIGN, base.max(r - base)));
+        w.write_end(m.start_mono_ns + 9_000_000, None)?;
+        drop(w);
+        let t = read_trace(&f.0)?;
+        assert!(t.damage.is_none() && t.integrity.is_empty());
         Ok(())
     }
 

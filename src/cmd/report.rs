@@ -1002,7 +1002,9 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         if let Some(num) = s.strip_suffix(unit) {
             if let Ok(v) = num.trim().parse::<f64>() {
                 if v.is_finite() && v >= 0.0 {
-                    return Ok(Duration::from_secs_f64(v * scale));
+                    // Past u64 seconds: an error, not a panic.
+                    return Duration::try_from_secs_f64(v * scale)
+                        .map_err(|_| anyhow!("duration '{s}' is too long"));
                 }
             }
         }

@@ -803,7 +803,7 @@ pub struct Ingest {
 /// one is full (with the blocks live now), and `e`'s stack written if the
 /// segment does not hold it yet.
 fn segment_before(w: &mut TraceWriter, tl: &Timeline, e: &crate::event::Event) -> Result<()> {
-    if w.wants_rotation(e.ts) {
+    if w.wants_rotation_live(e.ts, || tl.heap().live_blocks()) {
         let tables = crate::trace::Tables {
             modules: tl.modules(),
             probes: tl.probes(),
@@ -818,6 +818,36 @@ fn segment_before(w: &mut TraceWriter, tl: &Timeline, e: &crate::event::Event) -
         }
     }
     Ok(())
+}
+
+/// ` (from +a: 0.49 s of the 2 s asked, …)`: a window kept before a
+/// hit at `ts` shorter than `--on-crash-keep`.
+fn short_words(s: &crate::trace::Short, ts: u64, start: u64) -> String {
+    use crate::model::diagnose::fmt_ns;
+    let by = match (s.by.max_bytes.is_some(), s.by.keep_ns.is_some()) {
+        (true, true) => "--max-size or --keep",
+        (false, true) => "--keep",
+        _ => "--max-size",
+    };
+    format!(
+        " (from {}: {} of the {} asked; older segments were already dropped by {by})",
+        crate::model::present::rel(s.from, start),
+        fmt_ns(ts.saturating_sub(s.from)),
+        fmt_ns(s.asked)
+    )
+}
+
+/// What `--checkpoint` became for a big live heap.
+fn widened_note(w: &crate::trace::Widened) -> String {
+    use crate::model::present::bytes;
+    let k = crate::trace::PART_COPIES;
+    format!(
+        "--checkpoint {}: parts spaced up to {} apart for the live heap's size (a part ends once its events are {k}x the copy of the live blocks and tables the next starts with, {} there), so the copies stay within about 1/{} of the file",
+        bytes(w.asked),
+        bytes(w.spacing),
+        bytes(w.copy),
+        k + 1
+    )
 }
 
 /// The blocks live now, as a new segment starts with them.
@@ -1023,9 +1053,12 @@ impl Ingest {
         };
         let at = crate::model::present::rel(e.ts, tl.meta().start_mono_ns);
         match w.pin(e.ts) {
-            crate::trace::Pinned::New(dir) => self.notes.push(format!(
-                "the recording before the {what} at {at} is kept in {}",
-                dir.display()
+            crate::trace::Pinned::New { dir, short } => self.notes.push(format!(
+                "the recording before the {what} at {at} is kept in {}{}",
+                dir.display(),
+                short
+                    .map(|s| short_words(&s, e.ts, tl.meta().start_mono_ns))
+                    .unwrap_or_default()
             )),
             crate::trace::Pinned::Full { first: true } => self.notes.push(format!(
                 "the {what} at {at} and any later ones are not kept apart: {} windows already are",
@@ -1053,6 +1086,9 @@ impl Ingest {
     pub fn finish(&mut self, tl: &mut Timeline, status: Option<ExitStatus>) -> Result<u64> {
         tl.set_end_ns(Some(now_mono_ns()));
         self.take_symbol_notes(true);
+        if let Some(w) = self.writer.as_ref().and_then(TraceWriter::widened_parts) {
+            self.note(widened_note(&w));
+        }
         if let Some(s) = status {
             self.exit_status = Some(s);
         }
