@@ -368,3 +368,57 @@ fn at_reads_from_the_part_before_the_moment() {
         assert_eq!(heap["live_blocks"].as_u64(), Some(blocks), "{heap}");
     }
 }
+
+/// A heap of 100,000 live blocks grown through the recording, then
+/// churned: `n` rounds of (grow by `grow` blocks, `churn` malloc/free
+/// pairs).
+const GROW: &str = r#"
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    long rounds = atol(argv[1]), grow = atol(argv[2]), churn = atol(argv[3]);
+    void **keep = malloc(sizeof(void *) * rounds * grow);
+    long k = 0;
+    for (long r = 0; r < rounds; r++) {
+        for (long i = 0; i < grow; i++)
+            keep[k++] = malloc(48);
+        for (long i = 0; i < churn; i++)
+            free(malloc(16 + i % 100));
+    }
+    return 0;
+}
+"#;
+
+/// `--checkpoint 1MiB` on a program whose live heap grows to 100 k
+/// blocks: each part copies the live heap, so the parts are spaced for
+/// the copies to stay a small share of the file (it was 10-30× the size
+/// of the file without parts), nothing lost, and the widening said.
+#[test]
+fn a_big_live_heap_spaces_the_parts_apart() {
+    if !bpf_or_skip("checkpoint_big_heap") {
+        return;
+    }
+    let prog = compile("cc", "grow", "c", GROW, &["-g", "-O0"]);
+    let prog = prog.to_str().expect("utf8");
+    let args = [prog, "20", "5000", "20000"];
+    let size = |checkpoint: &str| {
+        let trace = tmp().join(format!("grow-{checkpoint}.tmt"));
+        let out = record_with(&trace, &["--checkpoint", checkpoint], &args, &[]);
+        assert_exit(&out, 0);
+        let r = report_json(&trace, &[]);
+        assert_no_loss(&r);
+        assert!(r["damage"].is_null(), "{}", r["damage"]);
+        assert_eq!(
+            r["heap"]["live_blocks"].as_u64().map(|b| b >= 100_000),
+            Some(true)
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (std::fs::metadata(&trace).expect("trace").len(), err)
+    };
+    let (whole, _) = size("0");
+    let (parts, err) = size("1MiB");
+    assert!(
+        parts * 2 < whole * 3,
+        "{parts} bytes in parts against {whole} without"
+    );
+    assert!(err.contains("parts spaced up to"), "{err}");
+}
