@@ -422,3 +422,39 @@ fn a_big_live_heap_spaces_the_parts_apart() {
     );
     assert!(err.contains("parts spaced up to"), "{err}");
 }
+
+/// A crash after the ring already dropped segments: the window kept apart
+/// is shorter than `--on-crash-keep` asked, and the note says how long it
+/// is and why.
+#[test]
+fn a_kept_window_shorter_than_asked_says_so() {
+    if !bpf_or_skip("bounded_short_keep") {
+        return;
+    }
+    let src = r#"
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    long n = atol(argv[1]);
+    for (long i = 0; i < n; i++)
+        free(malloc(100 + i % 900));
+    *(volatile int *)0 = 1;
+    return 0;
+}
+"#;
+    let prog = compile("cc", "churncrash", "c", src, &["-g", "-O0"]);
+    let dir = tmp().join("short-keep");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = record_with(
+        &dir,
+        &["--max-size", "8MiB", "--on-crash-keep", "60s"],
+        &[prog.to_str().expect("utf8"), "1500000"],
+        &[],
+    );
+    assert_exit(&out, 139);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("of the 60.000s asked; older segments were already dropped by --max-size"),
+        "{err}"
+    );
+    assert!(dir.join("kept-1").is_dir());
+}
