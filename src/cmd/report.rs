@@ -1070,6 +1070,7 @@ mod tests {
             leak_scans: Vec::new(),
             integrity: Vec::new(),
             window: None,
+            resyncs: Vec::new(),
             closed: false,
             stopped: false,
         }
