@@ -89,7 +89,11 @@ pub fn timeline_of(t: &Trace, memory_budget: usize) -> Timeline {
     }
     let mut marks = t.lost_marks.iter().peekable();
     let mut scans = t.leak_scans.iter().peekable();
+    let mut resyncs = t.resyncs.iter().peekable();
     for (i, e) in t.events.iter().enumerate() {
+        while let Some(r) = resyncs.next_if(|r| r.at <= i as u64) {
+            tl.resync(&r.carried, r.ts);
+        }
         while let Some((_, l)) = marks.next_if(|(at, _)| *at <= i as u64) {
             tl.note_lost(l.clone());
         }
@@ -103,6 +107,9 @@ pub fn timeline_of(t: &Trace, memory_budget: usize) -> Timeline {
     }
     for (_, s) in scans {
         tl.add_leak_scan(s.clone());
+    }
+    for r in resyncs {
+        tl.resync(&r.carried, r.ts);
     }
     load::set_end(t, &mut tl);
     tl

@@ -496,6 +496,68 @@ impl Timeline {
         self.carrying = false;
     }
 
+    /// Parts of the recording are missing before `ts`: the heap is
+    /// `blocks` (the blocks the part read next carried in), not what the
+    /// events before left. Blocks live and not among them end (discarded),
+    /// those among them not live begin (carried in), at `ts` (or the last
+    /// event's time, if later).
+    pub fn resync(&mut self, blocks: &[crate::trace::CarriedBlock], ts: u64) {
+        let ts = self
+            .store
+            .end()
+            .checked_sub(1)
+            .and_then(|i| self.store.ts(i))
+            .map_or(ts, |last| ts.max(last));
+        let mut want: std::collections::HashMap<u64, &crate::trace::CarriedBlock> =
+            std::collections::HashMap::new();
+        for b in blocks {
+            let p = match self.proc_of.get(&b.pid) {
+                Some(&p) => p,
+                None => self.new_process(b.pid, None, ts),
+            };
+            want.insert(untag(b.ptr) | (p as u64) << TAG_SHIFT, b);
+        }
+        for b in self.heap.now(&self.store) {
+            if want.get(&b.ptr).is_some_and(|w| w.size == b.size) {
+                want.remove(&b.ptr);
+                continue;
+            }
+            let p = (b.ptr >> TAG_SHIFT) as usize;
+            let Some(pid) = self.processes.get(p).map(|x| x.pid) else {
+                continue;
+            };
+            self.push_one(
+                &Event {
+                    ts,
+                    pid,
+                    tid: b.tid,
+                    kind: EventKind::Discard { ptr: b.ptr },
+                },
+                p,
+            );
+        }
+        let mut add: Vec<(u64, &crate::trace::CarriedBlock)> = want.into_iter().collect();
+        add.sort_unstable_by_key(|(ptr, b)| (b.ts, *ptr));
+        self.carrying = true;
+        for (ptr, b) in add {
+            let p = (ptr >> TAG_SHIFT) as usize;
+            self.push_one(
+                &Event {
+                    ts,
+                    pid: b.pid,
+                    tid: b.tid,
+                    kind: EventKind::Inherit {
+                        ptr,
+                        size: b.size,
+                        stack: b.stack,
+                    },
+                },
+                p,
+            );
+        }
+        self.carrying = false;
+    }
+
     /// Takes one event: O(1) amortized (a fork or an exec also takes the
     /// blocks the child inherits or the image loses).
     pub fn push(&mut self, e: &Event) -> Idx {

@@ -174,11 +174,26 @@ pub struct Trace {
     /// A bounded recording (a directory of segments): the first segment
     /// held and the blocks live when it began, allocated before it.
     pub window: Option<Window>,
+    /// Parts (or segments) read after a gap: the heap there is not what
+    /// the events before make of it, but the blocks the part carried in.
+    pub resyncs: Vec<Resync>,
     /// This file is a segment that was closed for the next one.
     pub closed: bool,
     /// The reader stopped before the end because its sink had enough
     /// (`report --at`: the moment was passed): nothing after was read.
     pub stopped: bool,
+}
+
+/// The heap taken again after parts (or segments) missing: from the
+/// event `at` (the number read before) on, the live blocks are `carried`
+/// (those of the part read after the gap), not what the events before
+/// left.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resync {
+    pub at: u64,
+    /// The part's first event's time.
+    pub ts: u64,
+    pub carried: Vec<CarriedBlock>,
 }
 
 /// What a bounded recording still holds.
@@ -1254,13 +1269,15 @@ fn read_ring_into<'s>(
         .collect();
     segs.sort();
     let mut out: Option<Trace> = None;
-    let mut last = 0u64;
+    let mut order = Order::default();
     // Every segment opened before any is read: the recorder deleting the
     // oldest while a slow reader is still on an earlier one cannot pull a
     // later one away (an open file reads on). One deleted between the
     // listing and its opening means those before it went too: the held
     // recording starts after it.
     let mut files: Vec<(u64, std::path::PathBuf, File)> = Vec::new();
+    // Segments before the first read that were copies of others.
+    let mut misnamed: Vec<Damage> = Vec::new();
     for (n, path) in segs {
         match File::open(&path) {
             Ok(f) => files.push((n, path, f)),
@@ -1273,7 +1290,8 @@ fn read_ring_into<'s>(
             break;
         }
         let mut r = BufReader::with_capacity(IO_BUFFER, Counted { inner: file, count });
-        let (mut seg, len) = read_part(&mut r, sink.as_deref_mut(), 0)
+        order.named = Some(n);
+        let (mut seg, len) = read_part(&mut r, sink.as_deref_mut(), 0, &mut order)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         // A segment's file ends with its SegmentEnd.
         if seg.closed && !r.fill_buf()?.is_empty() {
@@ -1292,17 +1310,24 @@ fn read_ring_into<'s>(
         };
         let Some(t) = &mut out else {
             let mut seg = seg;
+            if let Taken::Misnamed(_) = order.taken {
+                // Not the first: the next file's is.
+                misnamed.push(at(Damage {
+                    offset: 0,
+                    reason: misnamed_reason(&seg),
+                }));
+                continue;
+            }
             seg.damage = seg.damage.map(at);
             seg.integrity = seg.integrity.into_iter().map(at).collect();
             seg.skipped = seg.skipped.into_iter().map(at).collect();
             let w = seg.window.get_or_insert_with(Window::default);
             w.first_segment = n;
             w.segments = 1;
-            last = n;
             out = Some(seg);
             continue;
         };
-        append(t, seg, n, &mut last, "segment", at);
+        append(t, seg, &order, 0, "segment", at);
     }
     let mut t = out.ok_or_else(|| {
         anyhow::anyhow!(
@@ -1310,6 +1335,7 @@ fn read_ring_into<'s>(
             dir.display()
         )
     })?;
+    t.integrity.splice(0..0, misnamed);
     let mut kept: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -1331,7 +1357,10 @@ fn read_ring_into<'s>(
     if t.closed && !t.stopped && t.end.is_none() && t.damage.is_none() && !is_kept {
         t.damage = Some(Damage {
             offset: 0,
-            reason: format!("{NO_END} (after segment {last})"),
+            reason: format!(
+                "{NO_END} (after segment {})",
+                order.last.unwrap_or_default()
+            ),
         });
     }
     Ok(t)
@@ -1348,6 +1377,10 @@ pub enum Item<'a> {
     /// A segment's blocks live at its start (each segment of a bounded
     /// recording has its own: only the first held one's start the heap).
     Carried(&'a [CarriedBlock]),
+    /// Parts (or segments) are missing before the one read from here, at
+    /// its first event's time: the heap is the blocks it carried in (the
+    /// `Carried` items that follow), not what the events before left.
+    Resync(u64),
 }
 
 /// Takes a trace's records as they are read.
@@ -1552,6 +1585,77 @@ fn read_from<'s>(
     Ok(t)
 }
 
+/// The numbers of the parts (or segments) taken so far: which comes next,
+/// which were passed over.
+#[derive(Default)]
+struct Order {
+    /// The last part taken (none before the first).
+    last: Option<u64>,
+    /// Parts passed over and not found since: (first, end) ranges.
+    missing: Vec<(u64, u64)>,
+    /// The number the part to read is named with (a segment's file name).
+    named: Option<u64>,
+    /// What was made of the part read last.
+    taken: Taken,
+}
+
+/// What is made of a part by its number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Taken {
+    /// The next one (or the first).
+    #[default]
+    Next,
+    /// The next after parts missing, `.0` to `.1`: read, its carried
+    /// blocks are the heap.
+    After(u64, u64),
+    /// One passed over earlier (it belongs before part `.0`): not applied.
+    Late(u64),
+    /// One taken already: not applied.
+    Repeat,
+    /// A segment whose file is named `.0`: another's copy, not applied.
+    Misnamed(u64),
+}
+
+impl Taken {
+    /// Read but not applied.
+    fn skipped(self) -> bool {
+        matches!(self, Taken::Late(_) | Taken::Repeat | Taken::Misnamed(_))
+    }
+}
+
+impl Order {
+    /// Takes part `n`'s number: what is made of it.
+    fn take(&mut self, n: u64) -> Taken {
+        let t = match (self.last, self.named) {
+            (_, Some(named)) if named != n => Taken::Misnamed(named),
+            (None, _) => Taken::Next,
+            (Some(last), _) if n == last + 1 => Taken::Next,
+            (Some(last), _) if n > last => {
+                self.missing.push((last + 1, n));
+                Taken::After(last + 1, n - 1)
+            }
+            (Some(_), _) => match self.missing.iter().position(|&(a, b)| a <= n && n < b) {
+                Some(i) => {
+                    let (a, b) = self.missing.remove(i);
+                    if a < n {
+                        self.missing.push((a, n));
+                    }
+                    if n + 1 < b {
+                        self.missing.push((n + 1, b));
+                    }
+                    Taken::Late(b)
+                }
+                None => Taken::Repeat,
+            },
+        };
+        if !t.skipped() {
+            self.last = Some(n);
+        }
+        self.taken = t;
+        t
+    }
+}
+
 /// A file's parts (version 8), read in order from the one at `base` as
 /// one trace; the first part's errors (not a trace) are the error.
 fn read_parts<'s, R: BufRead>(
@@ -1559,13 +1663,15 @@ fn read_parts<'s, R: BufRead>(
     mut sink: Option<&mut (dyn Sink + 's)>,
     base: u64,
 ) -> Result<Trace, TraceError> {
-    let (mut t, len) = read_part(&mut r, sink.as_deref_mut(), base)?;
+    let mut order = Order::default();
+    let (mut t, len) = read_part(&mut r, sink.as_deref_mut(), base, &mut order)?;
     let mut at = base + len;
-    let mut last = t.window.as_ref().map_or(1, |w| w.first_segment);
+    // A file's first part has no number.
+    order.last.get_or_insert(1);
     while t.closed && !t.stopped && t.damage.is_none() && !r.fill_buf()?.is_empty() {
-        match read_part(&mut r, sink.as_deref_mut(), at) {
+        match read_part(&mut r, sink.as_deref_mut(), at, &mut order) {
             Ok((part, len)) => {
-                let Some(n) = part.window.as_ref().map(|w| w.first_segment) else {
+                if part.window.is_none() {
                     // Only a file's first part has no number.
                     t.damage = Some(Damage {
                         offset: at,
@@ -1574,8 +1680,8 @@ fn read_parts<'s, R: BufRead>(
                     });
                     break;
                 };
+                append(&mut t, part, &order, at, "part", |d| d);
                 at += len;
-                append(&mut t, part, n, &mut last, "part", |d| d);
             }
             Err(e) => {
                 t.damage = Some(Damage {
@@ -1596,19 +1702,28 @@ fn read_parts<'s, R: BufRead>(
     Ok(t)
 }
 
-/// A segment or part `seg` (number `n`) of the recording `t` after what
-/// `t` holds: its tables, events and end taken in, its gaps named.
+/// Why a segment is not read whose file is named for another.
+fn misnamed_reason(seg: &Trace) -> String {
+    format!(
+        "it holds segment {} (a copy of another?): not read",
+        seg.window.as_ref().map_or(0, |w| w.first_segment)
+    )
+}
+
+/// A segment or part `seg` (at `offset`) of the recording `t` after what
+/// `t` holds: its tables, events and end taken in (unless `order` did not
+/// take it: a repeat, or one out of order), its gaps named.
 fn append(
     t: &mut Trace,
     seg: Trace,
-    n: u64,
-    last: &mut u64,
+    order: &Order,
+    offset: u64,
     unit: &str,
     at: impl Fn(Damage) -> Damage,
 ) {
     if seg.meta != t.meta {
         t.integrity.push(at(Damage {
-            offset: 0,
+            offset,
             reason: format!(
                 "a {unit} of another recording (pid {}, started {} ns): not read",
                 seg.meta.pid, seg.meta.start_wall_ns
@@ -1616,17 +1731,45 @@ fn append(
         }));
         return;
     }
-    if n != *last + 1 {
-        t.integrity.push(at(Damage {
-            offset: 0,
-            reason: format!(
-                "{unit}(s) {} to {} missing before it: their events are not in the recording",
-                *last + 1,
-                n.saturating_sub(1)
-            ),
-        }));
+    let n = seg.window.as_ref().map_or(0, |w| w.first_segment);
+    let not = match order.taken {
+        Taken::Next => None,
+        Taken::After(a, b) => {
+            t.integrity.push(at(Damage {
+                offset,
+                reason: format!(
+                    "{unit}(s) {a} to {b} missing before it: their events are not in the \
+                     recording; the heap is taken again from the blocks it carried in"
+                ),
+            }));
+            t.resyncs.push(Resync {
+                at: t.event_count,
+                ts: seg.first_ts.or(t.events.last().map(|e| e.ts)).unwrap_or(0),
+                carried: seg
+                    .window
+                    .as_ref()
+                    .map(|w| w.carried.clone())
+                    .unwrap_or_default(),
+            });
+            None
+        }
+        Taken::Late(b) => Some(format!(
+            "{unit} {n} is out of order (it belongs before {unit} {b}): not applied"
+        )),
+        Taken::Repeat => Some(format!("{unit} {n} is repeated: not applied")),
+        Taken::Misnamed(_) => Some(misnamed_reason(&seg)),
+    };
+    if let Some(reason) = not {
+        t.integrity.push(at(Damage { offset, reason }));
+        if let Some(d) = t.damage.take() {
+            t.integrity.push(d);
+        }
+        t.closed = seg.closed;
+        t.stopped = seg.stopped;
+        t.damage = seg.damage.map(&at);
+        t.integrity.extend(seg.integrity.into_iter().map(&at));
+        return;
     }
-    *last = n;
     if let Some(w) = &mut t.window {
         w.segments += 1;
     }
@@ -1674,8 +1817,14 @@ fn read_part<'s, R: Read>(
     r: R,
     mut sink: Option<&mut (dyn Sink + 's)>,
     base: u64,
+    order: &mut Order,
 ) -> Result<(Trace, u64), TraceError> {
     let mut records = Records::open(r, base)?;
+    order.taken = Taken::Next;
+    // After the first part, a part starts with its number (version 8).
+    let mut need_head = order.last.is_some() && records.version >= 8;
+    // Read past, not applied (a repeat, one out of order).
+    let mut skip = false;
     let meta = match records.next()? {
         Next::Record(Record::Meta(m)) => m,
         Next::Record(other) => {
@@ -1708,11 +1857,37 @@ fn read_part<'s, R: Read>(
         leak_scans: Vec::new(),
         integrity: Vec::new(),
         window: None,
+        resyncs: Vec::new(),
         closed: false,
         stopped: false,
     };
     loop {
-        let reason = match records.next()? {
+        let next = records.next()?;
+        if std::mem::take(&mut need_head) && !matches!(next, Next::Record(Record::Segment(_))) {
+            trace.damage = Some(Damage {
+                offset: records.start,
+                reason: "a part without its number (a copy of the file's first?): not read".into(),
+            });
+            break;
+        }
+        if skip
+            && matches!(
+                next,
+                Next::Record(
+                    Record::Module(_)
+                        | Record::Stack(_)
+                        | Record::Probe(_)
+                        | Record::Event(_)
+                        | Record::Lost(_)
+                        | Record::LeakScan(_)
+                        | Record::Carried(_)
+                        | Record::End(_)
+                )
+            )
+        {
+            continue;
+        }
+        let reason = match next {
             Next::Eof => break,
             Next::Damage(reason) => reason,
             Next::OutOfSequence(reason) => {
@@ -1790,6 +1965,18 @@ fn read_part<'s, R: Read>(
                 continue;
             }
             Next::Record(Record::Segment(head)) => {
+                match order.take(head.number) {
+                    t if t.skipped() => {
+                        skip = true;
+                        sink = None;
+                    }
+                    Taken::After(..) => {
+                        if let Some(k) = sink.as_deref_mut() {
+                            k.item(Item::Resync(head.first_ts));
+                        }
+                    }
+                    _ => {}
+                }
                 trace.window = Some(Window {
                     first_segment: head.number,
                     segments: 1,
@@ -2836,6 +3023,7 @@ mod tests {
             leak_scans: Vec::new(),
             integrity: Vec::new(),
             window: None,
+            resyncs: Vec::new(),
             closed: false,
             stopped: false,
         }
@@ -3179,6 +3367,30 @@ mod tests {
             .expect("its first event");
         assert!(from.events == all[i..] && all.len() - i < all.len() / 2);
         assert_eq!(from.window.map(|w| w.first_segment), Some(s.number));
+        // A segment replaced by a copy of another: named, not read, the
+        // segment it replaced missing.
+        for (copy, over) in [(2, 3), (4, 3), (1, 2)] {
+            let saved = std::fs::read(segment_path(&dir, over))?;
+            std::fs::copy(segment_path(&dir, copy), segment_path(&dir, over))?;
+            let t = read_trace(&dir)?;
+            let why: Vec<&str> = t.integrity.iter().map(|d| d.reason.as_str()).collect();
+            let name = format!("seg-{over:08}.tmt");
+            assert!(
+                why.iter()
+                    .any(|r| r.contains(&format!("holds segment {copy}")) && r.contains(&name)),
+                "{copy} over {over}: {why:?}"
+            );
+            assert!(
+                why.iter()
+                    .any(|r| r.contains(&format!("segment(s) {over} to {over} missing"))),
+                "{copy} over {over}: {why:?}"
+            );
+            assert!(
+                t.events.windows(2).all(|w| w[0].ts < w[1].ts) && (t.events.len() as u64) < n,
+                "{copy} over {over}: events read twice"
+            );
+            std::fs::write(segment_path(&dir, over), saved)?;
+        }
         std::fs::remove_file(segment_path(&dir, 2))?;
         let t = read_trace(&dir)?;
         assert!(t.events.len() as u64 <= n);
@@ -3434,7 +3646,7 @@ mod tests {
     #[test]
     fn no_mutant_of_a_file_in_parts_reads_as_a_clean_file() -> anyhow::Result<()> {
         let f = TempFile::new("part-mutants");
-        parts_file(&f.0, 60_000)?;
+        parts_file(&f.0, 100_000)?;
         let bytes = std::fs::read(&f.0)?;
         let original = read_trace(&f.0)?;
         assert!(original.damage.is_none() && original.integrity.is_empty());
@@ -3486,6 +3698,92 @@ mod tests {
             silent.len(),
             mutants.len()
         );
+
+        // Said is not enough: what is said is what happened, where, and
+        // nothing is applied twice; after a gap the heap is exact again.
+        let live = |t: &Trace| -> u64 {
+            crate::cmd::timeline_of(t, 1 << 30)
+                .processes()
+                .iter()
+                .map(|p| p.heap.live_blocks)
+                .sum()
+        };
+        let clean_live = live(&original);
+        let read = |order: &[usize]| -> anyhow::Result<(Trace, Vec<(u64, String)>)> {
+            std::fs::write(&f.0, build(order))?;
+            let t = read_trace(&f.0)?;
+            assert!(t.damage.is_none(), "{order:?}: {:?}", t.damage);
+            // Each event once, in order (their times are distinct).
+            assert!(
+                t.events.windows(2).all(|w| w[0].ts < w[1].ts),
+                "{order:?}: events applied twice or out of order"
+            );
+            let notes = t.integrity.iter().map(|d| (d.offset, d.reason.clone()));
+            Ok((t.clone(), notes.collect()))
+        };
+        // Where part `i` of `order` starts in the mutant.
+        let offset = |order: &[usize], i: usize| -> u64 {
+            order[..i].iter().map(|&p| part(p).len() as u64).sum()
+        };
+        let gap = |a: usize, b: usize| {
+            format!(
+                "part(s) {a} to {b} missing before it: their events are not in the recording; \
+                 the heap is taken again from the blocks it carried in"
+            )
+        };
+        // (The last part ends with the End record, no SegmentEnd: what
+        // follows it is damage, whatever it is.)
+        assert!(n >= 4, "{n} parts");
+        for i in 1..n - 1 {
+            // Part i + 1 repeated: named where the repeat is, not applied.
+            let mut o = all.clone();
+            o.insert(i, i);
+            let (t, notes) = read(&o)?;
+            assert_eq!(
+                notes,
+                [(
+                    offset(&o, i + 1),
+                    format!("part {} is repeated: not applied", i + 1)
+                )]
+            );
+            assert_eq!(t.events, original.events, "repeat of part {}", i + 1);
+            assert_eq!(live(&t), clean_live);
+        }
+        for i in 1..n - 1 {
+            // Part i + 1 dropped: the gap named at the next part's offset,
+            // the heap from there that part's carried blocks.
+            let mut o = all.clone();
+            o.remove(i);
+            let (t, notes) = read(&o)?;
+            assert_eq!(notes, [(offset(&o, i), gap(i + 1, i + 1))]);
+            assert_eq!(live(&t), clean_live, "part {} dropped", i + 1);
+            assert!(t.events.len() < original.events.len());
+        }
+        for i in 1..n - 2 {
+            // Parts i + 1 and i + 2 swapped: i + 2 read after a gap, the
+            // late one named and not applied.
+            let mut o = all.clone();
+            o.swap(i, i + 1);
+            let (t, notes) = read(&o)?;
+            assert_eq!(
+                notes,
+                [
+                    (offset(&o, i), gap(i + 1, i + 1)),
+                    (
+                        offset(&o, i + 1),
+                        format!(
+                            "part {} is out of order (it belongs before part {}): not applied",
+                            i + 1,
+                            i + 2
+                        )
+                    )
+                ],
+                "swap of parts {} and {}",
+                i + 1,
+                i + 2
+            );
+            assert_eq!(live(&t), clean_live, "swap of parts {}, {}", i + 1, i + 2);
+        }
         Ok(())
     }
 

@@ -154,6 +154,9 @@ pub enum Load {
     Lost(Lost),
     LeakScan(LeakScan),
     Carried(Vec<CarriedBlock>),
+    /// Parts were missing before this moment: the heap is these blocks
+    /// (the next part's carried ones), not what the events before left.
+    Resync(u64, Vec<CarriedBlock>),
     /// Everything was read: the trace without its events (its end, losses,
     /// damage), or why it could not be read on.
     Done(Box<Result<Trace>>),
@@ -179,6 +182,9 @@ struct ChannelSink {
     probes: HashSet<crate::event::ProbeId>,
     /// The heap's start state is set (carried blocks taken, or an event seen).
     started: bool,
+    /// After parts missing: the time and the carried blocks of the part
+    /// read next (sent before anything else of it).
+    resync: Option<(u64, Vec<CarriedBlock>)>,
     batch: Vec<Event>,
     /// The UI went away: nothing more to send.
     gone: bool,
@@ -198,7 +204,15 @@ impl ChannelSink {
         }
     }
 
+    /// The events batched and a resync pending sent on.
     fn flush(&mut self) {
+        if let Some((ts, b)) = self.resync.take() {
+            self.send(Load::Resync(ts, b));
+        }
+        self.flush_events();
+    }
+
+    fn flush_events(&mut self) {
         if !self.batch.is_empty() {
             let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
             self.send(Load::Events(b));
@@ -225,7 +239,25 @@ impl crate::trace::Sink for ChannelSink {
         if self.foreign || self.gone || self.enough {
             return;
         }
+        match item {
+            Item::Resync(ts) if self.started => {
+                self.flush();
+                self.resync = Some((ts, Vec::new()));
+                return;
+            }
+            Item::Carried(b) if self.resync.is_some() => {
+                self.taken += b.len() as u64;
+                if let Some((_, r)) = &mut self.resync {
+                    r.extend_from_slice(b);
+                }
+                return;
+            }
+            _ => {}
+        }
         if let Item::Event(e) = item {
+            if self.resync.is_some() {
+                self.flush();
+            }
             if self.until.is_some_and(|u| e.ts > u) && self.taken >= self.past {
                 self.enough = true;
                 return;
@@ -238,7 +270,9 @@ impl crate::trace::Sink for ChannelSink {
             }
             return;
         }
-        self.flush();
+        // A part's tables and losses come before its carried blocks: a
+        // resync waits for them all (until its first event).
+        self.flush_events();
         let m = match item {
             Item::Module(m) if self.modules.insert(m.id) => {
                 self.namer.module(m);
@@ -352,6 +386,7 @@ impl Loader {
                     tl.carry(b);
                 }
             }
+            Load::Resync(ts, b) => tl.resync(&b, ts),
             Load::Done(t) => {
                 let t = (*t)?;
                 set_end(&t, tl);

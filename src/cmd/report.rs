@@ -1139,6 +1139,7 @@ mod tests {
             leak_scans: Vec::new(),
             integrity: Vec::new(),
             window: None,
+            resyncs: Vec::new(),
             closed: false,
             stopped: false,
         }
