@@ -1597,6 +1597,9 @@ struct Order {
     named: Option<u64>,
     /// What was made of the part read last.
     taken: Taken,
+    /// The recording's Meta (its first part's): a part of another is
+    /// not taken (its number says nothing of this recording's parts).
+    meta: Option<Meta>,
 }
 
 /// What is made of a part by its number.
@@ -1841,6 +1844,7 @@ fn read_part<'s, R: Read>(
     if let Some(k) = sink.as_deref_mut() {
         k.meta(&meta);
     }
+    let foreign = order.meta.get_or_insert_with(|| meta.clone()) != &meta;
     let mut trace = Trace {
         event_count: 0,
         first_ts: None,
@@ -1962,6 +1966,18 @@ fn read_part<'s, R: Read>(
                     k.item(Item::LeakScan(&l));
                 }
                 trace.leak_scans.push((trace.event_count, l));
+                continue;
+            }
+            Next::Record(Record::Segment(head)) if foreign => {
+                // Another recording's: read past, its number not taken (the
+                // part after it then follows a gap, and resyncs the heap).
+                skip = true;
+                sink = None;
+                trace.window = Some(Window {
+                    first_segment: head.number,
+                    segments: 1,
+                    ..Window::default()
+                });
                 continue;
             }
             Next::Record(Record::Segment(head)) => {
@@ -3183,8 +3199,17 @@ mod tests {
         path: &Path,
         n: u64,
     ) -> anyhow::Result<(Vec<Event>, Vec<(u64, Vec<CarriedBlock>)>)> {
+        parts_file_of(path, n, meta())
+    }
+
+    /// As [`parts_file`], of the recording `m`.
+    #[allow(clippy::type_complexity)]
+    fn parts_file_of(
+        path: &Path,
+        n: u64,
+        m: Meta,
+    ) -> anyhow::Result<(Vec<Event>, Vec<(u64, Vec<CarriedBlock>)>)> {
         use std::collections::BTreeMap;
-        let m = meta();
         let mut w = TraceWriter::create(path, &m)?;
         w.checkpoint_every(&m, PART_ALIGN);
         w.write_stack(&stack(0))?;
@@ -3783,6 +3808,45 @@ mod tests {
                 i + 2
             );
             assert_eq!(live(&t), clean_live, "swap of parts {}, {}", i + 1, i + 2);
+        }
+        // Part i + 1 replaced by the same part of another recording: not
+        // read, and the part after it follows a gap (the heap taken again).
+        let g = TempFile::new("part-mutants-other");
+        let other = Meta {
+            start_wall_ns: meta().start_wall_ns + 1,
+            ..meta()
+        };
+        parts_file_of(&g.0, 100_000, other.clone())?;
+        let theirs = std::fs::read(&g.0)?;
+        for i in 1..n - 1 {
+            let mut b = build(&all[..i]);
+            let at = b.len() as u64;
+            b.extend_from_slice(&theirs[starts[i]..starts[i + 1]]);
+            let next = b.len() as u64;
+            b.extend_from_slice(&build(&all[i + 1..]));
+            std::fs::write(&f.0, &b)?;
+            let t = read_trace(&f.0)?;
+            let notes: Vec<(u64, String)> = t
+                .integrity
+                .iter()
+                .map(|d| (d.offset, d.reason.clone()))
+                .collect();
+            assert_eq!(
+                notes,
+                [
+                    (
+                        at,
+                        format!(
+                            "a part of another recording (pid {}, started {} ns): not read",
+                            other.pid, other.start_wall_ns
+                        )
+                    ),
+                    (next, gap(i + 1, i + 1))
+                ],
+                "part {} of another recording",
+                i + 1
+            );
+            assert_eq!(live(&t), clean_live, "part {} of another recording", i + 1);
         }
         Ok(())
     }
