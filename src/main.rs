@@ -518,17 +518,18 @@ fn parse_max_size(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
-/// The longest `--keep` and `--on-crash-keep`: a year. Longer is no
-/// time bound at all (a recording's segments would hold no less), and
-/// its nanoseconds near u64's end (584 years) would print wrapped.
-const MAX_KEEP: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+/// The longest `--keep` and `--on-crash-keep`: a year (366 days: `1y`
+/// is 365.25). Longer is no time bound at all (a recording's segments
+/// would hold no less), and its nanoseconds near u64's end (584 years)
+/// would print wrapped.
+const MAX_KEEP: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
 
 /// A duration to keep: at most [`MAX_KEEP`].
 fn parse_keep(s: &str) -> Result<std::time::Duration, String> {
     let d = report::parse_duration(s).map_err(|e| format!("{e:#}"))?;
     if d > MAX_KEEP {
         return Err(format!(
-            "'{s}' is longer than a year (8760h), the most a recording keeps"
+            "'{s}' is longer than a year (366d), the most a recording keeps"
         ));
     }
     Ok(d)
@@ -881,7 +882,8 @@ mod tests {
     fn absurd_keeps_are_refused() {
         assert_eq!(parse_keep("1h"), Ok(std::time::Duration::from_secs(3600)));
         assert!(parse_keep("365d").is_ok());
-        for s in ["999999999h", "366d", "1e300s"] {
+        assert!(parse_keep("1y").is_ok());
+        for s in ["999999999h", "367d", "1e300s"] {
             let e = parse_keep(s).unwrap_err();
             assert!(!e.contains('\n') && !e.contains("18446744073"), "{e}");
         }

@@ -138,6 +138,7 @@ impl Feed for FileFeed {
         // Where the reading left the cursor: at the crash (it stopped
         // there), on the newest event, or where the user moved it.
         app.mode = Mode::Replay;
+        app.read_stopped = self.stopped;
         let crash = app.tl.crash().is_some() && app.cursor == app.tl.crash();
         // Held at `--at`: said with the end.
         let at = app.message.take().filter(|m| m.contains("(--at)"));

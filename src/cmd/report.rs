@@ -542,6 +542,18 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
              signal before it (--whole, or --at a moment before it, shows the crash)",
             rel(from, start)
         );
+    } else if let (Some(from), None, true) = (
+        t.first_ts,
+        sum.crash,
+        t.window.as_ref().is_some_and(|w| w.from_part.is_some()),
+    ) {
+        // A crash, or an exit, before the part read is not in it.
+        let _ = writeln!(
+            out,
+            "crash     none from {} on (the stretch read); a crash or exit before it is not seen \
+             here (--whole reads it all)",
+            rel(from, start)
+        );
     }
     let procs = sum.tl.processes();
     if procs.len() > 1 {
@@ -568,8 +580,15 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
                     // Already running when recording began (--children).
                     (_, None) => "was running".to_string(),
                 },
-                pr.exit
-                    .map_or(format!("running at {moment}"), |s| s.to_string()),
+                pr.exit.map_or(
+                    if t.window.as_ref().is_some_and(|w| w.from_part.is_some()) {
+                        // An exit before the part read is not in it.
+                        "no exit read".to_string()
+                    } else {
+                        format!("running at {moment}")
+                    },
+                    |s| s.to_string()
+                ),
                 h.allocs,
                 h.frees,
                 h.live_blocks,

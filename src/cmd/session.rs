@@ -121,7 +121,7 @@ pub fn bound_words(l: &crate::trace::Limits) -> Option<String> {
     let both: Vec<String> = size.into_iter().chain(time).collect();
     (!both.is_empty()).then(|| {
         format!(
-            "a directory of segments {} (--max-size 0: one unbounded file)",
+            "a directory of segments {} (one unbounded file instead: --max-size 0, no --keep)",
             both.join(", ")
         )
     })

@@ -141,6 +141,9 @@ pub struct App {
     pub stop_at: Option<u64>,
     /// The reading started at the trace's part before `stop_at`.
     pub stop_from_part: bool,
+    /// The reading stopped before the recording's end (past `stop_at`):
+    /// the heap "at end" is where it stopped.
+    pub read_stopped: bool,
     /// The target is gone (live mode): nothing more will arrive.
     pub ended: bool,
     /// Rows the event list showed last time (a "screen" for PgUp/PgDn).
@@ -220,6 +223,7 @@ impl App {
             loading: None,
             stop_at: None,
             stop_from_part: false,
+            read_stopped: false,
             ended: false,
             page: Cell::new(10),
             stack_max: Cell::new(u16::MAX),

@@ -347,11 +347,25 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: Theme) {
                 "  heap {} {} ({})",
                 // Frozen while the target runs on: the heap is still now's.
                 if app.loading.is_some() {
-                    "as read"
+                    "as read".to_string()
                 } else if app.mode == Mode::Live || (app.mode == Mode::Frozen && !app.ended) {
-                    "now"
+                    "now".to_string()
+                } else if app.read_stopped {
+                    // `open --at`: the read stopped past the moment.
+                    let last = tl
+                        .store()
+                        .end()
+                        .checked_sub(1)
+                        .and_then(|i| tl.store().ts(i));
+                    format!(
+                        "where the read stopped ({})",
+                        crate::model::present::rel(
+                            last.unwrap_or(tl.meta().start_mono_ns),
+                            tl.meta().start_mono_ns
+                        )
+                    )
                 } else {
-                    "at end"
+                    "at end".to_string()
                 },
                 bytes(tl.heap().live_bytes()),
                 tl.heap().live_blocks()

@@ -140,6 +140,9 @@ pub struct Heap {
     frees: u64,
     live_blocks: u64,
     live_bytes: u64,
+    /// The moment `live_*` are at (ns from the start): `--at` when the
+    /// read stopped there; null: the end (with `--whole`, whatever `--at`).
+    at_ns: Option<u64>,
     /// `--at` before a bounded recording's held window: `live_*` count
     /// only the blocks allocated by then that lived into it (a lower
     /// bound).
@@ -642,6 +645,7 @@ impl Report {
                     live_blocks: before.map_or(root.live_blocks, |b| b.0),
                     live_bytes: before.map_or(root.live_bytes, |b| b.1),
                     partial: before.is_some(),
+                    at_ns: super::read_up_to(t, opts),
                     unknown_frees: heap.totals.unknown_frees,
                 }
             },
