@@ -202,6 +202,9 @@ pub struct Window {
     /// The first (oldest) segment held; 1 when none was dropped.
     pub first_segment: u64,
     pub segments: u64,
+    /// The last segment (or part) taken: past `first_segment + segments
+    /// - 1` when some between were missing.
+    pub last_segment: u64,
     pub carried: Vec<CarriedBlock>,
     /// Windows kept before crashes and findings (`DIR/kept-N`).
     pub kept: Vec<std::path::PathBuf>,
@@ -1459,6 +1462,12 @@ pub fn locate(path: &Path, at: u64) -> anyhow::Result<Option<Start>> {
             if version < 8 {
                 return Ok(None);
             }
+            // A copy of another segment under this one's name: the read
+            // names it; a read does not start at it.
+            if head.number != *n {
+                before += len;
+                continue;
+            }
             if head.first_ts > meta.start_mono_ns.saturating_add(at) {
                 break;
             }
@@ -1775,6 +1784,7 @@ fn append(
     }
     if let Some(w) = &mut t.window {
         w.segments += 1;
+        w.last_segment = n;
     }
     // A damaged segment before the last one: what was read of it
     // counts, and the damage is said.
@@ -1975,6 +1985,7 @@ fn read_part<'s, R: Read>(
                 sink = None;
                 trace.window = Some(Window {
                     first_segment: head.number,
+                    last_segment: head.number,
                     segments: 1,
                     ..Window::default()
                 });
@@ -1995,6 +2006,7 @@ fn read_part<'s, R: Read>(
                 }
                 trace.window = Some(Window {
                     first_segment: head.number,
+                    last_segment: head.number,
                     segments: 1,
                     ..Window::default()
                 });

@@ -438,10 +438,15 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
             if w.segments == 1 {
                 format!("{} {}", unit.trim_end_matches('s'), w.first_segment)
             } else {
+                let last = w.last_segment.max(w.first_segment + w.segments - 1);
                 format!(
-                    "{unit} {} to {}",
+                    "{unit} {} to {last}{}",
                     w.first_segment,
-                    w.first_segment + w.segments - 1
+                    if last + 1 - w.first_segment != w.segments {
+                        format!(" ({} of them)", w.segments)
+                    } else {
+                        String::new()
+                    }
                 )
             },
             if w.from_part.is_some() {
