@@ -3426,6 +3426,14 @@ mod tests {
                 t.events.windows(2).all(|w| w[0].ts < w[1].ts) && (t.events.len() as u64) < n,
                 "{copy} over {over}: events read twice"
             );
+            // A read never starts at the copy: at a moment in the copied
+            // segment's time, the segment located is the real one.
+            let head = |k: u64| -> Option<SegmentHead> {
+                part_head(&File::open(segment_path(&dir, k)).ok()?, 0)?.2
+            };
+            let in_copy = head(copy).map(|h| h.first_ts).expect("a head") + 1;
+            let s = locate(&dir, in_copy - meta().start_mono_ns)?;
+            assert_ne!(s.map(|s| s.number), Some(over), "{copy} over {over}: {s:?}");
             std::fs::write(segment_path(&dir, over), saved)?;
         }
         std::fs::remove_file(segment_path(&dir, 2))?;
