@@ -3432,7 +3432,7 @@ mod tests {
                 part_head(&File::open(segment_path(&dir, k)).ok()?, 0)?.2
             };
             let in_copy = head(copy).map(|h| h.first_ts).expect("a head") + 1;
-            let s = locate(&dir, in_copy - meta().start_mono_ns)?;
+            let s = locate(&dir, in_copy.saturating_sub(meta().start_mono_ns))?;
             assert_ne!(s.map(|s| s.number), Some(over), "{copy} over {over}: {s:?}");
             std::fs::write(segment_path(&dir, over), saved)?;
         }
