@@ -282,6 +282,10 @@ pub fn run<B: Backend, F: Feed>(
                 if live.as_mut().is_some_and(|f| f.tick()) {
                     app.quit = true;
                 }
+                // What the tick found (the trace could not be written on).
+                if let Some(m) = live.as_mut().and_then(|f| f.take_message()) {
+                    app.message = Some(m);
+                }
                 if let (Some(f), None) = (live.as_ref(), &end) {
                     app.lag = f.lag(&app.tl);
                     app.loading = f.loading();

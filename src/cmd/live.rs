@@ -277,6 +277,22 @@ impl Feed for LiveFeed<'_> {
         EndReason::TargetGone
     }
 
+    fn ended(&mut self, app: &mut App) {
+        if app.mode != Mode::Live {
+            return;
+        }
+        app.mode = Mode::Frozen;
+        // Detached because the trace could not be written: the target
+        // runs on, and the why stays on screen (not "the target exited").
+        app.message = Some(match self.write_stopped {
+            true => format!(
+                "{}; scrub with ←/→, q quits",
+                self.ing.failure_line(self.meta).unwrap_or_default()
+            ),
+            false => "the target exited; scrub with ←/→, q quits".into(),
+        });
+    }
+
     fn tick(&mut self) -> bool {
         self.ing.idle();
         self.check_writer();

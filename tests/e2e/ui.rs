@@ -403,9 +403,28 @@ fn the_live_ui_says_when_its_trace_cannot_be_written() {
     t.wait_for("LIVE", 30);
     sleep(Duration::from_secs(1));
     let kill = |p: u32, s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), s);
+    // A failing assertion must not leave the stopped `cat` behind (it
+    // holds the test runner's stderr).
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _reap = (Reap(cat.id()), Reap(pid));
     kill(cat.id(), nix::sys::signal::Signal::SIGSTOP).expect("stop cat");
     let s = t.wait_for("the trace's reader stopped reading for 5 s", 15);
     assert!(s.contains(&format!("detached from pid {pid}")), "{s}");
+    // Once the recording is over, the why stays (it once turned into
+    // "the target exited", which it had not).
+    let s = t.wait_for("FROZEN", 10);
+    assert!(
+        s.contains("the trace's reader stopped reading") && !s.contains("the target exited"),
+        "{s}"
+    );
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let st = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
     assert!(
