@@ -184,6 +184,14 @@ pub struct Trace {
     pub stopped: bool,
 }
 
+impl Trace {
+    /// Where the read started when it started at a part of the file or a
+    /// segment after the oldest held (`--at`), not at the start.
+    pub fn from_part(&self) -> Option<PartStart> {
+        self.window.as_ref().and_then(|w| w.from_part)
+    }
+}
+
 /// The heap taken again after parts (or segments) missing: from the
 /// event `at` (the number read before) on, the live blocks are `carried`
 /// (those of the part read after the gap), not what the events before

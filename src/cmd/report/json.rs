@@ -66,7 +66,7 @@ pub struct Process {
     exit: Option<Exit>,
     heap: ProcessHeap,
     /// Live at the end of the recording (or at its exit), by site.
-    leaks: Vec<ProcessLeak>,
+    leaks: Vec<LiveGroup>,
     pid: u32,
     ppid: Option<u32>,
     start_ns: u64,
@@ -81,14 +81,6 @@ pub struct ProcessHeap {
     inherited_blocks: u64,
     live_blocks: u64,
     live_bytes: u64,
-}
-
-#[derive(Serialize)]
-pub struct ProcessLeak {
-    blocks: u64,
-    bytes: u64,
-    site: Option<String>,
-    stack: Vec<Frame>,
 }
 
 fn exit_json(s: ExitStatus) -> Exit {
@@ -324,14 +316,25 @@ pub struct Leak {
     suspected: bool,
 }
 
-/// The blocks allocated in the window and live at its end from one
-/// allocation stack.
+/// Live blocks from one allocation stack: a process's at its exit (or
+/// the end), or those allocated in the window and live at its end.
 #[derive(Serialize)]
 pub struct LiveGroup {
     blocks: u64,
     bytes: u64,
     site: Option<String>,
     stack: Vec<Frame>,
+}
+
+impl LiveGroup {
+    fn of(g: &crate::model::SiteGroup, sum: &Summary, t: &Trace) -> LiveGroup {
+        LiveGroup {
+            blocks: g.blocks,
+            bytes: g.bytes,
+            site: sum.tl.site(g.stack),
+            stack: timeline_stack(&sum.tl, g.stack, t),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -711,7 +714,7 @@ impl Report {
                     kept: w.kept.iter().map(|k| k.display().to_string()).collect(),
                 }),
                 read: {
-                    let part = t.window.as_ref().and_then(|w| w.from_part);
+                    let part = t.from_part();
                     (part.is_some() || t.stopped).then(|| ReadSpan {
                         from_ns: part.and(t.first_ts).map(|ts| ts.saturating_sub(start)),
                         to_ns: super::read_up_to(t, opts),
@@ -757,12 +760,7 @@ impl Report {
                         .tl
                         .live_sites_of(p)
                         .iter()
-                        .map(|g| ProcessLeak {
-                            blocks: g.blocks,
-                            bytes: g.bytes,
-                            site: sum.tl.site(g.stack),
-                            stack: timeline_stack(&sum.tl, g.stack, t),
-                        })
+                        .map(|g| LiveGroup::of(g, sum, t))
                         .collect(),
                     pid: pr.pid,
                     ppid: pr.ppid,
@@ -770,17 +768,8 @@ impl Report {
                 })
                 .collect(),
             window_live: shown.range.and_then(|(from, upto)| {
-                Some(
-                    window_live(sum, from, upto)?
-                        .iter()
-                        .map(|g| LiveGroup {
-                            blocks: g.blocks,
-                            bytes: g.bytes,
-                            site: sum.tl.site(g.stack),
-                            stack: timeline_stack(&sum.tl, g.stack, t),
-                        })
-                        .collect(),
-                )
+                let groups = window_live(sum, from, upto)?;
+                Some(groups.iter().map(|g| LiveGroup::of(g, sum, t)).collect())
             }),
         })
     }
