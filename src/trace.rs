@@ -409,6 +409,7 @@ impl TraceWriter {
             self.written,
         );
         ring.every = every;
+        ring.asked_spacing = part_spacing(every, 0);
         self.ring = Some(ring);
     }
 
@@ -524,7 +525,7 @@ impl TraceWriter {
             // Pad and SegmentEnd, and an event or stack written before the
             // next check, fit before that boundary, so the next part starts
             // on it, not a boundary further.
-            if written + PART_RESERVE < part_spacing(r.every, 0) {
+            if written + PART_RESERVE < r.asked_spacing {
                 return false;
             }
             let due = written + PART_RESERVE >= r.segment_bytes
@@ -934,6 +935,9 @@ struct Ring {
     segment_bytes: u64,
     /// A file's parts: `--checkpoint`.
     every: u64,
+    /// `every` as a part's spacing (a [`PART_ALIGN`] multiple), asked on
+    /// every event.
+    asked_spacing: u64,
     /// A file's parts spaced wider than `every`, at the widest.
     widened: Option<Widened>,
     /// The bytes a carried block took at the last part's start (with
@@ -971,6 +975,7 @@ impl Ring {
             limits,
             segment_bytes,
             every: 0,
+            asked_spacing: 0,
             widened: None,
             carried_each: CARRIED_BYTES,
             held: false,
