@@ -3571,14 +3571,9 @@ mod tests {
     /// the events are 8 times its copy (not 1 MiB), the part after it
     /// for 9 copies of its start, each on a MiB boundary; the widening
     /// is told.
-    #[test]
-    fn a_big_live_heap_spaces_the_parts_apart() -> anyhow::Result<()> {
-        let f = TempFile::new("wide-parts");
-        let m = meta();
-        let mut w = TraceWriter::create(&f.0, &m)?;
-        w.checkpoint_every(&m, PART_ALIGN);
-        let live = 100_000u64;
-        let carried: Vec<CarriedBlock> = (0..live)
+    /// `n` blocks live, allocated one ns apart from the start of `m`.
+    fn live_blocks(m: &Meta, n: u64) -> Vec<CarriedBlock> {
+        (0..n)
             .map(|i| CarriedBlock {
                 pid: 4242,
                 tid: 4243,
@@ -3587,16 +3582,29 @@ mod tests {
                 size: 48 + i % 1000,
                 stack: None,
             })
-            .collect();
-        let free = |i: u64| {
-            ev(
-                m.start_mono_ns + 2_000_000 + i,
-                EventKind::Free {
-                    ptr: 0x10 + i,
-                    stack: None,
-                },
-            )
-        };
+            .collect()
+    }
+
+    /// The `i`th of a run of frees (of blocks never allocated) 2 ms in.
+    fn free_at(m: &Meta, i: u64) -> Event {
+        ev(
+            m.start_mono_ns + 2_000_000 + i,
+            EventKind::Free {
+                ptr: 0x10 + i,
+                stack: None,
+            },
+        )
+    }
+
+    #[test]
+    fn a_big_live_heap_spaces_the_parts_apart() -> anyhow::Result<()> {
+        let f = TempFile::new("wide-parts");
+        let m = meta();
+        let mut w = TraceWriter::create(&f.0, &m)?;
+        w.checkpoint_every(&m, PART_ALIGN);
+        let live = 100_000u64;
+        let carried: Vec<CarriedBlock> = live_blocks(&m, live);
+        let free = |i: u64| free_at(&m, i);
         let lost = Lost::default();
         let tables = || Tables {
             modules: &[],
@@ -3651,25 +3659,8 @@ mod tests {
         let m = meta();
         let mut w = TraceWriter::create(&f.0, &m)?;
         w.checkpoint_every(&m, PART_ALIGN);
-        let carried: Vec<CarriedBlock> = (0..1_000_000u64)
-            .map(|i| CarriedBlock {
-                pid: 4242,
-                tid: 4243,
-                ts: m.start_mono_ns + i,
-                ptr: 0x7f00_0000_0000 + i * 64,
-                size: 48 + i % 1000,
-                stack: None,
-            })
-            .collect();
-        let free = |i: u64| {
-            ev(
-                m.start_mono_ns + 2_000_000 + i,
-                EventKind::Free {
-                    ptr: 0x10 + i,
-                    stack: None,
-                },
-            )
-        };
+        let carried: Vec<CarriedBlock> = live_blocks(&m, 1_000_000);
+        let free = |i: u64| free_at(&m, i);
         let mut i = 0;
         while !w.wants_rotation(free(i).ts) {
             w.write_event(&free(i))?;
