@@ -187,7 +187,7 @@ pub struct Trace {
 impl Trace {
     /// Where the read started when it started at a part of the file or a
     /// segment after the oldest held (`--at`), not at the start.
-    pub fn from_part(&self) -> Option<PartStart> {
+    pub fn part_start(&self) -> Option<PartStart> {
         self.window.as_ref().and_then(|w| w.from_part)
     }
 }

@@ -82,7 +82,7 @@ pub fn run(file: &Path, out: &Path, opts: &Options) -> Result<()> {
         _ => crate::cmd::load::Part::default(),
     };
     let (t, tl) = crate::cmd::load::read_streaming_part(file, opts.memory, part)?;
-    if let (Some(first), true) = (t.first_ts, t.from_part().is_some()) {
+    if let (Some(first), true) = (t.first_ts, t.part_start().is_some()) {
         if opts.format == Format::Pprof {
             eprintln!(
                 "tm-tui: read from {} (the trace's part before --at): alloc_space/alloc_objects \
@@ -260,7 +260,7 @@ impl Heap {
                          there is not known (raise --memory{})",
                         crate::model::present::rel(at, start),
                         crate::model::present::rel(tl.span().map_or(start, |s| s.0), start),
-                        if t.from_part().is_some() {
+                        if t.part_start().is_some() {
                             ""
                         } else {
                             ", or without --whole on a trace in parts"

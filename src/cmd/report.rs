@@ -314,7 +314,7 @@ pub fn read_up_to(t: &Trace, opts: &Options) -> Option<u64> {
 /// A read from a part (`--at`) that holds no crash of a program killed by
 /// a signal: the crash came before the part. When the part starts.
 pub fn crash_before_read(t: &Trace, sum: &Summary) -> Option<u64> {
-    let from_part = t.from_part().is_some();
+    let from_part = t.part_start().is_some();
     let killed = matches!(
         t.end.as_ref().and_then(|e| e.status),
         Some(crate::event::ExitStatus::Signal { .. })
@@ -344,7 +344,7 @@ pub fn before_window(t: &Trace, sum: &Summary, opts: &Options) -> Option<(u64, u
 /// part before the moment (if not the start) up to the moment.
 pub fn read_line(t: &Trace, opts: &Options) -> Option<String> {
     let start = t.meta.start_mono_ns;
-    let from_part = t.from_part().is_some();
+    let from_part = t.part_start().is_some();
     if !from_part && !t.stopped {
         return None;
     }
@@ -547,7 +547,7 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
              signal before it (--whole, or --at a moment before it, shows the crash)",
             rel(from, start)
         );
-    } else if let (Some(from), None, true) = (t.first_ts, sum.crash, t.from_part().is_some()) {
+    } else if let (Some(from), None, true) = (t.first_ts, sum.crash, t.part_start().is_some()) {
         // A crash, or an exit, before the part read is not in it.
         let _ = writeln!(
             out,
@@ -582,7 +582,7 @@ pub fn text_of(t: &Trace, sum: &Summary, opts: &Options) -> Result<String> {
                     (_, None) => "was running".to_string(),
                 },
                 pr.exit.map_or(
-                    if t.from_part().is_some() {
+                    if t.part_start().is_some() {
                         // An exit before the part read is not in it.
                         "no exit read".to_string()
                     } else {

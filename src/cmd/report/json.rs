@@ -714,7 +714,7 @@ impl Report {
                     kept: w.kept.iter().map(|k| k.display().to_string()).collect(),
                 }),
                 read: {
-                    let part = t.from_part();
+                    let part = t.part_start();
                     (part.is_some() || t.stopped).then(|| ReadSpan {
                         from_ns: part.and(t.first_ts).map(|ts| ts.saturating_sub(start)),
                         to_ns: super::read_up_to(t, opts),
