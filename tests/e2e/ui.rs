@@ -67,15 +67,21 @@ impl Tmux {
 
     /// Waits until the screen contains `what`; returns the screen.
     fn wait_for(&self, what: &str, secs: u64) -> String {
+        self.wait_for_all(&[what], secs)
+    }
+
+    /// Waits until one screen contains all of `what` (a capture can land
+    /// in the middle of a frame being drawn); returns it.
+    fn wait_for_all(&self, what: &[&str], secs: u64) -> String {
         let t0 = Instant::now();
         loop {
             let s = self.screen();
-            if s.contains(what) {
+            if what.iter().all(|w| s.contains(w)) {
                 return s;
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(secs),
-                "'{what}' did not appear within {secs}s; screen:\n{s}"
+                "{what:?} did not appear within {secs}s; screen:\n{s}"
             );
             sleep(Duration::from_millis(200));
         }
@@ -102,8 +108,7 @@ fn uaf_demo_freezes_on_the_crash_and_scrubs_back() {
         bin()
     );
     let t = Tmux::start(&cmd);
-    let s = t.wait_for("FROZEN (crash)", 30);
-    for want in [
+    let wants = [
         "USE-AFTER-FREE",
         "16 bytes inside a 300000-byte block",
         "parse_request (uaf.c:",
@@ -111,7 +116,10 @@ fn uaf_demo_freezes_on_the_crash_and_scrubs_back() {
         "process_request",
         "▶",
         "CRASH",
-    ] {
+    ];
+    // The frozen frame drawn whole (the diagnosis is drawn last).
+    let s = t.wait_for_all(&["FROZEN (crash)", "Heap here:", wants[1]], 30);
+    for want in wants {
         assert!(s.contains(want), "'{want}' missing:\n{s}");
     }
     assert!(s.contains("Heap here: 0 B in 0 blocks"), "{s}");
